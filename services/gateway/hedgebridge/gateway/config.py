@@ -1,0 +1,61 @@
+"""Gateway configuration, from environment variables (prefix ``HEDGEBRIDGE_GATEWAY_``).
+
+| variable                                  | default                  | meaning                                     |
+|-------------------------------------------|--------------------------|---------------------------------------------|
+| HEDGEBRIDGE_NATS_URL                      | nats://127.0.0.1:4222    | NATS server(s), comma-separated             |
+| HEDGEBRIDGE_JWT_SECRET                    | (required)               | HS256 key that signs tokens (>= 32 bytes)   |
+| HEDGEBRIDGE_GATEWAY_HOST                  | 127.0.0.1                | listen address                              |
+| HEDGEBRIDGE_GATEWAY_PORT                  | 8765                     | listen port                                 |
+| HEDGEBRIDGE_GATEWAY_ID                    | gw-<host>-<pid>          | this replica's name in status events        |
+| HEDGEBRIDGE_GATEWAY_HEARTBEAT_INTERVAL_MS | 1000                     | how often terminals send HEARTBEAT          |
+| HEDGEBRIDGE_GATEWAY_HEARTBEAT_TIMEOUT_MS  | 3500                     | silence after which a terminal is dropped   |
+| HEDGEBRIDGE_GATEWAY_MAX_FRAME_BYTES       | 1048576                  | larger frames close the connection (1009)   |
+| HEDGEBRIDGE_GATEWAY_SEND_TIMEOUT_MS       | 2000                     | limit for writing a command to a terminal   |
+| HEDGEBRIDGE_LOG_LEVEL / HEDGEBRIDGE_LOG_FORMAT | INFO / json         | logging                                     |
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+
+import msgspec
+
+from hedgebridge.common import auth
+from hedgebridge.common.config import ConfigError, load
+
+PREFIX = "HEDGEBRIDGE_GATEWAY_"
+
+
+class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
+    nats_url: str = "nats://127.0.0.1:4222"
+    jwt_secret: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8765
+    id: str = ""
+    heartbeat_interval_ms: int = 1000
+    heartbeat_timeout_ms: int = 3500
+    max_frame_bytes: int = 1_048_576
+    send_timeout_ms: int = 2000
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    @property
+    def gateway_id(self) -> str:
+        return self.id or f"gw-{socket.gethostname()}-{os.getpid()}"
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    cfg = load(GatewayConfig, PREFIX, environ)
+    try:
+        auth.check_secret(cfg.jwt_secret)
+    except ValueError as exc:
+        raise ConfigError(f"HEDGEBRIDGE_JWT_SECRET: {exc}") from None
+    if not 0 <= cfg.port <= 65535:
+        raise ConfigError("HEDGEBRIDGE_GATEWAY_PORT: not a port number")
+    if cfg.heartbeat_timeout_ms <= cfg.heartbeat_interval_ms:
+        raise ConfigError("HEDGEBRIDGE_GATEWAY_HEARTBEAT_TIMEOUT_MS must exceed the heartbeat interval")
+    if cfg.max_frame_bytes < 1024:
+        raise ConfigError("HEDGEBRIDGE_GATEWAY_MAX_FRAME_BYTES must be at least 1024")
+    return cfg

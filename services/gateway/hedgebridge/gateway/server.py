@@ -1,0 +1,300 @@
+"""The gateway's I/O layer: a websockets server for terminals, bridged to NATS.
+
+- Terminal frames are validated (``decode_frame``); a bad frame is answered with an ERROR frame and the
+  connection stays up. Valid events are published as msgpack on ``hb.ea.<account>.evt.<type>``.
+- Commands published on ``hb.ea.<account>.cmd`` are written to that account's socket; the gateway replies
+  with a DeliveryAck. Only the gateway holding the account's live connection subscribes, so a request with
+  no responders means the account is offline and the command was not sent.
+- One live connection per account: a newer connection replaces the older one (closed with 4002), on this
+  replica directly and on others through the TERMINAL_STATUS events every replica listens to.
+- A terminal silent for longer than the heartbeat timeout is closed with 4001; every connect and disconnect
+  is published as TERMINAL_STATUS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+import weakref
+from http import HTTPStatus
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from hedgebridge.common import bus, logs
+from hedgebridge.protocol import (
+    FROM_TERMINAL,
+    PROTOCOL_VERSION,
+    SUPPORTED_SUBPROTOCOLS,
+    DeliveryAck,
+    ErrorMessage,
+    Heartbeat,
+    Message,
+    ProtocolError,
+    TerminalStatus,
+    Welcome,
+    decode_frame,
+    encode_frame,
+    errors,
+    pack,
+    subjects,
+    type_name,
+    unpack,
+    unpack_command,
+    utcnow,
+)
+from hedgebridge.protocol.errors import CloseCode
+
+from .config import GatewayConfig
+from .handshake import Accept, decide
+
+log = logs.get("gateway")
+
+
+class TerminalSession:
+    """One terminal's live connection."""
+
+    def __init__(self, gateway: Gateway, connection: ServerConnection, accept: Accept) -> None:
+        self.gateway = gateway
+        self.connection = connection
+        self.account_id = accept.principal.subject
+        self.version = accept.version
+        self.session_id = uuid.uuid4().hex
+        self.connected_at = time.time()
+        self.subscription: Subscription | None = None
+        self.close_reason = ""
+        remote = connection.remote_address
+        self.remote = f"{remote[0]}:{remote[1]}" if remote else ""
+
+    async def send(self, message: Message) -> None:
+        await self.connection.send(encode_frame(message).decode())
+
+    async def send_error(self, code: str, message: str, **fields: str | None) -> None:
+        await self.send(ErrorMessage(code=code, message=message, timestamp=utcnow(), **fields))
+
+    async def retire(self, code: CloseCode, reason: str) -> None:
+        """Stop taking commands at once, then close the socket with ``code``."""
+        self.close_reason = reason
+        await self.unsubscribe()
+        await self.connection.close(code, reason)
+
+    async def unsubscribe(self) -> None:
+        sub, self.subscription = self.subscription, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def on_command(self, msg: Msg) -> None:
+        """Write a command from NATS to the terminal and acknowledge delivery."""
+        try:
+            command = unpack_command(msg.data)
+        except ProtocolError as exc:
+            await self._ack(msg, DeliveryAck(delivered=False, reason=f"invalid command: {exc.message}"))
+            return
+        if command.account_id != self.account_id:
+            await self._ack(msg, DeliveryAck(delivered=False, reason="command names another account"))
+            return
+        try:
+            async with asyncio.timeout(self.gateway.config.send_timeout_ms / 1000):
+                await self.send(command)
+        except (ConnectionClosed, TimeoutError) as exc:
+            log.warning("command not delivered", account=self.account_id, error=type(exc).__name__)
+            await self._ack(msg, DeliveryAck(delivered=False, reason="terminal connection closed"))
+            return
+        log.debug("command delivered", account=self.account_id, type=type_name(command))
+        await self._ack(msg, DeliveryAck(delivered=True, session_id=self.session_id))
+
+    async def _ack(self, msg: Msg, ack: DeliveryAck) -> None:
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(pack(ack))
+
+    async def handle_frame(self, data: str | bytes) -> None:
+        try:
+            message = decode_frame(data)
+        except ProtocolError as exc:
+            await self.send_error(exc.code, exc.message, field=exc.field, ref_type=exc.ref_type, ref_id=exc.ref_id)
+            return
+        if isinstance(message, Heartbeat):
+            if not message.reply:
+                await self.send(Heartbeat(timestamp=utcnow(), seq=message.seq, reply=True))
+            return
+        kind = type_name(message)
+        if not isinstance(message, FROM_TERMINAL):
+            await self.send_error(errors.UNEXPECTED_TYPE, f"terminals do not send {kind}", ref_type=kind)
+            return
+        claimed = getattr(message, "account_id", None)
+        if isinstance(message, ErrorMessage):
+            log.warning("terminal reported an error", account=self.account_id, code=message.code)
+        elif claimed != self.account_id:
+            await self.send_error(
+                errors.ACCOUNT_MISMATCH,
+                f"this connection is authorised for account {self.account_id}, not {claimed}",
+                field="accountId",
+                ref_type=kind,
+                ref_id=getattr(message, "action_id", None) or getattr(message, "position_id", None),
+            )
+            return
+        await self.gateway.nats.publish(subjects.event(self.account_id, kind), pack(message))
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.gateway_id = config.gateway_id
+        self.sessions: dict[str, TerminalSession] = {}
+        self._accepted: weakref.WeakKeyDictionary[ServerConnection, Accept] = weakref.WeakKeyDictionary()
+        self._nats: NatsClient | None = None
+        self._server: Server | None = None
+        self._status_sub: Subscription | None = None
+
+    @property
+    def nats(self) -> NatsClient:
+        assert self._nats is not None, "gateway not started"
+        return self._nats
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "gateway not started"
+        sockets = self._server.sockets
+        port: int = sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        self._nats = await bus.connect(self.config.nats_url, name=self.gateway_id)
+        self._status_sub = await self.nats.subscribe(subjects.ALL_STATUS, cb=self._on_status)
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            subprotocols=list(SUPPORTED_SUBPROTOCOLS),  # type: ignore[arg-type]
+            max_size=self.config.max_frame_bytes,
+            ping_interval=None,  # liveness is the protocol's HEARTBEAT
+            compression=None,
+            server_header="hedgebridge-gateway",
+        )
+        log.info("listening", host=self.config.host, port=self.port, gateway=self.gateway_id)
+
+    async def stop(self) -> None:
+        """Close every terminal with 1001 (reconnect elsewhere), publish their disconnects, drain NATS."""
+        if self._server is not None:
+            self._server.close(close_connections=False)
+            await asyncio.gather(
+                *(s.retire(CloseCode.GOING_AWAY, "gateway shutting down") for s in list(self.sessions.values())),
+                return_exceptions=True,
+            )
+            await self._server.wait_closed()
+            self._server = None
+        if self._nats is not None:
+            with contextlib.suppress(Exception):
+                await self._nats.drain()
+            self._nats = None
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        verdict = decide(
+            request.path,
+            request.headers.get("Authorization"),
+            request.headers.get_all("Sec-WebSocket-Protocol"),
+            self.config.jwt_secret,
+        )
+        if isinstance(verdict, Accept):
+            self._accepted[connection] = verdict
+            return None
+        log.info("handshake refused", status=int(verdict.status), reason=verdict.reason, path=request.path)
+        response = connection.respond(verdict.status, verdict.reason + "\n")
+        if verdict.status == HTTPStatus.UNAUTHORIZED:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="hedgebridge"'
+        return response
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        accept = self._accepted.pop(connection)
+        session = TerminalSession(self, connection, accept)
+        account = session.account_id
+        previous = self.sessions.get(account)
+        if previous is not None:
+            await previous.retire(CloseCode.SESSION_REPLACED, "replaced by a newer connection for this account")
+        self.sessions[account] = session
+        try:
+            session.subscription = await self.nats.subscribe(subjects.command(account), cb=session.on_command)
+            await self._publish_status(session, "CONNECTED")
+            log.info("terminal connected", account=account, session=session.session_id, remote=session.remote)
+            await session.send(
+                Welcome(
+                    protocol_version=min(session.version, PROTOCOL_VERSION),
+                    account_id=account,
+                    session_id=session.session_id,
+                    heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+                    heartbeat_timeout_ms=self.config.heartbeat_timeout_ms,
+                    max_frame_bytes=self.config.max_frame_bytes,
+                    server_time=utcnow(),
+                )
+            )
+            await self._read_loop(session)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("terminal session failed", account=account)
+            session.close_reason = session.close_reason or "internal error"
+            with contextlib.suppress(Exception):
+                await connection.close(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            await session.unsubscribe()
+            if self.sessions.get(account) is session:
+                del self.sessions[account]
+            reason = session.close_reason or _close_description(connection)
+            log.info("terminal disconnected", account=account, session=session.session_id, reason=reason)
+            with contextlib.suppress(Exception):
+                await self._publish_status(session, "DISCONNECTED", reason)
+
+    async def _read_loop(self, session: TerminalSession) -> None:
+        timeout_s = self.config.heartbeat_timeout_ms / 1000
+        connection = session.connection
+        while True:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    data = await connection.recv()
+            except TimeoutError:
+                session.close_reason = "heartbeat timeout"
+                await session.retire(CloseCode.HEARTBEAT_TIMEOUT, "no frame within the heartbeat timeout")
+                return
+            await session.handle_frame(data)
+
+    async def _publish_status(self, session: TerminalSession, status: str, reason: str = "") -> None:
+        event = TerminalStatus(
+            timestamp=utcnow(),
+            account_id=session.account_id,
+            status="CONNECTED" if status == "CONNECTED" else "DISCONNECTED",
+            session_id=session.session_id,
+            gateway_id=self.gateway_id,
+            reason=reason,
+            protocol_version=session.version,
+            remote=session.remote,
+        )
+        await self.nats.publish(subjects.status(session.account_id), pack(event))
+
+    async def _on_status(self, msg: Msg) -> None:
+        """Another replica accepted a newer connection for an account held here: hand it over."""
+        try:
+            event = unpack(msg.data, TerminalStatus)
+        except ProtocolError:
+            return
+        if event.status != "CONNECTED" or event.gateway_id == self.gateway_id:
+            return
+        session = self.sessions.get(event.account_id)
+        if session is not None and session.connected_at <= event.timestamp.timestamp():
+            await session.retire(CloseCode.SESSION_REPLACED, "replaced by a newer connection for this account")
+
+
+def _close_description(connection: ServerConnection) -> str:
+    code = connection.close_code
+    if code is None:
+        return "connection lost"
+    reason = connection.close_reason or ""
+    return f"closed {code} {reason}".strip()
