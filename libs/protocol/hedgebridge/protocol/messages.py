@@ -300,3 +300,28 @@ class OrderResult(_Body, frozen=True, kw_only=True):
 def to_builtins(msg: Struct) -> object:
     """The JSON-ready form of a message (camelCase keys, ISO timestamps)."""
     return msgspec.to_builtins(msg)
+
+
+class TerminalView(_Body, frozen=True, kw_only=True):
+    """The monitor's view of one terminal."""
+
+    account_id: str
+    connected: bool
+    session_id: str
+    gateway_id: str
+    since: datetime
+    reason: str = ""
+    last_event: datetime | None = None
+    balance: float | None = None
+    equity: float | None = None
+    margin_level: float | None = None
+    open_positions: int = 0
+
+
+class MonitorSnapshot(_Body, frozen=True, kw_only=True):
+    """The monitor's live picture, answered on ``hb.monitor.status``."""
+
+    started_at: datetime
+    terminals: list[TerminalView]
+    orders_succeeded: int = 0
+    orders_failed: int = 0

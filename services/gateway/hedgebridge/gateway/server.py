@@ -224,6 +224,7 @@ class Gateway:
         try:
             session.subscription = await self.nats.subscribe(subjects.command(account), cb=session.on_command)
             await self._publish_status(session, "CONNECTED")
+            await self.nats.flush()  # once WELCOME is sent, commands for the account reach this socket
             log.info("terminal connected", account=account, session=session.session_id, remote=session.remote)
             await session.send(
                 Welcome(
@@ -261,8 +262,7 @@ class Gateway:
                 async with asyncio.timeout(timeout_s):
                     data = await connection.recv()
             except TimeoutError:
-                session.close_reason = "heartbeat timeout"
-                await session.retire(CloseCode.HEARTBEAT_TIMEOUT, "no frame within the heartbeat timeout")
+                await session.retire(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
                 return
             await session.handle_frame(data)
 

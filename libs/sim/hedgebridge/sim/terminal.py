@@ -1,0 +1,211 @@
+"""The simulated terminal's I/O: one WebSocket connection per account, exactly as the EA speaks.
+
+Connects with ``Authorization: Bearer <token>`` and the ``hedgebridge.v1`` subprotocol, waits for WELCOME,
+then sends ACCOUNT_UPDATE and POSITION_UPDATE snapshots, HEARTBEAT every interval the gateway asked for,
+PRICE ticks, and answers OPEN/CLOSE after the configured fill latency (one command at a time, as an EA's
+single thread does). Reconnects with exponential backoff when the connection drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import random
+from collections.abc import Callable
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from hedgebridge.common import logs
+from hedgebridge.protocol import (
+    CloseCommand,
+    ErrorMessage,
+    Heartbeat,
+    Message,
+    OpenCommand,
+    ProtocolError,
+    Welcome,
+    decode_frame,
+    encode_frame,
+    subprotocol,
+    utcnow,
+)
+
+from .account import SimAccount, SimConfig
+from .feed import PriceFeed
+
+log = logs.get("sim")
+
+
+class SimTerminal:
+    def __init__(
+        self,
+        url: str,
+        account: SimAccount,
+        token: Callable[[], str],
+        *,
+        backoff_initial_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.account = account
+        self.token = token
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.connected = asyncio.Event()
+        self.welcome: Welcome | None = None
+        self.errors: list[ErrorMessage] = []
+        self.connections = 0
+        self.heartbeats_paused = False  # a test can make the terminal go silent
+        self.last_refusal: str | None = None
+        self._ws: ClientConnection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def account_id(self) -> str:
+        return self.account.account_id
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with backoff until cancelled."""
+        delay = self.backoff_initial_s
+        while True:
+            try:
+                await self._session()
+                delay = self.backoff_initial_s
+            except InvalidStatus as exc:
+                self.last_refusal = f"HTTP {exc.response.status_code}: {exc.response.body.decode(errors='replace')}"
+                log.warning("handshake refused", account=self.account_id, detail=self.last_refusal.strip())
+            except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
+                log.info("connection lost", account=self.account_id, error=type(exc).__name__)
+            finally:
+                self.connected.clear()
+                self._ws = None
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(delay * 2, self.backoff_max_s)
+
+    async def drop(self) -> None:
+        """Close the current connection (the terminal reconnects by itself)."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def send(self, message: Message) -> None:
+        if self._ws is not None:
+            await self._ws.send(encode_frame(message).decode())
+
+    async def _session(self) -> None:
+        async with connect(
+            self.url,
+            additional_headers={"Authorization": f"Bearer {self.token()}"},
+            subprotocols=[subprotocol()],  # type: ignore[list-item]
+            ping_interval=None,
+            compression=None,
+            open_timeout=5,
+            max_size=4 * 1024 * 1024,
+        ) as ws:
+            first = decode_frame(await asyncio.wait_for(ws.recv(), 5))
+            if not isinstance(first, Welcome):
+                raise ConnectionError(f"expected WELCOME, got {type(first).__name__}")
+            self._ws = ws
+            self.welcome = first
+            self.connections += 1
+            now = utcnow()
+            await self.send(self.account.account_update(now))
+            await self.send(self.account.position_update(now))
+            self.connected.set()
+            log.info("connected", account=self.account_id, session=first.session_id)
+            tasks = [
+                asyncio.create_task(self._heartbeats(first.heartbeat_interval_ms / 1000)),
+                asyncio.create_task(self._account_updates()),
+            ]
+            if self.account.config.tick_interval_ms > 0:
+                tasks.append(asyncio.create_task(self._ticks()))
+            try:
+                async for frame in ws:
+                    await self._on_frame(frame)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _on_frame(self, frame: str | bytes) -> None:
+        try:
+            message = decode_frame(frame)
+        except ProtocolError as exc:
+            log.warning("bad frame from gateway", account=self.account_id, error=exc.message)
+            return
+        if isinstance(message, OpenCommand | CloseCommand):
+            await self._execute(message)
+        elif isinstance(message, ErrorMessage):
+            self.errors.append(message)
+        elif isinstance(message, Heartbeat) and not message.reply:
+            await self.send(Heartbeat(timestamp=utcnow(), seq=message.seq, reply=True))
+
+    async def _execute(self, command: OpenCommand | CloseCommand) -> None:
+        async with self._lock:
+            latency = self.account.config.fill_latency_ms
+            if latency > 0:
+                await asyncio.sleep(latency / 1000)
+            now = utcnow()
+            if isinstance(command, OpenCommand):
+                await self.send(self.account.open(command, now))
+            else:
+                await self.send(self.account.close(command, now))
+            await self.send(self.account.position_update(now))
+            await self.send(self.account.account_update(now))
+
+    async def _heartbeats(self, interval_s: float) -> None:
+        seq = 0
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self.heartbeats_paused:
+                seq += 1
+                await self.send(Heartbeat(timestamp=utcnow(), seq=seq, account_id=self.account_id))
+
+    async def _ticks(self) -> None:
+        interval = self.account.config.tick_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            if self.heartbeats_paused:
+                continue
+            self.account.feed.step()
+            for tick in self.account.ticks(utcnow()):
+                await self.send(tick)
+
+    async def _account_updates(self) -> None:
+        interval = self.account.config.account_update_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            if not self.heartbeats_paused:
+                await self.send(self.account.account_update(utcnow()))
+
+
+def make_terminals(
+    url: str,
+    accounts: list[str],
+    token_for: Callable[[str], str],
+    config: SimConfig,
+    seed: int | None = None,
+) -> list[SimTerminal]:
+    """Terminals for ``accounts`` sharing one market (one price feed)."""
+    rng = random.Random(seed)
+    feed = PriceFeed(config.symbols, rng)
+    return [
+        SimTerminal(
+            url, SimAccount(account, config, feed, random.Random(rng.random())), functools.partial(token_for, account)
+        )
+        for account in accounts
+    ]
+
+
+async def run_terminals(terminals: list[SimTerminal], stop: asyncio.Event) -> None:
+    tasks = [asyncio.create_task(t.run()) for t in terminals]
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        for terminal in terminals:
+            with contextlib.suppress(Exception):
+                await terminal.drop()
+        await asyncio.gather(*tasks, return_exceptions=True)

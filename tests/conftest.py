@@ -1,0 +1,91 @@
+"""Fixtures: real nats-server (JetStream) and valkey-server processes on free ports, and the services.
+
+Every server is started here on a port chosen at random and stopped at the end of the test; tests may kill
+and restart them. Nothing here touches servers the machine runs for itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from hedgebridge.common import auth
+from hedgebridge.common.servers import NatsServer, ValkeyServer
+from hedgebridge.executor.config import ExecutorConfig
+from hedgebridge.executor.service import Executor
+from hedgebridge.gateway.config import GatewayConfig
+from hedgebridge.gateway.server import Gateway
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cache_server(tmp_path: Path) -> Iterator[ValkeyServer]:
+    server = ValkeyServer(tmp_path / "cache")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def secret() -> str:
+    return auth.new_secret()
+
+
+def gateway_config(nats_url: str, secret: str, **overrides: object) -> GatewayConfig:
+    values: dict[str, object] = {
+        "nats_url": nats_url,
+        "jwt_secret": secret,
+        "port": 0,
+        "heartbeat_interval_ms": 200,
+        "heartbeat_timeout_ms": 1500,
+        "max_frame_bytes": 64 * 1024,
+    }
+    values.update(overrides)
+    return GatewayConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def gateway(nats_server: NatsServer, secret: str) -> AsyncIterator[Gateway]:
+    gw = Gateway(gateway_config(nats_server.url, secret, id="gw-test-1"))
+    await gw.start()
+    yield gw
+    await gw.stop()
+
+
+@pytest.fixture
+def ea_url(gateway: Gateway) -> str:
+    return f"ws://127.0.0.1:{gateway.port}/ea"
+
+
+@pytest.fixture
+async def executor(nats_server: NatsServer, cache_server: ValkeyServer) -> AsyncIterator[Executor]:
+    ex = Executor(
+        ExecutorConfig(
+            nats_url=nats_server.url,
+            redis_url=f"{cache_server.url}/0",
+            order_timeout_ms=3000,
+            delivery_timeout_ms=1000,
+            id="ex-test-1",
+        )
+    )
+    await ex.start()
+    yield ex
+    await ex.stop()
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[NatsClient]:
+    client = await nats.connect(nats_server.url)
+    yield client
+    await client.close()

@@ -1,0 +1,98 @@
+"""Test helpers: waiting with a deadline, a raw EA client, order requests over NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client as NatsClient
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from hedgebridge.common import auth
+from hedgebridge.protocol import (
+    Frame,
+    Message,
+    OrderRequest,
+    OrderResult,
+    decode_frame,
+    encode_frame,
+    pack,
+    subjects,
+    subprotocol,
+    unpack,
+)
+
+
+async def wait_for(
+    predicate: Callable[[], bool | Awaitable[bool]], what: str, timeout_s: float = 10.0, interval_s: float = 0.02
+) -> None:
+    """Poll ``predicate`` until it is true; fail the test with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if not isinstance(value, bool):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(interval_s)
+
+
+class RawEa:
+    """A bare EA written from the protocol description: a websockets client and JSON frames."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def connect(cls, url: str, token: str | None, *, protocol: str | None = None) -> RawEa:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        ws = await connect(
+            url,
+            additional_headers=headers,
+            subprotocols=[protocol or subprotocol()],  # type: ignore[list-item]
+            ping_interval=None,
+            open_timeout=5,
+        )
+        return cls(ws)
+
+    async def send(self, message: Message) -> None:
+        await self.ws.send(encode_frame(message).decode())
+
+    async def send_raw(self, data: str | bytes) -> None:
+        await self.ws.send(data)
+
+    async def recv(self, timeout_s: float = 5.0) -> Frame:
+        return decode_frame(await asyncio.wait_for(self.ws.recv(), timeout_s))
+
+    async def recv_type(self, kind: type[Message], timeout_s: float = 5.0) -> Frame:
+        """The next frame of ``kind``, skipping others (e.g. heartbeat replies)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            frame = await self.recv(max(deadline - time.monotonic(), 0.01))
+            if isinstance(frame, kind):
+                return frame
+
+    async def closed(self, timeout_s: float = 10.0) -> int | None:
+        """Read until the gateway closes the connection; returns the close code."""
+        deadline = time.monotonic() + timeout_s
+        with contextlib.suppress(ConnectionClosed):
+            while time.monotonic() < deadline:
+                await self.recv(max(deadline - time.monotonic(), 0.01))
+        return self.ws.close_code
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+def ea_token(secret: str, account: str, **kwargs: float) -> str:
+    return auth.mint_token(secret, role="ea", subject=account, **kwargs)
+
+
+async def order(nc: NatsClient, request: OrderRequest, timeout_s: float = 15.0) -> OrderResult:
+    reply = await nc.request(subjects.ORDER_REQUEST, pack(request), timeout=timeout_s)
+    return unpack(reply.data, OrderResult)
