@@ -1,0 +1,85 @@
+"""The simulated terminal against the real gateway: handshake, snapshots, refusals and reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from hedgebridge.common import auth
+from hedgebridge.common.servers import NatsServer, free_port
+from hedgebridge.gateway.server import Gateway
+from hedgebridge.protocol import TerminalStatus, subjects, unpack, unpack_event
+from hedgebridge.sim import SimConfig
+from hedgebridge.sim.terminal import make_terminals, run_terminals
+
+from ..conftest import gateway_config
+from ..helpers import ea_token, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+async def test_sim_sends_snapshots_ticks_and_reconnects_after_a_gateway_restart(
+    nats_server: NatsServer, secret: str, nc: NatsClient
+) -> None:
+    port = free_port()
+    events: list[str] = []
+    statuses: list[TerminalStatus] = []
+
+    async def on_event(msg: Msg) -> None:
+        events.append(type(unpack_event(msg.data)).__name__)
+
+    async def on_status(msg: Msg) -> None:
+        statuses.append(unpack(msg.data, TerminalStatus))
+
+    await nc.subscribe(subjects.ALL_EVENTS, cb=on_event)
+    await nc.subscribe(subjects.ALL_STATUS, cb=on_status)
+    await nc.flush()
+
+    gateway = Gateway(gateway_config(nats_server.url, secret, port=port))
+    await gateway.start()
+    terminals = make_terminals(
+        f"ws://127.0.0.1:{port}/ea",
+        ["S1", "S2"],
+        lambda account: ea_token(secret, account),
+        SimConfig(tick_interval_ms=50, symbols=("EURUSD",)),
+        seed=7,
+    )
+    stop = asyncio.Event()
+    runner = asyncio.create_task(run_terminals(terminals, stop))
+    try:
+        await wait_for(lambda: all(t.connected.is_set() for t in terminals), "both terminals to connect")
+        await wait_for(
+            lambda: {"AccountUpdate", "PositionUpdate", "PriceTick"} <= set(events), "snapshots and ticks on NATS"
+        )
+        await gateway.stop()
+        await wait_for(lambda: not any(t.connected.is_set() for t in terminals), "the terminals to notice")
+        gateway = Gateway(gateway_config(nats_server.url, secret, port=port))
+        await gateway.start()
+        await wait_for(lambda: all(t.connections == 2 for t in terminals), "both terminals to reconnect")
+        await wait_for(lambda: set(gateway.sessions) == {"S1", "S2"}, "the new gateway to hold both")
+        reasons = [s.reason for s in statuses if s.status == "DISCONNECTED"]
+        assert reasons == ["gateway shutting down", "gateway shutting down"]
+    finally:
+        stop.set()
+        await runner
+        await gateway.stop()
+
+
+async def test_sim_with_a_refused_token_keeps_retrying_and_reports_why(gateway: Gateway, ea_url: str) -> None:
+    wrong = auth.new_secret()
+    terminals = make_terminals(ea_url, ["S1"], lambda account: ea_token(wrong, account), SimConfig(), seed=1)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(run_terminals(terminals, stop))
+    try:
+        await wait_for(lambda: terminals[0].last_refusal is not None, "the refusal")
+        assert terminals[0].last_refusal is not None
+        assert terminals[0].last_refusal.startswith("HTTP 401")
+        assert "signature" in terminals[0].last_refusal
+        assert not terminals[0].connected.is_set()
+        assert gateway.sessions == {}
+    finally:
+        stop.set()
+        await runner
