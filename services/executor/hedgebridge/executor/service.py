@@ -16,6 +16,7 @@ import time
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
@@ -55,6 +56,7 @@ class Executor:
         self._pending: dict[tuple[str, str], tuple[Command, asyncio.Future[OpenedEvent | ClosedEvent]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._cache_warned = 0.0
+        self._requests: Subscription | None = None
 
     @property
     def nats(self) -> NatsClient:
@@ -66,17 +68,24 @@ class Executor:
         for kind in _RESULT_SUBJECTS:
             await self.nats.subscribe(f"{subjects.PREFIX}.ea.*.evt.{kind}", cb=self._on_result)
         await self.nats.subscribe(subjects.ALL_EVENTS, queue=CACHE_QUEUE, cb=self._on_event_for_cache)
-        await self.nats.subscribe(subjects.ORDER_REQUEST, queue=subjects.EXECUTOR_QUEUE, cb=self._on_request)
+        self._requests = await self.nats.subscribe(
+            subjects.ORDER_REQUEST, queue=subjects.EXECUTOR_QUEUE, cb=self._on_request
+        )
         await self.nats.flush()
         log.info("ready", executor=self.config.executor_id)
 
     async def stop(self) -> None:
+        """Stop taking requests, answer the ones in flight (bounded by the order timeout), then disconnect."""
+        if self._requests is not None:
+            with contextlib.suppress(Exception):
+                await self._requests.unsubscribe()
+            self._requests = None
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.config.order_timeout_ms / 1000 + 1)
         if self._nats is not None:
             with contextlib.suppress(Exception):
-                await self._nats.drain()  # stop taking requests, let in-flight replies go out
+                await self._nats.drain()
             self._nats = None
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self.config.order_timeout_ms / 1000)
         await self.cache.close()
 
     # --- order requests -------------------------------------------------------------------------------------
@@ -113,7 +122,7 @@ class Executor:
             return orders.failure(
                 "INVALID",
                 errors.INVALID_REQUEST,
-                "an order with this actionId is already in flight",
+                "an order with this actionId or for this position is already in flight",
                 command,
                 _ms(started),
             )

@@ -129,10 +129,11 @@ class TerminalSession:
         if not isinstance(message, FROM_TERMINAL):
             await self.send_error(errors.UNEXPECTED_TYPE, f"terminals do not send {kind}", ref_type=kind)
             return
-        claimed = getattr(message, "account_id", None)
         if isinstance(message, ErrorMessage):
-            log.warning("terminal reported an error", account=self.account_id, code=message.code)
-        elif claimed != self.account_id:
+            log.warning("terminal reported an error", account=self.account_id, code=message.code, text=message.message)
+            return
+        claimed = getattr(message, "account_id", None)
+        if claimed != self.account_id:
             await self.send_error(
                 errors.ACCOUNT_MISMATCH,
                 f"this connection is authorised for account {self.account_id}, not {claimed}",
