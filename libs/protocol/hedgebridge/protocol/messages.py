@@ -243,6 +243,7 @@ class DeliveryAck(_Body, frozen=True, kw_only=True):
     """A gateway's reply to a command published on an account's command subject."""
 
     delivered: bool
+    uncertain: bool = False  # not confirmed, but the frame may have reached the terminal (lost mid-send)
     session_id: str = ""
     reason: str = ""
 

@@ -149,6 +149,9 @@ class Executor:
                     _ms(started),
                 )
             ack = unpack(reply.data, DeliveryAck)
+            if ack.uncertain:
+                log.warning("delivery uncertain", reason=ack.reason, **fields)
+                return orders.failure("OUTCOME_UNKNOWN", errors.DELIVERY_FAILED, ack.reason, command, _ms(started))
             if not ack.delivered:
                 log.info("not delivered", reason=ack.reason, **fields)
                 return orders.failure(

@@ -26,6 +26,7 @@ from nats.aio.subscription import Subscription
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from hedgebridge.common import bus, logs
 from hedgebridge.protocol import (
@@ -100,12 +101,17 @@ class TerminalSession:
         if command.account_id != self.account_id:
             await self._ack(msg, DeliveryAck(delivered=False, reason="command names another account"))
             return
+        if self.connection.state is not State.OPEN or self.subscription is None:
+            await self._ack(msg, DeliveryAck(delivered=False, reason="terminal connection closed"))
+            return
         try:
             async with asyncio.timeout(self.gateway.config.send_timeout_ms / 1000):
                 await self.send(command)
         except (ConnectionClosed, TimeoutError) as exc:
-            log.warning("command not delivered", account=self.account_id, error=type(exc).__name__)
-            await self._ack(msg, DeliveryAck(delivered=False, reason="terminal connection closed"))
+            # the frame may already be on its way: the caller must reconcile, not resend
+            log.warning("command delivery uncertain", account=self.account_id, error=type(exc).__name__)
+            reason = "connection lost while sending; the terminal may have the command"
+            await self._ack(msg, DeliveryAck(delivered=False, uncertain=True, reason=reason))
             return
         log.debug("command delivered", account=self.account_id, type=type_name(command))
         await self._ack(msg, DeliveryAck(delivered=True, session_id=self.session_id))
