@@ -1,0 +1,356 @@
+"""``hedgebridge bench``: latencies of hedgebridge next to raw baselines measured in the same run.
+
+Everything runs on this machine on free loopback ports: a nats-server and a valkey-server started here, the
+gateway and the executor as their own processes, one simulated terminal with zero fill delay in its own
+process, a plain ``websockets`` echo server and a plain NATS responder as baselines. Figures are reported as
+ratios to the baselines because shared machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import nats
+from nats.aio.client import Client as NatsClient
+from websockets.asyncio.client import ClientConnection, connect
+
+from hedgebridge.common import auth
+from hedgebridge.common.servers import NatsServer, ServerError, ValkeyServer, free_port, wait_for_port
+from hedgebridge.protocol import (
+    CloseOrder,
+    Heartbeat,
+    OpenOrder,
+    OrderResult,
+    Welcome,
+    decode_frame,
+    encode_frame,
+    pack,
+    subjects,
+    subprotocol,
+    unpack,
+    utcnow,
+)
+
+BENCH_ACCOUNT = "BENCH-1"
+
+_ECHO_SERVER = """
+import asyncio, sys
+from websockets.asyncio.server import serve
+async def echo(ws):
+    async for message in ws:
+        await ws.send(message)
+async def main():
+    async with serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None, ping_interval=None):
+        await asyncio.Future()
+asyncio.run(main())
+"""
+
+_NATS_RESPONDER = """
+import asyncio, sys, nats
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    async def reply(msg):
+        await msg.respond(msg.data)
+    await nc.subscribe("bench.echo", cb=reply)
+    await nc.flush()
+    print("ready", flush=True)
+    await asyncio.Future()
+asyncio.run(main())
+"""
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of ``samples``."""
+    if not samples:
+        raise ValueError("no samples")
+    if not 0 <= q <= 100:
+        raise ValueError("q must be between 0 and 100")
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Row:
+    name: str
+    samples: list[float]  # milliseconds
+    baseline: Row | None = None
+    target: str = ""
+    met: bool | None = None
+    errors: int = 0
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.samples, 50)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.samples, 99)
+
+    def ratio(self, q: float) -> float | None:
+        if self.baseline is None:
+            return None
+        return percentile(self.samples, q) / percentile(self.baseline.samples, q)
+
+
+@dataclass
+class Processes:
+    """Child processes of the bench; all of them are stopped at the end."""
+
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        self.children.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self.children):
+            if process.poll() is None:
+                process.terminate()
+        for process in self.children:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def _paced(count: int, rate: float, call: Callable[[], Awaitable[float]]) -> list[float]:
+    """Run ``call`` ``count`` times, one start every 1/rate s on an absolute schedule, one at a time."""
+    samples: list[float] = []
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    for i in range(count):
+        delay = start + i * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        samples.append(await call())
+    return samples
+
+
+async def _ws_round_trips(
+    ws: ClientConnection, count: int, frame: Callable[[int], str], done: Callable[[str | bytes, int], bool]
+) -> list[float]:
+    samples = []
+    for seq in range(count):
+        started = time.perf_counter_ns()
+        await ws.send(frame(seq))
+        while not done(await ws.recv(), seq):
+            pass
+        samples.append((time.perf_counter_ns() - started) / 1e6)
+    return samples
+
+
+def _is_heartbeat_reply(data: str | bytes, seq: int) -> bool:
+    message = decode_frame(data)
+    return isinstance(message, Heartbeat) and message.reply and message.seq == seq
+
+
+async def _wait(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} was not ready within {timeout_s:g}s")
+        await asyncio.sleep(0.05)
+
+
+async def _order_once(nc: NatsClient, request: bytes) -> OrderResult:
+    reply = await nc.request(subjects.ORDER_REQUEST, request, timeout=10)
+    return unpack(reply.data, OrderResult)
+
+
+async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> list[Row]:
+    nats_server = NatsServer(workdir / "nats")
+    cache = ValkeyServer(workdir / "cache")
+    nats_server.start()
+    cache.start()
+    try:
+        return await _measure(args, nats_server, cache, procs)
+    finally:
+        procs.stop()
+        nats_server.stop()
+        cache.stop()
+
+
+async def _measure(
+    args: argparse.Namespace, nats_server: NatsServer, cache: ValkeyServer, procs: Processes
+) -> list[Row]:
+    secret = auth.new_secret()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEBRIDGE_")}
+    gateway_port = free_port()
+    env.update(
+        HEDGEBRIDGE_NATS_URL=nats_server.url,
+        HEDGEBRIDGE_REDIS_URL=f"{cache.url}/0",
+        HEDGEBRIDGE_JWT_SECRET=secret,
+        HEDGEBRIDGE_GATEWAY_PORT=str(gateway_port),
+        HEDGEBRIDGE_GATEWAY_HEARTBEAT_TIMEOUT_MS="60000",
+        HEDGEBRIDGE_LOG_LEVEL="WARNING",
+    )
+    echo_port = free_port()
+    procs.start([sys.executable, "-c", _ECHO_SERVER, str(echo_port)])
+    procs.start([sys.executable, "-m", "hedgebridge.gateway"], env)
+    procs.start([sys.executable, "-m", "hedgebridge.executor"], env)
+    responder = procs.start([sys.executable, "-c", _NATS_RESPONDER, nats_server.url])
+    for port, what in ((echo_port, "the echo server"), (gateway_port, "the gateway")):
+        if not await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 30):
+            raise RuntimeError(f"{what} did not listen")
+    assert responder.stdout is not None
+    await asyncio.to_thread(responder.stdout.readline)
+
+    samples, warmup = args.samples, args.warmup
+    payload = encode_frame(Heartbeat(timestamp=utcnow(), seq=0, account_id="BENCH-0")).decode()
+    async with connect(f"ws://127.0.0.1:{echo_port}", compression=None, ping_interval=None) as ws:
+        echo = await _ws_round_trips(ws, warmup + samples, lambda _: payload, lambda _d, _s: True)
+    token = auth.mint_token(secret, role="ea", subject="BENCH-0")
+    async with connect(
+        f"ws://127.0.0.1:{gateway_port}/ea",
+        additional_headers={"Authorization": f"Bearer {token}"},
+        subprotocols=[subprotocol()],  # type: ignore[list-item]
+        compression=None,
+        ping_interval=None,
+    ) as ws:
+        if not isinstance(decode_frame(await ws.recv()), Welcome):
+            raise RuntimeError("the gateway did not send WELCOME")
+
+        def heartbeat(seq: int) -> str:
+            return encode_frame(Heartbeat(timestamp=utcnow(), seq=seq, account_id="BENCH-0")).decode()
+
+        heartbeats = await _ws_round_trips(ws, warmup + samples, heartbeat, _is_heartbeat_reply)
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        body = b"x" * 200
+
+        async def plain_request() -> float:
+            started = time.perf_counter_ns()
+            await nc.request("bench.echo", body, timeout=10)
+            return (time.perf_counter_ns() - started) / 1e6
+
+        plain = await _paced(warmup + args.orders, args.rate, plain_request)
+
+        procs.start(
+            [
+                sys.executable, "-m", "hedgebridge.cli", "sim", "--account", BENCH_ACCOUNT,
+                "--url", f"ws://127.0.0.1:{gateway_port}/ea", "--fill-latency-ms", "0", "--tick-interval-ms", "0",
+                "--log-level", "WARNING",
+            ],
+            env,
+        )  # fmt: skip
+        request = pack(OpenOrder(account_id=BENCH_ACCOUNT, symbol="EURUSD", side="BUY", volume=0.01))
+
+        async def terminal_ready() -> bool:
+            with contextlib.suppress(Exception):
+                return (await _order_once(nc, request)).status == "SUCCESS"
+            return False
+
+        await _wait(terminal_ready, "the simulated terminal")
+        errors = 0
+        open_position: list[str] = []
+
+        async def order() -> float:
+            """Opens and closes alternate, so the account's position list stays short."""
+            nonlocal errors
+            if open_position:
+                body = pack(CloseOrder(account_id=BENCH_ACCOUNT, position_id=open_position.pop()))
+            else:
+                body = request
+            started = time.perf_counter_ns()
+            result = await _order_once(nc, body)
+            elapsed = (time.perf_counter_ns() - started) / 1e6
+            if result.status != "SUCCESS":
+                errors += 1
+            elif body is request and result.position_id:
+                open_position.append(result.position_id)
+            return elapsed
+
+        orders = await _paced(warmup + args.orders, args.rate, order)
+    finally:
+        await nc.close()
+
+    echo_row = Row("plain websockets echo (baseline)", echo[warmup:])
+    hb_row = Row("gateway heartbeat round trip", heartbeats[warmup:], echo_row, "p99 <= 1.5x echo")
+    hb_row.met = hb_row.p99 <= 1.5 * echo_row.p99
+    nats_row = Row("plain NATS request/reply (baseline)", plain[warmup:])
+    order_row = Row(
+        "order round trip, open/close (zero-fill sim)", orders[warmup:], nats_row, "p99 < 5 ms", errors=errors
+    )
+    order_row.met = order_row.p99 < 5.0 and errors == 0
+    return [echo_row, hb_row, nats_row, order_row]
+
+
+def _fmt(value: float | None, suffix: str = "") -> str:
+    return "" if value is None else f"{value:.2f}{suffix}"
+
+
+def header(args: argparse.Namespace) -> str:
+    return (
+        f"hedgebridge bench — {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, websockets {version('websockets')}, nats-py {version('nats-py')}; "
+        f"{args.samples} heartbeats, {args.orders} orders at {args.rate:g}/s"
+    )
+
+
+def table(rows: list[Row]) -> Iterator[str]:
+    yield "| measurement | samples | p50 ms | p99 ms | p50 ratio | p99 ratio | target | met |"
+    yield "|---|---:|---:|---:|---:|---:|---|---|"
+    for row in rows:
+        met = "" if row.met is None else ("yes" if row.met else "NO")
+        yield (
+            f"| {row.name} | {len(row.samples)} | {row.p50:.3f} | {row.p99:.3f} | {_fmt(row.ratio(50), 'x')} | "
+            f"{_fmt(row.ratio(99), 'x')} | {row.target} | {met} |"
+        )
+    errors = sum(r.errors for r in rows)
+    yield f"\norders not SUCCESS: {errors}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--samples", type=int, default=2000, help="heartbeat round trips (default 2000)")
+    parser.add_argument("--orders", type=int, default=2000, help="order round trips (default 2000)")
+    parser.add_argument("--rate", type=float, default=200.0, help="requests per second for NATS/orders (default 200)")
+    parser.add_argument("--warmup", type=int, default=200, help="samples discarded first (default 200)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+
+
+def main(args: argparse.Namespace) -> int:
+    if min(args.samples, args.orders) < 1 or args.warmup < 0 or args.rate <= 0:
+        print("hedgebridge bench: --samples/--orders must be >= 1, --warmup >= 0, --rate > 0", file=sys.stderr)
+        return 2
+    procs = Processes()
+    with tempfile.TemporaryDirectory(prefix="hedgebridge-bench-") as workdir:
+        try:
+            rows = asyncio.run(run(args, Path(workdir), procs))
+        except (ServerError, RuntimeError, OSError) as exc:
+            print(f"hedgebridge bench: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            procs.stop()
+    if args.json:
+        print(json.dumps([
+            {"name": r.name, "samples": len(r.samples), "p50_ms": r.p50, "p99_ms": r.p99,
+             "p50_ratio": r.ratio(50), "p99_ratio": r.ratio(99), "target": r.target, "met": r.met,
+             "errors": r.errors}
+            for r in rows
+        ]))  # fmt: skip
+    else:
+        print(header(args))
+        print("\n".join(table(rows)))
+    return 0

@@ -1,0 +1,217 @@
+"""``token``, ``order``, ``sim`` and ``status``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+import msgspec
+import nats
+from nats.errors import NoRespondersError, NoServersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from hedgebridge.common import auth, logs
+from hedgebridge.protocol import (
+    CloseOrder,
+    MonitorSnapshot,
+    OpenOrder,
+    OrderRequest,
+    OrderResult,
+    ProtocolError,
+    pack,
+    subjects,
+    to_builtins,
+    unpack,
+)
+from hedgebridge.sim import SimConfig
+from hedgebridge.sim.terminal import make_terminals, run_terminals
+
+from . import state
+from .state import CliError
+
+# Exit codes of `hedgebridge order`.
+EXIT_OK = 0
+EXIT_FAILED = 1  # the terminal refused or failed the order
+EXIT_USAGE = 2
+EXIT_OUTCOME_UNKNOWN = 3  # sent, no result in time: reconcile before retrying
+EXIT_NOT_SENT = 4  # account offline: nothing was sent
+EXIT_INVALID = 5  # the request was rejected by validation
+EXIT_UNAVAILABLE = 6  # NATS or the executor could not be reached
+
+_EXIT_BY_STATUS = {
+    "SUCCESS": EXIT_OK,
+    "FAILED": EXIT_FAILED,
+    "OUTCOME_UNKNOWN": EXIT_OUTCOME_UNKNOWN,
+    "NOT_SENT": EXIT_NOT_SENT,
+    "INVALID": EXIT_INVALID,
+}
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    secret = state.resolve_secret(args.secret, state.home(args.home))
+    subject = args.account if args.role == "ea" else (args.subject or args.account)
+    if not subject:
+        raise CliError("--account is required for an ea token (--subject for system/admin)")
+    try:
+        print(auth.mint_token(secret, role=args.role, subject=subject, ttl_s=args.ttl))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def build_request(args: argparse.Namespace) -> OrderRequest:
+    try:
+        if args.order_command == "open":
+            return OpenOrder(
+                account_id=args.account,
+                symbol=args.symbol,
+                side=args.side,
+                volume=args.volume,
+                action_id=args.action_id,
+                user_id=args.user_id,
+                timeout_ms=int(args.timeout * 1000),
+            )
+        return CloseOrder(
+            account_id=args.account,
+            position_id=args.position_id,
+            mt_ticket=args.ticket,
+            action_id=args.action_id,
+            user_id=args.user_id,
+            exit_reason=args.reason,
+            timeout_ms=int(args.timeout * 1000),
+        )
+    except (TypeError, ValueError, msgspec.ValidationError) as exc:
+        raise CliError(f"invalid order: {exc}", EXIT_INVALID) from None
+
+
+def explain(result: OrderResult) -> str:
+    where = f"account {result.account_id}"
+    ids = f"(actionId {result.action_id}, positionId {result.position_id})"
+    if result.status == "FAILED":
+        retcode = f", MT5 retcode {result.event.error_code}" if result.event and result.event.error_code else ""
+        return f"order failed on {where}: {result.message}{retcode} {ids}"
+    if result.status == "OUTCOME_UNKNOWN":
+        return (
+            f"order sent to {where} but no result arrived in time: the outcome is unknown. "
+            f"Check the account's positions before retrying {ids}. ({result.message})"
+        )
+    if result.status == "NOT_SENT":
+        if result.message == "account is not connected":
+            return f"order not sent: {where} is not connected to any gateway; nothing was executed"
+        return f"order not sent to {where}: {result.message}; nothing was executed"
+    return f"order rejected: {result.message}"
+
+
+async def _order(args: argparse.Namespace, request: OrderRequest) -> int:
+    url = state.resolve_nats_url(args.nats_url, state.home(args.home))
+    try:
+        nc = await nats.connect(servers=url.split(","), connect_timeout=2, max_reconnect_attempts=0, name="cli")
+    except (NoServersError, OSError, TimeoutError) as exc:
+        raise CliError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}", EXIT_UNAVAILABLE) from None
+    try:
+        wait = args.timeout + 5  # the executor answers by the order timeout; leave room for transport
+        try:
+            reply = await nc.request(subjects.ORDER_REQUEST, pack(request), timeout=wait)
+        except NoRespondersError:
+            raise CliError("no executor is running (no responders on the order subject)", EXIT_UNAVAILABLE) from None
+        except NatsTimeoutError:
+            raise CliError(
+                f"no answer from the executor within {wait:g}s: the outcome is unknown; "
+                "check positions before retrying",
+                EXIT_OUTCOME_UNKNOWN,
+            ) from None
+        try:
+            result = unpack(reply.data, OrderResult)
+        except ProtocolError as exc:
+            raise CliError(f"unreadable answer from the executor: {exc.message}", EXIT_UNAVAILABLE) from None
+    finally:
+        await nc.close()
+    if result.event is not None:
+        print(json.dumps(to_builtins(result.event)))
+    if args.result:
+        print(json.dumps(to_builtins(result)), file=sys.stderr)
+    if result.status != "SUCCESS":
+        print(f"hedgebridge: {explain(result)}", file=sys.stderr)
+    return _EXIT_BY_STATUS[result.status]
+
+
+def cmd_order(args: argparse.Namespace) -> int:
+    if args.order_command == "close" and not (args.position_id or args.ticket):
+        raise CliError("order close needs --position-id or --ticket")
+    return asyncio.run(_order(args, build_request(args)))
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    base = state.home(args.home)
+    secret = state.resolve_secret(args.secret, base)
+    url = state.resolve_gateway_url(args.url, base)
+    logs.setup("sim", args.log_level, "text")
+    accounts = args.account or [f"{args.prefix}{i:03d}" for i in range(1, args.accounts + 1)]
+    config = SimConfig(
+        symbols=tuple(args.symbols.split(",")),
+        fill_latency_ms=args.fill_latency_ms,
+        slippage_points=args.slippage_points,
+        reject_rate=args.reject_rate,
+        tick_interval_ms=args.tick_interval_ms,
+        balance=args.balance,
+    )
+
+    def token_for(account: str) -> str:
+        return auth.mint_token(secret, role="ea", subject=account, ttl_s=30 * 86_400)
+
+    terminals = make_terminals(url, accounts, token_for, config, seed=args.seed)
+    print(f"simulating {len(terminals)} terminal(s) against {url}: {', '.join(accounts)}", flush=True)
+
+    async def main() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_terminals(terminals, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+async def fetch_status(url: str, wait_s: float = 2.0) -> MonitorSnapshot:
+    try:
+        nc = await nats.connect(servers=url.split(","), connect_timeout=2, max_reconnect_attempts=0, name="cli")
+    except (NoServersError, OSError, TimeoutError) as exc:
+        raise CliError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}", EXIT_UNAVAILABLE) from None
+    try:
+        reply = await nc.request(subjects.MONITOR_STATUS, b"", timeout=wait_s)
+        return unpack(reply.data, MonitorSnapshot)
+    except (NoRespondersError, NatsTimeoutError):
+        raise CliError("the monitor is not running", EXIT_UNAVAILABLE) from None
+    finally:
+        await nc.close()
+
+
+def format_status(snapshot: MonitorSnapshot) -> str:
+    lines = [f"{'account':<16} {'state':<13} {'balance':>12} {'equity':>12} {'margin%':>9} {'pos':>4}  gateway"]
+    for t in snapshot.terminals:
+        level = f"{t.margin_level:.1f}" if t.margin_level is not None else "-"
+        money = [f"{v:.2f}" if v is not None else "-" for v in (t.balance, t.equity)]
+        state_text = "connected" if t.connected else "disconnected"
+        lines.append(
+            f"{t.account_id:<16} {state_text:<13} {money[0]:>12} {money[1]:>12} {level:>9} {t.open_positions:>4}  "
+            f"{t.gateway_id}{'  (' + t.reason + ')' if t.reason else ''}"
+        )
+    if not snapshot.terminals:
+        lines.append("(no terminal has connected yet)")
+    lines.append(f"orders: {snapshot.orders_succeeded} succeeded, {snapshot.orders_failed} failed")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = state.resolve_nats_url(args.nats_url, state.home(args.home))
+    snapshot = asyncio.run(fetch_status(url))
+    if args.json:
+        print(json.dumps(to_builtins(snapshot)))
+    else:
+        print(format_status(snapshot))
+    return 0

@@ -1,0 +1,134 @@
+"""Where a running ``hedgebridge up`` stack is, so that other commands find it.
+
+``up`` writes ``<home>/stack.json`` (addresses, pids) and keeps the JWT key in ``<home>/jwt-secret`` (mode
+0600). ``<home>`` is ``$HEDGEBRIDGE_HOME`` or ``~/.hedgebridge``. Flags and environment variables always win
+over what the state file says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import msgspec
+
+from hedgebridge.common import auth
+
+
+class StackState(msgspec.Struct, kw_only=True):
+    nats_url: str
+    redis_url: str
+    gateway_url: str
+    supervisor_pid: int
+    pids: dict[str, int] = {}
+    accounts: list[str] = []
+
+
+class CliError(Exception):
+    """A command cannot proceed; the message tells the user what to do. ``exit_code`` is the process's."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def home(explicit: str | None = None) -> Path:
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("HEDGEBRIDGE_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".hedgebridge"
+
+
+def state_path(base: Path) -> Path:
+    return base / "stack.json"
+
+
+def secret_path(base: Path) -> Path:
+    return base / "jwt-secret"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_state(base: Path) -> StackState | None:
+    """The state of a stack that is running now, or None."""
+    try:
+        state = msgspec.json.decode(state_path(base).read_bytes(), type=StackState)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return state if pid_alive(state.supervisor_pid) else None
+
+
+def write_state(base: Path, state: StackState) -> None:
+    path = state_path(base)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(msgspec.json.encode(state))
+    tmp.replace(path)
+
+
+def clear_state(base: Path) -> None:
+    with contextlib.suppress(OSError):
+        state_path(base).unlink()
+
+
+def load_or_create_secret(base: Path) -> str:
+    path = secret_path(base)
+    with contextlib.suppress(OSError):
+        secret = path.read_text().strip()
+        auth.check_secret(secret)
+        return secret
+    secret = auth.new_secret()
+    base.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret
+
+
+def resolve_secret(flag: str | None, base: Path) -> str:
+    """The JWT key from --secret, $HEDGEBRIDGE_JWT_SECRET, or the running local stack; never invented."""
+    secret = flag or os.environ.get("HEDGEBRIDGE_JWT_SECRET")
+    if not secret and read_state(base) is not None:
+        with contextlib.suppress(OSError):
+            secret = secret_path(base).read_text().strip()
+    if not secret:
+        raise CliError(
+            "no JWT key: pass --secret, set HEDGEBRIDGE_JWT_SECRET, or start the local stack with 'hedgebridge up'"
+        )
+    try:
+        auth.check_secret(secret)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return secret
+
+
+def resolve_nats_url(flag: str | None, base: Path) -> str:
+    url = flag or os.environ.get("HEDGEBRIDGE_NATS_URL")
+    if not url:
+        state = read_state(base)
+        url = state.nats_url if state else None
+    if not url:
+        raise CliError(
+            "no NATS server: pass --nats-url, set HEDGEBRIDGE_NATS_URL, or start the local stack with 'hedgebridge up'"
+        )
+    return url
+
+
+def resolve_gateway_url(flag: str | None, base: Path) -> str:
+    url = flag or os.environ.get("HEDGEBRIDGE_GATEWAY_URL")
+    if not url:
+        state = read_state(base)
+        url = state.gateway_url if state else None
+    if not url:
+        raise CliError(
+            "no gateway: pass --url, set HEDGEBRIDGE_GATEWAY_URL, or start the local stack with 'hedgebridge up'"
+        )
+    return url

@@ -1,0 +1,31 @@
+"""The bench's statistics and table (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hedgebridge.cli.bench import Row, percentile, table
+
+
+def test_nearest_rank_percentile() -> None:
+    samples = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentile(samples, 50) == 50.0
+    assert percentile(samples, 99) == 99.0
+    assert percentile(samples, 100) == 100.0
+    assert percentile(samples, 0) == 1.0
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    with pytest.raises(ValueError, match="no samples"):
+        percentile([], 50)
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        percentile([1.0], 101)
+
+
+def test_rows_report_ratios_to_their_baseline() -> None:
+    baseline = Row("base", [1.0] * 99 + [2.0])
+    row = Row("measured", [3.0] * 99 + [8.0], baseline, "p99 < 5 ms", met=False, errors=2)
+    assert row.ratio(50) == 3.0
+    assert row.ratio(99) == 3.0
+    assert baseline.ratio(50) is None
+    lines = list(table([baseline, row]))
+    assert lines[3] == "| measured | 100 | 3.000 | 3.000 | 3.00x | 3.00x | p99 < 5 ms | NO |"
+    assert lines[-1].endswith("orders not SUCCESS: 2")
