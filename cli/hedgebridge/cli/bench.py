@@ -145,17 +145,12 @@ async def _paced(count: int, rate: float, call: Callable[[], Awaitable[float]]) 
     return samples
 
 
-async def _ws_round_trips(
-    ws: ClientConnection, count: int, frame: Callable[[int], str], done: Callable[[str | bytes, int], bool]
-) -> list[float]:
-    samples = []
-    for seq in range(count):
-        started = time.perf_counter_ns()
-        await ws.send(frame(seq))
-        while not done(await ws.recv(), seq):
-            pass
-        samples.append((time.perf_counter_ns() - started) / 1e6)
-    return samples
+async def _round_trip(ws: ClientConnection, frame: str, seq: int, done: Callable[[str | bytes, int], bool]) -> float:
+    started = time.perf_counter_ns()
+    await ws.send(frame)
+    while not done(await ws.recv(), seq):
+        pass
+    return (time.perf_counter_ns() - started) / 1e6
 
 
 def _is_heartbeat_reply(data: str | bytes, seq: int) -> bool:
@@ -215,24 +210,25 @@ async def _measure(
     await asyncio.to_thread(responder.stdout.readline)
 
     samples, warmup = args.samples, args.warmup
-    payload = encode_frame(Heartbeat(timestamp=utcnow(), seq=0, account_id="BENCH-0")).decode()
-    async with connect(f"ws://127.0.0.1:{echo_port}", compression=None, ping_interval=None) as ws:
-        echo = await _ws_round_trips(ws, warmup + samples, lambda _: payload, lambda _d, _s: True)
     token = auth.mint_token(secret, role="ea", subject="BENCH-0")
-    async with connect(
-        f"ws://127.0.0.1:{gateway_port}/ea",
-        additional_headers={"Authorization": f"Bearer {token}"},
-        subprotocols=[subprotocol()],  # type: ignore[list-item]
-        compression=None,
-        ping_interval=None,
-    ) as ws:
-        if not isinstance(decode_frame(await ws.recv()), Welcome):
+    async with (
+        connect(f"ws://127.0.0.1:{echo_port}", compression=None, ping_interval=None) as echo_ws,
+        connect(
+            f"ws://127.0.0.1:{gateway_port}/ea",
+            additional_headers={"Authorization": f"Bearer {token}"},
+            subprotocols=[subprotocol()],  # type: ignore[list-item]
+            compression=None,
+            ping_interval=None,
+        ) as gateway_ws,
+    ):
+        if not isinstance(decode_frame(await gateway_ws.recv()), Welcome):
             raise RuntimeError("the gateway did not send WELCOME")
-
-        def heartbeat(seq: int) -> str:
-            return encode_frame(Heartbeat(timestamp=utcnow(), seq=seq, account_id="BENCH-0")).decode()
-
-        heartbeats = await _ws_round_trips(ws, warmup + samples, heartbeat, _is_heartbeat_reply)
+        echo: list[float] = []
+        heartbeats: list[float] = []
+        for seq in range(warmup + samples):  # interleaved, so both see the same machine noise
+            frame = encode_frame(Heartbeat(timestamp=utcnow(), seq=seq, account_id="BENCH-0")).decode()
+            echo.append(await _round_trip(echo_ws, frame, seq, lambda _data, _seq: True))
+            heartbeats.append(await _round_trip(gateway_ws, frame, seq, _is_heartbeat_reply))
 
     nc = await nats.connect(nats_server.url)
     try:

@@ -70,6 +70,7 @@ class TerminalSession:
         self.connected_at = time.time()
         self.subscription: Subscription | None = None
         self.close_reason = ""
+        self.last_seen = asyncio.get_running_loop().time()
         remote = connection.remote_address
         self.remote = f"{remote[0]}:{remote[1]}" if remote else ""
 
@@ -160,6 +161,8 @@ class Gateway:
         self._nats: NatsClient | None = None
         self._server: Server | None = None
         self._status_sub: Subscription | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def nats(self) -> NatsClient:
@@ -187,10 +190,14 @@ class Gateway:
             compression=None,
             server_header="hedgebridge-gateway",
         )
+        self._sweeper = asyncio.create_task(self._sweep_silent())
         log.info("listening", host=self.config.host, port=self.port, gateway=self.gateway_id)
 
     async def stop(self) -> None:
         """Close every terminal with 1001 (reconnect elsewhere), publish their disconnects, drain NATS."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._server is not None:
             self._server.close(close_connections=False)
             await asyncio.gather(
@@ -262,16 +269,23 @@ class Gateway:
                 await self._publish_status(session, "DISCONNECTED", reason)
 
     async def _read_loop(self, session: TerminalSession) -> None:
-        timeout_s = self.config.heartbeat_timeout_ms / 1000
-        connection = session.connection
-        while True:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    data = await connection.recv()
-            except TimeoutError:
-                await session.retire(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
-                return
+        loop = asyncio.get_running_loop()
+        async for data in session.connection:
+            session.last_seen = loop.time()
             await session.handle_frame(data)
+
+    async def _sweep_silent(self) -> None:
+        """Close terminals that sent nothing within the heartbeat timeout (one timer for all sessions)."""
+        timeout_s = self.config.heartbeat_timeout_ms / 1000
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(timeout_s / 4, 0.25))
+            now = loop.time()
+            for session in list(self.sessions.values()):
+                if now - session.last_seen > timeout_s and not session.close_reason:
+                    task = asyncio.create_task(session.retire(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
 
     async def _publish_status(self, session: TerminalSession, status: str, reason: str = "") -> None:
         event = TerminalStatus(
