@@ -27,9 +27,12 @@ from hedgebridge.protocol import (
 
 
 async def wait_for(
-    predicate: Callable[[], bool | Awaitable[bool]], what: str, timeout_s: float = 10.0, interval_s: float = 0.02
+    predicate: Callable[[], bool | Awaitable[bool]],
+    what: str | Callable[[], str],
+    timeout_s: float = 10.0,
+    interval_s: float = 0.02,
 ) -> None:
-    """Poll ``predicate`` until it is true; fail the test with ``what`` at the deadline."""
+    """Poll ``predicate`` until it is true; fail the test with ``what`` (or what it returns) at the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
@@ -38,7 +41,9 @@ async def wait_for(
         if value:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout_s}s waiting for {what if isinstance(what, str) else what()}"
+            )
         await asyncio.sleep(interval_s)
 
 
