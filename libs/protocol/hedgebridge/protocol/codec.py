@@ -103,7 +103,7 @@ def decode_frame(data: bytes | str) -> Frame:
         code, field, message = _classify(exc)
         try:
             raw = _loose_json.decode(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             raw = None
         ref_type, ref_id = _reference(raw)
         if code == errors.UNKNOWN_TYPE and ref_type is not None:
