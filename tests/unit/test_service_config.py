@@ -11,7 +11,7 @@ from hedgebridge.gateway.config import from_env as gateway_from_env
 
 
 class Sample(msgspec.Struct, frozen=True, kw_only=True):
-    nats_url: str = "nats://default:4222"
+    nats_url: str = "nats://default:1"
     port: int = 8765
     verbose: bool = False
 

@@ -29,7 +29,7 @@ from nats.aio.client import Client as NatsClient
 from websockets.asyncio.client import ClientConnection, connect
 
 from hedgebridge.common import auth
-from hedgebridge.common.servers import NatsServer, ServerError, ValkeyServer, free_port, wait_for_port
+from hedgebridge.common.servers import NatsServer, ServerError, ValkeyServer, free_port, terminate, wait_for_port
 from hedgebridge.protocol import (
     CloseOrder,
     Heartbeat,
@@ -122,14 +122,7 @@ class Processes:
 
     def stop(self) -> None:
         for process in reversed(self.children):
-            if process.poll() is None:
-                process.terminate()
-        for process in self.children:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process)
 
 
 async def _paced(count: int, rate: float, call: Callable[[], Awaitable[float]]) -> list[float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -24,12 +25,9 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
 
 def _service(module: str) -> Callable[[argparse.Namespace], int]:
     def run(_: argparse.Namespace) -> int:
-        import importlib
-
-        from hedgebridge.common import service
-
         entry = importlib.import_module(f"hedgebridge.{module}.__main__")
-        return service.run(module, entry.main)
+        code: int = entry.main()
+        return code
 
     return run
 

@@ -24,7 +24,15 @@ import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from hedgebridge.common.servers import NatsServer, ServerError, ValkeyServer, free_port, port_is_free, wait_for_port
+from hedgebridge.common.servers import (
+    NatsServer,
+    ServerError,
+    ValkeyServer,
+    free_port,
+    port_is_free,
+    terminate,
+    wait_for_port,
+)
 from hedgebridge.protocol import (
     ClosedEvent,
     OpenedEvent,
@@ -86,15 +94,8 @@ class Child:
         return self.process.poll() if self.process else None
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if self.process is not None:
+            terminate(self.process, timeout_s)
 
 
 @dataclass
@@ -109,28 +110,35 @@ class Stack:
 
     def start_servers(self) -> tuple[str, str]:
         args = self.args
-        host = "127.0.0.1"
-        if args.nats_url:
-            nats_url = args.nats_url
-            say(f"NATS       {nats_url}  (given; not managed by up)")
-        else:
-            port = choose_port(args.nats_port, DEFAULT_NATS_PORT, "NATS server", "--nats-port", host)
-            server = NatsServer(self.base / "nats", port=port, host=host)
-            server.start()
-            self.servers.append(server)
-            nats_url = server.url
-            say(f"NATS       {nats_url}  (started, JetStream data in {server.data_dir / 'jetstream'})")
-        if args.redis_url:
-            redis_url = args.redis_url
-            say(f"cache      {redis_url}  (given; not managed by up)")
-        else:
-            port = choose_port(args.redis_port, DEFAULT_REDIS_PORT, "Redis server", "--redis-port", host)
-            cache = ValkeyServer(self.base / "cache", port=port, host=host)
-            cache.start()
-            self.servers.append(cache)
-            redis_url = f"{cache.url}/0"
-            say(f"cache      {redis_url}  (started, valkey-server, volatile)")
+        nats_url = self._server(args.nats_url, NatsServer, args.nats_port, DEFAULT_NATS_PORT, "NATS server", "nats")
+        redis_url = self._server(
+            args.redis_url, ValkeyServer, args.redis_port, DEFAULT_REDIS_PORT, "Redis server", "redis"
+        )
         return nats_url, redis_url
+
+    def _server(
+        self,
+        given_url: str | None,
+        kind: type[NatsServer | ValkeyServer],
+        port: int | None,
+        default_port: int,
+        what: str,
+        option: str,
+    ) -> str:
+        label = "NATS" if kind is NatsServer else "cache"
+        if given_url:
+            say(f"{label:<10} {given_url}  (given; not managed by up)")
+            return given_url
+        host = "127.0.0.1"
+        chosen = choose_port(port, default_port, what, f"--{option}-port", host)
+        server = kind(self.base / ("nats" if kind is NatsServer else "cache"), port=chosen, host=host)
+        server.start()
+        self.servers.append(server)
+        if isinstance(server, NatsServer):
+            say(f"{label:<10} {server.url}  (started, JetStream data in {server.data_dir / 'jetstream'})")
+            return server.url
+        say(f"{label:<10} {server.url}/0  (started, valkey-server, volatile)")
+        return f"{server.url}/0"
 
     def check_alive(self) -> None:
         """Raise CliError naming the first process of the stack that has ended."""

@@ -110,25 +110,19 @@ def resolve_secret(flag: str | None, base: Path) -> str:
     return secret
 
 
-def resolve_nats_url(flag: str | None, base: Path) -> str:
-    url = flag or os.environ.get("HEDGEBRIDGE_NATS_URL")
-    if not url:
+def _resolve(flag: str | None, variable: str, base: Path, field: str, what: str, option: str) -> str:
+    value = flag or os.environ.get(variable)
+    if not value:
         state = read_state(base)
-        url = state.nats_url if state else None
-    if not url:
-        raise CliError(
-            "no NATS server: pass --nats-url, set HEDGEBRIDGE_NATS_URL, or start the local stack with 'hedgebridge up'"
-        )
-    return url
+        value = getattr(state, field) if state else None
+    if not value:
+        raise CliError(f"no {what}: pass {option}, set {variable}, or start the local stack with 'hedgebridge up'")
+    return str(value)
+
+
+def resolve_nats_url(flag: str | None, base: Path) -> str:
+    return _resolve(flag, "HEDGEBRIDGE_NATS_URL", base, "nats_url", "NATS server", "--nats-url")
 
 
 def resolve_gateway_url(flag: str | None, base: Path) -> str:
-    url = flag or os.environ.get("HEDGEBRIDGE_GATEWAY_URL")
-    if not url:
-        state = read_state(base)
-        url = state.gateway_url if state else None
-    if not url:
-        raise CliError(
-            "no gateway: pass --url, set HEDGEBRIDGE_GATEWAY_URL, or start the local stack with 'hedgebridge up'"
-        )
-    return url
+    return _resolve(flag, "HEDGEBRIDGE_GATEWAY_URL", base, "gateway_url", "gateway", "--url")

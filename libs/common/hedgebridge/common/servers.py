@@ -46,6 +46,18 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
     return False
 
 
+def terminate(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if ``process`` has not exited within ``timeout_s``."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def nats_server_binary() -> str:
     candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
     if candidate.is_file() and os.access(candidate, os.X_OK):
@@ -120,16 +132,8 @@ class ServerProcess:
         return self.process.pid if self.process is not None else None
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        proc = self.process
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if self.process is not None:
+            terminate(self.process, timeout_s)
         self.process = None
 
     def kill(self) -> None:

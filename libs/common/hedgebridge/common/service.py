@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from . import logs
 from .config import ConfigError
@@ -33,3 +34,36 @@ def run(name: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
         return 130
     logs.get(name).info("stopped")
     return 0
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class LoggingConfig(Protocol):
+    @property
+    def log_level(self) -> str: ...
+
+    @property
+    def log_format(self) -> str: ...
+
+
+C = TypeVar("C", bound=LoggingConfig)
+
+
+def main(name: str, load: Callable[[], C], build: Callable[[C], Service]) -> int:
+    """Load the configuration, start the service, and stop it cleanly on SIGTERM/SIGINT."""
+
+    async def body(stop: asyncio.Event) -> None:
+        config = load()
+        logs.setup(name, config.log_level, config.log_format)
+        instance = build(config)
+        await instance.start()
+        try:
+            await stop.wait()
+        finally:
+            await instance.stop()
+
+    return run(name, body)

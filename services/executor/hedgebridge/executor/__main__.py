@@ -1,26 +1,18 @@
-"""``python -m hedgebridge.executor``: run the executor until SIGTERM/SIGINT."""
+"""``python -m hedgebridge.executor``: run the executor until SIGTERM/SIGINT (configured by environment variables)."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
-from hedgebridge.common import logs, service
+from hedgebridge.common import service
 
 from .config import from_env
 from .service import Executor
 
 
-async def main(stop: asyncio.Event) -> None:
-    config = from_env()
-    logs.setup("executor", config.log_level, config.log_format)
-    executor = Executor(config)
-    await executor.start()
-    try:
-        await stop.wait()
-    finally:
-        await executor.stop()
+def main() -> int:
+    return service.main("executor", from_env, Executor)
 
 
 if __name__ == "__main__":
-    sys.exit(service.run("executor", main))
+    sys.exit(main())
