@@ -266,3 +266,14 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert "stopped" in output.read_text()
     assert not state.state_path(tmp_path).exists()
     _wait(lambda: not any(state.pid_alive(pid) for pid in pids), "every service process to exit", 10)
+
+
+def test_ping_probes(stack: Stack) -> None:
+    gateway_port = stack.info.gateway_url.rsplit(":", 1)[1].split("/")[0]
+    for target in ("executor", "monitor"):
+        result = stack.cli("ping", target)
+        assert result.returncode == 0, result.stderr
+    assert stack.cli("ping", "gateway", "--port", gateway_port).returncode == 0
+    refused = stack.cli("ping", "gateway", "--port", str(free_port()), "--timeout", "1")
+    assert refused.returncode == 1
+    assert "does not answer" in refused.stderr

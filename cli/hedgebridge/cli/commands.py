@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 import msgspec
@@ -214,4 +215,46 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(to_builtins(snapshot)))
     else:
         print(format_status(snapshot))
+    return 0
+
+
+async def _ping_gateway(host: str, port: int, wait_s: float) -> None:
+    """The gateway answers HTTP on its port (a request without a WebSocket upgrade is refused with a status)."""
+    try:
+        async with asyncio.timeout(wait_s):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(f"GET /ea HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+            status_line = await reader.readline()
+            writer.close()
+    except (OSError, TimeoutError) as exc:
+        raise CliError(f"gateway at {host}:{port} does not answer: {exc or type(exc).__name__}", 1) from None
+    if not status_line.startswith(b"HTTP/1.1 "):
+        raise CliError(f"gateway at {host}:{port} answered something other than HTTP", 1)
+
+
+async def _ping_subject(url: str, subject: str, what: str, wait_s: float) -> None:
+    try:
+        nc = await nats.connect(servers=url.split(","), connect_timeout=wait_s, max_reconnect_attempts=0, name="ping")
+    except (NoServersError, OSError, TimeoutError) as exc:
+        raise CliError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}", 1) from None
+    try:
+        await nc.request(subject, b"", timeout=wait_s)
+    except (NoRespondersError, NatsTimeoutError):
+        raise CliError(f"no {what} answers on {url}", 1) from None
+    finally:
+        await nc.close()
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    """Exit 0 when the named service answers: a health probe for containers and scripts."""
+    if args.target == "gateway":
+        host = os.environ.get("HEDGEBRIDGE_GATEWAY_HOST", "127.0.0.1")
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        port = int(os.environ.get("HEDGEBRIDGE_GATEWAY_PORT", "8765"))
+        asyncio.run(_ping_gateway(args.host or host, args.port or port, args.timeout))
+    else:
+        url = state.resolve_nats_url(args.nats_url, state.home(args.home))
+        subject = subjects.ORDER_REQUEST if args.target == "executor" else subjects.MONITOR_STATUS
+        asyncio.run(_ping_subject(url, subject, args.target, args.timeout))
     return 0

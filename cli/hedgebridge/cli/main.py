@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -50,8 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--redis-url", help="use this running Redis-compatible server instead of starting one")
     up.add_argument("--nats-port", type=int, help="port for the NATS server up starts (default 4222, or a free one)")
     up.add_argument("--redis-port", type=int, help="port for the cache up starts (default 6379, or a free one)")
-    up.add_argument("--gateway-port", type=int, help="gateway port (default 8765, or a free one)")
-    up.add_argument("--host", default="127.0.0.1", help="gateway listen address (default 127.0.0.1)")
+    up.add_argument(
+        "--gateway-port", type=int, help="gateway port (default $HEDGEBRIDGE_GATEWAY_PORT, else 8765 or a free one)"
+    )
+    up.add_argument(
+        "--host",
+        default=os.environ.get("HEDGEBRIDGE_GATEWAY_HOST", "127.0.0.1"),
+        help="gateway listen address (default $HEDGEBRIDGE_GATEWAY_HOST or 127.0.0.1)",
+    )
     up.set_defaults(func=stack.cmd_up)
 
     token = sub.add_parser("token", help="print a JWT the running stack accepts")
@@ -101,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--nats-url", help="default $HEDGEBRIDGE_NATS_URL or the local stack's")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=commands.cmd_status)
+
+    ping = sub.add_parser("ping", help="exit 0 when a service answers (a health probe)")
+    ping.add_argument("target", choices=("gateway", "executor", "monitor"))
+    ping.add_argument("--nats-url", help="for executor/monitor: default $HEDGEBRIDGE_NATS_URL or the local stack's")
+    ping.add_argument("--host", help="for gateway: default $HEDGEBRIDGE_GATEWAY_HOST or 127.0.0.1")
+    ping.add_argument("--port", type=int, help="for gateway: default $HEDGEBRIDGE_GATEWAY_PORT or 8765")
+    ping.add_argument("--timeout", type=_positive(float), default=3.0, help="seconds (default 3)")
+    ping.set_defaults(func=commands.cmd_ping)
 
     for name in ("gateway", "executor", "monitor"):
         svc = sub.add_parser(name, help=f"run the {name} service (configured by environment variables)")

@@ -318,6 +318,11 @@ async def _supervise(stack: Stack, stop: asyncio.Event) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if args.gateway_port is None and os.environ.get("HEDGEBRIDGE_GATEWAY_PORT"):
+        try:
+            args.gateway_port = int(os.environ["HEDGEBRIDGE_GATEWAY_PORT"])
+        except ValueError:
+            raise CliError("HEDGEBRIDGE_GATEWAY_PORT is not a port number") from None
     base = state.home(args.home)
     base.mkdir(parents=True, exist_ok=True)
     running = state.read_state(base)
