@@ -48,7 +48,7 @@ def gateway_config(nats_url: str, secret: str, **overrides: object) -> GatewayCo
         "jwt_secret": secret,
         "port": 0,
         "heartbeat_interval_ms": 200,
-        "heartbeat_timeout_ms": 1500,
+        "heartbeat_timeout_ms": 3000,
         "max_frame_bytes": 64 * 1024,
     }
     values.update(overrides)

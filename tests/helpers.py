@@ -8,12 +8,15 @@ import time
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import NoRespondersError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from hedgebridge.common import auth
 from hedgebridge.protocol import (
+    DeliveryAck,
     Frame,
+    Heartbeat,
     Message,
     OrderRequest,
     OrderResult,
@@ -23,6 +26,7 @@ from hedgebridge.protocol import (
     subjects,
     subprotocol,
     unpack,
+    utcnow,
 )
 
 
@@ -82,6 +86,16 @@ class RawEa:
             if isinstance(frame, kind):
                 return frame
 
+    def keep_alive(self, interval_s: float = 0.2) -> asyncio.Task[None]:
+        """Send HEARTBEAT every ``interval_s`` in the background (cancel the task to stop)."""
+
+        async def beat() -> None:
+            while True:
+                await self.send(Heartbeat(timestamp=utcnow(), seq=0))
+                await asyncio.sleep(interval_s)
+
+        return asyncio.create_task(beat())
+
     async def closed(self, timeout_s: float = 10.0) -> int | None:
         """Read until the gateway closes the connection; returns the close code."""
         deadline = time.monotonic() + timeout_s
@@ -96,6 +110,21 @@ class RawEa:
 
 def ea_token(secret: str, account: str, **kwargs: float) -> str:
     return auth.mint_token(secret, role="ea", subject=account, **kwargs)
+
+
+async def deliver(nc: NatsClient, account: str, command: Message, timeout_s: float = 2.0) -> DeliveryAck:
+    """Publish a command on the account's subject as the executor does, asking again while NATS says
+    "no responders" (a new subscription's interest can take a moment to reach other connections)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            reply = await nc.request(subjects.command(account), pack(command), timeout=timeout_s)
+        except NoRespondersError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+            continue
+        return unpack(reply.data, DeliveryAck)
 
 
 async def order(nc: NatsClient, request: OrderRequest, timeout_s: float = 15.0) -> OrderResult:

@@ -38,7 +38,7 @@ from hedgebridge.protocol.errors import CloseCode
 from hedgebridge.protocol.messages import CloseCommand
 
 from ..conftest import gateway_config
-from ..helpers import RawEa, ea_token, wait_for
+from ..helpers import RawEa, deliver, ea_token, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -180,8 +180,7 @@ async def test_commands_reach_the_socket_with_delivery_ack(ea_url: str, secret: 
     ea = await RawEa.connect(ea_url, ea_token(secret, "A1"))
     await ea.recv_type(Welcome)
     command = _open("A1")
-    reply = await nc.request(subjects.command("A1"), pack(command), timeout=2)
-    ack = unpack(reply.data, DeliveryAck)
+    ack = await deliver(nc, "A1", command)
     assert ack.delivered
     assert await ea.recv_type(OpenCommand) == command
     close = CloseCommand(
@@ -190,12 +189,12 @@ async def test_commands_reach_the_socket_with_delivery_ack(ea_url: str, secret: 
         position_id="p-1",
         metadata=CloseMetadata(exit_reason="manual", user_id="u1"),
     )
-    reply = await nc.request(subjects.command("A1"), pack(close), timeout=2)
-    assert unpack(reply.data, DeliveryAck).delivered
+    ack = await deliver(nc, "A1", close)
+    assert ack.delivered
     assert await ea.recv_type(CloseCommand) == close
     # a command naming another account on this account's subject is refused, not sent
-    reply = await nc.request(subjects.command("A1"), pack(_open("B2")), timeout=2)
-    assert not unpack(reply.data, DeliveryAck).delivered
+    ack = await deliver(nc, "A1", _open("B2"))
+    assert not ack.delivered
     await ea.close()
 
 
@@ -206,8 +205,8 @@ async def test_newer_connection_replaces_older(ea_url: str, secret: str, nc: Nat
     await second.recv_type(Welcome)
     assert await first.closed() == CloseCode.SESSION_REPLACED
     assert "newer connection" in (first.ws.close_reason or "")
-    reply = await nc.request(subjects.command("A1"), pack(_open("A1")), timeout=2)
-    assert unpack(reply.data, DeliveryAck).delivered
+    ack = await deliver(nc, "A1", _open("A1"))
+    assert ack.delivered
     assert isinstance(await second.recv_type(OpenCommand), OpenCommand)
     await second.close()
 
@@ -221,14 +220,14 @@ async def test_silent_terminal_is_dropped_and_the_drop_published(ea_url: str, se
     await nc.subscribe(subjects.status("A1"), cb=collect)
     await nc.flush()
     ea = await RawEa.connect(ea_url, ea_token(secret, "A1"))
-    await ea.recv_type(Welcome)
+    welcome = await ea.recv_type(Welcome)
+    assert isinstance(welcome, Welcome)
     assert await ea.closed() == CloseCode.HEARTBEAT_TIMEOUT
     await wait_for(
         lambda: any(s.status == "DISCONNECTED" for s in statuses), lambda: f"the disconnect status (got {statuses})"
     )
-    assert [s.status for s in statuses] == ["CONNECTED", "DISCONNECTED"]
-    assert statuses[1].reason == "heartbeat timeout"
-    assert statuses[0].session_id == statuses[1].session_id
+    drop = next(s for s in statuses if s.status == "DISCONNECTED")
+    assert (drop.session_id, drop.reason, drop.gateway_id) == (welcome.session_id, "heartbeat timeout", "gw-test-1")
 
 
 async def test_commands_reach_a_terminal_on_any_replica(
@@ -242,8 +241,8 @@ async def test_commands_reach_a_terminal_on_any_replica(
         on_second = await RawEa.connect(f"ws://127.0.0.1:{other.port}/ea", ea_token(secret, "B2"))
         await on_second.recv_type(Welcome)
         for account, ea in (("A1", on_first), ("B2", on_second)):
-            reply = await nc.request(subjects.command(account), pack(_open(account)), timeout=2)
-            assert unpack(reply.data, DeliveryAck).delivered
+            ack = await deliver(nc, account, _open(account))
+            assert ack.delivered
             command = await ea.recv_type(OpenCommand)
             assert isinstance(command, OpenCommand)
             assert command.account_id == account
@@ -252,8 +251,8 @@ async def test_commands_reach_a_terminal_on_any_replica(
         await moved.recv_type(Welcome)
         assert await on_first.closed() == CloseCode.SESSION_REPLACED
         await wait_for(lambda: "A1" not in gateway.sessions, "the first replica to let A1 go")
-        reply = await nc.request(subjects.command("A1"), pack(_open("A1", "p-2")), timeout=2)
-        assert unpack(reply.data, DeliveryAck).delivered
+        ack = await deliver(nc, "A1", _open("A1", "p-2"))
+        assert ack.delivered
         command = await moved.recv_type(OpenCommand)
         assert isinstance(command, OpenCommand)
         assert command.position_id == "p-2"

@@ -9,12 +9,12 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from hedgebridge.common.cache import RedisCache
-from hedgebridge.common.servers import ValkeyServer
+from hedgebridge.common.servers import NatsServer, ValkeyServer
+from hedgebridge.executor.config import ExecutorConfig
 from hedgebridge.executor.service import Executor
 from hedgebridge.protocol import (
     ClosedEvent,
     CloseOrder,
-    Heartbeat,
     OpenCommand,
     OpenedEvent,
     OpenOrder,
@@ -128,7 +128,7 @@ class SilentEa:
     def __init__(self, ea: RawEa) -> None:
         self.ea = ea
         self.received: list[OpenCommand] = []
-        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._heartbeat())]
+        self._tasks = [asyncio.create_task(self._read()), ea.keep_alive(0.1)]
 
     @classmethod
     async def connect(cls, url: str, secret: str, account: str) -> SilentEa:
@@ -141,11 +141,6 @@ class SilentEa:
             frame = decode_frame(data)
             if isinstance(frame, OpenCommand):
                 self.received.append(frame)
-
-    async def _heartbeat(self) -> None:
-        while True:
-            await self.ea.send(Heartbeat(timestamp=utcnow(), seq=0))
-            await asyncio.sleep(0.1)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -217,3 +212,38 @@ async def test_orders_go_on_while_the_cache_is_down(
         await wait_for(written_again, "the cache to be written again after its restart")
     finally:
         await cache.close()
+
+
+async def test_an_order_waits_out_a_reconnecting_terminal(
+    nats_server: NatsServer, cache_server: ValkeyServer, ea_url: str, secret: str, nc: NatsClient
+) -> None:
+    patient = Executor(
+        ExecutorConfig(
+            nats_url=nats_server.url, redis_url=f"{cache_server.url}/0", offline_grace_ms=5000, id="ex-patient"
+        )
+    )
+    await patient.start()
+    try:
+        pending = asyncio.create_task(order(nc, OpenOrder(account_id="LATE", symbol="EURUSD", side="BUY", volume=1)))
+        ea = await RawEa.connect(ea_url, ea_token(secret, "LATE"))  # the terminal arrives after the request
+        await ea.recv_type(Welcome)
+        beating = ea.keep_alive()
+        command = await ea.recv_type(OpenCommand)
+        assert isinstance(command, OpenCommand)
+        await ea.send(
+            OpenedEvent(
+                timestamp=utcnow(),
+                account_id="LATE",
+                position_id=command.position_id,
+                action_id=command.action_id,
+                mt_ticket="42",
+                price=1.1,
+                status="SUCCESS",
+            )
+        )
+        result = await pending
+        assert (result.status, result.position_id) == ("SUCCESS", command.position_id)
+        beating.cancel()
+        await ea.close()
+    finally:
+        await patient.stop()

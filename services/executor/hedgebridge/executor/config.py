@@ -7,6 +7,8 @@
 | HEDGEBRIDGE_EXECUTOR_ORDER_TIMEOUT_MS     | 10000                      | wait for a terminal's result, then answer |
 |                                           |                            | OUTCOME_UNKNOWN                           |
 | HEDGEBRIDGE_EXECUTOR_DELIVERY_TIMEOUT_MS  | 2000                       | wait for the gateway's delivery ack       |
+| HEDGEBRIDGE_EXECUTOR_OFFLINE_GRACE_MS     | 300                        | keep asking while no gateway holds the    |
+|                                           |                            | account, then answer NOT_SENT             |
 | HEDGEBRIDGE_EXECUTOR_ID                   | ex-<host>-<pid>            | this replica's name in logs               |
 | HEDGEBRIDGE_LOG_LEVEL / HEDGEBRIDGE_LOG_FORMAT | INFO / json           | logging                                   |
 """
@@ -29,6 +31,7 @@ class ExecutorConfig(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     order_timeout_ms: int = 10_000
     delivery_timeout_ms: int = 2_000
+    offline_grace_ms: int = 300
     id: str = ""
     log_level: str = "INFO"
     log_format: str = "json"
@@ -40,6 +43,8 @@ class ExecutorConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 def from_env(environ: Mapping[str, str] | None = None) -> ExecutorConfig:
     cfg = load(ExecutorConfig, PREFIX, environ)
+    if cfg.offline_grace_ms < 0:
+        raise ConfigError("HEDGEBRIDGE_EXECUTOR_OFFLINE_GRACE_MS must not be negative")
     if cfg.order_timeout_ms <= 0 or cfg.delivery_timeout_ms <= 0:
         raise ConfigError("HEDGEBRIDGE_EXECUTOR_*_TIMEOUT_MS must be positive")
     if cfg.delivery_timeout_ms >= cfg.order_timeout_ms:

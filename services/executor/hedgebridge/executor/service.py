@@ -131,9 +131,8 @@ class Executor:
             self._pending[key] = (command, future)
         fields = {"account": command.account_id, "action": command.action_id, "type": type_name(command)}
         try:
-            delivery_s = min(self.config.delivery_timeout_ms / 1000, timeout_s)
             try:
-                reply = await self.nats.request(subjects.command(command.account_id), pack(command), delivery_s)
+                reply = await self._deliver(command, timeout_s, started)
             except NoRespondersError:
                 log.info("account offline, not sent", **fields)
                 return orders.failure(
@@ -177,6 +176,27 @@ class Executor:
             for key in keys:
                 if self._pending.get(key, (None, None))[1] is future:
                     del self._pending[key]
+
+    async def _deliver(self, command: Command, timeout_s: float, started: float) -> Msg:
+        """Send the command to the gateway holding the account and return its DeliveryAck message.
+
+        "No responders" means no gateway received the command, so it is safe to ask again: for up to the
+        offline grace an account whose terminal is reconnecting still gets the order, and NATS interest that
+        is still propagating (a subscription made a moment ago) is waited for. Raises NoRespondersError when
+        the grace runs out, nats.errors.TimeoutError when a gateway took the command but did not answer."""
+        subject = subjects.command(command.account_id)
+        payload = pack(command)
+        delivery_s = min(self.config.delivery_timeout_ms / 1000, timeout_s)
+        grace_end = started + min(self.config.offline_grace_ms / 1000, timeout_s)
+        pause = 0.01
+        while True:
+            try:
+                return await self.nats.request(subject, payload, delivery_s)
+            except NoRespondersError:
+                if time.perf_counter() + pause > grace_end:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.1)
 
     async def _on_result(self, msg: Msg) -> None:
         try:
