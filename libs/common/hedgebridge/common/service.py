@@ -13,6 +13,7 @@ from .config import ConfigError
 from .faults import Fatal
 
 EXIT_CONFIG = 78  # EX_CONFIG: the configuration is invalid
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: something the service needs (NATS, its port) is not available
 
 
 def run(name: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
@@ -27,9 +28,12 @@ def run(name: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
 
     try:
         asyncio.run(runner())
-    except (ConfigError, Fatal) as exc:
+    except ConfigError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except Fatal as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
     logs.get(name).info("stopped")

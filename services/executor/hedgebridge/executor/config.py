@@ -3,6 +3,7 @@
 | variable                                  | default                    | meaning                                   |
 |-------------------------------------------|----------------------------|-------------------------------------------|
 | HEDGEBRIDGE_NATS_URL                      | nats://127.0.0.1:4222      | NATS server(s), comma-separated           |
+| HEDGEBRIDGE_NATS_STARTUP_TIMEOUT_S | 30 | give up (exit 69) when NATS is unreachable at start |
 | HEDGEBRIDGE_REDIS_URL                     | redis://127.0.0.1:6379/0   | the realtime cache                        |
 | HEDGEBRIDGE_EXECUTOR_ORDER_TIMEOUT_MS     | 10000                      | wait for a terminal's result, then answer |
 |                                           |                            | OUTCOME_UNKNOWN                           |
@@ -28,6 +29,7 @@ PREFIX = "HEDGEBRIDGE_EXECUTOR_"
 
 class ExecutorConfig(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_startup_timeout_s: float = 30.0
     redis_url: str = "redis://127.0.0.1:6379/0"
     order_timeout_ms: int = 10_000
     delivery_timeout_ms: int = 2_000

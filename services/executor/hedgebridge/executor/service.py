@@ -27,6 +27,7 @@ from hedgebridge.protocol import (
     Command,
     DeliveryAck,
     OpenedEvent,
+    OrderRequest,
     OrderResult,
     ProtocolError,
     errors,
@@ -41,6 +42,7 @@ from hedgebridge.protocol import (
 
 from . import orders
 from .config import ExecutorConfig
+from .errors import AccountOffline, DeliveryUnconfirmed, InvalidOrder
 
 log = logs.get("executor")
 
@@ -64,7 +66,9 @@ class Executor:
         return self._nats
 
     async def start(self) -> None:
-        self._nats = await bus.connect(self.config.nats_url, name=self.config.executor_id)
+        self._nats = await bus.connect(
+            self.config.nats_url, name=self.config.executor_id, startup_timeout_s=self.config.nats_startup_timeout_s
+        )
         for kind in _RESULT_SUBJECTS:
             await self.nats.subscribe(f"{subjects.PREFIX}.ea.*.evt.{kind}", cb=self._on_result)
         await self.nats.subscribe(subjects.ALL_EVENTS, queue=CACHE_QUEUE, cb=self._on_event_for_cache)
@@ -108,9 +112,9 @@ class Executor:
 
     async def execute_raw(self, data: bytes, started: float) -> OrderResult:
         try:
-            request = unpack_order_request(data)
-        except ProtocolError as exc:
-            return orders.failure("INVALID", errors.INVALID_REQUEST, exc.message, None, _ms(started))
+            request = _parse(data)
+        except InvalidOrder as exc:
+            return orders.failure("INVALID", exc.code, str(exc), None, _ms(started))
         command = orders.build_command(request, utcnow())
         timeout_s = (request.timeout_ms or self.config.order_timeout_ms) / 1000
         return await self.execute(command, timeout_s, started)
@@ -133,20 +137,12 @@ class Executor:
         try:
             try:
                 reply = await self._deliver(command, timeout_s, started)
-            except NoRespondersError:
+            except AccountOffline as exc:
                 log.info("account offline, not sent", **fields)
-                return orders.failure(
-                    "NOT_SENT", errors.ACCOUNT_OFFLINE, "account is not connected", command, _ms(started)
-                )
-            except NatsTimeoutError:
+                return orders.failure("NOT_SENT", exc.code, str(exc), command, _ms(started))
+            except DeliveryUnconfirmed as exc:
                 log.warning("delivery not confirmed", **fields)
-                return orders.failure(
-                    "OUTCOME_UNKNOWN",
-                    errors.DELIVERY_FAILED,
-                    "the gateway did not confirm delivery in time; reconcile before retrying",
-                    command,
-                    _ms(started),
-                )
+                return orders.failure("OUTCOME_UNKNOWN", exc.code, str(exc), command, _ms(started))
             ack = unpack(reply.data, DeliveryAck)
             if ack.uncertain:
                 log.warning("delivery uncertain", reason=ack.reason, **fields)
@@ -182,8 +178,8 @@ class Executor:
 
         "No responders" means no gateway received the command, so it is safe to ask again: for up to the
         offline grace an account whose terminal is reconnecting still gets the order, and NATS interest that
-        is still propagating (a subscription made a moment ago) is waited for. Raises NoRespondersError when
-        the grace runs out, nats.errors.TimeoutError when a gateway took the command but did not answer."""
+        is still propagating (a subscription made a moment ago) is waited for. Raises AccountOffline when the
+        grace runs out, DeliveryUnconfirmed when a gateway took the command but did not answer in time."""
         subject = subjects.command(command.account_id)
         payload = pack(command)
         delivery_s = min(self.config.delivery_timeout_ms / 1000, timeout_s)
@@ -194,9 +190,13 @@ class Executor:
                 return await self.nats.request(subject, payload, delivery_s)
             except NoRespondersError:
                 if time.perf_counter() + pause > grace_end:
-                    raise
+                    raise AccountOffline("account is not connected") from None
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.1)
+            except NatsTimeoutError:
+                raise DeliveryUnconfirmed(
+                    "the gateway did not confirm delivery in time; reconcile before retrying"
+                ) from None
 
     async def _on_result(self, msg: Msg) -> None:
         try:
@@ -232,6 +232,13 @@ class Executor:
             if now - self._cache_warned > 5:
                 self._cache_warned = now
                 log.warning("cache write failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _parse(data: bytes) -> OrderRequest:
+    try:
+        return unpack_order_request(data)
+    except ProtocolError as exc:
+        raise InvalidOrder(exc.message) from None
 
 
 def _ms(started: float) -> float:

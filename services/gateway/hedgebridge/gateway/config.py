@@ -3,6 +3,7 @@
 | variable                                  | default                  | meaning                                     |
 |-------------------------------------------|--------------------------|---------------------------------------------|
 | HEDGEBRIDGE_NATS_URL                      | nats://127.0.0.1:4222    | NATS server(s), comma-separated             |
+| HEDGEBRIDGE_NATS_STARTUP_TIMEOUT_S | 30 | give up (exit 69) when NATS is unreachable at start |
 | HEDGEBRIDGE_JWT_SECRET                    | (required)               | HS256 key that signs tokens (>= 32 bytes)   |
 | HEDGEBRIDGE_GATEWAY_HOST                  | 127.0.0.1                | listen address                              |
 | HEDGEBRIDGE_GATEWAY_PORT                  | 8765                     | listen port                                 |
@@ -30,6 +31,7 @@ PREFIX = "HEDGEBRIDGE_GATEWAY_"
 
 class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_startup_timeout_s: float = 30.0
     jwt_secret: str = ""
     host: str = "127.0.0.1"
     port: int = 8765

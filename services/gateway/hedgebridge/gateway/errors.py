@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from hedgebridge.common.faults import Fatal, Final, Retryable
-from hedgebridge.protocol import errors as codes
+from hedgebridge.common.bus import NatsUnreachable
+from hedgebridge.common.faults import Fatal
+
+__all__ = ["CannotListen", "NatsUnreachable"]
 
 
-class DeliveryFailed(Retryable):
-    """A command could not be written to the terminal's socket (it closed or stalled)."""
+class CannotListen(Fatal):
+    """The gateway cannot listen on its address (port taken, address not available)."""
 
-    code = codes.DELIVERY_FAILED
-
-
-class FrameRejected(Final):
-    """A terminal's frame failed validation; answered with an ERROR frame."""
-
-    code = codes.INVALID_FIELD
-
-
-class StartupFailed(Fatal):
-    """The gateway cannot listen or reach NATS at start."""
-
-    code = codes.INTERNAL
+    code = "CANNOT_LISTEN"

@@ -53,6 +53,7 @@ from hedgebridge.protocol import (
 from hedgebridge.protocol.errors import CloseCode
 
 from .config import GatewayConfig
+from .errors import CannotListen
 from .handshake import Accept, decide
 
 log = logs.get("gateway")
@@ -177,9 +178,22 @@ class Gateway:
         return port
 
     async def start(self) -> None:
-        self._nats = await bus.connect(self.config.nats_url, name=self.gateway_id)
+        self._nats = await bus.connect(
+            self.config.nats_url, name=self.gateway_id, startup_timeout_s=self.config.nats_startup_timeout_s
+        )
         self._status_sub = await self.nats.subscribe(subjects.ALL_STATUS, cb=self._on_status)
-        self._server = await serve(
+        try:
+            self._server = await self._listen()
+        except OSError as exc:
+            await self.nats.close()
+            raise CannotListen(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
+            ) from None
+        self._sweeper = asyncio.create_task(self._sweep_silent())
+        log.info("listening", host=self.config.host, port=self.port, gateway=self.gateway_id)
+
+    async def _listen(self) -> Server:
+        return await serve(
             self._handle,
             self.config.host,
             self.config.port,
@@ -190,8 +204,6 @@ class Gateway:
             compression=None,
             server_header="hedgebridge-gateway",
         )
-        self._sweeper = asyncio.create_task(self._sweep_silent())
-        log.info("listening", host=self.config.host, port=self.port, gateway=self.gateway_id)
 
     async def stop(self) -> None:
         """Close every terminal with 1001 (reconnect elsewhere), publish their disconnects, drain NATS."""

@@ -1,12 +1,8 @@
-"""Monitor faults."""
+"""Monitor faults. The monitor only listens: an unreadable event is counted and skipped, and the one
+fault that stops it is NATS being unreachable at start."""
 
 from __future__ import annotations
 
-from hedgebridge.common.faults import Retryable
-from hedgebridge.protocol import errors as codes
+from hedgebridge.common.bus import NatsUnreachable
 
-
-class EventUnreadable(Retryable):
-    """An event on NATS could not be decoded; it is skipped and counted."""
-
-    code = codes.MALFORMED_FRAME
+__all__ = ["NatsUnreachable"]

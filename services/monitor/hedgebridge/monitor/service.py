@@ -25,7 +25,9 @@ class Monitor:
         self._nats: NatsClient | None = None
 
     async def start(self) -> None:
-        self._nats = nc = await bus.connect(self.config.nats_url, name="monitor")
+        self._nats = nc = await bus.connect(
+            self.config.nats_url, name="monitor", startup_timeout_s=self.config.nats_startup_timeout_s
+        )
         await nc.subscribe(subjects.ALL_STATUS, cb=self._on_status)
         await nc.subscribe(subjects.ALL_EVENTS, cb=self._on_event)
         await nc.subscribe(subjects.MONITOR_STATUS, queue=QUEUE, cb=self._on_request)
