@@ -20,7 +20,7 @@ import redis
 from websockets.asyncio.client import connect
 
 from hedgebridge.cli import state
-from hedgebridge.common.servers import free_port
+from hedgebridge.common.servers import NatsServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -277,3 +277,23 @@ def test_ping_probes(stack: Stack) -> None:
     refused = stack.cli("ping", "gateway", "--port", str(free_port()), "--timeout", "1")
     assert refused.returncode == 1
     assert "does not answer" in refused.stderr
+
+
+def test_order_exits_6_when_nats_or_the_executor_is_missing(tmp_path: Path, nats_server: NatsServer) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEBRIDGE_")}
+    env["HEDGEBRIDGE_HOME"] = str(tmp_path)
+    base = [*hedgebridge_command(), "order", "open", "--account", "A1", "--symbol", "EURUSD", "--side", "BUY"]
+    unreachable = subprocess.run(
+        [*base, "--volume", "1", "--nats-url", f"nats://127.0.0.1:{free_port()}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert unreachable.returncode == 6
+    assert "cannot reach NATS" in unreachable.stderr
+    no_executor = subprocess.run(
+        [*base, "--volume", "1", "--nats-url", nats_server.url], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert no_executor.returncode == 6
+    assert "no executor is running" in no_executor.stderr

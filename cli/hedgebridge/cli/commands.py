@@ -7,9 +7,11 @@ import asyncio
 import json
 import os
 import sys
+from urllib.parse import urlsplit
 
 import msgspec
 import nats
+from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
@@ -105,12 +107,45 @@ def explain(result: OrderResult) -> str:
     return f"order rejected: {result.message}"
 
 
+async def cli_connect(url: str, wait_s: float = 2.0) -> NatsClient:
+    """One NATS connection for a command: fails fast with a CliError (exit 6) instead of retrying."""
+
+    async def quiet(_: Exception) -> None:
+        return None
+
+    await _reachable(url, wait_s)
+    try:
+        async with asyncio.timeout(wait_s + 1):
+            return await nats.connect(
+                servers=url.split(","),
+                connect_timeout=wait_s,
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                error_cb=quiet,
+                name="hedgebridge-cli",
+            )
+    except (NoServersError, OSError, TimeoutError) as exc:
+        raise CliError(f"cannot reach NATS at {url}: {str(exc) or type(exc).__name__}", EXIT_UNAVAILABLE) from None
+
+
+async def _reachable(url: str, wait_s: float) -> None:
+    """Fail at once, with the reason, when no server of ``url`` accepts a TCP connection."""
+    reason = "no server in the URL"
+    for server in url.split(","):
+        parsed = urlsplit(server.strip() if "://" in server else f"nats://{server.strip()}")
+        try:
+            async with asyncio.timeout(wait_s):
+                _, writer = await asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 4222)
+            writer.close()
+            return
+        except (OSError, TimeoutError, ValueError) as exc:
+            reason = str(exc) or type(exc).__name__
+    raise CliError(f"cannot reach NATS at {url}: {reason}", EXIT_UNAVAILABLE)
+
+
 async def _order(args: argparse.Namespace, request: OrderRequest) -> int:
     url = state.resolve_nats_url(args.nats_url, state.home(args.home))
-    try:
-        nc = await nats.connect(servers=url.split(","), connect_timeout=2, max_reconnect_attempts=0, name="cli")
-    except (NoServersError, OSError, TimeoutError) as exc:
-        raise CliError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}", EXIT_UNAVAILABLE) from None
+    nc = await cli_connect(url)
     try:
         wait = args.timeout + 5  # the executor answers by the order timeout; leave room for transport
         try:
@@ -179,10 +214,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 async def fetch_status(url: str, wait_s: float = 2.0) -> MonitorSnapshot:
-    try:
-        nc = await nats.connect(servers=url.split(","), connect_timeout=2, max_reconnect_attempts=0, name="cli")
-    except (NoServersError, OSError, TimeoutError) as exc:
-        raise CliError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}", EXIT_UNAVAILABLE) from None
+    nc = await cli_connect(url)
     try:
         reply = await nc.request(subjects.MONITOR_STATUS, b"", timeout=wait_s)
         return unpack(reply.data, MonitorSnapshot)
@@ -234,10 +266,7 @@ async def _ping_gateway(host: str, port: int, wait_s: float) -> None:
 
 
 async def _ping_subject(url: str, subject: str, what: str, wait_s: float) -> None:
-    try:
-        nc = await nats.connect(servers=url.split(","), connect_timeout=wait_s, max_reconnect_attempts=0, name="ping")
-    except (NoServersError, OSError, TimeoutError) as exc:
-        raise CliError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}", 1) from None
+    nc = await cli_connect(url, wait_s)
     try:
         await nc.request(subject, b"", timeout=wait_s)
     except (NoRespondersError, NatsTimeoutError):
