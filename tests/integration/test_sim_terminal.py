@@ -83,3 +83,32 @@ async def test_sim_with_a_refused_token_keeps_retrying_and_reports_why(gateway: 
     finally:
         stop.set()
         await runner
+
+
+async def test_sim_drops_at_random_and_comes_back(gateway: Gateway, ea_url: str, secret: str, nc: NatsClient) -> None:
+    drops: list[TerminalStatus] = []
+
+    async def on_status(msg: Msg) -> None:
+        status = unpack(msg.data, TerminalStatus)
+        if status.status == "DISCONNECTED":
+            drops.append(status)
+
+    await nc.subscribe(subjects.status("FLAKY"), cb=on_status)
+    await nc.flush()
+    terminals = make_terminals(
+        ea_url,
+        ["FLAKY"],
+        lambda account: ea_token(secret, account),
+        SimConfig(disconnect_rate=20.0, tick_interval_ms=0),
+        seed=5,
+    )
+    stop = asyncio.Event()
+    runner = asyncio.create_task(run_terminals(terminals, stop))
+    try:
+        await wait_for(lambda: terminals[0].connections >= 3, "three connections after random drops", timeout_s=20)
+        await wait_for(lambda: len(drops) >= 2, "the drops published by the gateway")
+        assert terminals[0].drops >= 2
+        assert {d.reason for d in drops} == {"connection lost"}
+    finally:
+        stop.set()
+        await runner

@@ -192,6 +192,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
         reject_rate=args.reject_rate,
         tick_interval_ms=args.tick_interval_ms,
         balance=args.balance,
+        disconnect_rate=args.disconnect_rate,
     )
 
     def token_for(account: str) -> str:

@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--slippage-points", type=int, default=0)
     sim.add_argument("--reject-rate", type=float, default=0.0, help="probability an OPEN is rejected (0..1)")
     sim.add_argument("--tick-interval-ms", type=int, default=250, help="price ticks per symbol; 0 = none")
+    sim.add_argument("--disconnect-rate", type=float, default=0.0, help="random drops per second per terminal")
     sim.add_argument("--balance", type=float, default=10_000.0)
     sim.add_argument("--seed", type=int, help="random seed for reproducible runs")
     sim.add_argument("--log-level", default="INFO")

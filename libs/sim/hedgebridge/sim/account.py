@@ -41,6 +41,7 @@ class SimConfig:
     leverage: int = 100
     max_volume: float = 100.0
     first_ticket: int = 50_000_000
+    disconnect_rate: float = 0.0  # chance per second that the terminal drops its connection (then reconnects)
 
 
 @dataclass(slots=True)

@@ -57,6 +57,7 @@ class SimTerminal:
         self.welcome: Welcome | None = None
         self.errors: list[ErrorMessage] = []
         self.connections = 0
+        self.drops = 0
         self.heartbeats_paused = False  # a test can make the terminal go silent
         self.last_refusal: str | None = None
         self._ws: ClientConnection | None = None
@@ -120,6 +121,8 @@ class SimTerminal:
             ]
             if self.account.config.tick_interval_ms > 0:
                 tasks.append(asyncio.create_task(self._ticks()))
+            if self.account.config.disconnect_rate > 0:
+                tasks.append(asyncio.create_task(self._random_drops(ws)))
             try:
                 async for frame in ws:
                     await self._on_frame(frame)
@@ -171,6 +174,16 @@ class SimTerminal:
             self.account.feed.step()
             for tick in self.account.ticks(utcnow()):
                 await self.send(tick)
+
+    async def _random_drops(self, ws: ClientConnection) -> None:
+        """Drop the connection at random (a flaky network or a terminal restart); ``run`` reconnects."""
+        rate = self.account.config.disconnect_rate
+        while True:
+            await asyncio.sleep(self.account.rng.expovariate(rate))
+            self.drops += 1
+            log.info("dropping the connection", account=self.account_id)
+            ws.transport.abort()  # no closing handshake, as when the network goes away
+            return
 
     async def _account_updates(self) -> None:
         interval = self.account.config.account_update_interval_ms / 1000

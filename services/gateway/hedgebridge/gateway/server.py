@@ -327,7 +327,7 @@ class Gateway:
 
 def _close_description(connection: ServerConnection) -> str:
     code = connection.close_code
-    if code is None:
+    if code is None or code == 1006:  # no closing handshake: the network or the terminal went away
         return "connection lost"
     reason = connection.close_reason or ""
     return f"closed {code} {reason}".strip()
