@@ -103,6 +103,8 @@ class TerminalSession:
         if command.account_id != self.account_id:
             await self._ack(msg, DeliveryAck(delivered=False, reason="command names another account"))
             return
+        if self.gateway.sessions.get(self.account_id) is not self:
+            return  # replaced: the current session answers, so a stale "not delivered" never wins the race
         if self.connection.state is not State.OPEN or self.subscription is None:
             await self._ack(msg, DeliveryAck(delivered=False, reason="terminal connection closed"))
             return
@@ -248,7 +250,11 @@ class Gateway:
             await previous.retire(CloseCode.SESSION_REPLACED, "replaced by a newer connection for this account")
         self.sessions[account] = session
         try:
-            session.subscription = await self.nats.subscribe(subjects.command(account), cb=session.on_command)
+            subscription = await self.nats.subscribe(subjects.command(account), cb=session.on_command)
+            if session.close_reason:  # replaced while subscribing: the newer session takes the commands
+                await subscription.unsubscribe()
+                return
+            session.subscription = subscription
             await self._publish_status(session, "CONNECTED")
             await self.nats.flush()  # once WELCOME is sent, commands for the account reach this socket
             log.info("terminal connected", account=account, session=session.session_id, remote=session.remote)
