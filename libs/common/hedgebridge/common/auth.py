@@ -2,6 +2,8 @@
 
 Tokens are HS256 JWTs with the claims ``sub`` (for the ``ea`` role: the MT5 account id), ``role``
 (``ea``, ``system`` or ``admin``), ``iss`` and ``aud`` (both ``hedgebridge``), ``iat``, ``exp`` and ``jti``.
+A ``system`` token also names its scope: ``accounts`` (the MT5 accounts it may trade and watch) and
+optionally ``users`` (whose actions it may watch). An ``admin`` token may do everything.
 The accepted algorithm is pinned, so ``alg: none`` and algorithm confusion are refused.
 """
 
@@ -40,6 +42,19 @@ class Principal:
     role: str
     token_id: str
     expires_at: float
+    accounts: frozenset[str] = frozenset()
+    users: frozenset[str] = frozenset()
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def may_use(self, account_id: str) -> bool:
+        """Whether this principal may trade on and watch ``account_id``."""
+        return self.is_admin or account_id in self.accounts or (self.role == "ea" and account_id == self.subject)
+
+    def may_watch_user(self, user_id: str) -> bool:
+        return self.is_admin or (bool(user_id) and user_id in self.users)
 
 
 def new_secret() -> str:
@@ -51,12 +66,26 @@ def check_secret(secret: str) -> None:
         raise ValueError(f"the JWT secret must be at least {MIN_SECRET_BYTES} bytes long")
 
 
-def mint_token(secret: str, *, role: Role, subject: str, ttl_s: float = 86_400.0, now: float | None = None) -> str:
+def mint_token(
+    secret: str,
+    *,
+    role: Role,
+    subject: str,
+    ttl_s: float = 86_400.0,
+    now: float | None = None,
+    accounts: list[str] | tuple[str, ...] = (),
+    users: list[str] | tuple[str, ...] = (),
+) -> str:
     check_secret(secret)
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if role == "ea" and not _ACCOUNT.match(subject):
         raise ValueError("an ea token's subject is an account id: 1-64 of A-Z a-z 0-9 _ -")
+    bad = [a for a in accounts if not _ACCOUNT.match(a)]
+    if bad:
+        raise ValueError(f"not valid account ids: {', '.join(bad)}")
+    if role == "system" and not accounts and not users:
+        raise ValueError("a system token names the accounts (or users) it may act for")
     issued = time.time() if now is None else now
     claims: dict[str, Any] = {
         "sub": subject,
@@ -67,6 +96,10 @@ def mint_token(secret: str, *, role: Role, subject: str, ttl_s: float = 86_400.0
         "exp": int(issued + ttl_s),
         "jti": uuid.uuid4().hex,
     }
+    if accounts:
+        claims["accounts"] = list(accounts)
+    if users:
+        claims["users"] = list(users)
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -101,7 +134,17 @@ def verify_token(token: str, secret: str, *, leeway_s: float = DEFAULT_LEEWAY_S)
         role=str(role),
         token_id=str(claims.get("jti", "")),
         expires_at=float(claims["exp"]),
+        accounts=_names(claims.get("accounts"), "accounts"),
+        users=_names(claims.get("users"), "users"),
     )
+
+
+def _names(value: object, claim: str) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not all(isinstance(v, str) and 0 < len(v) <= 128 for v in value):
+        raise AuthError(f"token claim {claim!r} must be a list of names")
+    return frozenset(value)
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -120,4 +163,17 @@ def authorize_terminal(authorization: str | None, secret: str) -> Principal:
         raise AuthError("token role is not 'ea'")
     if not _ACCOUNT.match(principal.subject):
         raise AuthError("token subject is not a valid account id")
+    return principal
+
+
+def authorize_client(authorization: str | None, secret: str) -> Principal:
+    """Decide whether a system or admin client may connect (the ``/client`` endpoint)."""
+    return check_client(verify_token(bearer_token(authorization), secret))
+
+
+def check_client(principal: Principal) -> Principal:
+    if principal.role not in ("system", "admin"):
+        raise AuthError("token role is not 'system' or 'admin'")
+    if principal.role == "system" and not principal.accounts and not principal.users:
+        raise AuthError("a system token must name the accounts or users it may act for")
     return principal

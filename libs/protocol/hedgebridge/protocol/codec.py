@@ -97,8 +97,14 @@ def _reference(raw: Any) -> tuple[str | None, str | None]:
 
 def decode_frame(data: bytes | str) -> Frame:
     """Decode one EA-wire JSON frame into its message. Raises ProtocolError only."""
+    result: Frame = decode_with(_json_decoder, data)
+    return result
+
+
+def decode_with(decoder: msgspec.json.Decoder[Any], data: bytes | str) -> Any:
+    """Decode a JSON frame with ``decoder``, turning every failure into a ProtocolError."""
     try:
-        return _json_decoder.decode(data)
+        return decoder.decode(data)
     except msgspec.ValidationError as exc:
         code, field, message = _classify(exc)
         try:

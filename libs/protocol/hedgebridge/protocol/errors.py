@@ -92,6 +92,95 @@ OUTCOME_UNKNOWN = _register(
 ORDER_FAILED = _register(
     "ORDER_FAILED", Severity.WARNING, Recovery.FIX_INPUT, "The terminal reported the order as failed."
 )
+ORDER_REJECTED = _register(
+    "ORDER_REJECTED",
+    Severity.WARNING,
+    Recovery.FIX_INPUT,
+    "The trade server refused the order for a reason that retrying cannot fix (see the MT5 retcode).",
+)
+RETRIES_EXHAUSTED = _register(
+    "RETRIES_EXHAUSTED",
+    Severity.WARNING,
+    Recovery.RETRY,
+    "The trade server kept asking for a retry (requote, price changed, busy) until the attempts ran out.",
+)
+ALREADY_CLOSED = _register(
+    "ALREADY_CLOSED",
+    Severity.INFO,
+    Recovery.FIX_INPUT,
+    "The position to close does not exist any more (closed earlier, or never opened).",
+)
+PARTIAL_FILL = _register(
+    "PARTIAL_FILL",
+    Severity.WARNING,
+    Recovery.ESCALATE,
+    "Only part of the volume was executed; the rest was not re-sent.",
+)
+EXPIRED = _register(
+    "EXPIRED",
+    Severity.WARNING,
+    Recovery.RETRY,
+    "The account stayed unreachable past the order's time-to-live; the command was never sent.",
+)
+IN_FLIGHT = _register(
+    "IN_FLIGHT",
+    Severity.INFO,
+    Recovery.RETRY,
+    "An order or action with this actionId is still running; ask again for its result.",
+)
+RECONCILED_NOT_EXECUTED = _register(
+    "RECONCILED_NOT_EXECUTED",
+    Severity.WARNING,
+    Recovery.FIX_INPUT,
+    "Reconciliation found that an order whose outcome was unknown did not execute.",
+)
+DUPLICATE_MISMATCH = _register(
+    "DUPLICATE_MISMATCH",
+    Severity.ERROR,
+    Recovery.FIX_INPUT,
+    "The actionId was already used for a different request.",
+)
+CACHE_INCOMPLETE = _register(
+    "CACHE_INCOMPLETE",
+    Severity.WARNING,
+    Recovery.RETRY,
+    "The realtime cache is being rebuilt and has no complete picture of the account yet.",
+)
+# Coordination
+ACTION_INVALID = _register(
+    "ACTION_INVALID", Severity.WARNING, Recovery.FIX_INPUT, "The action failed validation; nothing was sent."
+)
+ACTION_NOT_FOUND = _register(
+    "ACTION_NOT_FOUND", Severity.WARNING, Recovery.FIX_INPUT, "No action with that actionId is known."
+)
+LEG_FAILED = _register(
+    "LEG_FAILED",
+    Severity.WARNING,
+    Recovery.ESCALATE,
+    "Some legs of an action failed; the action's policy decided what happened to the others.",
+)
+COMPENSATION_FAILED = _register(
+    "COMPENSATION_FAILED",
+    Severity.CRITICAL,
+    Recovery.ESCALATE,
+    "Closing the filled legs of a failed action did not succeed: positions may be unhedged.",
+)
+COORDINATOR_UNAVAILABLE = _register(
+    "COORDINATOR_UNAVAILABLE", Severity.ERROR, Recovery.RETRY, "No coordinator answered the action request."
+)
+POSITION_CONFLICT = _register(
+    "POSITION_CONFLICT",
+    Severity.ERROR,
+    Recovery.RECONCILE,
+    "What the system believes open differs from what a terminal reports.",
+)
+# Client API
+UNAUTHENTICATED = _register(
+    "UNAUTHENTICATED", Severity.WARNING, Recovery.FIX_INPUT, "The client has not presented a valid token."
+)
+FORBIDDEN = _register(
+    "FORBIDDEN", Severity.WARNING, Recovery.FIX_INPUT, "The request names something outside the token's scope."
+)
 EXECUTOR_UNAVAILABLE = _register(
     "EXECUTOR_UNAVAILABLE", Severity.ERROR, Recovery.RETRY, "No executor answered the order request."
 )

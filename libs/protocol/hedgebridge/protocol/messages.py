@@ -24,11 +24,14 @@ from msgspec import Meta, Struct
 AccountId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Symbol = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._#+-]{1,32}$")]
 Ident = Annotated[str, Meta(min_length=1, max_length=128)]
+# An idempotency key: also a JetStream KV key and a NATS subject token, hence the restricted alphabet.
+ActionId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
 Volume = Annotated[float, Meta(gt=0, le=1_000_000)]
 PriceValue = Annotated[float, Meta(ge=0)]
 Text = Annotated[str, Meta(max_length=1024)]
 Side = Literal["BUY", "SELL"]
 Status = Literal["SUCCESS", "FAILED"]
+UserId = Annotated[str, Meta(max_length=128)]
 
 
 def utcnow() -> datetime:
@@ -57,23 +60,41 @@ class CloseMetadata(_Body, frozen=True, kw_only=True):
 
 
 class OpenCommand(Message, frozen=True, kw_only=True, tag="OPEN"):
+    """Open a market position. ``actionId`` is the idempotency key: a terminal that already executed it
+    answers with the first result and ``alreadyExecuted`` true instead of executing again. ``attempt``
+    counts sends of the same actionId after a retryable refusal (requote, price changed…)."""
+
     timestamp: datetime
     account_id: AccountId
     position_id: Ident
-    action_id: Ident | None = None
+    action_id: ActionId | None = None
     symbol: Symbol
     side: Side
     volume: Volume
     metadata: OpenMetadata
+    attempt: Annotated[int, Meta(ge=0, le=100)] = 0
 
 
 class CloseCommand(Message, frozen=True, kw_only=True, tag="CLOSE"):
+    """Close a position, found by ``mtTicket`` when given, else by ``positionId``. ``volume`` closes part
+    of it; absent, the whole position is closed."""
+
     timestamp: datetime
     account_id: AccountId
     position_id: Ident
-    action_id: Ident | None = None
+    action_id: ActionId | None = None
     mt_ticket: Ident | None = None
+    volume: Volume | None = None
     metadata: CloseMetadata
+    attempt: Annotated[int, Meta(ge=0, le=100)] = 0
+
+
+class SyncCommand(Message, frozen=True, kw_only=True, tag="SYNC"):
+    """Ask a terminal for a fresh POSITION_UPDATE and ACCOUNT_UPDATE (cache rebuild, reconciliation)."""
+
+    timestamp: datetime
+    account_id: AccountId
+    reason: Text = ""
 
 
 # --- events (terminal -> gateway) --------------------------------------------------------------------------
@@ -89,13 +110,14 @@ class OpenedEvent(Message, frozen=True, kw_only=True, tag="OPENED"):
     timestamp: datetime
     account_id: AccountId
     position_id: Ident
-    action_id: Ident | None = None
+    action_id: ActionId | None = None
     mt_ticket: Ident | None = None
     price: PriceValue | None = None
-    volume: Volume | None = None  # the filled volume, when the terminal reports it
+    volume: Volume | None = None  # the filled volume; below the requested volume for a partial fill
     status: Status
     error_message: Text | None = None
-    error_code: int | None = None  # MT5 trade server return code
+    error_code: int | None = None  # MT5 trade server return code (retcode)
+    already_executed: bool = False  # the actionId had been executed before: this is the first result again
 
     def __post_init__(self) -> None:
         _require_on_success(self.status, mtTicket=self.mt_ticket, price=self.price)
@@ -105,13 +127,18 @@ class ClosedEvent(Message, frozen=True, kw_only=True, tag="CLOSED"):
     timestamp: datetime
     account_id: AccountId
     position_id: Ident
-    action_id: Ident | None = None
+    action_id: ActionId | None = None
     mt_ticket: Ident | None = None
     price: PriceValue | None = None
     profit: float | None = None
+    volume: Volume | None = None  # the closed volume
+    remaining_volume: Annotated[float, Meta(ge=0)] | None = None  # left open after a partial close
     status: Status
     error_message: Text | None = None
     error_code: int | None = None
+    already_executed: bool = False
+    # why the position closed when no command asked for it (stop loss, take profit, stop out, manual)
+    reason: Annotated[str, Meta(max_length=64)] | None = None
 
     def __post_init__(self) -> None:
         _require_on_success(self.status, mtTicket=self.mt_ticket, price=self.price, profit=self.profit)
@@ -131,7 +158,7 @@ class AccountUpdate(Message, frozen=True, kw_only=True, tag="ACCOUNT_UPDATE"):
 class Position(_Body, frozen=True, kw_only=True):
     mt_ticket: Ident
     position_id: Ident | None = None  # the hedge system's id, when the position was opened through it
-    action_id: Ident | None = None
+    action_id: ActionId | None = None
     symbol: Symbol
     side: Side
     volume: Volume
@@ -196,6 +223,7 @@ class Welcome(Message, frozen=True, kw_only=True, tag="WELCOME"):
 Frame = (
     OpenCommand
     | CloseCommand
+    | SyncCommand
     | OpenedEvent
     | ClosedEvent
     | AccountUpdate
@@ -205,10 +233,11 @@ Frame = (
     | ErrorMessage
     | Welcome
 )
-Command = OpenCommand | CloseCommand
+Command = OpenCommand | CloseCommand | SyncCommand
+OrderCommand = OpenCommand | CloseCommand
 Event = OpenedEvent | ClosedEvent | AccountUpdate | PositionUpdate | PriceTick
 
-COMMAND_TYPES: tuple[type[Message], ...] = (OpenCommand, CloseCommand)
+COMMAND_TYPES: tuple[type[Message], ...] = (OpenCommand, CloseCommand, SyncCommand)
 EVENT_TYPES: tuple[type[Message], ...] = (OpenedEvent, ClosedEvent, AccountUpdate, PositionUpdate, PriceTick)
 # What a terminal may send to the gateway, and what the gateway may send to a terminal.
 FROM_TERMINAL: tuple[type[Message], ...] = (*EVENT_TYPES, Heartbeat, ErrorMessage)
@@ -249,53 +278,269 @@ class DeliveryAck(_Body, frozen=True, kw_only=True):
 
 
 class OpenOrder(Message, frozen=True, kw_only=True, tag="OPEN_ORDER"):
+    """Open a market position. ``actionId`` is the idempotency key end to end: a second request with the
+    same actionId never sends a second command. ``ttlMs`` bounds how long the order may wait for its
+    account to be reachable before it expires unsent."""
+
     account_id: AccountId
     symbol: Symbol
     side: Side
     volume: Volume
-    action_id: Ident | None = None
-    user_id: Annotated[str, Meta(max_length=128)] = ""
+    action_id: ActionId | None = None
+    user_id: UserId = ""
     execution_type: Literal["ENTRY", "EXIT"] = "ENTRY"
     timeout_ms: Annotated[int, Meta(gt=0, le=600_000)] | None = None
+    ttl_ms: Annotated[int, Meta(ge=0, le=600_000)] | None = None
 
 
 class CloseOrder(Message, frozen=True, kw_only=True, tag="CLOSE_ORDER"):
+    """Close a position by ``positionId`` or MT5 ``mtTicket``; ``volume`` closes part of it."""
+
     account_id: AccountId
     position_id: Ident | None = None
     mt_ticket: Ident | None = None
-    action_id: Ident | None = None
-    user_id: Annotated[str, Meta(max_length=128)] = ""
+    volume: Volume | None = None
+    action_id: ActionId | None = None
+    user_id: UserId = ""
     exit_reason: Text = ""
     timeout_ms: Annotated[int, Meta(gt=0, le=600_000)] | None = None
+    ttl_ms: Annotated[int, Meta(ge=0, le=600_000)] | None = None
 
     def __post_init__(self) -> None:
         if self.position_id is None and self.mt_ticket is None:
             raise ValueError("`positionId` or `mtTicket` is required")
 
 
+class BatchItem(_Body, frozen=True, kw_only=True):
+    account_id: AccountId
+    position_id: Ident | None = None
+    mt_ticket: Ident | None = None
+    volume: Volume | None = None
+
+    def __post_init__(self) -> None:
+        if self.position_id is None and self.mt_ticket is None:
+            raise ValueError("`positionId` or `mtTicket` is required")
+
+
+class CloseBatch(Message, frozen=True, kw_only=True, tag="CLOSE_BATCH"):
+    """Close many positions (on one or more accounts) at once; each gets its own result. Item ``i`` runs
+    with the actionId ``<actionId>-<i>``, so a repeated batch never closes anything twice."""
+
+    action_id: ActionId | None = None
+    items: Annotated[list[BatchItem], Meta(min_length=1, max_length=1000)]
+    user_id: UserId = ""
+    exit_reason: Text = ""
+    timeout_ms: Annotated[int, Meta(gt=0, le=600_000)] | None = None
+    ttl_ms: Annotated[int, Meta(ge=0, le=600_000)] | None = None
+
+
 OrderRequest = OpenOrder | CloseOrder
 
-OrderStatus = Literal["SUCCESS", "FAILED", "NOT_SENT", "OUTCOME_UNKNOWN", "INVALID"]
+OrderStatus = Literal["FILLED", "PARTIALLY_FILLED", "REJECTED", "EXPIRED", "OUTCOME_UNKNOWN", "INVALID", "IN_FLIGHT"]
+FINAL_STATUSES: frozenset[str] = frozenset({"FILLED", "PARTIALLY_FILLED", "REJECTED", "EXPIRED", "INVALID"})
 
 
-class OrderResult(_Body, frozen=True, kw_only=True):
+class OrderResult(Message, frozen=True, kw_only=True, tag="ORDER_RESULT"):
     """The executor's definite answer to an order request.
 
-    - SUCCESS: the terminal executed the order; ``event`` holds its OPENED/CLOSED.
-    - FAILED: the terminal refused or failed the order; ``event`` holds its report.
-    - NOT_SENT: the command never reached a terminal (account offline); safe to retry.
-    - OUTCOME_UNKNOWN: the command was delivered but no result came in time: reconcile, do not resend.
-    - INVALID: the request itself was rejected by validation.
+    - FILLED: executed (for a CLOSE: closed); ``mtTicket``, ``price`` and ``volume`` say how.
+    - PARTIALLY_FILLED: executed for ``volume`` out of ``requestedVolume``; the rest is not re-sent.
+    - REJECTED: the terminal or the trade server refused it; ``retcode`` and ``retcodeClass`` say why.
+    - EXPIRED: never sent: the account stayed unreachable past the order's time-to-live. Safe to retry.
+    - OUTCOME_UNKNOWN: sent, but no result in time. Never resend: the reconciled result follows on
+      ``hb.exec.result.<account>`` (``reconciled`` true) and is what a repeated request returns.
+    - INVALID: the request failed validation.
+    - IN_FLIGHT: answered to a repeated request while the first is still running; ``state`` says where.
     """
 
     status: OrderStatus
     message: str = ""
-    code: str | None = None  # an error code from the registry when status is not SUCCESS
+    code: str | None = None  # an error code from the registry when the order did not fill
+    kind: Literal["OPEN", "CLOSE", ""] = ""
     account_id: str = ""
     position_id: str | None = None
     action_id: str | None = None
+    mt_ticket: str | None = None
+    symbol: str | None = None
+    side: Side | None = None
+    price: float | None = None
+    volume: float | None = None  # filled (or closed) volume
+    requested_volume: float | None = None
+    profit: float | None = None
+    retcode: int | None = None  # the MT5 trade server return code, when the terminal gave one
+    retcode_class: str | None = None
+    state: str = ""  # the order's lifecycle state (see executor.lifecycle)
+    attempts: int = 0
+    reconciled: bool = False
+    duplicate: bool = False  # this answer is the recorded result of an earlier request with this actionId
     event: OpenedEvent | ClosedEvent | None = None
     elapsed_ms: float = 0.0
+
+
+class BatchResult(Message, frozen=True, kw_only=True, tag="BATCH_RESULT"):
+    action_id: str
+    results: list[OrderResult]
+    elapsed_ms: float = 0.0
+
+
+class OrderRecord(_Body, frozen=True, kw_only=True):
+    """What JetStream keeps of an accepted order (KV bucket ``hb_orders``, key = actionId)."""
+
+    action_id: ActionId
+    request: OpenOrder | CloseOrder
+    command: OpenCommand | CloseCommand
+    state: str
+    owner: str  # the executor replica running it
+    lease_until: float  # epoch seconds; past it, another replica may take the order over
+    created_at: datetime
+    updated_at: datetime
+    attempts: int = 0
+    delivered: bool = False
+    result: OrderResult | None = None
+
+
+class BookEntry(_Body, frozen=True, kw_only=True):
+    """A position the system opened and believes open (KV bucket ``hb_book``, key ``<account>.<ticket>``)."""
+
+    account_id: AccountId
+    mt_ticket: Ident
+    position_id: Ident
+    action_id: ActionId | None = None
+    symbol: Symbol
+    side: Side
+    volume: Volume
+    open_price: PriceValue
+    opened_at: datetime
+
+
+# --- actions (coordinator) ---------------------------------------------------------------------------------
+
+ActionKind = Literal["HEDGE_ENTRY", "EXIT", "CLOSE_ALL"]
+ActionPolicy = Literal["COMPENSATE", "KEEP"]
+ActionStateName = Literal[
+    "ACCEPTED",  # validated, targets resolved, legs not started
+    "RUNNING",  # legs sent
+    "COMPLETED",  # every leg filled
+    "PARTIAL",  # some legs failed; policy KEEP: the filled legs stay open, flagged
+    "COMPENSATING",  # some legs failed; policy COMPENSATE: closing the filled legs
+    "COMPENSATED",  # the filled legs were closed again
+    "FAILED",  # no leg filled, or compensation failed (needs a person)
+    "UNSETTLED",  # a leg's outcome is unknown: waiting for reconciliation
+    "REJECTED",  # validation failed; nothing was sent
+]
+FINAL_ACTION_STATES: frozenset[str] = frozenset({"COMPLETED", "PARTIAL", "COMPENSATED", "FAILED", "REJECTED"})
+
+
+class ActionLeg(_Body, frozen=True, kw_only=True):
+    account_id: AccountId
+    symbol: Symbol
+    side: Side
+    volume: Volume
+    user_id: UserId = ""
+
+
+class ActionRequest(Message, frozen=True, kw_only=True, tag="ACTION"):
+    """A request that spans systems.
+
+    - HEDGE_ENTRY: open every leg in ``legs`` concurrently (e.g. BUY on account A, SELL on account B).
+    - EXIT: close every open leg of the earlier action ``targetActionId``.
+    - CLOSE_ALL: close every open position on ``accountIds``.
+    ``policy`` says what happens when some legs fail: COMPENSATE closes the filled ones, KEEP keeps them
+    and flags the action PARTIAL.
+    """
+
+    action_id: ActionId | None = None
+    kind: ActionKind
+    legs: Annotated[list[ActionLeg], Meta(max_length=100)] = []
+    target_action_id: ActionId | None = None
+    account_ids: Annotated[list[AccountId], Meta(max_length=1000)] = []
+    user_id: UserId = ""
+    policy: ActionPolicy = "COMPENSATE"
+    timeout_ms: Annotated[int, Meta(gt=0, le=600_000)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "HEDGE_ENTRY" and not self.legs:
+            raise ValueError("`legs` is required for HEDGE_ENTRY")
+        if self.kind == "EXIT" and self.target_action_id is None:
+            raise ValueError("`targetActionId` is required for EXIT")
+        if self.kind == "CLOSE_ALL" and not self.account_ids:
+            raise ValueError("`accountIds` is required for CLOSE_ALL")
+
+    def accounts(self) -> list[str]:
+        """The accounts the request names (EXIT's come from the target action)."""
+        return sorted({leg.account_id for leg in self.legs} | set(self.account_ids))
+
+
+LegRole = Literal["ENTRY", "EXIT", "COMPENSATION"]
+LegStatus = Literal["PENDING", "RUNNING"] | OrderStatus
+
+
+class LegState(_Body, frozen=True, kw_only=True):
+    index: int
+    role: LegRole
+    account_id: str
+    order_action_id: str  # the executor order's actionId: ``<actionId>-<role initial><index>``
+    status: LegStatus = "PENDING"
+    symbol: str | None = None
+    side: Side | None = None
+    volume: float | None = None
+    mt_ticket: str | None = None
+    position_id: str | None = None
+    price: float | None = None
+    filled_volume: float | None = None
+    code: str | None = None
+    message: str = ""
+
+
+class ActionState(Message, frozen=True, kw_only=True, tag="ACTION_STATE"):
+    """One state of an action. Published on every change with a growing ``seq`` (subscribers drop a state
+    whose seq is not above the last they saw) and kept in JetStream."""
+
+    action_id: str
+    kind: ActionKind
+    state: ActionStateName
+    seq: int
+    timestamp: datetime
+    policy: ActionPolicy = "COMPENSATE"
+    user_id: str = ""
+    account_ids: list[str] = []
+    legs: list[LegState] = []
+    message: str = ""
+    code: str | None = None
+    duplicate: bool = False
+
+
+# --- consistency (coordinator) -----------------------------------------------------------------------------
+
+ConflictKind = Literal["ORPHAN_POSITION", "MISSING_POSITION", "VOLUME_MISMATCH"]
+
+
+class Conflict(Message, frozen=True, kw_only=True, tag="CONFLICT"):
+    """A difference between what the system believes open and what a terminal reports.
+
+    - ORPHAN_POSITION: the terminal has a position the system has no record of (opened outside it).
+    - MISSING_POSITION: the system believes a position open that the terminal does not report.
+    - VOLUME_MISMATCH: both know it, with different volumes.
+    """
+
+    kind: ConflictKind
+    account_id: str
+    mt_ticket: str
+    detected_at: datetime
+    position_id: str | None = None
+    symbol: str | None = None
+    expected_volume: float | None = None
+    reported_volume: float | None = None
+    resolution: str = "REPORTED"  # REPORTED, ADOPTED, CLOSED, DROPPED
+    message: str = ""
+
+
+class ConsistencyStatus(Message, frozen=True, kw_only=True, tag="CONSISTENCY"):
+    timestamp: datetime
+    consistent: bool
+    accounts_checked: int
+    open_conflicts: int
+    conflicts: list[Conflict] = []
 
 
 def to_builtins(msg: Struct) -> object:

@@ -7,7 +7,18 @@ Layout (``<account>`` is a token-safe account id, see ``messages.AccountId``)::
     hb.ea.<account>.evt.<type>     events a terminal reported (msgpack of the EA message), type lowercase
     hb.ea.<account>.status         TERMINAL_STATUS: connected / disconnected
     hb.exec.order                  order requests (request/reply), served by the executors' queue group
+    hb.exec.batch                  batch close requests (request/reply), same queue group
+    hb.exec.result.<account>       every order result, reconciled ones included (kept in HB_EVENTS)
+    hb.gw.sync                     ask every gateway to send SYNC to all its terminals (cache rebuild)
+    hb.coord.action                action requests (request/reply), served by the coordinators' queue group
+    hb.action.<actionId>           every state of an action (kept in HB_EVENTS)
+    hb.consistency.conflict        conflicts the reconciliation found (kept in HB_EVENTS)
+    hb.consistency.status          the consistency status after each reconciliation pass
     hb.monitor.status              request/reply: the monitor's live picture
+
+JetStream: the stream HB_EVENTS keeps terminals' OPENED/CLOSED reports, order results, action states and
+conflicts; the KV buckets hb_orders (order records by actionId), hb_actions (action records by actionId)
+and hb_book (positions the system believes open, by ``<account>.<ticket>``) are the persisted state.
 """
 
 from __future__ import annotations
@@ -19,7 +30,28 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 ORDER_REQUEST = f"{PREFIX}.exec.order"
 EXECUTOR_QUEUE = "hb-executor"
+BATCH_REQUEST = f"{PREFIX}.exec.batch"
+ALL_RESULTS = f"{PREFIX}.exec.result.*"
+GATEWAY_SYNC = f"{PREFIX}.gw.sync"
+ACTION_REQUEST = f"{PREFIX}.coord.action"
+COORDINATOR_QUEUE = "hb-coordinator"
+ALL_ACTIONS = f"{PREFIX}.action.*"
+CONFLICTS = f"{PREFIX}.consistency.conflict"
+CONSISTENCY_STATUS = f"{PREFIX}.consistency.status"
 MONITOR_STATUS = f"{PREFIX}.monitor.status"
+
+EVENTS_STREAM = "HB_EVENTS"
+# What HB_EVENTS keeps: the terminals' trade reports and every order result, action state and conflict.
+EVENTS_STREAM_SUBJECTS = (
+    f"{PREFIX}.ea.*.evt.opened",
+    f"{PREFIX}.ea.*.evt.closed",
+    ALL_RESULTS,
+    ALL_ACTIONS,
+    CONFLICTS,
+)
+ORDERS_BUCKET = "hb_orders"
+ACTIONS_BUCKET = "hb_actions"
+BOOK_BUCKET = "hb_book"
 ALL_EVENTS = f"{PREFIX}.ea.*.evt.>"
 ALL_STATUS = f"{PREFIX}.ea.*.status"
 
@@ -48,3 +80,20 @@ def account_of(subject: str) -> str:
     if len(parts) < 4 or parts[0] != PREFIX or parts[1] != "ea":
         raise ValueError(f"{subject!r} is not an account subject")
     return parts[2]
+
+
+def result(account_id: str) -> str:
+    return f"{PREFIX}.exec.result.{_account(account_id)}"
+
+
+def action(action_id: str) -> str:
+    return f"{PREFIX}.action.{_account_or_action(action_id)}"
+
+
+def _account_or_action(token: str) -> str:
+    if not _ACTION.match(token):
+        raise ValueError(f"{token!r} is not a valid subject token")
+    return token
+
+
+_ACTION = re.compile(r"^[A-Za-z0-9_-]{1,128}$")

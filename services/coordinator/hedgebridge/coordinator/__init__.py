@@ -1,0 +1,1 @@
+"""The coordinator: hedge actions across accounts, action sync, and reconciliation."""
