@@ -319,7 +319,7 @@ def generate() -> str:
     ]
     for e in registry:
         out.append(f"   if(code == {error_macro(e.code)}) return({_quote(str(e.recovery))});")
-    out += ["   return(\"\");", "  }"]
+    out += ['   return("");', "  }"]
 
     out += ["", "// --- WebSocket close codes"]
     closes = _Defines()
