@@ -112,7 +112,9 @@ class RedisCache:
             synced, value = await pipe.execute()
         if not synced:
             return None
-        return sorted((_position_decoder.decode(v) for v in value.values()), key=lambda p: (len(p.mt_ticket), p.mt_ticket))
+        return sorted(
+            (_position_decoder.decode(v) for v in value.values()), key=lambda p: (len(p.mt_ticket), p.mt_ticket)
+        )
 
     async def epoch(self) -> str | None:
         value = await self._redis.get(EPOCH)

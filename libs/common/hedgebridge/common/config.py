@@ -17,7 +17,9 @@ import msgspec
 T = TypeVar("T", bound=msgspec.Struct)
 
 ROOT = "HEDGEBRIDGE_"
-SHARED = frozenset({"nats_url", "nats_startup_timeout_s", "redis_url", "jwt_secret", "log_level", "log_format"})
+SHARED = frozenset(
+    {"nats_url", "nats_startup_timeout_s", "redis_url", "jwt_secret", "log_level", "log_format", "stream_replicas"}
+)
 
 
 class ConfigError(Exception):

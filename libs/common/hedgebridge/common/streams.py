@@ -24,6 +24,7 @@ DAY_S = 86_400.0
 class State:
     js: JetStreamContext
     orders: KeyValue
+    inflight: KeyValue
     actions: KeyValue
     book: KeyValue
 
@@ -52,9 +53,10 @@ async def ensure(
         with contextlib.suppress(BadRequestError):
             await js.update_stream(stream)
     orders = await _bucket(js, subjects.ORDERS_BUCKET, replicas, records_max_age_days * DAY_S, "order records")
+    inflight = await _bucket(js, subjects.INFLIGHT_BUCKET, replicas, DAY_S, "orders still running")
     actions = await _bucket(js, subjects.ACTIONS_BUCKET, replicas, records_max_age_days * DAY_S, "action records")
     book = await _bucket(js, subjects.BOOK_BUCKET, replicas, None, "positions the system believes open")
-    return State(js=js, orders=orders, actions=actions, book=book)
+    return State(js=js, orders=orders, inflight=inflight, actions=actions, book=book)
 
 
 async def _bucket(js: JetStreamContext, name: str, replicas: int, ttl: float | None, what: str) -> KeyValue:

@@ -90,10 +90,12 @@ class CloseCommand(Message, frozen=True, kw_only=True, tag="CLOSE"):
 
 
 class SyncCommand(Message, frozen=True, kw_only=True, tag="SYNC"):
-    """Ask a terminal for a fresh POSITION_UPDATE and ACCOUNT_UPDATE (cache rebuild, reconciliation)."""
+    """Ask a terminal for a fresh POSITION_UPDATE (echoing ``syncId``) and ACCOUNT_UPDATE. A terminal
+    handles commands one at a time, so the snapshot shows the effect of every command sent before it."""
 
     timestamp: datetime
     account_id: AccountId
+    sync_id: Ident | None = None
     reason: Text = ""
 
 
@@ -174,6 +176,7 @@ class PositionUpdate(Message, frozen=True, kw_only=True, tag="POSITION_UPDATE"):
     timestamp: datetime
     account_id: AccountId
     positions: Annotated[list[Position], Meta(max_length=10_000)]
+    sync_id: Ident | None = None  # the SYNC this snapshot answers
 
 
 class PriceTick(Message, frozen=True, kw_only=True, tag="PRICE"):
@@ -390,13 +393,21 @@ class OrderRecord(_Body, frozen=True, kw_only=True):
     request: OpenOrder | CloseOrder
     command: OpenCommand | CloseCommand
     state: str
-    owner: str  # the executor replica running it
-    lease_until: float  # epoch seconds; past it, another replica may take the order over
+    owner: str  # the executor replica that ran it
     created_at: datetime
     updated_at: datetime
-    attempts: int = 0
-    delivered: bool = False
+    reply_to: str = ""  # the first caller's reply subject, answered by whoever finishes the order
+    expected_volume: float | None = None  # for a CLOSE: the position's volume before it
     result: OrderResult | None = None
+
+
+class InflightMark(_Body, frozen=True, kw_only=True):
+    """An order still running (KV bucket ``hb_inflight``, key = actionId), deleted when it ends. The owner
+    renews ``leaseUntil``; once it lapses another executor takes the order over and reconciles it."""
+
+    owner: str
+    lease_until: float  # epoch seconds
+    account_id: str
 
 
 class BookEntry(_Body, frozen=True, kw_only=True):

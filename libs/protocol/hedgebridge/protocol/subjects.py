@@ -17,8 +17,9 @@ Layout (``<account>`` is a token-safe account id, see ``messages.AccountId``)::
     hb.monitor.status              request/reply: the monitor's live picture
 
 JetStream: the stream HB_EVENTS keeps terminals' OPENED/CLOSED reports, order results, action states and
-conflicts; the KV buckets hb_orders (order records by actionId), hb_actions (action records by actionId)
-and hb_book (positions the system believes open, by ``<account>.<ticket>``) are the persisted state.
+conflicts; the KV buckets hb_orders (order records by actionId), hb_inflight (orders still running, with
+their owner's lease), hb_actions (action records by actionId) and hb_book (positions the system believes
+open, by ``<account>.<ticket>``) are the persisted state.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ EVENTS_STREAM_SUBJECTS = (
     CONFLICTS,
 )
 ORDERS_BUCKET = "hb_orders"
+INFLIGHT_BUCKET = "hb_inflight"
 ACTIONS_BUCKET = "hb_actions"
 BOOK_BUCKET = "hb_book"
 ALL_EVENTS = f"{PREFIX}.ea.*.evt.>"
@@ -68,6 +70,11 @@ def command(account_id: str) -> str:
 
 def event(account_id: str, message_type: str) -> str:
     return f"{PREFIX}.ea.{_account(account_id)}.evt.{message_type.lower()}"
+
+
+def event_any_account(message_type: str) -> str:
+    """The events of one type from every account (``hb.ea.*.evt.<type>``)."""
+    return f"{PREFIX}.ea.*.evt.{message_type.lower()}"
 
 
 def status(account_id: str) -> str:

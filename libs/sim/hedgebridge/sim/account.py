@@ -1,14 +1,21 @@
 """One simulated MT5 account (pure code): positions, fills, rejects, slippage, profit and balances.
 
 It behaves as the MQL5 EA does on a real terminal: commands carry an actionId, a command whose actionId was
-already executed is answered with the first result again ("already executed") and never runs twice.
+already executed is answered with the first result again (``alreadyExecuted``) and never runs twice; a
+refused attempt is not an execution, so the same actionId may be sent again after a requote.
+
+Faults are injected per command through ``faults`` (a queue of ``SimFault``): a trade server retcode, a
+partial fill, an execution whose report is lost, or a command that is never answered.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
+
+import msgspec
 
 from hedgebridge.protocol import (
     AccountUpdate,
@@ -19,14 +26,41 @@ from hedgebridge.protocol import (
     Position,
     PositionUpdate,
     PriceTick,
+    retcodes,
 )
 
 from .feed import PriceFeed, instrument
 
-# MT5 trade server return codes used by the simulator.
-TRADE_RETCODE_REJECT = 10006
-TRADE_RETCODE_POSITION_CLOSED = 10036
-TRADE_RETCODE_INVALID_VOLUME = 10014
+_RETCODE_TEXT = {
+    retcodes.REQUOTE: "Requote",
+    retcodes.REJECT: "Request rejected",
+    retcodes.TIMEOUT: "Request canceled by timeout",
+    retcodes.ERROR: "Request processing error",
+    retcodes.INVALID_VOLUME: "Invalid volume in the request",
+    retcodes.MARKET_CLOSED: "Market is closed",
+    retcodes.NO_MONEY: "There is not enough money to complete the request",
+    retcodes.PRICE_CHANGED: "Prices changed",
+    retcodes.PRICE_OFF: "There are no quotes to process the request",
+    retcodes.TOO_MANY_REQUESTS: "Too frequent requests",
+    retcodes.CONNECTION: "No connection with the trade server",
+    retcodes.POSITION_CLOSED: "Position with the specified identifier has already been closed",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SimFault:
+    """What happens to the next command instead of a clean fill.
+
+    - ``retcode``: the trade server answers with this code (the command does not execute).
+    - ``fill_ratio``: an OPEN fills only this share of its volume (retcode 10010, DONE_PARTIAL).
+    - ``report`` false: the command executes but its OPENED/CLOSED never leaves the terminal.
+    - ``execute`` false (with ``report`` false): the command is received and never answered.
+    """
+
+    retcode: int | None = None
+    fill_ratio: float | None = None
+    report: bool = True
+    execute: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +100,8 @@ class SimAccount:
     positions: dict[int, SimPosition] = field(default_factory=dict)
     executed: dict[str, OpenedEvent | ClosedEvent] = field(default_factory=dict)
     next_ticket: int = 0
+    faults: deque[SimFault] = field(default_factory=deque)
+    received: list[str] = field(default_factory=list)  # actionIds of every command received, repeats included
 
     def __post_init__(self) -> None:
         self.balance = self.balance or self.config.balance
@@ -73,17 +109,21 @@ class SimAccount:
 
     # --- commands ---------------------------------------------------------------------------------------------
 
-    def open(self, cmd: OpenCommand, now: datetime) -> OpenedEvent:
+    def next_fault(self) -> SimFault | None:
+        return self.faults.popleft() if self.faults else None
+
+    def open(self, cmd: OpenCommand, now: datetime, fault: SimFault | None = None) -> OpenedEvent:
+        self.received.append(cmd.action_id or "")
         if cmd.action_id is not None and cmd.action_id in self.executed:
             previous = self.executed[cmd.action_id]
-            if isinstance(previous, OpenedEvent):
-                return previous  # already executed: report the first result, never execute twice
-        event = self._open(cmd, now)
-        if cmd.action_id is not None:
+            if isinstance(previous, OpenedEvent):  # already executed: the first result, never a second fill
+                return msgspec.structs.replace(previous, already_executed=True)
+        event = self._open(cmd, now, fault)
+        if cmd.action_id is not None and event.status == "SUCCESS":
             self.executed[cmd.action_id] = event
         return event
 
-    def _open(self, cmd: OpenCommand, now: datetime) -> OpenedEvent:
+    def _open(self, cmd: OpenCommand, now: datetime, fault: SimFault | None) -> OpenedEvent:
         def failed(code: int, message: str) -> OpenedEvent:
             return OpenedEvent(
                 timestamp=now,
@@ -95,10 +135,16 @@ class SimAccount:
                 error_message=message,
             )
 
+        if fault is not None and fault.retcode is not None:
+            return failed(fault.retcode, _RETCODE_TEXT.get(fault.retcode, "Request failed"))
         if cmd.volume > self.config.max_volume:
-            return failed(TRADE_RETCODE_INVALID_VOLUME, "Invalid volume in the request")
+            return failed(retcodes.INVALID_VOLUME, _RETCODE_TEXT[retcodes.INVALID_VOLUME])
         if self.rng.random() < self.config.reject_rate:
-            return failed(TRADE_RETCODE_REJECT, "Request rejected")
+            return failed(retcodes.REJECT, _RETCODE_TEXT[retcodes.REJECT])
+        volume = cmd.volume
+        partial = fault is not None and fault.fill_ratio is not None
+        if fault is not None and fault.fill_ratio is not None:
+            volume = round(cmd.volume * fault.fill_ratio, 2)
         bid, ask = self.feed.quote(cmd.symbol)
         inst = instrument(cmd.symbol)
         slip = self.rng.randint(0, self.config.slippage_points) * inst.point if self.config.slippage_points else 0.0
@@ -106,7 +152,7 @@ class SimAccount:
         ticket = self.next_ticket
         self.next_ticket += 1
         self.positions[ticket] = SimPosition(
-            ticket, cmd.position_id, cmd.action_id, cmd.symbol, cmd.side, cmd.volume, price, now
+            ticket, cmd.position_id, cmd.action_id, cmd.symbol, cmd.side, volume, price, now
         )
         return OpenedEvent(
             timestamp=now,
@@ -115,17 +161,28 @@ class SimAccount:
             action_id=cmd.action_id,
             mt_ticket=str(ticket),
             price=price,
-            volume=cmd.volume,
+            volume=volume,
             status="SUCCESS",
+            error_code=retcodes.DONE_PARTIAL if partial else None,
         )
 
-    def close(self, cmd: CloseCommand, now: datetime) -> ClosedEvent:
+    def open_outside(self, symbol: str, side: str, volume: float, now: datetime) -> int:
+        """A position opened on the terminal by hand (no actionId): what reconciliation calls an orphan."""
+        bid, ask = self.feed.quote(symbol)
+        ticket = self.next_ticket
+        self.next_ticket += 1
+        price = ask if side == "BUY" else bid
+        self.positions[ticket] = SimPosition(ticket, f"mt-{ticket}", None, symbol, side, volume, price, now)
+        return ticket
+
+    def close(self, cmd: CloseCommand, now: datetime, fault: SimFault | None = None) -> ClosedEvent:
+        self.received.append(cmd.action_id or "")
         if cmd.action_id is not None and cmd.action_id in self.executed:
             previous = self.executed[cmd.action_id]
             if isinstance(previous, ClosedEvent):
-                return previous
-        event = self._close(cmd, now)
-        if cmd.action_id is not None:
+                return msgspec.structs.replace(previous, already_executed=True)
+        event = self._close(cmd, now, fault)
+        if cmd.action_id is not None and event.status == "SUCCESS":
             self.executed[cmd.action_id] = event
         return event
 
@@ -134,9 +191,8 @@ class SimAccount:
             return self.positions.get(int(cmd.mt_ticket)) if cmd.mt_ticket.isdigit() else None
         return next((p for p in self.positions.values() if p.position_id == cmd.position_id), None)
 
-    def _close(self, cmd: CloseCommand, now: datetime) -> ClosedEvent:
-        position = self._find(cmd)
-        if position is None:
+    def _close(self, cmd: CloseCommand, now: datetime, fault: SimFault | None) -> ClosedEvent:
+        def failed(code: int) -> ClosedEvent:
             return ClosedEvent(
                 timestamp=now,
                 account_id=self.account_id,
@@ -144,16 +200,39 @@ class SimAccount:
                 action_id=cmd.action_id,
                 mt_ticket=cmd.mt_ticket,
                 status="FAILED",
-                error_code=TRADE_RETCODE_POSITION_CLOSED,
-                error_message="Position not found or already closed",
+                error_code=code,
+                error_message=_RETCODE_TEXT.get(code, "Request failed"),
             )
+
+        if fault is not None and fault.retcode is not None:
+            return failed(fault.retcode)
+        position = self._find(cmd)
+        if position is None:
+            return failed(retcodes.POSITION_CLOSED)
+        if cmd.volume is not None and cmd.volume > position.volume + 1e-9:
+            return failed(retcodes.INVALID_CLOSE_VOLUME)
         bid, ask = self.feed.quote(position.symbol)
         inst = instrument(position.symbol)
         slip = self.rng.randint(0, self.config.slippage_points) * inst.point if self.config.slippage_points else 0.0
         price = bid - slip if position.side == "BUY" else ask + slip
-        profit = self._profit(position, price)
+        volume = position.volume if cmd.volume is None else cmd.volume
+        remaining = round(position.volume - volume, 8)
+        closed = SimPosition(
+            position.ticket,
+            position.position_id,
+            position.action_id,
+            position.symbol,
+            position.side,
+            volume,
+            position.open_price,
+            position.open_time,
+        )
+        profit = self._profit(closed, price)
         self.balance = round(self.balance + profit, 2)
-        del self.positions[position.ticket]
+        if remaining > 1e-9:
+            position.volume = remaining
+        else:
+            del self.positions[position.ticket]
         return ClosedEvent(
             timestamp=now,
             account_id=self.account_id,
@@ -162,6 +241,8 @@ class SimAccount:
             mt_ticket=str(position.ticket),
             price=price,
             profit=profit,
+            volume=volume,
+            remaining_volume=remaining if remaining > 1e-9 else 0.0,
             status="SUCCESS",
         )
 
@@ -202,10 +283,11 @@ class SimAccount:
             currency="USD",
         )
 
-    def position_update(self, now: datetime) -> PositionUpdate:
+    def position_update(self, now: datetime, sync_id: str | None = None) -> PositionUpdate:
         return PositionUpdate(
             timestamp=now,
             account_id=self.account_id,
+            sync_id=sync_id,
             positions=[
                 Position(
                     mt_ticket=str(p.ticket),

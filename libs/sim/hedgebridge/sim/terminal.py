@@ -2,8 +2,10 @@
 
 Connects with ``Authorization: Bearer <token>`` and the ``hedgebridge.v1`` subprotocol, waits for WELCOME,
 then sends ACCOUNT_UPDATE and POSITION_UPDATE snapshots, HEARTBEAT every interval the gateway asked for,
-PRICE ticks, and answers OPEN/CLOSE after the configured fill latency (one command at a time, as an EA's
-single thread does). Reconnects with exponential backoff when the connection drops.
+PRICE ticks, and answers OPEN/CLOSE after the configured fill latency and SYNC at once (one command at a time,
+in arrival order, as an EA's single thread does). A report that cannot be sent because the connection went
+away is kept and sent after the next connect, behind the fresh snapshots. Reconnects with exponential
+backoff when the connection drops.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from hedgebridge.common import logs
 from hedgebridge.protocol import (
+    AccountUpdate,
     CloseCommand,
     ErrorMessage,
     Heartbeat,
     Message,
     OpenCommand,
+    PositionUpdate,
     ProtocolError,
+    SyncCommand,
     Welcome,
     decode_frame,
     encode_frame,
@@ -62,6 +67,7 @@ class SimTerminal:
         self.last_refusal: str | None = None
         self._ws: ClientConnection | None = None
         self._lock = asyncio.Lock()
+        self.outbox: list[Message] = []  # reports not yet sent (connection lost)
 
     @property
     def account_id(self) -> str:
@@ -113,6 +119,9 @@ class SimTerminal:
             now = utcnow()
             await self.send(self.account.account_update(now))
             await self.send(self.account.position_update(now))
+            while self.outbox:
+                await self.send(self.outbox[0])
+                self.outbox.pop(0)
             self.connected.set()
             log.info("connected", account=self.account_id, session=first.session_id)
             tasks = [
@@ -137,25 +146,46 @@ class SimTerminal:
         except ProtocolError as exc:
             log.warning("bad frame from gateway", account=self.account_id, error=exc.message)
             return
-        if isinstance(message, OpenCommand | CloseCommand):
+        if isinstance(message, OpenCommand | CloseCommand | SyncCommand):
             await self._execute(message)
         elif isinstance(message, ErrorMessage):
             self.errors.append(message)
         elif isinstance(message, Heartbeat) and not message.reply:
             await self.send(Heartbeat(timestamp=utcnow(), seq=message.seq, reply=True))
 
-    async def _execute(self, command: OpenCommand | CloseCommand) -> None:
+    async def _execute(self, command: OpenCommand | CloseCommand | SyncCommand) -> None:
         async with self._lock:
+            if isinstance(command, SyncCommand):
+                now = utcnow()
+                await self.send(self.account.position_update(now, command.sync_id))
+                await self.send(self.account.account_update(now))
+                return
+            fault = self.account.next_fault()
             latency = self.account.config.fill_latency_ms
             if latency > 0:
                 await asyncio.sleep(latency / 1000)
+            if fault is not None and not fault.execute:
+                self.account.received.append(command.action_id or "")
+                return
             now = utcnow()
             if isinstance(command, OpenCommand):
-                await self.send(self.account.open(command, now))
+                report: Message = self.account.open(command, now, fault)
             else:
-                await self.send(self.account.close(command, now))
-            await self.send(self.account.position_update(now))
-            await self.send(self.account.account_update(now))
+                report = self.account.close(command, now, fault)
+            if fault is None or fault.report:
+                await self._report(report)
+            await self._report(self.account.position_update(now))
+            await self._report(self.account.account_update(now))
+
+    async def _report(self, message: Message) -> None:
+        """Send a report; keep it for the next connection when this one is gone."""
+        try:
+            if self._ws is None:
+                raise ConnectionError("not connected")
+            await self.send(message)
+        except (ConnectionClosed, ConnectionError):
+            if not isinstance(message, PositionUpdate | AccountUpdate):  # snapshots are sent fresh on connect
+                self.outbox.append(message)
 
     async def _heartbeats(self, interval_s: float) -> None:
         seq = 0

@@ -8,8 +8,20 @@
 | HEDGEBRIDGE_EXECUTOR_ORDER_TIMEOUT_MS     | 10000                      | wait for a terminal's result, then answer |
 |                                           |                            | OUTCOME_UNKNOWN                           |
 | HEDGEBRIDGE_EXECUTOR_DELIVERY_TIMEOUT_MS  | 2000                       | wait for the gateway's delivery ack       |
-| HEDGEBRIDGE_EXECUTOR_OFFLINE_GRACE_MS     | 300                        | keep asking while no gateway holds the    |
-|                                           |                            | account, then answer NOT_SENT             |
+| HEDGEBRIDGE_EXECUTOR_COMMAND_TTL_MS       | 3000                       | keep asking while no gateway holds the    |
+|                                           |                            | account, then answer EXPIRED (an order's  |
+|                                           |                            | ttlMs overrides it)                       |
+| HEDGEBRIDGE_EXECUTOR_MAX_ATTEMPTS         | 3                          | sends of one order when the trade server  |
+|                                           |                            | asks for a retry (requote, price changed) |
+| HEDGEBRIDGE_EXECUTOR_RETRY_BASE_MS        | 50                         | first retry backoff, doubling             |
+| HEDGEBRIDGE_EXECUTOR_LEASE_MS             | 5000                       | an order whose owner stops renewing its   |
+|                                           |                            | lease this long is taken over             |
+| HEDGEBRIDGE_EXECUTOR_RECONCILE_TIMEOUT_MS | 300000                     | keep trying to reconcile an order whose   |
+|                                           |                            | outcome is unknown this long              |
+| HEDGEBRIDGE_EXECUTOR_SYNC_TIMEOUT_MS      | 2000                       | wait for a terminal's answer to SYNC      |
+| HEDGEBRIDGE_EXECUTOR_CACHE_CHECK_MS       | 1000                       | how often the cache is checked for a      |
+|                                           |                            | flush (then rebuilt)                      |
+| HEDGEBRIDGE_STREAM_REPLICAS               | 1                          | replicas of JetStream streams and buckets |
 | HEDGEBRIDGE_EXECUTOR_ID                   | ex-<host>-<pid>            | this replica's name in logs               |
 | HEDGEBRIDGE_LOG_LEVEL / HEDGEBRIDGE_LOG_FORMAT | INFO / json           | logging                                   |
 """
@@ -33,7 +45,14 @@ class ExecutorConfig(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     order_timeout_ms: int = 10_000
     delivery_timeout_ms: int = 2_000
-    offline_grace_ms: int = 300
+    command_ttl_ms: int = 3_000
+    max_attempts: int = 3
+    retry_base_ms: int = 50
+    lease_ms: int = 5_000
+    reconcile_timeout_ms: int = 300_000
+    sync_timeout_ms: int = 2_000
+    cache_check_ms: int = 1_000
+    stream_replicas: int = 1
     id: str = ""
     log_level: str = "INFO"
     log_format: str = "json"
@@ -45,8 +64,14 @@ class ExecutorConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 def from_env(environ: Mapping[str, str] | None = None) -> ExecutorConfig:
     cfg = load(ExecutorConfig, PREFIX, environ)
-    if cfg.offline_grace_ms < 0:
-        raise ConfigError("HEDGEBRIDGE_EXECUTOR_OFFLINE_GRACE_MS must not be negative")
+    if cfg.command_ttl_ms < 0:
+        raise ConfigError("HEDGEBRIDGE_EXECUTOR_COMMAND_TTL_MS must not be negative")
+    if cfg.max_attempts < 1 or cfg.retry_base_ms < 0:
+        raise ConfigError("HEDGEBRIDGE_EXECUTOR_MAX_ATTEMPTS must be at least 1, RETRY_BASE_MS not negative")
+    if min(cfg.lease_ms, cfg.reconcile_timeout_ms, cfg.sync_timeout_ms, cfg.cache_check_ms) <= 0:
+        raise ConfigError("HEDGEBRIDGE_EXECUTOR_{LEASE,RECONCILE_TIMEOUT,SYNC_TIMEOUT,CACHE_CHECK}_MS must be positive")
+    if cfg.stream_replicas not in (1, 3, 5):
+        raise ConfigError("HEDGEBRIDGE_STREAM_REPLICAS must be 1, 3 or 5")
     if cfg.order_timeout_ms <= 0 or cfg.delivery_timeout_ms <= 0:
         raise ConfigError("HEDGEBRIDGE_EXECUTOR_*_TIMEOUT_MS must be positive")
     if cfg.delivery_timeout_ms >= cfg.order_timeout_ms:

@@ -5,31 +5,35 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+import msgspec
+
 from hedgebridge.protocol import (
+    BookEntry,
     CloseCommand,
     ClosedEvent,
     CloseMetadata,
-    CloseOrder,
-    Command,
     OpenCommand,
     OpenedEvent,
     OpenMetadata,
     OpenOrder,
+    OrderCommand,
     OrderRequest,
     OrderResult,
-    errors,
+    retcodes,
 )
 from hedgebridge.protocol.messages import OrderStatus
+
+from .lifecycle import Reconciled, Verdict
 
 
 def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def build_command(request: OrderRequest, now: datetime) -> Command:
-    """The terminal command for ``request``. Every command carries an actionId (the caller's, or a new one);
-    an OPEN gets a new positionId, a CLOSE by ticket alone uses ``mt-<ticket>`` as its positionId."""
-    action_id = request.action_id or new_id()
+def build_command(request: OrderRequest, now: datetime, action_id: str | None = None) -> OrderCommand:
+    """The terminal command for ``request``. Every command carries an actionId (``action_id``, the
+    request's, or a new one); an OPEN gets a new positionId, a CLOSE by ticket alone uses ``mt-<ticket>``."""
+    action_id = action_id or request.action_id or new_id()
     if isinstance(request, OpenOrder):
         return OpenCommand(
             timestamp=now,
@@ -41,18 +45,24 @@ def build_command(request: OrderRequest, now: datetime) -> Command:
             volume=request.volume,
             metadata=OpenMetadata(execution_type=request.execution_type, user_id=request.user_id),
         )
-    assert isinstance(request, CloseOrder)
     return CloseCommand(
         timestamp=now,
         account_id=request.account_id,
         position_id=request.position_id or f"mt-{request.mt_ticket}",
         action_id=action_id,
         mt_ticket=request.mt_ticket,
+        volume=request.volume,
         metadata=CloseMetadata(exit_reason=request.exit_reason, user_id=request.user_id),
     )
 
 
-def matches(command: Command, event: OpenedEvent | ClosedEvent) -> bool:
+def same_request(first: OrderRequest, second: OrderRequest) -> bool:
+    """Whether a repeated actionId asks for the same thing (time limits aside)."""
+    strip = {"timeout_ms": None, "ttl_ms": None}
+    return msgspec.structs.replace(first, **strip) == msgspec.structs.replace(second, **strip)
+
+
+def matches(command: OrderCommand, event: OpenedEvent | ClosedEvent) -> bool:
     """Whether ``event`` is the terminal's answer to ``command``: same account and kind, and the same
     actionId when the event carries one, otherwise the same positionId."""
     if event.account_id != command.account_id:
@@ -64,43 +74,113 @@ def matches(command: Command, event: OpenedEvent | ClosedEvent) -> bool:
     return event.position_id == command.position_id
 
 
-def result_of(command: Command, event: OpenedEvent | ClosedEvent, elapsed_ms: float) -> OrderResult:
-    if event.status == "SUCCESS":
-        return OrderResult(
-            status="SUCCESS",
-            message="executed",
-            account_id=command.account_id,
-            position_id=event.position_id,
-            action_id=command.action_id,
-            event=event,
-            elapsed_ms=elapsed_ms,
-        )
-    return OrderResult(
-        status="FAILED",
-        message=event.error_message or "the terminal reported the order as failed",
-        code=errors.ORDER_FAILED,
-        account_id=command.account_id,
-        position_id=event.position_id,
-        action_id=command.action_id,
-        event=event,
+def _base(command: OrderCommand) -> dict[str, object]:
+    return {
+        "kind": "OPEN" if isinstance(command, OpenCommand) else "CLOSE",
+        "account_id": command.account_id,
+        "position_id": command.position_id,
+        "action_id": command.action_id,
+        "mt_ticket": command.mt_ticket if isinstance(command, CloseCommand) else None,
+        "symbol": command.symbol if isinstance(command, OpenCommand) else None,
+        "side": command.side if isinstance(command, OpenCommand) else None,
+        "requested_volume": command.volume,
+    }
+
+
+def result_of(
+    command: OrderCommand,
+    report: OpenedEvent | ClosedEvent,
+    verdict: Verdict,
+    state: str,
+    attempts: int,
+    elapsed_ms: float,
+) -> OrderResult:
+    """The result a terminal's report leads to."""
+    fields = _base(command)
+    filled = report.status == "SUCCESS"
+    message = "executed" if filled else report.error_message or "the terminal reported the order as failed"
+    if verdict.status == "PARTIALLY_FILLED":
+        message = f"partially filled: {report.volume:g} of {command.volume:g}; the rest was not sent again"
+    if verdict.code is not None and not filled:
+        message = f"{message} ({retcodes.name(report.error_code)})"
+    fields.update(
+        status=verdict.status,
+        message=message,
+        code=verdict.code,
+        mt_ticket=report.mt_ticket or fields["mt_ticket"],
+        position_id=report.position_id,
+        price=report.price,
+        volume=report.volume if filled else None,
+        profit=report.profit if isinstance(report, ClosedEvent) else None,
+        retcode=report.error_code,
+        retcode_class=None if verdict.retcode_class is None else str(verdict.retcode_class),
+        state=state,
+        attempts=attempts,
+        event=report,
         elapsed_ms=elapsed_ms,
     )
+    return OrderResult(**fields)  # type: ignore[arg-type]
 
 
 def failure(
     status: OrderStatus,
     code: str,
     message: str,
-    command: Command | None,
+    command: OrderCommand | None,
     elapsed_ms: float,
+    *,
+    state: str = "",
+    attempts: int = 0,
     account_id: str = "",
 ) -> OrderResult:
-    return OrderResult(
-        status=status,
+    if command is None:
+        return OrderResult(
+            status=status, message=message, code=code, account_id=account_id, state=state, elapsed_ms=elapsed_ms
+        )
+    fields = _base(command)
+    fields.update(status=status, message=message, code=code, state=state, attempts=attempts, elapsed_ms=elapsed_ms)
+    return OrderResult(**fields)  # type: ignore[arg-type]
+
+
+def reconciled_result(command: OrderCommand, outcome: Reconciled, state: str, attempts: int) -> OrderResult:
+    fields = _base(command)
+    position = outcome.position
+    if outcome.status == "REJECTED":
+        message = "reconciled: the terminal reports no trace of this order; it did not execute"
+    else:
+        message = "reconciled from the terminal's positions"
+    opening = isinstance(command, OpenCommand)
+    fields.update(
+        status=outcome.status,
         message=message,
-        code=code,
-        account_id=command.account_id if command else account_id,
-        position_id=command.position_id if command else None,
-        action_id=command.action_id if command else None,
-        elapsed_ms=elapsed_ms,
+        code=outcome.code,
+        state=state,
+        attempts=attempts,
+        reconciled=True,
     )
+    if position is not None and opening and outcome.status != "REJECTED":
+        fields.update(mt_ticket=position.mt_ticket, price=position.open_price, volume=position.volume)
+    if not opening and outcome.status == "FILLED":
+        fields.update(volume=command.volume)
+    return OrderResult(**fields)  # type: ignore[arg-type]
+
+
+def book_entry(result: OrderResult, command: OpenCommand, now: datetime) -> BookEntry | None:
+    """The position a filled OPEN leaves open, for the book."""
+    if result.mt_ticket is None or result.volume is None or result.price is None:
+        return None
+    return BookEntry(
+        account_id=command.account_id,
+        mt_ticket=result.mt_ticket,
+        position_id=command.position_id,
+        action_id=command.action_id,
+        symbol=command.symbol,
+        side=command.side,
+        volume=result.volume,
+        open_price=result.price,
+        opened_at=now,
+    )
+
+
+def book_key(account_id: str, mt_ticket: str) -> str:
+    return f"{account_id}.{mt_ticket}"

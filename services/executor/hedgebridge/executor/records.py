@@ -1,0 +1,83 @@
+"""Order records in JetStream KV (bucket ``hb_orders``, key = actionId): the executor's memory.
+
+A record is created before the command is sent (``claim``: an atomic create, so of two requests with the same
+actionId only one sends anything) and written again when the order ends. While it runs, a mark in
+``hb_inflight`` carries its owner's lease: the owner renews it; once it lapses another replica takes the
+order over (compare-and-set, so one replica wins) and reconciles it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from hedgebridge.protocol import InflightMark, OrderRecord, ProtocolError, pack, unpack
+
+
+@dataclass(slots=True)
+class Stored:
+    record: OrderRecord
+    revision: int
+
+
+class Records:
+    def __init__(self, kv: KeyValue, inflight: KeyValue, owner: str, lease_s: float) -> None:
+        self.kv = kv
+        self.inflight = inflight
+        self.owner = owner
+        self.lease_s = lease_s
+
+    def lease(self) -> float:
+        return time.time() + self.lease_s
+
+    async def claim(self, record: OrderRecord) -> Stored | None:
+        """Store a new record; None when the actionId is taken (the caller reads the existing one)."""
+        try:
+            revision = await self.kv.create(record.action_id, pack(record))
+        except KeyWrongLastSequenceError:
+            return None
+        return Stored(record, revision)
+
+    async def get(self, action_id: str) -> Stored | None:
+        try:
+            entry = await self.kv.get(action_id)
+        except KeyNotFoundError:
+            return None
+        if entry.value is None or entry.revision is None:
+            return None
+        try:
+            return Stored(unpack(entry.value, OrderRecord), entry.revision)
+        except ProtocolError:
+            return None
+
+    async def save(self, stored: Stored, **changes: object) -> Stored | None:
+        """Write ``changes`` if nobody else wrote since ``stored`` was read; None when someone did."""
+        record = msgspec.structs.replace(stored.record, **changes)
+        try:
+            revision = await self.kv.update(record.action_id, pack(record), last=stored.revision)
+        except KeyWrongLastSequenceError:
+            return None
+        return Stored(record, revision)
+
+    async def mark(self, action_id: str, account_id: str) -> int:
+        """Put (or renew) this replica's lease on a running order; returns the mark's revision."""
+        mark = InflightMark(owner=self.owner, lease_until=self.lease(), account_id=account_id)
+        return await self.inflight.put(action_id, pack(mark))
+
+    async def unmark(self, action_id: str) -> None:
+        await self.inflight.delete(action_id)
+
+    async def take_over(self, action_id: str, mark: InflightMark, revision: int) -> bool:
+        """Become the owner of an order whose lease lapsed; False when another replica was first."""
+        if mark.lease_until > time.time():
+            return False
+        mine = InflightMark(owner=self.owner, lease_until=self.lease(), account_id=mark.account_id)
+        try:
+            await self.inflight.update(action_id, pack(mine), last=revision)
+        except KeyWrongLastSequenceError:
+            return False
+        return True
