@@ -54,11 +54,18 @@ _EXIT_BY_STATUS = {
 
 def cmd_token(args: argparse.Namespace) -> int:
     secret = state.resolve_secret(args.secret, state.home(args.home))
-    subject = args.account if args.role == "ea" else (args.subject or args.account)
-    if not subject:
-        raise CliError("--account is required for an ea token (--subject for system/admin)")
+    accounts: list[str] = args.account or []
+    if args.role == "ea":
+        if len(accounts) != 1:
+            raise CliError("an ea token needs exactly one --account")
+        subject, accounts = accounts[0], []
+    else:
+        subject = args.subject or args.role  # a system token's scope: --account and --user
+    users: list[str] = (args.user or []) if args.role == "system" else []
+    if args.role != "system":
+        accounts = []
     try:
-        print(auth.mint_token(secret, role=args.role, subject=subject, ttl_s=args.ttl))
+        print(auth.mint_token(secret, role=args.role, subject=subject, ttl_s=args.ttl, accounts=accounts, users=users))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     return 0

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from hedgebridge.common import auth
 
-from . import bench, commands, stack
+from . import bench, client_commands, commands, stack
 from .state import CliError
 
 
@@ -63,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="print a JWT the running stack accepts")
     token.add_argument("--role", choices=auth.ROLES, default="ea")
-    token.add_argument("--account", help="the MT5 account id (the token's subject for role ea)")
+    token.add_argument(
+        "--account",
+        action="append",
+        help="role ea: the MT5 account id (the subject); role system: an account in scope (repeatable)",
+    )
+    token.add_argument("--user", action="append", help="role system: a user whose actions it may watch (repeatable)")
     token.add_argument("--subject", help="the subject for system/admin tokens")
     token.add_argument("--ttl", type=_positive(float), default=86_400.0, help="lifetime in seconds (default 1 day)")
     token.add_argument("--secret", help="the HS256 key (default $HEDGEBRIDGE_JWT_SECRET, or the local stack's)")
@@ -125,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser = sub.add_parser("bench", help="measure latencies against raw baselines and print a table")
     bench.add_arguments(bench_parser)
     bench_parser.set_defaults(func=bench.main)
+
+    client_commands.register(sub)  # action, watch
     return parser
 
 

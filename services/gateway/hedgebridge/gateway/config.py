@@ -12,6 +12,12 @@
 | HEDGEBRIDGE_GATEWAY_HEARTBEAT_TIMEOUT_MS  | 3500                     | silence after which a terminal is dropped   |
 | HEDGEBRIDGE_GATEWAY_MAX_FRAME_BYTES       | 1048576                  | larger frames close the connection (1009)   |
 | HEDGEBRIDGE_GATEWAY_SEND_TIMEOUT_MS       | 2000                     | limit for writing a command to a terminal   |
+| HEDGEBRIDGE_GATEWAY_CLIENT_AUTH_TIMEOUT_MS | 5000                    | /client without a header: AUTH must come by |
+| HEDGEBRIDGE_GATEWAY_CLIENT_QUEUE_MAX      | 10000                    | frames queued for one client; more: 1008    |
+| HEDGEBRIDGE_GATEWAY_CLIENT_MAX_IN_FLIGHT  | 256                      | requests one client may have running        |
+| HEDGEBRIDGE_GATEWAY_CLIENT_REQUEST_TIMEOUT_MS | 10000                | an order's timeout when the request has none |
+| HEDGEBRIDGE_GATEWAY_CLIENT_ACTION_TIMEOUT_MS | 30000                 | an action's timeout when the request has none |
+| HEDGEBRIDGE_GATEWAY_CLIENT_REQUEST_MARGIN_MS | 5000                  | added to a request's timeout for transport  |
 | HEDGEBRIDGE_LOG_LEVEL / HEDGEBRIDGE_LOG_FORMAT | INFO / json         | logging                                     |
 """
 
@@ -40,6 +46,12 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_timeout_ms: int = 3500
     max_frame_bytes: int = 1_048_576
     send_timeout_ms: int = 2000
+    client_auth_timeout_ms: int = 5000
+    client_queue_max: int = 10_000
+    client_max_in_flight: int = 256
+    client_request_timeout_ms: int = 10_000
+    client_action_timeout_ms: int = 30_000
+    client_request_margin_ms: int = 5000
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -60,4 +72,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         raise ConfigError("HEDGEBRIDGE_GATEWAY_HEARTBEAT_TIMEOUT_MS must exceed the heartbeat interval")
     if cfg.max_frame_bytes < 1024:
         raise ConfigError("HEDGEBRIDGE_GATEWAY_MAX_FRAME_BYTES must be at least 1024")
+    if min(cfg.client_auth_timeout_ms, cfg.client_queue_max, cfg.client_max_in_flight) < 1:
+        raise ConfigError("HEDGEBRIDGE_GATEWAY_CLIENT_* limits must be at least 1")
     return cfg

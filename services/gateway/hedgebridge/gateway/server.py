@@ -52,9 +52,10 @@ from hedgebridge.protocol import (
 )
 from hedgebridge.protocol.errors import CloseCode
 
+from .clients import ClientHub
 from .config import GatewayConfig
 from .errors import CannotListen
-from .handshake import Accept, decide
+from .handshake import Accept, ClientAccept, decide
 
 log = logs.get("gateway")
 
@@ -160,7 +161,8 @@ class Gateway:
         self.config = config
         self.gateway_id = config.gateway_id
         self.sessions: dict[str, TerminalSession] = {}
-        self._accepted: weakref.WeakKeyDictionary[ServerConnection, Accept] = weakref.WeakKeyDictionary()
+        self._accepted: weakref.WeakKeyDictionary[ServerConnection, Accept | ClientAccept] = weakref.WeakKeyDictionary()
+        self.clients = ClientHub(config, lambda: self.nats)  # the /client endpoint (clients.py)
         self._nats: NatsClient | None = None
         self._server: Server | None = None
         self._status_sub: Subscription | None = None
@@ -192,6 +194,7 @@ class Gateway:
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
             ) from None
         self._sweeper = asyncio.create_task(self._sweep_silent())
+        self.clients.start()
         log.info("listening", host=self.config.host, port=self.port, gateway=self.gateway_id)
 
     async def _listen(self) -> Server:
@@ -218,6 +221,7 @@ class Gateway:
                 *(s.retire(CloseCode.GOING_AWAY, "gateway shutting down") for s in list(self.sessions.values())),
                 return_exceptions=True,
             )
+            await self.clients.stop()
             await self._server.wait_closed()
             self._server = None
         if self._nats is not None:
@@ -232,7 +236,7 @@ class Gateway:
             request.headers.get_all("Sec-WebSocket-Protocol"),
             self.config.jwt_secret,
         )
-        if isinstance(verdict, Accept):
+        if isinstance(verdict, Accept | ClientAccept):
             self._accepted[connection] = verdict
             return None
         log.info("handshake refused", status=int(verdict.status), reason=verdict.reason, path=request.path)
@@ -243,6 +247,9 @@ class Gateway:
 
     async def _handle(self, connection: ServerConnection) -> None:
         accept = self._accepted.pop(connection)
+        if isinstance(accept, ClientAccept):
+            await self.clients.serve(connection, accept)
+            return
         session = TerminalSession(self, connection, accept)
         account = session.account_id
         previous = self.sessions.get(account)

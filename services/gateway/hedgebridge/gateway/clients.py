@@ -1,0 +1,704 @@
+"""The client API on ``/client``: systems and admins submit orders and actions and watch live events.
+
+- Authentication: the handshake's ``Authorization: Bearer <JWT>`` (role ``system`` or ``admin``), or, without
+  that header, an ``AUTH`` frame within ``client_auth_timeout_ms`` (else closed with 1008 and the reason).
+  Then ``CLIENT_WELCOME``.
+- ``REQUEST``: every account the body names must be in the token's scope, else an ERROR FORBIDDEN whose
+  ``field`` names the offending field and whose ``refId`` is the requestId. Accepted requests go to NATS
+  concurrently (up to ``client_max_in_flight`` per connection) and are answered with ``REPLY``.
+- ``SUBSCRIBE``: live events, fanned out in-process from ONE NATS subscription per (topic, account) — or
+  per topic for an admin's "everything" — shared by every client of this gateway and reference-counted.
+- Every frame to a client goes through a queue of at most ``client_queue_max`` frames; a client that lets it
+  fill up is closed with 1008 "slow consumer" (the other clients are not slowed down).
+- A client silent for longer than the heartbeat timeout is closed with 4001; a bad frame is answered with a
+  typed ERROR and the connection stays up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NotFoundError
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from hedgebridge.common import logs
+from hedgebridge.common.auth import Principal
+from hedgebridge.protocol import (
+    PROTOCOL_VERSION,
+    ActionRequest,
+    ActionState,
+    BatchResult,
+    CloseBatch,
+    CloseOrder,
+    ConsistencyStatus,
+    ErrorMessage,
+    Heartbeat,
+    Message,
+    OpenOrder,
+    OrderResult,
+    ProtocolError,
+    TerminalStatus,
+    encode_frame,
+    errors,
+    pack,
+    subjects,
+    unpack,
+    unpack_event,
+    utcnow,
+)
+from hedgebridge.protocol.client import (
+    Auth,
+    ClientReply,
+    ClientRequest,
+    ClientWelcome,
+    EventData,
+    Push,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    decode_client_frame,
+)
+from hedgebridge.protocol.errors import CloseCode
+from hedgebridge.protocol.messages import Conflict
+
+from .config import GatewayConfig
+from .handshake import ClientAccept, Refuse, authenticate_client
+
+log = logs.get("gateway")
+
+RequestBody = OpenOrder | CloseOrder | CloseBatch | ActionRequest
+SLOW_CONSUMER = "slow consumer"
+
+# Topics whose events belong to one account, and the terminal event types (subject suffixes) behind them.
+EVENT_TOPICS: dict[str, tuple[str, ...]] = {
+    "prices": ("PRICE",),
+    "positions": ("POSITION_UPDATE",),
+    "balances": ("ACCOUNT_UPDATE",),
+    "trades": ("OPENED", "CLOSED"),
+}
+ACCOUNT_TOPICS: frozenset[str] = frozenset({*EVENT_TOPICS, "terminals", "orders"})
+# Topics served by one shared subscription each; every client sees what its scope allows (see ``visible``).
+SHARED_TOPICS: frozenset[str] = frozenset({"actions", "consistency"})
+ANY = "*"
+
+FeedKey = tuple[str, str]  # (topic, account or ANY)
+
+
+# --- pure decisions ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a frame is refused: becomes an ERROR frame."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+def check_request_scope(principal: Principal, body: RequestBody) -> Refusal | None:
+    """The first account ``body`` names outside the principal's scope, as a FORBIDDEN refusal naming the
+    field (``body.accountId``, ``body.items[1].accountId``, ``body.legs[0].accountId``, ``body.accountIds[2]``).
+    An EXIT's accounts are those of its target action, checked against the recorded action (see ``ClientHub``).
+    """
+    named: list[tuple[str, str]] = []
+    if isinstance(body, OpenOrder | CloseOrder):
+        named.append(("body.accountId", body.account_id))
+    elif isinstance(body, CloseBatch):
+        named.extend((f"body.items[{i}].accountId", item.account_id) for i, item in enumerate(body.items))
+    else:
+        named.extend((f"body.legs[{i}].accountId", leg.account_id) for i, leg in enumerate(body.legs))
+        named.extend((f"body.accountIds[{i}]", account) for i, account in enumerate(body.account_ids))
+    for path, account in named:
+        if not principal.may_use(account):
+            return Refusal(errors.FORBIDDEN, f"account {account} is outside this token's scope", path)
+    return None
+
+
+def check_subscribe_scope(principal: Principal, accounts: list[str] | None) -> Refusal | None:
+    for i, account in enumerate(accounts or ()):
+        if not principal.may_use(account):
+            return Refusal(errors.FORBIDDEN, f"account {account} is outside this token's scope", f"accounts[{i}]")
+    return None
+
+
+def feed_keys(principal: Principal, topic: str, selection: frozenset[str] | None) -> set[FeedKey]:
+    """The shared feeds a client needs for ``topic``. ``selection`` None means everything in scope: the
+    wildcard feed for an admin, one feed per account of a system token."""
+    if topic in SHARED_TOPICS:
+        return {(topic, ANY)}
+    if selection is None:
+        if principal.is_admin:
+            return {(topic, ANY)}
+        selection = principal.accounts
+    return {(topic, account) for account in selection}
+
+
+def feed_subjects(key: FeedKey) -> tuple[str, ...]:
+    topic, account = key
+    if topic in EVENT_TOPICS:
+        kinds = EVENT_TOPICS[topic]
+        if account == ANY:
+            return tuple(subjects.event_any_account(kind) for kind in kinds)
+        return tuple(subjects.event(account, kind) for kind in kinds)
+    if topic == "terminals":
+        return (subjects.ALL_STATUS if account == ANY else subjects.status(account),)
+    if topic == "orders":
+        return (subjects.ALL_RESULTS if account == ANY else subjects.result(account),)
+    if topic == "actions":
+        return (subjects.ALL_ACTIONS,)
+    if topic == "consistency":
+        return (subjects.CONFLICTS, subjects.CONSISTENCY_STATUS)
+    raise ValueError(f"unknown topic {topic!r}")
+
+
+def decode_feed(topic: str, subject: str, data: bytes) -> EventData:
+    if topic in EVENT_TOPICS:
+        return unpack_event(data)
+    if topic == "terminals":
+        return unpack(data, TerminalStatus)
+    if topic == "orders":
+        return unpack(data, OrderResult)
+    if topic == "actions":
+        return unpack(data, ActionState)
+    if subject == subjects.CONSISTENCY_STATUS:
+        return unpack(data, ConsistencyStatus)
+    return unpack(data, Conflict)
+
+
+def visible(principal: Principal, selection: frozenset[str] | None, topic: str, data: EventData) -> bool:
+    """Whether a client may see an event of a shared feed (account feeds are only joined within scope).
+
+    - actions: an admin sees all; a system client sees an action when every account it names is in scope,
+      or when its user is one of the token's users.
+    - consistency: conflicts of accounts in scope; the overall status only for admins.
+    ``selection`` (the accounts the client subscribed to, None for all) narrows both.
+    """
+    if isinstance(data, ActionState):
+        allowed = principal.is_admin or (
+            (bool(data.account_ids) and all(principal.may_use(a) for a in data.account_ids))
+            or principal.may_watch_user(data.user_id)
+        )
+        return allowed and (selection is None or bool(selection.intersection(data.account_ids)))
+    if isinstance(data, Conflict):
+        return principal.may_use(data.account_id) and (selection is None or data.account_id in selection)
+    if isinstance(data, ConsistencyStatus):
+        return principal.is_admin
+    return True
+
+
+def request_timeout_s(body: RequestBody, config: GatewayConfig) -> float:
+    """How long the gateway waits for the backend's answer: the request's own timeout (or the configured
+    default) plus its time-to-live and a transport margin."""
+    if isinstance(body, ActionRequest):
+        base = body.timeout_ms or config.client_action_timeout_ms
+        ttl = 0
+    else:
+        base = body.timeout_ms or config.client_request_timeout_ms
+        ttl = body.ttl_ms or 0
+    return (base + ttl + config.client_request_margin_ms) / 1000
+
+
+def complete_body(body: RequestBody, principal: Principal) -> RequestBody:
+    """Give the request an actionId when it has none (so every answer, the gateway's own included, names the
+    idempotency key a retry must reuse) and the token's subject as ``userId`` when it names no user."""
+    changes: dict[str, Any] = {}
+    if body.action_id is None:
+        changes["action_id"] = uuid.uuid4().hex
+    if not body.user_id:
+        changes["user_id"] = principal.subject
+    return msgspec.structs.replace(body, **changes) if changes else body
+
+
+def unsent_order(body: OpenOrder | CloseOrder, code: str, message: str, status: str = "EXPIRED") -> OrderResult:
+    return OrderResult(
+        status=status,  # type: ignore[arg-type]
+        code=code,
+        message=message,
+        kind="OPEN" if isinstance(body, OpenOrder) else "CLOSE",
+        account_id=body.account_id,
+        action_id=body.action_id,
+        position_id=None if isinstance(body, OpenOrder) else body.position_id,
+        mt_ticket=None if isinstance(body, OpenOrder) else body.mt_ticket,
+        symbol=body.symbol if isinstance(body, OpenOrder) else None,
+        side=body.side if isinstance(body, OpenOrder) else None,
+    )
+
+
+def unsent_batch(body: CloseBatch, code: str, message: str, status: str = "EXPIRED") -> BatchResult:
+    action_id = body.action_id or ""
+    return BatchResult(
+        action_id=action_id,
+        results=[
+            OrderResult(
+                status=status,  # type: ignore[arg-type]
+                code=code,
+                message=message,
+                kind="CLOSE",
+                account_id=item.account_id,
+                action_id=f"{action_id}-{i}",
+                position_id=item.position_id,
+                mt_ticket=item.mt_ticket,
+            )
+            for i, item in enumerate(body.items)
+        ],
+    )
+
+
+def request_id_of(data: str | bytes) -> str | None:
+    """The requestId of a frame that failed validation, when it can be read, for the ERROR's refId."""
+    try:
+        raw = msgspec.json.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    rid = raw.get("requestId") if isinstance(raw, dict) else None
+    return rid[:128] if isinstance(rid, str) and rid else None
+
+
+def _close_reason(text: str) -> str:
+    encoded = text.encode()[:120]
+    return encoded.decode(errors="ignore")
+
+
+# --- shared feeds ------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Feed:
+    """One set of NATS subscriptions (one per subject of the topic) shared by every member."""
+
+    key: FeedKey
+    subscriptions: list[Subscription] = field(default_factory=list)
+    members: set[ClientSession] = field(default_factory=set)
+    delivered: int = 0
+
+
+class FeedRegistry:
+    """Reference-counted shared feeds: a NATS subscription exists while at least one client needs it."""
+
+    def __init__(self, nats: Callable[[], NatsClient]) -> None:
+        self._nats = nats
+        self.feeds: dict[FeedKey, Feed] = {}
+        self._lock = asyncio.Lock()
+
+    async def attach(self, key: FeedKey, member: ClientSession) -> None:
+        async with self._lock:
+            feed = self.feeds.get(key)
+            if feed is None:
+                feed = Feed(key)
+                nc = self._nats()
+                for subject in feed_subjects(key):
+                    feed.subscriptions.append(await nc.subscribe(subject, cb=self._deliverer(feed)))
+                self.feeds[key] = feed
+                log.debug("feed opened", topic=key[0], account=key[1])
+            feed.members.add(member)
+
+    async def detach(self, key: FeedKey, member: ClientSession) -> None:
+        async with self._lock:
+            feed = self.feeds.get(key)
+            if feed is None:
+                return
+            feed.members.discard(member)
+            if not feed.members:
+                del self.feeds[key]
+                for sub in feed.subscriptions:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                log.debug("feed closed", topic=key[0], account=key[1])
+
+    async def close(self) -> None:
+        async with self._lock:
+            feeds, self.feeds = list(self.feeds.values()), {}
+            for feed in feeds:
+                for sub in feed.subscriptions:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+
+    def _deliverer(self, feed: Feed) -> Callable[[Msg], Any]:
+        topic = feed.key[0]
+
+        async def deliver(msg: Msg) -> None:
+            if not feed.members:
+                return
+            try:
+                data = decode_feed(topic, msg.subject, msg.data)
+            except ProtocolError as exc:
+                log.warning("undecodable event", subject=msg.subject, error=exc.message)
+                return
+            text = encode_frame(Push(topic=topic, data=data)).decode()  # encoded once for every member
+            feed.delivered += 1
+            for member in list(feed.members):
+                if member.wants(topic, data):
+                    member.enqueue_text(text)
+
+        return deliver
+
+
+# --- one client connection ---------------------------------------------------------------------------------
+
+
+class ClientSession:
+    def __init__(self, hub: ClientHub, connection: ServerConnection, principal: Principal, version: int) -> None:
+        self.hub = hub
+        self.connection = connection
+        self.principal = principal
+        self.version = version
+        self.session_id = uuid.uuid4().hex
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=hub.config.client_queue_max)
+        self.selections: dict[str, frozenset[str] | None] = {}  # topic -> accounts subscribed (None: all)
+        self.keys: dict[str, set[FeedKey]] = {}
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.last_seen = asyncio.get_running_loop().time()
+        self.in_flight = asyncio.Semaphore(hub.config.client_max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writer: asyncio.Task[None] | None = None
+        self._subscribe_lock = asyncio.Lock()
+
+    # outgoing
+
+    def start_writer(self) -> None:
+        self._writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                text = await self.queue.get()
+                await self.connection.send(text)
+
+    def enqueue(self, message: Message) -> None:
+        self.enqueue_text(encode_frame(message).decode())
+
+    def enqueue_text(self, text: str) -> None:
+        if self.close_code is not None:
+            return
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.hub.slow_consumers += 1
+            log.warning("slow consumer closed", session=self.session_id, subject=self.principal.subject)
+            self.retire(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER)
+
+    def error(
+        self, refusal: Refusal | ProtocolError, *, ref_type: str | None = None, ref_id: str | None = None
+    ) -> None:
+        self.enqueue(
+            ErrorMessage(
+                code=refusal.code,
+                message=refusal.message,
+                field=refusal.field,
+                ref_type=ref_type,
+                ref_id=ref_id,
+                timestamp=utcnow(),
+            )
+        )
+
+    def retire(self, code: int, reason: str) -> None:
+        """Close the connection with ``code`` in the background (never blocks the caller)."""
+        if self.close_code is not None:
+            return
+        self.close_code, self.close_reason = code, reason
+        self.hub.spawn(self.connection.close(code, _close_reason(reason)))
+
+    def wants(self, topic: str, data: EventData) -> bool:
+        if topic not in self.selections:
+            return False
+        return visible(self.principal, self.selections[topic], topic, data)
+
+    # incoming
+
+    async def handle_frame(self, data: str | bytes) -> None:
+        try:
+            frame = decode_client_frame(data)
+        except ProtocolError as exc:
+            self.error(exc, ref_type=exc.ref_type, ref_id=request_id_of(data) or exc.ref_id)
+            return
+        if isinstance(frame, Heartbeat):
+            if not frame.reply:
+                self.enqueue(Heartbeat(timestamp=utcnow(), seq=frame.seq, reply=True))
+        elif isinstance(frame, ClientRequest):
+            refusal = check_request_scope(self.principal, frame.body)
+            if refusal is not None:
+                self.error(refusal, ref_type="REQUEST", ref_id=frame.request_id)
+                return
+            await self.in_flight.acquire()  # a client with too many requests running is read no further
+            task = asyncio.create_task(self._request(frame))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif isinstance(frame, Subscribe):
+            await self._subscribe(frame)
+        elif isinstance(frame, Unsubscribe):
+            await self._unsubscribe(frame)
+        elif isinstance(frame, Auth):
+            self.error(Refusal(errors.UNEXPECTED_TYPE, "already authenticated"), ref_type="AUTH")
+
+    async def _request(self, frame: ClientRequest) -> None:
+        try:
+            body = complete_body(frame.body, self.principal)
+            outcome = await self.hub.forward(body, self.principal)
+            if isinstance(outcome, Refusal):
+                self.error(outcome, ref_type="REQUEST", ref_id=frame.request_id)
+            else:
+                self.enqueue(ClientReply(request_id=frame.request_id, result=outcome))
+        except Exception:
+            log.exception("client request failed", session=self.session_id)
+            self.error(Refusal(errors.INTERNAL, "internal error"), ref_type="REQUEST", ref_id=frame.request_id)
+        finally:
+            self.in_flight.release()
+
+    async def _subscribe(self, frame: Subscribe) -> None:
+        refusal = check_subscribe_scope(self.principal, frame.accounts)
+        if refusal is not None:
+            self.error(refusal, ref_type="SUBSCRIBE", ref_id=frame.request_id)
+            return
+        asked = None if frame.accounts is None else frozenset(frame.accounts)
+        async with self._subscribe_lock:
+            for topic in dict.fromkeys(frame.topics):
+                current = self.selections.get(topic, frozenset())
+                merged = None if asked is None or current is None else current | asked
+                await self._select(topic, merged)
+            await self.hub.nats.flush()  # events published after SUBSCRIBED reach this client
+        if frame.accounts is not None:
+            accounts: list[str] | None = sorted(set(frame.accounts))
+        else:
+            accounts = None if self.principal.is_admin else sorted(self.principal.accounts)
+        self.enqueue(
+            Subscribed(request_id=frame.request_id, topics=list(dict.fromkeys(frame.topics)), accounts=accounts)
+        )
+
+    async def _unsubscribe(self, frame: Unsubscribe) -> None:
+        async with self._subscribe_lock:
+            for topic in frame.topics:
+                await self._select(topic, frozenset(), keep=False)
+        remaining = sorted(self.selections)
+        selections = [self.selections[t] for t in remaining]
+        accounts: list[str] | None
+        if any(s is None for s in selections):
+            accounts = None if self.principal.is_admin else sorted(self.principal.accounts)
+        else:
+            accounts = sorted(set().union(*(s for s in selections if s is not None)))
+        self.enqueue(Subscribed(request_id=frame.request_id, topics=remaining, accounts=accounts))
+
+    async def _select(self, topic: str, selection: frozenset[str] | None, *, keep: bool = True) -> None:
+        wanted = feed_keys(self.principal, topic, selection) if keep else set()
+        held = self.keys.get(topic, set())
+        for key in wanted - held:
+            await self.hub.feeds.attach(key, self)
+        for key in held - wanted:
+            await self.hub.feeds.detach(key, self)
+        if keep:
+            self.selections[topic], self.keys[topic] = selection, wanted
+        else:
+            self.selections.pop(topic, None)
+            self.keys.pop(topic, None)
+
+    async def cleanup(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for keys in list(self.keys.values()):
+            for key in keys:
+                await self.hub.feeds.detach(key, self)
+        self.keys.clear()
+        self.selections.clear()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+
+
+# --- the hub: every client connection of this gateway ------------------------------------------------------
+
+
+class ClientHub:
+    def __init__(self, config: GatewayConfig, nats: Callable[[], NatsClient]) -> None:
+        self.config = config
+        self._nats = nats
+        self.feeds = FeedRegistry(nats)
+        self.sessions: set[ClientSession] = set()
+        self.slow_consumers = 0
+        self._background: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def nats(self) -> NatsClient:
+        return self._nats()
+
+    def spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_silent())
+
+    async def stop(self) -> None:
+        """Close every client with 1001 (reconnect, possibly to another replica) and drop the shared feeds."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for session in list(self.sessions):
+            session.retire(CloseCode.GOING_AWAY, "gateway shutting down")
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self.feeds.close()
+
+    async def serve(self, connection: ServerConnection, accept: ClientAccept) -> None:
+        principal = accept.principal
+        if principal is None:
+            principal = await self._authenticate(connection)
+            if principal is None:
+                return
+        session = ClientSession(self, connection, principal, accept.version)
+        self.sessions.add(session)
+        log.info("client connected", session=session.session_id, subject=principal.subject, role=principal.role)
+        session.start_writer()
+        session.enqueue(
+            ClientWelcome(
+                protocol_version=min(accept.version, PROTOCOL_VERSION),
+                session_id=session.session_id,
+                role=principal.role,
+                subject=principal.subject,
+                accounts=None if principal.is_admin else sorted(principal.accounts),
+                users=sorted(principal.users),
+                heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+                server_time=utcnow(),
+            )
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            async for data in connection:
+                session.last_seen = loop.time()
+                await session.handle_frame(data)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("client session failed", session=session.session_id)
+            session.retire(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            self.sessions.discard(session)
+            await session.cleanup()
+            log.info("client disconnected", session=session.session_id, reason=session.close_reason or "closed")
+
+    async def _authenticate(self, connection: ServerConnection) -> Principal | None:
+        """Read the AUTH frame of a client that sent no Authorization header; close 1008 when it fails."""
+        timeout_ms = self.config.client_auth_timeout_ms
+        reason: str
+        try:
+            async with asyncio.timeout(timeout_ms / 1000):
+                data = await connection.recv()
+        except TimeoutError:
+            reason = f"no AUTH frame within {timeout_ms} ms"
+        except ConnectionClosed:
+            return None
+        else:
+            try:
+                frame = decode_client_frame(data)
+            except ProtocolError as exc:
+                frame = None
+                reason = f"the first frame must be AUTH: {exc.message}"
+            if isinstance(frame, Auth):
+                verdict = authenticate_client(frame.token, self.config.jwt_secret)
+                if not isinstance(verdict, Refuse):
+                    return verdict
+                reason = f"{int(verdict.status)} {verdict.reason}"
+            elif frame is not None:
+                reason = "the first frame must be AUTH"
+        log.info("client refused", reason=reason)
+        with contextlib.suppress(Exception):
+            await connection.close(CloseCode.POLICY_VIOLATION, _close_reason(reason))
+        return None
+
+    async def _sweep_silent(self) -> None:
+        timeout_s = self.config.heartbeat_timeout_ms / 1000
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(timeout_s / 4, 0.25))
+            now = loop.time()
+            for session in list(self.sessions):
+                if now - session.last_seen > timeout_s:
+                    session.retire(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
+
+    # forwarding to the backend
+
+    async def forward(
+        self, body: RequestBody, principal: Principal
+    ) -> OrderResult | BatchResult | ActionState | Refusal:
+        timeout_s = request_timeout_s(body, self.config)
+        if isinstance(body, ActionRequest):
+            return await self._action(body, principal, timeout_s)
+        subject = subjects.BATCH_REQUEST if isinstance(body, CloseBatch) else subjects.ORDER_REQUEST
+        started = time.monotonic()
+        try:
+            reply = await self.nats.request(subject, pack(body), timeout=timeout_s)
+        except NoRespondersError:
+            text = "no executor answered; the request was not sent (safe to retry with the same actionId)"
+            if isinstance(body, CloseBatch):
+                return unsent_batch(body, errors.EXECUTOR_UNAVAILABLE, text)
+            return unsent_order(body, errors.EXECUTOR_UNAVAILABLE, text)
+        except NatsTimeoutError:
+            text = (
+                f"no answer from the executor within {time.monotonic() - started:.1f}s: the outcome is unknown; "
+                "the result follows on topic orders, and a request with the same actionId returns it"
+            )
+            if isinstance(body, CloseBatch):
+                return unsent_batch(body, errors.OUTCOME_UNKNOWN, text, "OUTCOME_UNKNOWN")
+            return unsent_order(body, errors.OUTCOME_UNKNOWN, text, "OUTCOME_UNKNOWN")
+        try:
+            if isinstance(body, CloseBatch):
+                return unpack(reply.data, BatchResult)
+            return unpack(reply.data, OrderResult)
+        except ProtocolError as exc:
+            return Refusal(errors.INTERNAL, f"unreadable answer from the executor: {exc.message}")
+
+    async def _action(self, body: ActionRequest, principal: Principal, timeout_s: float) -> ActionState | Refusal:
+        if body.kind == "EXIT" and not principal.is_admin and body.target_action_id is not None:
+            refusal = await self._check_exit_target(body.target_action_id, principal)
+            if refusal is not None:
+                return refusal
+        try:
+            reply = await self.nats.request(subjects.ACTION_REQUEST, pack(body), timeout=timeout_s)
+        except NoRespondersError:
+            return Refusal(
+                errors.COORDINATOR_UNAVAILABLE,
+                "no coordinator answered; the action was not started (safe to retry with the same actionId)",
+            )
+        except NatsTimeoutError:
+            return Refusal(
+                errors.OUTCOME_UNKNOWN,
+                f"no answer from the coordinator within {timeout_s:g}s; follow action {body.action_id} "
+                "on topic actions, or ask again with the same actionId",
+            )
+        try:
+            return unpack(reply.data, ActionState)
+        except ProtocolError as exc:
+            return Refusal(errors.INTERNAL, f"unreadable answer from the coordinator: {exc.message}")
+
+    async def _check_exit_target(self, target: str, principal: Principal) -> Refusal | None:
+        """A system client may exit only an action whose accounts are all in its scope (read from the
+        action's last recorded state)."""
+        try:
+            stored = await self.nats.jetstream().get_last_msg(subjects.EVENTS_STREAM, subjects.action(target))
+            state = unpack(stored.data or b"", ActionState)
+        except (NotFoundError, ProtocolError, ValueError):
+            return Refusal(errors.ACTION_NOT_FOUND, f"no action {target} is recorded", "body.targetActionId")
+        outside = [a for a in state.account_ids if not principal.may_use(a)]
+        if outside or not state.account_ids:
+            return Refusal(
+                errors.FORBIDDEN,
+                f"action {target} names accounts outside this token's scope",
+                "body.targetActionId",
+            )
+        return None
