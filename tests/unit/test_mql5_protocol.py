@@ -13,8 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from hedgebridge.protocol import errors, messages, mql5gen, version
-from hedgebridge.sim import account as sim_account
+from hedgebridge.protocol import errors, messages, mql5gen, retcodes, version
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKED_IN = ROOT / mql5gen.RELATIVE_PATH
@@ -170,13 +169,26 @@ def test_close_codes_are_the_enum(consts: dict[str, str | int]) -> None:
     assert found == {"HB_CLOSE_" + c.name: c.value for c in errors.CloseCode}
 
 
-def test_retcodes_are_not_generated_but_documented_values_agree_with_the_simulator(generated: str) -> None:
+def test_retcodes_are_not_generated_and_named_as_in_mql5(generated: str) -> None:
     assert "#define TRADE_RETCODE" not in generated, "MQL5 defines TRADE_RETCODE_* itself"
     table = mql5gen.MT5_TRADE_RETCODES
     assert len(set(table.values())) == len(table)
-    assert table["TRADE_RETCODE_DONE"] == 10009
-    for name in ("TRADE_RETCODE_REJECT", "TRADE_RETCODE_POSITION_CLOSED", "TRADE_RETCODE_INVALID_VOLUME"):
-        assert getattr(sim_account, name) == table[name]
+    # MetaTrader 5's documented values
+    documented = {
+        "TRADE_RETCODE_REQUOTE": 10004,
+        "TRADE_RETCODE_REJECT": 10006,
+        "TRADE_RETCODE_PLACED": 10008,
+        "TRADE_RETCODE_DONE": 10009,
+        "TRADE_RETCODE_DONE_PARTIAL": 10010,
+        "TRADE_RETCODE_INVALID_VOLUME": 10014,
+        "TRADE_RETCODE_PRICE_CHANGED": 10020,
+        "TRADE_RETCODE_PRICE_OFF": 10021,
+        "TRADE_RETCODE_SERVER_DISABLES_AT": 10026,
+        "TRADE_RETCODE_CLIENT_DISABLES_AT": 10027,
+        "TRADE_RETCODE_POSITION_CLOSED": 10036,
+    }
+    assert {name: table[name] for name in documented} == documented
+    assert all(name == f"TRADE_RETCODE_{retcodes.name(value)}" for name, value in table.items())
 
 
 def test_macro_names() -> None:

@@ -33,9 +33,9 @@
 // HEARTBEAT: timestamp, seq?, reply?, accountId?
 // OPEN: timestamp, accountId, positionId, actionId?, symbol, side, volume, metadata{executionType, userId}, attempt?
 // OPENED: timestamp, accountId, positionId, actionId?, mtTicket?, price?, volume?, status, errorMessage?, errorCode?, alreadyExecuted?
-// POSITION_UPDATE: timestamp, accountId, positions{mtTicket, positionId?, actionId?, symbol, side, volume, openPrice, currentPrice, profit, openTime?}
+// POSITION_UPDATE: timestamp, accountId, positions{mtTicket, positionId?, actionId?, symbol, side, volume, openPrice, currentPrice, profit, openTime?}, syncId?
 // PRICE: accountId, symbol, bid, ask, time
-// SYNC: timestamp, accountId, reason?
+// SYNC: timestamp, accountId, syncId?, reason?
 // WELCOME: protocolVersion, accountId, sessionId, heartbeatIntervalMs, heartbeatTimeoutMs, maxFrameBytes, serverTime
 
 // --- field names (camelCase, as on the wire)
@@ -82,6 +82,7 @@
 #define HB_FIELD_SIDE                  "side"
 #define HB_FIELD_STATUS                "status"
 #define HB_FIELD_SYMBOL                "symbol"
+#define HB_FIELD_SYNC_ID               "syncId"
 #define HB_FIELD_TIME                  "time"
 #define HB_FIELD_TIMESTAMP             "timestamp"
 #define HB_FIELD_USER_ID               "userId"
@@ -109,6 +110,7 @@
 #define HB_MAXLEN_REF_ID        128
 #define HB_MAXLEN_REF_TYPE      64
 #define HB_MAXLEN_SYMBOL        32
+#define HB_MAXLEN_SYNC_ID       128
 
 // --- direction of each message type
 // a type the gateway sends to a terminal

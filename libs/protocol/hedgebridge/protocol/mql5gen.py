@@ -7,8 +7,8 @@ registry and the WebSocket close codes. ``--check`` compares the checked-in file
 exits 1 with a diff when they differ.
 
 MT5 trade server return codes are not generated: MQL5 has them built in (``TRADE_RETCODE_DONE`` …) and the
-EA uses those names. ``MT5_TRADE_RETCODES`` lists MetaTrader 5's documented values so that tests can check
-the names the EA uses and the values other modules use.
+EA uses those names. ``MT5_TRADE_RETCODES`` maps those names to the values of ``retcodes`` so that tests can
+check the names the EA uses.
 
 The output is deterministic (sorted, no timestamps) and ASCII only, so that MetaEditor reads it in any
 encoding setting.
@@ -28,56 +28,14 @@ from pathlib import Path
 import msgspec
 from msgspec import inspect
 
-from . import errors, messages, version
+from . import errors, messages, retcodes, version
 
 RELATIVE_PATH = Path("mql5") / "Include" / "HedgeBridge" / "Protocol.mqh"
 GENERATOR = "python -m hedgebridge.protocol.mql5gen"
 
-# MetaTrader 5's trade server return codes (MqlTradeResult.retcode), as documented for MQL5. MQL5 defines
-# every one of these names itself; they are listed here for checks, never written to Protocol.mqh.
-MT5_TRADE_RETCODES: dict[str, int] = {
-    "TRADE_RETCODE_REQUOTE": 10004,
-    "TRADE_RETCODE_REJECT": 10006,
-    "TRADE_RETCODE_CANCEL": 10007,
-    "TRADE_RETCODE_PLACED": 10008,
-    "TRADE_RETCODE_DONE": 10009,
-    "TRADE_RETCODE_DONE_PARTIAL": 10010,
-    "TRADE_RETCODE_ERROR": 10011,
-    "TRADE_RETCODE_TIMEOUT": 10012,
-    "TRADE_RETCODE_INVALID": 10013,
-    "TRADE_RETCODE_INVALID_VOLUME": 10014,
-    "TRADE_RETCODE_INVALID_PRICE": 10015,
-    "TRADE_RETCODE_INVALID_STOPS": 10016,
-    "TRADE_RETCODE_TRADE_DISABLED": 10017,
-    "TRADE_RETCODE_MARKET_CLOSED": 10018,
-    "TRADE_RETCODE_NO_MONEY": 10019,
-    "TRADE_RETCODE_PRICE_CHANGED": 10020,
-    "TRADE_RETCODE_PRICE_OFF": 10021,
-    "TRADE_RETCODE_INVALID_EXPIRATION": 10022,
-    "TRADE_RETCODE_ORDER_CHANGED": 10023,
-    "TRADE_RETCODE_TOO_MANY_REQUESTS": 10024,
-    "TRADE_RETCODE_NO_CHANGES": 10025,
-    "TRADE_RETCODE_SERVER_DISABLES_AT": 10026,
-    "TRADE_RETCODE_CLIENT_DISABLES_AT": 10027,
-    "TRADE_RETCODE_LOCKED": 10028,
-    "TRADE_RETCODE_FROZEN": 10029,
-    "TRADE_RETCODE_INVALID_FILL": 10030,
-    "TRADE_RETCODE_CONNECTION": 10031,
-    "TRADE_RETCODE_ONLY_REAL": 10032,
-    "TRADE_RETCODE_LIMIT_ORDERS": 10033,
-    "TRADE_RETCODE_LIMIT_VOLUME": 10034,
-    "TRADE_RETCODE_INVALID_ORDER": 10035,
-    "TRADE_RETCODE_POSITION_CLOSED": 10036,
-    "TRADE_RETCODE_INVALID_CLOSE_VOLUME": 10038,
-    "TRADE_RETCODE_CLOSE_ORDER_EXIST": 10039,
-    "TRADE_RETCODE_LIMIT_POSITIONS": 10040,
-    "TRADE_RETCODE_REJECT_CANCEL": 10041,
-    "TRADE_RETCODE_LONG_ONLY": 10042,
-    "TRADE_RETCODE_SHORT_ONLY": 10043,
-    "TRADE_RETCODE_CLOSE_ONLY": 10044,
-    "TRADE_RETCODE_FIFO_CLOSE": 10045,
-    "TRADE_RETCODE_HEDGE_PROHIBITED": 10046,
-}
+# MetaTrader 5's trade server return codes (MqlTradeResult.retcode) by their MQL5 names, from retcodes.py.
+# MQL5 defines every one of these names itself; they are listed here for checks, never written to Protocol.mqh.
+MT5_TRADE_RETCODES: dict[str, int] = {f"TRADE_RETCODE_{name}": value for value, name in sorted(retcodes.NAMES.items())}
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NOT_IDENT = re.compile(r"[^A-Za-z0-9]+")
