@@ -79,6 +79,10 @@ class ActionRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     updated_at: datetime
 
 
+def valid_action_id(value: str) -> bool:
+    return bool(_ACTION.match(value))
+
+
 def is_final(state: ActionState) -> bool:
     return state.state in FINAL_ACTION_STATES
 

@@ -25,7 +25,7 @@
 | HEDGEBRIDGE_COORDINATOR_ORPHAN_GRACE_MS      | 5000                     | a position younger than this is never an  |
 |                                              |                          | orphan (it may be opening right now)      |
 | HEDGEBRIDGE_COORDINATOR_CONFLICT_RESOLUTION  | REPORT                   | REPORT, CLOSE_ORPHANS or DROP_MISSING     |
-| HEDGEBRIDGE_COORDINATOR_STREAM_REPLICAS      | 1                        | JetStream replicas of the shared state    |
+| HEDGEBRIDGE_STREAM_REPLICAS                  | 1                        | JetStream replicas of the shared state    |
 | HEDGEBRIDGE_LOG_LEVEL, HEDGEBRIDGE_LOG_FORMAT| INFO / json              | logging                                   |
 """
 
@@ -83,7 +83,7 @@ def check(cfg: CoordinatorConfig) -> CoordinatorConfig:
     if cfg.leg_timeout_ms > 600_000 or cfg.action_timeout_ms > 600_000 or cfg.leg_ttl_ms > 600_000:
         raise ConfigError(f"{PREFIX}*_MS timeouts are at most 600000")
     if cfg.stream_replicas not in (1, 3, 5):
-        raise ConfigError(f"{PREFIX}STREAM_REPLICAS must be 1, 3 or 5")
+        raise ConfigError("HEDGEBRIDGE_STREAM_REPLICAS must be 1, 3 or 5")
     return cfg
 
 
