@@ -178,9 +178,13 @@ public:
       int i = IndexOf(ticket);
       if(i < 0)
          return;
-      ArrayRemove(m_tickets, i, 1);
-      ArrayRemove(m_positionIds, i, 1);
-      ArrayRemove(m_actionIds, i, 1);
+      int last = ArraySize(m_tickets) - 1;
+      m_tickets[i] = m_tickets[last];
+      m_positionIds[i] = m_positionIds[last];
+      m_actionIds[i] = m_actionIds[last];
+      ArrayResize(m_tickets, last);
+      ArrayResize(m_positionIds, last);
+      ArrayResize(m_actionIds, last);
      }
 
    // read the book, keep the tickets still open, and write it back compacted
@@ -244,10 +248,11 @@ private:
       int n = ArraySize(m_doneIds);
       if(n >= 10000)
         {
-         ArrayRemove(m_doneIds, 0, 1000);
-         ArrayRemove(m_doneKinds, 0, 1000);
-         ArrayRemove(m_doneResults, 0, 1000);
-         n = ArraySize(m_doneIds);
+         // a cache of this run: the positions and the deal history still answer for older actionIds
+         ArrayResize(m_doneIds, 0);
+         ArrayResize(m_doneKinds, 0);
+         ArrayResize(m_doneResults, 0);
+         n = 0;
         }
       ArrayResize(m_doneIds, n + 1, 256);
       ArrayResize(m_doneKinds, n + 1, 256);
@@ -595,11 +600,11 @@ public:
         }
       r.ticket = ticket;
       string symbol = PositionGetString(POSITION_SYMBOL);
-      double open = PositionGetDouble(POSITION_VOLUME);
+      double openVolume = PositionGetDouble(POSITION_VOLUME);
       double floating = PositionGetDouble(POSITION_PROFIT);
       ENUM_POSITION_TYPE type = (ENUM_POSITION_TYPE)PositionGetInteger(POSITION_TYPE);
-      double wanted = (volume <= 0.0 || volume >= open - 1e-9) ? open : volume;
-      if(wanted < open && !CheckVolume(symbol, wanted, r))
+      double wanted = (volume <= 0.0 || volume >= openVolume - 1e-9) ? openVolume : volume;
+      if(wanted < openVolume && !CheckVolume(symbol, wanted, r))
          return;
       if(!CheckTradingAllowed(r))
          return;
@@ -643,7 +648,7 @@ public:
                     + HistoryDealGetDouble(result.deal, DEAL_COMMISSION);
         }
       else
-         r.profit = open > 0.0 ? floating * r.volume / open : 0.0;  // the deal is not in the history yet
+         r.profit = openVolume > 0.0 ? floating * r.volume / openVolume : 0.0;  // the deal is not in the history yet
       if(r.price <= 0.0)
          r.price = request.price;
       r.remaining = PositionSelectByTicket(ticket) ? PositionGetDouble(POSITION_VOLUME) : 0.0;

@@ -156,7 +156,8 @@ private:
    uchar             m_rx[];        // bytes received and not yet parsed
    uchar             m_message[];   // payload of a fragmented message being reassembled
    bool              m_fragmented;
-   string            m_queue[];     // complete text messages, oldest first
+   string            m_queue[];     // complete text messages, oldest first, from m_queueHead on
+   int               m_queueHead;
 
    bool              Fail(const string what)
      {
@@ -400,7 +401,7 @@ private:
 
 public:
                      CNativeTransport(void) : m_socket(INVALID_HANDLE), m_tls(false), m_open(false), m_closeCode(0),
-                     m_maxMessageBytes(16 * 1048576), m_fragmented(false) {}
+                     m_maxMessageBytes(16 * 1048576), m_fragmented(false), m_queueHead(0) {}
                     ~CNativeTransport(void) { Close(); }
 
    virtual bool      Open(const string url, const string token, const int timeoutMs)
@@ -552,6 +553,7 @@ public:
       ArrayResize(m_message, 0);
       m_fragmented = false;
       ArrayResize(m_queue, 0);
+      m_queueHead = 0;
       ParseFrames(); // frames that came with the handshake response (WELCOME)
       return(true);
      }
@@ -587,10 +589,15 @@ public:
             m_open = false;
            }
         }
-      if(ArraySize(m_queue) == 0)
+      if(m_queueHead >= ArraySize(m_queue))
+        {
+         ArrayResize(m_queue, 0);
+         m_queueHead = 0;
          return(false);
-      text = m_queue[0];
-      ArrayRemove(m_queue, 0, 1);
+        }
+      text = m_queue[m_queueHead];
+      m_queue[m_queueHead] = "";
+      m_queueHead++;
       return(true);
      }
 
@@ -722,8 +729,8 @@ public:
       if(m_transport == NULL)
          return(HB_WS_NONE);
       ulong now = GetTickCount64();
-      bool open = m_transport.IsOpen();
-      if(open && !m_connected)
+      bool isOpen = m_transport.IsOpen();
+      if(isOpen && !m_connected)
         {
          m_connected = true;
          m_backoffMs = m_backoffMinMs;
@@ -733,7 +740,7 @@ public:
          m_accountId = "";
          return(HB_WS_OPENED);
         }
-      if(!open && m_connected)
+      if(!isOpen && m_connected)
         {
          m_connected = false;
          int code = m_transport.CloseCode();
@@ -743,7 +750,7 @@ public:
          Schedule();
          return(HB_WS_LOST);
         }
-      if(!open && !m_transport.IsAlive() && now >= m_nextAttempt)
+      if(!isOpen && !m_transport.IsAlive() && now >= m_nextAttempt)
          Connect();
       return(HB_WS_NONE);
      }
