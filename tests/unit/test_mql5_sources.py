@@ -6,7 +6,8 @@
   built DLL (hedgebridge_ws.dll via objdump -p, libhedgebridge_ws.so via nm -D, under dll/build/), else the
   declarations of dll/include/hedgebridge_ws.h; only the UTF-16 (W) variants take MQL5 strings;
 - the EA handles every message type the gateway sends a terminal (TO_TERMINAL) and sends every type a
-  terminal sends (FROM_TERMINAL), and no other; every HB_* constant it uses is defined;
+  terminal sends (FROM_TERMINAL), and no other; every message it builds writes the message's required fields
+  (nested ones included); every HB_* constant it uses is defined;
 - every TRADE_RETCODE_* it names is one of MQL5's built-in trade server return codes.
 """
 
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from hedgebridge.protocol import messages, mql5gen
@@ -306,3 +308,71 @@ def test_retcodes_are_mql5_builtins() -> None:
     assert used, "the EA reports MT5 retcodes by their MQL5 names"
     unknown = sorted(used - set(mql5gen.MT5_TRADE_RETCODES))
     assert not unknown, f"not MQL5 trade server return codes: {unknown}"
+
+
+FUNCTION_HEADER = re.compile(r"\b(\w+)\s*\([^(){};]*\)\s*(?:const\s*)?$")
+
+
+def function_bodies(code: str) -> list[tuple[str, int, int]]:
+    """(name, start, end) of every function or method body in code."""
+    bodies: list[tuple[str, int, int]] = []
+    stack: list[int] = []
+    for index, ch in enumerate(code):
+        if ch == "{":
+            stack.append(index)
+        elif ch == "}" and stack:
+            start = stack.pop()
+            header = FUNCTION_HEADER.search(code[max(0, start - 300) : start])
+            if header and header.group(1) not in {"if", "for", "while", "switch", "return"}:
+                bodies.append((header.group(1), start, index))
+    return bodies
+
+
+def required_fields(cls: type[messages.Message]) -> set[str]:
+    """Wire names of the required fields of a message and of the objects nested in it."""
+    names: set[str] = set()
+
+    def walk(t: msgspec.inspect.Type) -> None:
+        if isinstance(t, msgspec.inspect.StructType):
+            for f in t.fields:
+                if f.required:
+                    names.add(f.encode_name)
+                    walk(f.type)
+        elif isinstance(t, msgspec.inspect.ListType):
+            walk(t.item_type)
+        elif isinstance(t, msgspec.inspect.UnionType):
+            for member in t.types:
+                walk(member)
+
+    walk(msgspec.inspect.type_info(cls))
+    return names
+
+
+def test_every_message_the_ea_builds_has_its_required_fields() -> None:
+    code = ea_code()
+    defines = protocol_defines()
+    bodies = function_bodies(code)
+    by_type: dict[str, list[str]] = {}
+    for match in re.finditer(r"Str\(\s*HB_TYPE_FIELD\s*,\s*(HB_MSG_\w+)\s*\)", code):
+        enclosing = [b for b in bodies if b[1] < match.start() < b[2]]
+        assert enclosing, f"{match.group(1)} written outside a function"
+        _, start, end = min(enclosing, key=lambda b: b[2] - b[1])
+        by_type.setdefault(defines[match.group(1)], []).append(code[start:end])
+    order_event = [code[s:e] for name, s, e in bodies if name == "SendOrderEvent"]
+    for constant in set(re.findall(r"SendOrderEvent\(\s*(HB_MSG_\w+)", code)):
+        by_type.setdefault(defines[constant], []).extend(order_event)
+    field_values = {k: v for k, v in defines.items() if k.startswith("HB_FIELD_")}
+    classes = {messages.type_name(c): c for c in messages.FROM_TERMINAL}
+    assert set(by_type) == set(classes)
+    for type_name, builders in by_type.items():
+        for body in builders:
+            written = {field_values[f] for f in re.findall(r"\b(HB_FIELD_\w+)\b", body) if f in field_values}
+            missing = sorted(required_fields(classes[type_name]) - written)
+            assert not missing, f"a {type_name} the EA builds lacks the required fields {missing}"
+
+
+def test_the_required_field_check_sees_nested_fields() -> None:
+    assert {"mtTicket", "openPrice", "positions", "accountId"} <= required_fields(messages.PositionUpdate)
+    assert "actionId" not in required_fields(messages.OpenedEvent)
+    bodies = function_bodies("class C { void F(int a) { if(a) { x(); } } };\nint G(void)\n  {\n   return(1);\n  }\n")
+    assert sorted(name for name, _, _ in bodies) == ["F", "G"]
