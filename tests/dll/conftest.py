@@ -1,0 +1,48 @@
+"""Fixtures for the WebSocket client library: the sanitizer build, a driver process per test."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from .client import DLL_DIR, DllClient
+
+HEADER = DLL_DIR / "include" / "hedgebridge_ws.h"
+
+
+def _missing_toolchain() -> str | None:
+    if shutil.which("g++") is None or shutil.which("make") is None:
+        return "g++ or make is not installed (apt-get install g++ make)"
+    probe = subprocess.run(
+        ["g++", "-std=c++17", "-fsyntax-only", "-x", "c++", "-"],
+        input="#include <boost/beast/version.hpp>\n#include <openssl/ssl.h>\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return "Boost.Beast or OpenSSL headers are missing (apt-get install libboost-dev libssl-dev)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def asan_library() -> Path:
+    """``make -C dll linux-asan``: the library with AddressSanitizer and UndefinedBehaviorSanitizer."""
+    reason = _missing_toolchain()
+    if reason is not None:
+        pytest.skip(f"cannot build the WebSocket client library: {reason}")
+    build = subprocess.run(["make", "-C", str(DLL_DIR), "-j2", "linux-asan"], capture_output=True, text=True)
+    if build.returncode != 0:
+        pytest.fail(f"make -C dll linux-asan failed:\n{build.stdout[-4000:]}\n{build.stderr[-8000:]}")
+    return DLL_DIR / "build" / "asan" / "libhedgebridge_ws.so"
+
+
+@pytest.fixture
+async def dll(asan_library: Path, tmp_path: Path) -> AsyncIterator[DllClient]:
+    client = await DllClient.start(asan_library, tmp_path / "driver")
+    yield client
+    await client.close()
