@@ -6,7 +6,8 @@ and restart them. Nothing here touches servers the machine runs for itself.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import nats
@@ -19,6 +20,12 @@ from hedgebridge.executor.config import ExecutorConfig
 from hedgebridge.executor.service import Executor
 from hedgebridge.gateway.config import GatewayConfig
 from hedgebridge.gateway.server import Gateway
+from hedgebridge.sim import SimConfig
+from hedgebridge.sim.terminal import SimTerminal, make_terminals, run_terminals
+
+from .helpers import ea_token, wait_for
+
+StartSims = Callable[..., Awaitable[list[SimTerminal]]]
 
 
 @pytest.fixture
@@ -68,20 +75,53 @@ def ea_url(gateway: Gateway) -> str:
     return f"ws://127.0.0.1:{gateway.port}/ea"
 
 
+def executor_config(nats_url: str, redis_url: str, **overrides: object) -> ExecutorConfig:
+    values: dict[str, object] = {
+        "nats_url": nats_url,
+        "redis_url": redis_url,
+        "order_timeout_ms": 3000,
+        "delivery_timeout_ms": 1000,
+        "command_ttl_ms": 300,
+        "retry_base_ms": 10,
+        "lease_ms": 1500,
+        "sync_timeout_ms": 1000,
+        "cache_check_ms": 100,
+        "id": "ex-test-1",
+    }
+    values.update(overrides)
+    return ExecutorConfig(**values)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 async def executor(nats_server: NatsServer, cache_server: ValkeyServer) -> AsyncIterator[Executor]:
-    ex = Executor(
-        ExecutorConfig(
-            nats_url=nats_server.url,
-            redis_url=f"{cache_server.url}/0",
-            order_timeout_ms=3000,
-            delivery_timeout_ms=1000,
-            id="ex-test-1",
-        )
-    )
+    ex = Executor(executor_config(nats_server.url, f"{cache_server.url}/0"))
     await ex.start()
     yield ex
     await ex.stop()
+
+
+@pytest.fixture
+async def sims(ea_url: str, secret: str, executor: Executor) -> AsyncIterator[StartSims]:
+    """Start simulated terminals on the test gateway: ``await sims(["A1"], fill_latency_ms=5)``."""
+    stops: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start(accounts: list[str], **config: object) -> list[SimTerminal]:
+        terminals = make_terminals(
+            ea_url,
+            accounts,
+            lambda a: ea_token(secret, a),
+            SimConfig(**config),  # type: ignore[arg-type]
+            seed=3,
+        )
+        stop = asyncio.Event()
+        stops.append((stop, asyncio.create_task(run_terminals(terminals, stop))))
+        await wait_for(lambda: all(t.connected.is_set() for t in terminals), "simulated terminals to connect")
+        return terminals
+
+    yield start
+    for stop, task in stops:
+        stop.set()
+        await task
 
 
 @pytest.fixture

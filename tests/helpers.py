@@ -108,8 +108,8 @@ class RawEa:
         await self.ws.close()
 
 
-def ea_token(secret: str, account: str, **kwargs: float) -> str:
-    return auth.mint_token(secret, role="ea", subject=account, **kwargs)
+def ea_token(secret: str, account: str, ttl_s: float = 86_400.0, now: float | None = None) -> str:
+    return auth.mint_token(secret, role="ea", subject=account, ttl_s=ttl_s, now=now)
 
 
 async def deliver(nc: NatsClient, account: str, command: Message, timeout_s: float = 2.0) -> DeliveryAck:

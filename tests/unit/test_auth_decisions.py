@@ -70,7 +70,7 @@ def test_attack_matrix() -> None:
         "token not yet valid"
     )
     assert _refused(jwt.encode(_claims(role="root"), SECRET, algorithm="HS256")) == "token has no valid role"
-    assert _refused(auth.mint_token(SECRET, role="system", subject="A1")) == "token role is not 'ea'"
+    assert _refused(auth.mint_token(SECRET, role="system", subject="A1", accounts=["A1"])) == "token role is not 'ea'"
     assert _refused(jwt.encode(_claims(sub="a.b"), SECRET, algorithm="HS256")) == (
         "token subject is not a valid account id"
     )

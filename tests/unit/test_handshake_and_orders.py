@@ -7,6 +7,7 @@ from http import HTTPStatus
 
 from hedgebridge.common import auth
 from hedgebridge.executor import orders
+from hedgebridge.executor.lifecycle import judge
 from hedgebridge.gateway.handshake import Accept, Refuse, decide, offered_versions
 from hedgebridge.monitor.picture import Picture
 from hedgebridge.protocol import (
@@ -27,7 +28,8 @@ NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
 def bearer(role: auth.Role = "ea", subject: str = "A1") -> str:
-    return "Bearer " + auth.mint_token(SECRET, role=role, subject=subject)
+    accounts = ["A1"] if role == "system" else []
+    return "Bearer " + auth.mint_token(SECRET, role=role, subject=subject, accounts=accounts)
 
 
 def test_handshake_accepts_a_terminal_and_picks_the_version() -> None:
@@ -106,14 +108,25 @@ def test_matching_by_action_id_then_position_id() -> None:
 
 def test_results_from_events() -> None:
     command = orders.build_command(OpenOrder(account_id="A1", symbol="EURUSD", side="BUY", volume=1), NOW)
-    ok = orders.result_of(command, _opened(), 1.5)
-    assert (ok.status, ok.code, ok.elapsed_ms) == ("SUCCESS", None, 1.5)
-    failed = orders.result_of(
-        command, _opened(status="FAILED", mt_ticket=None, price=None, error_message="no money", error_code=10019), 2
-    )
-    assert (failed.status, failed.code, failed.message) == ("FAILED", errors.ORDER_FAILED, "no money")
+    assert isinstance(command, OpenCommand)
+    report = _opened()
+    ok = orders.result_of(command, report, judge(command, report, 0, 3), "FILLED", 1, 1.5)
+    assert (ok.status, ok.code, ok.elapsed_ms, ok.kind, ok.symbol) == ("FILLED", None, 1.5, "OPEN", "EURUSD")
+    no_money = _opened(status="FAILED", mt_ticket=None, price=None, error_message="no money", error_code=10019)
+    failed = orders.result_of(command, no_money, judge(command, no_money, 0, 3), "REJECTED", 1, 2)
+    assert (failed.status, failed.code, failed.retcode) == ("REJECTED", errors.ORDER_REJECTED, 10019)
+    assert failed.message == "no money (NO_MONEY)"
     unknown = orders.failure("OUTCOME_UNKNOWN", errors.OUTCOME_UNKNOWN, "late", command, 3)
     assert (unknown.status, unknown.action_id, unknown.event) == ("OUTCOME_UNKNOWN", command.action_id, None)
+
+
+def test_a_repeated_request_is_the_same_whatever_its_time_limits() -> None:
+    first = OpenOrder(account_id="A1", symbol="EURUSD", side="BUY", volume=1, action_id="a", timeout_ms=100)
+    assert orders.same_request(first, OpenOrder(account_id="A1", symbol="EURUSD", side="BUY", volume=1, action_id="a"))
+    assert not orders.same_request(
+        first, OpenOrder(account_id="A1", symbol="EURUSD", side="SELL", volume=1, action_id="a")
+    )
+    assert not orders.same_request(first, CloseOrder(account_id="A1", mt_ticket="1", action_id="a"))
 
 
 def _status(status: str, session: str, at: datetime = NOW, reason: str = "") -> TerminalStatus:

@@ -146,7 +146,7 @@ def test_backbone_messages_round_trip() -> None:
     assert unpack_order_request(pack(close)) == close
     assert unpack_command(pack(WIRE_MESSAGES[0])) == WIRE_MESSAGES[0]
     assert unpack_event(pack(WIRE_MESSAGES[7])) == WIRE_MESSAGES[7]
-    result = OrderResult(status="SUCCESS", account_id="A1", event=WIRE_MESSAGES[2])  # type: ignore[arg-type]
+    result = OrderResult(status="FILLED", account_id="A1", event=WIRE_MESSAGES[2])  # type: ignore[arg-type]
     assert unpack(pack(result), OrderResult) == result
     view = TerminalView(account_id="A1", connected=True, session_id="s", gateway_id="g", since=T)
     snapshot = MonitorSnapshot(started_at=T, terminals=[view])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
+import msgspec
+
 from hedgebridge.protocol import CloseCommand, CloseMetadata, OpenCommand, OpenMetadata
 from hedgebridge.sim import PriceFeed, SimAccount, SimConfig
 
@@ -100,10 +102,10 @@ def test_close_by_position_or_ticket_and_profit() -> None:
 def test_a_repeated_action_id_is_answered_with_the_first_result() -> None:
     sim = account()
     first = sim.open(open_cmd(action="same"), T)
-    assert sim.open(open_cmd(action="same"), T) == first
+    assert sim.open(open_cmd(action="same"), T) == msgspec.structs.replace(first, already_executed=True)
     assert len(sim.positions) == 1
     closed = sim.close(close_cmd("p-same", action="close-1"), T)
-    assert sim.close(close_cmd("p-same", action="close-1"), T) == closed
+    assert sim.close(close_cmd("p-same", action="close-1"), T) == msgspec.structs.replace(closed, already_executed=True)
     assert closed.status == "SUCCESS"
     assert sim.close(close_cmd("p-same", action="close-2"), T).status == "FAILED"
 

@@ -283,7 +283,7 @@ class Executor:
             remaining = timeout_s - (time.perf_counter() - started)
             try:
                 async with asyncio.timeout(max(remaining, 0.0)):
-                    report = await future
+                    report = await asyncio.shield(future)  # kept for a late report after the timeout
             except TimeoutError:
                 state = lifecycle.advance(state, Trigger.TIMED_OUT)
                 log.warning("no result in time", timeout_s=timeout_s, **fields)
@@ -392,6 +392,9 @@ class Executor:
         result: OrderResult | None = None
         try:
             while result is None and time.perf_counter() < deadline:
+                if report_future.cancelled():
+                    report_future = asyncio.get_running_loop().create_future()
+                    self._reports[action_id] = (command, report_future)
                 if report_future.done():
                     report = report_future.result()
                     verdict = lifecycle.judge(command, report, 0, 1)
