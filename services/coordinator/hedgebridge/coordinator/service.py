@@ -37,7 +37,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from hedgebridge.common import bus, logs, streams
@@ -355,7 +355,7 @@ class Coordinator:
         fields = {"action": action_id, "kind": run.state.kind}
         try:
             if run.resumed:
-                await self._publish(run.state)  # in case the previous owner died between its write and publish
+                await self._republish_if_missing(run.state)
             if run.state.state == "ACCEPTED":
                 await self._commit(run, actions.start(run.state, utcnow()))
             while True:
@@ -446,6 +446,19 @@ class Coordinator:
                     log.error("action state not published", action=state.action_id, seq=state.seq, error=repr(exc))
                     return
                 await asyncio.sleep(0.05 * (attempt + 1))
+
+    async def _republish_if_missing(self, state: ActionState) -> None:
+        """A previous owner may have died between writing a state and publishing it: publish it unless the
+        stream has it (core subscribers would otherwise see a state twice)."""
+        try:
+            last = await self.state.js.get_last_msg(subjects.EVENTS_STREAM, subjects.action(state.action_id))
+            if last.data is not None and unpack(last.data, ActionState).seq >= state.seq:
+                return
+        except NotFoundError:
+            pass
+        except Exception as exc:
+            log.warning("cannot read the last published state", action=state.action_id, error=repr(exc))
+        await self._publish(state)
 
     async def _run_leg(self, run: Run, leg: LegState) -> None:
         """Get a leg's definite result from the executor. Asking again is safe (the order's actionId is its
