@@ -65,7 +65,7 @@ def test_compose_commands_are_real_subcommands() -> None:
             assert test[:2] == ["CMD", "hedgebridge"], name
             parser.parse_args(test[2:])
         checked += 1
-    assert checked == 4
+    assert checked == 5
 
 
 def test_every_variable_is_read_by_a_service_and_documented() -> None:

@@ -292,6 +292,8 @@ def cmd_ping(args: argparse.Namespace) -> int:
         asyncio.run(_ping_gateway(args.host or host, args.port or port, args.timeout))
     else:
         url = state.resolve_nats_url(args.nats_url, state.home(args.home))
-        subject = subjects.ORDER_REQUEST if args.target == "executor" else subjects.MONITOR_STATUS
+        subject = {"executor": subjects.ORDER_REQUEST, "coordinator": subjects.ACTION_REQUEST}.get(
+            args.target, subjects.MONITOR_STATUS
+        )
         asyncio.run(_ping_subject(url, subject, args.target, args.timeout))
     return 0

@@ -116,14 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=commands.cmd_status)
 
     ping = sub.add_parser("ping", help="exit 0 when a service answers (a health probe)")
-    ping.add_argument("target", choices=("gateway", "executor", "monitor"))
+    ping.add_argument("target", choices=("gateway", "executor", "monitor", "coordinator"))
     ping.add_argument("--nats-url", help="for executor/monitor: default $HEDGEBRIDGE_NATS_URL or the local stack's")
     ping.add_argument("--host", help="for gateway: default $HEDGEBRIDGE_GATEWAY_HOST or 127.0.0.1")
     ping.add_argument("--port", type=int, help="for gateway: default $HEDGEBRIDGE_GATEWAY_PORT or 8765")
     ping.add_argument("--timeout", type=_positive(float), default=3.0, help="seconds (default 3)")
     ping.set_defaults(func=commands.cmd_ping)
 
-    for name in ("gateway", "executor", "monitor"):
+    for name in ("gateway", "executor", "monitor", "coordinator"):
         svc = sub.add_parser(name, help=f"run the {name} service (configured by environment variables)")
         svc.set_defaults(func=_service(name))
 

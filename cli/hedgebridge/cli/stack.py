@@ -1,9 +1,10 @@
 """``hedgebridge up``: the whole stack on one machine, no Docker.
 
 Starts nats-server (JetStream, data in ``<home>/nats``) and valkey-server from the pip-installed binaries
-unless ``--nats-url`` / ``--redis-url`` name running ones, then the gateway, executor and monitor as separate
-processes (and, with ``--demo``, simulated terminals). A default port that is taken is never shared: ``up``
-says so and takes a free one. Servers it did not start are never stopped. Ctrl-C stops everything in order.
+unless ``--nats-url`` / ``--redis-url`` name running ones, then the gateway, executor, monitor and coordinator
+as separate processes (and, with ``--demo``, simulated terminals). A default port that is taken is never
+shared: ``up`` says so and takes a free one. Servers it did not start are never stopped. Ctrl-C stops
+everything in order.
 """
 
 from __future__ import annotations
@@ -231,6 +232,7 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
         ("gateway", "hedgebridge.gateway"),
         ("executor", "hedgebridge.executor"),
         ("monitor", "hedgebridge.monitor"),
+        ("coordinator", "hedgebridge.coordinator"),
     ):
         child = Child(name, stack.python(module), logs_dir / f"{name}.log")
         child.start(env)
@@ -249,10 +251,11 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
         await _wait_until(stack, gateway_ready, "the gateway", 20)
         await _wait_until(stack, lambda: _responds(nc, subjects.ORDER_REQUEST), "the executor", 20)
         await _wait_until(stack, lambda: _responds(nc, subjects.MONITOR_STATUS), "the monitor", 20)
+        await _wait_until(stack, lambda: _responds(nc, subjects.ACTION_REQUEST), "the coordinator", 20)
         say(f"gateway    {gateway_url}  (pid {stack.children[0].pid})")
         say(f"executor   ready  (pid {stack.children[1].pid})")
         say(f"monitor    ready  (pid {stack.children[2].pid})")
-        say("coordinator  not part of this release yet")
+        say(f"coordinator ready  (pid {stack.children[3].pid})")
 
         accounts: list[str] = []
         if args.demo:
