@@ -1,0 +1,137 @@
+// A console program that loads hedgebridge_ws.dll the way MetaTrader does (LoadLibrary + GetProcAddress,
+// wide-character functions), connects, waits for WELCOME, sends a HEARTBEAT and waits for its reply.
+//
+//   wintest.exe <path to hedgebridge_ws.dll> <ws://host:port/ea> <token>
+//
+// Exit code 0 when every step succeeded; the steps are printed on stdout.
+#include <windows.h>
+
+#include <cstdio>
+#include <cwchar>
+#include <string>
+#include <vector>
+
+#include "hedgebridge_ws.h"
+
+namespace {
+
+using ConnectW = int(HBWS_CALL*)(const wchar_t*, const wchar_t*);
+using SendW = int(HBWS_CALL*)(const wchar_t*);
+using ReceiveW = int(HBWS_CALL*)(wchar_t*, int);
+using IntFn = int(HBWS_CALL*)();
+using VoidFn = void(HBWS_CALL*)();
+
+struct Api {
+    ConnectW connect;
+    SendW send;
+    ReceiveW receive;
+    IntFn is_connected;
+    VoidFn disconnect;
+    IntFn last_error;
+    ReceiveW last_error_message;
+    IntFn close_code;
+};
+
+template <typename T>
+bool resolve(HMODULE dll, const char* name, T& out) {
+    out = reinterpret_cast<T>(reinterpret_cast<void*>(GetProcAddress(dll, name)));
+    if (out == nullptr) std::printf("FAIL missing export %s\n", name);
+    return out != nullptr;
+}
+
+std::string utf8(const std::wstring& text) {
+    const int n = WideCharToMultiByte(CP_UTF8, 0, text.c_str(), static_cast<int>(text.size()), nullptr, 0, nullptr,
+                                      nullptr);
+    std::string out(static_cast<std::size_t>(n), '\0');
+    WideCharToMultiByte(CP_UTF8, 0, text.c_str(), static_cast<int>(text.size()), &out[0], n, nullptr, nullptr);
+    return out;
+}
+
+std::string last_error(const Api& api) {
+    wchar_t buffer[512];
+    const int n = api.last_error_message(buffer, 512);
+    return "error " + std::to_string(api.last_error()) + " close " + std::to_string(api.close_code()) + ": " +
+           (n >= 0 ? utf8(std::wstring(buffer, static_cast<std::size_t>(n))) : std::string("?"));
+}
+
+// Polls for a frame containing every needle, for up to timeout_ms.
+bool wait_frame(const Api& api, const std::vector<std::wstring>& needles, int timeout_ms, std::wstring& out) {
+    const ULONGLONG deadline = GetTickCount64() + static_cast<ULONGLONG>(timeout_ms);
+    std::vector<wchar_t> buffer(4096);
+    while (GetTickCount64() < deadline) {
+        int n = api.receive(buffer.data(), static_cast<int>(buffer.size()));
+        if (n < 0) {  // too small: grow to the size asked for, the frame is still there
+            buffer.resize(static_cast<std::size_t>(-n));
+            n = api.receive(buffer.data(), static_cast<int>(buffer.size()));
+        }
+        if (n > 0) {
+            std::wstring frame(buffer.data(), static_cast<std::size_t>(n));
+            bool all = true;
+            for (const auto& needle : needles) all = all && frame.find(needle) != std::wstring::npos;
+            if (all) {
+                out = frame;
+                return true;
+            }
+            continue;
+        }
+        Sleep(10);
+    }
+    return false;
+}
+
+}  // namespace
+
+int wmain(int argc, wchar_t** argv) {
+    if (argc != 4) {
+        std::printf("usage: wintest.exe <hedgebridge_ws.dll> <url> <token>\n");
+        return 2;
+    }
+    HMODULE dll = LoadLibraryW(argv[1]);
+    if (dll == nullptr) {
+        std::printf("FAIL LoadLibrary: %lu\n", GetLastError());
+        return 1;
+    }
+    Api api{};
+    if (!resolve(dll, "ConnectWebSocketW", api.connect) || !resolve(dll, "WsSendW", api.send) ||
+        !resolve(dll, "ReceiveMessageW", api.receive) || !resolve(dll, "IsConnected", api.is_connected) ||
+        !resolve(dll, "DisconnectWebSocket", api.disconnect) || !resolve(dll, "WsGetLastError", api.last_error) ||
+        !resolve(dll, "WsGetLastErrorMessageW", api.last_error_message) ||
+        !resolve(dll, "WsGetCloseCode", api.close_code)) {
+        return 1;
+    }
+    if (api.connect(argv[2], argv[3]) != 1) {
+        std::printf("FAIL ConnectWebSocketW: %s\n", last_error(api).c_str());
+        return 1;
+    }
+    std::wstring frame;
+    if (!wait_frame(api, {L"\"type\":\"WELCOME\""}, 15000, frame)) {
+        std::printf("FAIL no WELCOME: %s\n", last_error(api).c_str());
+        return 1;
+    }
+    std::printf("WELCOME %s\n", utf8(frame).c_str());
+    if (api.is_connected() != 1) {
+        std::printf("FAIL IsConnected is not 1 after WELCOME\n");
+        return 1;
+    }
+    wchar_t tiny[4];
+    const int small = api.receive(tiny, 4);
+    if (small != 0) std::printf("note: a frame is waiting (%d)\n", small);
+    if (api.send(L"{\"type\":\"HEARTBEAT\",\"timestamp\":\"2026-01-01T00:00:00Z\",\"seq\":41}") != 1) {
+        std::printf("FAIL WsSendW: %s\n", last_error(api).c_str());
+        return 1;
+    }
+    if (!wait_frame(api, {L"\"type\":\"HEARTBEAT\"", L"\"seq\":41", L"\"reply\":true"}, 10000, frame)) {
+        std::printf("FAIL no HEARTBEAT reply: %s\n", last_error(api).c_str());
+        return 1;
+    }
+    std::printf("HEARTBEAT %s\n", utf8(frame).c_str());
+    api.disconnect();
+    if (api.is_connected() != 0) {
+        std::printf("FAIL IsConnected is not 0 after DisconnectWebSocket\n");
+        return 1;
+    }
+    api.disconnect();  // idempotent
+    FreeLibrary(dll);
+    std::printf("OK\n");
+    return 0;
+}

@@ -1,0 +1,160 @@
+"""The Windows build: cross-built with mingw-w64, exports exactly the names of the header, and (when Wine is
+installed) a Windows console program drives the DLL against the real gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hedgebridge.gateway.server import Gateway
+
+from ..helpers import ea_token
+from .client import DLL_DIR
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+MINGW = "x86_64-w64-mingw32-g++-posix"
+HEADER = DLL_DIR / "include" / "hedgebridge_ws.h"
+WINDOWS_BUILD = DLL_DIR / "build" / "windows"
+
+
+def header_functions() -> set[str]:
+    """Every function the header declares (``HBWS_API <type> HBWS_CALL <Name>(``)."""
+    return set(re.findall(r"^HBWS_API\s+[\w\s\*]+?HBWS_CALL\s+(\w+)\s*\(", HEADER.read_text(), re.MULTILINE))
+
+
+def pe_exports(path: Path) -> set[str]:
+    """The names in a PE32+ image's export table, read from the file."""
+    data = path.read_bytes()
+    (pe,) = struct.unpack_from("<I", data, 0x3C)
+    assert data[pe : pe + 4] == b"PE\0\0", "not a PE image"
+    (sections_count,) = struct.unpack_from("<H", data, pe + 6)
+    (optional_size,) = struct.unpack_from("<H", data, pe + 20)
+    optional = pe + 24
+    (magic,) = struct.unpack_from("<H", data, optional)
+    assert magic == 0x20B, "not a 64-bit (PE32+) image"
+    export_rva, _export_size = struct.unpack_from("<II", data, optional + 112)
+    sections: list[tuple[int, int, int]] = []
+    for i in range(sections_count):
+        base = optional + optional_size + 40 * i
+        virtual_size, virtual_address, raw_size, raw_pointer = struct.unpack_from("<IIII", data, base + 8)
+        sections.append((virtual_address, max(virtual_size, raw_size), raw_pointer))
+
+    def offset(rva: int) -> int:
+        for virtual_address, size, raw_pointer in sections:
+            if virtual_address <= rva < virtual_address + size:
+                return rva - virtual_address + raw_pointer
+        raise AssertionError(f"RVA {rva:#x} is in no section")
+
+    if export_rva == 0:
+        return set()
+    directory = offset(export_rva)
+    (names_count,) = struct.unpack_from("<I", data, directory + 24)
+    (names_rva,) = struct.unpack_from("<I", data, directory + 32)
+    names = set()
+    for i in range(names_count):
+        (name_rva,) = struct.unpack_from("<I", data, offset(names_rva) + 4 * i)
+        start = offset(name_rva)
+        names.add(data[start : data.index(b"\0", start)].decode("ascii"))
+    return names
+
+
+@pytest.fixture(scope="session")
+def windows_build() -> Path:
+    """``make -C dll windows wintest``: the DLL and the console test program."""
+    if shutil.which(MINGW) is None or shutil.which("make") is None:
+        pytest.skip(f"cannot cross-build the Windows DLL: {MINGW} is not installed (apt-get install mingw-w64)")
+    build = subprocess.run(["make", "-C", str(DLL_DIR), "-j2", "windows", "wintest"], capture_output=True, text=True)
+    if build.returncode != 0:
+        pytest.fail(f"make -C dll windows wintest failed:\n{build.stdout[-4000:]}\n{build.stderr[-8000:]}")
+    return WINDOWS_BUILD
+
+
+def test_the_header_declares_the_design_api() -> None:
+    names = header_functions()
+    design = {"ConnectWebSocket", "ReceiveMessage", "IsConnected", "DisconnectWebSocket"}
+    renamed = {"WsSend", "WsGetLastError"}  # SendMessage and GetLastError are Windows API names
+    wide = {"ConnectWebSocketW", "WsSendW", "ReceiveMessageW", "WsGetLastErrorMessageW"}
+    assert design | renamed | wide <= names
+    assert not names & {"SendMessage", "GetLastError", "SendMessageW"}
+
+
+def test_the_dll_exports_exactly_the_header_functions(windows_build: Path) -> None:
+    dll = windows_build / "hedgebridge_ws.dll"
+    assert pe_exports(dll) == header_functions()
+    if shutil.which("x86_64-w64-mingw32-objdump"):  # the toolchain's own reading agrees
+        dump = subprocess.run(
+            ["x86_64-w64-mingw32-objdump", "-p", str(dll)], capture_output=True, text=True, check=True
+        ).stdout
+        table = dump.split("[Ordinal/Name Pointer] Table", 1)[1].split("\n\n", 1)[0]
+        assert set(re.findall(r"\]\s+(\w+)", table)) == header_functions()
+
+
+def test_the_dll_needs_only_system_libraries(windows_build: Path) -> None:
+    """Static libgcc/libstdc++/winpthread: nothing to install beside the DLL."""
+    if shutil.which("x86_64-w64-mingw32-objdump") is None:
+        pytest.skip("x86_64-w64-mingw32-objdump is not installed")
+    dump = subprocess.run(
+        ["x86_64-w64-mingw32-objdump", "-p", str(windows_build / "hedgebridge_ws.dll")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    imported = {name.upper() for name in re.findall(r"DLL Name: (\S+)", dump)}
+    assert imported <= {"KERNEL32.DLL", "WINHTTP.DLL", "CRYPT32.DLL", "MSVCRT.DLL", "USER32.DLL", "ADVAPI32.DLL"}, (
+        imported
+    )
+
+
+def _wine() -> str | None:
+    return shutil.which("wine") or shutil.which("wine64")
+
+
+@pytest.fixture(scope="session")
+def wine_prefix(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if _wine() is None:
+        pytest.skip("wine is not installed: the Windows DLL is not run here (apt-get install wine)")
+    return tmp_path_factory.mktemp("wineprefix")
+
+
+def _windows_path(path: Path) -> str:
+    return "Z:" + str(path).replace("/", "\\")
+
+
+async def test_wintest_under_wine_against_the_gateway(
+    windows_build: Path, wine_prefix: Path, gateway: Gateway, secret: str
+) -> None:
+    wine = _wine()
+    assert wine is not None
+    url = f"ws://127.0.0.1:{gateway.port}/ea"
+    env = {**os.environ, "WINEPREFIX": str(wine_prefix), "WINEDEBUG": "-all", "WINEDLLOVERRIDES": "mscoree,mshtml="}
+    process = await asyncio.create_subprocess_exec(
+        wine,
+        str(windows_build / "wintest.exe"),
+        _windows_path(windows_build / "hedgebridge_ws.dll"),
+        url,
+        ea_token(secret, "WINE-001"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 300)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError("wintest.exe did not finish under wine") from None
+    output = stdout.decode(errors="replace")
+    assert process.returncode == 0, f"{output}\n{stderr.decode(errors='replace')[-3000:]}"
+    lines = output.splitlines()
+    assert lines[0].startswith("WELCOME "), output
+    assert '"accountId":"WINE-001"' in lines[0]
+    assert any(line.startswith("HEARTBEAT ") and '"seq":41' in line for line in lines), output
+    assert lines[-1] == "OK"
