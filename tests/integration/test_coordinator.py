@@ -532,3 +532,12 @@ async def test_a_partial_fill_completes_flagged(sims: StartSims, coordinator: Co
     assert (state.state, state.code) == ("COMPLETED", errors.PARTIAL_FILL)
     assert (state.legs[0].status, state.legs[0].filled_volume) == ("PARTIALLY_FILLED", 0.5)
     assert state.legs[1].status == "FILLED"
+
+
+async def test_the_action_sync_fan_out_measurement(nats_server: NatsServer) -> None:
+    from hedgebridge.cli.bench_sync import measure_action_sync
+
+    figures = await measure_action_sync(nats_server.url, n_subscribers=5, n_actions=10)
+    assert (figures["samples"], figures["sync_missing"], figures["raw_missing"]) == (50, 0, 0)
+    assert 0 < figures["sync_p50_ms"] <= figures["sync_p99_ms"]
+    assert 0 < figures["raw_p50_ms"] <= figures["raw_p99_ms"]

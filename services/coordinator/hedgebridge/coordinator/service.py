@@ -239,7 +239,7 @@ class Coordinator:
         )
         log.info("action accepted", action=action_id, kind=request.kind, legs=len(planned.legs))
         self._runs[action_id] = run
-        await self._publish(planned)
+        await self.publish_state(planned)
         self._drive_in_background(run)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(run.answered.wait(), max(deadline - time.time(), 0.0) + _REPLY_MARGIN_S)
@@ -430,11 +430,11 @@ class Coordinator:
         run.state = state
         run.lease_until = lease_until
         if publish:
-            await self._publish(state)
+            await self.publish_state(state)
         if actions.is_final(state):
             run.answered.set()
 
-    async def _publish(self, state: ActionState) -> None:
+    async def publish_state(self, state: ActionState) -> None:
         """Publish one state on the action sync channel (kept in HB_EVENTS, de-duplicated by actionId:seq)."""
         headers = {"Nats-Msg-Id": f"{state.action_id}:{state.seq}"}
         for attempt in range(_PUBLISH_ATTEMPTS):
@@ -458,7 +458,7 @@ class Coordinator:
             pass
         except Exception as exc:
             log.warning("cannot read the last published state", action=state.action_id, error=repr(exc))
-        await self._publish(state)
+        await self.publish_state(state)
 
     async def _run_leg(self, run: Run, leg: LegState) -> None:
         """Get a leg's definite result from the executor. Asking again is safe (the order's actionId is its
