@@ -193,7 +193,8 @@ class Coordinator:
             request = unpack(data, ActionRequest)
         except ProtocolError as exc:
             action_id, kind = _loose(data)
-            log.info("invalid action request", field=exc.field, error=exc.message)
+            if data:  # an empty request is a health probe
+                log.info("invalid action request", field=exc.field, error=exc.message)
             return actions.rejected(action_id, errors.ACTION_INVALID, _explain(exc), utcnow(), kind=kind)
         action_id = request.action_id or uuid.uuid4().hex
         request = msgspec.structs.replace(request, action_id=action_id)
