@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime
 from http import HTTPStatus
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +42,7 @@ from hedgebridge.protocol import (
     errors,
     subjects,
 )
-from hedgebridge.protocol.client import Auth, ClientRequest, Subscribe, decode_client_frame
+from hedgebridge.protocol.client import Auth, ClientRequest, Subscribe, decode_client_frame, decode_server_frame
 
 SECRET = "k" * 40
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -318,3 +321,34 @@ def test_parse_leg() -> None:
     for bad in ("A:EURUSD:BUY", "A:EURUSD:HOLD:1", "A:EURUSD:BUY:x", "A:EURUSD:SELL:0", ":EURUSD:BUY:1"):
         with pytest.raises(ValueError, match="leg"):
             parse_leg(bad)
+
+
+# --- the README's examples -----------------------------------------------------------------------------------
+
+
+def test_readme_client_api_examples_are_valid_frames() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    frames: list[str] = []
+    for block in re.findall(r"```jsonc\n(.*?)```", readme, flags=re.S):
+        for line in block.splitlines():
+            if line.startswith('{"type"'):
+                frames.append(line)
+            elif line.strip():
+                frames[-1] += line.strip()
+    kinds: list[str] = []
+    for frame in frames:
+        kind = json.loads(frame)["type"]
+        decoded = decode_client_frame(frame) if kind in ("AUTH", "REQUEST", "SUBSCRIBE", "UNSUBSCRIBE") else None
+        kinds.append(type(decoded or decode_server_frame(frame)).__name__)
+    assert kinds == [
+        "ClientWelcome",
+        "ClientRequest",
+        "ClientReply",
+        "ClientRequest",
+        "ClientReply",
+        "Subscribe",
+        "Subscribed",
+        "Push",
+        "Unsubscribe",
+        "Subscribed",
+    ]

@@ -364,6 +364,7 @@ class ClientSession:
         self.close_reason = ""
         self.last_seen = asyncio.get_running_loop().time()
         self.in_flight = asyncio.Semaphore(hub.config.client_max_in_flight)
+        self.waiting = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._writer: asyncio.Task[None] | None = None
         self._subscribe_lock = asyncio.Lock()
@@ -434,7 +435,12 @@ class ClientSession:
             if refusal is not None:
                 self.error(refusal, ref_type="REQUEST", ref_id=frame.request_id)
                 return
-            await self.in_flight.acquire()  # a client with too many requests running is read no further
+            self.waiting = True  # a client with too many requests running is read no further (not silence)
+            try:
+                await self.in_flight.acquire()
+            finally:
+                self.waiting = False
+                self.last_seen = asyncio.get_running_loop().time()
             task = asyncio.create_task(self._request(frame))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -628,7 +634,7 @@ class ClientHub:
             await asyncio.sleep(min(timeout_s / 4, 0.25))
             now = loop.time()
             for session in list(self.sessions):
-                if now - session.last_seen > timeout_s:
+                if now - session.last_seen > timeout_s and not session.waiting:
                     session.retire(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
 
     # forwarding to the backend
