@@ -557,7 +557,13 @@ async def test_executor_results_are_kept_in_the_events_stream(sims: StartSims, n
     await sims(["A1"], fill_latency_ms=0)
     result = await order(nc, buy(action_id="kept"))
     js = nc.jetstream()
-    stored = await js.get_last_msg(subjects.EVENTS_STREAM, subjects.result("A1"))
-    assert unpack(stored.data or b"", OrderResult).action_id == "kept"
+
+    async def stored() -> bool:  # the result is recorded right after the caller is answered
+        with contextlib.suppress(Exception):
+            last = await js.get_last_msg(subjects.EVENTS_STREAM, subjects.result("A1"))
+            return unpack(last.data or b"", OrderResult).action_id == "kept"
+        return False
+
+    await wait_for(stored, "the result in HB_EVENTS")
     report = await js.get_last_msg(subjects.EVENTS_STREAM, subjects.event("A1", "OPENED"))
     assert unpack(report.data or b"", OpenedEvent).mt_ticket == result.mt_ticket

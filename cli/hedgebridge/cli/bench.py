@@ -19,10 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -46,6 +47,7 @@ from hedgebridge.protocol import (
 )
 
 BENCH_ACCOUNT = "BENCH-1"
+LOAD_ACCOUNTS = tuple(f"LOAD-{i}" for i in range(1, 5))
 
 _ECHO_SERVER = """
 import asyncio, sys
@@ -136,6 +138,24 @@ async def _paced(count: int, rate: float, call: Callable[[], Awaitable[float]]) 
             await asyncio.sleep(delay)
         samples.append(await call())
     return samples
+
+
+async def _open_loop(
+    count: int, rate: float, call: Callable[[int], Coroutine[Any, Any, float]]
+) -> tuple[list[float], float]:
+    """Start ``call`` ``count`` times at ``rate`` per second on an absolute schedule, without waiting for the
+    previous ones (an open loop: a slow answer does not slow the arrivals). Returns the latencies and the
+    achieved completion rate."""
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    tasks: list[asyncio.Task[float]] = []
+    for i in range(count):
+        delay = start + i * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(call(i)))
+    samples = list(await asyncio.gather(*tasks))
+    return samples, count / (time.perf_counter() - start)
 
 
 async def _round_trip(ws: ClientConnection, frame: str, seq: int, done: Callable[[str | bytes, int], bool]) -> float:
@@ -246,7 +266,7 @@ async def _measure(
 
         async def terminal_ready() -> bool:
             with contextlib.suppress(Exception):
-                return (await _order_once(nc, request)).status == "SUCCESS"
+                return (await _order_once(nc, request)).status == "FILLED"
             return False
 
         await _wait(terminal_ready, "the simulated terminal")
@@ -263,13 +283,58 @@ async def _measure(
             started = time.perf_counter_ns()
             result = await _order_once(nc, body)
             elapsed = (time.perf_counter_ns() - started) / 1e6
-            if result.status != "SUCCESS":
+            if result.status != "FILLED":
                 errors += 1
             elif body is request and result.position_id:
                 open_position.append(result.position_id)
             return elapsed
 
         orders = await _paced(warmup + args.orders, args.rate, order)
+
+        # sustained load: an open loop at --load-rate over several terminals, next to plain NATS at that rate
+        async def plain_at(_: int) -> float:
+            return await plain_request()
+
+        plain_load, plain_rate = await _open_loop(args.load_orders, args.load_rate, plain_at)
+        for account in LOAD_ACCOUNTS:
+            procs.start(
+                [
+                    sys.executable, "-m", "hedgebridge.cli", "sim", "--account", account,
+                    "--url", f"ws://127.0.0.1:{gateway_port}/ea", "--fill-latency-ms", "0",
+                    "--tick-interval-ms", "0", "--log-level", "WARNING",
+                ],
+                env,
+            )  # fmt: skip
+        for account in LOAD_ACCOUNTS:
+            opening = pack(OpenOrder(account_id=account, symbol="EURUSD", side="BUY", volume=0.01))
+
+            async def load_ready(opening: bytes = opening) -> bool:
+                with contextlib.suppress(Exception):
+                    return (await _order_once(nc, opening)).status == "FILLED"
+                return False
+
+            await _wait(load_ready, f"the simulated terminal {account}")
+        load_errors = 0
+        tickets: dict[str, list[str]] = {a: [] for a in LOAD_ACCOUNTS}
+
+        async def load_order(i: int) -> float:
+            nonlocal load_errors
+            account = LOAD_ACCOUNTS[i % len(LOAD_ACCOUNTS)]
+            held = tickets[account]
+            if held:
+                body = pack(CloseOrder(account_id=account, mt_ticket=held.pop()))
+            else:
+                body = pack(OpenOrder(account_id=account, symbol="EURUSD", side="BUY", volume=0.01))
+            started = time.perf_counter_ns()
+            result = await _order_once(nc, body)
+            elapsed = (time.perf_counter_ns() - started) / 1e6
+            if result.status != "FILLED":
+                load_errors += 1
+            elif result.kind == "OPEN" and result.mt_ticket:
+                held.append(result.mt_ticket)
+            return elapsed
+
+        load, load_rate = await _open_loop(args.load_orders, args.load_rate, load_order)
     finally:
         await nc.close()
 
@@ -281,7 +346,16 @@ async def _measure(
         "order round trip, open/close (zero-fill sim)", orders[warmup:], nats_row, "p99 < 5 ms", errors=errors
     )
     order_row.met = order_row.p99 < 5.0 and errors == 0
-    return [echo_row, hb_row, nats_row, order_row]
+    plain_load_row = Row(f"plain NATS request/reply, open loop at {plain_rate:.0f}/s (baseline)", plain_load)
+    load_row = Row(
+        f"orders sustained at {load_rate:.0f}/s over {len(LOAD_ACCOUNTS)} terminals",
+        load,
+        plain_load_row,
+        f">= {0.95 * args.load_rate:.0f}/s, none lost",
+        errors=load_errors,
+    )
+    load_row.met = load_rate >= 0.95 * args.load_rate and load_errors == 0
+    return [echo_row, hb_row, nats_row, order_row, plain_load_row, load_row]
 
 
 def _fmt(value: float | None, suffix: str = "") -> str:
@@ -292,7 +366,8 @@ def header(args: argparse.Namespace) -> str:
     return (
         f"hedgebridge bench — {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
         f"python {platform.python_version()}, websockets {version('websockets')}, nats-py {version('nats-py')}; "
-        f"{args.samples} heartbeats, {args.orders} orders at {args.rate:g}/s"
+        f"{args.samples} heartbeats, {args.orders} orders at {args.rate:g}/s, "
+        f"{args.load_orders} orders at {args.load_rate:g}/s open loop"
     )
 
 
@@ -306,20 +381,22 @@ def table(rows: list[Row]) -> Iterator[str]:
             f"{_fmt(row.ratio(99), 'x')} | {row.target} | {met} |"
         )
     errors = sum(r.errors for r in rows)
-    yield f"\norders not SUCCESS: {errors}"
+    yield f"\norders not FILLED: {errors}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=2000, help="heartbeat round trips (default 2000)")
     parser.add_argument("--orders", type=int, default=2000, help="order round trips (default 2000)")
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second for NATS/orders (default 200)")
+    parser.add_argument("--load-orders", type=int, default=2500, help="orders of the sustained run (default 2500)")
+    parser.add_argument("--load-rate", type=float, default=500.0, help="orders/s of the sustained run (default 500)")
     parser.add_argument("--warmup", type=int, default=200, help="samples discarded first (default 200)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
 
 
 def main(args: argparse.Namespace) -> int:
-    if min(args.samples, args.orders) < 1 or args.warmup < 0 or args.rate <= 0:
-        print("hedgebridge bench: --samples/--orders must be >= 1, --warmup >= 0, --rate > 0", file=sys.stderr)
+    if min(args.samples, args.orders, args.load_orders) < 1 or args.warmup < 0 or min(args.rate, args.load_rate) <= 0:
+        print("hedgebridge bench: counts must be >= 1, --warmup >= 0, rates > 0", file=sys.stderr)
         return 2
     procs = Processes()
     with tempfile.TemporaryDirectory(prefix="hedgebridge-bench-") as workdir:

@@ -196,27 +196,35 @@ class Executor:
             created_at=now,
             updated_at=now,
             reply_to=reply_to,
-            expected_volume=await self._expected_volume(command),
         )
         stored = await self.records.claim(record)
         if stored is None:
             return await self._repeat(command.action_id, request, timeout_s, started)
         self._running.add(command.action_id)
-        unknown = False
+        settling = False
         try:
             await self.records.mark(command.action_id, command.account_id)
             ttl_s = (request.ttl_ms if request.ttl_ms is not None else self.config.command_ttl_ms) / 1000
             async with self._locks[command.account_id]:  # one order at a time per terminal
                 result, state, unknown = await self._run(command, timeout_s, ttl_s, started)
-            if unknown:
-                stored = await self._finish(stored, state, result, keep_running=True)
-                self._spawn(self._reconcile(stored, report_first=True))
-            else:
-                await self._finish(stored, state, result)
+            # the caller is answered first; the record is written right after (a repeat waits for it, and a
+            # crash in between leaves a lapsing lease: another replica reconciles the same outcome)
+            self._spawn(self._settle(stored, state, result, unknown))
+            settling = True
             return result
         finally:
-            if not unknown:
+            if not settling:  # failed inside: the lease lapses and another replica reconciles the order
                 self._running.discard(command.action_id)
+
+    async def _settle(self, stored: Stored, state: OrderState, result: OrderResult, unknown: bool) -> None:
+        if unknown:
+            stored = await self._finish(stored, state, result, keep_running=True)
+            await self._reconcile(stored, report_first=True)
+        else:
+            try:
+                await self._finish(stored, state, result)
+            finally:
+                self._running.discard(stored.record.action_id)
 
     async def _repeat(self, action_id: str, request: OrderRequest, timeout_s: float, started: float) -> OrderResult:
         """A second request with a known actionId: the first one's result, or its state while it runs."""
@@ -412,7 +420,8 @@ class Executor:
                         await asyncio.sleep(pause)
                         pause = min(pause * 2, 5.0)
                     continue
-                outcome = lifecycle.reconcile(command, snapshot.positions, record.expected_volume)
+                expected = record.expected_volume or await self._expected_volume(command)
+                outcome = lifecycle.reconcile(command, snapshot.positions, expected)
                 result = orders.reconciled_result(command, outcome, OrderState.RECONCILED, 1)
         finally:
             self._reports.pop(action_id, None)
