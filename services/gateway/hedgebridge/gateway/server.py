@@ -9,6 +9,8 @@
   replica directly and on others through the TERMINAL_STATUS events every replica listens to.
 - A terminal silent for longer than the heartbeat timeout is closed with 4001; every connect and disconnect
   is published as TERMINAL_STATUS.
+- OPENED/CLOSED reports carry a de-duplication id (``Nats-Msg-Id``): HB_EVENTS keeps each report once.
+- ``hb.gw.sync`` makes every gateway send SYNC to all its terminals (the cache is being rebuilt).
 """
 
 from __future__ import annotations
@@ -33,11 +35,14 @@ from hedgebridge.protocol import (
     FROM_TERMINAL,
     PROTOCOL_VERSION,
     SUPPORTED_SUBPROTOCOLS,
+    ClosedEvent,
     DeliveryAck,
     ErrorMessage,
     Heartbeat,
     Message,
+    OpenedEvent,
     ProtocolError,
+    SyncCommand,
     TerminalStatus,
     Welcome,
     decode_frame,
@@ -153,7 +158,10 @@ class TerminalSession:
                 ref_id=getattr(message, "action_id", None) or getattr(message, "position_id", None),
             )
             return
-        await self.gateway.nats.publish(subjects.event(self.account_id, kind), pack(message))
+        headers = None
+        if isinstance(message, OpenedEvent | ClosedEvent):  # kept in HB_EVENTS: a repeat is dropped there
+            headers = {"Nats-Msg-Id": _report_id(message)}
+        await self.gateway.nats.publish(subjects.event(self.account_id, kind), pack(message), headers=headers)
 
 
 class Gateway:
@@ -186,6 +194,7 @@ class Gateway:
             self.config.nats_url, name=self.gateway_id, startup_timeout_s=self.config.nats_startup_timeout_s
         )
         self._status_sub = await self.nats.subscribe(subjects.ALL_STATUS, cb=self._on_status)
+        await self.nats.subscribe(subjects.GATEWAY_SYNC, cb=self._on_sync_all)
         try:
             self._server = await self._listen()
         except OSError as exc:
@@ -325,6 +334,15 @@ class Gateway:
         )
         await self.nats.publish(subjects.status(session.account_id), pack(event))
 
+    async def _on_sync_all(self, msg: Msg) -> None:
+        """Ask every terminal held here for fresh snapshots (the cache is being rebuilt)."""
+        reason = msg.data.decode(errors="replace")[:200] or "sync requested"
+        for session in list(self.sessions.values()):
+            if session.subscription is not None:
+                with contextlib.suppress(ConnectionClosed):
+                    await session.send(SyncCommand(timestamp=utcnow(), account_id=session.account_id, reason=reason))
+        log.info("snapshots requested", terminals=len(self.sessions), reason=reason)
+
     async def _on_status(self, msg: Msg) -> None:
         """Another replica accepted a newer connection for an account held here: hand it over."""
         try:
@@ -336,6 +354,13 @@ class Gateway:
         session = self.sessions.get(event.account_id)
         if session is not None and session.connected_at <= event.timestamp.timestamp():
             await session.retire(CloseCode.SESSION_REPLACED, "replaced by a newer connection for this account")
+
+
+def _report_id(event: OpenedEvent | ClosedEvent) -> str:
+    """The de-duplication id of a trade report: the same report sent twice (after a reconnect) is one."""
+    key = event.action_id or event.position_id
+    outcome = f"{event.status}:{event.error_code or ''}"
+    return f"{event.account_id}:{type_name(event)}:{key}:{event.mt_ticket or ''}:{outcome}"
 
 
 def _close_description(connection: ServerConnection) -> str:
