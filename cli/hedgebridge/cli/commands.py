@@ -35,20 +35,24 @@ from . import state
 from .state import CliError
 
 # Exit codes of `hedgebridge order`.
-EXIT_OK = 0
-EXIT_FAILED = 1  # the terminal refused or failed the order
+EXIT_OK = 0  # FILLED
+EXIT_FAILED = 1  # REJECTED: the terminal or the trade server refused the order
 EXIT_USAGE = 2
-EXIT_OUTCOME_UNKNOWN = 3  # sent, no result in time: reconcile before retrying
-EXIT_NOT_SENT = 4  # account offline: nothing was sent
+EXIT_OUTCOME_UNKNOWN = 3  # sent, no result in time: being reconciled, never resent
+EXIT_NOT_SENT = 4  # EXPIRED: the account stayed unreachable; nothing was sent
 EXIT_INVALID = 5  # the request was rejected by validation
 EXIT_UNAVAILABLE = 6  # NATS or the executor could not be reached
+EXIT_PARTIAL = 7  # PARTIALLY_FILLED: part of the volume executed; the rest was not sent again
+EXIT_IN_FLIGHT = 8  # an order with this actionId is still running
 
 _EXIT_BY_STATUS = {
-    "SUCCESS": EXIT_OK,
-    "FAILED": EXIT_FAILED,
+    "FILLED": EXIT_OK,
+    "REJECTED": EXIT_FAILED,
     "OUTCOME_UNKNOWN": EXIT_OUTCOME_UNKNOWN,
-    "NOT_SENT": EXIT_NOT_SENT,
+    "EXPIRED": EXIT_NOT_SENT,
     "INVALID": EXIT_INVALID,
+    "PARTIALLY_FILLED": EXIT_PARTIAL,
+    "IN_FLIGHT": EXIT_IN_FLIGHT,
 }
 
 
@@ -82,15 +86,18 @@ def build_request(args: argparse.Namespace) -> OrderRequest:
                 action_id=args.action_id,
                 user_id=args.user_id,
                 timeout_ms=int(args.timeout * 1000),
+                ttl_ms=None if args.ttl is None else int(args.ttl * 1000),
             )
         return CloseOrder(
             account_id=args.account,
             position_id=args.position_id,
             mt_ticket=args.ticket,
+            volume=args.volume,
             action_id=args.action_id,
             user_id=args.user_id,
             exit_reason=args.reason,
             timeout_ms=int(args.timeout * 1000),
+            ttl_ms=None if args.ttl is None else int(args.ttl * 1000),
         )
     except (TypeError, ValueError, msgspec.ValidationError) as exc:
         raise CliError(f"invalid order: {exc}", EXIT_INVALID) from None
@@ -99,19 +106,22 @@ def build_request(args: argparse.Namespace) -> OrderRequest:
 def explain(result: OrderResult) -> str:
     where = f"account {result.account_id}"
     ids = f"(actionId {result.action_id}, positionId {result.position_id})"
-    if result.status == "FAILED":
-        retcode = f", MT5 retcode {result.event.error_code}" if result.event and result.event.error_code else ""
-        return f"order failed on {where}: {result.message}{retcode} {ids}"
+    if result.status == "REJECTED":
+        retcode = f", MT5 retcode {result.retcode} ({result.retcode_class})" if result.retcode else ""
+        return f"order rejected on {where} [{result.code}]: {result.message}{retcode} {ids}"
     if result.status == "OUTCOME_UNKNOWN":
         return (
-            f"order sent to {where} but no result arrived in time: the outcome is unknown. "
-            f"Check the account's positions before retrying {ids}. ({result.message})"
+            f"order sent to {where} but no result arrived in time: the outcome is unknown and is being "
+            f"reconciled from the terminal's positions; it will not be sent again. Asking again with the same "
+            f"actionId returns the reconciled result {ids}. ({result.message})"
         )
-    if result.status == "NOT_SENT":
-        if result.message == "account is not connected":
-            return f"order not sent: {where} is not connected to any gateway; nothing was executed"
-        return f"order not sent to {where}: {result.message}; nothing was executed"
-    return f"order rejected: {result.message}"
+    if result.status == "EXPIRED":
+        return f"order not sent: {where} stayed unreachable past the order's time-to-live; nothing was executed"
+    if result.status == "PARTIALLY_FILLED":
+        return f"order partially filled on {where}: {result.message} {ids}"
+    if result.status == "IN_FLIGHT":
+        return f"an order with actionId {result.action_id} is still running ({result.state}); ask again later"
+    return f"order invalid [{result.code}]: {result.message}"
 
 
 async def cli_connect(url: str, wait_s: float = 2.0) -> NatsClient:
@@ -175,7 +185,7 @@ async def _order(args: argparse.Namespace, request: OrderRequest) -> int:
         print(json.dumps(to_builtins(result.event)))
     if args.result:
         print(json.dumps(to_builtins(result)), file=sys.stderr)
-    if result.status != "SUCCESS":
+    if result.status != "FILLED":
         print(f"hedgebridge: {explain(result)}", file=sys.stderr)
     return _EXIT_BY_STATUS[result.status]
 

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--action-id", help="idempotency key; generated when absent")
     common.add_argument("--user-id", default="", help="who asks (carried in the command's metadata)")
     common.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds to wait for the result")
+    common.add_argument(
+        "--ttl", type=_positive(float), help="seconds the order may wait for an unreachable account (default 3)"
+    )
     common.add_argument("--nats-url", help="default $HEDGEBRIDGE_NATS_URL or the local stack's")
     common.add_argument("--result", action="store_true", help="also print the executor's full result on stderr")
     open_ = order_sub.add_parser("open", parents=[common], help="open a position")
@@ -90,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     close = order_sub.add_parser("close", parents=[common], help="close a position")
     close.add_argument("--position-id", help="the positionId from OPENED")
     close.add_argument("--ticket", help="the MT5 ticket")
+    close.add_argument("--volume", type=_positive(float), help="close only this many lots (default: all)")
     close.add_argument("--reason", default="manual", help="exit reason (default manual)")
     order.set_defaults(func=commands.cmd_order)
 
