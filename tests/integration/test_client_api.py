@@ -21,12 +21,14 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from hedgebridge.client import ClientError, HedgebridgeClient, Leg
 from hedgebridge.common import auth
 from hedgebridge.common.servers import NatsServer
+from hedgebridge.coordinator.service import Coordinator
 from hedgebridge.executor.service import Executor
 from hedgebridge.gateway.clients import SLOW_CONSUMER
 from hedgebridge.gateway.server import Gateway
 from hedgebridge.protocol import (
     ActionLeg,
     ActionRequest,
+    ActionState,
     BatchItem,
     BatchResult,
     CloseBatch,
@@ -191,7 +193,7 @@ async def started_gateway(nats_server: NatsServer, secret: str, **overrides: obj
 
 
 @contextlib.asynccontextmanager
-async def sims(
+async def run_sims(
     gateway: Gateway, secret: str, accounts: list[str], **config: object
 ) -> AsyncIterator[list[SimTerminal]]:
     settings: dict[str, object] = {"symbols": ("EURUSD",), "fill_latency_ms": 0.0, "tick_interval_ms": 50}
@@ -410,7 +412,7 @@ async def test_a_system_client_sees_only_its_accounts_and_an_admin_sees_everythi
         assert subscribed.accounts == ([IN] if client is system else None)  # an admin's: every account
     seen_system, seen_admin = Collector(system), Collector(admin)
     try:
-        async with sims(gateway, secret, [IN, OUT]):
+        async with run_sims(gateway, secret, [IN, OUT]):
             # trades come from terminals' reports: the out-of-scope report is published first, the in-scope
             # one after it, on the same connection
             for account in (OUT, IN):
@@ -540,7 +542,7 @@ async def test_a_slow_consumer_is_closed_while_a_normal_client_keeps_getting_eve
 
 async def test_sdk_orders_round_trip_and_events(gateway: Gateway, executor: Executor, secret: str) -> None:
     async with (
-        sims(gateway, secret, [IN, OUT], tick_interval_ms=0),
+        run_sims(gateway, secret, [IN, OUT], tick_interval_ms=0),
         await HedgebridgeClient.connect(client_url(gateway), system_token(secret, IN)) as client,
     ):
         trades = await client.subscribe(["trades", "orders"])
@@ -582,7 +584,7 @@ async def test_sdk_orders_round_trip_and_events(gateway: Gateway, executor: Exec
 async def test_raw_client_open_and_close_with_concurrent_requests(
     gateway: Gateway, executor: Executor, secret: str
 ) -> None:
-    async with sims(gateway, secret, [IN], tick_interval_ms=0):
+    async with run_sims(gateway, secret, [IN], tick_interval_ms=0):
         client = await RawClient.connect(client_url(gateway), system_token(secret, IN))
         await client.recv_type(ClientWelcome)
         client.keep_alive()
@@ -619,7 +621,7 @@ def _cli(*args: str) -> list[str]:
 async def test_cli_watch_streams_json_lines_and_stops_on_sigterm(gateway: Gateway, secret: str) -> None:
     env = {**os.environ, "HEDGEBRIDGE_HOME": "/nonexistent-hedgebridge-home"}
     url, token = client_url(gateway), system_token(secret, IN)
-    async with sims(gateway, secret, [IN, OUT]):
+    async with run_sims(gateway, secret, [IN, OUT]):
         counted = await asyncio.to_thread(
             subprocess.run,
             _cli("watch", "--url", url, "--token", token, "--topic", "prices", "--count", "3"),
@@ -700,3 +702,56 @@ async def test_cli_action_without_a_coordinator_exits_unavailable(gateway: Gatew
     )
     assert forbidden.returncode == 5, forbidden.stderr
     assert "body.accountIds[0]" in forbidden.stderr
+
+
+async def test_actions_end_to_end_through_the_client_api_and_the_cli(
+    gateway: Gateway, executor: Executor, coordinator: Coordinator, secret: str
+) -> None:
+    url = client_url(gateway)
+    env = {**os.environ, "HEDGEBRIDGE_HOME": "/nonexistent-hedgebridge-home", "HEDGEBRIDGE_TOKEN": admin_token(secret)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(_cli(*args, "--url", url), capture_output=True, text=True, timeout=90, env=env)
+
+    async with (
+        run_sims(gateway, secret, [IN, OUT], tick_interval_ms=0),
+        await HedgebridgeClient.connect(url, system_token(secret, IN)) as system,
+    ):
+        watcher = await system.subscribe(["actions"])
+        hedge = await asyncio.to_thread(
+            cli,
+            "action",
+            "hedge",
+            "--leg",
+            f"{IN}:EURUSD:BUY:0.1",
+            "--leg",
+            f"{OUT}:EURUSD:SELL:0.1",
+            "--action-id",
+            "h-1",
+        )
+        assert hedge.returncode == 0, hedge.stderr
+        states = [json.loads(line) for line in hedge.stdout.splitlines()]
+        assert states[-1]["state"] == "COMPLETED"
+        assert {leg["accountId"] for leg in states[-1]["legs"]} == {IN, OUT}
+
+        with pytest.raises(ClientError) as info:
+            await system.exit("h-1")  # one of its accounts is outside this token's scope
+        assert (info.value.code, info.value.field) == (errors.FORBIDDEN, "body.targetActionId")
+
+        mine = await system.hedge([Leg(IN, "EURUSD", "BUY", 0.1)], action_id="h-2", follow=True)
+        assert mine.state == "COMPLETED"
+        seen: list[ActionState] = []
+        async with asyncio.timeout(10):  # the window ends with h-2's final state; h-1's states came before it
+            while not any(s.action_id == "h-2" and s.state == "COMPLETED" for s in seen):
+                push = await watcher.next()
+                assert isinstance(push.data, ActionState)
+                seen.append(push.data)
+        assert {s.action_id for s in seen} == {"h-2"}
+        left = await system.exit("h-2", follow=True)
+        assert (left.kind, left.state) == ("EXIT", "COMPLETED")
+
+        exit_ = await asyncio.to_thread(cli, "action", "exit", "h-1")
+        assert exit_.returncode == 0, exit_.stderr
+        assert json.loads(exit_.stdout.splitlines()[-1])["state"] == "COMPLETED"
+        close_all = await asyncio.to_thread(cli, "action", "close-all", "--account", IN, "--account", OUT)
+        assert close_all.returncode == 0, close_all.stderr

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from hedgebridge.cli.client_commands import build_action, client_url
+from hedgebridge.cli.main import build_parser
+from hedgebridge.cli.main import main as cli_main
 from hedgebridge.client import Leg, parse_leg
 from hedgebridge.common import auth
 from hedgebridge.gateway.clients import (
@@ -352,3 +355,55 @@ def test_readme_client_api_examples_are_valid_frames() -> None:
         "Unsubscribe",
         "Subscribed",
     ]
+
+
+# --- CLI -----------------------------------------------------------------------------------------------------
+
+
+def test_cli_action_arguments_become_action_requests() -> None:
+    parser = build_parser()
+    args = parser.parse_args(
+        ["action", "hedge", "--leg", "A:EURUSD:BUY:1", "--leg", "B:EURUSD:sell:0.5", "--policy", "keep"]
+    )
+    hedge = build_action(args)
+    assert (hedge.kind, hedge.policy) == ("HEDGE_ENTRY", "KEEP")
+    assert [(leg.account_id, leg.side, leg.volume) for leg in hedge.legs] == [("A", "BUY", 1.0), ("B", "SELL", 0.5)]
+    assert hedge.action_id
+    exit_ = build_action(parser.parse_args(["action", "exit", "h-1", "--action-id", "x-1"]))
+    assert (exit_.kind, exit_.target_action_id, exit_.action_id) == ("EXIT", "h-1", "x-1")
+    close_all = build_action(parser.parse_args(["action", "close-all", "--account", "A", "--account", "B"]))
+    assert (close_all.kind, close_all.account_ids) == ("CLOSE_ALL", ["A", "B"])
+    watch = parser.parse_args(["watch", "--topic", "prices", "--topic", "trades", "--account", "A", "--count", "2"])
+    assert (watch.topic, watch.account, watch.count) == (["prices", "trades"], ["A"], 2)
+    for bad in (
+        ["action", "hedge", "--leg", "A:EURUSD:BUY"],
+        ["action", "hedge"],
+        ["action", "close-all"],
+        ["watch", "--topic", "weather"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            parser.parse_args(bad)
+        assert info.value.code == 2
+
+
+def test_client_url_from_the_stack_gateway_url() -> None:
+    assert client_url("ws://127.0.0.1:8765/ea") == "ws://127.0.0.1:8765/client"
+    assert client_url("wss://gw.example:443/ea?x=1") == "wss://gw.example:443/client"
+
+
+def test_token_command_mints_scoped_system_tokens(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(
+        ["token", "--secret", SECRET, "--role", "system", "--account", "A", "--account", "B", "--user", "u"]
+    )
+    assert code == 0
+    principal = auth.verify_token(capsys.readouterr().out.strip(), SECRET)
+    assert (principal.role, principal.subject, principal.accounts, principal.users) == (
+        "system",
+        "system",
+        frozenset({"A", "B"}),
+        frozenset({"u"}),
+    )
+    assert cli_main(["token", "--secret", SECRET, "--role", "ea", "--account", "A1"]) == 0
+    assert auth.verify_token(capsys.readouterr().out.strip(), SECRET).subject == "A1"
+    assert cli_main(["token", "--secret", SECRET, "--role", "system"]) == 2  # a system token needs a scope
+    assert "names the accounts" in capsys.readouterr().err
