@@ -12,7 +12,6 @@ from .codec import (
     unpack_order_request,
 )
 from .messages import (
-    InflightMark,
     COMMAND_TYPES,
     EVENT_TYPES,
     FINAL_ACTION_STATES,
@@ -39,6 +38,7 @@ from .messages import (
     Event,
     Frame,
     Heartbeat,
+    InflightMark,
     LegState,
     Message,
     MonitorSnapshot,
@@ -70,7 +70,6 @@ from .version import (
 )
 
 __all__ = [
-    "InflightMark",
     "COMMAND_TYPES",
     "EVENT_TYPES",
     "FINAL_ACTION_STATES",
@@ -100,6 +99,7 @@ __all__ = [
     "Event",
     "Frame",
     "Heartbeat",
+    "InflightMark",
     "LegState",
     "Message",
     "MonitorSnapshot",
