@@ -94,6 +94,7 @@ HBWS_API int HBWS_CALL WsGetCloseCode(void);
 /* Tuning, applied at the next (re)connect: ca_file, verify_tls, reconnect_min_ms, reconnect_max_ms,
    max_queue, max_message_bytes, connect_timeout_ms, keepalive_ms. 1 ok, 0 unknown option or bad value. */
 HBWS_API int HBWS_CALL WsSetOption(const char* name, const char* value);
+HBWS_API int HBWS_CALL WsSetOptionW(const WCHAR16* name, const WCHAR16* value);
 
 /* The connection state (WS_STATE_*). */
 HBWS_API int HBWS_CALL WsGetState(void);

@@ -475,6 +475,17 @@ HBWS_API int HBWS_CALL WsSetOption(const char* name, const char* value) {
         0);
 }
 
+HBWS_API int HBWS_CALL WsSetOptionW(const WCHAR16* name, const WCHAR16* value) {
+    return guarded(
+        [&] {
+            if (name == nullptr) return connection().fail(hbws::kInvalidArgument, "the option name is NULL");
+            if (value == nullptr) return connection().set_option(hbws::utf16z_to_utf8(hbws::as_u16(name)), nullptr);
+            const std::string narrow_value = hbws::utf16z_to_utf8(hbws::as_u16(value));
+            return connection().set_option(hbws::utf16z_to_utf8(hbws::as_u16(name)), narrow_value.c_str());
+        },
+        0);
+}
+
 HBWS_API int HBWS_CALL WsGetState(void) {
     return guarded([] { return connection().state(); }, 0);
 }

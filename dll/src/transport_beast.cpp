@@ -110,13 +110,17 @@ private:
         finish();
     }
 
-    // Ends the session: every pending operation completes, and the io_context runs out of work.
+    // Ends the session: pending operations are cancelled and the io_context stops once the completions
+    // queued so far have run (the WebSocket layer's own timers would otherwise keep it busy until they
+    // expire). Handlers left in the queue are destroyed with the io_context, never invoked.
     void finish() {
+        if (done_) return;
         done_ = true;
         deadline_.cancel();
         resolver_.cancel();
         error_code ignored;
         beast::get_lowest_layer(ws_).socket().close(ignored);
+        net::post(ioc_, [this] { ioc_.stop(); });
     }
 
     void on_resolve(error_code ec, tcp::resolver::results_type results) {

@@ -126,8 +126,8 @@ class DllClient:
     async def error_message(self, size: int = 4096, *, wide: bool = False) -> dict[str, Any]:
         return await self.call("error_message", size=size, wide=wide)
 
-    async def set_option(self, name: str | None, value: str | None) -> int:
-        return await self._int("set_option", name=name, value=value)
+    async def set_option(self, name: str | None, value: str | None, *, wide: bool = False) -> int:
+        return await self._int("set_option", name=name, value=value, wide=wide)
 
     async def is_connected(self) -> int:
         return await self._int("is_connected")

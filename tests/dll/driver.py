@@ -13,6 +13,7 @@ import ctypes
 import json
 import statistics
 import sys
+import threading
 import time
 from typing import Any
 
@@ -39,6 +40,7 @@ def _load(path: str) -> ctypes.CDLL:
         "WsGetLastErrorMessageW": ([ctypes.c_void_p, ctypes.c_int], ctypes.c_int),
         "WsGetCloseCode": ([], ctypes.c_int),
         "WsSetOption": ([text, text], ctypes.c_int),
+        "WsSetOptionW": ([wide, wide], ctypes.c_int),
         "WsGetState": ([], ctypes.c_int),
     }
     for name, (args, result) in signatures.items():
@@ -111,6 +113,52 @@ def _heartbeat_bench(lib: ctypes.CDLL, samples: int) -> dict[str, Any]:
     }
 
 
+def _stress(lib: ctypes.CDLL, url: str, token: str, rounds: int) -> dict[str, Any]:
+    """Connect and disconnect ``rounds`` times while other threads send, receive and query at full speed."""
+    stop = threading.Event()
+    calls = [0]
+
+    def hammer(wide: bool) -> None:
+        narrow_buffer = ctypes.create_string_buffer(4096)
+        wide_buffer = (ctypes.c_uint16 * 4096)()
+        frame = b'{"type":"HEARTBEAT","timestamp":"2026-01-01T00:00:00Z","seq":1}'
+        wide_frame = _wide(frame.decode())
+        while not stop.is_set():
+            if wide:
+                lib.WsSendW(wide_frame)
+                lib.ReceiveMessageW(wide_buffer, 4096)
+                lib.WsGetLastErrorMessageW(wide_buffer, 3)
+            else:
+                lib.WsSend(frame)
+                lib.ReceiveMessage(narrow_buffer, 4096)
+                lib.ReceiveMessage(None, 0)
+                lib.WsGetLastErrorMessage(narrow_buffer, 4096)
+            lib.IsConnected()
+            lib.WsGetState()
+            lib.WsGetLastError()
+            lib.WsGetCloseCode()
+            lib.WsSetOption(b"max_queue", b"64")
+            calls[0] += 1
+
+    threads = [threading.Thread(target=hammer, args=(i % 2 == 1,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    connected_rounds = 0
+    try:
+        for _ in range(rounds):
+            lib.ConnectWebSocket(url.encode(), token.encode())
+            deadline = time.monotonic() + 5.0
+            while lib.IsConnected() != 1 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            connected_rounds += lib.IsConnected()
+            lib.DisconnectWebSocket()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return {"result": connected_rounds, "calls": calls[0]}
+
+
 def handle(lib: ctypes.CDLL, request: dict[str, Any]) -> dict[str, Any]:
     op = request["op"]
     wide = bool(request.get("wide", False))
@@ -129,10 +177,14 @@ def handle(lib: ctypes.CDLL, request: dict[str, Any]) -> dict[str, Any]:
         name = "WsGetLastErrorMessageW" if wide else "WsGetLastErrorMessage"
         return _read_text(lib, name, int(request["size"]), wide, bool(request.get("null", False)))
     if op == "set_option":
+        if wide:
+            return {"result": lib.WsSetOptionW(_wide(request["name"]), _wide(request["value"]))}
         return {"result": lib.WsSetOption(_narrow(request["name"]), _narrow(request["value"]))}
     if op == "disconnect":
         lib.DisconnectWebSocket()
         return {"result": None}
+    if op == "stress":
+        return _stress(lib, request["url"], request["token"], int(request["rounds"]))
     if op == "bench":
         return _heartbeat_bench(lib, int(request["samples"]))
     simple = {

@@ -343,6 +343,33 @@ async def test_replaced_connection_reports_4002(dll: DllClient, ea_url: str, sec
         await other.close()
 
 
+async def test_backpressure_keeps_every_frame_in_order(dll: DllClient, ea_url: str, secret: str) -> None:
+    """With room for two frames, the library stops reading until the application takes one: nothing is lost."""
+    assert await dll.set_option("max_queue", "2") == 1
+    await _connected(dll, ea_url, ea_token(secret, ACCOUNT))
+    for seq in range(1, 21):
+
+        async def sent(seq: int = seq) -> bool:
+            return await dll.send(_heartbeat(seq)) == 1  # 0 with WS_ERR_QUEUE_FULL while two wait
+
+        await dll.until(sent, f"heartbeat {seq} queued")
+    replies = []
+    for _ in range(20):
+        reply = await dll.next_frame(Heartbeat)
+        assert isinstance(reply, Heartbeat)
+        replies.append(reply.seq)
+    assert replies == list(range(1, 21))
+    assert await dll.is_connected() == 1
+
+
+async def test_concurrent_calls_while_connecting_and_disconnecting(dll: DllClient, ea_url: str, secret: str) -> None:
+    """Four threads call every function while the main thread connects and disconnects (ASan/UBSan watch)."""
+    answer = await dll.call("stress", url=ea_url, token=ea_token(secret, ACCOUNT), rounds=15)
+    assert answer["result"] > 0, answer  # some rounds got as far as an open connection
+    assert answer["calls"] > 0
+    assert await dll.state() == WS_STATE_IDLE
+
+
 async def test_invalid_arguments(dll: DllClient) -> None:
     for url, token in [
         ("http://127.0.0.1:1/ea", "t"),
@@ -359,6 +386,10 @@ async def test_invalid_arguments(dll: DllClient) -> None:
     assert await dll.set_option("verify_tls", "maybe") == 0
     assert await dll.set_option("max_queue", "0") == 0
     assert await dll.set_option("ca_file", "/nonexistent/ca.pem") == 0
+    assert await dll.set_option("reconnect_min_ms", "12x", wide=True) == 0
+    assert await dll.set_option("reconnect_min_ms", "120", wide=True) == 1
+    assert await dll.set_option(None, "1") == 0
+    assert await dll.set_option("ca_file", "/nonexistent/ca.pem", wide=True) == 0
     assert await dll.last_error() == WS_ERR_INVALID_ARGUMENT
     message = await dll.error_message(wide=True)
     assert "ca_file" in message["text"]
