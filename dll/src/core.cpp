@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <fstream>
 #include <mutex>
 #include <random>
 #include <string>
@@ -188,7 +187,8 @@ public:
             }
         } else if (name == "ca_file") {
             const std::string path(value);
-            if (!path.empty() && !std::ifstream(path).good()) return bad("a readable PEM file (" + path + ")");
+            std::string content;
+            if (!path.empty() && !read_file(path, content)) return bad("a readable PEM file (" + path + ")");
             options_.ca_file = path;
         } else if (name == "reconnect_min_ms") {
             if (!parse_int(value, 1, 3600000, n)) return bad("milliseconds between 1 and 3600000");

@@ -15,6 +15,7 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
 #include <chrono>
+#include <cstdio>
 #include <functional>
 #include <mutex>
 #include <type_traits>
@@ -26,6 +27,18 @@ namespace hbws {
 
 void pin_module() {}
 void unpin_module() {}
+
+bool read_file(const std::string& utf8_path, std::string& content) {
+    std::FILE* file = std::fopen(utf8_path.c_str(), "rb");
+    if (file == nullptr) return false;
+    content.clear();
+    char chunk[4096];
+    std::size_t got;
+    while ((got = std::fread(chunk, 1, sizeof(chunk), file)) > 0) content.append(chunk, got);
+    const bool ok = std::ferror(file) == 0;
+    std::fclose(file);
+    return ok;
+}
 
 namespace {
 

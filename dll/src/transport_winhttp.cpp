@@ -9,9 +9,9 @@
 #include <winhttp.h>
 
 #include <condition_variable>
-#include <fstream>
+#include <cstddef>
+#include <cstdio>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -55,6 +55,22 @@ std::wstring widen(const std::string& utf8) {
     return std::wstring(u16.begin(), u16.end());
 }
 
+}  // namespace
+
+bool read_file(const std::string& utf8_path, std::string& content) {
+    std::FILE* file = _wfopen(widen(utf8_path).c_str(), L"rb");
+    if (file == nullptr) return false;
+    content.clear();
+    char chunk[4096];
+    std::size_t got;
+    while ((got = std::fread(chunk, 1, sizeof(chunk), file)) > 0) content.append(chunk, got);
+    const bool ok = std::ferror(file) == 0;
+    std::fclose(file);
+    return ok;
+}
+
+namespace {
+
 std::string narrow(const wchar_t* text, std::size_t length) {
     return utf16_to_utf8(reinterpret_cast<const char16_t*>(text), length);
 }
@@ -96,14 +112,11 @@ Error classify(DWORD code) {
 
 // Certificates from a PEM file, in a memory store.
 HCERTSTORE load_pem_store(const std::string& path, std::string& why) {
-    std::ifstream file(path, std::ios::binary);
-    if (!file) {
+    std::string pem;
+    if (!read_file(path, pem)) {
         why = "cannot read ca_file " + path;
         return nullptr;
     }
-    std::stringstream content;
-    content << file.rdbuf();
-    const std::string pem = content.str();
     HCERTSTORE store = CertOpenStore(CERT_STORE_PROV_MEMORY, 0, 0, 0, nullptr);
     if (store == nullptr) {
         why = "cannot create a certificate store: " + describe(GetLastError());
@@ -137,10 +150,31 @@ HCERTSTORE load_pem_store(const std::string& path, std::string& why) {
     return store;
 }
 
+std::string describe_trust(DWORD status) {
+    std::string text;
+    auto add = [&](DWORD flag, const char* what) {
+        if ((status & flag) == 0) return;
+        if (!text.empty()) text += ", ";
+        text += what;
+    };
+    add(CERT_TRUST_IS_PARTIAL_CHAIN, "its issuer is not in ca_file");
+    add(CERT_TRUST_IS_UNTRUSTED_ROOT, "untrusted root");
+    add(CERT_TRUST_IS_NOT_TIME_VALID, "expired or not yet valid");
+    add(CERT_TRUST_IS_NOT_SIGNATURE_VALID, "bad signature");
+    add(CERT_TRUST_IS_NOT_VALID_FOR_USAGE, "not valid for server authentication");
+    add(CERT_TRUST_IS_REVOKED, "revoked");
+    add(CERT_TRUST_IS_CYCLIC, "cyclic chain");
+    if (text.empty()) text = "chain error";
+    char hex[16];
+    std::snprintf(hex, sizeof(hex), "0x%lx", static_cast<unsigned long>(status));
+    return text + " (" + hex + ")";
+}
+
 // Verifies the server's chain against the roots of ca_file only, and the host name, with the SSL policy.
 bool verify_with_roots(PCCERT_CONTEXT cert, HCERTSTORE roots, const std::wstring& host, std::string& why) {
     CERT_CHAIN_ENGINE_CONFIG config{};
-    config.cbSize = sizeof(config);
+    // the Windows 7 layout (up to hExclusiveTrustedPeople): accepted by every version that has exclusive roots
+    config.cbSize = static_cast<DWORD>(offsetof(CERT_CHAIN_ENGINE_CONFIG, hExclusiveTrustedPeople) + sizeof(HCERTSTORE));
     config.hExclusiveRoot = roots;
     HCERTCHAINENGINE engine = nullptr;
     if (!CertCreateCertificateChainEngine(&config, &engine)) {
@@ -156,6 +190,14 @@ bool verify_with_roots(PCCERT_CONTEXT cert, HCERTSTORE roots, const std::wstring
     PCCERT_CHAIN_CONTEXT chain = nullptr;
     bool ok = false;
     if (CertGetCertificateChain(engine, cert, nullptr, cert->hCertStore, &para, 0, nullptr, &chain)) {
+        // the chain's own status first: some implementations' SSL policy lets a partial chain through
+        const DWORD trust = chain->TrustStatus.dwErrorStatus;
+        if (trust != CERT_TRUST_NO_ERROR) {
+            why = "the server certificate does not verify against ca_file: " + describe_trust(trust);
+            CertFreeCertificateChain(chain);
+            CertFreeCertificateChainEngine(engine);
+            return false;
+        }
         SSL_EXTRA_CERT_CHAIN_POLICY_PARA ssl{};
         ssl.cbSize = sizeof(ssl);
         ssl.dwAuthType = AUTHTYPE_SERVER;
@@ -183,6 +225,7 @@ bool verify_with_roots(PCCERT_CONTEXT cert, HCERTSTORE roots, const std::wstring
 struct CertCheck {
     HCERTSTORE roots = nullptr;
     std::wstring host;
+    bool ran = false;
     bool failed = false;
     std::string why;
 };
@@ -190,6 +233,7 @@ struct CertCheck {
 void CALLBACK on_status(HINTERNET handle, DWORD_PTR context, DWORD status, LPVOID, DWORD) {
     if (status != WINHTTP_CALLBACK_STATUS_SENDING_REQUEST || context == 0) return;
     auto* check = reinterpret_cast<CertCheck*>(context);
+    check->ran = true;
     PCCERT_CONTEXT cert = nullptr;
     DWORD size = sizeof(cert);
     if (!WinHttpQueryOption(handle, WINHTTP_OPTION_SERVER_CERT_CONTEXT, &cert, &size) || cert == nullptr) {
@@ -343,8 +387,16 @@ private:
             }
             return fail(result, classify(code), "cannot connect to " + where + ": " + describe(code));
         }
-        if (!WinHttpReceiveResponse(request, nullptr)) {
+        if (check.roots != nullptr && !check.ran) {
+            return fail(result, kTls, "TLS with " + where + " refused: the certificate check did not run");
+        }
+        if (check.failed || !WinHttpReceiveResponse(request, nullptr)) {
             const DWORD code = GetLastError();
+            if (check.failed) {
+                std::lock_guard<std::mutex> lock(mu_);
+                request_ = nullptr;  // closed by the certificate check
+                return fail(result, kTls, "TLS with " + where + " refused: " + check.why);
+            }
             return fail(result, classify(code), "no handshake response from " + where + ": " + describe(code));
         }
         DWORD status = 0;

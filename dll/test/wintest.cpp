@@ -1,9 +1,12 @@
 // A console program that loads hedgebridge_ws.dll the way MetaTrader does (LoadLibrary + GetProcAddress,
 // wide-character functions), connects, waits for WELCOME, sends a HEARTBEAT and waits for its reply.
 //
-//   wintest.exe <path to hedgebridge_ws.dll> <ws://host:port/ea> <token>
+//   wintest.exe <path to hedgebridge_ws.dll> <ws://host:port/ea> <token> [<ca_file.pem> | --no-verify]
 //
-// Exit code 0 when every step succeeded; the steps are printed on stdout.
+// For wss, a fourth argument makes a PEM file the trusted roots (WsSetOptionW ca_file) or turns
+// verification off.
+// Exit code 0 when every step succeeded; the steps are printed on stdout. A refused token or certificate
+// ends the wait for WELCOME at once ("FAIL no WELCOME: error 3 ..." or "error 4 ...").
 #include <windows.h>
 
 #include <cstdio>
@@ -20,6 +23,7 @@ using SendW = int(HBWS_CALL*)(const wchar_t*);
 using ReceiveW = int(HBWS_CALL*)(wchar_t*, int);
 using IntFn = int(HBWS_CALL*)();
 using VoidFn = void(HBWS_CALL*)();
+using OptionW = int(HBWS_CALL*)(const wchar_t*, const wchar_t*);
 
 struct Api {
     ConnectW connect;
@@ -30,6 +34,7 @@ struct Api {
     IntFn last_error;
     ReceiveW last_error_message;
     IntFn close_code;
+    OptionW set_option;
 };
 
 template <typename T>
@@ -64,6 +69,9 @@ bool wait_frame(const Api& api, const std::vector<std::wstring>& needles, int ti
             buffer.resize(static_cast<std::size_t>(-n));
             n = api.receive(buffer.data(), static_cast<int>(buffer.size()));
         }
+        if (n == 0 && (api.last_error() == WS_ERR_UNAUTHORIZED || api.last_error() == WS_ERR_TLS)) {
+            return false;  // refused: retrying will not change that
+        }
         if (n > 0) {
             std::wstring frame(buffer.data(), static_cast<std::size_t>(n));
             bool all = true;
@@ -82,8 +90,8 @@ bool wait_frame(const Api& api, const std::vector<std::wstring>& needles, int ti
 }  // namespace
 
 int wmain(int argc, wchar_t** argv) {
-    if (argc != 4) {
-        std::printf("usage: wintest.exe <hedgebridge_ws.dll> <url> <token>\n");
+    if (argc != 4 && argc != 5) {
+        std::printf("usage: wintest.exe <hedgebridge_ws.dll> <url> <token> [<ca_file.pem> | --no-verify]\n");
         return 2;
     }
     HMODULE dll = LoadLibraryW(argv[1]);
@@ -96,8 +104,16 @@ int wmain(int argc, wchar_t** argv) {
         !resolve(dll, "ReceiveMessageW", api.receive) || !resolve(dll, "IsConnected", api.is_connected) ||
         !resolve(dll, "DisconnectWebSocket", api.disconnect) || !resolve(dll, "WsGetLastError", api.last_error) ||
         !resolve(dll, "WsGetLastErrorMessageW", api.last_error_message) ||
-        !resolve(dll, "WsGetCloseCode", api.close_code)) {
+        !resolve(dll, "WsGetCloseCode", api.close_code) || !resolve(dll, "WsSetOptionW", api.set_option)) {
         return 1;
+    }
+    if (argc == 5) {
+        const bool insecure = std::wcscmp(argv[4], L"--no-verify") == 0;
+        const int ok = insecure ? api.set_option(L"verify_tls", L"0") : api.set_option(L"ca_file", argv[4]);
+        if (ok != 1) {
+            std::printf("FAIL WsSetOptionW: %s\n", last_error(api).c_str());
+            return 1;
+        }
     }
     if (api.connect(argv[2], argv[3]) != 1) {
         std::printf("FAIL ConnectWebSocketW: %s\n", last_error(api).c_str());

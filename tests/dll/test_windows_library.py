@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from hedgebridge.common import auth
 from hedgebridge.gateway.server import Gateway
 
 from ..helpers import ea_token
 from .client import DLL_DIR
+from .tls import TestCa, TlsProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -128,19 +130,18 @@ def _windows_path(path: Path) -> str:
     return "Z:" + str(path).replace("/", "\\")
 
 
-async def test_wintest_under_wine_against_the_gateway(
-    windows_build: Path, wine_prefix: Path, gateway: Gateway, secret: str
-) -> None:
+async def _wintest(windows_build: Path, wine_prefix: Path, url: str, token: str, *extra: str) -> tuple[int, str]:
+    """Run wintest.exe under wine; returns its exit code and stdout."""
     wine = _wine()
     assert wine is not None
-    url = f"ws://127.0.0.1:{gateway.port}/ea"
     env = {**os.environ, "WINEPREFIX": str(wine_prefix), "WINEDEBUG": "-all", "WINEDLLOVERRIDES": "mscoree,mshtml="}
     process = await asyncio.create_subprocess_exec(
         wine,
         str(windows_build / "wintest.exe"),
         _windows_path(windows_build / "hedgebridge_ws.dll"),
         url,
-        ea_token(secret, "WINE-001"),
+        token,
+        *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
@@ -152,9 +153,64 @@ async def test_wintest_under_wine_against_the_gateway(
         await process.wait()
         raise AssertionError("wintest.exe did not finish under wine") from None
     output = stdout.decode(errors="replace")
-    assert process.returncode == 0, f"{output}\n{stderr.decode(errors='replace')[-3000:]}"
+    assert process.returncode is not None
+    if process.returncode not in (0, 1):
+        raise AssertionError(f"wintest.exe exited with {process.returncode}: {output}\n{stderr.decode()[-3000:]}")
+    return process.returncode, output
+
+
+def _assert_full_exchange(code: int, output: str, account: str) -> None:
+    assert code == 0, output
     lines = output.splitlines()
     assert lines[0].startswith("WELCOME "), output
-    assert '"accountId":"WINE-001"' in lines[0]
+    assert f'"accountId":"{account}"' in lines[0]
     assert any(line.startswith("HEARTBEAT ") and '"seq":41' in line for line in lines), output
     assert lines[-1] == "OK"
+
+
+async def test_wintest_under_wine_against_the_gateway(
+    windows_build: Path, wine_prefix: Path, gateway: Gateway, secret: str
+) -> None:
+    url = f"ws://127.0.0.1:{gateway.port}/ea"
+    code, output = await _wintest(windows_build, wine_prefix, url, ea_token(secret, "WINE-001"))
+    _assert_full_exchange(code, output, "WINE-001")
+
+
+async def test_wintest_under_wine_refused_token(
+    windows_build: Path, wine_prefix: Path, gateway: Gateway, secret: str
+) -> None:
+    url = f"ws://127.0.0.1:{gateway.port}/ea"
+    code, output = await _wintest(windows_build, wine_prefix, url, ea_token(auth.new_secret(), "WINE-001"))
+    assert code == 1
+    assert "FAIL no WELCOME: error 3 " in output, output
+    assert "401" in output
+
+
+async def test_wintest_under_wine_over_wss_with_a_test_ca(
+    windows_build: Path, wine_prefix: Path, gateway: Gateway, secret: str, tmp_path: Path
+) -> None:
+    ca = TestCa(tmp_path / "ca", "hedgebridge-test-ca")
+    other = TestCa(tmp_path / "other", "another-ca")
+    proxy = TlsProxy(ca.server_context(["localhost"], []), gateway.port)
+    await proxy.start()
+    url = f"wss://localhost:{proxy.port}/ea"
+    try:
+        code, output = await _wintest(
+            windows_build, wine_prefix, url, ea_token(secret, "WINE-002"), _windows_path(ca.pem)
+        )
+        _assert_full_exchange(code, output, "WINE-002")
+
+        # the chain is checked against ca_file before the request (and its token) is sent
+        code, output = await _wintest(
+            windows_build, wine_prefix, url, ea_token(secret, "WINE-002"), _windows_path(other.pem)
+        )
+        assert code == 1
+        assert "FAIL no WELCOME: error 4 " in output, output
+        assert "ca_file" in output
+
+        # without ca_file the system store does not know the test CA
+        code, output = await _wintest(windows_build, wine_prefix, url, ea_token(secret, "WINE-002"))
+        assert code == 1
+        assert "FAIL no WELCOME: error 4 " in output, output
+    finally:
+        await proxy.stop()
