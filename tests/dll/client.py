@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from ..helpers import wait_for
 DRIVER = Path(__file__).with_name("driver.py")
 REPO = Path(__file__).resolve().parents[2]
 DLL_DIR = REPO / "dll"
+HEADER = DLL_DIR / "include" / "hedgebridge_ws.h"
 
 # error codes and states from dll/include/hedgebridge_ws.h
 WS_ERR_NONE = 0
@@ -35,6 +37,11 @@ WS_ERR_CLOSED_BY_SERVER = 9
 WS_ERR_HANDSHAKE_REFUSED = 10
 WS_STATE_IDLE = 0
 WS_STATE_OPEN = 2
+
+
+def header_functions() -> set[str]:
+    """Every function the header declares (``HBWS_API <type> HBWS_CALL <Name>(``)."""
+    return set(re.findall(r"^HBWS_API\s+[\w\s\*]+?HBWS_CALL\s+(\w+)\s*\(", HEADER.read_text(), re.MULTILINE))
 
 
 def sanitizer_env(log_path: Path) -> dict[str, str]:

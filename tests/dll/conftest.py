@@ -11,8 +11,6 @@ import pytest
 
 from .client import DLL_DIR, DllClient
 
-HEADER = DLL_DIR / "include" / "hedgebridge_ws.h"
-
 
 def _missing_toolchain() -> str | None:
     if shutil.which("g++") is None or shutil.which("make") is None:

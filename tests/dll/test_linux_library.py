@@ -7,6 +7,8 @@ a sanitizer report or a crash fails the test when the process ends.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,7 @@ from .client import (
     WS_STATE_IDLE,
     WS_STATE_OPEN,
     DllClient,
+    header_functions,
 )
 from .tls import TestCa, TlsProxy
 
@@ -393,6 +396,17 @@ async def test_invalid_arguments(dll: DllClient) -> None:
     assert await dll.last_error() == WS_ERR_INVALID_ARGUMENT
     message = await dll.error_message(wide=True)
     assert "ca_file" in message["text"]
+
+
+def test_the_library_exports_exactly_the_header_functions(asan_library: Path) -> None:
+    """The version script (dll/src/exports.map) hides Boost, OpenSSL glue and libstdc++ instantiations."""
+    if shutil.which("nm") is None:
+        pytest.skip("nm (binutils) is not installed")
+    table = subprocess.run(
+        ["nm", "-D", "--defined-only", str(asan_library)], capture_output=True, text=True, check=True
+    ).stdout
+    exported = {line.split()[-1] for line in table.splitlines() if line.strip()}
+    assert exported == header_functions()
 
 
 @pytest.fixture

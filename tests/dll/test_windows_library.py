@@ -17,19 +17,13 @@ from hedgebridge.common import auth
 from hedgebridge.gateway.server import Gateway
 
 from ..helpers import ea_token
-from .client import DLL_DIR
+from .client import DLL_DIR, header_functions
 from .tls import TestCa, TlsProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 MINGW = "x86_64-w64-mingw32-g++-posix"
-HEADER = DLL_DIR / "include" / "hedgebridge_ws.h"
 WINDOWS_BUILD = DLL_DIR / "build" / "windows"
-
-
-def header_functions() -> set[str]:
-    """Every function the header declares (``HBWS_API <type> HBWS_CALL <Name>(``)."""
-    return set(re.findall(r"^HBWS_API\s+[\w\s\*]+?HBWS_CALL\s+(\w+)\s*\(", HEADER.read_text(), re.MULTILINE))
 
 
 def pe_exports(path: Path) -> set[str]:
