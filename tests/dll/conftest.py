@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from .client import DLL_DIR, DllClient
+
+if TYPE_CHECKING:
+    from .tls import TestCa, TlsProxy
+
+MakeCa = Callable[[str], "TestCa"]
+StartProxy = Callable[["TestCa", int, list[str], list[str]], Awaitable["TlsProxy"]]
 
 
 def _missing_toolchain() -> str | None:
@@ -44,3 +51,35 @@ async def dll(asan_library: Path, tmp_path: Path) -> AsyncIterator[DllClient]:
     client = await DllClient.start(asan_library, tmp_path / "driver")
     yield client
     await client.close()
+
+
+@pytest.fixture
+def make_ca(tmp_path: Path) -> MakeCa:
+    """A factory of test certificate authorities (``make_ca(name)``)."""
+    pytest.importorskip(
+        "cryptography", reason="the wss tests make their certificates with the cryptography package (pip install)"
+    )
+    from .tls import TestCa
+
+    def make(name: str) -> TestCa:
+        return TestCa(tmp_path / name, name)
+
+    return make
+
+
+@pytest.fixture
+async def tls_proxy(make_ca: MakeCa) -> AsyncIterator[StartProxy]:
+    """Starts TLS-terminating proxies: ``await tls_proxy(ca, upstream_port, dns_names, ip_addresses)``."""
+    from .tls import TlsProxy
+
+    proxies: list[TlsProxy] = []
+
+    async def start(ca: TestCa, upstream_port: int, names: list[str], ips: list[str]) -> TlsProxy:
+        proxy = TlsProxy(ca.server_context(names, ips), upstream_port)
+        await proxy.start()
+        proxies.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in proxies:
+        await proxy.stop()

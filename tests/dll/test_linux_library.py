@@ -51,7 +51,7 @@ from .client import (
     DllClient,
     header_functions,
 )
-from .tls import TestCa, TlsProxy
+from .conftest import MakeCa, StartProxy
 
 # the first test also builds the sanitizer library (minutes on a small machine)
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -409,58 +409,44 @@ def test_the_library_exports_exactly_the_header_functions(asan_library: Path) ->
     assert exported == header_functions()
 
 
-@pytest.fixture
-def test_ca(tmp_path: Path) -> TestCa:
-    return TestCa(tmp_path / "ca", "hedgebridge-test-ca")
-
-
-async def _proxy(ca: TestCa, gateway: Gateway, names: list[str], ips: list[str]) -> TlsProxy:
-    proxy = TlsProxy(ca.server_context(names, ips), gateway.port)
-    await proxy.start()
-    return proxy
-
-
-async def test_wss_with_a_test_ca(dll: DllClient, gateway: Gateway, secret: str, test_ca: TestCa) -> None:
-    proxy = await _proxy(test_ca, gateway, ["localhost"], ["127.0.0.1"])
-    try:
-        assert await dll.set_option("ca_file", str(test_ca.pem)) == 1
-        for host in ("localhost", "127.0.0.1"):  # host name and IP address verification
-            welcome = await _connected(dll, f"wss://{host}:{proxy.port}/ea", ea_token(secret, ACCOUNT))
-            assert welcome.account_id == ACCOUNT
-            assert await dll.send(_heartbeat(3)) == 1
-            reply = await dll.next_frame(Heartbeat)
-            assert isinstance(reply, Heartbeat)
-            assert reply.seq == 3
-            await dll.disconnect()
-    finally:
-        await proxy.stop()
+async def test_wss_with_a_test_ca(
+    dll: DllClient, gateway: Gateway, secret: str, make_ca: MakeCa, tls_proxy: StartProxy
+) -> None:
+    ca = make_ca("hedgebridge-test-ca")
+    proxy = await tls_proxy(ca, gateway.port, ["localhost"], ["127.0.0.1"])
+    assert await dll.set_option("ca_file", str(ca.pem)) == 1
+    for host in ("localhost", "127.0.0.1"):  # host name and IP address verification
+        welcome = await _connected(dll, f"wss://{host}:{proxy.port}/ea", ea_token(secret, ACCOUNT))
+        assert welcome.account_id == ACCOUNT
+        assert await dll.send(_heartbeat(3)) == 1
+        reply = await dll.next_frame(Heartbeat)
+        assert isinstance(reply, Heartbeat)
+        assert reply.seq == 3
+        await dll.disconnect()
 
 
 async def test_wss_refused_with_the_wrong_ca_or_name(
-    dll: DllClient, gateway: Gateway, secret: str, test_ca: TestCa, tmp_path: Path
+    dll: DllClient, gateway: Gateway, secret: str, make_ca: MakeCa, tls_proxy: StartProxy
 ) -> None:
-    other_ca = TestCa(tmp_path / "other", "another-ca")
-    proxy = await _proxy(test_ca, gateway, ["localhost"], [])
+    ca = make_ca("hedgebridge-test-ca")
+    other_ca = make_ca("another-ca")
+    proxy = await tls_proxy(ca, gateway.port, ["localhost"], [])
     token = ea_token(secret, ACCOUNT)
-    try:
-        assert await dll.set_option("reconnect_min_ms", "100") == 1
-        # verification is on by default: a CA the client does not trust is refused
-        assert await dll.set_option("ca_file", str(other_ca.pem)) == 1
-        assert await dll.connect(f"wss://localhost:{proxy.port}/ea", token) == 1
-        await dll.until_equal(dll.last_error, WS_ERR_TLS)
-        assert await dll.is_connected() == 0
-        assert "certificate" in (await dll.error_message())["text"]
+    assert await dll.set_option("reconnect_min_ms", "100") == 1
+    # verification is on by default: a CA the client does not trust is refused
+    assert await dll.set_option("ca_file", str(other_ca.pem)) == 1
+    assert await dll.connect(f"wss://localhost:{proxy.port}/ea", token) == 1
+    await dll.until_equal(dll.last_error, WS_ERR_TLS)
+    assert await dll.is_connected() == 0
+    assert "certificate" in (await dll.error_message())["text"]
 
-        # the right CA, but the certificate does not name 127.0.0.1
-        assert await dll.set_option("ca_file", str(test_ca.pem)) == 1
-        assert await dll.connect(f"wss://127.0.0.1:{proxy.port}/ea", token) == 1
-        await dll.until_equal(dll.last_error, WS_ERR_TLS)
-        assert await dll.is_connected() == 0
+    # the right CA, but the certificate does not name 127.0.0.1
+    assert await dll.set_option("ca_file", str(ca.pem)) == 1
+    assert await dll.connect(f"wss://127.0.0.1:{proxy.port}/ea", token) == 1
+    await dll.until_equal(dll.last_error, WS_ERR_TLS)
+    assert await dll.is_connected() == 0
 
-        # with verification switched off the same server is accepted
-        assert await dll.set_option("ca_file", str(other_ca.pem)) == 1
-        assert await dll.set_option("verify_tls", "0") == 1
-        await _connected(dll, f"wss://localhost:{proxy.port}/ea", token)
-    finally:
-        await dll.disconnect()
-        await proxy.stop()
+    # with verification switched off the same server is accepted
+    assert await dll.set_option("ca_file", str(other_ca.pem)) == 1
+    assert await dll.set_option("verify_tls", "0") == 1
+    await _connected(dll, f"wss://localhost:{proxy.port}/ea", token)

@@ -18,7 +18,7 @@ from hedgebridge.gateway.server import Gateway
 
 from ..helpers import ea_token
 from .client import DLL_DIR, header_functions
-from .tls import TestCa, TlsProxy
+from .conftest import MakeCa, StartProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -181,30 +181,28 @@ async def test_wintest_under_wine_refused_token(
 
 
 async def test_wintest_under_wine_over_wss_with_a_test_ca(
-    windows_build: Path, wine_prefix: Path, gateway: Gateway, secret: str, tmp_path: Path
+    windows_build: Path,
+    wine_prefix: Path,
+    gateway: Gateway,
+    secret: str,
+    make_ca: MakeCa,
+    tls_proxy: StartProxy,
 ) -> None:
-    ca = TestCa(tmp_path / "ca", "hedgebridge-test-ca")
-    other = TestCa(tmp_path / "other", "another-ca")
-    proxy = TlsProxy(ca.server_context(["localhost"], []), gateway.port)
-    await proxy.start()
+    ca = make_ca("hedgebridge-test-ca")
+    other = make_ca("another-ca")
+    proxy = await tls_proxy(ca, gateway.port, ["localhost"], [])
     url = f"wss://localhost:{proxy.port}/ea"
-    try:
-        code, output = await _wintest(
-            windows_build, wine_prefix, url, ea_token(secret, "WINE-002"), _windows_path(ca.pem)
-        )
-        _assert_full_exchange(code, output, "WINE-002")
+    token = ea_token(secret, "WINE-002")
+    code, output = await _wintest(windows_build, wine_prefix, url, token, _windows_path(ca.pem))
+    _assert_full_exchange(code, output, "WINE-002")
 
-        # the chain is checked against ca_file before the request (and its token) is sent
-        code, output = await _wintest(
-            windows_build, wine_prefix, url, ea_token(secret, "WINE-002"), _windows_path(other.pem)
-        )
-        assert code == 1
-        assert "FAIL no WELCOME: error 4 " in output, output
-        assert "ca_file" in output
+    # the chain is checked against ca_file before the request (and its token) is sent
+    code, output = await _wintest(windows_build, wine_prefix, url, token, _windows_path(other.pem))
+    assert code == 1
+    assert "FAIL no WELCOME: error 4 " in output, output
+    assert "ca_file" in output
 
-        # without ca_file the system store does not know the test CA
-        code, output = await _wintest(windows_build, wine_prefix, url, ea_token(secret, "WINE-002"))
-        assert code == 1
-        assert "FAIL no WELCOME: error 4 " in output, output
-    finally:
-        await proxy.stop()
+    # without ca_file the system store does not know the test CA
+    code, output = await _wintest(windows_build, wine_prefix, url, token)
+    assert code == 1
+    assert "FAIL no WELCOME: error 4 " in output, output
