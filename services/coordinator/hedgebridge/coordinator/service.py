@@ -158,7 +158,10 @@ class Coordinator:
         tasks = [*self._background, *self._tasks, *self._drivers]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # bounded: a task stuck in a library call must not hold the shutdown
+            _, stuck = await asyncio.wait(tasks, timeout=2.0)
+            if stuck:
+                log.warning("tasks did not stop when cancelled", count=len(stuck))
         self._background = []
         if self._nats is not None:
             with contextlib.suppress(Exception):

@@ -141,9 +141,13 @@ class Executor:
 
     async def kill(self) -> None:
         """Stop at once, abandoning running orders (what a crash does; their leases lapse)."""
-        for task in [*self._background, *self._tasks]:
+        tasks = [*self._background, *self._tasks]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._background, *self._tasks, return_exceptions=True)
+        if tasks:  # bounded: a task stuck in a library call must not hold the shutdown
+            _, stuck = await asyncio.wait(tasks, timeout=2.0)
+            if stuck:
+                log.warning("tasks did not stop when cancelled", count=len(stuck))
         self._background = []
         if self._nats is not None:
             with contextlib.suppress(Exception):
