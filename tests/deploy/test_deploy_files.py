@@ -15,6 +15,8 @@ import yaml
 
 from hedgebridge.cli.main import build_parser
 from hedgebridge.common.config import env_names
+from hedgebridge.coordinator.config import PREFIX as COORDINATOR_PREFIX
+from hedgebridge.coordinator.config import CoordinatorConfig
 from hedgebridge.executor.config import PREFIX as EXECUTOR_PREFIX
 from hedgebridge.executor.config import ExecutorConfig
 from hedgebridge.gateway.config import PREFIX as GATEWAY_PREFIX
@@ -74,6 +76,7 @@ def test_every_variable_is_read_by_a_service_and_documented() -> None:
         (GatewayConfig, GATEWAY_PREFIX),
         (ExecutorConfig, EXECUTOR_PREFIX),
         (MonitorConfig, MONITOR_PREFIX),
+        (CoordinatorConfig, COORDINATOR_PREFIX),
     ):
         read |= set(env_names(config, prefix).values())
     text = COMPOSE.read_text()

@@ -145,14 +145,17 @@ def test_order_open_and_close_through_the_cli(stack: Stack) -> None:
 
     again = stack.cli("order", "close", "--account", "SIM-001", "--position-id", event["positionId"])
     assert again.returncode == 1
-    assert "order failed" in again.stderr
+    assert "order rejected" in again.stderr
+    assert "[ALREADY_CLOSED]" in again.stderr
     assert "10036" in again.stderr
 
 
 def test_order_to_an_offline_account_is_not_sent(stack: Stack) -> None:
-    result = stack.cli("order", "open", "--account", "NOBODY", "--symbol", "EURUSD", "--side", "BUY", "--volume", "1")
+    result = stack.cli(
+        "order", "open", "--account", "NOBODY", "--symbol", "EURUSD", "--side", "BUY", "--volume", "1", "--ttl", "0.2"
+    )
     assert result.returncode == 4
-    assert "not connected" in result.stderr
+    assert "unreachable past the order's time-to-live" in result.stderr
     assert result.stdout == ""
 
 
