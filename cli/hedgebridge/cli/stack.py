@@ -252,7 +252,7 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
         await _wait_until(stack, lambda: _responds(nc, subjects.ORDER_REQUEST), "the executor", 20)
         await _wait_until(stack, lambda: _responds(nc, subjects.MONITOR_STATUS), "the monitor", 20)
         await _wait_until(stack, lambda: _responds(nc, subjects.ACTION_REQUEST), "the coordinator", 20)
-        say(f"gateway    {gateway_url}  (pid {stack.children[0].pid})")
+        say(f"gateway    {gateway_url}  (pid {stack.children[0].pid}); clients: {gateway_url[:-3]}/client")
         say(f"executor   ready  (pid {stack.children[1].pid})")
         say(f"monitor    ready  (pid {stack.children[2].pid})")
         say(f"coordinator ready  (pid {stack.children[3].pid})")
@@ -295,6 +295,9 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
         say(f"  hedgebridge token --role ea --account {example}      # a token terminals connect with")
         say(f"  hedgebridge order open --account {example} --symbol EURUSD --side BUY --volume 0.1")
         say("  hedgebridge status")
+        if len(accounts) >= 2:
+            say(f"  hedgebridge action hedge --leg {accounts[0]}:EURUSD:BUY:1 --leg {accounts[1]}:EURUSD:SELL:1")
+        say("  hedgebridge watch --topic trades --topic actions")
         say(f"Logs in {logs_dir}. Ctrl-C stops everything.")
         say("")
         return await _supervise(stack, stop)
