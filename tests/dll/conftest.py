@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,15 +35,24 @@ def _missing_toolchain() -> str | None:
     return None
 
 
+def make(*targets: str) -> None:
+    """``make -C dll -j2 <targets>``, one build at a time even when several test sessions share the tree."""
+    build_dir = DLL_DIR / "build"
+    build_dir.mkdir(exist_ok=True)
+    with (build_dir / ".make.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        build = subprocess.run(["make", "-C", str(DLL_DIR), "-j2", *targets], capture_output=True, text=True)
+    if build.returncode != 0:
+        pytest.fail(f"make -C dll {' '.join(targets)} failed:\n{build.stdout[-4000:]}\n{build.stderr[-8000:]}")
+
+
 @pytest.fixture(scope="session")
 def asan_library() -> Path:
     """``make -C dll linux-asan``: the library with AddressSanitizer and UndefinedBehaviorSanitizer."""
     reason = _missing_toolchain()
     if reason is not None:
         pytest.skip(f"cannot build the WebSocket client library: {reason}")
-    build = subprocess.run(["make", "-C", str(DLL_DIR), "-j2", "linux-asan"], capture_output=True, text=True)
-    if build.returncode != 0:
-        pytest.fail(f"make -C dll linux-asan failed:\n{build.stdout[-4000:]}\n{build.stderr[-8000:]}")
+    make("linux-asan")
     return DLL_DIR / "build" / "asan" / "libhedgebridge_ws.so"
 
 

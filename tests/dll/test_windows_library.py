@@ -18,7 +18,7 @@ from hedgebridge.gateway.server import Gateway
 
 from ..helpers import ea_token
 from .client import DLL_DIR, header_functions
-from .conftest import MakeCa, StartProxy
+from .conftest import MakeCa, StartProxy, make
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -67,9 +67,7 @@ def windows_build() -> Path:
     """``make -C dll windows wintest``: the DLL and the console test program."""
     if shutil.which(MINGW) is None or shutil.which("make") is None:
         pytest.skip(f"cannot cross-build the Windows DLL: {MINGW} is not installed (apt-get install mingw-w64)")
-    build = subprocess.run(["make", "-C", str(DLL_DIR), "-j2", "windows", "wintest"], capture_output=True, text=True)
-    if build.returncode != 0:
-        pytest.fail(f"make -C dll windows wintest failed:\n{build.stdout[-4000:]}\n{build.stderr[-8000:]}")
+    make("windows", "wintest")
     return WINDOWS_BUILD
 
 
