@@ -78,7 +78,8 @@ private:
 
    // OPENED or CLOSED for a command's result
    void              SendOrderEvent(const string type, const string positionId, const string actionId,
-                                    const string mtTicket, SHbOrderResult &r)
+                                    const string mtTicket, SHbOrderResult &r, const string symbol = "",
+                                    const string side = "")
      {
       CJsonWriter w;
       w.BeginObject();
@@ -98,6 +99,11 @@ private:
          w.Num(HB_FIELD_PRICE, r.price, 8);
          if(r.volume > 0.0)
             w.Num(HB_FIELD_VOLUME, r.volume, 8);
+         if(type == HB_MSG_OPENED && symbol != "" && side != "")
+           {
+            w.Str(HB_FIELD_SYMBOL, symbol);  // the report alone describes the position
+            w.Str(HB_FIELD_SIDE, side);
+           }
          if(type == HB_MSG_CLOSED)
            {
             w.Num(HB_FIELD_PROFIT, r.profit, 2);
@@ -175,7 +181,7 @@ private:
                      actionId, r.message);
          return;
         }
-      SendOrderEvent(HB_MSG_OPENED, positionId, actionId, "", r);
+      SendOrderEvent(HB_MSG_OPENED, positionId, actionId, "", r, symbol, side);
       MonitorPositions();
       SendAccountUpdate();
      }

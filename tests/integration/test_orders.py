@@ -411,6 +411,32 @@ async def test_an_order_running_on_a_dead_executor_is_taken_over(
             await second.stop()
 
 
+async def test_an_order_whose_executor_died_before_its_lease_is_recovered_when_asked_again(
+    nats_server: NatsServer, cache_server: ValkeyServer, gateway: Gateway, ea_url: str, secret: str, nc: NatsClient
+) -> None:
+    redis_url = f"{cache_server.url}/0"
+    first = Executor(executor_config(nats_server.url, redis_url, id="ex-first", lease_after_ms=60_000))
+    await first.start()
+    ea = await ScriptedEa.connect(ea_url, secret, "A1")
+    second: Executor | None = None
+    try:
+        pending = asyncio.create_task(order(nc, buy(action_id="no-lease", timeout_ms=30_000), timeout_s=20))
+        await wait_for(lambda: len(ea.opens()) == 1, "the OPEN")
+        await first.kill()  # dies before the order had a lease: no replica knows it is running
+        ea.fill(ea.opens()[0], "9002")
+        second = Executor(executor_config(nats_server.url, redis_url, id="ex-second"))
+        await second.start()
+        again = await order(nc, buy(action_id="no-lease", timeout_ms=30_000), timeout_s=20)
+        assert (again.status, again.mt_ticket, again.reconciled, again.duplicate) == ("FILLED", "9002", True, True)
+        first_answer = await pending  # the first caller is answered too
+        assert (first_answer.status, first_answer.mt_ticket) == ("FILLED", "9002")
+        assert len(ea.opens()) == 1
+    finally:
+        await ea.close()
+        if second is not None:
+            await second.stop()
+
+
 # --- closes ---------------------------------------------------------------------------------------------------
 
 

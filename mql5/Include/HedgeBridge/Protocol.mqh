@@ -32,7 +32,7 @@
 // ERROR: code, message, field?, refType?, refId?, accountId?, timestamp?
 // HEARTBEAT: timestamp, seq?, reply?, accountId?
 // OPEN: timestamp, accountId, positionId, actionId?, symbol, side, volume, metadata{executionType, userId}, attempt?
-// OPENED: timestamp, accountId, positionId, actionId?, mtTicket?, price?, volume?, status, errorMessage?, errorCode?, alreadyExecuted?
+// OPENED: timestamp, accountId, positionId, actionId?, mtTicket?, price?, volume?, status, errorMessage?, errorCode?, alreadyExecuted?, symbol?, side?
 // POSITION_UPDATE: timestamp, accountId, positions{mtTicket, positionId?, actionId?, symbol, side, volume, openPrice, currentPrice, profit, openTime?}, syncId?
 // PRICE: accountId, symbol, bid, ask, time
 // SYNC: timestamp, accountId, syncId?, reason?

@@ -120,6 +120,8 @@ class OpenedEvent(Message, frozen=True, kw_only=True, tag="OPENED"):
     error_message: Text | None = None
     error_code: int | None = None  # MT5 trade server return code (retcode)
     already_executed: bool = False  # the actionId had been executed before: this is the first result again
+    symbol: Symbol | None = None  # the position's, so that a report alone describes it
+    side: Side | None = None
 
     def __post_init__(self) -> None:
         _require_on_success(self.status, mtTicket=self.mt_ticket, price=self.price)

@@ -164,6 +164,8 @@ class SimAccount:
             volume=volume,
             status="SUCCESS",
             error_code=retcodes.DONE_PARTIAL if partial else None,
+            symbol=cmd.symbol,
+            side=cmd.side,
         )
 
     def open_outside(self, symbol: str, side: str, volume: float, now: datetime) -> int:

@@ -16,6 +16,9 @@
 | HEDGEBRIDGE_EXECUTOR_RETRY_BASE_MS        | 50                         | first retry backoff, doubling             |
 | HEDGEBRIDGE_EXECUTOR_LEASE_MS             | 5000                       | an order whose owner stops renewing its   |
 |                                           |                            | lease this long is taken over             |
+| HEDGEBRIDGE_EXECUTOR_LEASE_AFTER_MS       | 20                         | an order running longer than this gets a  |
+|                                           |                            | lease (shorter ones are recovered when    |
+|                                           |                            | their actionId is asked again)            |
 | HEDGEBRIDGE_EXECUTOR_RECONCILE_TIMEOUT_MS | 300000                     | keep trying to reconcile an order whose   |
 |                                           |                            | outcome is unknown this long              |
 | HEDGEBRIDGE_EXECUTOR_SYNC_TIMEOUT_MS      | 2000                       | wait for a terminal's answer to SYNC      |
@@ -49,6 +52,7 @@ class ExecutorConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 3
     retry_base_ms: int = 50
     lease_ms: int = 5_000
+    lease_after_ms: int = 20
     reconcile_timeout_ms: int = 300_000
     sync_timeout_ms: int = 2_000
     cache_check_ms: int = 1_000
@@ -68,6 +72,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> ExecutorConfig:
         raise ConfigError("HEDGEBRIDGE_EXECUTOR_COMMAND_TTL_MS must not be negative")
     if cfg.max_attempts < 1 or cfg.retry_base_ms < 0:
         raise ConfigError("HEDGEBRIDGE_EXECUTOR_MAX_ATTEMPTS must be at least 1, RETRY_BASE_MS not negative")
+    if cfg.lease_after_ms < 0:
+        raise ConfigError("HEDGEBRIDGE_EXECUTOR_LEASE_AFTER_MS must not be negative")
     if min(cfg.lease_ms, cfg.reconcile_timeout_ms, cfg.sync_timeout_ms, cfg.cache_check_ms) <= 0:
         raise ConfigError("HEDGEBRIDGE_EXECUTOR_{LEASE,RECONCILE_TIMEOUT,SYNC_TIMEOUT,CACHE_CHECK}_MS must be positive")
     if cfg.stream_replicas not in (1, 3, 5):

@@ -1,9 +1,10 @@
 """Order records in JetStream KV (bucket ``hb_orders``, key = actionId): the executor's memory.
 
 A record is created before the command is sent (``claim``: an atomic create, so of two requests with the same
-actionId only one sends anything) and written again when the order ends. While it runs, a mark in
-``hb_inflight`` carries its owner's lease: the owner renews it; once it lapses another replica takes the
-order over (compare-and-set, so one replica wins) and reconciles it.
+actionId only one sends anything) and written again when the order ends. An order that runs longer than a
+moment gets a mark in ``hb_inflight`` carrying its owner's lease: the owner renews it; once it lapses another
+replica takes the order over (compare-and-set, so one replica wins) and reconciles it. An order whose owner
+died before writing the mark is taken over the same way when its actionId is asked again.
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ class Records:
         """Put (or renew) this replica's lease on a running order; returns the mark's revision."""
         mark = InflightMark(owner=self.owner, lease_until=self.lease(), account_id=account_id)
         return await self.inflight.put(action_id, pack(mark))
+
+    async def claim_mark(self, action_id: str, account_id: str) -> bool:
+        """Put this replica's lease on an order that has none; False when another replica was first."""
+        mark = InflightMark(owner=self.owner, lease_until=self.lease(), account_id=account_id)
+        try:
+            await self.inflight.create(action_id, pack(mark))
+        except KeyWrongLastSequenceError:
+            return False
+        return True
 
     async def unmark(self, action_id: str) -> None:
         await self.inflight.delete(action_id)

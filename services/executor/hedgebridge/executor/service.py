@@ -86,7 +86,8 @@ class Executor:
         self._reports: dict[str, tuple[OrderCommand, asyncio.Future[OpenedEvent | ClosedEvent]]] = {}
         self._syncs: dict[str, asyncio.Future[PositionUpdate]] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._running: set[str] = set()  # actionIds this replica runs (their leases are renewed)
+        self._running: dict[str, str] = {}  # actionId -> account of the orders this replica runs
+        self._marked: set[str] = set()  # those of them holding a lease in hb_inflight (renewed)
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._requests: list[Subscription] = []
@@ -204,10 +205,10 @@ class Executor:
         stored = await self.records.claim(record)
         if stored is None:
             return await self._repeat(command.action_id, request, timeout_s, started)
-        self._running.add(command.action_id)
+        self._running[command.action_id] = command.account_id
+        self._spawn(self._lease_when_slow(command.action_id))
         settling = False
         try:
-            await self.records.mark(command.action_id, command.account_id)
             ttl_s = (request.ttl_ms if request.ttl_ms is not None else self.config.command_ttl_ms) / 1000
             async with self._locks[command.account_id]:  # one order at a time per terminal
                 result, state, unknown = await self._run(command, timeout_s, ttl_s, started)
@@ -218,7 +219,7 @@ class Executor:
             return result
         finally:
             if not settling:  # failed inside: the lease lapses and another replica reconciles the order
-                self._running.discard(command.action_id)
+                self._running.pop(command.action_id, None)
 
     async def _settle(self, stored: Stored, state: OrderState, result: OrderResult, unknown: bool) -> None:
         if unknown:
@@ -228,7 +229,19 @@ class Executor:
             try:
                 await self._finish(stored, state, result)
             finally:
-                self._running.discard(stored.record.action_id)
+                self._running.pop(stored.record.action_id, None)
+
+    async def _lease_when_slow(self, action_id: str) -> None:
+        """Put a lease on an order still running after ``lease_after_ms``. Most orders end sooner and never
+        write one; one whose executor dies before is recovered when its actionId is asked again."""
+        await asyncio.sleep(self.config.lease_after_ms / 1000)
+        await self._lease(action_id)
+
+    async def _lease(self, action_id: str) -> None:
+        account = self._running.get(action_id)
+        if account is not None and action_id not in self._marked:
+            self._marked.add(action_id)
+            await self.records.mark(action_id, account)
 
     async def _repeat(self, action_id: str, request: OrderRequest, timeout_s: float, started: float) -> OrderResult:
         """A second request with a known actionId: the first one's result, or its state while it runs."""
@@ -247,6 +260,9 @@ class Executor:
                     _ms(started),
                 )
             result = record.result
+            if (result is None or result.status not in FINAL_STATUSES) and await self._orphaned(stored):
+                log.warning("taking over an order whose executor is gone", action=action_id, owner=record.owner)
+                self._spawn(self._reconcile(stored, report_first=False))
             if result is not None and (result.status in FINAL_STATUSES or time.perf_counter() > deadline):
                 return msgspec.structs.replace(result, duplicate=True, elapsed_ms=_ms(started))
             if time.perf_counter() > deadline:
@@ -259,6 +275,21 @@ class Executor:
                     state=record.state,
                 )
             await asyncio.sleep(0.02)
+
+    async def _orphaned(self, stored: Stored) -> bool:
+        """Whether a running order has no live owner (it died before its lease was written, or the lease
+        lapsed); if so, this replica takes it over (compare-and-set: one replica wins) and returns True."""
+        record = stored.record
+        age_ms = (utcnow() - record.updated_at).total_seconds() * 1000
+        if record.action_id in self._running or age_ms < self.config.lease_after_ms + self.config.lease_ms:
+            return False  # running here, or its owner may still be about to write or renew the lease
+        try:
+            entry = await self.state.inflight.get(record.action_id)
+        except KeyNotFoundError:
+            entry = None
+        if entry is not None and entry.value and entry.revision is not None:
+            return await self.records.take_over(record.action_id, unpack(entry.value, InflightMark), entry.revision)
+        return await self.records.claim_mark(record.action_id, record.command.account_id)
 
     async def _run(
         self, command: OrderCommand, timeout_s: float, ttl_s: float, started: float
@@ -376,7 +407,8 @@ class Executor:
                 headers={"Nats-Msg-Id": f"{action_id}:{state}:{result.status}"},
             )
         ]
-        if not keep_running:
+        if not keep_running and action_id in self._marked:
+            self._marked.discard(action_id)
             ops.append(self.records.unmark(action_id))
         outcomes = await asyncio.gather(*ops, return_exceptions=True)
         for outcome in outcomes:
@@ -393,7 +425,9 @@ class Executor:
         command = record.command
         assert command.action_id is not None
         action_id = command.action_id
-        self._running.add(action_id)
+        self._running[action_id] = command.account_id
+        self._marked.add(action_id)  # reconciling can take long: keep a lease (a takeover holds one already)
+        await self.records.mark(action_id, command.account_id)
         entry = self._reports.get(action_id) if report_first else None
         if entry is None:
             entry = (command, asyncio.get_running_loop().create_future())
@@ -431,12 +465,12 @@ class Executor:
             self._reports.pop(action_id, None)
         if result is None:
             log.error("order still unreconciled", action=action_id, account=command.account_id)
-            self._running.discard(action_id)
+            self._running.pop(action_id, None)
             return
         log.info("order reconciled", action=action_id, account=command.account_id, status=result.status)
         await self._apply_to_book(command, result)
         await self._finish(stored, OrderState.RECONCILED, result)
-        self._running.discard(action_id)
+        self._running.pop(action_id, None)
         if record.reply_to and not report_first:  # a takeover: the first caller may still be waiting
             with contextlib.suppress(Exception):
                 await self.nats.publish(record.reply_to, pack(result))
@@ -481,10 +515,10 @@ class Executor:
         while True:
             await asyncio.sleep(interval)
             try:
-                for action_id in list(self._running):
-                    stored = await self.records.get(action_id)
-                    if stored is not None:
-                        await self.records.mark(action_id, stored.record.command.account_id)
+                for action_id in list(self._marked):
+                    account = self._running.get(action_id)
+                    if account is not None:
+                        await self.records.mark(action_id, account)
                 await self._take_over_lapsed()
             except asyncio.CancelledError:
                 raise
@@ -644,20 +678,24 @@ class Executor:
                 await self.state.book.delete(key)
 
     async def _book_open(self, event: OpenedEvent, command: OpenCommand | None) -> None:
-        if event.mt_ticket is None or event.price is None:
+        if event.mt_ticket is None or event.price is None or event.volume is None:
             return
-        stored = None if command is not None else await self.records.get(event.action_id or "")
-        if command is None and stored is not None and isinstance(stored.record.command, OpenCommand):
-            command = stored.record.command
-        if command is None or event.volume is None:
-            return
+        symbol, side = event.symbol, event.side
+        if symbol is None or side is None:  # an EA that does not describe the position: ask the record
+            if command is None:
+                stored = await self.records.get(event.action_id or "")
+                if stored is not None and isinstance(stored.record.command, OpenCommand):
+                    command = stored.record.command
+            if command is None:
+                return
+            symbol, side = command.symbol, command.side
         entry = BookEntry(
             account_id=event.account_id,
             mt_ticket=event.mt_ticket,
             position_id=event.position_id,
             action_id=event.action_id,
-            symbol=command.symbol,
-            side=command.side,
+            symbol=symbol,
+            side=side,
             volume=event.volume,
             open_price=event.price,
             opened_at=event.timestamp,
