@@ -538,6 +538,7 @@ async def test_the_action_sync_fan_out_measurement(nats_server: NatsServer) -> N
     from hedgebridge.cli.bench_sync import measure_action_sync
 
     figures = await measure_action_sync(nats_server.url, n_subscribers=5, n_actions=10)
-    assert (figures["samples"], figures["sync_missing"], figures["raw_missing"]) == (50, 0, 0)
-    assert 0 < figures["sync_p50_ms"] <= figures["sync_p99_ms"]
-    assert 0 < figures["raw_p50_ms"] <= figures["raw_p99_ms"]
+    assert (len(figures.measured), figures.measured_missing, figures.baseline_missing) == (50, 0, 0)
+    assert len(figures.baseline) == 50
+    assert min(figures.measured) > 0
+    assert min(figures.baseline) > 0

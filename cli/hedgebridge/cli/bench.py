@@ -29,9 +29,11 @@ import nats
 from nats.aio.client import Client as NatsClient
 from websockets.asyncio.client import ClientConnection, connect
 
+from hedgebridge.cli.bench_sync import measure_action_sync, measure_client_sync
 from hedgebridge.common import auth
 from hedgebridge.common.servers import NatsServer, ServerError, ValkeyServer, free_port, terminate, wait_for_port
 from hedgebridge.protocol import (
+    ActionLeg,
     CloseOrder,
     Heartbeat,
     OpenOrder,
@@ -215,6 +217,7 @@ async def _measure(
     procs.start([sys.executable, "-c", _ECHO_SERVER, str(echo_port)])
     procs.start([sys.executable, "-m", "hedgebridge.gateway"], env)
     procs.start([sys.executable, "-m", "hedgebridge.executor"], env)
+    procs.start([sys.executable, "-m", "hedgebridge.coordinator"], env)
     responder = procs.start([sys.executable, "-c", _NATS_RESPONDER, nats_server.url])
     for port, what in ((echo_port, "the echo server"), (gateway_port, "the gateway")):
         if not await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 30):
@@ -335,6 +338,17 @@ async def _measure(
             return elapsed
 
         load, load_rate = await _open_loop(args.load_orders, args.load_rate, load_order)
+
+        # action sync: states of real hedge actions to client API subscribers; state fan-out over NATS
+        admin = auth.mint_token(secret, role="admin", subject="bench")
+        legs = [
+            ActionLeg(account_id=LOAD_ACCOUNTS[0], symbol="EURUSD", side="BUY", volume=0.01),
+            ActionLeg(account_id=LOAD_ACCOUNTS[1], symbol="EURUSD", side="SELL", volume=0.01),
+        ]
+        client_sync, client_missing = await measure_client_sync(
+            f"ws://127.0.0.1:{gateway_port}/client", admin, nats_server.url, legs, args.subscribers, args.actions
+        )
+        fan_out = await measure_action_sync(nats_server.url, args.subscribers, args.actions * 4)
     finally:
         await nc.close()
 
@@ -355,7 +369,25 @@ async def _measure(
         errors=load_errors,
     )
     load_row.met = load_rate >= 0.95 * args.load_rate and load_errors == 0
-    return [echo_row, hb_row, nats_row, order_row, plain_load_row, load_row]
+    n = args.subscribers
+    raw_row = Row(f"plain NATS publish to {n} subscribers (baseline)", fan_out.baseline)
+    sync_row = Row(
+        f"action state to {n} NATS subscribers (JetStream publish)",
+        fan_out.measured,
+        raw_row,
+        "p99 < 20 ms",
+        errors=fan_out.measured_missing,
+    )
+    sync_row.met = sync_row.p99 < 20 and fan_out.measured_missing == 0
+    client_row = Row(
+        f"action state to {n} client API subscribers (real actions)",
+        client_sync,
+        raw_row,
+        "p99 < 20 ms",
+        errors=client_missing,
+    )
+    client_row.met = client_row.p99 < 20 and client_missing == 0
+    return [echo_row, hb_row, nats_row, order_row, plain_load_row, load_row, raw_row, sync_row, client_row]
 
 
 def _fmt(value: float | None, suffix: str = "") -> str:
@@ -367,7 +399,8 @@ def header(args: argparse.Namespace) -> str:
         f"hedgebridge bench — {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
         f"python {platform.python_version()}, websockets {version('websockets')}, nats-py {version('nats-py')}; "
         f"{args.samples} heartbeats, {args.orders} orders at {args.rate:g}/s, "
-        f"{args.load_orders} orders at {args.load_rate:g}/s open loop"
+        f"{args.load_orders} orders at {args.load_rate:g}/s open loop, "
+        f"{args.actions} hedge entries and exits watched by {args.subscribers} clients"
     )
 
 
@@ -381,7 +414,7 @@ def table(rows: list[Row]) -> Iterator[str]:
             f"{_fmt(row.ratio(99), 'x')} | {row.target} | {met} |"
         )
     errors = sum(r.errors for r in rows)
-    yield f"\norders not FILLED: {errors}"
+    yield f"\norders not FILLED, action states not delivered: {errors}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -390,12 +423,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second for NATS/orders (default 200)")
     parser.add_argument("--load-orders", type=int, default=2500, help="orders of the sustained run (default 2500)")
     parser.add_argument("--load-rate", type=float, default=500.0, help="orders/s of the sustained run (default 500)")
+    parser.add_argument("--subscribers", type=int, default=100, help="action-sync subscribers (default 100)")
+    parser.add_argument("--actions", type=int, default=25, help="hedge entries and exits for action sync (default 25)")
     parser.add_argument("--warmup", type=int, default=200, help="samples discarded first (default 200)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
 
 
 def main(args: argparse.Namespace) -> int:
-    if min(args.samples, args.orders, args.load_orders) < 1 or args.warmup < 0 or min(args.rate, args.load_rate) <= 0:
+    if (
+        min(args.samples, args.orders, args.load_orders, args.subscribers, args.actions) < 1
+        or args.warmup < 0
+        or min(args.rate, args.load_rate) <= 0
+    ):
         print("hedgebridge bench: counts must be >= 1, --warmup >= 0, rates > 0", file=sys.stderr)
         return 2
     procs = Processes()

@@ -1,6 +1,8 @@
 """Action-sync fan-out: how long an action's state takes from the coordinator to every subscribed system.
 
-The states are published by a coordinator's own publication path (``Coordinator.publish_state``: JetStream
+Two measurements. Over the client API (``measure_client_sync``): real hedge actions run through the running
+coordinator, executor and simulated terminals, watched by client API connections spread over receiver
+processes. Over NATS (``measure_action_sync``): states are published by a coordinator's own publication path (``Coordinator.publish_state``: JetStream
 publish to ``hb.action.<actionId>`` with a de-duplication id, acknowledged by the stream) and received by
 ``n_subscribers`` separate NATS connections subscribed to ``hb.action.*``, as independent systems are. The
 baseline is a plain NATS publish of the same payload to the same subscribers, measured in the same run.
@@ -12,25 +14,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
+import json
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
+import msgspec
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from websockets.asyncio.client import connect
 
 from hedgebridge.coordinator.config import CoordinatorConfig
 from hedgebridge.coordinator.service import Coordinator
-from hedgebridge.protocol import ActionState, pack, subjects, utcnow
+from hedgebridge.protocol import (
+    ActionLeg,
+    ActionRequest,
+    ActionState,
+    Heartbeat,
+    encode_frame,
+    pack,
+    subjects,
+    subprotocol,
+    unpack,
+    utcnow,
+)
 
 BASELINE_SUBJECT = f"{subjects.PREFIX}.bench.fanout"
-
-
-def _percentile(samples: Sequence[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
 class _Receivers:
@@ -94,6 +108,16 @@ async def _fan_out(
     return latencies, missing
 
 
+@dataclass
+class FanOut:
+    """Per (subscriber, state) latencies in ms of the measured path and of its baseline."""
+
+    measured: list[float]
+    baseline: list[float]
+    measured_missing: int = 0
+    baseline_missing: int = 0
+
+
 async def measure_action_sync(
     nats_url: str,
     n_subscribers: int = 100,
@@ -101,9 +125,9 @@ async def measure_action_sync(
     *,
     interval_ms: float = 5.0,
     wait_s: float = 5.0,
-) -> dict[str, float | int]:
+) -> FanOut:
     """Fan-out latency of ActionState publications to ``n_subscribers`` NATS subscribers, against a raw NATS
-    publish of the same payload. Returns p50/p99 (ms) of both, the sample counts and any missed deliveries."""
+    publish of the same payload to the same subscribers."""
     if n_subscribers < 1 or n_actions < 1:
         raise ValueError("n_subscribers and n_actions must be positive")
     run = uuid.uuid4().hex[:8]
@@ -111,15 +135,12 @@ async def measure_action_sync(
     await coordinator.start()
     subscribers = [await nats.connect(nats_url, name=f"bench-sync-{i}") for i in range(n_subscribers)]
     try:
-        template = ActionState(
-            action_id=f"bench-{run}-0", kind="HEDGE_ENTRY", state="RUNNING", seq=1, timestamp=utcnow()
-        )
 
         def state_for(number: int) -> ActionState:
             return ActionState(
                 action_id=f"bench-{run}-{number}",
-                kind=template.kind,
-                state=template.state,
+                kind="HEDGE_ENTRY",
+                state="RUNNING",
                 seq=number + 1,
                 timestamp=utcnow(),
                 account_ids=["A", "B"],
@@ -155,14 +176,116 @@ async def measure_action_sync(
         await coordinator.kill()
     if not sync or not raw:
         raise RuntimeError("no state reached any subscriber")
-    return {
-        "subscribers": n_subscribers,
-        "actions": n_actions,
-        "samples": len(sync),
-        "sync_p50_ms": _percentile(sync, 50),
-        "sync_p99_ms": _percentile(sync, 99),
-        "sync_missing": sync_missing,
-        "raw_p50_ms": _percentile(raw, 50),
-        "raw_p99_ms": _percentile(raw, 99),
-        "raw_missing": raw_missing,
-    }
+    return FanOut(sync, raw, sync_missing, raw_missing)
+
+
+class _StateSeen(msgspec.Struct):
+    """The part of an EVENT frame a receiver reads."""
+
+    topic: str = ""
+    data: dict[str, Any] = {}
+
+
+async def _receive(url: str, token: str, n_clients: int) -> None:
+    """A receiver process: ``n_clients`` client API connections subscribed to ``actions``. Prints ``ready``,
+    then, when stdin closes, one JSON list of latencies (ms, from each state's timestamp to its receipt)."""
+    decoder = msgspec.json.Decoder(_StateSeen)
+    latencies: list[float] = []
+
+    async def client() -> None:
+        async with connect(
+            url,
+            additional_headers={"Authorization": f"Bearer {token}"},
+            subprotocols=[subprotocol()],  # type: ignore[list-item]
+            compression=None,
+            ping_interval=None,
+            max_queue=None,
+        ) as ws:
+            await ws.recv()  # CLIENT_WELCOME
+            await ws.send('{"type":"SUBSCRIBE","requestId":"s","topics":["actions"]}')
+            await ws.recv()  # SUBSCRIBED
+            ready.release()
+
+            async def beat() -> None:
+                while True:
+                    await asyncio.sleep(1)
+                    await ws.send(encode_frame(Heartbeat(timestamp=utcnow())).decode())
+
+            beating = asyncio.create_task(beat())
+            try:
+                async for frame in ws:
+                    now = time.time()
+                    if '"ACTION_STATE"' in frame:
+                        stamp = decoder.decode(frame).data["timestamp"]
+                        latencies.append((now - datetime.fromisoformat(stamp).timestamp()) * 1000)
+            finally:
+                beating.cancel()
+
+    ready = asyncio.Semaphore(0)
+    tasks = [asyncio.create_task(client()) for _ in range(n_clients)]
+    for _ in range(n_clients):
+        await ready.acquire()
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    print(json.dumps(latencies), flush=True)
+
+
+async def measure_client_sync(
+    client_url: str,
+    token: str,
+    nats_url: str,
+    legs: Sequence[ActionLeg],
+    n_clients: int = 100,
+    n_actions: int = 25,
+    processes: int = 4,
+) -> tuple[list[float], int]:
+    """Real hedge actions (entry, then exit) through a running coordinator, watched by ``n_clients`` client API
+    connections subscribed to ``actions``, spread over ``processes`` receiver processes (as independent
+    systems are). Returns every (client, state) latency in ms, from the state's timestamp to its receipt (one
+    machine, one clock), and how many expected receipts never came."""
+    per = [n_clients // processes + (1 if i < n_clients % processes else 0) for i in range(processes)]
+    module = [sys.executable, "-m", "hedgebridge.cli.bench_sync", client_url, token]
+    receivers = [
+        await asyncio.create_subprocess_exec(
+            *module, str(count), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        for count in per
+        if count
+    ]
+    nc = await nats.connect(nats_url, name="bench-client-sync")
+    try:
+        for receiver in receivers:
+            assert receiver.stdout is not None
+            line = await asyncio.wait_for(receiver.stdout.readline(), 60)
+            if line.strip() != b"ready":
+                raise RuntimeError("a client API receiver did not start")
+        states = 0
+        for i in range(n_actions):
+            for request in (
+                ActionRequest(action_id=f"bench-sync-{i}", kind="HEDGE_ENTRY", legs=list(legs)),
+                ActionRequest(action_id=f"bench-sync-{i}-x", kind="EXIT", target_action_id=f"bench-sync-{i}"),
+            ):
+                reply = await nc.request(subjects.ACTION_REQUEST, pack(request), timeout=30)
+                final = unpack(reply.data, ActionState)
+                if final.state == "REJECTED":
+                    raise RuntimeError(f"bench action refused: {final.message}")
+                states += final.seq
+        await asyncio.sleep(1)  # the last states are on their way to the receivers
+        latencies: list[float] = []
+        for receiver in receivers:
+            out, _ = await asyncio.wait_for(receiver.communicate(b""), 60)
+            latencies += json.loads(out.decode().strip().splitlines()[-1])
+        return latencies, max(states * n_clients - len(latencies), 0)
+    finally:
+        await nc.close()
+        for receiver in receivers:
+            if receiver.returncode is None:
+                receiver.kill()
+                await receiver.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(_receive(sys.argv[1], sys.argv[2], int(sys.argv[3])))
