@@ -2,12 +2,13 @@
 
 Two measurements. Over the client API (``measure_client_sync``): real hedge actions run through the running
 coordinator, executor and simulated terminals, watched by client API connections spread over receiver
-processes. Over NATS (``measure_action_sync``): states are published by a coordinator's own publication path (``Coordinator.publish_state``: JetStream
-publish to ``hb.action.<actionId>`` with a de-duplication id, acknowledged by the stream) and received by
-``n_subscribers`` separate NATS connections subscribed to ``hb.action.*``, as independent systems are. The
-baseline is a plain NATS publish of the same payload to the same subscribers, measured in the same run.
-Latency is publish start → receipt, on one monotonic clock (sender and receivers share the process).
-States are sent one at a time, paced, so the figures are latencies rather than queueing under a burst.
+processes. Over NATS (``measure_action_sync``): states are published by a coordinator's own publication path
+(``Coordinator.publish_state``: JetStream publish to ``hb.action.<actionId>`` with a de-duplication id,
+acknowledged by the stream) and received by ``n_subscribers`` separate NATS connections subscribed to
+``hb.action.*``, as independent systems are; the baseline is a plain NATS publish of the same payload to the
+same subscribers, in the same run. Latency there is publish start → receipt, on one monotonic clock (sender
+and receivers share the process); states are sent one at a time, paced, so the figures are latencies rather
+than queueing under a burst.
 """
 
 from __future__ import annotations
