@@ -721,7 +721,10 @@ def test_nats_cluster_configuration(overlay: str) -> None:
         service = _pod_template(_find(docs, "Deployment", name))["spec"]["containers"][0]
         url = dict(_set_in(service, docs))[f"{ENV_ROOT}NATS_URL"]
         servers = [urlsplit(u) for u in url.split(",")]
-        assert [s.netloc.rsplit("@", 1)[-1] for s in servers] == [f"nats-{i}.{headless}:4222" for i in range(replicas)]
+        client_port = ports["client"]
+        assert [s.netloc.rsplit("@", 1)[-1] for s in servers] == [
+            f"nats-{i}.{headless}:{client_port}" for i in range(replicas)
+        ]
         assert {(s.username, s.password) for s in servers} == {("$(NATS_USER)", "$(NATS_PASSWORD)")}
 
 

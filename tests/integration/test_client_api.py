@@ -520,10 +520,9 @@ async def test_a_slow_consumer_is_closed_while_a_normal_client_keeps_getting_eve
         received = Collector(normal)
         update = pack(_big_update(IN, 2000))
         try:
-            deadline = time.monotonic() + 30
             sent = 0
             while gw.clients.slow_consumers == 0:
-                assert time.monotonic() < deadline, f"the slow client was not closed after {sent} events"
+                assert sent < 500, f"the slow client was not closed after {sent} events"
                 await nc.publish(subjects.event(IN, "POSITION_UPDATE"), update)
                 sent += 1
                 await wait_for(lambda n=sent: len(received.pushes) >= n, f"the normal client to get event {sent}")  # type: ignore[misc]
