@@ -399,7 +399,6 @@ class OrderRecord(_Body, frozen=True, kw_only=True):
     created_at: datetime
     updated_at: datetime
     reply_to: str = ""  # the first caller's reply subject, answered by whoever finishes the order
-    expected_volume: float | None = None  # for a CLOSE: the position's volume before it
     result: OrderResult | None = None
 
 

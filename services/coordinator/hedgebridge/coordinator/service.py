@@ -42,6 +42,7 @@ from nats.js.kv import KeyValue
 
 from hedgebridge.common import bus, logs, streams
 from hedgebridge.common.cache import RealtimeCache, RedisCache
+from hedgebridge.common.tasks import cancel_all
 from hedgebridge.protocol import (
     ActionRequest,
     ActionState,
@@ -155,13 +156,7 @@ class Coordinator:
 
     async def kill(self) -> None:
         """Stop at once, abandoning running actions (what a crash does; their leases lapse)."""
-        tasks = [*self._background, *self._tasks, *self._drivers]
-        for task in tasks:
-            task.cancel()
-        if tasks:  # bounded: a task stuck in a library call must not hold the shutdown
-            _, stuck = await asyncio.wait(tasks, timeout=2.0)
-            if stuck:
-                log.warning("tasks did not stop when cancelled", count=len(stuck))
+        await cancel_all([*self._background, *self._tasks, *self._drivers], log)
         self._background = []
         if self._nats is not None:
             with contextlib.suppress(Exception):

@@ -33,6 +33,7 @@ from nats.js.errors import KeyNotFoundError
 
 from hedgebridge.common import bus, logs, streams
 from hedgebridge.common.cache import RealtimeCache, RedisCache
+from hedgebridge.common.tasks import cancel_all
 from hedgebridge.protocol import (
     FINAL_STATUSES,
     BatchResult,
@@ -142,13 +143,7 @@ class Executor:
 
     async def kill(self) -> None:
         """Stop at once, abandoning running orders (what a crash does; their leases lapse)."""
-        tasks = [*self._background, *self._tasks]
-        for task in tasks:
-            task.cancel()
-        if tasks:  # bounded: a task stuck in a library call must not hold the shutdown
-            _, stuck = await asyncio.wait(tasks, timeout=2.0)
-            if stuck:
-                log.warning("tasks did not stop when cancelled", count=len(stuck))
+        await cancel_all([*self._background, *self._tasks], log)
         self._background = []
         if self._nats is not None:
             with contextlib.suppress(Exception):
@@ -458,7 +453,7 @@ class Executor:
                         await asyncio.sleep(pause)
                         pause = min(pause * 2, 5.0)
                     continue
-                expected = record.expected_volume or await self._expected_volume(command)
+                expected = await self._expected_volume(command)
                 outcome = lifecycle.reconcile(command, snapshot.positions, expected)
                 result = orders.reconciled_result(command, outcome, OrderState.RECONCILED, 1)
         finally:

@@ -1,0 +1,21 @@
+"""Stopping a service's background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from . import logs
+
+
+async def cancel_all(tasks: Iterable[asyncio.Task[Any]], log: logs.Logger, grace_s: float = 2.0) -> None:
+    """Cancel ``tasks`` and wait for them, at most ``grace_s``: a task stuck in a library call must not hold
+    a shutdown."""
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    if pending:
+        _, stuck = await asyncio.wait(pending, timeout=grace_s)
+        if stuck:
+            log.warning("tasks did not stop when cancelled", count=len(stuck))
