@@ -26,6 +26,7 @@ from .messages import (
     AccountUpdate,
     ActionRequest,
     ActionState,
+    Alert,
     BatchResult,
     CloseBatch,
     ClosedEvent,
@@ -35,6 +36,7 @@ from .messages import (
     ErrorMessage,
     Heartbeat,
     Message,
+    MonitorReport,
     OpenedEvent,
     OpenOrder,
     OrderResult,
@@ -45,8 +47,21 @@ from .messages import (
 
 RequestId = Annotated[str, Meta(min_length=1, max_length=128)]
 
-Topic = Literal["prices", "positions", "balances", "trades", "terminals", "orders", "actions", "consistency"]
-TOPICS: tuple[str, ...] = ("prices", "positions", "balances", "trades", "terminals", "orders", "actions", "consistency")
+Topic = Literal[
+    "prices", "positions", "balances", "trades", "terminals", "orders", "actions", "consistency", "alerts", "monitor"
+]
+TOPICS: tuple[str, ...] = (
+    "prices",
+    "positions",
+    "balances",
+    "trades",
+    "terminals",
+    "orders",
+    "actions",
+    "consistency",
+    "alerts",
+    "monitor",
+)
 
 
 class Auth(Message, frozen=True, kw_only=True, tag="AUTH"):
@@ -102,6 +117,8 @@ EventData = (
     | ActionState
     | Conflict
     | ConsistencyStatus
+    | Alert
+    | MonitorReport
 )
 
 

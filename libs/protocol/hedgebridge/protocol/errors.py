@@ -185,6 +185,49 @@ EXECUTOR_UNAVAILABLE = _register(
     "EXECUTOR_UNAVAILABLE", Severity.ERROR, Recovery.RETRY, "No executor answered the order request."
 )
 INTERNAL = _register("INTERNAL", Severity.CRITICAL, Recovery.ESCALATE, "An unexpected fault inside a service.")
+# Monitoring: alerts and health checks (services/monitor)
+EXECUTION_SLOW = _register(
+    "EXECUTION_SLOW", Severity.WARNING, Recovery.ESCALATE, "An order took longer than the execution latency threshold."
+)
+WEBSOCKET_SLOW = _register(
+    "WEBSOCKET_SLOW",
+    Severity.WARNING,
+    Recovery.RECONNECT,
+    "A terminal's heartbeat round trip exceeded the WebSocket latency threshold.",
+)
+SYNC_SLOW = _register(
+    "SYNC_SLOW", Severity.WARNING, Recovery.ESCALATE, "An action took longer than the sync latency threshold."
+)
+ORDERS_FAILING = _register(
+    "ORDERS_FAILING", Severity.ERROR, Recovery.ESCALATE, "Consecutive orders on an account did not fill."
+)
+TERMINAL_DOWN = _register(
+    "TERMINAL_DOWN", Severity.CRITICAL, Recovery.RECONNECT, "A terminal has been disconnected too long."
+)
+TERMINAL_SILENT = _register(
+    "TERMINAL_SILENT",
+    Severity.ERROR,
+    Recovery.RECONNECT,
+    "A connected terminal has reported no event (price, account, position, trade) for too long.",
+)
+MARGIN_LOW = _register(
+    "MARGIN_LOW", Severity.CRITICAL, Recovery.ESCALATE, "An account's margin level is under the threshold."
+)
+HEALTH_CHECK_FAILED = _register(
+    "HEALTH_CHECK_FAILED", Severity.ERROR, Recovery.ESCALATE, "A health check of the monitor failed."
+)
+NATS_UNREACHABLE = _register(
+    "NATS_UNREACHABLE", Severity.CRITICAL, Recovery.RECONNECT, "The NATS server does not answer."
+)
+CACHE_UNREACHABLE = _register(
+    "CACHE_UNREACHABLE", Severity.ERROR, Recovery.RECONNECT, "The Redis-compatible cache does not answer."
+)
+GATEWAY_UNREACHABLE = _register(
+    "GATEWAY_UNREACHABLE", Severity.CRITICAL, Recovery.RECONNECT, "The gateway's WebSocket endpoint does not answer."
+)
+UNREADABLE_EVENT = _register(
+    "UNREADABLE_EVENT", Severity.ERROR, Recovery.ESCALATE, "An event on NATS failed validation and was skipped."
+)
 
 
 def lookup(code: str) -> ErrorCode:

@@ -15,11 +15,16 @@ Layout (``<account>`` is a token-safe account id, see ``messages.AccountId``)::
     hb.consistency.conflict        conflicts the reconciliation found (kept in HB_EVENTS)
     hb.consistency.status          the consistency status after each reconciliation pass
     hb.monitor.status              request/reply: the monitor's live picture
+    hb.monitor.report              the monitor's periodic MONITOR_REPORT (health, latency per hop, open alerts)
+    hb.health.<service>            HEALTH: a service's health checks
+    hb.alert.<rule>.<scope>        ALERT transitions (OPEN / RESOLVED); scope is the account or ``_system``
+    hb.gw.liveness                 GATEWAY_LIVENESS: every gateway's terminals, idle times, heartbeat round trips
 
 JetStream: the stream HB_EVENTS keeps terminals' OPENED/CLOSED reports, order results, action states and
 conflicts; the KV buckets hb_orders (order records by actionId), hb_inflight (orders still running, with
 their owner's lease), hb_actions (action records by actionId) and hb_book (positions the system believes
-open, by ``<account>.<ticket>``) are the persisted state.
+open, by ``<account>.<ticket>``) are the persisted state. The stream HB_ALERTS keeps every alert transition
+(the last one per subject is an alert's current state).
 """
 
 from __future__ import annotations
@@ -40,6 +45,12 @@ ALL_ACTIONS = f"{PREFIX}.action.*"
 CONFLICTS = f"{PREFIX}.consistency.conflict"
 CONSISTENCY_STATUS = f"{PREFIX}.consistency.status"
 MONITOR_STATUS = f"{PREFIX}.monitor.status"
+MONITOR_REPORT = f"{PREFIX}.monitor.report"
+GATEWAY_LIVENESS = f"{PREFIX}.gw.liveness"
+ALL_HEALTH = f"{PREFIX}.health.*"
+ALL_ALERTS = f"{PREFIX}.alert.>"
+ALERTS_STREAM = "HB_ALERTS"
+SYSTEM_SCOPE = "_system"  # the scope token of an alert that concerns no single account
 
 EVENTS_STREAM = "HB_EVENTS"
 # What HB_EVENTS keeps: the terminals' trade reports and every order result, action state and conflict.
@@ -104,3 +115,12 @@ def _account_or_action(token: str) -> str:
 
 
 _ACTION = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def health(service: str) -> str:
+    return f"{PREFIX}.health.{_account(service)}"
+
+
+def alert(rule: str, account_id: str = "") -> str:
+    """The subject of an alert's transitions: ``hb.alert.<rule>.<account or _system>``."""
+    return f"{PREFIX}.alert.{_account(rule)}.{_account(account_id) if account_id else SYSTEM_SCOPE}"

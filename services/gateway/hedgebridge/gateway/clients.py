@@ -40,6 +40,7 @@ from hedgebridge.protocol import (
     PROTOCOL_VERSION,
     ActionRequest,
     ActionState,
+    Alert,
     BatchResult,
     CloseBatch,
     CloseOrder,
@@ -47,6 +48,7 @@ from hedgebridge.protocol import (
     ErrorMessage,
     Heartbeat,
     Message,
+    MonitorReport,
     OpenOrder,
     OrderResult,
     ProtocolError,
@@ -91,7 +93,7 @@ EVENT_TOPICS: dict[str, tuple[str, ...]] = {
 }
 ACCOUNT_TOPICS: frozenset[str] = frozenset({*EVENT_TOPICS, "terminals", "orders"})
 # Topics served by one shared subscription each; every client sees what its scope allows (see ``visible``).
-SHARED_TOPICS: frozenset[str] = frozenset({"actions", "consistency"})
+SHARED_TOPICS: frozenset[str] = frozenset({"actions", "consistency", "alerts", "monitor"})
 ANY = "*"
 
 FeedKey = tuple[str, str]  # (topic, account or ANY)
@@ -162,6 +164,10 @@ def feed_subjects(key: FeedKey) -> tuple[str, ...]:
         return (subjects.ALL_ACTIONS,)
     if topic == "consistency":
         return (subjects.CONFLICTS, subjects.CONSISTENCY_STATUS)
+    if topic == "alerts":
+        return (subjects.ALL_ALERTS,)
+    if topic == "monitor":
+        return (subjects.MONITOR_REPORT,)
     raise ValueError(f"unknown topic {topic!r}")
 
 
@@ -174,6 +180,10 @@ def decode_feed(topic: str, subject: str, data: bytes) -> EventData:
         return unpack(data, OrderResult)
     if topic == "actions":
         return unpack(data, ActionState)
+    if topic == "alerts":
+        return unpack(data, Alert)
+    if topic == "monitor":
+        return unpack(data, MonitorReport)
     if subject == subjects.CONSISTENCY_STATUS:
         return unpack(data, ConsistencyStatus)
     return unpack(data, Conflict)
@@ -185,6 +195,7 @@ def visible(principal: Principal, selection: frozenset[str] | None, topic: str, 
     - actions: an admin sees all; a system client sees an action when every account it names is in scope,
       or when its user is one of the token's users.
     - consistency: conflicts of accounts in scope; the overall status only for admins.
+    - alerts: alerts of accounts in scope; system-wide alerts only for admins. monitor: only admins.
     ``selection`` (the accounts the client subscribed to, None for all) narrows both.
     """
     if isinstance(data, ActionState):
@@ -195,7 +206,11 @@ def visible(principal: Principal, selection: frozenset[str] | None, topic: str, 
         return allowed and (selection is None or bool(selection.intersection(data.account_ids)))
     if isinstance(data, Conflict):
         return principal.may_use(data.account_id) and (selection is None or data.account_id in selection)
-    if isinstance(data, ConsistencyStatus):
+    if isinstance(data, Alert):  # an account's alerts within scope; the system's only for admins
+        if not data.account_id:
+            return principal.is_admin and selection is None
+        return principal.may_use(data.account_id) and (selection is None or data.account_id in selection)
+    if isinstance(data, ConsistencyStatus | MonitorReport):
         return principal.is_admin
     return True
 
