@@ -26,6 +26,10 @@
 |                                           |                            | flush (then rebuilt)                      |
 | HEDGEBRIDGE_STREAM_REPLICAS               | 1                          | replicas of JetStream streams and buckets |
 | HEDGEBRIDGE_EXECUTOR_ID                   | ex-<host>-<pid>            | this replica's name in logs               |
+| HEDGEBRIDGE_EXECUTOR_HEALTH_PORT | 0 (off) | /healthz, /readyz and /metrics on this port (containers: 8080) |
+| HEDGEBRIDGE_EXECUTOR_HEALTH_HOST | 0.0.0.0 | the address those endpoints listen on |
+| HEDGEBRIDGE_TRACING | false | OpenTelemetry spans (no export) |
+| HEDGEBRIDGE_OTLP_ENDPOINT | (none) | export spans over OTLP/HTTP (tracing on) |
 | HEDGEBRIDGE_LOG_LEVEL / HEDGEBRIDGE_LOG_FORMAT | INFO / json           | logging                                   |
 """
 
@@ -56,6 +60,10 @@ class ExecutorConfig(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_timeout_ms: int = 300_000
     sync_timeout_ms: int = 2_000
     cache_check_ms: int = 1_000
+    health_host: str = "0.0.0.0"
+    health_port: int = 0
+    tracing: bool = False
+    otlp_endpoint: str = ""
     stream_replicas: int = 1
     id: str = ""
     log_level: str = "INFO"

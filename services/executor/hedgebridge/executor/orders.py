@@ -30,10 +30,10 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def build_command(request: OrderRequest, now: datetime, action_id: str | None = None) -> OrderCommand:
-    """The terminal command for ``request``. Every command carries an actionId (``action_id``, the
-    request's, or a new one); an OPEN gets a new positionId, a CLOSE by ticket alone uses ``mt-<ticket>``."""
-    action_id = action_id or request.action_id or new_id()
+def build_command(request: OrderRequest, now: datetime) -> OrderCommand:
+    """The terminal command for ``request``. Every command carries an actionId (the request's, or a new one);
+    an OPEN gets a new positionId, a CLOSE by ticket alone uses ``mt-<ticket>``."""
+    action_id = request.action_id or new_id()
     if isinstance(request, OpenOrder):
         return OpenCommand(
             timestamp=now,

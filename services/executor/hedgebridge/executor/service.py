@@ -179,12 +179,10 @@ class Executor:
             return orders.failure("INVALID", exc.code, str(exc), None, _ms(started))
         return await self.execute(request, started, reply_to=reply_to)
 
-    async def execute(
-        self, request: OrderRequest, started: float, *, action_id: str | None = None, reply_to: str = ""
-    ) -> OrderResult:
+    async def execute(self, request: OrderRequest, started: float, *, reply_to: str = "") -> OrderResult:
         """Run ``request`` once per actionId and return its definite result."""
         now = utcnow()
-        command = orders.build_command(request, now, action_id)
+        command = orders.build_command(request, now)
         assert command.action_id is not None
         timeout_s = (request.timeout_ms or self.config.order_timeout_ms) / 1000
         record = OrderRecord(
@@ -207,8 +205,8 @@ class Executor:
             ttl_s = (request.ttl_ms if request.ttl_ms is not None else self.config.command_ttl_ms) / 1000
             async with self._locks[command.account_id]:  # one order at a time per terminal
                 result, state, unknown = await self._run(command, timeout_s, ttl_s, started)
-            # the caller is answered first; the record is written right after (a repeat waits for it, and a
-            # crash in between leaves a lapsing lease: another replica reconciles the same outcome)
+            # the caller is answered first; the record is written right after (a repeat waits for it; after a
+            # crash in between, the replica that takes the order over reconciles the same outcome)
             self._spawn(self._settle(stored, state, result, unknown))
             settling = True
             return result
