@@ -130,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("gateway", "executor", "monitor", "coordinator"):
         svc = sub.add_parser(name, help=f"run the {name} service (configured by environment variables)")
         svc.set_defaults(func=_service(name))
+    mt5bridge = sub.add_parser(
+        "mt5bridge",
+        help="drive a MetaTrader 5 terminal through the MetaTrader5 package (Windows; environment variables)",
+    )
+    mt5bridge.set_defaults(func=_service("mt5bridge"))
 
     bench_parser = sub.add_parser("bench", help="measure latencies against raw baselines and print a table")
     bench.add_arguments(bench_parser)

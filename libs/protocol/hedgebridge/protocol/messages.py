@@ -638,6 +638,7 @@ class MonitorReport(Message, frozen=True, kw_only=True, tag="MONITOR_REPORT"):
     health: HealthReport
     hops: list[LatencyHop] = []
     alerts: list[Alert] = []
+    terminals: list[TerminalView] = []
 
 
 def to_builtins(msg: Struct) -> object:

@@ -18,6 +18,7 @@
 | HEDGEBRIDGE_GATEWAY_CLIENT_REQUEST_TIMEOUT_MS | 10000                | an order's timeout when the request has none |
 | HEDGEBRIDGE_GATEWAY_CLIENT_ACTION_TIMEOUT_MS | 30000                 | an action's timeout when the request has none |
 | HEDGEBRIDGE_GATEWAY_CLIENT_REQUEST_MARGIN_MS | 5000                  | added to a request's timeout for transport  |
+| HEDGEBRIDGE_GATEWAY_LIVENESS_INTERVAL_MS | 5000                      | GATEWAY_LIVENESS reports and heartbeat pings |
 | HEDGEBRIDGE_LOG_LEVEL / HEDGEBRIDGE_LOG_FORMAT | INFO / json         | logging                                     |
 """
 
@@ -52,6 +53,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     client_request_timeout_ms: int = 10_000
     client_action_timeout_ms: int = 30_000
     client_request_margin_ms: int = 5000
+    liveness_interval_ms: int = 5000
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -74,4 +76,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         raise ConfigError("HEDGEBRIDGE_GATEWAY_MAX_FRAME_BYTES must be at least 1024")
     if min(cfg.client_auth_timeout_ms, cfg.client_queue_max, cfg.client_max_in_flight) < 1:
         raise ConfigError("HEDGEBRIDGE_GATEWAY_CLIENT_* limits must be at least 1")
+    if cfg.liveness_interval_ms < 100:
+        raise ConfigError("HEDGEBRIDGE_GATEWAY_LIVENESS_INTERVAL_MS must be at least 100")
     return cfg

@@ -57,10 +57,12 @@ from hedgebridge.protocol import (
 )
 from hedgebridge.protocol.errors import CloseCode
 
+from . import admin
 from .clients import ClientHub
 from .config import GatewayConfig
 from .errors import CannotListen
 from .handshake import Accept, ClientAccept, decide
+from .liveness import Liveness
 
 log = logs.get("gateway")
 
@@ -140,6 +142,8 @@ class TerminalSession:
         if isinstance(message, Heartbeat):
             if not message.reply:
                 await self.send(Heartbeat(timestamp=utcnow(), seq=message.seq, reply=True))
+            else:
+                self.gateway.liveness.on_reply(self, message.seq)  # the answer to the gateway's ping
             return
         kind = type_name(message)
         if not isinstance(message, FROM_TERMINAL):
@@ -176,6 +180,7 @@ class Gateway:
         self._status_sub: Subscription | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.liveness = Liveness(self)  # GATEWAY_LIVENESS reports (liveness.py)
 
     @property
     def nats(self) -> NatsClient:
@@ -204,6 +209,7 @@ class Gateway:
             ) from None
         self._sweeper = asyncio.create_task(self._sweep_silent())
         self.clients.start()
+        self.liveness.start()
         log.info("listening", host=self.config.host, port=self.port, gateway=self.gateway_id)
 
     async def _listen(self) -> Server:
@@ -221,6 +227,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """Close every terminal with 1001 (reconnect elsewhere), publish their disconnects, drain NATS."""
+        await self.liveness.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -239,6 +246,9 @@ class Gateway:
             self._nats = None
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        page = admin.respond(connection, request)  # the admin dashboard (admin.py): static files at /admin
+        if page is not None:
+            return page
         verdict = decide(
             request.path,
             request.headers.get("Authorization"),

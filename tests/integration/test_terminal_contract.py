@@ -1,0 +1,334 @@
+"""The execution contract every terminal kind keeps, run against each of them with the real executor, nats-server
+and valkey-server: the simulated EA behind a gateway (``ea``) and the MetaTrader5-package bridge driving the
+simulated package (``mt5bridge``). Nothing else in the system can tell them apart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from hedgebridge.common.cache import RedisCache
+from hedgebridge.common.servers import NatsServer, ValkeyServer
+from hedgebridge.executor.service import Executor
+from hedgebridge.protocol import (
+    BatchItem,
+    BatchResult,
+    BookEntry,
+    CloseBatch,
+    CloseOrder,
+    OpenCommand,
+    OpenedEvent,
+    OpenMetadata,
+    OpenOrder,
+    OrderResult,
+    errors,
+    pack,
+    retcodes,
+    subjects,
+    unpack,
+    unpack_event,
+    utcnow,
+)
+
+from ..conftest import StartSims
+from ..helpers import deliver, order, wait_for
+from ..mt5.terminals import Bridges, Fault, SimEa, StartTerminals, Terminal
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["ea", "mt5bridge"])
+def terminals(request: pytest.FixtureRequest) -> StartTerminals:
+    """``await terminals(["A1"])``: one terminal per account, of the kind the test is parametrized with."""
+    start: StartTerminals = request.getfixturevalue(f"{request.param}_terminals")
+    return start
+
+
+@pytest.fixture
+def ea_terminals(sims: StartSims) -> StartTerminals:
+    async def start(accounts: list[str]) -> list[Terminal]:
+        return [SimEa(t) for t in await sims(accounts, fill_latency_ms=0, tick_interval_ms=20)]
+
+    return start
+
+
+@pytest.fixture
+async def mt5bridge_terminals(
+    nats_server: NatsServer, executor: Executor, tmp_path: Path
+) -> AsyncIterator[StartTerminals]:
+    bridges = Bridges(nats_server.url, tmp_path / "books")
+
+    async def start(accounts: list[str]) -> list[Terminal]:
+        return [await bridges.start(account) for account in accounts]
+
+    yield start
+    await bridges.close()
+
+
+@pytest.fixture
+async def results(nc: NatsClient) -> AsyncIterator[list[OrderResult]]:
+    seen: list[OrderResult] = []
+
+    async def collect(msg: Msg) -> None:
+        seen.append(unpack(msg.data, OrderResult))
+
+    sub = await nc.subscribe(subjects.ALL_RESULTS, cb=collect)
+    await nc.flush()
+    yield seen
+    await sub.unsubscribe()
+
+
+def buy(account: str = "A1", volume: float = 1.0, **fields: object) -> OpenOrder:
+    return OpenOrder(account_id=account, symbol="EURUSD", side="BUY", volume=volume, **fields)  # type: ignore[arg-type]
+
+
+async def test_open_and_close_fill_the_cache_and_the_book(
+    terminals: StartTerminals, nc: NatsClient, cache_server: ValkeyServer, executor: Executor
+) -> None:
+    (terminal,) = await terminals(["A1"])
+    cache = RedisCache(f"{cache_server.url}/0")
+    try:
+        opened = await order(nc, buy(volume=0.5, action_id="o-1"))
+        assert (opened.status, opened.action_id, opened.code, opened.kind) == ("FILLED", "o-1", None, "OPEN")
+        assert (opened.volume, opened.requested_volume, opened.attempts) == (0.5, 0.5, 1)
+        ticket = opened.mt_ticket
+        assert ticket is not None
+        assert terminal.positions() == {ticket: 0.5}
+
+        async def cached() -> bool:
+            positions = await cache.positions("A1")
+            held = positions is not None and [(p.mt_ticket, p.action_id) for p in positions] == [(ticket, "o-1")]
+            return held and await cache.price("EURUSD") is not None
+
+        await wait_for(cached, "the position (with its actionId) and a price in the cache")
+
+        async def booked() -> bool:
+            with contextlib.suppress(Exception):
+                entry = await executor.state.book.get(f"A1.{ticket}")
+                return entry.value is not None and unpack(entry.value, BookEntry).volume == 0.5
+            return False
+
+        await wait_for(booked, "the position in the book")
+        closed = await order(nc, CloseOrder(account_id="A1", position_id=opened.position_id))
+        assert (closed.status, closed.kind, closed.mt_ticket) == ("FILLED", "CLOSE", ticket)
+        assert closed.profit is not None
+        assert terminal.positions() == {}
+        realised = 10_000 + closed.profit
+
+        async def emptied() -> bool:
+            balance = await cache.balance("A1")
+            settled = balance is not None and float(balance["balance"]) == pytest.approx(realised)
+            return settled and await cache.positions("A1") == []
+
+        await wait_for(emptied, "no position and the realised balance in the cache")
+    finally:
+        await cache.close()
+
+
+async def test_final_retcodes_are_rejected_with_their_class(terminals: StartTerminals, nc: NatsClient) -> None:
+    (terminal,) = await terminals(["A1"])
+    for code in (retcodes.REJECT, retcodes.NO_MONEY, retcodes.MARKET_CLOSED, retcodes.INVALID_VOLUME):
+        terminal.inject(Fault(retcode=code))
+        result = await order(nc, buy())
+        assert (result.status, result.code, result.retcode) == ("REJECTED", errors.ORDER_REJECTED, code)
+        assert (result.retcode_class, result.attempts) == ("FINAL", 1)
+    assert terminal.positions() == {}
+    unknown = await order(nc, CloseOrder(account_id="A1", mt_ticket="123"))
+    assert (unknown.status, unknown.code, unknown.retcode) == ("REJECTED", errors.ALREADY_CLOSED, 10036)
+    assert unknown.retcode_class == "ALREADY_CLOSED"
+
+
+async def test_retry_retcodes_are_sent_again_with_the_same_action_id(terminals: StartTerminals, nc: NatsClient) -> None:
+    (terminal,) = await terminals(["A1"])
+    terminal.inject(Fault(retcode=retcodes.REQUOTE))
+    terminal.inject(Fault(retcode=retcodes.PRICE_CHANGED))
+    result = await order(nc, buy(action_id="retry-1"))
+    assert (result.status, result.attempts) == ("FILLED", 3)
+    assert terminal.received == ["retry-1"] * 3
+    assert list(terminal.positions().values()) == [1.0]
+    for _ in range(3):
+        terminal.inject(Fault(retcode=retcodes.TOO_MANY_REQUESTS))
+    exhausted = await order(nc, buy(action_id="retry-2"))
+    assert (exhausted.status, exhausted.code, exhausted.attempts) == ("REJECTED", errors.RETRIES_EXHAUSTED, 3)
+    assert terminal.received.count("retry-2") == 3
+    assert len(terminal.positions()) == 1
+
+
+async def test_partial_fill_reports_the_filled_volume_and_a_partial_close_leaves_the_rest(
+    terminals: StartTerminals, nc: NatsClient
+) -> None:
+    (terminal,) = await terminals(["A1"])
+    terminal.inject(Fault(fill_ratio=0.4))
+    result = await order(nc, buy(volume=1.0, action_id="part-1"))
+    assert (result.status, result.code, result.volume, result.requested_volume, result.retcode) == (
+        "PARTIALLY_FILLED",
+        errors.PARTIAL_FILL,
+        0.4,
+        1.0,
+        retcodes.DONE_PARTIAL,
+    )
+    assert terminal.received == ["part-1"]
+    half = await order(nc, CloseOrder(account_id="A1", mt_ticket=result.mt_ticket, volume=0.1))
+    assert (half.status, half.volume) == ("FILLED", 0.1)
+    assert half.event is not None
+    assert half.event.remaining_volume == pytest.approx(0.3)  # type: ignore[union-attr]
+    assert terminal.positions() == {result.mt_ticket: pytest.approx(0.3)}
+
+
+async def test_a_repeated_action_id_returns_the_first_result_and_the_terminal_sees_it_once(
+    terminals: StartTerminals, nc: NatsClient
+) -> None:
+    (terminal,) = await terminals(["A1"])
+    first = await order(nc, buy(action_id="once"))
+    again = await order(nc, buy(action_id="once"))
+    assert (again.status, again.mt_ticket, again.duplicate) == ("FILLED", first.mt_ticket, True)
+    other = await order(nc, buy(volume=2.0, action_id="once"))
+    assert (other.status, other.code) == ("INVALID", errors.DUPLICATE_MISMATCH)
+    assert terminal.received == ["once"]
+    assert len(terminal.positions()) == 1
+
+
+async def test_the_terminal_answers_an_executed_action_id_with_the_first_result(
+    terminals: StartTerminals, nc: NatsClient
+) -> None:
+    """The terminal's own side of exactly-once: the same OPEN twice (as after a lost executor record) is
+    answered with the first result and ``alreadyExecuted``, and executes once."""
+    (terminal,) = await terminals(["A1"])
+    reports: list[OpenedEvent] = []
+
+    async def collect(msg: Msg) -> None:
+        event = unpack_event(msg.data)
+        if isinstance(event, OpenedEvent):
+            reports.append(event)
+
+    sub = await nc.subscribe(subjects.event("A1", "OPENED"), cb=collect)
+    await nc.flush()
+    command = OpenCommand(
+        timestamp=utcnow(),
+        account_id="A1",
+        position_id="p-twice",
+        action_id="twice",
+        symbol="EURUSD",
+        side="SELL",
+        volume=0.2,
+        metadata=OpenMetadata(execution_type="ENTRY", user_id="u-1"),
+    )
+    try:
+        for _ in range(2):
+            assert (await deliver(nc, "A1", command)).delivered
+        await wait_for(lambda: len(reports) == 2, "two OPENED reports")
+    finally:
+        await sub.unsubscribe()
+    first, second = reports
+    assert (first.status, first.already_executed, first.symbol, first.side) == ("SUCCESS", False, "EURUSD", "SELL")
+    assert (second.status, second.already_executed) == ("SUCCESS", True)
+    assert (second.mt_ticket, second.price, second.volume) == (first.mt_ticket, first.price, first.volume)
+    assert terminal.positions() == {first.mt_ticket: 0.2}
+    assert terminal.received == ["twice", "twice"]
+
+
+async def test_a_lost_report_is_reconciled_and_never_resent(
+    terminals: StartTerminals, nc: NatsClient, results: list[OrderResult]
+) -> None:
+    (terminal,) = await terminals(["A1"])
+    terminal.inject(Fault(lost_report=True))
+    first = await order(nc, buy(action_id="lost-1", timeout_ms=400))
+    assert (first.status, first.code) == ("OUTCOME_UNKNOWN", errors.OUTCOME_UNKNOWN)
+    await wait_for(lambda: any(r.reconciled and r.action_id == "lost-1" for r in results), "the reconciled result")
+    reconciled = next(r for r in results if r.reconciled)
+    (ticket,) = terminal.positions()
+    assert (reconciled.status, reconciled.mt_ticket, reconciled.state) == ("FILLED", ticket, "RECONCILED")
+    again = await order(nc, buy(action_id="lost-1", timeout_ms=400))
+    assert (again.status, again.mt_ticket, again.reconciled, again.duplicate) == ("FILLED", ticket, True, True)
+    assert terminal.received == ["lost-1"]
+
+
+async def test_a_trade_server_timeout_is_reconciled_as_not_executed(
+    terminals: StartTerminals, nc: NatsClient, results: list[OrderResult]
+) -> None:
+    (terminal,) = await terminals(["A1"])
+    for code in (retcodes.TIMEOUT, retcodes.CONNECTION):
+        terminal.inject(Fault(retcode=code))
+        result = await order(nc, buy(action_id=f"srv-{code}"))
+        assert (result.status, result.retcode, result.retcode_class) == ("OUTCOME_UNKNOWN", code, "RECONCILE")
+        key = f"srv-{code}"
+
+        def settled(key: str = key) -> bool:
+            return any(r.reconciled and r.action_id == key for r in results)
+
+        await wait_for(settled, "the reconciled result")
+        final = next(r for r in results if r.reconciled and r.action_id == key)
+        assert (final.status, final.code) == ("REJECTED", errors.RECONCILED_NOT_EXECUTED)
+    assert terminal.received == [f"srv-{retcodes.TIMEOUT}", f"srv-{retcodes.CONNECTION}"]
+    assert terminal.positions() == {}
+
+
+async def test_double_close_and_batch_close(terminals: StartTerminals, nc: NatsClient) -> None:
+    a1, b1 = await terminals(["A1", "B1"])
+    opened = [await order(nc, buy(account=a)) for a in ("A1", "A1", "B1")]
+    closed = await order(nc, CloseOrder(account_id="A1", mt_ticket=opened[0].mt_ticket))
+    assert closed.status == "FILLED"
+    twice = await order(nc, CloseOrder(account_id="A1", mt_ticket=opened[0].mt_ticket))
+    assert (twice.status, twice.code) == ("REJECTED", errors.ALREADY_CLOSED)
+    batch = CloseBatch(
+        action_id="batch-1", items=[BatchItem(account_id=o.account_id, mt_ticket=o.mt_ticket) for o in opened]
+    )
+    result = unpack((await nc.request(subjects.BATCH_REQUEST, pack(batch), timeout=10)).data, BatchResult)
+    assert [(r.status, r.action_id) for r in result.results] == [
+        ("REJECTED", "batch-1-0"),
+        ("FILLED", "batch-1-1"),
+        ("FILLED", "batch-1-2"),
+    ]
+    assert result.results[0].code == errors.ALREADY_CLOSED
+    assert (a1.positions(), b1.positions()) == ({}, {})
+    again = unpack((await nc.request(subjects.BATCH_REQUEST, pack(batch), timeout=10)).data, BatchResult)
+    assert [r.duplicate for r in again.results] == [True, True, True]
+    assert b1.received.count("batch-1-2") == 1
+
+
+async def test_a_flushed_cache_is_rebuilt_from_the_terminals_snapshots(
+    terminals: StartTerminals, nc: NatsClient, cache_server: ValkeyServer, executor: Executor
+) -> None:
+    await terminals(["A1", "B1"])
+    cache = RedisCache(f"{cache_server.url}/0")
+    try:
+        tickets = {a: (await order(nc, buy(account=a))).mt_ticket for a in ("A1", "B1")}
+        load = asyncio.create_task(_orders(nc, 10))
+        await cache._redis.flushall()
+        assert await cache.positions("A1") is None  # known to be incomplete, not "no positions"
+
+        async def rebuilt() -> bool:
+            for account, ticket in tickets.items():
+                positions = await cache.positions(account)
+                if positions is None or ticket not in {p.mt_ticket for p in positions}:
+                    return False
+            return True
+
+        await wait_for(rebuilt, "both accounts' positions back in the cache")
+        assert {r.status for r in await load} == {"FILLED"}
+        assert executor.rebuilds >= 1
+    finally:
+        await cache.close()
+
+
+async def _orders(nc: NatsClient, n: int) -> list[OrderResult]:
+    return [await order(nc, buy(account="A1")) for _ in range(n)]
+
+
+async def test_reports_are_kept_in_the_events_stream(terminals: StartTerminals, nc: NatsClient) -> None:
+    await terminals(["A1"])
+    result = await order(nc, buy(action_id="kept"))
+
+    async def kept() -> bool:
+        with contextlib.suppress(Exception):
+            report = await nc.jetstream().get_last_msg(subjects.EVENTS_STREAM, subjects.event("A1", "OPENED"))
+            return unpack(report.data or b"", OpenedEvent).mt_ticket == result.mt_ticket
+        return False
+
+    await wait_for(kept, "the OPENED report in HB_EVENTS")

@@ -1,0 +1,870 @@
+"""A simulated ``MetaTrader5`` package for tests: a terminal on a hedging account, in memory.
+
+An instance of ``FakeMT5`` stands in for the module: the same functions with the same signatures
+(``initialize``, ``login``, ``shutdown``, ``last_error``, ``terminal_info``, ``account_info``, ``symbol_info``,
+``symbol_info_tick``, ``symbol_select``, ``positions_get``, ``history_deals_get``, ``order_send``), the same
+named tuples (field names and order as MetaQuotes documents them) and the same constants and retcode values as
+``MetaTrader5`` 5.0.6231 (read from that wheel's ``__init__.py``; ``mt5_wheel.json`` holds what
+``extract_wheel.py`` took from it, and ``test_fake_mt5.py`` compares). It is injected into the bridge by its
+constructor; shipped code never imports it.
+
+Behaviour, as a trade server and terminal answer:
+
+- ``order_send`` checks its arguments' types (``None`` and ``last_error`` ``(-2, 'Invalid "x" argument')``),
+  the comment's length (31), the volume against the symbol's min/max/step (10014), the filling mode against
+  the symbol's (10030), the price against the market and ``deviation`` (10004 requote), a close's position
+  (10036) and volume (10038); a fill opens or reduces a position (position ticket = the opening order's
+  ticket) and writes deals (entry IN/OUT, magic, comment, position id, profit) to the history;
+- prices come from ``hedgebridge.sim``'s random-walk feed; ``step()`` moves them;
+- faults (``FakeFault``), one per ``order_send``: a retcode (nothing executes), a partial fill (10010), a lost
+  result (it executes but ``order_send`` returns None, as when the link to the terminal breaks mid-call), and a
+  delay (the call blocks, as a slow trade server does, then goes on);
+- ``lose_terminal()`` breaks the link: every call fails with ``(-10004, 'No IPC connection')`` until
+  ``restore_terminal()``; ``close_outside()`` closes a position as a stop loss or a person would.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple, get_type_hints
+
+from hedgebridge.sim.feed import PriceFeed, instrument
+
+# --- named tuples (the package's PyStructSequence types, fields in their documented order) -------------------
+
+
+class TradePosition(NamedTuple):
+    ticket: int
+    time: int
+    time_msc: int
+    time_update: int
+    time_update_msc: int
+    type: int
+    magic: int
+    identifier: int
+    reason: int
+    volume: float
+    price_open: float
+    sl: float
+    tp: float
+    price_current: float
+    swap: float
+    profit: float
+    symbol: str
+    comment: str
+    external_id: str
+
+
+class TradeDeal(NamedTuple):
+    ticket: int
+    order: int
+    time: int
+    time_msc: int
+    type: int
+    entry: int
+    magic: int
+    position_id: int
+    reason: int
+    volume: float
+    price: float
+    commission: float
+    swap: float
+    profit: float
+    fee: float
+    symbol: str
+    comment: str
+    external_id: str
+
+
+class TradeRequest(NamedTuple):
+    action: int
+    magic: int
+    order: int
+    symbol: str
+    volume: float
+    price: float
+    stoplimit: float
+    sl: float
+    tp: float
+    deviation: int
+    type: int
+    type_filling: int
+    type_time: int
+    expiration: int
+    comment: str
+    position: int
+    position_by: int
+
+
+class OrderSendResult(NamedTuple):
+    retcode: int
+    deal: int
+    order: int
+    volume: float
+    price: float
+    bid: float
+    ask: float
+    comment: str
+    request_id: int
+    retcode_external: int
+    request: TradeRequest
+
+
+class Tick(NamedTuple):
+    time: int
+    bid: float
+    ask: float
+    last: float
+    volume: int
+    time_msc: int
+    flags: int
+    volume_real: float
+
+
+class AccountInfo(NamedTuple):
+    login: int
+    trade_mode: int
+    leverage: int
+    limit_orders: int
+    margin_so_mode: int
+    trade_allowed: bool
+    trade_expert: bool
+    margin_mode: int
+    currency_digits: int
+    fifo_close: bool
+    balance: float
+    credit: float
+    profit: float
+    equity: float
+    margin: float
+    margin_free: float
+    margin_level: float
+    margin_so_call: float
+    margin_so_so: float
+    margin_initial: float
+    margin_maintenance: float
+    assets: float
+    liabilities: float
+    commission_blocked: float
+    name: str
+    server: str
+    currency: str
+    company: str
+
+
+class TerminalInfo(NamedTuple):
+    community_account: bool
+    community_connection: bool
+    connected: bool
+    dlls_allowed: bool
+    trade_allowed: bool
+    tradeapi_disabled: bool
+    email_enabled: bool
+    ftp_enabled: bool
+    notifications_enabled: bool
+    mqid: bool
+    build: int
+    maxbars: int
+    codepage: int
+    ping_last: int
+    community_balance: float
+    retransmission: float
+    company: str
+    name: str
+    language: str
+    path: str
+    data_path: str
+    commondata_path: str
+
+
+class SymbolInfo(NamedTuple):  # only the fields read in tests are typed here; ``symbol_info`` fills all
+    custom: bool
+    chart_mode: int
+    select: bool
+    visible: bool
+    session_deals: int
+    session_buy_orders: int
+    session_sell_orders: int
+    volume: int
+    volumehigh: int
+    volumelow: int
+    time: int
+    digits: int
+    spread: int
+    spread_float: bool
+    ticks_bookdepth: int
+    trade_calc_mode: int
+    trade_mode: int
+    start_time: int
+    expiration_time: int
+    trade_stops_level: int
+    trade_freeze_level: int
+    trade_exemode: int
+    swap_mode: int
+    swap_rollover3days: int
+    margin_hedged_use_leg: bool
+    expiration_mode: int
+    filling_mode: int
+    order_mode: int
+    order_gtc_mode: int
+    option_mode: int
+    option_right: int
+    bid: float
+    bidhigh: float
+    bidlow: float
+    ask: float
+    askhigh: float
+    asklow: float
+    last: float
+    lasthigh: float
+    lastlow: float
+    volume_real: float
+    volumehigh_real: float
+    volumelow_real: float
+    option_strike: float
+    point: float
+    trade_tick_value: float
+    trade_tick_value_profit: float
+    trade_tick_value_loss: float
+    trade_tick_size: float
+    trade_contract_size: float
+    trade_accrued_interest: float
+    trade_face_value: float
+    trade_liquidity_rate: float
+    volume_min: float
+    volume_max: float
+    volume_step: float
+    volume_limit: float
+    swap_long: float
+    swap_short: float
+    margin_initial: float
+    margin_maintenance: float
+    session_volume: float
+    session_turnover: float
+    session_interest: float
+    session_buy_orders_volume: float
+    session_sell_orders_volume: float
+    session_open: float
+    session_close: float
+    session_aw: float
+    session_price_settlement: float
+    session_price_limit_min: float
+    session_price_limit_max: float
+    margin_hedged: float
+    price_change: float
+    price_volatility: float
+    price_theoretical: float
+    price_greeks_delta: float
+    price_greeks_theta: float
+    price_greeks_gamma: float
+    price_greeks_vega: float
+    price_greeks_rho: float
+    price_greeks_omega: float
+    price_sensitivity: float
+    basis: str
+    category: str
+    currency_base: str
+    currency_profit: str
+    currency_margin: str
+    bank: str
+    description: str
+    exchange: str
+    formula: str
+    isin: str
+    name: str
+    page: str
+    path: str
+
+
+NAMED_TUPLES: dict[str, type[tuple[Any, ...]]] = {
+    "TradePosition": TradePosition,
+    "TradeDeal": TradeDeal,
+    "TradeRequest": TradeRequest,
+    "OrderSendResult": OrderSendResult,
+    "Tick": Tick,
+    "SymbolInfo": SymbolInfo,
+    "AccountInfo": AccountInfo,
+    "TerminalInfo": TerminalInfo,
+}
+
+# what order_send accepts, with the type of each field (a wrong type is 'Invalid "<field>" argument')
+_REQUEST_TYPES: dict[str, tuple[type, ...]] = {
+    "action": (int,),
+    "magic": (int,),
+    "order": (int,),
+    "symbol": (str,),
+    "volume": (float, int),
+    "price": (float, int),
+    "stoplimit": (float, int),
+    "sl": (float, int),
+    "tp": (float, int),
+    "deviation": (int,),
+    "type": (int,),
+    "type_filling": (int,),
+    "type_time": (int,),
+    "expiration": (int,),
+    "comment": (str,),
+    "position": (int,),
+    "position_by": (int,),
+}
+
+_RETCODE_TEXT = {
+    10004: "Requote",
+    10006: "Request rejected",
+    10009: "Request completed",
+    10010: "Only part of the request was completed",
+    10011: "Request processing error",
+    10012: "Request canceled by timeout",
+    10013: "Invalid request",
+    10014: "Invalid volume in the request",
+    10018: "Market is closed",
+    10019: "There is not enough money to complete the request",
+    10020: "Prices changed",
+    10021: "There are no quotes to process the request",
+    10024: "Too frequent requests",
+    10030: "Invalid order filling type",
+    10031: "No connection with the trade server",
+    10036: "Position with the specified POSITION_IDENTIFIER has already been closed",
+    10038: "A close volume exceeds the current position volume",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FakeFault:
+    """What happens to the next ``order_send`` instead of a clean fill (see the module's docstring)."""
+
+    retcode: int | None = None
+    fill_ratio: float | None = None
+    lost_result: bool = False
+    delay_s: float = 0.0
+
+
+@dataclass
+class _Position:
+    ticket: int
+    type: int
+    magic: int
+    volume: float
+    price_open: float
+    symbol: str
+    comment: str
+    time_msc: int
+
+
+@dataclass
+class _Book:
+    positions: dict[int, _Position] = field(default_factory=dict)
+    deals: list[TradeDeal] = field(default_factory=list)
+
+
+class FakeMT5:
+    """A stand-in for the ``MetaTrader5`` module, one terminal and one hedging account per instance."""
+
+    __version__ = "5.0.6231"
+
+    # constants: the values of MetaTrader5 5.0.6231
+    TRADE_ACTION_DEAL = 1
+    TRADE_ACTION_PENDING = 5
+    TRADE_ACTION_SLTP = 6
+    TRADE_ACTION_MODIFY = 7
+    TRADE_ACTION_REMOVE = 8
+    TRADE_ACTION_CLOSE_BY = 10
+    ORDER_TYPE_BUY = 0
+    ORDER_TYPE_SELL = 1
+    ORDER_TYPE_BUY_LIMIT = 2
+    ORDER_TYPE_SELL_LIMIT = 3
+    ORDER_TYPE_BUY_STOP = 4
+    ORDER_TYPE_SELL_STOP = 5
+    ORDER_TYPE_BUY_STOP_LIMIT = 6
+    ORDER_TYPE_SELL_STOP_LIMIT = 7
+    ORDER_TYPE_CLOSE_BY = 8
+    ORDER_FILLING_FOK = 0
+    ORDER_FILLING_IOC = 1
+    ORDER_FILLING_RETURN = 2
+    ORDER_FILLING_BOC = 3
+    ORDER_TIME_GTC = 0
+    ORDER_TIME_DAY = 1
+    ORDER_TIME_SPECIFIED = 2
+    ORDER_TIME_SPECIFIED_DAY = 3
+    POSITION_TYPE_BUY = 0
+    POSITION_TYPE_SELL = 1
+    DEAL_TYPE_BUY = 0
+    DEAL_TYPE_SELL = 1
+    DEAL_ENTRY_IN = 0
+    DEAL_ENTRY_OUT = 1
+    DEAL_ENTRY_INOUT = 2
+    DEAL_ENTRY_OUT_BY = 3
+    DEAL_REASON_CLIENT = 0
+    DEAL_REASON_MOBILE = 1
+    DEAL_REASON_WEB = 2
+    DEAL_REASON_EXPERT = 3
+    DEAL_REASON_SL = 4
+    DEAL_REASON_TP = 5
+    DEAL_REASON_SO = 6
+    DEAL_REASON_ROLLOVER = 7
+    DEAL_REASON_VMARGIN = 8
+    DEAL_REASON_SPLIT = 9
+    ACCOUNT_TRADE_MODE_DEMO = 0
+    ACCOUNT_TRADE_MODE_CONTEST = 1
+    ACCOUNT_TRADE_MODE_REAL = 2
+    ACCOUNT_MARGIN_MODE_RETAIL_NETTING = 0
+    ACCOUNT_MARGIN_MODE_EXCHANGE = 1
+    ACCOUNT_MARGIN_MODE_RETAIL_HEDGING = 2
+    TRADE_RETCODE_REQUOTE = 10004
+    TRADE_RETCODE_REJECT = 10006
+    TRADE_RETCODE_CANCEL = 10007
+    TRADE_RETCODE_PLACED = 10008
+    TRADE_RETCODE_DONE = 10009
+    TRADE_RETCODE_DONE_PARTIAL = 10010
+    TRADE_RETCODE_ERROR = 10011
+    TRADE_RETCODE_TIMEOUT = 10012
+    TRADE_RETCODE_INVALID = 10013
+    TRADE_RETCODE_INVALID_VOLUME = 10014
+    TRADE_RETCODE_INVALID_PRICE = 10015
+    TRADE_RETCODE_INVALID_STOPS = 10016
+    TRADE_RETCODE_TRADE_DISABLED = 10017
+    TRADE_RETCODE_MARKET_CLOSED = 10018
+    TRADE_RETCODE_NO_MONEY = 10019
+    TRADE_RETCODE_PRICE_CHANGED = 10020
+    TRADE_RETCODE_PRICE_OFF = 10021
+    TRADE_RETCODE_INVALID_EXPIRATION = 10022
+    TRADE_RETCODE_ORDER_CHANGED = 10023
+    TRADE_RETCODE_TOO_MANY_REQUESTS = 10024
+    TRADE_RETCODE_NO_CHANGES = 10025
+    TRADE_RETCODE_SERVER_DISABLES_AT = 10026
+    TRADE_RETCODE_CLIENT_DISABLES_AT = 10027
+    TRADE_RETCODE_LOCKED = 10028
+    TRADE_RETCODE_FROZEN = 10029
+    TRADE_RETCODE_INVALID_FILL = 10030
+    TRADE_RETCODE_CONNECTION = 10031
+    TRADE_RETCODE_ONLY_REAL = 10032
+    TRADE_RETCODE_LIMIT_ORDERS = 10033
+    TRADE_RETCODE_LIMIT_VOLUME = 10034
+    TRADE_RETCODE_INVALID_ORDER = 10035
+    TRADE_RETCODE_POSITION_CLOSED = 10036
+    TRADE_RETCODE_INVALID_CLOSE_VOLUME = 10038
+    TRADE_RETCODE_CLOSE_ORDER_EXIST = 10039
+    TRADE_RETCODE_LIMIT_POSITIONS = 10040
+    TRADE_RETCODE_REJECT_CANCEL = 10041
+    TRADE_RETCODE_LONG_ONLY = 10042
+    TRADE_RETCODE_SHORT_ONLY = 10043
+    TRADE_RETCODE_CLOSE_ONLY = 10044
+    TRADE_RETCODE_FIFO_CLOSE = 10045
+    RES_S_OK = 1
+    RES_E_FAIL = -1
+    RES_E_INVALID_PARAMS = -2
+    RES_E_NO_MEMORY = -3
+    RES_E_NOT_FOUND = -4
+    RES_E_INVALID_VERSION = -5
+    RES_E_AUTH_FAILED = -6
+    RES_E_UNSUPPORTED = -7
+    RES_E_AUTO_TRADING_DISABLED = -8
+    RES_E_INTERNAL_FAIL = -10000
+    RES_E_INTERNAL_FAIL_SEND = -10001
+    RES_E_INTERNAL_FAIL_RECEIVE = -10002
+    RES_E_INTERNAL_FAIL_INIT = -10003
+    RES_E_INTERNAL_FAIL_CONNECT = -10004
+    RES_E_INTERNAL_FAIL_TIMEOUT = -10005
+
+    def __init__(
+        self,
+        login: int = 5_001_001,
+        password: str = "",
+        server: str = "Fake-Demo",
+        *,
+        symbols: Iterable[str] = ("EURUSD", "GBPUSD", "USDJPY", "XAUUSD"),
+        balance: float = 10_000.0,
+        leverage: int = 100,
+        seed: int = 3,
+        first_ticket: int = 70_000_000,
+        filling_mode: int = 1,  # SYMBOL_FILLING_FOK
+    ) -> None:
+        self._lock = threading.RLock()
+        self._login = login
+        self._password = password
+        self._server = server
+        self._balance = balance
+        self._leverage = leverage
+        self._symbols = tuple(symbols)
+        self._selected: set[str] = set()
+        self._filling_mode = filling_mode
+        self._feed = PriceFeed(self._symbols, random.Random(seed))
+        self._book = _Book()
+        self._next_order = first_ticket
+        self._next_deal = first_ticket * 2
+        self._initialized = False
+        self._reachable = True
+        self._error: tuple[int, str] = (self.RES_S_OK, "Success")
+        self.trade_allowed = True  # the terminal's "Algo Trading" button
+        self.expert_allowed = True  # the trade server allows expert trading on the account
+        self.faults: deque[FakeFault] = deque()
+        self.requests: list[dict[str, Any]] = []  # every order_send request, refused ones included
+        self.initialize_calls = 0
+
+    # --- what tests do to the terminal -------------------------------------------------------------------
+
+    def lose_terminal(self) -> None:
+        with self._lock:
+            self._reachable = False
+
+    def restore_terminal(self) -> None:
+        with self._lock:
+            self._reachable = True
+
+    def step(self) -> None:
+        with self._lock:
+            self._feed.step()
+
+    def sent(self, comment_prefix: str) -> int:
+        """How many order_send calls carried a comment starting with ``comment_prefix``."""
+        with self._lock:
+            return sum(1 for r in self.requests if str(r.get("comment", "")).startswith(comment_prefix))
+
+    def open_positions(self) -> dict[int, float]:
+        with self._lock:
+            return {t: p.volume for t, p in self._book.positions.items()}
+
+    def close_outside(self, ticket: int, reason: int = 4) -> None:
+        """Close a position without a request from the bridge (default reason: stop loss)."""
+        with self._lock:
+            position = self._book.positions[ticket]
+            bid, ask = self._feed.quote(position.symbol)
+            price = bid if position.type == self.POSITION_TYPE_BUY else ask
+            self._fill_close(position, position.volume, price, 0, "", reason, self._next_order)
+            self._next_order += 1
+
+    # --- the package's functions -------------------------------------------------------------------------
+
+    def initialize(
+        self,
+        path: str | None = None,
+        *,
+        login: int | None = None,
+        password: str | None = None,
+        server: str | None = None,
+        timeout: int | None = None,
+        portable: bool = False,
+    ) -> bool:
+        with self._lock:
+            self.initialize_calls += 1
+            if not self._reachable:
+                return self._fail(self.RES_E_INTERNAL_FAIL_INIT, "IPC initialize failed, terminal not found")
+            if login is not None and not self._credentials_ok(login, password, server):
+                return self._fail(self.RES_E_AUTH_FAILED, "Terminal: Authorization failed")
+            self._initialized = True
+            self._error = (self.RES_S_OK, "Success")
+            return True
+
+    def login(self, login: int, password: str | None = None, server: str | None = None, timeout: int = 60_000) -> bool:
+        with self._lock:
+            if not self._linked():
+                return False
+            if not self._credentials_ok(login, password, server):
+                return self._fail(self.RES_E_AUTH_FAILED, "Terminal: Authorization failed")
+            return True
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._initialized = False
+
+    def last_error(self) -> tuple[int, str]:
+        with self._lock:
+            return self._error
+
+    def version(self) -> tuple[int, int, str] | None:
+        with self._lock:
+            return (500, 4620, "20 Nov 2026") if self._linked() else None
+
+    def terminal_info(self) -> TerminalInfo | None:
+        with self._lock:
+            if not self._linked():
+                return None
+            return TerminalInfo(False, False, True, False, self.trade_allowed, False, False, False, False, False,
+                                4620, 100_000, 1252, 2000, 0.0, 0.0, "Fake Ltd.", "MetaTrader 5", "English",
+                                "C:\\fake", "C:\\fake\\data", "C:\\fake\\common")  # fmt: skip
+
+    def account_info(self) -> AccountInfo | None:
+        with self._lock:
+            if not self._linked():
+                return None
+            floating = sum(self._floating(p) for p in self._book.positions.values())
+            equity = round(self._balance + floating, 2)
+            margin = self._margin()
+            return AccountInfo(
+                login=self._login, trade_mode=self.ACCOUNT_TRADE_MODE_DEMO, leverage=self._leverage,
+                limit_orders=200, margin_so_mode=0, trade_allowed=True, trade_expert=self.expert_allowed,
+                margin_mode=self.ACCOUNT_MARGIN_MODE_RETAIL_HEDGING, currency_digits=2, fifo_close=False,
+                balance=self._balance, credit=0.0, profit=round(floating, 2), equity=equity, margin=margin,
+                margin_free=round(equity - margin, 2), margin_level=round(equity / margin * 100, 2) if margin else 0.0,
+                margin_so_call=50.0, margin_so_so=30.0, margin_initial=0.0, margin_maintenance=0.0, assets=0.0,
+                liabilities=0.0, commission_blocked=0.0, name="Fake Trader", server=self._server, currency="USD",
+                company="Fake Ltd.",
+            )  # fmt: skip
+
+    def symbol_select(self, symbol: str, enable: bool = True) -> bool:
+        with self._lock:
+            if not self._linked():
+                return False
+            if symbol not in self._symbols:
+                return self._fail(self.RES_E_NOT_FOUND, "Terminal: Not found")
+            if enable:
+                self._selected.add(symbol)
+            else:
+                self._selected.discard(symbol)
+            return True
+
+    def symbol_info(self, symbol: str) -> SymbolInfo | None:
+        with self._lock:
+            if not self._linked():
+                return None
+            if symbol not in self._symbols:
+                self._fail(self.RES_E_NOT_FOUND, "Terminal: Not found")
+                return None
+            inst = instrument(symbol)
+            bid, ask = self._feed.quote(symbol)
+            values: dict[str, Any] = {}
+            for name, kind in get_type_hints(SymbolInfo).items():
+                values[name] = kind()  # False, 0, 0.0 or ""
+            digits = len(f"{inst.point:.10f}".rstrip("0").split(".")[1])
+            values.update(
+                select=symbol in self._selected, visible=True, time=int(time.time()), digits=digits,
+                spread=inst.spread_points, trade_mode=4, trade_exemode=2, filling_mode=self._filling_mode,
+                order_mode=127, bid=bid, ask=ask, point=inst.point, trade_tick_size=inst.point,
+                trade_contract_size=inst.contract_size, volume_min=0.01, volume_max=100.0, volume_step=0.01,
+                currency_base=symbol[:3], currency_profit=symbol[3:6], currency_margin=symbol[:3], name=symbol,
+                path=f"Forex\\{symbol}", description=symbol,
+            )  # fmt: skip
+            return SymbolInfo(**values)
+
+    def symbol_info_tick(self, symbol: str) -> Tick | None:
+        with self._lock:
+            if not self._linked():
+                return None
+            if symbol not in self._symbols:
+                self._fail(self.RES_E_NOT_FOUND, "Terminal: Not found")
+                return None
+            bid, ask = self._feed.quote(symbol)
+            now_ms = int(time.time() * 1000)
+            return Tick(now_ms // 1000, bid, ask, 0.0, 0, now_ms, 6, 0.0)
+
+    def positions_get(
+        self, symbol: str | None = None, group: str | None = None, ticket: int | None = None
+    ) -> tuple[TradePosition, ...] | None:
+        with self._lock:
+            if not self._linked():
+                return None
+            found = [
+                self._position_tuple(p)
+                for p in sorted(self._book.positions.values(), key=lambda p: p.ticket)
+                if (symbol is None or p.symbol == symbol) and (ticket is None or p.ticket == ticket)
+            ]
+            return tuple(found)
+
+    def positions_total(self) -> int | None:
+        with self._lock:
+            return len(self._book.positions) if self._linked() else None
+
+    def history_deals_get(
+        self,
+        date_from: datetime | int | None = None,
+        date_to: datetime | int | None = None,
+        group: str | None = None,
+        *,
+        ticket: int | None = None,
+        position: int | None = None,
+    ) -> tuple[TradeDeal, ...] | None:
+        with self._lock:
+            if not self._linked():
+                return None
+            if ticket is not None:
+                return tuple(d for d in self._book.deals if d.ticket == ticket)
+            if position is not None:
+                return tuple(d for d in self._book.deals if d.position_id == position)
+            if date_from is None or date_to is None:
+                self._fail(self.RES_E_INVALID_PARAMS, "Invalid arguments")
+                return None
+            low, high = _epoch(date_from), _epoch(date_to)
+            return tuple(d for d in self._book.deals if low <= d.time <= high)
+
+    def order_send(self, request: dict[str, Any]) -> OrderSendResult | None:
+        with self._lock:
+            if not self._linked():
+                return None
+            if not isinstance(request, dict):
+                self._fail(self.RES_E_INVALID_PARAMS, "Invalid arguments")
+                return None
+            for name, value in request.items():
+                kinds = _REQUEST_TYPES.get(name)
+                if kinds is None or not isinstance(value, kinds) or isinstance(value, bool):
+                    self._fail(self.RES_E_INVALID_PARAMS, f'Invalid "{name}" argument')
+                    return None
+            if len(request.get("comment", "")) > 31:
+                self._fail(self.RES_E_INVALID_PARAMS, 'Invalid "comment" argument')
+                return None
+            self.requests.append(dict(request))
+            fault = self.faults.popleft() if self.faults else None
+        if fault is not None and fault.delay_s > 0:
+            time.sleep(fault.delay_s)  # a slow trade server: the caller's thread waits
+        with self._lock:
+            result = self._execute(request, fault)
+            if fault is not None and fault.lost_result:
+                self._fail(self.RES_E_INTERNAL_FAIL_RECEIVE, "IPC recv failed")
+                return None
+            return result
+
+    # --- inside ------------------------------------------------------------------------------------------
+
+    def _linked(self) -> bool:
+        if not self._reachable:
+            self._error = (self.RES_E_INTERNAL_FAIL_CONNECT, "No IPC connection")
+            return False
+        if not self._initialized:
+            self._error = (self.RES_E_INTERNAL_FAIL_CONNECT, "No IPC connection")
+            return False
+        return True
+
+    def _fail(self, code: int, message: str) -> bool:
+        self._error = (code, message)
+        return False
+
+    def _credentials_ok(self, login: int, password: str | None, server: str | None) -> bool:
+        if login != self._login:
+            return False
+        if self._password and password != self._password:
+            return False
+        return server is None or server == self._server
+
+    def _request_tuple(self, request: dict[str, Any]) -> TradeRequest:
+        defaults: dict[str, Any] = dict.fromkeys(TradeRequest._fields, 0)
+        defaults.update(symbol="", comment="", volume=0.0, price=0.0, stoplimit=0.0, sl=0.0, tp=0.0)
+        defaults.update(request)
+        return TradeRequest(**defaults)
+
+    def _answer(self, request: dict[str, Any], retcode: int, deal: int = 0, order: int = 0, volume: float = 0.0,
+                price: float = 0.0) -> OrderSendResult:  # fmt: skip
+        symbol = str(request.get("symbol", ""))
+        bid, ask = self._feed.quote(symbol) if symbol in self._symbols else (0.0, 0.0)
+        self._error = (self.RES_S_OK, "Success")
+        return OrderSendResult(retcode, deal, order, volume, price, bid, ask, _RETCODE_TEXT.get(retcode, ""), 1,
+                               0, self._request_tuple(request))  # fmt: skip
+
+    def _execute(self, request: dict[str, Any], fault: FakeFault | None) -> OrderSendResult:
+        if fault is not None and fault.retcode is not None:
+            return self._answer(request, fault.retcode)
+        if request.get("action") != self.TRADE_ACTION_DEAL:
+            return self._answer(request, self.TRADE_RETCODE_INVALID)
+        symbol = str(request.get("symbol", ""))
+        if symbol not in self._symbols:
+            return self._answer(request, self.TRADE_RETCODE_INVALID)
+        if not self.trade_allowed:
+            return self._answer(request, self.TRADE_RETCODE_CLIENT_DISABLES_AT)
+        volume = float(request.get("volume", 0.0))
+        steps = volume / 0.01
+        if volume < 0.01 - 1e-9 or volume > 100.0 + 1e-9 or abs(steps - round(steps)) > 1e-6:
+            return self._answer(request, self.TRADE_RETCODE_INVALID_VOLUME)
+        filling = int(request.get("type_filling", self.ORDER_FILLING_FOK))
+        allowed = {self.ORDER_FILLING_FOK: 1, self.ORDER_FILLING_IOC: 2}
+        if filling in allowed and not self._filling_mode & allowed[filling]:
+            return self._answer(request, self.TRADE_RETCODE_INVALID_FILL)
+        side = int(request.get("type", -1))
+        if side not in (self.ORDER_TYPE_BUY, self.ORDER_TYPE_SELL):
+            return self._answer(request, self.TRADE_RETCODE_INVALID)
+        bid, ask = self._feed.quote(symbol)
+        market = ask if side == self.ORDER_TYPE_BUY else bid
+        asked = float(request.get("price", 0.0))
+        point = instrument(symbol).point
+        if asked > 0 and abs(asked - market) > int(request.get("deviation", 0)) * point + 1e-12:
+            return self._answer(request, self.TRADE_RETCODE_REQUOTE)
+        partial = fault is not None and fault.fill_ratio is not None
+        if fault is not None and fault.fill_ratio is not None:
+            volume = round(volume * fault.fill_ratio, 2)
+        order = self._next_order
+        self._next_order += 1
+        magic = int(request.get("magic", 0))
+        comment = str(request.get("comment", ""))
+        retcode = self.TRADE_RETCODE_DONE_PARTIAL if partial else self.TRADE_RETCODE_DONE
+        ticket = int(request.get("position", 0))
+        if ticket:
+            position = self._book.positions.get(ticket)
+            if position is None:
+                return self._answer(request, self.TRADE_RETCODE_POSITION_CLOSED)
+            if side == position.type or position.symbol != symbol:
+                return self._answer(request, self.TRADE_RETCODE_INVALID)
+            if volume > position.volume + 1e-9:
+                return self._answer(request, self.TRADE_RETCODE_INVALID_CLOSE_VOLUME)
+            deal = self._fill_close(position, volume, market, magic, comment, self.DEAL_REASON_EXPERT, order)
+            return self._answer(request, retcode, deal.ticket, order, volume, market)
+        now_ms = int(time.time() * 1000)
+        self._book.positions[order] = _Position(order, side, magic, volume, market, symbol, comment, now_ms)
+        deal = self._deal(order, symbol, side, self.DEAL_ENTRY_IN, magic, order, self.DEAL_REASON_EXPERT, volume,
+                          market, 0.0, comment)  # fmt: skip
+        return self._answer(request, retcode, deal.ticket, order, volume, market)
+
+    def _fill_close(
+        self, position: _Position, volume: float, price: float, magic: int, comment: str, reason: int, order: int
+    ) -> TradeDeal:
+        profit = self._profit(position, volume, price)
+        self._balance = round(self._balance + profit, 2)
+        remaining = round(position.volume - volume, 8)
+        if remaining > 1e-9:
+            position.volume = remaining
+        else:
+            del self._book.positions[position.ticket]
+        side = self.DEAL_TYPE_SELL if position.type == self.POSITION_TYPE_BUY else self.DEAL_TYPE_BUY
+        return self._deal(order, position.symbol, side, self.DEAL_ENTRY_OUT, magic, position.ticket, reason, volume,
+                          price, profit, comment)  # fmt: skip
+
+    def _deal(self, order: int, symbol: str, side: int, entry: int, magic: int, position: int, reason: int,
+              volume: float, price: float, profit: float, comment: str) -> TradeDeal:  # fmt: skip
+        now_ms = int(time.time() * 1000)
+        deal = TradeDeal(self._next_deal, order, now_ms // 1000, now_ms, side, entry, magic, position, reason, volume,
+                         price, 0.0, 0.0, profit, 0.0, symbol, comment, "")  # fmt: skip
+        self._next_deal += 1
+        self._book.deals.append(deal)
+        return deal
+
+    def _profit(self, position: _Position, volume: float, price: float) -> float:
+        inst = instrument(position.symbol)
+        direction = 1 if position.type == self.POSITION_TYPE_BUY else -1
+        raw = (price - position.price_open) * direction * volume * inst.contract_size
+        if not inst.quote_in_account_currency:
+            raw /= price
+        return round(raw, 2)
+
+    def _mark(self, position: _Position) -> float:
+        bid, ask = self._feed.quote(position.symbol)
+        return bid if position.type == self.POSITION_TYPE_BUY else ask
+
+    def _floating(self, position: _Position) -> float:
+        return self._profit(position, position.volume, self._mark(position))
+
+    def _margin(self) -> float:
+        total = 0.0
+        for p in self._book.positions.values():
+            inst = instrument(p.symbol)
+            notional = p.volume * inst.contract_size * (p.price_open if inst.quote_in_account_currency else 1.0)
+            total += notional / self._leverage
+        return round(total, 2)
+
+    def _position_tuple(self, p: _Position) -> TradePosition:
+        return TradePosition(
+            ticket=p.ticket, time=p.time_msc // 1000, time_msc=p.time_msc, time_update=p.time_msc // 1000,
+            time_update_msc=p.time_msc, type=p.type, magic=p.magic, identifier=p.ticket,
+            reason=self.DEAL_REASON_EXPERT, volume=p.volume, price_open=p.price_open, sl=0.0, tp=0.0,
+            price_current=self._mark(p), swap=0.0, profit=self._floating(p), symbol=p.symbol, comment=p.comment,
+            external_id="",
+        )  # fmt: skip
+
+
+def _epoch(value: datetime | int) -> int:
+    return int(value.timestamp()) if isinstance(value, datetime) else int(value)
+
+
+for _name, _kind in NAMED_TUPLES.items():  # the named tuples, reachable as on the module (mt5.TradePosition…)
+    setattr(FakeMT5, _name, _kind)
