@@ -1,19 +1,22 @@
-"""The live picture (pure code): terminal presence, balances, positions, order outcomes."""
+"""The live picture (pure code): terminal presence, heartbeats, balances, positions, order outcomes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import msgspec
 
 from hedgebridge.protocol import (
     AccountUpdate,
+    Alert,
     ClosedEvent,
     Event,
+    HealthReport,
     MonitorSnapshot,
     OpenedEvent,
     PositionUpdate,
+    TerminalLiveness,
     TerminalStatus,
     TerminalView,
 )
@@ -25,6 +28,7 @@ class Picture:
     terminals: dict[str, TerminalView] = field(default_factory=dict)
     orders_succeeded: int = 0
     orders_failed: int = 0
+    account_updated: dict[str, datetime] = field(default_factory=dict)  # account -> last ACCOUNT_UPDATE seen
 
     def on_status(self, status: TerminalStatus) -> None:
         current = self.terminals.get(status.account_id)
@@ -67,15 +71,53 @@ class Picture:
             return
         changes: dict[str, object] = {"last_event": at}
         if isinstance(event, AccountUpdate):
+            self.account_updated[event.account_id] = at
             changes.update(balance=event.balance, equity=event.equity, margin_level=event.margin_level)
         elif isinstance(event, PositionUpdate):
             changes["open_positions"] = len(event.positions)
         self.terminals[event.account_id] = msgspec.structs.replace(view, **changes)
 
-    def snapshot(self) -> MonitorSnapshot:
+    def on_liveness(self, terminal: TerminalLiveness, gateway_id: str, at: datetime) -> None:
+        """A gateway's liveness report: it holds the terminal, which sent its last frame ``idleMs`` ago."""
+        view = self.terminals.get(terminal.account_id)
+        if view is None or view.session_id != terminal.session_id:
+            view = TerminalView(
+                account_id=terminal.account_id,
+                connected=True,
+                session_id=terminal.session_id,
+                gateway_id=gateway_id,
+                since=terminal.connected_at,
+                last_event=view.last_event if view else None,
+                balance=view.balance if view else None,
+                equity=view.equity if view else None,
+                margin_level=view.margin_level if view else None,
+                open_positions=view.open_positions if view else 0,
+            )
+        self.terminals[terminal.account_id] = msgspec.structs.replace(
+            view,
+            last_heartbeat=at - timedelta(milliseconds=terminal.idle_ms),
+            rtt_ms=terminal.rtt_ms if terminal.rtt_ms is not None else view.rtt_ms,
+        )
+
+    def stale_terminals(self, now: datetime, heartbeat_s: float, account_s: float) -> list[str]:
+        """Connected terminals whose last heartbeat or last ACCOUNT_UPDATE is older than allowed."""
+        problems = []
+        for account, view in sorted(self.terminals.items()):
+            if not view.connected:
+                continue
+            if view.last_heartbeat is not None and (now - view.last_heartbeat).total_seconds() > heartbeat_s:
+                problems.append(f"{account}: no heartbeat for {(now - view.last_heartbeat).total_seconds():.0f} s")
+            updated = self.account_updated.get(account, view.since)
+            if (now - updated).total_seconds() > account_s:
+                problems.append(f"{account}: no account update for {(now - updated).total_seconds():.0f} s")
+        return problems
+
+    def snapshot(self, alerts: list[Alert] | None = None, health: HealthReport | None = None) -> MonitorSnapshot:
         return MonitorSnapshot(
             started_at=self.started_at,
             terminals=sorted(self.terminals.values(), key=lambda t: t.account_id),
             orders_succeeded=self.orders_succeeded,
             orders_failed=self.orders_failed,
+            alerts=alerts or [],
+            health=health,
         )

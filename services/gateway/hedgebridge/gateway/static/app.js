@@ -1,0 +1,296 @@
+// hedgebridge admin dashboard: a client of the gateway's /client WebSocket (no build step, no library).
+// The token is kept in memory only: it is sent in the AUTH frame and never put in a URL or in storage.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const FEED_MAX = 200;
+  const CHART_POINTS = 60;
+  const TOPICS = ["terminals", "balances", "positions", "prices", "trades", "orders", "actions", "alerts", "monitor", "consistency"];
+  const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+
+  let ws = null;
+  let beat = null;
+  let nextId = 1;
+  const terminals = new Map(); // account -> row state
+  const alerts = new Map(); // key -> ALERT (open ones)
+  const alertSeq = new Map(); // key -> last seq seen
+  const prices = new Map(); // symbol -> PRICE
+  const history = new Map(); // hop -> [p50...]
+
+  const text = (value) => (value === null || value === undefined ? "-" : String(value));
+  const num = (value, digits = 2) => (typeof value === "number" ? value.toFixed(digits) : "-");
+  const time = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "-");
+
+  function setStatus(message) { $("status").textContent = message; }
+
+  function login(event) {
+    event.preventDefault();
+    const token = $("login-token").value.trim();
+    $("login-token").value = "";
+    $("login-error").textContent = "";
+    if (token) connect(token);
+  }
+
+  function connect(token) {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    setStatus("connecting…");
+    ws = new WebSocket(`${scheme}://${location.host}/client`, ["hedgebridge.v1"]);
+    ws.onopen = () => ws.send(JSON.stringify({ type: "AUTH", token }));
+    ws.onmessage = (msg) => onFrame(JSON.parse(msg.data));
+    ws.onclose = (ev) => {
+      clearInterval(beat);
+      ws = null;
+      $("dashboard").hidden = true;
+      $("login-panel").hidden = false;
+      $("logout").hidden = true;
+      setStatus("not connected");
+      if (ev.code !== 1000) $("login-error").textContent = `connection closed (${ev.code}) ${ev.reason || ""}`;
+    };
+  }
+
+  function send(frame) { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame)); }
+
+  function onFrame(frame) {
+    switch (frame.type) {
+      case "CLIENT_WELCOME": return welcome(frame);
+      case "HEARTBEAT":
+        if (!frame.reply) send({ type: "HEARTBEAT", timestamp: new Date().toISOString(), seq: frame.seq || 0, reply: true });
+        return;
+      case "EVENT": return onEvent(frame.topic, frame.data);
+      case "REPLY": return onReply(frame);
+      case "ERROR":
+        $("order-result").textContent = `${frame.code}: ${frame.message}${frame.field ? " (" + frame.field + ")" : ""}`;
+        addFeed("ERROR", frame.code, frame.message);
+        return;
+      default: return;
+    }
+  }
+
+  function welcome(frame) {
+    $("login-panel").hidden = true;
+    $("dashboard").hidden = false;
+    $("logout").hidden = false;
+    setStatus(`connected as ${frame.subject} (${frame.role})`);
+    let seq = 0;
+    beat = setInterval(() => send({ type: "HEARTBEAT", timestamp: new Date().toISOString(), seq: ++seq }),
+      Math.max(200, frame.heartbeatIntervalMs || 1000));
+    send({ type: "SUBSCRIBE", requestId: `s-${nextId++}`, topics: TOPICS });
+  }
+
+  function row(account) {
+    let t = terminals.get(account);
+    if (!t) {
+      t = { account, connected: null, positions: 0 };
+      terminals.set(account, t);
+      const option = document.createElement("option");
+      option.value = account;
+      $("accounts").appendChild(option);
+      if (!$("order-account").value) $("order-account").value = account;
+    }
+    return t;
+  }
+
+  function onEvent(topic, data) {
+    switch (data.type) {
+      case "TERMINAL_STATUS": {
+        const t = row(data.accountId);
+        t.connected = data.status === "CONNECTED";
+        t.gateway = data.gatewayId;
+        t.reason = data.reason;
+        break;
+      }
+      case "ACCOUNT_UPDATE": {
+        const t = row(data.accountId);
+        Object.assign(t, { balance: data.balance, equity: data.equity, marginLevel: data.marginLevel });
+        if (t.connected === null) t.connected = true;
+        break;
+      }
+      case "POSITION_UPDATE": row(data.accountId).positions = data.positions.length; break;
+      case "PRICE": prices.set(data.symbol, data); renderPrices(); return;
+      case "OPENED": case "CLOSED":
+        addFeed(data.type, data.accountId, `${data.status} ticket ${text(data.mtTicket)} @ ${text(data.price)}${data.errorMessage ? " " + data.errorMessage : ""}`);
+        return;
+      case "ORDER_RESULT": addFeed("ORDER_RESULT", data.accountId, orderText(data)); return;
+      case "ACTION_STATE":
+        addFeed("ACTION", data.accountIds.join(","), `${data.kind} ${data.actionId} ${data.state}${data.message ? " " + data.message : ""}`);
+        return;
+      case "CONFLICT": addFeed("CONFLICT", data.accountId, `${data.kind} ticket ${data.mtTicket} ${data.resolution}`); return;
+      case "ALERT": onAlert(data); return;
+      case "MONITOR_REPORT": onReport(data); return;
+      default: return;
+    }
+    renderTerminals();
+  }
+
+  function orderText(r) {
+    const parts = [r.status, r.kind, r.symbol || "", r.side || "", r.volume !== undefined ? r.volume : ""];
+    if (r.price !== undefined) parts.push("@ " + r.price);
+    if (r.code) parts.push(r.code);
+    if (r.elapsedMs) parts.push(`${r.elapsedMs.toFixed(1)} ms`);
+    return parts.filter((p) => p !== "").join(" ");
+  }
+
+  function onReply(frame) {
+    const r = frame.result;
+    if (r.type === "ORDER_RESULT") $("order-result").textContent = `${r.actionId}: ${orderText(r)}`;
+    else if (r.type === "ACTION_STATE") $("order-result").textContent = `${r.actionId}: ${r.state}`;
+  }
+
+  function onAlert(a) {
+    if ((alertSeq.get(a.key) || 0) >= a.seq) return;
+    alertSeq.set(a.key, a.seq);
+    if (a.state === "OPEN") alerts.set(a.key, a); else alerts.delete(a.key);
+    addFeed(`ALERT ${a.state}`, a.accountId || "system", `${a.rule}: ${a.message}`);
+    renderAlerts();
+  }
+
+  function onReport(report) {
+    alerts.clear();
+    for (const a of report.alerts || []) {
+      if ((alertSeq.get(a.key) || 0) <= a.seq) { alertSeq.set(a.key, a.seq); alerts.set(a.key, a); }
+    }
+    renderAlerts();
+    for (const t of report.terminals || []) {
+      const r = row(t.accountId);
+      Object.assign(r, {
+        connected: t.connected, gateway: t.gatewayId, rtt: t.rttMs,
+        balance: t.balance !== undefined ? t.balance : r.balance,
+        equity: t.equity !== undefined ? t.equity : r.equity,
+        marginLevel: t.marginLevel !== undefined ? t.marginLevel : r.marginLevel,
+        positions: t.openPositions !== undefined ? t.openPositions : r.positions,
+      });
+    }
+    renderTerminals();
+    renderLatency(report.hops || []);
+    const health = $("health");
+    health.replaceChildren(...(report.health ? report.health.checks : []).map((c) => {
+      const li = document.createElement("li");
+      li.className = c.ok ? "ok" : "fail";
+      li.textContent = `${c.name}: ${c.ok ? "ok" : "FAIL"}${c.detail ? " — " + c.detail : ""}`;
+      return li;
+    }));
+  }
+
+  function cells(tr, values) {
+    tr.replaceChildren(...values.map(([value, cls]) => {
+      const td = document.createElement("td");
+      td.textContent = value;
+      if (cls) td.className = cls;
+      return td;
+    }));
+  }
+
+  function renderTerminals() {
+    const body = $("terminals").tBodies[0];
+    const rows = [...terminals.values()].sort((a, b) => a.account.localeCompare(b.account));
+    body.replaceChildren(...rows.map((t) => {
+      const tr = document.createElement("tr");
+      tr.dataset.account = t.account;
+      const state = t.connected === null ? "unknown" : t.connected ? "connected" : "disconnected";
+      cells(tr, [[t.account], [state, t.connected ? "up" : "down"], [num(t.balance)], [num(t.equity)],
+        [num(t.marginLevel)], [text(t.positions)], [num(t.rtt, 3)], [text(t.gateway)]]);
+      return tr;
+    }));
+  }
+
+  function renderAlerts() {
+    const body = $("alerts").tBodies[0];
+    const open = [...alerts.values()].sort((a, b) => a.openedAt.localeCompare(b.openedAt));
+    body.replaceChildren(...open.map((a) => {
+      const tr = document.createElement("tr");
+      tr.dataset.key = a.key;
+      cells(tr, [[a.severity, `sev-${a.severity}`], [a.rule], [a.accountId || "system"], [time(a.openedAt)], [a.message]]);
+      return tr;
+    }));
+    $("alerts-empty").hidden = open.length > 0;
+  }
+
+  function renderPrices() {
+    const body = $("prices").tBodies[0];
+    const rows = [...prices.values()].sort((a, b) => a.symbol.localeCompare(b.symbol));
+    body.replaceChildren(...rows.map((p) => {
+      const tr = document.createElement("tr");
+      tr.dataset.symbol = p.symbol;
+      cells(tr, [[p.symbol], [String(p.bid)], [String(p.ask)], [time(p.time)]]);
+      return tr;
+    }));
+  }
+
+  function renderLatency(hops) {
+    const body = $("latency").tBodies[0];
+    body.replaceChildren(...hops.map((h) => {
+      const tr = document.createElement("tr");
+      tr.dataset.hop = h.hop;
+      cells(tr, [[h.hop], [String(h.count)], [num(h.lastMs, 3)], [num(h.p50Ms, 3)], [num(h.p99Ms, 3)], [num(h.maxMs, 3)]]);
+      return tr;
+    }));
+    for (const h of hops) {
+      const series = history.get(h.hop) || [];
+      series.push(h.p50Ms);
+      if (series.length > CHART_POINTS) series.shift();
+      history.set(h.hop, series);
+    }
+    drawChart();
+  }
+
+  function drawChart() {
+    const canvas = $("latency-chart");
+    const ctx = canvas.getContext("2d");
+    const w = canvas.width, h = canvas.height, left = 50, bottom = 20, top = 10;
+    ctx.clearRect(0, 0, w, h);
+    let max = 1;
+    for (const s of history.values()) for (const v of s) max = Math.max(max, v);
+    const logMax = Math.log10(max + 1);
+    const y = (v) => top + (h - top - bottom) * (1 - Math.log10(v + 1) / logMax);
+    ctx.strokeStyle = "#ccd"; ctx.fillStyle = "#556"; ctx.font = "11px sans-serif";
+    for (const tick of [0, 1, 10, 100, 1000, 10000]) {
+      if (tick > max) break;
+      ctx.beginPath(); ctx.moveTo(left, y(tick)); ctx.lineTo(w, y(tick)); ctx.stroke();
+      ctx.fillText(`${tick} ms`, 2, y(tick) + 4);
+    }
+    let i = 0;
+    for (const [hop, series] of history) {
+      const color = COLORS[i % COLORS.length];
+      ctx.strokeStyle = color; ctx.fillStyle = color; ctx.lineWidth = 2;
+      ctx.beginPath();
+      series.forEach((v, k) => {
+        const x = left + ((w - left - 10) * k) / (CHART_POINTS - 1);
+        if (k === 0) ctx.moveTo(x, y(v)); else ctx.lineTo(x, y(v));
+      });
+      ctx.stroke();
+      ctx.fillText(hop, left + 10 + (i % 4) * 150, h - 4 - Math.floor(i / 4) * 12);
+      i += 1;
+    }
+    ctx.lineWidth = 1;
+  }
+
+  function addFeed(kind, account, detail) {
+    const li = document.createElement("li");
+    li.textContent = `${new Date().toLocaleTimeString()} ${kind} ${account || ""} ${detail}`;
+    li.dataset.kind = kind;
+    const feed = $("feed");
+    feed.prepend(li);
+    while (feed.children.length > FEED_MAX) feed.lastChild.remove();
+  }
+
+  function submitOrder(event) {
+    event.preventDefault();
+    const volume = Number($("order-volume").value);
+    const body = {
+      type: "OPEN_ORDER",
+      accountId: $("order-account").value.trim(),
+      symbol: $("order-symbol").value.trim(),
+      side: $("order-side").value,
+      volume,
+    };
+    $("order-result").textContent = "sent…";
+    send({ type: "REQUEST", requestId: `r-${nextId++}`, body });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("login-form").addEventListener("submit", login);
+    $("order-form").addEventListener("submit", submitOrder);
+    $("logout").addEventListener("click", () => { if (ws) ws.close(1000, "logged out"); });
+  });
+})();
