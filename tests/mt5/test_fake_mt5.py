@@ -1,0 +1,125 @@
+"""The simulated ``MetaTrader5`` package agrees with the real one (``mt5_wheel.json``, extracted from the wheel by
+``extract_wheel.py``), and so do the bridge's constants and the protocol's retcodes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hedgebridge.mt5bridge import translate
+from hedgebridge.protocol import retcodes
+
+from . import fake_mt5
+from .fake_mt5 import NAMED_TUPLES, FakeFault, FakeMT5
+
+WHEEL: dict[str, Any] = json.loads((Path(__file__).with_name("mt5_wheel.json")).read_text())
+FAMILIES = tuple(
+    f"{p}_" if not p.endswith(("BUY", "SELL")) else p
+    for p in ("TRADE_RETCODE", "TRADE_ACTION", "ORDER_TYPE", "ORDER_FILLING", "ORDER_TIME", "POSITION_TYPE",
+              "DEAL_ENTRY", "DEAL_TYPE_BUY", "DEAL_TYPE_SELL", "DEAL_REASON", "ACCOUNT_MARGIN_MODE",
+              "ACCOUNT_TRADE_MODE", "RES")
+)  # fmt: skip
+
+
+def test_the_extract_names_the_version_the_fake_claims() -> None:
+    assert WHEEL["package"] == "MetaTrader5"
+    assert WHEEL["version"] == FakeMT5.__version__
+    assert WHEEL["version"] in (fake_mt5.__doc__ or "")
+    assert len(WHEEL["constants"]) > 90
+
+
+def test_every_constant_of_the_package_has_the_same_value_in_the_fake() -> None:
+    constants: dict[str, int] = WHEEL["constants"]
+    assert {name: getattr(FakeMT5, name, None) for name in constants} == constants
+    own = {n for n in vars(FakeMT5) if n.isupper() and n.startswith(FAMILIES)}
+    assert own - set(constants) == set()  # the fake invents none
+
+
+def test_the_bridge_and_the_protocol_use_the_package_values() -> None:
+    constants: dict[str, int] = WHEEL["constants"]
+    shared = [n for n in vars(translate) if n.isupper() and n in constants]
+    assert len(shared) >= 20
+    assert {n: getattr(translate, n) for n in shared} == {n: constants[n] for n in shared}
+    assert constants["RES_E_INTERNAL_FAIL"] == translate.RES_E_INTERNAL_FAIL_LAST
+    assert constants["RES_E_INTERNAL_FAIL_TIMEOUT"] == translate.RES_E_INTERNAL_FAIL_FIRST
+    for name, value in constants.items():
+        if name.startswith("TRADE_RETCODE_"):
+            assert getattr(retcodes, name.removeprefix("TRADE_RETCODE_")) == value, name
+
+
+def test_the_named_tuples_are_the_package_types_with_its_field_names() -> None:
+    assert set(NAMED_TUPLES) <= set(WHEEL["types"])
+    fields = set(WHEEL["fields"])
+    for name, kind in NAMED_TUPLES.items():
+        missing = [f for f in kind._fields if f not in fields]  # type: ignore[attr-defined]
+        assert missing == [], f"{name}: {missing}"
+        assert getattr(FakeMT5(), name) is kind
+
+
+def test_calls_fail_as_the_package_does() -> None:
+    mt5 = FakeMT5(login=42, password="pw")
+    assert mt5.account_info() is None
+    assert mt5.last_error() == (FakeMT5.RES_E_INTERNAL_FAIL_CONNECT, "No IPC connection")
+    assert mt5.initialize(login=42, password="wrong") is False
+    assert mt5.last_error()[0] == FakeMT5.RES_E_AUTH_FAILED
+    assert mt5.initialize(login=42, password="pw", timeout=1000) is True
+    assert mt5.order_send({"action": 1, "symbol": "EURUSD", "volume": "1"}) is None
+    assert mt5.last_error() == (FakeMT5.RES_E_INVALID_PARAMS, 'Invalid "volume" argument')
+    assert mt5.order_send({"action": 1, "symbol": "EURUSD", "volume": 1.0, "comment": "x" * 32}) is None
+    mt5.lose_terminal()
+    assert mt5.positions_get() is None
+    assert mt5.last_error()[0] == FakeMT5.RES_E_INTERNAL_FAIL_CONNECT
+
+
+def _buy(mt5: FakeMT5, price: float, **extra: Any) -> Any:
+    request = {"action": 1, "symbol": "EURUSD", "volume": 0.1, "type": 0, "price": price, "deviation": 10,
+               "magic": 7, "comment": "hb-test", "type_filling": 0, **extra}  # fmt: skip
+    return mt5.order_send(request)
+
+
+def test_a_fill_writes_a_position_and_deals_and_a_close_realises_the_profit() -> None:
+    mt5 = FakeMT5()
+    mt5.initialize()
+    tick = mt5.symbol_info_tick("EURUSD")
+    assert tick is not None
+    result = _buy(mt5, tick.ask)
+    assert (result.retcode, result.volume, result.price, result.request.comment) == (10009, 0.1, tick.ask, "hb-test")
+    (position,) = mt5.positions_get() or ()
+    assert (position.ticket, position.magic, position.comment, position.type) == (result.order, 7, "hb-test", 0)
+    (deal,) = mt5.history_deals_get(ticket=result.deal) or ()
+    assert (deal.entry, deal.position_id, deal.comment) == (FakeMT5.DEAL_ENTRY_IN, position.ticket, "hb-test")
+    for _ in range(50):
+        mt5.step()
+    bid = mt5.symbol_info_tick("EURUSD").bid  # type: ignore[union-attr]
+    close = {"action": 1, "position": position.ticket, "symbol": "EURUSD", "volume": 0.1, "type": 1, "price": bid,
+             "deviation": 10, "magic": 7, "comment": "hb-close", "type_filling": 0}  # fmt: skip
+    closed = mt5.order_send(close)
+    assert closed is not None
+    assert closed.retcode == 10009
+    assert mt5.positions_get() == ()
+    out = mt5.history_deals_get(position=position.ticket) or ()
+    assert [d.entry for d in out] == [FakeMT5.DEAL_ENTRY_IN, FakeMT5.DEAL_ENTRY_OUT]
+    info = mt5.account_info()
+    assert info is not None
+    assert info.balance == pytest.approx(10_000 + out[1].profit)
+    assert mt5.order_send(close).retcode == FakeMT5.TRADE_RETCODE_POSITION_CLOSED  # type: ignore[union-attr]
+
+
+def test_trade_server_answers_requotes_faults_and_lost_results() -> None:
+    mt5 = FakeMT5()
+    mt5.initialize()
+    ask = mt5.symbol_info_tick("EURUSD").ask  # type: ignore[union-attr]
+    assert _buy(mt5, ask + 0.001).retcode == FakeMT5.TRADE_RETCODE_REQUOTE  # 100 points off, deviation 10
+    assert _buy(mt5, ask, type_filling=FakeMT5.ORDER_FILLING_IOC).retcode == FakeMT5.TRADE_RETCODE_INVALID_FILL
+    assert _buy(mt5, ask, volume=0.015).retcode == FakeMT5.TRADE_RETCODE_INVALID_VOLUME
+    mt5.faults.extend([FakeFault(retcode=10019), FakeFault(fill_ratio=0.5), FakeFault(lost_result=True)])
+    assert _buy(mt5, ask).retcode == 10019
+    partial = _buy(mt5, ask)
+    assert (partial.retcode, partial.volume) == (10010, 0.05)
+    assert _buy(mt5, ask) is None
+    assert mt5.last_error()[0] == FakeMT5.RES_E_INTERNAL_FAIL_RECEIVE
+    assert sorted(mt5.open_positions().values()) == [0.05, 0.1]  # the lost result executed
+    assert mt5.sent("hb-test") == 6
