@@ -79,7 +79,7 @@ private:
    // OPENED or CLOSED for a command's result
    void              SendOrderEvent(const string type, const string positionId, const string actionId,
                                     const string mtTicket, SHbOrderResult &r, const string symbol = "",
-                                    const string side = "")
+                                    const string side = "", const string traceparent = "")
      {
       CJsonWriter w;
       w.BeginObject();
@@ -120,6 +120,8 @@ private:
          w.Int(HB_FIELD_ERROR_CODE, (long)r.retcode);
       if(r.alreadyExecuted)
          w.Bool(HB_FIELD_ALREADY_EXECUTED, true);
+      if(traceparent != "")
+         w.Str(HB_FIELD_TRACEPARENT, traceparent);  // the command's trace context, echoed
       w.EndObject();
       Send(w.Text());
      }
@@ -181,7 +183,7 @@ private:
                      actionId, r.message);
          return;
         }
-      SendOrderEvent(HB_MSG_OPENED, positionId, actionId, "", r, symbol, side);
+      SendOrderEvent(HB_MSG_OPENED, positionId, actionId, "", r, symbol, side, msg.GetString(HB_FIELD_TRACEPARENT));
       MonitorPositions();
       SendAccountUpdate();
      }
@@ -202,7 +204,7 @@ private:
          r.message = "the terminal has no session yet";
       else
          m_orderManager.Close(actionId, positionId, mtTicket, msg.GetDouble(HB_FIELD_VOLUME, 0.0), r);
-      SendOrderEvent(HB_MSG_CLOSED, positionId, actionId, mtTicket, r);
+      SendOrderEvent(HB_MSG_CLOSED, positionId, actionId, mtTicket, r, "", "", msg.GetString(HB_FIELD_TRACEPARENT));
       MonitorPositions();
       SendAccountUpdate();
      }

@@ -27,15 +27,15 @@
 
 // --- fields of each message (? = optional, {..} = nested object or list of objects)
 // ACCOUNT_UPDATE: timestamp, accountId, balance, equity, margin, freeMargin, marginLevel?, currency?
-// CLOSE: timestamp, accountId, positionId, actionId?, mtTicket?, volume?, metadata{exitReason, userId}, attempt?
-// CLOSED: timestamp, accountId, positionId, actionId?, mtTicket?, price?, profit?, volume?, remainingVolume?, status, errorMessage?, errorCode?, alreadyExecuted?, reason?
+// CLOSE: timestamp, accountId, positionId, actionId?, mtTicket?, volume?, metadata{exitReason, userId}, attempt?, traceparent?
+// CLOSED: timestamp, accountId, positionId, actionId?, mtTicket?, price?, profit?, volume?, remainingVolume?, status, errorMessage?, errorCode?, alreadyExecuted?, reason?, traceparent?
 // ERROR: code, message, field?, refType?, refId?, accountId?, timestamp?
 // HEARTBEAT: timestamp, seq?, reply?, accountId?
-// OPEN: timestamp, accountId, positionId, actionId?, symbol, side, volume, metadata{executionType, userId}, attempt?
-// OPENED: timestamp, accountId, positionId, actionId?, mtTicket?, price?, volume?, status, errorMessage?, errorCode?, alreadyExecuted?, symbol?, side?
+// OPEN: timestamp, accountId, positionId, actionId?, symbol, side, volume, metadata{executionType, userId}, attempt?, traceparent?
+// OPENED: timestamp, accountId, positionId, actionId?, mtTicket?, price?, volume?, status, errorMessage?, errorCode?, alreadyExecuted?, symbol?, side?, traceparent?
 // POSITION_UPDATE: timestamp, accountId, positions{mtTicket, positionId?, actionId?, symbol, side, volume, openPrice, currentPrice, profit, openTime?}, syncId?
 // PRICE: accountId, symbol, bid, ask, time
-// SYNC: timestamp, accountId, syncId?, reason?
+// SYNC: timestamp, accountId, syncId?, reason?, traceparent?
 // WELCOME: protocolVersion, accountId, sessionId, heartbeatIntervalMs, heartbeatTimeoutMs, maxFrameBytes, serverTime
 
 // --- field names (camelCase, as on the wire)
@@ -85,6 +85,7 @@
 #define HB_FIELD_SYNC_ID               "syncId"
 #define HB_FIELD_TIME                  "time"
 #define HB_FIELD_TIMESTAMP             "timestamp"
+#define HB_FIELD_TRACEPARENT           "traceparent"
 #define HB_FIELD_USER_ID               "userId"
 #define HB_FIELD_VOLUME                "volume"
 
@@ -157,20 +158,27 @@ bool HbIsKnownType(const string type)
 #define HB_ERR_ACTION_NOT_FOUND        "ACTION_NOT_FOUND"  // WARNING, FIX_INPUT: No action with that actionId is known.
 #define HB_ERR_ALREADY_CLOSED          "ALREADY_CLOSED"  // INFO, FIX_INPUT: The position to close does not exist any more (closed earlier, or never opened).
 #define HB_ERR_CACHE_INCOMPLETE        "CACHE_INCOMPLETE"  // WARNING, RETRY: The realtime cache is being rebuilt and has no complete picture of the account yet.
+#define HB_ERR_CACHE_UNREACHABLE       "CACHE_UNREACHABLE"  // ERROR, RECONNECT: The Redis-compatible cache does not answer.
 #define HB_ERR_COMPENSATION_FAILED     "COMPENSATION_FAILED"  // CRITICAL, ESCALATE: Closing the filled legs of a failed action did not succeed: positions may be unhedged.
 #define HB_ERR_COORDINATOR_UNAVAILABLE "COORDINATOR_UNAVAILABLE"  // ERROR, RETRY: No coordinator answered the action request.
 #define HB_ERR_DELIVERY_FAILED         "DELIVERY_FAILED"  // ERROR, RECONCILE: The gateway could not confirm that the command reached the terminal.
 #define HB_ERR_DUPLICATE_MISMATCH      "DUPLICATE_MISMATCH"  // ERROR, FIX_INPUT: The actionId was already used for a different request.
+#define HB_ERR_EXECUTION_SLOW          "EXECUTION_SLOW"  // WARNING, ESCALATE: An order took longer than the execution latency threshold.
 #define HB_ERR_EXECUTOR_UNAVAILABLE    "EXECUTOR_UNAVAILABLE"  // ERROR, RETRY: No executor answered the order request.
 #define HB_ERR_EXPIRED                 "EXPIRED"  // WARNING, RETRY: The account stayed unreachable past the order's time-to-live; the command was never sent.
 #define HB_ERR_FORBIDDEN               "FORBIDDEN"  // WARNING, FIX_INPUT: The request names something outside the token's scope.
+#define HB_ERR_GATEWAY_UNREACHABLE     "GATEWAY_UNREACHABLE"  // CRITICAL, RECONNECT: The gateway's WebSocket endpoint does not answer.
+#define HB_ERR_HEALTH_CHECK_FAILED     "HEALTH_CHECK_FAILED"  // ERROR, ESCALATE: A health check of the monitor failed.
 #define HB_ERR_INTERNAL                "INTERNAL"  // CRITICAL, ESCALATE: An unexpected fault inside a service.
 #define HB_ERR_INVALID_FIELD           "INVALID_FIELD"  // WARNING, FIX_INPUT: A field has the wrong type or an invalid value.
 #define HB_ERR_INVALID_REQUEST         "INVALID_REQUEST"  // WARNING, FIX_INPUT: An order request failed validation.
 #define HB_ERR_IN_FLIGHT               "IN_FLIGHT"  // INFO, RETRY: An order or action with this actionId is still running; ask again for its result.
 #define HB_ERR_LEG_FAILED              "LEG_FAILED"  // WARNING, ESCALATE: Some legs of an action failed; the action's policy decided what happened to the others.
 #define HB_ERR_MALFORMED_FRAME         "MALFORMED_FRAME"  // WARNING, FIX_INPUT: The frame is not a JSON object.
+#define HB_ERR_MARGIN_LOW              "MARGIN_LOW"  // CRITICAL, ESCALATE: An account's margin level is under the threshold.
 #define HB_ERR_MISSING_FIELD           "MISSING_FIELD"  // WARNING, FIX_INPUT: A required field is absent.
+#define HB_ERR_NATS_UNREACHABLE        "NATS_UNREACHABLE"  // CRITICAL, RECONNECT: The NATS server does not answer.
+#define HB_ERR_ORDERS_FAILING          "ORDERS_FAILING"  // ERROR, ESCALATE: Consecutive orders on an account did not fill.
 #define HB_ERR_ORDER_FAILED            "ORDER_FAILED"  // WARNING, FIX_INPUT: The terminal reported the order as failed.
 #define HB_ERR_ORDER_REJECTED          "ORDER_REJECTED"  // WARNING, FIX_INPUT: The trade server refused the order for a reason that retrying cannot fix (see the MT5 retcode).
 #define HB_ERR_OUTCOME_UNKNOWN         "OUTCOME_UNKNOWN"  // ERROR, RECONCILE: The command was sent but no result arrived in time; the order may or may not have executed.
@@ -178,9 +186,14 @@ bool HbIsKnownType(const string type)
 #define HB_ERR_POSITION_CONFLICT       "POSITION_CONFLICT"  // ERROR, RECONCILE: What the system believes open differs from what a terminal reports.
 #define HB_ERR_RECONCILED_NOT_EXECUTED "RECONCILED_NOT_EXECUTED"  // WARNING, FIX_INPUT: Reconciliation found that an order whose outcome was unknown did not execute.
 #define HB_ERR_RETRIES_EXHAUSTED       "RETRIES_EXHAUSTED"  // WARNING, RETRY: The trade server kept asking for a retry (requote, price changed, busy) until the attempts ran out.
+#define HB_ERR_SYNC_SLOW               "SYNC_SLOW"  // WARNING, ESCALATE: An action took longer than the sync latency threshold.
+#define HB_ERR_TERMINAL_DOWN           "TERMINAL_DOWN"  // CRITICAL, RECONNECT: A terminal has been disconnected too long.
+#define HB_ERR_TERMINAL_SILENT         "TERMINAL_SILENT"  // ERROR, RECONNECT: A connected terminal has reported no event (price, account, position, trade) for too long.
 #define HB_ERR_UNAUTHENTICATED         "UNAUTHENTICATED"  // WARNING, FIX_INPUT: The client has not presented a valid token.
 #define HB_ERR_UNEXPECTED_TYPE         "UNEXPECTED_TYPE"  // WARNING, FIX_INPUT: A known message sent in the wrong direction (a terminal sending a command).
 #define HB_ERR_UNKNOWN_TYPE            "UNKNOWN_TYPE"  // WARNING, FIX_INPUT: The message's `type` is not one this protocol knows.
+#define HB_ERR_UNREADABLE_EVENT        "UNREADABLE_EVENT"  // ERROR, ESCALATE: An event on NATS failed validation and was skipped.
+#define HB_ERR_WEBSOCKET_SLOW          "WEBSOCKET_SLOW"  // WARNING, RECONNECT: A terminal's heartbeat round trip exceeded the WebSocket latency threshold.
 
 // the recovery an error code declares (FIX_INPUT, RETRY, RECONNECT, RECONCILE, ESCALATE), '' when unknown
 string HbErrorRecovery(const string code)
@@ -191,20 +204,27 @@ string HbErrorRecovery(const string code)
    if(code == HB_ERR_ACTION_NOT_FOUND) return("FIX_INPUT");
    if(code == HB_ERR_ALREADY_CLOSED) return("FIX_INPUT");
    if(code == HB_ERR_CACHE_INCOMPLETE) return("RETRY");
+   if(code == HB_ERR_CACHE_UNREACHABLE) return("RECONNECT");
    if(code == HB_ERR_COMPENSATION_FAILED) return("ESCALATE");
    if(code == HB_ERR_COORDINATOR_UNAVAILABLE) return("RETRY");
    if(code == HB_ERR_DELIVERY_FAILED) return("RECONCILE");
    if(code == HB_ERR_DUPLICATE_MISMATCH) return("FIX_INPUT");
+   if(code == HB_ERR_EXECUTION_SLOW) return("ESCALATE");
    if(code == HB_ERR_EXECUTOR_UNAVAILABLE) return("RETRY");
    if(code == HB_ERR_EXPIRED) return("RETRY");
    if(code == HB_ERR_FORBIDDEN) return("FIX_INPUT");
+   if(code == HB_ERR_GATEWAY_UNREACHABLE) return("RECONNECT");
+   if(code == HB_ERR_HEALTH_CHECK_FAILED) return("ESCALATE");
    if(code == HB_ERR_INTERNAL) return("ESCALATE");
    if(code == HB_ERR_INVALID_FIELD) return("FIX_INPUT");
    if(code == HB_ERR_INVALID_REQUEST) return("FIX_INPUT");
    if(code == HB_ERR_IN_FLIGHT) return("RETRY");
    if(code == HB_ERR_LEG_FAILED) return("ESCALATE");
    if(code == HB_ERR_MALFORMED_FRAME) return("FIX_INPUT");
+   if(code == HB_ERR_MARGIN_LOW) return("ESCALATE");
    if(code == HB_ERR_MISSING_FIELD) return("FIX_INPUT");
+   if(code == HB_ERR_NATS_UNREACHABLE) return("RECONNECT");
+   if(code == HB_ERR_ORDERS_FAILING) return("ESCALATE");
    if(code == HB_ERR_ORDER_FAILED) return("FIX_INPUT");
    if(code == HB_ERR_ORDER_REJECTED) return("FIX_INPUT");
    if(code == HB_ERR_OUTCOME_UNKNOWN) return("RECONCILE");
@@ -212,9 +232,14 @@ string HbErrorRecovery(const string code)
    if(code == HB_ERR_POSITION_CONFLICT) return("RECONCILE");
    if(code == HB_ERR_RECONCILED_NOT_EXECUTED) return("FIX_INPUT");
    if(code == HB_ERR_RETRIES_EXHAUSTED) return("RETRY");
+   if(code == HB_ERR_SYNC_SLOW) return("ESCALATE");
+   if(code == HB_ERR_TERMINAL_DOWN) return("RECONNECT");
+   if(code == HB_ERR_TERMINAL_SILENT) return("RECONNECT");
    if(code == HB_ERR_UNAUTHENTICATED) return("FIX_INPUT");
    if(code == HB_ERR_UNEXPECTED_TYPE) return("FIX_INPUT");
    if(code == HB_ERR_UNKNOWN_TYPE) return("FIX_INPUT");
+   if(code == HB_ERR_UNREADABLE_EVENT) return("ESCALATE");
+   if(code == HB_ERR_WEBSOCKET_SLOW) return("RECONNECT");
    return("");
   }
 

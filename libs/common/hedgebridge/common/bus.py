@@ -1,8 +1,13 @@
-"""NATS connections with the options every service uses."""
+"""NATS connections with the options every service uses.
+
+A NATS URL may carry credentials (``nats://user:password@host``, ``nats://token@host``): wherever a URL or an
+error text goes to a log or an exception message, ``redact`` replaces them with ``***``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -11,9 +16,21 @@ from nats.aio.client import Client
 
 from . import logs
 from .faults import Fatal
+from .obs import metrics
 
 _log = logs.get("bus")
 ERROR_LOG_INTERVAL_S = 5.0
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@/\s]+)@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced: ``nats://user:***@host``, ``nats://***@host``."""
+
+    def hide(match: re.Match[str]) -> str:
+        user, colon, _ = match["userinfo"].partition(":")
+        return f"{match['scheme']}{user}:***@" if colon else f"{match['scheme']}***@"
+
+    return _USERINFO.sub(hide, text)
 
 
 class NatsUnreachable(Fatal):
@@ -34,6 +51,7 @@ async def connect(url: str, name: str, *, startup_timeout_s: float = 30.0, **opt
         _log.warning("nats disconnected", client=name)
 
     async def on_reconnect() -> None:
+        metrics.RECONNECTS.labels("nats").inc()
         _log.info("nats reconnected", client=name)
 
     async def on_error(exc: Exception) -> None:
@@ -41,7 +59,7 @@ async def connect(url: str, name: str, *, startup_timeout_s: float = 30.0, **opt
         now = time.monotonic()
         if now - last_logged >= ERROR_LOG_INTERVAL_S:
             last_logged = now
-            _log.warning("nats error", client=name, error=f"{type(exc).__name__}: {exc}")
+            _log.warning("nats error", client=name, error=redact(f"{type(exc).__name__}: {exc}"))
 
     servers = [u.strip() for u in url.split(",") if u.strip()]
     defaults: dict[str, Any] = {
@@ -59,4 +77,4 @@ async def connect(url: str, name: str, *, startup_timeout_s: float = 30.0, **opt
         async with asyncio.timeout(startup_timeout_s):
             return await nats.connect(servers=servers, **defaults)
     except TimeoutError:
-        raise NatsUnreachable(f"cannot reach NATS at {url} within {startup_timeout_s:g}s") from None
+        raise NatsUnreachable(f"cannot reach NATS at {redact(url)} within {startup_timeout_s:g}s") from None

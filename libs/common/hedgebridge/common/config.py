@@ -19,6 +19,7 @@ T = TypeVar("T", bound=msgspec.Struct)
 ROOT = "HEDGEBRIDGE_"
 SHARED = frozenset(
     {"nats_url", "nats_startup_timeout_s", "redis_url", "jwt_secret", "log_level", "log_format", "stream_replicas"}
+    | {"tracing", "otlp_endpoint", "profile"}  # observability (hedgebridge.common.obs, .profiles)
 )
 
 

@@ -1,7 +1,8 @@
 """Structured logs: one JSON object per line on stderr (or plain text with HEDGEBRIDGE_LOG_FORMAT=text).
 
 Call sites pass context as keyword fields: ``log.info("terminal connected", account="A1")``. Fields named
-like secrets (token, secret, password, authorization) are replaced by ``***``.
+like secrets (token, secret, password, authorization) are replaced by ``***``. While tracing is on
+(hedgebridge.common.obs.tracing), a line logged inside a span carries its ``trace_id`` and ``span_id``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 _SECRET_WORDS = ("token", "secret", "password", "authorization")
+# set by the tracing module while tracing is on: (trace id, span id) of the current span, or None
+trace_ids: Callable[[], tuple[str, str] | None] | None = None
 
 
 class _JsonFormatter(logging.Formatter):
@@ -28,6 +32,9 @@ class _JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         entry.update(getattr(record, "fields", {}))
+        ids = trace_ids() if trace_ids is not None else None
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -32,6 +32,8 @@ Text = Annotated[str, Meta(max_length=1024)]
 Side = Literal["BUY", "SELL"]
 Status = Literal["SUCCESS", "FAILED"]
 UserId = Annotated[str, Meta(max_length=128)]
+# W3C trace context of the order's trace: commands carry it, the terminal echoes it in its report (optional)
+TraceParent = Annotated[str, Meta(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
 
 
 def utcnow() -> datetime:
@@ -73,6 +75,7 @@ class OpenCommand(Message, frozen=True, kw_only=True, tag="OPEN"):
     volume: Volume
     metadata: OpenMetadata
     attempt: Annotated[int, Meta(ge=0, le=100)] = 0
+    traceparent: TraceParent | None = None
 
 
 class CloseCommand(Message, frozen=True, kw_only=True, tag="CLOSE"):
@@ -87,6 +90,7 @@ class CloseCommand(Message, frozen=True, kw_only=True, tag="CLOSE"):
     volume: Volume | None = None
     metadata: CloseMetadata
     attempt: Annotated[int, Meta(ge=0, le=100)] = 0
+    traceparent: TraceParent | None = None
 
 
 class SyncCommand(Message, frozen=True, kw_only=True, tag="SYNC"):
@@ -97,6 +101,7 @@ class SyncCommand(Message, frozen=True, kw_only=True, tag="SYNC"):
     account_id: AccountId
     sync_id: Ident | None = None
     reason: Text = ""
+    traceparent: TraceParent | None = None
 
 
 # --- events (terminal -> gateway) --------------------------------------------------------------------------
@@ -122,6 +127,7 @@ class OpenedEvent(Message, frozen=True, kw_only=True, tag="OPENED"):
     already_executed: bool = False  # the actionId had been executed before: this is the first result again
     symbol: Symbol | None = None  # the position's, so that a report alone describes it
     side: Side | None = None
+    traceparent: TraceParent | None = None  # the command's, echoed
 
     def __post_init__(self) -> None:
         _require_on_success(self.status, mtTicket=self.mt_ticket, price=self.price)
@@ -143,6 +149,7 @@ class ClosedEvent(Message, frozen=True, kw_only=True, tag="CLOSED"):
     already_executed: bool = False
     # why the position closed when no command asked for it (stop loss, take profit, stop out, manual)
     reason: Annotated[str, Meta(max_length=64)] | None = None
+    traceparent: TraceParent | None = None  # the command's, echoed
 
     def __post_init__(self) -> None:
         _require_on_success(self.status, mtTicket=self.mt_ticket, price=self.price, profit=self.profit)

@@ -16,10 +16,11 @@ import functools
 import random
 from collections.abc import Callable
 
+import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from hedgebridge.common import logs
+from hedgebridge.common import logs, profiles
 from hedgebridge.protocol import (
     AccountUpdate,
     CloseCommand,
@@ -52,12 +53,14 @@ class SimTerminal:
         *,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
+        immediate_reconnect: bool = False,
     ) -> None:
         self.url = url
         self.account = account
         self.token = token
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        self.immediate_reconnect = immediate_reconnect  # latency profile: the first retry after a drop at once
         self.connected = asyncio.Event()
         self.welcome: Welcome | None = None
         self.errors: list[ErrorMessage] = []
@@ -74,12 +77,13 @@ class SimTerminal:
         return self.account.account_id
 
     async def run(self) -> None:
-        """Connect, serve, and reconnect with backoff until cancelled."""
+        """Connect, serve, and reconnect with backoff until cancelled (at once after a drop when
+        ``immediate_reconnect``; with backoff when that attempt fails too)."""
         delay = self.backoff_initial_s
         while True:
             try:
                 await self._session()
-                delay = self.backoff_initial_s
+                delay = 0.0 if self.immediate_reconnect else self.backoff_initial_s
             except InvalidStatus as exc:
                 self.last_refusal = f"HTTP {exc.response.status_code}: {exc.response.body.decode(errors='replace')}"
                 log.warning("handshake refused", account=self.account_id, detail=self.last_refusal.strip())
@@ -89,7 +93,7 @@ class SimTerminal:
                 self.connected.clear()
                 self._ws = None
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
-            delay = min(delay * 2, self.backoff_max_s)
+            delay = min(max(delay * 2, self.backoff_initial_s), self.backoff_max_s)
 
     async def drop(self) -> None:
         """Close the current connection (the terminal reconnects by itself)."""
@@ -172,6 +176,8 @@ class SimTerminal:
                 report: Message = self.account.open(command, now, fault)
             else:
                 report = self.account.close(command, now, fault)
+            if command.traceparent is not None:  # echoed, as the EA does, so the report joins the trace
+                report = msgspec.structs.replace(report, traceparent=command.traceparent)
             if fault is None or fault.report:
                 await self._report(report)
             await self._report(self.account.position_update(now))
@@ -229,13 +235,19 @@ def make_terminals(
     token_for: Callable[[str], str],
     config: SimConfig,
     seed: int | None = None,
+    profile: profiles.Profile | None = None,
 ) -> list[SimTerminal]:
-    """Terminals for ``accounts`` sharing one market (one price feed)."""
+    """Terminals for ``accounts`` sharing one market (one price feed); ``profile`` (default: the one
+    HEDGEBRIDGE_PROFILE names) chooses the reconnect policy."""
     rng = random.Random(seed)
     feed = PriceFeed(config.symbols, rng)
+    immediate = (profile or profiles.current()).immediate_reconnect
     return [
         SimTerminal(
-            url, SimAccount(account, config, feed, random.Random(rng.random())), functools.partial(token_for, account)
+            url,
+            SimAccount(account, config, feed, random.Random(rng.random())),
+            functools.partial(token_for, account),
+            immediate_reconnect=immediate,
         )
         for account in accounts
     ]

@@ -26,6 +26,10 @@
 |                                              |                          | orphan (it may be opening right now)      |
 | HEDGEBRIDGE_COORDINATOR_CONFLICT_RESOLUTION  | REPORT                   | REPORT, CLOSE_ORPHANS or DROP_MISSING     |
 | HEDGEBRIDGE_STREAM_REPLICAS                  | 1                        | JetStream replicas of the shared state    |
+| HEDGEBRIDGE_COORDINATOR_HEALTH_PORT | 0 (off) | /healthz, /readyz and /metrics on this port (containers: 8080) |
+| HEDGEBRIDGE_COORDINATOR_HEALTH_HOST | 0.0.0.0 | the address those endpoints listen on |
+| HEDGEBRIDGE_TRACING | false | OpenTelemetry spans (no export) |
+| HEDGEBRIDGE_OTLP_ENDPOINT | (none) | export spans over OTLP/HTTP (tracing on) |
 | HEDGEBRIDGE_LOG_LEVEL, HEDGEBRIDGE_LOG_FORMAT| INFO / json              | logging                                   |
 """
 
@@ -59,6 +63,10 @@ class CoordinatorConfig(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_debounce_ms: int = 250
     orphan_grace_ms: int = 5_000
     conflict_resolution: ConflictResolution = "REPORT"
+    health_host: str = "0.0.0.0"
+    health_port: int = 0
+    tracing: bool = False
+    otlp_endpoint: str = ""
     stream_replicas: int = 1
     log_level: str = "INFO"
     log_format: str = "json"

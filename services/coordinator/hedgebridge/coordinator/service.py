@@ -42,6 +42,7 @@ from nats.js.kv import KeyValue
 
 from hedgebridge.common import bus, logs, streams
 from hedgebridge.common.cache import RealtimeCache, RedisCache
+from hedgebridge.common.obs import tracing
 from hedgebridge.common.tasks import cancel_all
 from hedgebridge.protocol import (
     ActionRequest,
@@ -63,7 +64,7 @@ from hedgebridge.protocol import (
     utcnow,
 )
 
-from . import actions, consistency
+from . import actions, consistency, telemetry
 from .actions import ActionRecord
 from .config import CoordinatorConfig
 from .errors import ActionInvalid, LeaseLost
@@ -112,6 +113,7 @@ class Coordinator:
         self._due: set[str] = set()
         self._check_lock = asyncio.Lock()
         self.passes = 0
+        self.obs = telemetry.attach(self)  # /healthz, /readyz, /metrics (health_port), tracing
 
     @property
     def nats(self) -> NatsClient:
@@ -128,6 +130,7 @@ class Coordinator:
         return list(self._conflicts.values())
 
     async def start(self) -> None:
+        await self.obs.start()  # first: liveness answers while NATS is still being reached
         self._nats = await bus.connect(
             self.config.nats_url, name=self.id, startup_timeout_s=self.config.nats_startup_timeout_s
         )
@@ -163,6 +166,7 @@ class Coordinator:
                 await self._nats.close()
             self._nats = None
         await self.cache.close()
+        await self.obs.stop()
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(work)
@@ -176,11 +180,13 @@ class Coordinator:
         self._spawn(self._serve(msg))
 
     async def _serve(self, msg: Msg) -> None:
+        span = telemetry.action_started(msg)  # the action's span, current in this task (None: tracing off)
         try:
             state = await self.handle(msg.data)
         except Exception:
             log.exception("action failed inside the coordinator")
             state = actions.rejected("", errors.INTERNAL, "internal coordinator error", utcnow())
+        telemetry.action_done(span, state)
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(pack(state))
@@ -436,13 +442,16 @@ class Coordinator:
     async def publish_state(self, state: ActionState) -> None:
         """Publish one state on the action sync channel (kept in HB_EVENTS, de-duplicated by actionId:seq)."""
         headers = {"Nats-Msg-Id": f"{state.action_id}:{state.seq}"}
+        started = time.perf_counter()
         for attempt in range(_PUBLISH_ATTEMPTS):
             try:
                 await self.state.js.publish(subjects.action(state.action_id), pack(state), headers=headers)
+                telemetry.state_published(time.perf_counter() - started)
                 return
             except Exception as exc:
                 if attempt == _PUBLISH_ATTEMPTS - 1:
                     log.error("action state not published", action=state.action_id, seq=state.seq, error=repr(exc))
+                    telemetry.state_not_published()
                     return
                 await asyncio.sleep(0.05 * (attempt + 1))
 
@@ -474,7 +483,8 @@ class Coordinator:
         fields = {"action": run.state.action_id, "order": leg.order_action_id, "account": leg.account_id}
         while True:
             try:
-                reply = await self.nats.request(subjects.ORDER_REQUEST, payload, timeout=wait_s)
+                headers = tracing.headers()  # the action's span, when tracing is on
+                reply = await self.nats.request(subjects.ORDER_REQUEST, payload, timeout=wait_s, headers=headers)
             except NoRespondersError:
                 if not maybe_received and time.monotonic() - started > self.config.leg_timeout_ms / 1000:
                     log.warning("no executor answered; leg not sent", **fields)

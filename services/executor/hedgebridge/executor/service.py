@@ -33,6 +33,7 @@ from nats.js.errors import KeyNotFoundError
 
 from hedgebridge.common import bus, logs, streams
 from hedgebridge.common.cache import RealtimeCache, RedisCache
+from hedgebridge.common.obs import metrics, tracing
 from hedgebridge.common.tasks import cancel_all
 from hedgebridge.protocol import (
     FINAL_STATUSES,
@@ -64,7 +65,7 @@ from hedgebridge.protocol import (
     utcnow,
 )
 
-from . import lifecycle, orders
+from . import lifecycle, orders, telemetry
 from .config import ExecutorConfig
 from .errors import AccountOffline, DeliveryUnconfirmed, InvalidOrder
 from .lifecycle import OrderState, Trigger
@@ -94,6 +95,7 @@ class Executor:
         self._requests: list[Subscription] = []
         self._cache_warned = 0.0
         self.rebuilds = 0
+        self.obs = telemetry.attach(self)  # /healthz, /readyz, /metrics (health_port), tracing
 
     @property
     def nats(self) -> NatsClient:
@@ -111,6 +113,7 @@ class Executor:
         return self._state
 
     async def start(self) -> None:
+        await self.obs.start()  # first: liveness answers while NATS is still being reached
         self._nats = await bus.connect(
             self.config.nats_url, name=self.id, startup_timeout_s=self.config.nats_startup_timeout_s
         )
@@ -150,6 +153,8 @@ class Executor:
                 await self._nats.close()
             self._nats = None
         await self.cache.close()
+        await self.obs.stop()
+        telemetry.detach(self)
 
     def _spawner(self, handler: Callable[[Msg], Coroutine[Any, Any, None]]) -> Callable[[Msg], Awaitable[None]]:
         async def spawn(msg: Msg) -> None:
@@ -163,11 +168,13 @@ class Executor:
 
     async def _serve(self, msg: Msg) -> None:
         started = time.perf_counter()
+        span = telemetry.order_started(msg)  # the order's span, current in this task (None: tracing off)
         try:
             result = await self.submit(msg.data, started, reply_to=msg.reply or "")
         except Exception:
             log.exception("order failed inside the executor")
             result = orders.failure("OUTCOME_UNKNOWN", errors.INTERNAL, "internal executor error", None, _ms(started))
+        telemetry.order_done(span, result, started)
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(pack(result))
@@ -316,10 +323,12 @@ class Executor:
                 result = self._unknown(command, errors.DELIVERY_FAILED, ack.reason, state, attempt, started)
                 return result, state, True
             state = lifecycle.advance(state, Trigger.DELIVERED)
-            remaining = timeout_s - (time.perf_counter() - started)
+            delivered_at = time.perf_counter()
+            remaining = timeout_s - (delivered_at - started)
             try:
                 async with asyncio.timeout(max(remaining, 0.0)):
                     report = await asyncio.shield(future)  # kept for a late report after the timeout
+                metrics.HOP_LATENCY.labels(metrics.HOP_EXECUTOR_REPORT).observe(time.perf_counter() - delivered_at)
             except TimeoutError:
                 state = lifecycle.advance(state, Trigger.TIMED_OUT)
                 log.warning("no result in time", timeout_s=timeout_s, **fields)
@@ -364,7 +373,7 @@ class Executor:
         pause = 0.01
         while True:
             try:
-                reply = await self.nats.request(subject, payload, delivery_s)
+                reply = await self.nats.request(subject, payload, delivery_s, headers=tracing.headers())
             except NoRespondersError:
                 reply = None
             except NatsTimeoutError:
@@ -374,6 +383,7 @@ class Executor:
             if reply is not None:
                 ack = unpack(reply.data, DeliveryAck)
                 if ack.delivered or ack.uncertain:
+                    metrics.HOP_LATENCY.labels(metrics.HOP_EXECUTOR_DELIVERY).observe(time.perf_counter() - started)
                     return reply
             if time.perf_counter() - started + pause > ttl_s:
                 raise AccountOffline(f"account {command.account_id} unreachable for {ttl_s:g}s; not sent")
@@ -407,6 +417,8 @@ class Executor:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 log.warning("recording a result failed", action=action_id, error=repr(outcome))
+        if isinstance(outcomes[0], BaseException):
+            metrics.JETSTREAM_PUBLISH_FAILURES.labels("result").inc()
         return saved or stored
 
     # --- reconciliation -------------------------------------------------------------------------------------
@@ -483,7 +495,10 @@ class Executor:
             except (AccountOffline, DeliveryUnconfirmed):
                 return None
             waiting: list[asyncio.Future[Any]] = [future, report]
+            asked = time.perf_counter()
             await asyncio.wait(waiting, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            if future.done():
+                metrics.SYNC_DURATION.labels("snapshot").observe(time.perf_counter() - asked)
             return future.result() if future.done() else None
         finally:
             self._syncs.pop(sync_id, None)
@@ -580,6 +595,7 @@ class Executor:
             )
         else:
             result = await self.close_batch(batch, started)
+        telemetry.batch_done(result.results, started)
         if msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(pack(result))

@@ -19,7 +19,17 @@
 | HEDGEBRIDGE_GATEWAY_CLIENT_ACTION_TIMEOUT_MS | 30000                 | an action's timeout when the request has none |
 | HEDGEBRIDGE_GATEWAY_CLIENT_REQUEST_MARGIN_MS | 5000                  | added to a request's timeout for transport  |
 | HEDGEBRIDGE_GATEWAY_LIVENESS_INTERVAL_MS | 5000                      | GATEWAY_LIVENESS reports and heartbeat pings |
+| HEDGEBRIDGE_GATEWAY_COMPRESSION           | profile (false)          | permessage-deflate on /ea and /client       |
+| HEDGEBRIDGE_GATEWAY_CLIENT_BATCH_MAX      | profile (1)              | frames written to a client per write        |
+| HEDGEBRIDGE_GATEWAY_CLIENT_PRIORITY       | profile (true)           | results and action states go before prices  |
+| HEDGEBRIDGE_PROFILE                       | latency                  | latency or throughput: defaults of the four |
+|                                           |                          | settings above and of the heartbeat ones    |
+|                                           |                          | (hedgebridge.common.profiles)               |
+| HEDGEBRIDGE_TRACING                       | false                    | OpenTelemetry spans (no export)             |
+| HEDGEBRIDGE_OTLP_ENDPOINT                 | (none)                   | export spans over OTLP/HTTP (tracing on)    |
 | HEDGEBRIDGE_LOG_LEVEL / HEDGEBRIDGE_LOG_FORMAT | INFO / json         | logging                                     |
+
+/healthz, /readyz and /metrics are served on the gateway's own port (http_routes.py).
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from hedgebridge.common import auth
+from hedgebridge.common import auth, profiles
 from hedgebridge.common.config import ConfigError, load
 
 PREFIX = "HEDGEBRIDGE_GATEWAY_"
@@ -54,6 +64,12 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     client_action_timeout_ms: int = 30_000
     client_request_margin_ms: int = 5000
     liveness_interval_ms: int = 5000
+    compression: bool = False
+    client_batch_max: int = 1
+    client_priority: bool = True
+    profile: str = "latency"
+    tracing: bool = False
+    otlp_endpoint: str = ""
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -63,7 +79,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> GatewayConfig:
-    cfg = load(GatewayConfig, PREFIX, environ)
+    profile = profiles.current(environ)  # its defaults fill in the variables not set
+    cfg = load(GatewayConfig, PREFIX, profiles.with_defaults(environ, profile.gateway_defaults()))
     try:
         auth.check_secret(cfg.jwt_secret)
     except ValueError as exc:
@@ -74,6 +91,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         raise ConfigError("HEDGEBRIDGE_GATEWAY_HEARTBEAT_TIMEOUT_MS must exceed the heartbeat interval")
     if cfg.max_frame_bytes < 1024:
         raise ConfigError("HEDGEBRIDGE_GATEWAY_MAX_FRAME_BYTES must be at least 1024")
+    if not 1 <= cfg.client_batch_max <= 1000:
+        raise ConfigError("HEDGEBRIDGE_GATEWAY_CLIENT_BATCH_MAX must be between 1 and 1000")
     if min(cfg.client_auth_timeout_ms, cfg.client_queue_max, cfg.client_max_in_flight) < 1:
         raise ConfigError("HEDGEBRIDGE_GATEWAY_CLIENT_* limits must be at least 1")
     if cfg.liveness_interval_ms < 100:

@@ -58,6 +58,7 @@ from hedgebridge.protocol import (
 from hedgebridge.protocol.errors import CloseCode
 
 from . import admin
+from . import http_routes, telemetry
 from .clients import ClientHub
 from .config import GatewayConfig
 from .errors import CannotListen
@@ -84,6 +85,7 @@ class TerminalSession:
         self.remote = f"{remote[0]}:{remote[1]}" if remote else ""
 
     async def send(self, message: Message) -> None:
+        telemetry.frame_out("ea", type_name(message))
         await self.connection.send(encode_frame(message).decode())
 
     async def send_error(self, code: str, message: str, **fields: str | None) -> None:
@@ -116,6 +118,7 @@ class TerminalSession:
         if self.connection.state is not State.OPEN or self.subscription is None:
             await self._ack(msg, DeliveryAck(delivered=False, reason="terminal connection closed"))
             return
+        command = telemetry.command_received(self, msg, command)  # its trace context and timing
         try:
             async with asyncio.timeout(self.gateway.config.send_timeout_ms / 1000):
                 await self.send(command)
@@ -126,6 +129,7 @@ class TerminalSession:
             await self._ack(msg, DeliveryAck(delivered=False, uncertain=True, reason=reason))
             return
         log.debug("command delivered", account=self.account_id, type=type_name(command))
+        telemetry.command_written(self, command)
         await self._ack(msg, DeliveryAck(delivered=True, session_id=self.session_id))
 
     async def _ack(self, msg: Msg, ack: DeliveryAck) -> None:
@@ -139,6 +143,7 @@ class TerminalSession:
         except ProtocolError as exc:
             await self.send_error(exc.code, exc.message, field=exc.field, ref_type=exc.ref_type, ref_id=exc.ref_id)
             return
+        telemetry.frame_in("ea", message, self)
         if isinstance(message, Heartbeat):
             if not message.reply:
                 await self.send(Heartbeat(timestamp=utcnow(), seq=message.seq, reply=True))
@@ -162,10 +167,11 @@ class TerminalSession:
                 ref_id=getattr(message, "action_id", None) or getattr(message, "position_id", None),
             )
             return
-        headers = None
         if isinstance(message, OpenedEvent | ClosedEvent):  # kept in HB_EVENTS: a repeat is dropped there
-            headers = {"Nats-Msg-Id": _report_id(message)}
-        await self.gateway.nats.publish(subjects.event(self.account_id, kind), pack(message), headers=headers)
+            with telemetry.report(self, message, {"Nats-Msg-Id": _report_id(message)}) as headers:
+                await self.gateway.nats.publish(subjects.event(self.account_id, kind), pack(message), headers=headers)
+            return
+        await self.gateway.nats.publish(subjects.event(self.account_id, kind), pack(message))
 
 
 class Gateway:
@@ -180,6 +186,8 @@ class Gateway:
         self._status_sub: Subscription | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.health = http_routes.readiness(self)  # /healthz, /readyz and /metrics on this port
+        telemetry.register(self)
         self.liveness = Liveness(self)  # GATEWAY_LIVENESS reports (liveness.py)
 
     @property
@@ -221,7 +229,8 @@ class Gateway:
             subprotocols=list(SUPPORTED_SUBPROTOCOLS),  # type: ignore[arg-type]
             max_size=self.config.max_frame_bytes,
             ping_interval=None,  # liveness is the protocol's HEARTBEAT
-            compression=None,
+            compression="deflate" if self.config.compression else None,  # throughput profile; max_size bounds
+            # the inflated frame as well (websockets stops decompressing there)
             server_header="hedgebridge-gateway",
         )
 
@@ -244,8 +253,12 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self._nats.drain()
             self._nats = None
+        telemetry.unregister(self)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        routed = http_routes.route(self, connection, request)  # /healthz, /readyz, /metrics: plain HTTP
+        if routed is not None:
+            return routed
         page = admin.respond(connection, request)  # the admin dashboard (admin.py): static files at /admin
         if page is not None:
             return page
@@ -275,6 +288,7 @@ class Gateway:
         if previous is not None:
             await previous.retire(CloseCode.SESSION_REPLACED, "replaced by a newer connection for this account")
         self.sessions[account] = session
+        telemetry.terminal_connected(self, account)
         try:
             subscription = await self.nats.subscribe(subjects.command(account), cb=session.on_command)
             if session.close_reason:  # replaced while subscribing: the newer session takes the commands

@@ -1,0 +1,96 @@
+"""Observability shared by every service: health endpoints, Prometheus metrics, OpenTelemetry traces.
+
+A service builds one ``Observability`` in its constructor, adds its readiness checks, and calls ``start`` and
+``stop`` with its own start and stop::
+
+    self.obs = Observability("executor", health_host=cfg.health_host, health_port=cfg.health_port,
+                             tracing=cfg.tracing, otlp_endpoint=cfg.otlp_endpoint)
+    self.obs.health.check("nats", nats_connected(lambda: self._nats))
+
+``health_port`` 0 (the default) serves no HTTP; the container manifests set 8080. The gateway serves the same
+paths on its WebSocket port instead (``hedgebridge.gateway.http_routes``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nats.aio.client import Client as NatsClient
+
+from hedgebridge.protocol import subjects
+
+from ..cache import RealtimeCache
+from . import metrics, tracing
+from .health import Check, Health, HealthServer, serve
+
+__all__ = [
+    "Check",
+    "Health",
+    "HealthServer",
+    "Observability",
+    "cache_reachable",
+    "jetstream_ready",
+    "metrics",
+    "nats_connected",
+    "tracing",
+]
+
+
+class Observability:
+    def __init__(
+        self,
+        service: str,
+        *,
+        health_host: str = "0.0.0.0",
+        health_port: int = 0,
+        tracing_on: bool = False,
+        otlp_endpoint: str = "",
+    ) -> None:
+        self.service = service
+        self.health = Health(service)
+        self.health_host = health_host
+        self.health_port = health_port
+        self.tracing_on = tracing_on
+        self.otlp_endpoint = otlp_endpoint
+        self.server: HealthServer | None = None
+
+    async def start(self) -> None:
+        tracing.configure(self.service, enable=self.tracing_on, otlp_endpoint=self.otlp_endpoint)
+        self.server = await serve(self.health, self.health_host, self.health_port)
+
+    async def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            await server.stop()
+
+
+def nats_connected(nats: Callable[[], NatsClient | None]) -> Check:
+    def check() -> str | None:
+        nc = nats()
+        if nc is None:
+            return "not started"
+        if nc.is_connected:
+            return None
+        return "reconnecting" if nc.is_reconnecting else "not connected"
+
+    return check
+
+
+def jetstream_ready(nats: Callable[[], NatsClient | None]) -> Check:
+    """The events stream answers (JetStream up, with a leader for the stream)."""
+
+    async def check() -> str | None:
+        nc = nats()
+        if nc is None or not nc.is_connected:
+            return "NATS not connected"
+        await nc.jetstream().stream_info(subjects.EVENTS_STREAM)
+        return None
+
+    return check
+
+
+def cache_reachable(cache: Callable[[], RealtimeCache]) -> Check:
+    async def check() -> str | None:
+        return None if await cache().ping() else "no answer to PING"
+
+    return check

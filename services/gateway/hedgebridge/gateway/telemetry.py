@@ -1,0 +1,174 @@
+"""The gateway's metrics and spans, kept out of the I/O code: ``server.py`` calls these at a few points.
+
+- A command from NATS: span ``gateway.command`` (child of the executor's span, from the NATS ``traceparent``
+  header), whose context is written into the EA frame's ``traceparent``; the hop "command received until
+  written" is timed, and the write time is kept to time the terminal's report.
+- A report (OPENED/CLOSED) from the terminal: its echoed ``traceparent`` makes span ``gateway.report`` a
+  child of ``gateway.command``, so the terminal's reply joins the order's trace; the time since the command
+  was written is the WebSocket command round trip; the report goes to NATS with the span's ``traceparent``.
+- Frames in and out are counted by type; connection counts, the longest terminal silence and the lowest
+  margin level are read at scrape time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+import msgspec
+from nats.aio.msg import Msg
+
+from hedgebridge.common.obs import metrics, tracing
+from hedgebridge.protocol import AccountUpdate, ClosedEvent, Message, OpenedEvent, OrderCommand, type_name
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from .server import Gateway, TerminalSession
+
+SERVICE = "gateway"
+_PENDING_MAX = 1024  # commands awaiting a report, per connection (older ones are forgotten)
+
+
+class _Pending:
+    __slots__ = ("received", "span", "written")
+
+    def __init__(self, received: float, span: Span | None) -> None:
+        self.received = received
+        self.written = 0.0
+        self.span = span
+
+
+class _SessionState:
+    __slots__ = ("margin_level", "pending")
+
+    def __init__(self) -> None:
+        self.pending: OrderedDict[str, _Pending] = OrderedDict()
+        self.margin_level: float | None = None
+
+
+_sessions: weakref.WeakKeyDictionary[TerminalSession, _SessionState] = weakref.WeakKeyDictionary()
+_seen_accounts: weakref.WeakKeyDictionary[Gateway, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _state(session: TerminalSession) -> _SessionState:
+    state = _sessions.get(session)
+    if state is None:
+        state = _sessions[session] = _SessionState()
+    return state
+
+
+def register(gateway: Gateway) -> None:
+    """Expose the gateway's live values (read at scrape time)."""
+    metrics.CONNECTIONS.add(gateway, lambda gw: len(gw.sessions), "terminal")
+    metrics.CONNECTIONS.add(gateway, lambda gw: len(gw.clients.sessions), "client")
+    metrics.QUEUE_DEPTH.add(gateway, lambda gw: sum(s.queue.qsize() for s in gw.clients.sessions), "client_outgoing")
+    metrics.SLOW_CONSUMERS.add(gateway, lambda gw: gw.clients.slow_consumers)
+    metrics.TERMINAL_SILENCE.add(gateway, _longest_silence)
+    metrics.MARGIN_LEVEL.add(gateway, _lowest_margin_level)
+    _seen_accounts[gateway] = set()
+
+
+def unregister(gateway: Gateway) -> None:
+    for live in (
+        metrics.CONNECTIONS,
+        metrics.QUEUE_DEPTH,
+        metrics.SLOW_CONSUMERS,
+        metrics.TERMINAL_SILENCE,
+        metrics.MARGIN_LEVEL,
+    ):
+        live.remove(gateway)
+
+
+def _longest_silence(gateway: Gateway) -> float | None:
+    if not gateway.sessions:
+        return None
+    now = time.monotonic()
+    return max(now - s.last_seen for s in gateway.sessions.values())
+
+
+def _lowest_margin_level(gateway: Gateway) -> float | None:
+    levels = [
+        state.margin_level
+        for s in gateway.sessions.values()
+        if (state := _sessions.get(s)) is not None and state.margin_level is not None
+    ]
+    return min(levels) / 100 if levels else None
+
+
+def terminal_connected(gateway: Gateway, account_id: str) -> None:
+    seen = _seen_accounts.setdefault(gateway, set())
+    if account_id in seen:
+        metrics.RECONNECTS.labels("terminal").inc()
+    else:
+        seen.add(account_id)
+
+
+def frame_in(endpoint: str, message: Message, session: TerminalSession | None = None) -> None:
+    metrics.FRAMES.labels("in", endpoint, type_name(message)).inc()
+    if session is not None and isinstance(message, AccountUpdate):
+        _state(session).margin_level = message.margin_level
+
+
+def frame_out(endpoint: str, kind: str) -> None:
+    metrics.FRAMES.labels("out", endpoint, kind).inc()
+
+
+def command_received(session: TerminalSession, msg: Msg, command: OrderCommand) -> OrderCommand:
+    """Start timing (and tracing) a command about to be written; returns it with its ``traceparent``."""
+    action_id = getattr(command, "action_id", None)
+    if not action_id:
+        return command
+    span = tracing.start(
+        "gateway.command",
+        SERVICE,
+        parent=msg.headers,
+        attributes={"hedgebridge.account": session.account_id, "hedgebridge.action_id": action_id},
+    )
+    if span is not None:
+        command = msgspec.structs.replace(command, traceparent=tracing.traceparent_of(span))
+    pending = _state(session).pending
+    pending[action_id] = _Pending(time.perf_counter(), span)
+    while len(pending) > _PENDING_MAX:
+        tracing.end(pending.popitem(last=False)[1].span)
+    return command
+
+
+def command_written(session: TerminalSession, command: OrderCommand) -> None:
+    entry = _state(session).pending.get(getattr(command, "action_id", None) or "")
+    if entry is not None:
+        entry.written = time.perf_counter()
+        metrics.HOP_LATENCY.labels(metrics.HOP_GATEWAY_COMMAND).observe(entry.written - entry.received)
+        tracing.end(entry.span)
+        entry.span = None
+
+
+@contextlib.contextmanager
+def report(
+    session: TerminalSession, event: OpenedEvent | ClosedEvent, headers: Mapping[str, str] | None
+) -> Iterator[dict[str, str] | None]:
+    """Around the publish of a trade report: round trip, hop time, and the report's span and headers."""
+    received = time.perf_counter()
+    entry = _state(session).pending.pop(event.action_id or "", None)
+    if entry is not None:
+        tracing.end(entry.span)  # a write that failed: its span ends here
+        if entry.written:
+            metrics.COMMAND_ROUND_TRIP.labels(type_name(event)).observe(received - entry.written)
+    parent = event.traceparent
+    with tracing.span(
+        "gateway.report",
+        SERVICE,
+        parent=parent,
+        attributes={
+            "hedgebridge.account": session.account_id,
+            "hedgebridge.action_id": event.action_id or "",
+            "hedgebridge.status": event.status,
+            "hedgebridge.echoed": bool(parent),
+        },
+    ):
+        yield tracing.headers(headers)
+    metrics.HOP_LATENCY.labels(metrics.HOP_GATEWAY_REPORT).observe(time.perf_counter() - received)
