@@ -86,6 +86,7 @@ class Monitor:
         self.gateways: dict[str, tuple[GatewayLiveness, float]] = {}  # id -> last report, monotonic receipt
         self.consistency: ConsistencyStatus | None = None
         self.unreadable = 0
+        self.events = 0  # terminal events read
         self.stored_transitions = 0
         self._unreadable_seen = 0
         self._pending: list[Alert] = []
@@ -261,6 +262,7 @@ class Monitor:
             self._unreadable(msg, exc)
             return
         now = utcnow()
+        self.events += 1
         self.picture.on_event(event, now)
         if isinstance(event, AccountUpdate):
             self._transitions(self.alerts.account_update(event, now))

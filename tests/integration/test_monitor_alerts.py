@@ -1,0 +1,261 @@
+"""The monitor against real servers: each alert opens and resolves under the simulator, transitions are kept
+in HB_ALERTS, a restarted monitor keeps its open alerts without firing them again, health checks."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from hedgebridge.common.servers import NatsServer, ValkeyServer
+from hedgebridge.gateway.server import Gateway
+from hedgebridge.monitor import rules
+from hedgebridge.monitor.config import MonitorConfig
+from hedgebridge.monitor.service import Monitor
+from hedgebridge.protocol import Alert, CloseOrder, Heartbeat, OpenOrder, retcodes, subjects, unpack, utcnow
+from hedgebridge.sim import SimConfig
+from hedgebridge.sim.account import SimFault
+from hedgebridge.sim.terminal import make_terminals, run_terminals
+
+from ..conftest import StartSims, gateway_config
+from ..helpers import RawEa, ea_token, order, wait_for
+
+StartMonitor = Callable[..., Awaitable[Monitor]]
+
+
+@pytest.fixture
+async def start_monitor(nats_server: NatsServer, cache_server: ValkeyServer) -> AsyncIterator[StartMonitor]:
+    started: list[Monitor] = []
+
+    async def start(**overrides: object) -> Monitor:
+        values: dict[str, object] = {
+            "nats_url": nats_server.url,
+            "redis_url": f"{cache_server.url}/0",
+            "id": "mon-test",
+            "evaluate_ms": 50,
+            "report_ms": 200,
+            "check_infra_s": 0.2,
+            "check_websocket_s": 0.2,
+            "check_terminals_s": 0.2,
+            "check_coordinator_s": 0.2,
+            "recovery_samples": 1,
+        }
+        values.update(overrides)
+        monitor = Monitor(MonitorConfig(**values))  # type: ignore[arg-type]
+        await monitor.start()
+        started.append(monitor)
+        return monitor
+
+    yield start
+    for monitor in started:
+        await monitor.stop()
+
+
+class Transitions:
+    """Every ALERT published on NATS, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[Alert] = []
+
+    async def on(self, msg: Msg) -> None:
+        self.seen.append(unpack(msg.data, Alert))
+
+    def of(self, rule: str, account: str = "") -> list[str]:
+        return [a.state for a in self.seen if a.key == rules.alert_key(rule, account)]
+
+
+@pytest.fixture
+async def transitions(nc: NatsClient) -> Transitions:
+    seen = Transitions()
+    await nc.subscribe(subjects.ALL_ALERTS, cb=seen.on)
+    await nc.flush()
+    return seen
+
+
+async def stored(nc: NatsClient, rule: str, account: str) -> list[Alert]:
+    """Every transition HB_ALERTS keeps for the key."""
+    js = nc.jetstream()
+    sub = await js.subscribe(subjects.alert(rule, account), ordered_consumer=True)
+    out: list[Alert] = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=0.3)
+            except TimeoutError:
+                return out
+            out.append(unpack(msg.data, Alert))
+    finally:
+        await sub.unsubscribe()
+
+
+def is_open(monitor: Monitor, rule: str, account: str = "") -> bool:
+    return rules.alert_key(rule, account) in monitor.alerts.open
+
+
+async def test_low_margin_opens_and_resolves_and_survives_a_restart(
+    sims: StartSims, nc: NatsClient, start_monitor: StartMonitor, transitions: Transitions
+) -> None:
+    monitor = await start_monitor(margin_level_pct=1_000_000.0)  # any position's margin level is under it
+    await sims(["M1"], fill_latency_ms=1, tick_interval_ms=0)
+    opened = await order(nc, OpenOrder(account_id="M1", symbol="EURUSD", side="BUY", volume=0.1))
+    assert opened.status == "FILLED"
+    await wait_for(lambda: is_open(monitor, rules.MARGIN_LEVEL, "M1"), "the margin alert to open")
+    await wait_for(lambda: transitions.of(rules.MARGIN_LEVEL, "M1") == ["OPEN"], "the OPEN transition on NATS")
+
+    await monitor.stop()
+    restarted = await start_monitor(margin_level_pct=1_000_000.0)
+    assert is_open(restarted, rules.MARGIN_LEVEL, "M1")  # loaded from HB_ALERTS
+    await wait_for(lambda: restarted.latency.samples.get("nats_rtt") is not None, "the restarted monitor's checks")
+    # the terminal keeps reporting the low margin level: the open alert is not fired again
+    await wait_for(lambda: restarted.events >= 1, "an event after the restart")
+    await wait_for(lambda: restarted.picture.terminals.get("M1") is not None, "the terminal in the liveness report")
+    assert transitions.of(rules.MARGIN_LEVEL, "M1") == ["OPEN"]
+
+    closed = await order(nc, CloseOrder(account_id="M1", mt_ticket=opened.mt_ticket))
+    assert closed.status == "FILLED"
+    await wait_for(lambda: not is_open(restarted, rules.MARGIN_LEVEL, "M1"), "the margin alert to resolve")
+    await wait_for(lambda: transitions.of(rules.MARGIN_LEVEL, "M1") == ["OPEN", "RESOLVED"], "RESOLVED on NATS")
+    kept = await stored(nc, rules.MARGIN_LEVEL, "M1")
+    assert [(a.state, a.seq) for a in kept] == [("OPEN", 1), ("RESOLVED", 2)]
+
+
+async def test_three_rejected_orders_in_a_row_open_an_alert_a_fill_resolves_it(
+    sims: StartSims, nc: NatsClient, start_monitor: StartMonitor, transitions: Transitions
+) -> None:
+    monitor = await start_monitor()
+    [terminal] = await sims(["F1"], fill_latency_ms=1, tick_interval_ms=0)
+    for _ in range(3):
+        terminal.account.faults.append(SimFault(retcode=retcodes.NO_MONEY))
+    for i in range(3):
+        result = await order(nc, OpenOrder(account_id="F1", symbol="EURUSD", side="BUY", volume=0.1))
+        assert result.status == "REJECTED"
+        if i < 2:
+            assert not is_open(monitor, rules.CONSECUTIVE_FAILURES, "F1")
+    await wait_for(lambda: is_open(monitor, rules.CONSECUTIVE_FAILURES, "F1"), "the failures alert to open")
+    alert = monitor.alerts.open[rules.alert_key(rules.CONSECUTIVE_FAILURES, "F1")]
+    assert (alert.severity, alert.code) == ("ERROR", "ORDERS_FAILING")
+    filled = await order(nc, OpenOrder(account_id="F1", symbol="EURUSD", side="BUY", volume=0.1))
+    assert filled.status == "FILLED"
+    await wait_for(lambda: not is_open(monitor, rules.CONSECUTIVE_FAILURES, "F1"), "the failures alert to resolve")
+    await wait_for(lambda: transitions.of(rules.CONSECUTIVE_FAILURES, "F1") == ["OPEN", "RESOLVED"], "transitions")
+
+
+async def test_slow_fills_open_the_execution_latency_alert_fast_ones_resolve_it(
+    sims: StartSims, nc: NatsClient, start_monitor: StartMonitor, transitions: Transitions
+) -> None:
+    monitor = await start_monitor(execution_latency_ms=150.0)
+    [terminal] = await sims(["L1"], fill_latency_ms=300, tick_interval_ms=0)
+    slow = await order(nc, OpenOrder(account_id="L1", symbol="EURUSD", side="BUY", volume=0.1))
+    assert slow.status == "FILLED"
+    assert slow.elapsed_ms > 150
+    await wait_for(lambda: is_open(monitor, rules.EXECUTION_LATENCY, "L1"), "the latency alert to open")
+    terminal.account.config = dataclasses.replace(terminal.account.config, fill_latency_ms=0)
+    fast = await order(nc, OpenOrder(account_id="L1", symbol="EURUSD", side="SELL", volume=0.1))
+    assert fast.status == "FILLED"
+    if fast.elapsed_ms <= 150:  # the machine may be slow; the alert then stays open, which is right
+        await wait_for(lambda: not is_open(monitor, rules.EXECUTION_LATENCY, "L1"), "the latency alert to resolve")
+        assert transitions.of(rules.EXECUTION_LATENCY, "L1") == ["OPEN", "RESOLVED"]
+    hops = {h.hop: h for h in monitor.latency.hops()}
+    assert hops["execution"].count == 2
+    assert hops["execution"].max_ms == pytest.approx(max(slow.elapsed_ms, fast.elapsed_ms), abs=0.01)
+
+
+async def test_a_dropped_terminal_opens_terminal_down_and_reconnecting_resolves_it(
+    gateway: Gateway, ea_url: str, secret: str, executor: object, start_monitor: StartMonitor, transitions: Transitions
+) -> None:
+    monitor = await start_monitor(downtime_s=0.3)
+    terminals = make_terminals(ea_url, ["D1"], lambda a: ea_token(secret, a), rules_sim_config(), seed=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_terminals(terminals, stop))
+    await wait_for(lambda: monitor.picture.terminals.get("D1") is not None, "the terminal to be seen")
+    stop.set()
+    await task  # the terminal is gone
+    await wait_for(lambda: is_open(monitor, rules.TERMINAL_DOWN, "D1"), "the downtime alert to open")
+    again = make_terminals(ea_url, ["D1"], lambda a: ea_token(secret, a), rules_sim_config(), seed=2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_terminals(again, stop))
+    try:
+        await wait_for(lambda: not is_open(monitor, rules.TERMINAL_DOWN, "D1"), "the downtime alert to resolve")
+        assert transitions.of(rules.TERMINAL_DOWN, "D1") == ["OPEN", "RESOLVED"]
+    finally:
+        stop.set()
+        await task
+
+
+def rules_sim_config() -> SimConfig:
+    return SimConfig(fill_latency_ms=1, tick_interval_ms=0)
+
+
+async def test_a_terminal_without_events_opens_terminal_silent_an_event_resolves_it(
+    sims: StartSims, start_monitor: StartMonitor, transitions: Transitions
+) -> None:
+    monitor = await start_monitor(silent_s=0.5)
+    [terminal] = await sims(["S1"], tick_interval_ms=0, account_update_interval_ms=600_000)
+    await wait_for(lambda: is_open(monitor, rules.TERMINAL_SILENT, "S1"), "the silence alert to open")
+    assert terminal.connected.is_set()  # heartbeats go on: only events are missing
+    await terminal.send(terminal.account.account_update(utcnow()))
+    await wait_for(lambda: not is_open(monitor, rules.TERMINAL_SILENT, "S1"), "the silence alert to resolve")
+    assert transitions.of(rules.TERMINAL_SILENT, "S1")[:2] == ["OPEN", "RESOLVED"]
+
+
+async def test_a_slow_heartbeat_round_trip_opens_websocket_latency(
+    nats_server: NatsServer, secret: str, start_monitor: StartMonitor, transitions: Transitions
+) -> None:
+    gw = Gateway(gateway_config(nats_server.url, secret, id="gw-live", liveness_interval_ms=200))
+    await gw.start()
+    monitor = await start_monitor(websocket_latency_ms=40.0)
+    ea = await RawEa.connect(f"ws://127.0.0.1:{gw.port}/ea", ea_token(secret, "W1"))
+    delay_s = [0.1]
+
+    async def answer_pings() -> None:
+        while True:
+            frame = await ea.recv(timeout_s=30)
+            if isinstance(frame, Heartbeat) and not frame.reply:
+                await asyncio.sleep(delay_s[0])
+                await ea.send(Heartbeat(timestamp=utcnow(), seq=frame.seq, reply=True))
+
+    beats = ea.keep_alive(0.1)
+    answering = asyncio.create_task(answer_pings())
+    try:
+        await wait_for(lambda: is_open(monitor, rules.WEBSOCKET_LATENCY, "W1"), "the websocket latency alert to open")
+        alert = monitor.alerts.open[rules.alert_key(rules.WEBSOCKET_LATENCY, "W1")]
+        assert alert.value is not None
+        assert alert.value >= 100
+        delay_s[0] = 0.0
+        await wait_for(lambda: not is_open(monitor, rules.WEBSOCKET_LATENCY, "W1"), "the alert to resolve")
+        assert transitions.of(rules.WEBSOCKET_LATENCY, "W1") == ["OPEN", "RESOLVED"]
+        assert monitor.picture.terminals["W1"].last_heartbeat is not None
+    finally:
+        beats.cancel()
+        answering.cancel()
+        await ea.close()
+        await gw.stop()
+
+
+async def test_health_checks_name_the_failing_dependency(
+    gateway: Gateway, cache_server: ValkeyServer, start_monitor: StartMonitor, nc: NatsClient
+) -> None:
+    monitor = await start_monitor(gateway_url=f"ws://127.0.0.1:{gateway.port}")
+    reports: list[bytes] = []
+
+    async def on_health(msg: Msg) -> None:
+        reports.append(msg.data)
+
+    await nc.subscribe(subjects.health("monitor"), cb=on_health)
+    await wait_for(lambda: all(n in monitor.checks for n in ("nats", "cache", "websocket")), "the first checks")
+    assert monitor.checks["nats"].ok
+    assert monitor.checks["cache"].ok
+    assert monitor.checks["websocket"].ok, monitor.checks["websocket"].detail
+    assert monitor.checks["coordinator"].ok is False  # no coordinator runs in this test
+    assert monitor.readiness_checks()["coordinator"]() == "no coordinator answers"
+    cache_server.stop()
+    await wait_for(lambda: not monitor.checks["cache"].ok, "the cache check to fail")
+    assert monitor.checks["cache"].code == "CACHE_UNREACHABLE"
+    assert monitor.readiness_checks()["cache"]() is not None
+    cache_server.start()
+    await wait_for(lambda: monitor.checks["cache"].ok, "the cache check to pass again", timeout_s=15)
+    await wait_for(lambda: len(reports) > 0, "a HEALTH report on NATS")
