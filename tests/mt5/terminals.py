@@ -119,7 +119,8 @@ class Bridges:
 
     async def start(self, account: str, mt5: FakeMT5 | None = None, **overrides: object) -> BridgedTerminal:
         fake = mt5 if mt5 is not None else FakeMT5()
-        bridge = Mt5Bridge(bridge_config(self.nats_url, account, self.book_dir, **overrides), mt5=fake)
+        book_dir = Path(str(overrides.pop("book_dir", self.book_dir)))
+        bridge = Mt5Bridge(bridge_config(self.nats_url, account, book_dir, **overrides), mt5=fake)
         await bridge.start()
         self.running.append(bridge)
         await wait_for(bridge.connected.is_set, f"the bridge for {account} to attach")
