@@ -25,6 +25,8 @@
 | HEDGEBRIDGE_MONITOR_ACCOUNT_STALE_S | 60 | no ACCOUNT_UPDATE this long fails the terminals check |
 | HEDGEBRIDGE_MONITOR_EVALUATE_MS | 1000 | how often the time-driven rules (downtime, silence) are evaluated |
 | HEDGEBRIDGE_MONITOR_REPORT_MS | 2000 | how often MONITOR_REPORT and HEALTH are published |
+| HEDGEBRIDGE_MONITOR_HEALTH_PORT | 0 (off) | /healthz, /readyz and /metrics on this port (containers: 8080) |
+| HEDGEBRIDGE_MONITOR_HEALTH_HOST | 0.0.0.0 | the address those endpoints listen on |
 | HEDGEBRIDGE_LOG_LEVEL / HEDGEBRIDGE_LOG_FORMAT | INFO / json | logging |
 """
 
@@ -67,6 +69,8 @@ class MonitorConfig(msgspec.Struct, frozen=True, kw_only=True):
     account_stale_s: float = 60.0
     evaluate_ms: int = 1000
     report_ms: int = 2000
+    health_host: str = "0.0.0.0"
+    health_port: int = 0
     log_level: str = "INFO"
     log_format: str = "json"
 

@@ -34,6 +34,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from websockets.asyncio.client import connect as ws_connect
 
 from hedgebridge.common import bus, logs
+from hedgebridge.common.obs import Observability, jetstream_ready, nats_connected
 from hedgebridge.protocol import (
     AccountUpdate,
     ActionState,
@@ -96,6 +97,11 @@ class Monitor:
         self._redis: aioredis.Redis | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[None]] = set()
+        # /healthz, /readyz, /metrics on health_port (hedgebridge.common.obs)
+        self.obs = Observability("monitor", health_host=config.health_host, health_port=config.health_port)
+        self.obs.health.check("nats", nats_connected(lambda: self._nats))
+        self.obs.health.check("jetstream", jetstream_ready(lambda: self._nats))
+        self.obs.health.check("subscriptions", lambda: None if self._tasks else "not watching (not started)")
 
     @property
     def nats(self) -> NatsClient:
@@ -103,6 +109,7 @@ class Monitor:
         return self._nats
 
     async def start(self) -> None:
+        await self.obs.start()
         self._nats = nc = await bus.connect(
             self.config.nats_url, name="monitor", startup_timeout_s=self.config.nats_startup_timeout_s
         )
@@ -152,6 +159,7 @@ class Monitor:
             with contextlib.suppress(Exception):
                 await self._redis.aclose()
             self._redis = None
+        await self.obs.stop()
 
     async def _every(self, interval_s: float, work: Callable[[], Awaitable[None]]) -> None:
         while True:
