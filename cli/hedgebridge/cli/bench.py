@@ -29,6 +29,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 from websockets.asyncio.client import ClientConnection, connect
 
+from hedgebridge.cli import bench_dll
 from hedgebridge.cli.bench_sync import measure_action_sync, measure_client_sync
 from hedgebridge.common import auth
 from hedgebridge.common.servers import NatsServer, ServerError, ValkeyServer, free_port, terminate, wait_for_port
@@ -96,6 +97,7 @@ class Row:
     target: str = ""
     met: bool | None = None
     errors: int = 0
+    skipped: str = ""  # why the measurement could not run (no samples)
 
     @property
     def p50(self) -> float:
@@ -187,12 +189,13 @@ async def _order_once(nc: NatsClient, request: bytes) -> OrderResult:
 
 
 async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> list[Row]:
+    library = await asyncio.to_thread(bench_dll.prepare)  # before any measurement: a build loads the machine
     nats_server = NatsServer(workdir / "nats")
     cache = ValkeyServer(workdir / "cache")
     nats_server.start()
     cache.start()
     try:
-        return await _measure(args, nats_server, cache, procs)
+        return await _measure(args, nats_server, cache, procs, library)
     finally:
         procs.stop()
         nats_server.stop()
@@ -200,7 +203,7 @@ async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> list
 
 
 async def _measure(
-    args: argparse.Namespace, nats_server: NatsServer, cache: ValkeyServer, procs: Processes
+    args: argparse.Namespace, nats_server: NatsServer, cache: ValkeyServer, procs: Processes, library: Path | str
 ) -> list[Row]:
     secret = auth.new_secret()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEBRIDGE_")}
@@ -245,6 +248,7 @@ async def _measure(
             frame = encode_frame(Heartbeat(timestamp=utcnow(), seq=seq, account_id="BENCH-0")).decode()
             echo.append(await _round_trip(echo_ws, frame, seq, lambda _data, _seq: True))
             heartbeats.append(await _round_trip(gateway_ws, frame, seq, _is_heartbeat_reply))
+    dll_rows = await _dll_rows(gateway_port, secret, library, samples, warmup)
 
     nc = await nats.connect(nats_server.url)
     try:
@@ -387,7 +391,20 @@ async def _measure(
         errors=client_missing,
     )
     client_row.met = client_row.p99 < 20 and client_missing == 0
-    return [echo_row, hb_row, nats_row, order_row, plain_load_row, load_row, raw_row, sync_row, client_row]
+    return [echo_row, hb_row, *dll_rows, nats_row, order_row, plain_load_row, load_row, raw_row, sync_row, client_row]
+
+
+async def _dll_rows(port: int, secret: str, library: Path | str, samples: int, warmup: int) -> list[Row]:
+    """The WebSocket client library's heartbeat round trips next to a Python EA client's (bench_dll)."""
+    baseline = Row("python websockets EA client heartbeat, own process (baseline)", [])
+    row = Row("DLL (ctypes, Linux build) heartbeat round trip, own process", [], baseline)
+    if isinstance(library, str):
+        baseline.skipped = row.skipped = library
+        return [baseline, row]
+    dll_token, ws_token = (auth.mint_token(secret, role="ea", subject=f"BENCH-{k}") for k in ("DLL", "PY"))
+    measured = await bench_dll.measure(f"ws://127.0.0.1:{port}/ea", dll_token, ws_token, library, samples, warmup)
+    baseline.samples, row.samples = measured.websockets, measured.dll
+    return [baseline, row]
 
 
 def _fmt(value: float | None, suffix: str = "") -> str:
@@ -408,6 +425,9 @@ def table(rows: list[Row]) -> Iterator[str]:
     yield "| measurement | samples | p50 ms | p99 ms | p50 ratio | p99 ratio | target | met |"
     yield "|---|---:|---:|---:|---:|---:|---|---|"
     for row in rows:
+        if row.skipped:
+            yield f"| {row.name} | 0 | skipped: {row.skipped} |  |  |  |  |  |"
+            continue
         met = "" if row.met is None else ("yes" if row.met else "NO")
         yield (
             f"| {row.name} | {len(row.samples)} | {row.p50:.3f} | {row.p99:.3f} | {_fmt(row.ratio(50), 'x')} | "
@@ -450,9 +470,10 @@ def main(args: argparse.Namespace) -> int:
             procs.stop()
     if args.json:
         print(json.dumps([
-            {"name": r.name, "samples": len(r.samples), "p50_ms": r.p50, "p99_ms": r.p99,
-             "p50_ratio": r.ratio(50), "p99_ratio": r.ratio(99), "target": r.target, "met": r.met,
-             "errors": r.errors}
+            {"name": r.name, "samples": len(r.samples), "p50_ms": r.p50 if r.samples else None,
+             "p99_ms": r.p99 if r.samples else None, "p50_ratio": r.ratio(50) if r.samples else None,
+             "p99_ratio": r.ratio(99) if r.samples else None, "target": r.target, "met": r.met,
+             "errors": r.errors, "skipped": r.skipped}
             for r in rows
         ]))  # fmt: skip
     else:
