@@ -29,6 +29,7 @@ from hedgebridge.protocol import (
     OpenedEvent,
     OpenMetadata,
     OpenOrder,
+    OrderResult,
     PositionUpdate,
     TerminalStatus,
     Welcome,
@@ -279,9 +280,14 @@ async def test_a_newer_ea_connection_replaces_the_bridge_until_it_ends(
     ea = await RawEa.connect(ea_url, ea_token(secret, "A1"))
     try:
         await ea.recv_type(Welcome)
-        await wait_for(lambda: not terminal.bridge.connected.is_set(), "the bridge to step back")
-        stepped_back = [s for s in seen.status if s.session_id == terminal.bridge.session_id]
-        assert [(s.status, s.reason) for s in stepped_back] == [
+        session = terminal.bridge.session_id
+
+        def stepped_back() -> list[TerminalStatus]:
+            return [s for s in seen.status if s.session_id == session]
+
+        await wait_for(lambda: len(stepped_back()) == 2, "the bridge to step back")
+        assert not terminal.bridge.connected.is_set()
+        assert [(s.status, s.reason) for s in stepped_back()] == [
             ("CONNECTED", ""),
             ("DISCONNECTED", "replaced by a newer connection for this account"),
         ]
@@ -293,3 +299,33 @@ async def test_a_newer_ea_connection_replaces_the_bridge_until_it_ends(
     await wait_for(terminal.bridge.connected.is_set, "the bridge to take the account back")
     assert (await deliver(nc, "A1", open_command("to-bridge", "p-b"))).delivered
     await wait_for(lambda: terminal.received == ["to-bridge"], "the OPEN at the bridge")
+
+
+async def test_an_order_while_the_terminal_is_gone_is_not_refused_but_reconciled(
+    bridges: Bridges, seen: Seen, nc: NatsClient, executor: Executor
+) -> None:
+    """The link breaks between the command's arrival and its execution: no verdict is invented; the terminal is
+    reported lost and the order is settled once the terminal is back."""
+    terminal = await bridges.start("A1", poll_interval_ms=60_000)  # only the command notices the loss
+    terminal.mt5.lose_terminal()
+    result = await order(
+        nc, OpenOrder(account_id="A1", symbol="EURUSD", side="BUY", volume=0.1, action_id="gone-1", timeout_ms=500)
+    )
+    assert (result.status, result.code) == ("OUTCOME_UNKNOWN", "OUTCOME_UNKNOWN")
+    await wait_for(lambda: any(s.status == "DISCONNECTED" for s in seen.status), "DISCONNECTED")
+    assert terminal.mt5.requests == []
+    terminal.mt5.restore_terminal()
+    repeat = OpenOrder(account_id="A1", symbol="EURUSD", side="BUY", volume=0.1, action_id="gone-1", timeout_ms=500)
+    answers: list[OrderResult] = []
+
+    async def settled() -> bool:
+        answers.append(await order(nc, repeat))
+        return answers[-1].status != "IN_FLIGHT"
+
+    await wait_for(settled, "the reconciled result")
+    assert (answers[-1].status, answers[-1].code, answers[-1].reconciled) == (
+        "REJECTED",
+        "RECONCILED_NOT_EXECUTED",
+        True,
+    )
+    assert terminal.positions() == {}

@@ -203,6 +203,9 @@ class Mt5Bridge:
                 kwargs["password"] = self.config.password
             if self.config.server:
                 kwargs["server"] = self.config.server
+        if self.attachments:  # attaching again after a loss: release the old link first
+            with contextlib.suppress(Exception):
+                await self._call(mt5.shutdown)
         if not await self._call(mt5.initialize, *args, **kwargs):
             code, text = await self._call(mt5.last_error)
             raise TerminalUnavailable(f"initialize failed: {text} ({code})")
@@ -359,10 +362,10 @@ class Mt5Bridge:
         return await loop.run_in_executor(self._pool, functools.partial(function, *args, **kwargs))
 
     async def _query(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call the package; None when it answers None for an ordinary reason (not found…), TerminalLost when
-        its link to the terminal is broken."""
+        """Call the package; its answer (None or False for an ordinary failure: not found…), or TerminalLost
+        when its link to the terminal is broken."""
         result = await self._call(function, *args, **kwargs)
-        if result is None:
+        if result is None or result is False:
             code, text = await self._call(self.mt5.last_error)
             if tr.RES_E_INTERNAL_FAIL_FIRST <= code <= tr.RES_E_INTERNAL_FAIL_LAST:
                 raise TerminalLost(f"{getattr(function, '__name__', 'call')}: {text} ({code})")
