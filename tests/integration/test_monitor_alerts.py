@@ -6,23 +6,35 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from hedgebridge.common.servers import NatsServer, ValkeyServer
+from hedgebridge.common.servers import NatsServer, ValkeyServer, free_port
 from hedgebridge.gateway.server import Gateway
 from hedgebridge.monitor import rules
 from hedgebridge.monitor.config import MonitorConfig
 from hedgebridge.monitor.service import Monitor
-from hedgebridge.protocol import Alert, CloseOrder, Heartbeat, OpenOrder, retcodes, subjects, unpack, utcnow
+from hedgebridge.protocol import (
+    Alert,
+    CloseOrder,
+    HealthReport,
+    Heartbeat,
+    OpenOrder,
+    retcodes,
+    subjects,
+    unpack,
+    utcnow,
+)
 from hedgebridge.sim import SimConfig
 from hedgebridge.sim.account import SimFault
 from hedgebridge.sim.terminal import make_terminals, run_terminals
 
 from ..conftest import StartSims, gateway_config
 from ..helpers import RawEa, ea_token, order, wait_for
+from .test_observability import readyz
 
 StartMonitor = Callable[..., Awaitable[Monitor]]
 
@@ -236,26 +248,49 @@ async def test_a_slow_heartbeat_round_trip_opens_websocket_latency(
         await gw.stop()
 
 
-async def test_health_checks_name_the_failing_dependency(
-    gateway: Gateway, cache_server: ValkeyServer, start_monitor: StartMonitor, nc: NatsClient
+async def test_health_checks_are_published_and_named_in_readyz(
+    gateway: Gateway, executor: object, cache_server: ValkeyServer, start_monitor: StartMonitor, nc: NatsClient
 ) -> None:
-    monitor = await start_monitor(gateway_url=f"ws://127.0.0.1:{gateway.port}")
-    reports: list[bytes] = []
+    port = free_port()
+    monitor = await start_monitor(
+        gateway_url=f"ws://127.0.0.1:{gateway.port}", health_host="127.0.0.1", health_port=port, ready_on_checks=True
+    )
+    reports: list[HealthReport] = []
 
     async def on_health(msg: Msg) -> None:
-        reports.append(msg.data)
+        reports.append(unpack(msg.data, HealthReport))
 
     await nc.subscribe(subjects.health("monitor"), cb=on_health)
-    await wait_for(lambda: all(n in monitor.checks for n in ("nats", "cache", "websocket")), "the first checks")
+    await wait_for(lambda: set(monitor.check_names) <= set(monitor.checks), "every check to run once")
     assert monitor.checks["nats"].ok
     assert monitor.checks["cache"].ok
     assert monitor.checks["websocket"].ok, monitor.checks["websocket"].detail
-    assert monitor.checks["coordinator"].ok is False  # no coordinator runs in this test
-    assert monitor.readiness_checks()["coordinator"]() == "no coordinator answers"
+    assert monitor.checks["websocket"].latency_ms is not None
+    assert not monitor.checks["coordinator"].ok  # no coordinator runs in this test
+    assert monitor.checks["coordinator"].code == "COORDINATOR_UNAVAILABLE"
+
+    last: list[object] = []
+
+    async def failing(names: list[str]) -> bool:
+        status, ready = await readyz(port)
+        last[:] = [status, ready]
+        return ready["failed"] == names and status == 503
+
+    await wait_for(lambda: failing(["coordinator"]), lambda: f"/readyz to name the coordinator: {last}")
+    await wait_for(lambda: any(not r.ready for r in reports), "a HEALTH report on NATS")
     cache_server.stop()
-    await wait_for(lambda: not monitor.checks["cache"].ok, "the cache check to fail")
+    await wait_for(lambda: failing(["cache", "coordinator"]), "/readyz to name the cache too")
     assert monitor.checks["cache"].code == "CACHE_UNREACHABLE"
-    assert monitor.readiness_checks()["cache"]() is not None
     cache_server.start()
-    await wait_for(lambda: monitor.checks["cache"].ok, "the cache check to pass again", timeout_s=15)
-    await wait_for(lambda: len(reports) > 0, "a HEALTH report on NATS")
+    await wait_for(lambda: failing(["coordinator"]), "the cache check to pass again", timeout_s=15)
+
+
+async def test_readiness_without_the_system_checks_is_the_monitors_own(
+    executor: object, start_monitor: StartMonitor
+) -> None:
+    port = free_port()
+    monitor = await start_monitor(redis_url="", health_host="127.0.0.1", health_port=port)
+    assert "cache" not in monitor.check_names  # no cache URL: no cache check
+    status, ready = await readyz(port)
+    assert (status, ready["failed"]) == (200, [])
+    assert set(cast(dict[str, str], ready["checks"])) == {"nats", "jetstream", "subscriptions", "alert_store"}

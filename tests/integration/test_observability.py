@@ -12,10 +12,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
+from hedgebridge.common import auth, profiles
+from hedgebridge.common.config import ConfigError
 from hedgebridge.common.obs import tracing
 from hedgebridge.common.servers import NatsServer, ValkeyServer, free_port
 from hedgebridge.coordinator.service import Coordinator
 from hedgebridge.executor.service import Executor
+from hedgebridge.gateway.config import from_env as gateway_from_env
 from hedgebridge.gateway.server import Gateway
 from hedgebridge.monitor.config import MonitorConfig
 from hedgebridge.monitor.service import Monitor
@@ -30,9 +33,11 @@ from hedgebridge.protocol import (
     unpack,
     utcnow,
 )
-from hedgebridge.protocol.messages import OrderResult
+from hedgebridge.protocol.messages import OrderResult, PriceTick
+from hedgebridge.sim import SimConfig
+from hedgebridge.sim.terminal import make_terminals
 
-from ..conftest import StartSims, executor_config
+from ..conftest import StartSims, executor_config, gateway_config
 from ..helpers import RawEa, ea_token, order, wait_for
 from .conftest import coordinator_config
 
@@ -109,6 +114,15 @@ async def executor(nats_server: NatsServer, cache_server: ValkeyServer, health_p
 
 
 @pytest.fixture
+async def gateway(nats_server: NatsServer, secret: str) -> AsyncIterator[Gateway]:
+    """The suite's gateway, pinging its terminals every 200 ms (its heartbeat round trips are measured)."""
+    gw = Gateway(gateway_config(nats_server.url, secret, id="gw-test-1", liveness_interval_ms=200))
+    await gw.start()
+    yield gw
+    await gw.stop()
+
+
+@pytest.fixture
 def span_exporter() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     tracing.configure("test", exporter=exporter)
@@ -166,6 +180,17 @@ async def test_metrics_after_a_burst_of_orders(
     assert value(gw, "hedgebridge_connections", kind="client") == 0
     assert 0 <= value(gw, "hedgebridge_terminal_silence_max_seconds") < 3.0  # heartbeat timeout of the tests
     assert value(gw, "hedgebridge_margin_level_min_ratio") > 1.0  # positions open, equity well above margin
+
+    # the WebSocket round trip of the gateway's own heartbeat pings
+    async def pinged() -> bool:
+        return value(await scrape(gateway.port), "hedgebridge_ws_heartbeat_round_trip_seconds_count") >= 2
+
+    await wait_for(pinged, "heartbeat round trips")
+    samples = await scrape(gateway.port)
+    mean = value(samples, "hedgebridge_ws_heartbeat_round_trip_seconds_sum") / value(
+        samples, "hedgebridge_ws_heartbeat_round_trip_seconds_count"
+    )
+    assert 0 < mean < 3.0
 
 
 async def test_a_terminal_reconnecting_is_counted(sims: StartSims, gateway: Gateway, executor: Executor) -> None:
@@ -361,3 +386,74 @@ async def test_commands_carry_trace_context_only_while_tracing(
     finally:
         beat.cancel()
         await ea.close()
+
+
+# --- profiles ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", ["latency", "throughput"])
+async def test_profiles_change_what_the_gateway_does(profile: str, nats_server: NatsServer, secret: str) -> None:
+    config = gateway_from_env(
+        {
+            "HEDGEBRIDGE_PROFILE": profile,
+            "HEDGEBRIDGE_NATS_URL": nats_server.url,
+            "HEDGEBRIDGE_JWT_SECRET": secret,
+            "HEDGEBRIDGE_GATEWAY_PORT": "0",
+        }
+    )
+    throughput = profile == "throughput"
+    gw = Gateway(config)
+    await gw.start()
+    try:
+        ea = await RawEa.connect(f"ws://127.0.0.1:{gw.port}/ea", ea_token(secret, "PF1"))
+        welcome = await ea.recv_type(Welcome)
+        assert isinstance(welcome, Welcome)
+        assert (welcome.heartbeat_interval_ms, welcome.heartbeat_timeout_ms) == (
+            (5000, 15000) if throughput else (1000, 3500)
+        )
+        extensions = ea.ws.response.headers.get("Sec-WebSocket-Extensions") or ""  # type: ignore[union-attr]
+        assert ("permessage-deflate" in extensions) is throughput
+        admin = auth.mint_token(secret, role="admin", subject="ops")
+        async with connect(
+            f"ws://127.0.0.1:{gw.port}/client",
+            additional_headers={"Authorization": f"Bearer {admin}"},
+            subprotocols=[subprotocol()],  # type: ignore[list-item]
+        ) as client:
+            assert ("permessage-deflate" in (client.response.headers.get("Sec-WebSocket-Extensions") or "")) is (
+                throughput
+            )
+            assert json.loads(await client.recv())["type"] == "CLIENT_WELCOME"
+            await client.send(json.dumps({"type": "SUBSCRIBE", "requestId": "s1", "topics": ["prices"]}))
+            assert json.loads(await client.recv())["type"] == "SUBSCRIBED"
+            # a burst of ticks: queued faster than written, so the throughput profile writes them in batches
+            for i in range(300):
+                await ea.send(PriceTick(account_id="PF1", symbol="EURUSD", bid=1.0 + i / 1e5, ask=1.1, time=utcnow()))
+            bids = []
+            while len(bids) < 300:
+                frame = json.loads(await asyncio.wait_for(client.recv(), 10))
+                if frame["type"] == "EVENT":
+                    bids.append(frame["data"]["bid"])
+            assert bids == [1.0 + i / 1e5 for i in range(300)]  # every tick, in order
+        await ea.close()
+    finally:
+        await gw.stop()
+
+
+async def test_explicit_settings_win_over_the_profile(secret: str) -> None:
+    config = gateway_from_env(
+        {
+            "HEDGEBRIDGE_PROFILE": "throughput",
+            "HEDGEBRIDGE_JWT_SECRET": secret,
+            "HEDGEBRIDGE_GATEWAY_HEARTBEAT_INTERVAL_MS": "2000",
+            "HEDGEBRIDGE_GATEWAY_COMPRESSION": "false",
+        }
+    )
+    assert (config.heartbeat_interval_ms, config.heartbeat_timeout_ms) == (2000, 15000)
+    assert (config.compression, config.client_batch_max, config.client_priority) == (False, 50, False)
+    with pytest.raises(ConfigError, match="HEDGEBRIDGE_PROFILE"):
+        gateway_from_env({"HEDGEBRIDGE_PROFILE": "fastest", "HEDGEBRIDGE_JWT_SECRET": secret})
+    latency = make_terminals("ws://127.0.0.1:1/ea", ["X1"], lambda a: a, SimConfig(), profile=profiles.named("latency"))
+    throughput = make_terminals(
+        "ws://127.0.0.1:1/ea", ["X1"], lambda a: a, SimConfig(), profile=profiles.named("throughput")
+    )
+    assert (latency[0].immediate_reconnect, throughput[0].immediate_reconnect) == (True, False)

@@ -36,6 +36,7 @@ from websockets.exceptions import ConnectionClosed
 
 from hedgebridge.common import logs
 from hedgebridge.common.auth import Principal
+from hedgebridge.common.obs import tracing
 from hedgebridge.protocol import (
     PROTOCOL_VERSION,
     ActionRequest,
@@ -57,6 +58,7 @@ from hedgebridge.protocol import (
     errors,
     pack,
     subjects,
+    type_name,
     unpack,
     unpack_event,
     utcnow,
@@ -76,6 +78,7 @@ from hedgebridge.protocol.client import (
 from hedgebridge.protocol.errors import CloseCode
 from hedgebridge.protocol.messages import Conflict
 
+from . import outgoing, telemetry
 from .config import GatewayConfig
 from .handshake import ClientAccept, Refuse, authenticate_client
 
@@ -344,6 +347,7 @@ class FeedRegistry:
 
     def _deliverer(self, feed: Feed) -> Callable[[Msg], Any]:
         topic = feed.key[0]
+        urgent = topic not in outgoing.BULK_TOPICS  # market data waits behind results (latency profile)
 
         async def deliver(msg: Msg) -> None:
             if not feed.members:
@@ -355,9 +359,10 @@ class FeedRegistry:
                 return
             text = encode_frame(Push(topic=topic, data=data)).decode()  # encoded once for every member
             feed.delivered += 1
+            telemetry.frame_out("client", "PUSH", len(feed.members))
             for member in list(feed.members):
                 if member.wants(topic, data):
-                    member.enqueue_text(text)
+                    member.enqueue_text(text, urgent)
 
         return deliver
 
@@ -372,7 +377,7 @@ class ClientSession:
         self.principal = principal
         self.version = version
         self.session_id = uuid.uuid4().hex
-        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=hub.config.client_queue_max)
+        self.queue = outgoing.OutgoingQueue(hub.config.client_queue_max, priority=hub.config.client_priority)
         self.selections: dict[str, frozenset[str] | None] = {}  # topic -> accounts subscribed (None: all)
         self.keys: dict[str, set[FeedKey]] = {}
         self.close_code: int | None = None
@@ -392,17 +397,17 @@ class ClientSession:
     async def _write(self) -> None:
         with contextlib.suppress(ConnectionClosed):
             while True:
-                text = await self.queue.get()
-                await self.connection.send(text)
+                await outgoing.write(self.connection, await self.queue.get_batch(self.hub.config.client_batch_max))
 
     def enqueue(self, message: Message) -> None:
+        telemetry.frame_out("client", type_name(message))
         self.enqueue_text(encode_frame(message).decode())
 
-    def enqueue_text(self, text: str) -> None:
+    def enqueue_text(self, text: str, urgent: bool = True) -> None:
         if self.close_code is not None:
             return
         try:
-            self.queue.put_nowait(text)
+            self.queue.put_nowait(text, urgent)
         except asyncio.QueueFull:
             self.hub.slow_consumers += 1
             log.warning("slow consumer closed", session=self.session_id, subject=self.principal.subject)
@@ -442,6 +447,7 @@ class ClientSession:
         except ProtocolError as exc:
             self.error(exc, ref_type=exc.ref_type, ref_id=request_id_of(data) or exc.ref_id)
             return
+        telemetry.frame_in("client", frame)
         if isinstance(frame, Heartbeat):
             if not frame.reply:
                 self.enqueue(Heartbeat(timestamp=utcnow(), seq=frame.seq, reply=True))
@@ -467,6 +473,7 @@ class ClientSession:
             self.error(Refusal(errors.UNEXPECTED_TYPE, "already authenticated"), ref_type="AUTH")
 
     async def _request(self, frame: ClientRequest) -> None:
+        span = tracing.begin("gateway.client_request", "gateway")  # the request's trace starts here
         try:
             body = complete_body(frame.body, self.principal)
             outcome = await self.hub.forward(body, self.principal)
@@ -479,6 +486,7 @@ class ClientSession:
             self.error(Refusal(errors.INTERNAL, "internal error"), ref_type="REQUEST", ref_id=frame.request_id)
         finally:
             self.in_flight.release()
+            tracing.finish(span, **{"hedgebridge.request_id": frame.request_id})
 
     async def _subscribe(self, frame: Subscribe) -> None:
         refusal = check_subscribe_scope(self.principal, frame.accounts)
@@ -663,7 +671,7 @@ class ClientHub:
         subject = subjects.BATCH_REQUEST if isinstance(body, CloseBatch) else subjects.ORDER_REQUEST
         started = time.monotonic()
         try:
-            reply = await self.nats.request(subject, pack(body), timeout=timeout_s)
+            reply = await self.nats.request(subject, pack(body), timeout=timeout_s, headers=tracing.headers())
         except NoRespondersError:
             text = "no executor answered; the request was not sent (safe to retry with the same actionId)"
             if isinstance(body, CloseBatch):
@@ -690,7 +698,9 @@ class ClientHub:
             if refusal is not None:
                 return refusal
         try:
-            reply = await self.nats.request(subjects.ACTION_REQUEST, pack(body), timeout=timeout_s)
+            reply = await self.nats.request(
+                subjects.ACTION_REQUEST, pack(body), timeout=timeout_s, headers=tracing.headers()
+            )
         except NoRespondersError:
             return Refusal(
                 errors.COORDINATOR_UNAVAILABLE,

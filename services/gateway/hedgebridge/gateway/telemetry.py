@@ -6,24 +6,36 @@
 - A report (OPENED/CLOSED) from the terminal: its echoed ``traceparent`` makes span ``gateway.report`` a
   child of ``gateway.command``, so the terminal's reply joins the order's trace; the time since the command
   was written is the WebSocket command round trip; the report goes to NATS with the span's ``traceparent``.
+- The gateway's own HEARTBEAT pings (liveness.py) give the WebSocket round trip of each terminal.
 - Frames in and out are counted by type; connection counts, the longest terminal silence and the lowest
   margin level are read at scrape time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
 
 from hedgebridge.common.obs import metrics, tracing
-from hedgebridge.protocol import AccountUpdate, ClosedEvent, Message, OpenedEvent, OrderCommand, type_name
+from hedgebridge.protocol import (
+    AccountUpdate,
+    CloseCommand,
+    ClosedEvent,
+    Heartbeat,
+    Message,
+    OpenCommand,
+    OpenedEvent,
+    SyncCommand,
+    type_name,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -31,6 +43,7 @@ if TYPE_CHECKING:
     from .server import Gateway, TerminalSession
 
 SERVICE = "gateway"
+C = TypeVar("C", bound=OpenCommand | CloseCommand | SyncCommand)
 _PENDING_MAX = 1024  # commands awaiting a report, per connection (older ones are forgotten)
 
 
@@ -110,15 +123,22 @@ def terminal_connected(gateway: Gateway, account_id: str) -> None:
 
 def frame_in(endpoint: str, message: Message, session: TerminalSession | None = None) -> None:
     metrics.FRAMES.labels("in", endpoint, type_name(message)).inc()
-    if session is not None and isinstance(message, AccountUpdate):
+    if session is None:
+        return
+    if isinstance(message, AccountUpdate):
         _state(session).margin_level = message.margin_level
+    elif isinstance(message, Heartbeat) and message.reply:
+        # the reply to the gateway's own ping (liveness.py), read before liveness consumes it
+        sent = session.gateway.liveness._sent.get(session.session_id)
+        if sent is not None and sent[0] == message.seq:
+            metrics.HEARTBEAT_ROUND_TRIP.observe(asyncio.get_running_loop().time() - sent[1])
 
 
-def frame_out(endpoint: str, kind: str) -> None:
-    metrics.FRAMES.labels("out", endpoint, kind).inc()
+def frame_out(endpoint: str, kind: str, count: int = 1) -> None:
+    metrics.FRAMES.labels("out", endpoint, kind).inc(count)
 
 
-def command_received(session: TerminalSession, msg: Msg, command: OrderCommand) -> OrderCommand:
+def command_received(session: TerminalSession, msg: Msg, command: C) -> C:
     """Start timing (and tracing) a command about to be written; returns it with its ``traceparent``."""
     action_id = getattr(command, "action_id", None)
     if not action_id:
@@ -138,7 +158,7 @@ def command_received(session: TerminalSession, msg: Msg, command: OrderCommand) 
     return command
 
 
-def command_written(session: TerminalSession, command: OrderCommand) -> None:
+def command_written(session: TerminalSession, command: OpenCommand | CloseCommand | SyncCommand) -> None:
     entry = _state(session).pending.get(getattr(command, "action_id", None) or "")
     if entry is not None:
         entry.written = time.perf_counter()

@@ -4,7 +4,7 @@
 |---|---|---|
 | HEDGEBRIDGE_NATS_URL | nats://127.0.0.1:4222 | NATS server(s), comma-separated |
 | HEDGEBRIDGE_NATS_STARTUP_TIMEOUT_S | 30 | give up (exit 69) when NATS is unreachable at start |
-| HEDGEBRIDGE_REDIS_URL | redis://127.0.0.1:6379/0 | the cache whose reachability is checked |
+| HEDGEBRIDGE_REDIS_URL | (none) | the cache whose reachability is checked; none: no cache check |
 | HEDGEBRIDGE_STREAM_REPLICAS | 1 | replicas of the HB_ALERTS stream |
 | HEDGEBRIDGE_MONITOR_ID | mon-<host>-<pid> | this instance's name in HEALTH reports |
 | HEDGEBRIDGE_MONITOR_GATEWAY_URL | (none) | gateway probed by the websocket check (ws://host:port) |
@@ -25,6 +25,7 @@
 | HEDGEBRIDGE_MONITOR_ACCOUNT_STALE_S | 60 | no ACCOUNT_UPDATE this long fails the terminals check |
 | HEDGEBRIDGE_MONITOR_EVALUATE_MS | 1000 | how often the time-driven rules (downtime, silence) are evaluated |
 | HEDGEBRIDGE_MONITOR_REPORT_MS | 2000 | how often MONITOR_REPORT and HEALTH are published |
+| HEDGEBRIDGE_MONITOR_READY_ON_CHECKS | false | the system health checks join /readyz (else only the monitor's own) |
 | HEDGEBRIDGE_MONITOR_HEALTH_PORT | 0 (off) | /healthz, /readyz and /metrics on this port (containers: 8080) |
 | HEDGEBRIDGE_MONITOR_HEALTH_HOST | 0.0.0.0 | the address those endpoints listen on |
 | HEDGEBRIDGE_LOG_LEVEL / HEDGEBRIDGE_LOG_FORMAT | INFO / json | logging |
@@ -48,7 +49,7 @@ PREFIX = "HEDGEBRIDGE_MONITOR_"
 class MonitorConfig(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str = "nats://127.0.0.1:4222"
     nats_startup_timeout_s: float = 30.0
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = ""
     stream_replicas: int = 1
     id: str = ""
     gateway_url: str = ""
@@ -69,6 +70,7 @@ class MonitorConfig(msgspec.Struct, frozen=True, kw_only=True):
     account_stale_s: float = 60.0
     evaluate_ms: int = 1000
     report_ms: int = 2000
+    ready_on_checks: bool = False
     health_host: str = "0.0.0.0"
     health_port: int = 0
     log_level: str = "INFO"

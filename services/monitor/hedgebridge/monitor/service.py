@@ -84,6 +84,11 @@ class Monitor:
         self.alerts = AlertBook(config.thresholds())
         self.latency = LatencyWindow()
         self.checks: dict[str, HealthCheck] = {}
+        # the health checks this instance runs (no cache check without a cache URL)
+        self.check_names: tuple[str, ...] = tuple(
+            n for g in CHECK_GROUPS.values() for n in g if n != "cache" or config.redis_url
+        )
+        self._alerts_loaded = False
         self.gateways: dict[str, tuple[GatewayLiveness, float]] = {}  # id -> last report, monotonic receipt
         self.consistency: ConsistencyStatus | None = None
         self.unreadable = 0
@@ -102,6 +107,11 @@ class Monitor:
         self.obs.health.check("nats", nats_connected(lambda: self._nats))
         self.obs.health.check("jetstream", jetstream_ready(lambda: self._nats))
         self.obs.health.check("subscriptions", lambda: None if self._tasks else "not watching (not started)")
+        self.obs.health.check("alert_store", self._alert_store_ready)
+        if config.ready_on_checks:  # the system health checks too (the live "nats" check above stays)
+            for name, check in self.readiness_checks().items():
+                if name != "nats":
+                    self.obs.health.check(name, check)
 
     @property
     def nats(self) -> NatsClient:
@@ -114,12 +124,14 @@ class Monitor:
             self.config.nats_url, name="monitor", startup_timeout_s=self.config.nats_startup_timeout_s
         )
         self._js = nc.jetstream()
-        self._redis = aioredis.from_url(
-            self.config.redis_url, socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S
-        )
+        if self.config.redis_url:
+            self._redis = aioredis.from_url(
+                self.config.redis_url, socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S
+            )
         await self._ensure_stream()
         stored = await self.load_alerts()
         self.alerts = AlertBook.restore(self.config.thresholds(), stored)
+        self._alerts_loaded = True
         for subject, cb in (
             (subjects.ALL_STATUS, self._on_status),
             (subjects.ALL_EVENTS, self._on_event),
@@ -202,6 +214,14 @@ class Monitor:
             except (NotFoundError, ProtocolError) as exc:
                 log.warning("unreadable stored alert", subject=subject, code=errors.UNREADABLE_EVENT, error=str(exc))
         return found
+
+    def _alert_store_ready(self) -> str | None:
+        """Readiness: the open alerts were loaded from HB_ALERTS and every transition is stored."""
+        if not self._alerts_loaded:
+            return "open alerts not loaded from HB_ALERTS yet"
+        if self._pending:
+            return f"{len(self._pending)} alert transitions not stored yet"
+        return None
 
     def _transitions(self, alerts: list[Alert]) -> None:
         for alert in alerts:
@@ -330,12 +350,12 @@ class Monitor:
         await self._store_pending()
 
     def health(self) -> HealthReport:
-        checks = [self.checks[name] for group in CHECK_GROUPS.values() for name in group if name in self.checks]
+        checks = [self.checks[name] for name in self.check_names if name in self.checks]
         return HealthReport(
             timestamp=utcnow(),
             service=SERVICE,
             instance=self.config.monitor_id,
-            ready=len(checks) == sum(len(g) for g in CHECK_GROUPS.values()) and all(c.ok for c in checks),
+            ready=len(checks) == len(self.check_names) and all(c.ok for c in checks),
             checks=checks,
         )
 
@@ -367,7 +387,7 @@ class Monitor:
 
             return read
 
-        return {name: reader(name) for group in CHECK_GROUPS.values() for name in group}
+        return {name: reader(name) for name in self.check_names}
 
     # --- health checks ----------------------------------------------------------------------------------
 
@@ -387,7 +407,7 @@ class Monitor:
             "coordinator": self._check_coordinator,
             "position_sync": self._check_position_sync,
         }
-        names = CHECK_GROUPS[group]
+        names = [n for n in CHECK_GROUPS[group] if n in self.check_names]
         outcomes = await asyncio.gather(*(probes[n]() for n in names), return_exceptions=True)
         changed = False
         for name, outcome in zip(names, outcomes, strict=True):

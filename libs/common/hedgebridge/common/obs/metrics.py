@@ -40,6 +40,11 @@ COMMAND_ROUND_TRIP = Histogram(
     ["type"],
     buckets=_LATENCY_BUCKETS,
 )
+HEARTBEAT_ROUND_TRIP = Histogram(
+    "hedgebridge_ws_heartbeat_round_trip_seconds",
+    "Gateway: its HEARTBEAT ping to a terminal until the terminal's reply (the WebSocket round trip)",
+    buckets=_LATENCY_BUCKETS,
+)
 SYNC_DURATION = Histogram(
     "hedgebridge_sync_duration_seconds",
     "Synchronisation: action_state = coordinator state change until JetStream acknowledged it; "
