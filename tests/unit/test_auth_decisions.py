@@ -24,6 +24,7 @@ def _claims(**changes: object) -> dict[str, object]:
         "aud": "hedgebridge",
         "iat": now,
         "exp": now + 60,
+        "jti": "t-1",
     }
     for key, value in changes.items():
         if value is None:
@@ -64,8 +65,12 @@ def test_attack_matrix() -> None:
     assert _refused(jwt.encode(_claims(), SECRET * 2, algorithm="HS512")) == "token algorithm not allowed"
     assert _refused(jwt.encode(_claims(exp=None), SECRET, algorithm="HS256")) == "token lacks the 'exp' claim"
     assert _refused(jwt.encode(_claims(sub=None), SECRET, algorithm="HS256")) == "token lacks the 'sub' claim"
-    assert _refused(jwt.encode(_claims(aud="other"), SECRET, algorithm="HS256")) == "token invalid"
-    assert _refused(jwt.encode(_claims(iss="other"), SECRET, algorithm="HS256")) == "token invalid"
+    assert _refused(jwt.encode(_claims(jti=None), SECRET, algorithm="HS256")) == "token lacks the 'jti' claim"
+    assert _refused(jwt.encode(_claims(aud="other"), SECRET, algorithm="HS256")) == "token audience not accepted"
+    assert _refused(jwt.encode(_claims(iss="other"), SECRET, algorithm="HS256")) == "token issuer not accepted"
+    assert _refused(jwt.encode(_claims(nbf=int(time.time()) + 3600), SECRET, algorithm="HS256")) == (
+        "token not yet valid"
+    )
     assert _refused(jwt.encode(_claims(iat=int(time.time()) + 3600), SECRET, algorithm="HS256")) == (
         "token not yet valid"
     )
@@ -99,3 +104,150 @@ def test_minting_rules() -> None:
     with pytest.raises(ValueError, match="account id"):
         auth.mint_token(SECRET, role="ea", subject="not valid")
     assert len(auth.new_secret().encode()) >= auth.MIN_SECRET_BYTES
+
+
+# --- clock skew, revocation, session end --------------------------------------------------------------------
+
+
+def test_small_clock_skew_is_tolerated_and_no_more() -> None:
+    now = int(time.time())
+    slightly_ahead = jwt.encode(_claims(iat=now + 3), SECRET, algorithm="HS256")
+    assert auth.verify_token(slightly_ahead, SECRET, leeway_s=5).subject == "A1"
+    with pytest.raises(AuthError, match="token not yet valid"):
+        auth.verify_token(jwt.encode(_claims(iat=now + 30), SECRET, algorithm="HS256"), SECRET, leeway_s=5)
+    just_expired = jwt.encode(_claims(iat=now - 60, exp=now - 2), SECRET, algorithm="HS256")
+    assert auth.verify_token(just_expired, SECRET, leeway_s=5).subject == "A1"
+    with pytest.raises(AuthError, match="token expired"):
+        auth.verify_token(just_expired, SECRET, leeway_s=0)
+
+
+def test_revoked_tokens_and_the_end_of_a_session() -> None:
+    principal = auth.verify_token(auth.mint_token(SECRET, role="ea", subject="A1", ttl_s=60), SECRET)
+    assert auth.check_revoked(principal, {"other"}) is principal
+    with pytest.raises(AuthError, match="token revoked"):
+        auth.check_revoked(principal, {principal.token_id})
+    now = time.time()
+    assert auth.session_end_reason(principal, now, set()) is None
+    assert auth.session_end_reason(principal, principal.expires_at, set()) == "token expired"
+    assert auth.session_end_reason(principal, now, {principal.token_id}) == "token revoked"
+    assert auth.check_token_id(principal.token_id) == principal.token_id
+    for bad in ("", "a b", "a" * 129, "x>y", "a*"):
+        with pytest.raises(ValueError, match="token id"):
+            auth.check_token_id(bad)
+
+
+def test_role_and_scope_escalation_is_refused() -> None:
+    # an ea token may not act as a client; a system token without scope is refused; a scope that is not a
+    # list of names is refused; a forged admin claim fails the signature
+    ea = auth.verify_token(auth.mint_token(SECRET, role="ea", subject="A1"), SECRET)
+    with pytest.raises(AuthError, match="not 'system' or 'admin'"):
+        auth.check_client(ea)
+    unscoped = jwt.encode(_claims(role="system", sub="s1"), SECRET, algorithm="HS256")
+    with pytest.raises(AuthError, match="must name the accounts"):
+        auth.authorize_client(f"Bearer {unscoped}", SECRET)
+    with pytest.raises(AuthError, match="must be a list of names"):
+        auth.verify_token(jwt.encode(_claims(role="system", accounts="A1,A2"), SECRET, algorithm="HS256"), SECRET)
+    system = auth.verify_token(auth.mint_token(SECRET, role="system", subject="s1", accounts=["A1"]), SECRET)
+    assert system.may_use("A1")
+    assert not system.may_use("A2")
+    assert not system.is_admin
+    forged = jwt.encode(_claims(role="admin"), auth.new_secret(), algorithm="HS256")
+    with pytest.raises(AuthError, match="signature invalid"):
+        auth.authorize_client(f"Bearer {forged}", SECRET)
+
+
+# --- RS256 / ES256 with a public key or a JWKS --------------------------------------------------------------
+
+
+def _rsa() -> tuple[bytes, bytes]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public
+
+
+def _ec() -> tuple[bytes, bytes]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public
+
+
+def _jwk(public_pem: bytes, algorithm: str, kid: str) -> dict[str, object]:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    loader = jwt.algorithms.RSAAlgorithm if algorithm == "RS256" else jwt.algorithms.ECAlgorithm
+    jwk: dict[str, object] = json.loads(loader.to_jwk(load_pem_public_key(public_pem)))  # type: ignore[arg-type]
+    jwk.update(kid=kid, use="sig", alg=algorithm)
+    return jwk
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+def test_public_key_tokens(algorithm: str) -> None:
+    private, public = _rsa() if algorithm == "RS256" else _ec()
+    keys = auth.public_key(algorithm, public)  # type: ignore[arg-type]
+    good = jwt.encode(_claims(), private, algorithm=algorithm)
+    assert auth.authorize_terminal(f"Bearer {good}", keys).subject == "A1"
+    other_private, _ = _rsa() if algorithm == "RS256" else _ec()
+    with pytest.raises(AuthError, match="signature invalid"):
+        auth.verify_token(jwt.encode(_claims(), other_private, algorithm=algorithm), keys)
+    # HS256 "signed" with the public key as the secret (algorithm confusion), HS256 with the default secret
+    confused = jwt.encode(_claims(), SECRET, algorithm="HS256")
+    with pytest.raises(AuthError, match="algorithm not allowed"):
+        auth.verify_token(confused, keys)
+    unsigned = f"{_b64(json.dumps({'alg': 'none'}).encode())}.{_b64(json.dumps(_claims()).encode())}."
+    with pytest.raises(AuthError, match="algorithm not allowed"):
+        auth.verify_token(unsigned, keys)
+    with pytest.raises(AuthError, match="token expired"):
+        auth.verify_token(jwt.encode(_claims(iat=1, exp=2), private, algorithm=algorithm), keys)
+    # the HS256 key set refuses the asymmetric token
+    with pytest.raises(AuthError, match="algorithm not allowed"):
+        auth.verify_token(good, SECRET)
+
+
+def test_public_key_files_are_checked() -> None:
+    private, public = _rsa()
+    with pytest.raises(ValueError, match="not the private key"):
+        auth.public_key("RS256", private)
+    with pytest.raises(ValueError, match="not a PEM public key"):
+        auth.public_key("RS256", b"-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
+    with pytest.raises(ValueError, match="RS256 or ES256"):
+        auth.public_key("HS256", public)
+    _, ec_public = _ec()
+    with pytest.raises(ValueError, match="not a PEM public key for RS256"):
+        auth.public_key("RS256", ec_public)
+
+
+def test_jwks_keys_are_chosen_by_kid() -> None:
+    private_1, public_1 = _rsa()
+    private_2, public_2 = _rsa()
+    _, ec_public = _ec()
+    document = {"keys": [_jwk(public_1, "RS256", "k1"), _jwk(public_2, "RS256", "k2"), _jwk(ec_public, "ES256", "e1")]}
+    keys = auth.keys_from_jwks("RS256", document)
+    assert sorted(str(kid) for kid, _ in keys.keys) == ["k1", "k2"]  # the EC key is not for RS256
+    for kid, private in (("k1", private_1), ("k2", private_2)):
+        token = jwt.encode(_claims(), private, algorithm="RS256", headers={"kid": kid})
+        assert auth.verify_token(token, keys).subject == "A1"
+    swapped = jwt.encode(_claims(), private_1, algorithm="RS256", headers={"kid": "k2"})
+    with pytest.raises(AuthError, match="signature invalid"):
+        auth.verify_token(swapped, keys)
+    with pytest.raises(auth.UnknownKeyId, match="key id unknown"):
+        auth.verify_token(jwt.encode(_claims(), private_1, algorithm="RS256", headers={"kid": "k9"}), keys)
+    with pytest.raises(auth.UnknownKeyId):  # several keys: a token must say which
+        auth.verify_token(jwt.encode(_claims(), private_1, algorithm="RS256"), keys)
+    single = auth.keys_from_jwks("ES256", json.dumps(document))
+    assert [kid for kid, _ in single.keys] == ["e1"]
+    with pytest.raises(ValueError, match="no EC signing key"):
+        auth.keys_from_jwks("ES256", {"keys": [_jwk(public_1, "RS256", "k1")]})
+    with pytest.raises(ValueError, match="not a usable JWKS"):
+        auth.keys_from_jwks("RS256", b"[1, 2]")

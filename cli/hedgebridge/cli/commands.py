@@ -15,7 +15,8 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from hedgebridge.common import auth, logs
+from hedgebridge.common import auth, bus, logs, streams
+from hedgebridge.common.config import ConfigError
 from hedgebridge.protocol import (
     CloseOrder,
     MonitorSnapshot,
@@ -75,6 +76,27 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    """Put a token id on the revocation list: every gateway refuses the token and closes its sessions (1008)."""
+    try:
+        jti = auth.check_token_id(args.jti)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    url = state.resolve_nats_url(args.nats_url, state.home(args.home))
+    replicas = int(os.environ.get("HEDGEBRIDGE_STREAM_REPLICAS", "1") or 1)
+
+    async def run() -> int:
+        nc = await cli_connect(url)
+        try:
+            return await streams.revoke(nc.jetstream(), jti, replicas, note=args.reason or "")
+        finally:
+            await nc.close()
+
+    revision = asyncio.run(run())
+    print(f"revoked {jti} (revision {revision})")
+    return 0
+
+
 def build_request(args: argparse.Namespace) -> OrderRequest:
     try:
         if args.order_command == "open":
@@ -130,6 +152,10 @@ async def cli_connect(url: str, wait_s: float = 2.0) -> NatsClient:
     async def quiet(_: Exception) -> None:
         return None
 
+    try:
+        security = bus.connect_options(bus.security_from_env())  # HEDGEBRIDGE_NATS_USER… and TLS files
+    except (ConfigError, OSError) as exc:
+        raise CliError(str(exc)) from None
     await _reachable(url, wait_s)
     try:
         async with asyncio.timeout(wait_s + 1):
@@ -140,9 +166,11 @@ async def cli_connect(url: str, wait_s: float = 2.0) -> NatsClient:
                 max_reconnect_attempts=0,
                 error_cb=quiet,
                 name="hedgebridge-cli",
+                **security,
             )
-    except (NoServersError, OSError, TimeoutError) as exc:
-        raise CliError(f"cannot reach NATS at {url}: {str(exc) or type(exc).__name__}", EXIT_UNAVAILABLE) from None
+    except (NoServersError, OSError, TimeoutError, nats.errors.Error) as exc:
+        reason = bus.redact(str(exc) or type(exc).__name__)
+        raise CliError(f"cannot reach NATS at {bus.redact(url)}: {reason}", EXIT_UNAVAILABLE) from None
 
 
 async def _reachable(url: str, wait_s: float) -> None:
@@ -157,7 +185,7 @@ async def _reachable(url: str, wait_s: float) -> None:
             return
         except (OSError, TimeoutError, ValueError) as exc:
             reason = str(exc) or type(exc).__name__
-    raise CliError(f"cannot reach NATS at {url}: {reason}", EXIT_UNAVAILABLE)
+    raise CliError(f"cannot reach NATS at {bus.redact(url)}: {reason}", EXIT_UNAVAILABLE)
 
 
 async def _order(args: argparse.Namespace, request: OrderRequest) -> int:
@@ -288,7 +316,7 @@ async def _ping_subject(url: str, subject: str, what: str, wait_s: float) -> Non
     try:
         await nc.request(subject, b"", timeout=wait_s)
     except (NoRespondersError, NatsTimeoutError):
-        raise CliError(f"no {what} answers on {url}", 1) from None
+        raise CliError(f"no {what} answers on {bus.redact(url)}", 1) from None
     finally:
         await nc.close()
 

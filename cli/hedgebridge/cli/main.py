@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=_positive(float), default=86_400.0, help="lifetime in seconds (default 1 day)")
     token.add_argument("--secret", help="the HS256 key (default $HEDGEBRIDGE_JWT_SECRET, or the local stack's)")
     token.set_defaults(func=commands.cmd_token)
+    token_sub = token.add_subparsers(dest="token_command", metavar="ACTION")
+    revoke = token_sub.add_parser("revoke", help="revoke a token by its id (jti): gateways close its sessions (1008)")
+    revoke.add_argument("jti", help="the token's jti claim")
+    revoke.add_argument("--reason", help="a note kept with the revocation")
+    revoke.add_argument("--nats-url", help="NATS (default $HEDGEBRIDGE_NATS_URL or the local stack's)")
+    revoke.set_defaults(func=commands.cmd_token_revoke)
 
     order = sub.add_parser("order", help="open or close a position and print the terminal's answer")
     order_sub = order.add_subparsers(dest="order_command", required=True, metavar="ACTION")

@@ -5,6 +5,10 @@ unless ``--nats-url`` / ``--redis-url`` name running ones, then the gateway, exe
 as separate processes (and, with ``--demo``, simulated terminals). A default port that is taken is never
 shared: ``up`` says so and takes a free one. Servers it did not start are never stopped. Ctrl-C stops
 everything in order.
+
+The NATS server ``up`` starts requires a login: user ``hedgebridge`` with a password generated once and kept
+in ``<home>/nats-password`` (mode 0600); the services get it in ``HEDGEBRIDGE_NATS_USER`` /
+``HEDGEBRIDGE_NATS_PASSWORD`` and the other commands read it through the state file.
 """
 
 from __future__ import annotations
@@ -105,6 +109,7 @@ class Stack:
     base: Path
     servers: list[NatsServer | ValkeyServer] = field(default_factory=list)
     children: list[Child] = field(default_factory=list)
+    nats_password: str = ""  # set when up started NATS with a login
 
     def python(self, module: str, *extra: str) -> list[str]:
         return [sys.executable, "-m", module, *extra]
@@ -132,11 +137,21 @@ class Stack:
             return given_url
         host = "127.0.0.1"
         chosen = choose_port(port, default_port, what, f"--{option}-port", host)
-        server = kind(self.base / ("nats" if kind is NatsServer else "cache"), port=chosen, host=host)
+        server: NatsServer | ValkeyServer
+        if kind is NatsServer:
+            self.nats_password = state.load_or_create_nats_password(self.base)
+            server = NatsServer(
+                self.base / "nats", port=chosen, host=host, user=state.NATS_USER, password=self.nats_password
+            )
+        else:
+            server = ValkeyServer(self.base / "cache", port=chosen, host=host)
         server.start()
         self.servers.append(server)
         if isinstance(server, NatsServer):
-            say(f"{label:<10} {server.url}  (started, JetStream data in {server.data_dir / 'jetstream'})")
+            say(
+                f"{label:<10} {server.url}  (started, JetStream data in {server.data_dir / 'jetstream'}; "
+                f"login {state.NATS_USER}, password in {state.nats_password_path(self.base)})"
+            )
             return server.url
         say(f"{label:<10} {server.url}/0  (started, valkey-server, volatile)")
         return f"{server.url}/0"
@@ -227,6 +242,10 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
         HEDGEBRIDGE_GATEWAY_URL=gateway_url,
         HEDGEBRIDGE_LOG_FORMAT="json",
     )
+    login_url = nats_url
+    if stack.nats_password:
+        env.update(HEDGEBRIDGE_NATS_USER=state.NATS_USER, HEDGEBRIDGE_NATS_PASSWORD=stack.nats_password)
+        login_url = state.with_credentials(nats_url, state.NATS_USER, stack.nats_password)
     logs_dir = base / "logs"
     for name, module in (
         ("gateway", "hedgebridge.gateway"),
@@ -238,7 +257,7 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
         child.start(env)
         stack.children.append(child)
 
-    nc = await nats.connect(servers=nats_url.split(","), name="hedgebridge-up", max_reconnect_attempts=-1)
+    nc = await nats.connect(servers=login_url.split(","), name="hedgebridge-up", max_reconnect_attempts=-1)
     try:
         activity = Activity()
         await nc.subscribe(subjects.ALL_STATUS, cb=activity.on_status)
@@ -287,6 +306,7 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
                 supervisor_pid=os.getpid(),
                 pids={c.name: c.pid for c in stack.children},
                 accounts=accounts,
+                nats_auth=bool(stack.nats_password),
             ),
         )
         example = accounts[0] if accounts else "ACCOUNT"

@@ -1,8 +1,9 @@
 """Where a running ``hedgebridge up`` stack is, so that other commands find it.
 
-``up`` writes ``<home>/stack.json`` (addresses, pids) and keeps the JWT key in ``<home>/jwt-secret`` (mode
-0600). ``<home>`` is ``$HEDGEBRIDGE_HOME`` or ``~/.hedgebridge``. Flags and environment variables always win
-over what the state file says.
+``up`` writes ``<home>/stack.json`` (addresses, pids) and keeps the JWT key in ``<home>/jwt-secret`` and the
+password of the NATS server it starts (user ``hedgebridge``) in ``<home>/nats-password`` (both mode 0600).
+Commands that find NATS through the state file log in with that password. ``<home>`` is ``$HEDGEBRIDGE_HOME``
+or ``~/.hedgebridge``. Flags and environment variables always win over what the state file says.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import msgspec
 
@@ -23,6 +25,7 @@ class StackState(msgspec.Struct, kw_only=True):
     supervisor_pid: int
     pids: dict[str, int] = {}
     accounts: list[str] = []
+    nats_auth: bool = False  # the NATS server up started requires the password in <home>/nats-password
 
 
 class CliError(Exception):
@@ -79,6 +82,21 @@ def clear_state(base: Path) -> None:
         state_path(base).unlink()
 
 
+NATS_USER = "hedgebridge"
+
+
+def nats_password_path(base: Path) -> Path:
+    return base / "nats-password"
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+    path.chmod(0o600)
+
+
 def load_or_create_secret(base: Path) -> str:
     path = secret_path(base)
     with contextlib.suppress(OSError):
@@ -86,11 +104,27 @@ def load_or_create_secret(base: Path) -> str:
         auth.check_secret(secret)
         return secret
     secret = auth.new_secret()
-    base.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
+    _write_private(path, secret)
     return secret
+
+
+def load_or_create_nats_password(base: Path) -> str:
+    """The password ``up`` gives its NATS server (generated once, kept with mode 0600)."""
+    path = nats_password_path(base)
+    with contextlib.suppress(OSError):
+        password = path.read_text().strip()
+        if len(password) >= 24:
+            path.chmod(0o600)
+            return password
+    password = auth.new_secret()
+    _write_private(path, password)
+    return password
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """``url`` (a comma-separated list) with ``user:password@`` in each server address."""
+    quoted = f"{quote(user, safe='')}:{quote(password, safe='')}@"
+    return ",".join(part.strip().replace("://", "://" + quoted, 1) for part in url.split(",") if part.strip())
 
 
 def resolve_secret(flag: str | None, base: Path) -> str:
@@ -121,7 +155,14 @@ def _resolve(flag: str | None, variable: str, base: Path, field: str, what: str,
 
 
 def resolve_nats_url(flag: str | None, base: Path) -> str:
-    return _resolve(flag, "HEDGEBRIDGE_NATS_URL", base, "nats_url", "NATS server", "--nats-url")
+    """The NATS URL from the flag, $HEDGEBRIDGE_NATS_URL, or the running local stack — with the local stack's
+    credentials when it is its server (never print this URL: ``bus.redact`` it)."""
+    url = _resolve(flag, "HEDGEBRIDGE_NATS_URL", base, "nats_url", "NATS server", "--nats-url")
+    state = read_state(base)
+    if state is not None and url == state.nats_url and state.nats_auth and "@" not in url:
+        with contextlib.suppress(OSError):
+            return with_credentials(url, NATS_USER, nats_password_path(base).read_text().strip())
+    return url
 
 
 def resolve_gateway_url(flag: str | None, base: Path) -> str:

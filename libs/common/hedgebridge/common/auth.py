@@ -1,24 +1,37 @@
 """JWT authentication decisions (pure code, no I/O).
 
-Tokens are HS256 JWTs with the claims ``sub`` (for the ``ea`` role: the MT5 account id), ``role``
-(``ea``, ``system`` or ``admin``), ``iss`` and ``aud`` (both ``hedgebridge``), ``iat``, ``exp`` and ``jti``.
-A ``system`` token also names its scope: ``accounts`` (the MT5 accounts it may trade and watch) and
-optionally ``users`` (whose actions it may watch). An ``admin`` token may do everything.
-The accepted algorithm is pinned, so ``alg: none`` and algorithm confusion are refused.
+Tokens are JWTs with the claims ``sub`` (for the ``ea`` role: the MT5 account id), ``role``
+(``ea``, ``system`` or ``admin``), ``iss`` and ``aud`` (both ``hedgebridge``), ``iat``, ``exp`` and ``jti``
+(all required). A ``system`` token also names its scope: ``accounts`` (the MT5 accounts it may trade and
+watch) and optionally ``users`` (whose actions it may watch). An ``admin`` token may do everything.
+
+Keys (``KeySet``): HS256 with a shared secret by default (``hedgebridge token`` mints those), or RS256 /
+ES256 with public keys for production — one PEM public key, or the keys of a JWKS document chosen by the
+token's ``kid``. One algorithm is pinned per key set, so ``alg: none``, another algorithm and algorithm
+confusion (an HS256 token "signed" with the RSA public key) are refused. A small clock skew (``leeway_s``)
+is tolerated on ``exp``, ``iat`` and ``nbf``.
+
+Fetching a JWKS document and watching the revocation list are I/O and live in the gateway; the decisions
+on what they hold (``keys_from_jwks``, ``session_end_reason``) are here.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
 import uuid
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 ALGORITHM = "HS256"
+ALGORITHMS = ("HS256", "RS256", "ES256")
+Algorithm = Literal["HS256", "RS256", "ES256"]
 ISSUER = "hedgebridge"
 AUDIENCE = "hedgebridge"
 ROLES = ("ea", "system", "admin")
@@ -34,6 +47,82 @@ class AuthError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class UnknownKeyId(AuthError):
+    """The token names a ``kid`` the key set does not hold (a JWKS holder may fetch the document again)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """The keys tokens are verified with, and the one algorithm they must use.
+
+    ``keys`` maps a key id to a key (an HS256 secret, or a public key object / PEM for RS256 and ES256). The
+    key under ``None`` is used for tokens without ``kid`` (and for any ``kid`` when it is the only key and
+    ``by_kid`` is False, as with a single configured key)."""
+
+    algorithm: Algorithm
+    keys: tuple[tuple[str | None, Any], ...]
+    by_kid: bool = False
+
+    def key_for(self, kid: object) -> Any:
+        table = dict(self.keys)
+        if isinstance(kid, str) and kid in table:
+            return table[kid]
+        if self.by_kid:
+            if kid is None and len(table) == 1:
+                return next(iter(table.values()))
+            raise UnknownKeyId("token key id unknown")
+        if None in table:
+            return table[None]
+        raise UnknownKeyId("token key id unknown")
+
+
+def hs256(secret: str) -> KeySet:
+    """The default key set: one shared HS256 secret (at least 32 bytes)."""
+    check_secret(secret)
+    return KeySet("HS256", ((None, secret),))
+
+
+def public_key(algorithm: Algorithm, pem: bytes | str) -> KeySet:
+    """One PEM public key for RS256 or ES256. Raises ValueError when the PEM is not a key of that kind."""
+    if algorithm not in ("RS256", "ES256"):
+        raise ValueError("a public key verifies RS256 or ES256 tokens")
+    data = pem.encode() if isinstance(pem, str) else pem
+    if b"PRIVATE KEY" in data:
+        raise ValueError("give the public key, not the private key")
+    loader = RSAAlgorithm(RSAAlgorithm.SHA256) if algorithm == "RS256" else ECAlgorithm(ECAlgorithm.SHA256)
+    try:
+        key = loader.prepare_key(data)
+    except (jwt.InvalidKeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"not a PEM public key for {algorithm}: {exc}") from None
+    return KeySet(algorithm, ((None, key),))
+
+
+def keys_from_jwks(algorithm: Algorithm, document: bytes | str | dict[str, Any]) -> KeySet:
+    """The keys of a JWKS document usable with ``algorithm`` (RSA for RS256, EC P-256 for ES256), by ``kid``.
+    Raises ValueError when the document is not a JWKS or holds no such key."""
+    if algorithm not in ("RS256", "ES256"):
+        raise ValueError("a JWKS verifies RS256 or ES256 tokens")
+    try:
+        parsed = document if isinstance(document, dict) else json.loads(document)
+        if not isinstance(parsed, dict):
+            raise ValueError("a JWKS is a JSON object with 'keys'")
+        jwks = jwt.PyJWKSet.from_dict(parsed)
+    except (jwt.PyJWKSetError, jwt.PyJWKError, ValueError, TypeError) as exc:
+        raise ValueError(f"not a usable JWKS document: {exc}") from None
+    wanted = "RSA" if algorithm == "RS256" else "EC"
+    keys = tuple(
+        (k.key_id, k.key)
+        for k in jwks.keys
+        if k.key_type == wanted
+        and k.public_key_use in (None, "sig")
+        and k.algorithm_name in (algorithm, None, "")
+        and (algorithm != "ES256" or (getattr(k.key, "curve", None) is not None and k.key.curve.name == "secp256r1"))
+    )
+    if not keys:
+        raise ValueError(f"the JWKS holds no {wanted} signing key for {algorithm}")
+    return KeySet(algorithm, keys, by_kid=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,16 +192,33 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def verify_token(token: str, secret: str, *, leeway_s: float = DEFAULT_LEEWAY_S) -> Principal:
+Keys = str | KeySet
+
+
+def _key_set(keys: Keys) -> KeySet:
+    return keys if isinstance(keys, KeySet) else KeySet("HS256", ((None, keys),))
+
+
+def verify_token(token: str, keys: Keys, *, leeway_s: float = DEFAULT_LEEWAY_S) -> Principal:
+    """Verify ``token`` with ``keys`` (an HS256 secret or a KeySet): signature, pinned algorithm, required
+    claims, audience, issuer, and the times with ``leeway_s`` of clock skew."""
+    key_set = _key_set(keys)
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        raise AuthError("token invalid") from None
+    if header.get("alg") != key_set.algorithm:
+        raise AuthError("token algorithm not allowed")
+    key = key_set.key_for(header.get("kid"))
     try:
         claims = jwt.decode(
             token,
-            secret,
-            algorithms=[ALGORITHM],
+            key,
+            algorithms=[key_set.algorithm],
             audience=AUDIENCE,
             issuer=ISSUER,
             leeway=leeway_s,
-            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            options={"require": ["exp", "iat", "sub", "iss", "aud", "jti"]},
         )
     except jwt.ExpiredSignatureError:
         raise AuthError("token expired") from None
@@ -124,8 +230,16 @@ def verify_token(token: str, secret: str, *, leeway_s: float = DEFAULT_LEEWAY_S)
         raise AuthError(f"token lacks the {exc.claim!r} claim") from None
     except jwt.ImmatureSignatureError:
         raise AuthError("token not yet valid") from None
+    except jwt.InvalidAudienceError:
+        raise AuthError("token audience not accepted") from None
+    except jwt.InvalidIssuerError:
+        raise AuthError("token issuer not accepted") from None
     except jwt.InvalidTokenError:
         raise AuthError("token invalid") from None
+    return _principal(claims)
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
     role = claims.get("role")
     if role not in ROLES:
         raise AuthError("token has no valid role")
@@ -156,9 +270,9 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-def authorize_terminal(authorization: str | None, secret: str) -> Principal:
+def authorize_terminal(authorization: str | None, keys: Keys) -> Principal:
     """Decide whether a terminal's handshake may proceed. Returns the principal; ``subject`` is the account."""
-    principal = verify_token(bearer_token(authorization), secret)
+    principal = verify_token(bearer_token(authorization), keys)
     if principal.role != "ea":
         raise AuthError("token role is not 'ea'")
     if not _ACCOUNT.match(principal.subject):
@@ -166,9 +280,9 @@ def authorize_terminal(authorization: str | None, secret: str) -> Principal:
     return principal
 
 
-def authorize_client(authorization: str | None, secret: str) -> Principal:
+def authorize_client(authorization: str | None, keys: Keys) -> Principal:
     """Decide whether a system or admin client may connect (the ``/client`` endpoint)."""
-    return check_client(verify_token(bearer_token(authorization), secret))
+    return check_client(verify_token(bearer_token(authorization), keys))
 
 
 def check_client(principal: Principal) -> Principal:
@@ -177,3 +291,30 @@ def check_client(principal: Principal) -> Principal:
     if principal.role == "system" and not principal.accounts and not principal.users:
         raise AuthError("a system token must name the accounts or users it may act for")
     return principal
+
+
+def check_revoked(principal: Principal, revoked: Container[str]) -> Principal:
+    """Refuse a token whose ``jti`` is on the revocation list."""
+    if principal.token_id in revoked:
+        raise AuthError("token revoked")
+    return principal
+
+
+def session_end_reason(principal: Principal, now: float, revoked: Container[str]) -> str | None:
+    """Why a live session must end now (its token expired or was revoked), or None. The gateway closes such
+    a session with 1008 and this reason."""
+    if principal.token_id in revoked:
+        return "token revoked"
+    if now >= principal.expires_at:
+        return "token expired"
+    return None
+
+
+_JTI = re.compile(r"^[A-Za-z0-9_.=-]{1,128}$")
+
+
+def check_token_id(jti: str) -> str:
+    """A ``jti`` usable as a key of the revocation bucket; ValueError otherwise."""
+    if not _JTI.match(jti):
+        raise ValueError("a token id (jti) is 1-128 of A-Z a-z 0-9 _ . = -")
+    return jti

@@ -2,6 +2,9 @@
 
 Each service calls ``ensure`` at start; creating what exists already is a no-op, so any service may come
 up first. ``replicas`` is 1 on a single server and 3 on a three-node cluster (HEDGEBRIDGE_STREAM_REPLICAS).
+
+``hb_revoked`` holds the ids (``jti``) of revoked tokens, one key each; gateways watch it and refuse or close
+what it names (``hedgebridge token revoke JTI`` writes it).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from nats.js.kv import KeyValue
 from hedgebridge.protocol import subjects
 
 DAY_S = 86_400.0
+REVOKED_BUCKET = "hb_revoked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +71,14 @@ async def _bucket(js: JetStreamContext, name: str, replicas: int, ttl: float | N
         return await js.create_key_value(config)
     except BadRequestError:
         return await js.key_value(name)
+
+
+async def revocations(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    """The revocation list (created when absent)."""
+    return await _bucket(js, REVOKED_BUCKET, replicas, None, "revoked token ids (jti)")
+
+
+async def revoke(js: JetStreamContext, jti: str, replicas: int = 1, note: str = "") -> int:
+    """Put ``jti`` on the revocation list; returns the entry's revision."""
+    bucket = await revocations(js, replicas)
+    return await bucket.put(jti, note.encode()[:256])

@@ -12,6 +12,8 @@
   fill up is closed with 1008 "slow consumer" (the other clients are not slowed down).
 - A client silent for longer than the heartbeat timeout is closed with 4001; a bad frame is answered with a
   typed ERROR and the connection stays up.
+- A client sending more frames than its rate (``message_rate``/``message_burst``) is closed with 1008
+  "rate limit"; one whose token expires or is revoked is closed with 1008 and that reason.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +37,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from hedgebridge.common import logs
-from hedgebridge.common.auth import Principal
+from hedgebridge.common.auth import Keys, Principal
 from hedgebridge.common.obs import tracing
 from hedgebridge.protocol import (
     PROTOCOL_VERSION,
@@ -81,6 +83,7 @@ from hedgebridge.protocol.messages import Conflict
 from . import outgoing, telemetry
 from .config import GatewayConfig
 from .handshake import ClientAccept, Refuse, authenticate_client
+from .limits import RATE_LIMIT, TokenBucket
 
 log = logs.get("gateway")
 
@@ -384,6 +387,7 @@ class ClientSession:
         self.close_reason = ""
         self.last_seen = asyncio.get_running_loop().time()
         self.in_flight = asyncio.Semaphore(hub.config.client_max_in_flight)
+        self.bucket = TokenBucket(hub.config.message_rate, hub.config.message_burst)
         self.waiting = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._writer: asyncio.Task[None] | None = None
@@ -560,10 +564,20 @@ class ClientHub:
         self.slow_consumers = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self.keys: Callable[[], Keys] = lambda: config.jwt_secret  # the gateway sets its key provider
+        self.revoked: Container[str] = frozenset()
 
     @property
     def nats(self) -> NatsClient:
         return self._nats()
+
+    def end_sessions(self, reason_for: Callable[[Principal], str | None]) -> None:
+        """Close (1008) every session for which ``reason_for`` gives a reason (token expired or revoked)."""
+        for session in list(self.sessions):
+            reason = reason_for(session.principal)
+            if reason is not None and session.close_code is None:
+                log.info("client session ended", session=session.session_id, reason=reason)
+                session.retire(CloseCode.POLICY_VIOLATION, reason)
 
     def spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -609,7 +623,13 @@ class ClientHub:
         loop = asyncio.get_running_loop()
         try:
             async for data in connection:
+                if session.close_code is not None:  # closing: drop what still arrives so the close completes
+                    continue
                 session.last_seen = loop.time()
+                if not session.bucket.take(session.last_seen):
+                    log.warning("rate limit exceeded", session=session.session_id, subject=principal.subject)
+                    session.retire(CloseCode.POLICY_VIOLATION, RATE_LIMIT)
+                    continue
                 await session.handle_frame(data)
         except ConnectionClosed:
             pass
@@ -639,7 +659,7 @@ class ClientHub:
                 frame = None
                 reason = f"the first frame must be AUTH: {exc.message}"
             if isinstance(frame, Auth):
-                verdict = authenticate_client(frame.token, self.config.jwt_secret)
+                verdict = authenticate_client(frame.token, self.keys(), self.revoked)
                 if not isinstance(verdict, Refuse):
                     return verdict
                 reason = f"{int(verdict.status)} {verdict.reason}"

@@ -7,14 +7,29 @@ A system or admin client connects to ``/client`` with the same subprotocol and e
 ``Authorization: Bearer <JWT>`` (role ``system`` or ``admin``) or no header at all, in which case its first
 frame must be ``AUTH`` (browsers cannot set headers). A bad token is refused with 401, a valid token of
 another role with 403.
+
+Tokens are checked against the configured key set (``auth.KeySet``) and the revocation list (a revoked
+``jti`` is 401 "token revoked"). A browser on ``/client`` sends ``Origin``: it must be on the allow-list when
+one is configured (else 403); requests without ``Origin`` (terminals, SDKs, servers) are not browsers and are
+not checked. Too many connections from one IP are refused earlier, with 429 (``limits.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Container
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from hedgebridge.common.auth import AuthError, Principal, authorize_terminal, bearer_token, check_client, verify_token
+from hedgebridge.common.auth import (
+    AuthError,
+    Keys,
+    Principal,
+    authorize_terminal,
+    bearer_token,
+    check_client,
+    check_revoked,
+    verify_token,
+)
 from hedgebridge.protocol import SUPPORTED_SUBPROTOCOLS, SUPPORTED_VERSIONS, parse_subprotocol
 
 EA_PATH = "/ea"
@@ -62,11 +77,23 @@ def _version(subprotocols: list[str]) -> int | Refuse:
     return max(supported)
 
 
-def authenticate_client(token: str, secret: str) -> Principal | Refuse:
-    """Check a client's token (from the header or an AUTH frame): 401 when it is not valid, 403 when it is
-    valid but its role may not use the client API."""
+NO_REVOCATIONS: frozenset[str] = frozenset()
+
+
+def check_origin(origin: str | None, allowed: Collection[str]) -> Refuse | None:
+    """A browser's ``Origin`` must be on the allow-list (when there is one); no ``Origin``: not a browser."""
+    if origin is None or not allowed or "*" in allowed:
+        return None
+    if origin.rstrip("/") in allowed:
+        return None
+    return Refuse(HTTPStatus.FORBIDDEN, "origin not allowed")
+
+
+def authenticate_client(token: str, keys: Keys, revoked: Container[str] = NO_REVOCATIONS) -> Principal | Refuse:
+    """Check a client's token (from the header or an AUTH frame): 401 when it is not valid or revoked, 403
+    when it is valid but its role may not use the client API."""
     try:
-        principal = verify_token(token, secret)
+        principal = check_revoked(verify_token(token, keys), revoked)
     except AuthError as exc:
         return Refuse(HTTPStatus.UNAUTHORIZED, exc.reason)
     try:
@@ -75,14 +102,25 @@ def authenticate_client(token: str, secret: str) -> Principal | Refuse:
         return Refuse(HTTPStatus.FORBIDDEN, exc.reason)
 
 
-def decide_client(authorization: str | None, subprotocols: list[str], secret: str) -> ClientAccept | Refuse:
+def decide_client(
+    authorization: str | None,
+    subprotocols: list[str],
+    keys: Keys,
+    *,
+    revoked: Container[str] = NO_REVOCATIONS,
+    origin: str | None = None,
+    allowed_origins: Collection[str] = (),
+) -> ClientAccept | Refuse:
+    refused = check_origin(origin, allowed_origins)
+    if refused is not None:
+        return refused
     principal: Principal | None = None
     if authorization is not None:
         try:
             token = bearer_token(authorization)
         except AuthError as exc:
             return Refuse(HTTPStatus.UNAUTHORIZED, exc.reason)
-        checked = authenticate_client(token, secret)
+        checked = authenticate_client(token, keys, revoked)
         if isinstance(checked, Refuse):
             return checked
         principal = checked
@@ -93,15 +131,24 @@ def decide_client(authorization: str | None, subprotocols: list[str], secret: st
 
 
 def decide(
-    path: str, authorization: str | None, subprotocols: list[str], secret: str
+    path: str,
+    authorization: str | None,
+    subprotocols: list[str],
+    keys: Keys,
+    *,
+    revoked: Container[str] = NO_REVOCATIONS,
+    origin: str | None = None,
+    allowed_origins: Collection[str] = (),
 ) -> Accept | ClientAccept | Refuse:
     route = path.split("?", 1)[0]
     if route == CLIENT_PATH:
-        return decide_client(authorization, subprotocols, secret)
+        return decide_client(
+            authorization, subprotocols, keys, revoked=revoked, origin=origin, allowed_origins=allowed_origins
+        )
     if route != EA_PATH:
         return Refuse(HTTPStatus.NOT_FOUND, f"no such endpoint; terminals connect to {EA_PATH}")
     try:
-        principal = authorize_terminal(authorization, secret)
+        principal = check_revoked(authorize_terminal(authorization, keys), revoked)
     except AuthError as exc:
         return Refuse(HTTPStatus.UNAUTHORIZED, exc.reason)
     version = _version(subprotocols)

@@ -11,16 +11,26 @@
   is published as TERMINAL_STATUS.
 - OPENED/CLOSED reports carry a de-duplication id (``Nats-Msg-Id``): HB_EVENTS keeps each report once.
 - ``hb.gw.sync`` makes every gateway send SYNC to all its terminals (the cache is being rebuilt).
+- Security (see SECURITY.md): wss when given a certificate; tokens checked with the configured keys
+  (``keys.py``) and the revocation list; a session whose token expires or is revoked is closed with 1008;
+  a handshake must finish within ``handshake_timeout_ms``; too many new connections from one IP get 429;
+  a connection sending more than its frame rate is closed with 1008 "rate limit"; a terminal that does not
+  read what it is sent within ``send_timeout_ms`` is closed with 1008 "slow consumer"; permessage-deflate
+  is off, so the frame size limit bounds the memory of every frame.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ssl
 import time
 import uuid
 import weakref
+from collections.abc import Coroutine
 from http import HTTPStatus
+from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -30,7 +40,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from hedgebridge.common import bus, logs
+from hedgebridge.common import auth, bus, logs
 from hedgebridge.protocol import (
     FROM_TERMINAL,
     PROTOCOL_VERSION,
@@ -57,13 +67,17 @@ from hedgebridge.protocol import (
 )
 from hedgebridge.protocol.errors import CloseCode
 
-from . import admin
-from . import http_routes, telemetry
+from . import admin, http_routes, telemetry
 from .clients import ClientHub
 from .config import GatewayConfig
 from .errors import CannotListen
 from .handshake import Accept, ClientAccept, decide
+from .keys import KeyProvider, Revocations
+from .limits import RATE_LIMIT, IpLimiter, TokenBucket
 from .liveness import Liveness
+
+SLOW_CONSUMER = "slow consumer"
+CLOSE_TIMEOUT_S = 5.0
 
 log = logs.get("gateway")
 
@@ -75,6 +89,8 @@ class TerminalSession:
         self.gateway = gateway
         self.connection = connection
         self.account_id = accept.principal.subject
+        self.principal = accept.principal
+        self.bucket = TokenBucket(gateway.config.message_rate, gateway.config.message_burst)
         self.version = accept.version
         self.session_id = uuid.uuid4().hex
         self.connected_at = time.time()
@@ -85,17 +101,30 @@ class TerminalSession:
         self.remote = f"{remote[0]}:{remote[1]}" if remote else ""
 
     async def send(self, message: Message) -> None:
+        """Write one frame; a terminal that does not take it within the send timeout is closed (1008)."""
         telemetry.frame_out("ea", type_name(message))
-        await self.connection.send(encode_frame(message).decode())
+        try:
+            async with asyncio.timeout(self.gateway.config.send_timeout_ms / 1000):
+                await self.connection.send(encode_frame(message).decode())
+        except TimeoutError:
+            if not self.close_reason:
+                log.warning("slow consumer closed", account=self.account_id, session=self.session_id)
+                self.gateway.spawn(self.retire(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER))
+            raise
 
     async def send_error(self, code: str, message: str, **fields: str | None) -> None:
         await self.send(ErrorMessage(code=code, message=message, timestamp=utcnow(), **fields))
 
     async def retire(self, code: CloseCode, reason: str) -> None:
-        """Stop taking commands at once, then close the socket with ``code``."""
+        """Stop taking commands at once, then close the socket with ``code``. A peer that does not read (the
+        close frame waits behind what it has not taken) is cut off after ``CLOSE_TIMEOUT_S``."""
         self.close_reason = reason
         await self.unsubscribe()
-        await self.connection.close(code, reason)
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.connection.close(code, reason)
+        except TimeoutError:
+            self.connection.transport.abort()
 
     async def unsubscribe(self) -> None:
         sub, self.subscription = self.subscription, None
@@ -186,9 +215,19 @@ class Gateway:
         self._status_sub: Subscription | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.liveness = Liveness(self)  # GATEWAY_LIVENESS reports (liveness.py)
         self.health = http_routes.readiness(self)  # /healthz, /readyz and /metrics on this port
         telemetry.register(self)
-        self.liveness = Liveness(self)  # GATEWAY_LIVENESS reports (liveness.py)
+        self.key_provider = KeyProvider(config)
+        self.revocations = Revocations(self._on_revoked)
+        self.ip_limiter = IpLimiter(config.ip_connect_rate, config.ip_connect_burst)
+        self.clients.keys = lambda: self.key_provider.keys
+        self.clients.revoked = self.revocations
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     @property
     def nats(self) -> NatsClient:
@@ -203,9 +242,16 @@ class Gateway:
         return port
 
     async def start(self) -> None:
+        await self.key_provider.start()
         self._nats = await bus.connect(
             self.config.nats_url, name=self.gateway_id, startup_timeout_s=self.config.nats_startup_timeout_s
         )
+        try:
+            await self.revocations.start(self.nats, self.config.stream_replicas)
+        except BaseException:
+            await self.nats.close()
+            await self.key_provider.stop()
+            raise
         self._status_sub = await self.nats.subscribe(subjects.ALL_STATUS, cb=self._on_status)
         await self.nats.subscribe(subjects.GATEWAY_SYNC, cb=self._on_sync_all)
         try:
@@ -218,7 +264,18 @@ class Gateway:
         self._sweeper = asyncio.create_task(self._sweep_silent())
         self.clients.start()
         self.liveness.start()
-        log.info("listening", host=self.config.host, port=self.port, gateway=self.gateway_id)
+        log.info("listening", host=self.config.host, port=self.port, gateway=self.gateway_id, tls=self.config.tls)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.config.tls:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise CannotListen(f"cannot load the TLS certificate or key: {exc}") from None
+        return context
 
     async def _listen(self) -> Server:
         return await serve(
@@ -231,6 +288,8 @@ class Gateway:
             ping_interval=None,  # liveness is the protocol's HEARTBEAT
             compression="deflate" if self.config.compression else None,  # throughput profile; max_size bounds
             # the inflated frame as well (websockets stops decompressing there)
+            open_timeout=self.config.handshake_timeout_ms / 1000,
+            ssl=self._ssl_context(),
             server_header="hedgebridge-gateway",
         )
 
@@ -249,6 +308,8 @@ class Gateway:
             await self.clients.stop()
             await self._server.wait_closed()
             self._server = None
+        await self.revocations.stop()
+        await self.key_provider.stop()
         if self._nats is not None:
             with contextlib.suppress(Exception):
                 await self._nats.drain()
@@ -259,6 +320,9 @@ class Gateway:
         routed = http_routes.route(self, connection, request)  # /healthz, /readyz, /metrics: plain HTTP
         if routed is not None:
             return routed
+        remote = connection.remote_address
+        if remote and not self.ip_limiter.allow(str(remote[0]), time.monotonic()):
+            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many connections from this address\n")
         page = admin.respond(connection, request)  # the admin dashboard (admin.py): static files at /admin
         if page is not None:
             return page
@@ -266,12 +330,19 @@ class Gateway:
             request.path,
             request.headers.get("Authorization"),
             request.headers.get_all("Sec-WebSocket-Protocol"),
-            self.config.jwt_secret,
+            self.key_provider.keys,
+            revoked=self.revocations,
+            origin=request.headers.get("Origin"),
+            allowed_origins=self.config.origins,
         )
         if isinstance(verdict, Accept | ClientAccept):
             self._accepted[connection] = verdict
             return None
-        log.info("handshake refused", status=int(verdict.status), reason=verdict.reason, path=request.path)
+        if verdict.reason == "token key id unknown":
+            self.key_provider.unknown_kid()
+        log.info(
+            "handshake refused", status=int(verdict.status), reason=verdict.reason, path=request.path.split("?")[0]
+        )
         response = connection.respond(verdict.status, verdict.reason + "\n")
         if verdict.status == HTTPStatus.UNAUTHORIZED:
             response.headers["WWW-Authenticate"] = 'Bearer realm="hedgebridge"'
@@ -329,8 +400,17 @@ class Gateway:
     async def _read_loop(self, session: TerminalSession) -> None:
         loop = asyncio.get_running_loop()
         async for data in session.connection:
+            if session.close_reason:  # closing: frames still arriving are dropped, so the close handshake completes
+                continue
             session.last_seen = loop.time()
-            await session.handle_frame(data)
+            if not session.bucket.take(session.last_seen):
+                log.warning("rate limit exceeded", account=session.account_id, session=session.session_id)
+                self.spawn(session.retire(CloseCode.POLICY_VIOLATION, RATE_LIMIT))
+                continue
+            try:
+                await session.handle_frame(data)
+            except TimeoutError:  # the terminal does not read: closed as a slow consumer (see send)
+                return
 
     async def _sweep_silent(self) -> None:
         """Close terminals that sent nothing within the heartbeat timeout (one timer for all sessions)."""
@@ -339,11 +419,26 @@ class Gateway:
         while True:
             await asyncio.sleep(min(timeout_s / 4, 0.25))
             now = loop.time()
+            wall = time.time()
             for session in list(self.sessions.values()):
-                if now - session.last_seen > timeout_s and not session.close_reason:
-                    task = asyncio.create_task(session.retire(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"))
-                    self._background.add(task)
-                    task.add_done_callback(self._background.discard)
+                if session.close_reason:
+                    continue
+                ended = auth.session_end_reason(session.principal, wall, self.revocations)
+                if ended is not None:
+                    self.spawn(session.retire(CloseCode.POLICY_VIOLATION, ended))
+                elif now - session.last_seen > timeout_s:
+                    self.spawn(session.retire(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"))
+            self.clients.end_sessions(functools.partial(self._session_end, wall))
+
+    def _session_end(self, wall: float, principal: auth.Principal) -> str | None:
+        return auth.session_end_reason(principal, wall, self.revocations)
+
+    def _on_revoked(self, jti: str) -> None:
+        """Close at once every session of a token that was just revoked."""
+        for session in list(self.sessions.values()):
+            if session.principal.token_id == jti and not session.close_reason:
+                self.spawn(session.retire(CloseCode.POLICY_VIOLATION, "token revoked"))
+        self.clients.end_sessions(lambda p: "token revoked" if p.token_id == jti else None)
 
     async def _publish_status(self, session: TerminalSession, status: str, reason: str = "") -> None:
         event = TerminalStatus(
@@ -363,7 +458,7 @@ class Gateway:
         reason = msg.data.decode(errors="replace")[:200] or "sync requested"
         for session in list(self.sessions.values()):
             if session.subscription is not None:
-                with contextlib.suppress(ConnectionClosed):
+                with contextlib.suppress(ConnectionClosed, TimeoutError):
                     await session.send(SyncCommand(timestamp=utcnow(), account_id=session.account_id, reason=reason))
         log.info("snapshots requested", terminals=len(self.sessions), reason=reason)
 
