@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from hedgebridge.common.config import ConfigError
+from hedgebridge.common.config import ConfigError, env_names
+from hedgebridge.mt5bridge import config as config_module
 from hedgebridge.mt5bridge import translate as tr
 from hedgebridge.mt5bridge.config import Mt5BridgeConfig, from_env
 from hedgebridge.mt5bridge.errors import Mt5PackageMissing
@@ -264,3 +265,9 @@ def test_the_package_is_imported_only_when_a_bridge_starts_with_it() -> None:
     if sys.platform != "win32":
         with pytest.raises(Mt5PackageMissing, match=r"hedgebridge\[mt5\]"):
             load_package()
+
+
+def test_every_variable_is_in_the_documented_table() -> None:
+    documented = config_module.__doc__ or ""
+    missing = [var for var in env_names(Mt5BridgeConfig, config_module.PREFIX).values() if var not in documented]
+    assert missing == []
