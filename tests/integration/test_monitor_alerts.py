@@ -13,16 +13,20 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from hedgebridge.common.servers import NatsServer, ValkeyServer, free_port
+from hedgebridge.coordinator.service import Coordinator
 from hedgebridge.gateway.server import Gateway
 from hedgebridge.monitor import rules
 from hedgebridge.monitor.config import MonitorConfig
 from hedgebridge.monitor.service import Monitor
 from hedgebridge.protocol import (
+    ActionLeg,
+    ActionRequest,
     Alert,
     CloseOrder,
     HealthReport,
     Heartbeat,
     OpenOrder,
+    pack,
     retcodes,
     subjects,
     unpack,
@@ -125,6 +129,7 @@ async def test_low_margin_opens_and_resolves_and_survives_a_restart(
     # the terminal keeps reporting the low margin level: the open alert is not fired again
     await wait_for(lambda: restarted.events >= 1, "an event after the restart")
     await wait_for(lambda: restarted.picture.terminals.get("M1") is not None, "the terminal in the liveness report")
+    assert restarted.events >= 1
     assert transitions.of(rules.MARGIN_LEVEL, "M1") == ["OPEN"]
 
     closed = await order(nc, CloseOrder(account_id="M1", mt_ticket=opened.mt_ticket))
@@ -170,7 +175,9 @@ async def test_slow_fills_open_the_execution_latency_alert_fast_ones_resolve_it(
     assert fast.status == "FILLED"
     if fast.elapsed_ms <= 150:  # the machine may be slow; the alert then stays open, which is right
         await wait_for(lambda: not is_open(monitor, rules.EXECUTION_LATENCY, "L1"), "the latency alert to resolve")
-        assert transitions.of(rules.EXECUTION_LATENCY, "L1") == ["OPEN", "RESOLVED"]
+        await wait_for(
+            lambda: transitions.of(rules.EXECUTION_LATENCY, "L1") == ["OPEN", "RESOLVED"], "the transitions on NATS"
+        )
     hops = {h.hop: h for h in monitor.latency.hops()}
     assert hops["execution"].count == 2
     assert hops["execution"].max_ms == pytest.approx(max(slow.elapsed_ms, fast.elapsed_ms), abs=0.01)
@@ -192,7 +199,9 @@ async def test_a_dropped_terminal_opens_terminal_down_and_reconnecting_resolves_
     task = asyncio.create_task(run_terminals(again, stop))
     try:
         await wait_for(lambda: not is_open(monitor, rules.TERMINAL_DOWN, "D1"), "the downtime alert to resolve")
-        assert transitions.of(rules.TERMINAL_DOWN, "D1") == ["OPEN", "RESOLVED"]
+        await wait_for(
+            lambda: transitions.of(rules.TERMINAL_DOWN, "D1") == ["OPEN", "RESOLVED"], "the transitions on NATS"
+        )
     finally:
         stop.set()
         await task
@@ -211,7 +220,7 @@ async def test_a_terminal_without_events_opens_terminal_silent_an_event_resolves
     assert terminal.connected.is_set()  # heartbeats go on: only events are missing
     await terminal.send(terminal.account.account_update(utcnow()))
     await wait_for(lambda: not is_open(monitor, rules.TERMINAL_SILENT, "S1"), "the silence alert to resolve")
-    assert transitions.of(rules.TERMINAL_SILENT, "S1")[:2] == ["OPEN", "RESOLVED"]
+    await wait_for(lambda: transitions.of(rules.TERMINAL_SILENT, "S1")[:2] == ["OPEN", "RESOLVED"], "transitions")
 
 
 async def test_a_slow_heartbeat_round_trip_opens_websocket_latency(
@@ -239,13 +248,49 @@ async def test_a_slow_heartbeat_round_trip_opens_websocket_latency(
         assert alert.value >= 100
         delay_s[0] = 0.0
         await wait_for(lambda: not is_open(monitor, rules.WEBSOCKET_LATENCY, "W1"), "the alert to resolve")
-        assert transitions.of(rules.WEBSOCKET_LATENCY, "W1") == ["OPEN", "RESOLVED"]
+        await wait_for(
+            lambda: transitions.of(rules.WEBSOCKET_LATENCY, "W1") == ["OPEN", "RESOLVED"], "the transitions on NATS"
+        )
         assert monitor.picture.terminals["W1"].last_heartbeat is not None
     finally:
         beats.cancel()
         answering.cancel()
         await ea.close()
         await gw.stop()
+
+
+async def test_a_slow_action_opens_sync_latency_a_fast_one_resolves_it(
+    sims: StartSims, nc: NatsClient, coordinator: Coordinator, start_monitor: StartMonitor, transitions: Transitions
+) -> None:
+    monitor = await start_monitor(sync_latency_ms=250.0)
+    terminals = await sims(["H1", "H2"], fill_latency_ms=400, tick_interval_ms=0)
+
+    async def hedge(action_id: str) -> None:
+        request = ActionRequest(
+            action_id=action_id,
+            kind="HEDGE_ENTRY",
+            legs=[
+                ActionLeg(account_id="H1", symbol="EURUSD", side="BUY", volume=0.1),
+                ActionLeg(account_id="H2", symbol="EURUSD", side="SELL", volume=0.1),
+            ],
+        )
+        await nc.request(subjects.ACTION_REQUEST, pack(request), timeout=30)
+
+    await hedge("slow-1")
+    await wait_for(lambda: is_open(monitor, rules.SYNC_LATENCY), "the sync latency alert to open")
+    alert = monitor.alerts.open[rules.alert_key(rules.SYNC_LATENCY)]
+    assert alert.value is not None
+    assert alert.value >= 400
+    for terminal in terminals:
+        terminal.account.config = dataclasses.replace(terminal.account.config, fill_latency_ms=0)
+    await hedge("fast-1")
+    await wait_for(
+        lambda: monitor.latency.samples["action"].maxlen is not None and len(monitor.latency.samples["action"]) == 2,
+        "the second action's sample",
+    )
+    if monitor.latency.samples["action"][-1] <= 250:  # a slow machine keeps it open, which is right
+        await wait_for(lambda: not is_open(monitor, rules.SYNC_LATENCY), "the sync latency alert to resolve")
+        await wait_for(lambda: transitions.of(rules.SYNC_LATENCY) == ["OPEN", "RESOLVED"], "the transitions on NATS")
 
 
 async def test_health_checks_are_published_and_named_in_readyz(
