@@ -227,3 +227,14 @@ def test_latency_window_figures() -> None:
     assert hops["execution"].max_ms == 100.0
     assert hops["execution"].last_ms == 100.0
     assert percentile([1.0], 99) == 1.0
+
+
+def test_status_lists_the_open_alerts() -> None:
+    from hedgebridge.cli.commands import format_status
+    from hedgebridge.protocol import MonitorSnapshot
+
+    book = AlertBook(LIMITS)
+    [opened] = book.account_update(update(10.0), at(0))
+    text = format_status(MonitorSnapshot(started_at=T0, terminals=[], alerts=book.open_alerts()))
+    assert "ALERT CRITICAL margin_level.A1  margin level 10% < 100%" in text.splitlines()
+    assert "ALERT" not in format_status(MonitorSnapshot(started_at=T0, terminals=[]))

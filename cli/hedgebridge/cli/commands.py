@@ -283,6 +283,8 @@ def format_status(snapshot: MonitorSnapshot) -> str:
     if not snapshot.terminals:
         lines.append("(no terminal has connected yet)")
     lines.append(f"orders: {snapshot.orders_succeeded} succeeded, {snapshot.orders_failed} failed")
+    for alert in snapshot.alerts:  # the monitor's open alerts
+        lines.append(f"ALERT {alert.severity:<8} {alert.key}  {alert.message}")
     return "\n".join(lines)
 
 
