@@ -234,7 +234,7 @@ def test_status_lists_the_open_alerts() -> None:
     from hedgebridge.protocol import MonitorSnapshot
 
     book = AlertBook(LIMITS)
-    [opened] = book.account_update(update(10.0), at(0))
+    assert len(book.account_update(update(10.0), at(0))) == 1
     text = format_status(MonitorSnapshot(started_at=T0, terminals=[], alerts=book.open_alerts()))
     assert "ALERT CRITICAL margin_level.A1  margin level 10% < 100%" in text.splitlines()
     assert "ALERT" not in format_status(MonitorSnapshot(started_at=T0, terminals=[]))
