@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sysconfig
 import time
+import urllib.request
 from pathlib import Path
 
 
@@ -178,8 +179,10 @@ class NatsServer(ServerProcess):
         cluster_port: int | None = None,
         routes: list[int] | tuple[int, ...] = (),
         sync_always: bool = False,
+        monitor_port: int | None = None,
     ) -> None:
         super().__init__(data_dir, port, host)
+        self.monitor_port = monitor_port
         self.user = user
         self.password = password
         self.cluster_name = cluster_name
@@ -201,6 +204,8 @@ class NatsServer(ServerProcess):
             *(["  sync_interval: always"] if self.sync_always else []),
             "}",
         ]
+        if self.monitor_port is not None:
+            lines.append(f"http: {q(f'{self.host}:{self.monitor_port}')}")
         if self.user:
             lines += ["authorization {", f"  user: {q(self.user)}", f"  password: {q(self.password)}", "}"]
         if self.cluster_port is not None:
@@ -213,6 +218,16 @@ class NatsServer(ServerProcess):
                 "}",
             ]
         return "\n".join(lines) + "\n"
+
+    def healthy(self) -> bool:
+        """Whether the monitoring endpoint says the server (and JetStream, with its meta leader) is healthy."""
+        if self.monitor_port is None or not self.running:
+            return False
+        try:
+            with urllib.request.urlopen(f"http://{self.host}:{self.monitor_port}/healthz", timeout=1) as response:
+                return bool(response.status == 200)
+        except (OSError, ValueError):
+            return False
 
     def argv(self) -> list[str]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -239,6 +254,7 @@ class NatsCluster:
                 cluster_name="hedgebridge",
                 cluster_port=cluster_ports[i],
                 routes=[p for j, p in enumerate(cluster_ports) if j != i],
+                monitor_port=free_port(host),
             )
             for i in range(size)
         ]
@@ -247,13 +263,25 @@ class NatsCluster:
     def url(self) -> str:
         return ",".join(node.url for node in self.nodes)
 
-    def start(self, timeout_s: float = 15.0) -> None:
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start every node and wait until each reports JetStream healthy (a meta leader is elected)."""
         try:
             for node in self.nodes:
                 node.start(timeout_s)
+            self.wait_healthy(timeout_s)
         except ServerError:
             self.stop()
             raise
+
+    def wait_healthy(self, timeout_s: float = 30.0, nodes: list[NatsServer] | None = None) -> None:
+        deadline = time.monotonic() + timeout_s
+        waiting = [n for n in (nodes or self.nodes) if n.running]
+        while waiting:
+            waiting = [n for n in waiting if not n.healthy()]
+            if waiting and time.monotonic() > deadline:
+                raise ServerError(f"NATS cluster not healthy within {timeout_s:g}s: {waiting[0]._tail()}")
+            if waiting:
+                time.sleep(0.1)
 
     def stop(self) -> None:
         for node in self.nodes:
