@@ -57,11 +57,12 @@ class _Pending:
 
 
 class _SessionState:
-    __slots__ = ("margin_level", "pending")
+    __slots__ = ("last_event", "margin_level", "pending")
 
     def __init__(self) -> None:
         self.pending: OrderedDict[str, _Pending] = OrderedDict()
         self.margin_level: float | None = None
+        self.last_event = time.monotonic()  # the last frame other than a heartbeat
 
 
 _sessions: weakref.WeakKeyDictionary[TerminalSession, _SessionState] = weakref.WeakKeyDictionary()
@@ -98,10 +99,11 @@ def unregister(gateway: Gateway) -> None:
 
 
 def _longest_silence(gateway: Gateway) -> float | None:
+    """Seconds since the last event (heartbeats aside) of the quietest connected terminal."""
     if not gateway.sessions:
         return None
     now = time.monotonic()
-    return max(now - s.last_seen for s in gateway.sessions.values())
+    return max(now - _state(s).last_event for s in gateway.sessions.values())
 
 
 def _lowest_margin_level(gateway: Gateway) -> float | None:
@@ -125,6 +127,8 @@ def frame_in(endpoint: str, message: Message, session: TerminalSession | None = 
     metrics.FRAMES.labels("in", endpoint, type_name(message)).inc()
     if session is None:
         return
+    if not isinstance(message, Heartbeat):
+        _state(session).last_event = time.monotonic()
     if isinstance(message, AccountUpdate):
         _state(session).margin_level = message.margin_level
     elif isinstance(message, Heartbeat) and message.reply:

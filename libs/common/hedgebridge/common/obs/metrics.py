@@ -172,7 +172,7 @@ SLOW_CONSUMERS = Live(
 )
 TERMINAL_SILENCE = Live(
     "hedgebridge_terminal_silence_max_seconds",
-    "Gateway: the longest time any connected terminal has been silent",
+    "Gateway: the longest time any connected terminal has sent no event (heartbeats aside)",
     "max",
 )
 MARGIN_LEVEL = Live(
