@@ -238,3 +238,32 @@ def test_status_lists_the_open_alerts() -> None:
     text = format_status(MonitorSnapshot(started_at=T0, terminals=[], alerts=book.open_alerts()))
     assert "ALERT CRITICAL margin_level.A1  margin level 10% < 100%" in text.splitlines()
     assert "ALERT" not in format_status(MonitorSnapshot(started_at=T0, terminals=[]))
+
+
+def test_client_api_shows_alerts_within_scope_and_the_report_to_admins() -> None:
+    from hedgebridge.common import auth
+    from hedgebridge.gateway.clients import decode_feed, feed_keys, feed_subjects, visible
+    from hedgebridge.protocol import HealthReport, MonitorReport, pack
+
+    secret = auth.new_secret()
+    admin = auth.verify_token(auth.mint_token(secret, role="admin", subject="root"), secret)
+    system = auth.verify_token(auth.mint_token(secret, role="system", subject="s", accounts=["A1"]), secret)
+    book = AlertBook(LIMITS)
+    [mine] = book.account_update(update(10.0, "A1"), at(0))
+    [other] = book.account_update(update(10.0, "B2"), at(0))
+    book.action_state(action("x", "RUNNING", 2, 0), at(0))
+    [system_wide] = book.action_state(action("x", "COMPLETED", 3, 900), at(1))
+    assert feed_keys(system, "alerts", None) == {("alerts", "*")}
+    assert feed_subjects(("alerts", "*")) == (subjects.ALL_ALERTS,)
+    assert decode_feed("alerts", subjects.alert(mine.rule, "A1"), pack(mine)) == mine
+    assert visible(system, None, "alerts", mine)
+    assert not visible(system, None, "alerts", other)
+    assert not visible(system, None, "alerts", system_wide)
+    assert visible(admin, None, "alerts", system_wide)
+    assert visible(admin, None, "alerts", other)
+    assert not visible(admin, frozenset({"A1"}), "alerts", other)
+    health = HealthReport(timestamp=T0, service="monitor", instance="m", ready=True)
+    report = MonitorReport(timestamp=T0, health=health, alerts=[mine, other])
+    assert decode_feed("monitor", subjects.MONITOR_REPORT, pack(report)) == report
+    assert visible(admin, None, "monitor", report)
+    assert not visible(system, None, "monitor", report)
