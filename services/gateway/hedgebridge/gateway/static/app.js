@@ -11,6 +11,8 @@
 
   let ws = null;
   let beat = null;
+  let token = null; // in memory only, for reconnecting after a dropped connection
+  const RECONNECT = new Set([1001, 1006, 4001]); // gateway restart, network, heartbeat timeout (hidden tab)
   let nextId = 1;
   const terminals = new Map(); // account -> row state
   const alerts = new Map(); // key -> ALERT (open ones)
@@ -26,13 +28,13 @@
 
   function login(event) {
     event.preventDefault();
-    const token = $("login-token").value.trim();
+    token = $("login-token").value.trim() || null;
     $("login-token").value = "";
     $("login-error").textContent = "";
-    if (token) connect(token);
+    if (token) connect();
   }
 
-  function connect(token) {
+  function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     setStatus("connecting…");
     ws = new WebSocket(`${scheme}://${location.host}/client`, ["hedgebridge.v1"]);
@@ -41,6 +43,12 @@
     ws.onclose = (ev) => {
       clearInterval(beat);
       ws = null;
+      if (token && RECONNECT.has(ev.code) && !$("dashboard").hidden) {
+        setStatus(`connection lost (${ev.code}); reconnecting…`);
+        setTimeout(connect, 1000);
+        return;
+      }
+      token = null;
       $("dashboard").hidden = true;
       $("login-panel").hidden = false;
       $("logout").hidden = true;
