@@ -29,7 +29,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 from websockets.asyncio.client import ClientConnection, connect
 
-from hedgebridge.cli import bench_dll
+from hedgebridge.cli import bench_dll, bench_obs
 from hedgebridge.cli.bench_sync import measure_action_sync, measure_client_sync
 from hedgebridge.common import auth
 from hedgebridge.common.servers import NatsServer, ServerError, ValkeyServer, free_port, terminate, wait_for_port
@@ -195,7 +195,9 @@ async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> list
     nats_server.start()
     cache.start()
     try:
-        return await _measure(args, nats_server, cache, procs, library)
+        rows = await _measure(args, nats_server, cache, procs, library)
+        procs.stop()  # the observability stacks run alone
+        return rows + await bench_obs.measure(args, workdir, cache, procs, Row)
     finally:
         procs.stop()
         nats_server.stop()
@@ -447,11 +449,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--actions", type=int, default=25, help="hedge entries and exits for action sync (default 25)")
     parser.add_argument("--warmup", type=int, default=200, help="samples discarded first (default 200)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    bench_obs.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     if (
-        min(args.samples, args.orders, args.load_orders, args.subscribers, args.actions) < 1
+        min(args.samples, args.orders, args.load_orders, args.subscribers, args.actions, args.obs_orders) < 1
         or args.warmup < 0
         or min(args.rate, args.load_rate) <= 0
     ):

@@ -680,3 +680,7 @@ class MonitorSnapshot(_Body, frozen=True, kw_only=True):
     orders_failed: int = 0
     alerts: list[Alert] = []  # the open alerts
     health: HealthReport | None = None
+    order_results: dict[str, int] = {}  # ORDER_RESULT count by status (hb.exec.result.*)
+    action_outcomes: dict[str, int] = {}  # final ACTION_STATE count by state
+    conflicts: int = 0  # CONFLICTs published since the monitor started
+    open_conflicts: int | None = None  # from the last CONSISTENCY status
