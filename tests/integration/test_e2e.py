@@ -130,18 +130,18 @@ def test_order_open_and_close_through_the_cli(stack: Stack) -> None:
     ticket = event["mtTicket"]
 
     cache = redis.Redis.from_url(stack.info.redis_url, decode_responses=True)
-    _wait(lambda: ticket in cache.hgetall("hb:positions:SIM-001"), "the position in the cache")
-    position = json.loads(cache.hget("hb:positions:SIM-001", ticket) or "{}")
+    _wait(lambda: ticket in cache.hgetall("hb:positions:{SIM-001}"), "the position in the cache")
+    position = json.loads(cache.hget("hb:positions:{SIM-001}", ticket) or "{}")
     assert position["positionId"] == event["positionId"]
     assert position["volume"] == 0.2
-    assert cache.hget("hb:balance:SIM-001", "balance") is not None
+    assert cache.hget("hb:balance:{SIM-001}", "balance") is not None
 
     closed = stack.cli("order", "close", "--account", "SIM-001", "--position-id", event["positionId"])
     assert closed.returncode == 0, closed.stderr
     close_event = json.loads(closed.stdout)
     assert (close_event["type"], close_event["status"], close_event["mtTicket"]) == ("CLOSED", "SUCCESS", ticket)
     assert isinstance(close_event["profit"], float)
-    _wait(lambda: ticket not in cache.hgetall("hb:positions:SIM-001"), "the position to leave the cache")
+    _wait(lambda: ticket not in cache.hgetall("hb:positions:{SIM-001}"), "the position to leave the cache")
 
     again = stack.cli("order", "close", "--account", "SIM-001", "--position-id", event["positionId"])
     assert again.returncode == 1

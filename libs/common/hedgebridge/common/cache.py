@@ -1,13 +1,23 @@
 """The realtime cache: a volatile projection of what terminals report (design seed 002).
 
-Keys (one account's or one symbol's data per key, so every operation touches one hash slot)::
+Keys (one account's or one symbol's data per key)::
 
-    hb:price:<symbol>        hash  bid, ask, time, account      marketPrices
-    hb:positions:<account>   hash  <mtTicket> -> Position JSON  activePositions (replaced per snapshot)
-    hb:balance:<account>     hash  balance, equity, margin, freeMargin, marginLevel, currency, lastUpdate
-                                                                 accountBalances
-    hb:synced:<account>      string  time of the last full positions snapshot applied
-    hb:epoch                 string  set when the cache was (re)built; gone after a flush or a restart
+    hb:price:<symbol>          hash  bid, ask, time, account      marketPrices
+    hb:positions:{<account>}   hash  <mtTicket> -> Position JSON  activePositions (replaced per snapshot)
+    hb:balance:{<account>}     hash  balance, equity, margin, freeMargin, marginLevel, currency, lastUpdate
+                                                                   accountBalances
+    hb:synced:{<account>}      string  time of the last full positions snapshot applied
+    hb:epoch                   string  set when the cache was (re)built; gone after a flush or a restart
+
+Hash slots (Redis Cluster): the only multi-key operations are an account's positions snapshot (DEL + HSET of
+``hb:positions:{<account>}`` and SET of ``hb:synced:{<account>}`` in one MULTI) and its read (EXISTS +
+HGETALL in one MULTI). The account id in braces is the keys' hash tag, so an account's keys always share one
+slot and these transactions work on a cluster; every other operation touches one key.
+
+One URL chooses the server (``HEDGEBRIDGE_REDIS_URL``, see ``parse_url``): ``redis://`` / ``rediss://`` (TLS)
+/ ``unix://`` for one server; ``redis+sentinel://[user:password@]host:port,host:port/<master>[/<db>]`` (or
+``rediss+sentinel://``) for a master found through Sentinel; ``redis+cluster://[user:password@]host:port,…``
+(or ``rediss+cluster://``) for a Redis Cluster.
 
 Nothing here is the record of truth: after a flush it is rebuilt from the terminals' next reports. An
 account's positions are known only once a snapshot was applied since the last flush (``positions`` returns
@@ -16,18 +26,111 @@ None before that), so nobody takes a decision from an incomplete cache.
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
 
 from hedgebridge.protocol import AccountUpdate, Event, Position, PositionUpdate, PriceTick
 
 PRICE = "hb:price:{}"
-POSITIONS = "hb:positions:{}"
-BALANCE = "hb:balance:{}"
-SYNCED = "hb:synced:{}"
+POSITIONS = "hb:positions:{{{}}}"
+BALANCE = "hb:balance:{{{}}}"
+SYNCED = "hb:synced:{{{}}}"
 EPOCH = "hb:epoch"
+
+Mode = Literal["single", "sentinel", "cluster"]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheUrl:
+    """What a cache URL names (``parse_url``)."""
+
+    mode: Mode
+    url: str  # the URL itself for a single server
+    nodes: tuple[tuple[str, int], ...] = ()
+    service: str = ""  # the Sentinel master's name
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+def parse_url(url: str) -> CacheUrl:
+    """Parse a cache URL; ValueError with the reason when it is not one."""
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme in ("redis", "rediss", "unix"):
+        return CacheUrl("single", url, tls=scheme == "rediss")
+    if scheme not in ("redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"):
+        raise ValueError("a cache URL starts with redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://")
+    mode: Mode = "sentinel" if scheme.endswith("sentinel") else "cluster"
+    userinfo, at, hosts_and_path = rest.rpartition("@")
+    if not at:
+        userinfo, hosts_and_path = "", rest
+    hosts, _, path = hosts_and_path.partition("/")
+    nodes = []
+    for item in hosts.split(","):
+        parsed = urlsplit(f"//{item.strip()}")
+        if not parsed.hostname:
+            raise ValueError(f"{scheme}: a node is host:port, got {item!r}")
+        try:
+            port = parsed.port or (26379 if mode == "sentinel" else 6379)
+        except ValueError:
+            raise ValueError(f"{scheme}: not a port in {item!r}") from None
+        nodes.append((parsed.hostname, port))
+    user, colon, password = userinfo.partition(":")
+    parts = [p for p in path.split("/") if p]
+    service, db = "", 0
+    if mode == "sentinel":
+        if not parts:
+            raise ValueError("redis+sentinel:// names the master: redis+sentinel://host:port,host:port/<master>[/<db>]")
+        service = unquote(parts[0])
+        parts = parts[1:]
+    if parts:
+        if len(parts) > 1 or not parts[0].isdigit():
+            raise ValueError(f"{scheme}: the path ends with the database number, got /{'/'.join(parts)}")
+        db = int(parts[0])
+        if mode == "cluster" and db != 0:
+            raise ValueError("a Redis Cluster has only database 0")
+    return CacheUrl(
+        mode,
+        url,
+        nodes=tuple(nodes),
+        service=service,
+        db=db,
+        username=(unquote(user) or None) if userinfo else None,
+        password=unquote(password) if colon else None,
+        tls=scheme.startswith("rediss"),
+    )
+
+
+def connect(url: str) -> Any:
+    """A redis.asyncio client (Redis or RedisCluster) for ``url`` (``parse_url``), with decoded responses."""
+    target = parse_url(url)
+    if target.mode == "single":
+        return aioredis.from_url(url, decode_responses=True)
+    auth: dict[str, Any] = {"username": target.username, "password": target.password}
+    if target.mode == "cluster":
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+            decode_responses=True,
+            ssl=target.tls,
+            **auth,
+        )
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.nodes),
+        sentinel_kwargs={"ssl": target.tls},  # the credentials are the master's
+        decode_responses=True,
+        ssl=target.tls,
+        **auth,
+    )
+    return sentinel.master_for(target.service, db=target.db)
+
 
 _position_json = msgspec.json.Encoder()
 _position_decoder = msgspec.json.Decoder(Position)
@@ -57,10 +160,11 @@ class RealtimeCache(Protocol):
 
 
 class RedisCache:
-    """RealtimeCache on Redis or any Redis-compatible server (valkey)."""
+    """RealtimeCache on Redis or any Redis-compatible server (valkey): one server, Sentinel or a Cluster."""
 
     def __init__(self, url: str) -> None:
-        self._redis: aioredis.Redis = aioredis.from_url(url, decode_responses=True)
+        self.target = parse_url(url)
+        self._redis: Any = connect(url)
 
     async def apply(self, event: Event) -> bool:
         if isinstance(event, PriceTick):
@@ -129,7 +233,7 @@ class RedisCache:
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.ping())
-        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+        except (aioredis.RedisError, OSError):
             return False
 
     async def close(self) -> None:

@@ -289,10 +289,16 @@ class NatsCluster:
 
 
 class ValkeyServer(ServerProcess):
-    """A Redis-compatible cache (valkey-server) that keeps nothing on disk: it is rebuildable."""
+    """A Redis-compatible cache (valkey-server) that keeps nothing on disk: it is rebuildable. With
+    ``cluster`` it is a Redis Cluster node (``ValkeyCluster`` joins the nodes and spreads the slots)."""
 
     name = "valkey-server"
     scheme = "redis"
+
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", *, cluster: bool = False):
+        super().__init__(data_dir, port, host)
+        self.cluster = cluster
+        self.cluster_port = free_port(host) if cluster else None  # the bus port, chosen (not port + 10000)
 
     def argv(self) -> list[str]:
         return [
@@ -309,4 +315,80 @@ class ValkeyServer(ServerProcess):
             str(self.data_dir),
             "--daemonize",
             "no",
+            *(self._cluster_args() if self.cluster else []),
         ]
+
+    def _cluster_args(self) -> list[str]:
+        nodes_file = str(self.data_dir / "nodes.conf")
+        timeout = ["--cluster-node-timeout", "2000", "--cluster-port", str(self.cluster_port)]
+        return ["--cluster-enabled", "yes", "--cluster-config-file", nodes_file, *timeout]
+
+
+class ValkeySentinel(ServerProcess):
+    """valkey-server in Sentinel mode, watching one master under the name ``service``."""
+
+    name = "valkey-sentinel"
+    scheme = "redis"
+
+    def __init__(self, data_dir: Path, master: ValkeyServer, service: str = "hedgebridge", port: int | None = None):
+        super().__init__(data_dir, port, master.host)
+        self.master = master
+        self.service = service
+
+    @property
+    def cache_url(self) -> str:
+        return f"redis+sentinel://{self.host}:{self.port}/{self.service}/0"
+
+    def argv(self) -> list[str]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "sentinel.conf"  # Sentinel rewrites its configuration file
+        config.write_text(
+            f"port {self.port}\nbind {self.host}\ndir {json.dumps(str(self.data_dir))}\n"
+            f"sentinel monitor {self.service} {self.master.host} {self.master.port} 1\n"
+            f"sentinel down-after-milliseconds {self.service} 2000\n"
+        )
+        return [valkey_server_binary(), str(config), "--sentinel"]
+
+
+class ValkeyCluster:
+    """``size`` valkey-server nodes forming a Redis Cluster (masters only, the 16384 slots spread evenly),
+    joined with CLUSTER MEET / ADDSLOTSRANGE. ``url`` is the ``redis+cluster://`` URL the cache takes."""
+
+    SLOTS = 16384
+
+    def __init__(self, data_dir: Path, size: int = 3, host: str = "127.0.0.1") -> None:
+        if size < 1:
+            raise ValueError("a cluster has at least one node")
+        self.nodes = [ValkeyServer(Path(data_dir) / f"node-{i}", host=host, cluster=True) for i in range(size)]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"{n.host}:{n.port}" for n in self.nodes)
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        import redis  # the cache's client library; only needed here
+
+        try:
+            for node in self.nodes:
+                node.start(timeout_s)
+            clients = [redis.Redis(host=n.host, port=n.port, decode_responses=True) for n in self.nodes]
+            share = self.SLOTS // len(self.nodes)
+            for i, client in enumerate(clients):
+                last = self.SLOTS - 1 if i == len(clients) - 1 else (i + 1) * share - 1
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)  # type: ignore[no-untyped-call]
+            for node in self.nodes[1:]:
+                clients[0].execute_command("CLUSTER", "MEET", node.host, node.port, node.cluster_port)  # type: ignore[no-untyped-call]
+            deadline = time.monotonic() + timeout_s
+            while not all("cluster_state:ok" in str(c.execute_command("CLUSTER", "INFO")) for c in clients):  # type: ignore[no-untyped-call]
+                if time.monotonic() > deadline:
+                    raise ServerError(f"the valkey cluster did not form within {timeout_s:g}s")
+                time.sleep(0.1)
+            for client in clients:
+                client.close()
+        except (ServerError, OSError, redis.RedisError) as exc:
+            self.stop()
+            raise ServerError(f"cannot form a valkey cluster: {exc}") from exc
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
