@@ -158,6 +158,7 @@ async def test_three_rejected_orders_in_a_row_open_an_alert_a_fill_resolves_it(
     filled = await order(nc, OpenOrder(account_id="F1", symbol="EURUSD", side="BUY", volume=0.1))
     assert filled.status == "FILLED"
     await wait_for(lambda: not is_open(monitor, rules.CONSECUTIVE_FAILURES, "F1"), "the failures alert to resolve")
+    assert monitor.snapshot().order_results == {"FILLED": 1, "REJECTED": 3}
     await wait_for(lambda: transitions.of(rules.CONSECUTIVE_FAILURES, "F1") == ["OPEN", "RESOLVED"], "transitions")
 
 
@@ -284,10 +285,8 @@ async def test_a_slow_action_opens_sync_latency_a_fast_one_resolves_it(
     for terminal in terminals:
         terminal.account.config = dataclasses.replace(terminal.account.config, fill_latency_ms=0)
     await hedge("fast-1")
-    await wait_for(
-        lambda: monitor.latency.samples["action"].maxlen is not None and len(monitor.latency.samples["action"]) == 2,
-        "the second action's sample",
-    )
+    await wait_for(lambda: len(monitor.latency.samples["action"]) == 2, "the second action's sample")
+    assert monitor.snapshot().action_outcomes == {"COMPLETED": 2}
     if monitor.latency.samples["action"][-1] <= 250:  # a slow machine keeps it open, which is right
         await wait_for(lambda: not is_open(monitor, rules.SYNC_LATENCY), "the sync latency alert to resolve")
         await wait_for(lambda: transitions.of(rules.SYNC_LATENCY) == ["OPEN", "RESOLVED"], "the transitions on NATS")

@@ -267,3 +267,24 @@ def test_client_api_shows_alerts_within_scope_and_the_report_to_admins() -> None
     assert decode_feed("monitor", subjects.MONITOR_REPORT, pack(report)) == report
     assert visible(admin, None, "monitor", report)
     assert not visible(system, None, "monitor", report)
+
+
+def test_the_picture_counts_outcomes_and_conflicts() -> None:
+    from hedgebridge.monitor.picture import Picture
+    from hedgebridge.protocol import Conflict, ConsistencyStatus
+
+    picture = Picture(started_at=T0)
+    picture.on_result(result("FILLED"))
+    picture.on_result(result("FILLED", duplicate=True))  # the same order answered again
+    picture.on_result(result("REJECTED"))
+    picture.on_action(action("x", "RUNNING", 2, 0))
+    picture.on_action(action("x", "COMPENSATED", 4, 10))
+    conflict = Conflict(kind="ORPHAN_POSITION", account_id="A1", mt_ticket="7", detected_at=T0)
+    picture.on_conflict(conflict)
+    picture.on_consistency(
+        ConsistencyStatus(timestamp=T0, consistent=False, accounts_checked=2, open_conflicts=1, conflicts=[conflict])
+    )
+    snapshot = picture.snapshot()
+    assert snapshot.order_results == {"FILLED": 1, "REJECTED": 1}
+    assert snapshot.action_outcomes == {"COMPENSATED": 1}
+    assert (snapshot.conflicts, snapshot.open_conflicts) == (1, 1)

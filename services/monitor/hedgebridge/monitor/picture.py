@@ -8,13 +8,18 @@ from datetime import datetime, timedelta
 import msgspec
 
 from hedgebridge.protocol import (
+    FINAL_ACTION_STATES,
     AccountUpdate,
+    ActionState,
     Alert,
     ClosedEvent,
+    Conflict,
+    ConsistencyStatus,
     Event,
     HealthReport,
     MonitorSnapshot,
     OpenedEvent,
+    OrderResult,
     PositionUpdate,
     TerminalLiveness,
     TerminalStatus,
@@ -29,6 +34,10 @@ class Picture:
     orders_succeeded: int = 0
     orders_failed: int = 0
     account_updated: dict[str, datetime] = field(default_factory=dict)  # account -> last ACCOUNT_UPDATE seen
+    order_results: dict[str, int] = field(default_factory=dict)  # ORDER_RESULT count by status
+    action_outcomes: dict[str, int] = field(default_factory=dict)  # final action count by state
+    conflicts: int = 0
+    open_conflicts: int | None = None
 
     def on_status(self, status: TerminalStatus) -> None:
         current = self.terminals.get(status.account_id)
@@ -77,6 +86,20 @@ class Picture:
             changes["open_positions"] = len(event.positions)
         self.terminals[event.account_id] = msgspec.structs.replace(view, **changes)
 
+    def on_result(self, result: OrderResult) -> None:
+        if not result.duplicate:
+            self.order_results[result.status] = self.order_results.get(result.status, 0) + 1
+
+    def on_action(self, state: ActionState) -> None:
+        if state.state in FINAL_ACTION_STATES and not state.duplicate:
+            self.action_outcomes[state.state] = self.action_outcomes.get(state.state, 0) + 1
+
+    def on_conflict(self, conflict: Conflict) -> None:
+        self.conflicts += 1
+
+    def on_consistency(self, status: ConsistencyStatus) -> None:
+        self.open_conflicts = status.open_conflicts
+
     def on_liveness(self, terminal: TerminalLiveness, gateway_id: str, at: datetime) -> None:
         """A gateway's liveness report: it holds the terminal, which sent its last frame ``idleMs`` ago."""
         view = self.terminals.get(terminal.account_id)
@@ -120,4 +143,8 @@ class Picture:
             orders_failed=self.orders_failed,
             alerts=alerts or [],
             health=health,
+            order_results=dict(sorted(self.order_results.items())),
+            action_outcomes=dict(sorted(self.action_outcomes.items())),
+            conflicts=self.conflicts,
+            open_conflicts=self.open_conflicts,
         )

@@ -1,8 +1,8 @@
 """The monitor's I/O: listens to every event on NATS, keeps the live picture, evaluates the alert rules,
 runs the health checks and publishes what it finds.
 
-- Inputs: terminal status and events (``hb.ea.*``), order results, action states, consistency status and
-  the gateways' liveness reports (``hb.gw.liveness``).
+- Inputs: terminal status and events (``hb.ea.*``), order results, action states, conflicts, consistency
+  status and the gateways' liveness reports (``hb.gw.liveness``).
 - Alerts (``rules.AlertBook``): every transition is appended to the JetStream stream HB_ALERTS on
   ``hb.alert.<rule>.<scope>`` with a de-duplication id (``Nats-Msg-Id`` = key and seq). At start the last
   transition of every subject is read back, so open alerts survive a restart and are not fired again. A
@@ -40,6 +40,7 @@ from hedgebridge.protocol import (
     ActionState,
     Alert,
     BookEntry,
+    Conflict,
     ConsistencyStatus,
     GatewayLiveness,
     HealthCheck,
@@ -138,6 +139,7 @@ class Monitor:
             (subjects.ALL_RESULTS, self._on_result),
             (subjects.ALL_ACTIONS, self._on_action),
             (subjects.CONSISTENCY_STATUS, self._on_consistency),
+            (subjects.CONFLICTS, self._on_conflict),
             (subjects.GATEWAY_LIVENESS, self._on_liveness),
         ):
             await nc.subscribe(subject, cb=cb)
@@ -306,6 +308,7 @@ class Monitor:
         executed = result.status in ("FILLED", "PARTIALLY_FILLED", "REJECTED")
         if executed and not result.duplicate and not result.reconciled and result.elapsed_ms > 0:
             self.latency.add("execution", result.elapsed_ms)
+        self.picture.on_result(result)
         self._transitions(self.alerts.order_result(result, utcnow()))
 
     async def _on_action(self, msg: Msg) -> None:
@@ -314,6 +317,7 @@ class Monitor:
         except ProtocolError as exc:
             self._unreadable(msg, exc)
             return
+        self.picture.on_action(state)
         self._transitions(self.alerts.action_state(state, utcnow()))
         if self.alerts.last_sync_ms is not None:
             self.latency.add("action", self.alerts.last_sync_ms)
@@ -323,6 +327,24 @@ class Monitor:
             self.consistency = unpack(msg.data, ConsistencyStatus)
         except ProtocolError as exc:
             self._unreadable(msg, exc)
+            return
+        self.picture.on_consistency(self.consistency)
+
+    async def _on_conflict(self, msg: Msg) -> None:
+        try:
+            conflict = unpack(msg.data, Conflict)
+        except ProtocolError as exc:
+            self._unreadable(msg, exc)
+            return
+        self.picture.on_conflict(conflict)
+        log.warning(
+            "position conflict",
+            code=errors.POSITION_CONFLICT,
+            kind=conflict.kind,
+            account=conflict.account_id,
+            ticket=conflict.mt_ticket,
+            resolution=conflict.resolution,
+        )
 
     async def _on_liveness(self, msg: Msg) -> None:
         try:
