@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -27,13 +28,15 @@ from hedgebridge.protocol import (
     OpenedEvent,
     OpenOrder,
     Welcome,
+    encode_frame,
     pack,
     subjects,
     subprotocol,
     unpack,
     utcnow,
 )
-from hedgebridge.protocol.messages import OrderResult, PriceTick
+from hedgebridge.protocol.client import ClientRequest
+from hedgebridge.protocol.messages import ActionLeg, ActionRequest, OrderResult, PriceTick
 from hedgebridge.sim import SimConfig
 from hedgebridge.sim.terminal import make_terminals
 
@@ -327,14 +330,14 @@ async def test_one_trace_spans_every_hop_of_an_order(
     assert unpack(reply.data, OrderResult).status == "FILLED"
     trace_id = root.get_span_context().trace_id
 
-    def spans() -> dict[str, list[object]]:
-        found: dict[str, list[object]] = {}
+    def spans() -> dict[str, list[Any]]:
+        found: dict[str, list[Any]] = {}
         for span in span_exporter.get_finished_spans():
             found.setdefault(span.name, []).append(span)
         return found
 
     await wait_for(lambda: {"executor.order", "gateway.command", "gateway.report"} <= set(spans()), "the spans")
-    by_name = {name: [s for s in found if s.context.trace_id == trace_id] for name, found in spans().items()}  # type: ignore[attr-defined]
+    by_name = {name: [s for s in found if s.context.trace_id == trace_id] for name, found in spans().items()}
     [executor_span] = by_name["executor.order"]
     [command_span] = by_name["gateway.command"]
     [report_span] = by_name["gateway.report"]
@@ -419,6 +422,7 @@ async def test_profiles_change_what_the_gateway_does(profile: str, nats_server: 
             additional_headers={"Authorization": f"Bearer {admin}"},
             subprotocols=[subprotocol()],  # type: ignore[list-item]
         ) as client:
+            assert client.response is not None
             assert ("permessage-deflate" in (client.response.headers.get("Sec-WebSocket-Extensions") or "")) is (
                 throughput
             )
@@ -428,7 +432,7 @@ async def test_profiles_change_what_the_gateway_does(profile: str, nats_server: 
             # a burst of ticks: queued faster than written, so the throughput profile writes them in batches
             for i in range(300):
                 await ea.send(PriceTick(account_id="PF1", symbol="EURUSD", bid=1.0 + i / 1e5, ask=1.1, time=utcnow()))
-            bids = []
+            bids: list[float] = []
             while len(bids) < 300:
                 frame = json.loads(await asyncio.wait_for(client.recv(), 10))
                 if frame["type"] == "EVENT":
@@ -457,3 +461,51 @@ async def test_explicit_settings_win_over_the_profile(secret: str) -> None:
         "ws://127.0.0.1:1/ea", ["X1"], lambda a: a, SimConfig(), profile=profiles.named("throughput")
     )
     assert (latency[0].immediate_reconnect, throughput[0].immediate_reconnect) == (True, False)
+
+
+async def test_one_trace_from_a_client_action_to_every_terminal_reply(
+    span_exporter: InMemorySpanExporter,
+    sims: StartSims,
+    gateway: Gateway,
+    executor: Executor,
+    coordinator: Coordinator,
+    secret: str,
+) -> None:
+    await sims(["TA1", "TA2"], tick_interval_ms=0)
+    legs = [
+        ActionLeg(account_id="TA1", symbol="EURUSD", side="BUY", volume=0.1),
+        ActionLeg(account_id="TA2", symbol="EURUSD", side="SELL", volume=0.1),
+    ]
+    request = ClientRequest(request_id="a1", body=ActionRequest(kind="HEDGE_ENTRY", action_id="hedge-1", legs=legs))
+    admin = auth.mint_token(secret, role="admin", subject="ops")
+    async with connect(
+        f"ws://127.0.0.1:{gateway.port}/client",
+        additional_headers={"Authorization": f"Bearer {admin}"},
+        subprotocols=[subprotocol()],  # type: ignore[list-item]
+    ) as client:
+        assert json.loads(await client.recv())["type"] == "CLIENT_WELCOME"
+        await client.send(encode_frame(request).decode())
+        while True:
+            frame = json.loads(await asyncio.wait_for(client.recv(), 15))
+            if frame["type"] == "REPLY":
+                break
+    assert frame["result"]["state"] == "COMPLETED", frame
+
+    def named(name: str) -> list[Any]:
+        return [s for s in span_exporter.get_finished_spans() if s.name == name]
+
+    await wait_for(lambda: len(named("gateway.report")) >= 2, "both terminals' reports")
+    [root] = named("gateway.client_request")
+    trace_id = root.context.trace_id
+    [action] = named("coordinator.action")
+    assert (action.context.trace_id, action.parent.span_id) == (trace_id, root.context.span_id)
+    orders = named("executor.order")
+    assert len(orders) == 2
+    assert {(o.context.trace_id, o.parent.span_id) for o in orders} == {(trace_id, action.context.span_id)}
+    commands = {c.attributes["hedgebridge.account"]: c for c in named("gateway.command")}
+    reports = {r.attributes["hedgebridge.account"]: r for r in named("gateway.report")}
+    assert set(commands) == set(reports) == {"TA1", "TA2"}
+    for account in ("TA1", "TA2"):
+        assert commands[account].context.trace_id == trace_id
+        assert commands[account].parent.span_id in {o.context.span_id for o in orders}
+        assert reports[account].parent.span_id == commands[account].context.span_id  # the terminal's echo
