@@ -411,6 +411,26 @@ async def test_deflate_is_off_so_a_decompression_bomb_cannot_inflate(start_gatew
     await ea.close()
 
 
+async def test_with_deflate_on_a_bomb_is_cut_at_the_frame_size_limit(start_gateway: StartGateway, secret: str) -> None:
+    # the throughput profile turns permessage-deflate on: max_frame_bytes then bounds the inflated size
+    gateway = await start_gateway(max_frame_bytes=1_048_576, compression=True)
+    reader, writer, head = await _raw_handshake(
+        gateway.port, ea_token(secret, "A1"), "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+    )
+    assert head.startswith("HTTP/1.1 101")
+    assert "permessage-deflate" in head.lower()  # negotiated
+    squeezer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = bytes(1 << 20)
+    bomb = b"".join(squeezer.compress(chunk) for _ in range(256)) + squeezer.flush(zlib.Z_SYNC_FLUSH)[:-4]
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    writer.write(_client_frame(bomb, rsv1=True))
+    await writer.drain()
+    assert await _read_close(reader) == CloseCode.MESSAGE_TOO_BIG
+    writer.close()
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    assert grown_mib < 64, f"peak memory grew by {grown_mib:.0f} MiB"
+
+
 async def test_idle_handshakes_are_dropped_at_the_timeout_and_others_served(
     start_gateway: StartGateway, secret: str
 ) -> None:

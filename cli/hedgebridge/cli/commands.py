@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import sys
+import urllib.error
+import urllib.request
 from urllib.parse import urlsplit
 
 import msgspec
@@ -323,9 +325,31 @@ async def _ping_subject(url: str, subject: str, what: str, wait_s: float) -> Non
         await nc.close()
 
 
+def _ping_http(target: str, port: int | None, wait_s: float) -> None:
+    """GET /healthz of ``target`` on this host: the gateway on its own port, the others on their health port."""
+    if port is None:
+        variable = "HEDGEBRIDGE_GATEWAY_PORT" if target == "gateway" else f"HEDGEBRIDGE_{target.upper()}_HEALTH_PORT"
+        try:
+            port = int(os.environ.get(variable) or (8765 if target == "gateway" else 8080))
+        except ValueError:
+            raise CliError(f"{variable} is not a port number") from None
+    url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=wait_s) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (OSError, ValueError) as exc:
+        raise CliError(f"{target}: {url} does not answer: {exc}", 1) from None
+    if status != 200:
+        raise CliError(f"{target}: {url} answered {status}", 1)
+
+
 def cmd_ping(args: argparse.Namespace) -> int:
     """Exit 0 when the named service answers: a health probe for containers and scripts."""
-    if args.target == "gateway":
+    if args.http:
+        _ping_http(args.target, args.port, args.timeout)
+    elif args.target == "gateway":
         host = os.environ.get("HEDGEBRIDGE_GATEWAY_HOST", "127.0.0.1")
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         port = int(os.environ.get("HEDGEBRIDGE_GATEWAY_PORT", "8765"))

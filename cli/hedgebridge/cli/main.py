@@ -129,8 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     ping.add_argument("target", choices=("gateway", "executor", "monitor", "coordinator"))
     ping.add_argument("--nats-url", help="for executor/monitor: default $HEDGEBRIDGE_NATS_URL or the local stack's")
     ping.add_argument("--host", help="for gateway: default $HEDGEBRIDGE_GATEWAY_HOST or 127.0.0.1")
-    ping.add_argument("--port", type=int, help="for gateway: default $HEDGEBRIDGE_GATEWAY_PORT or 8765")
+    ping.add_argument("--port", type=int, help="gateway, or --http: the port (default from the environment)")
     ping.add_argument("--timeout", type=_positive(float), default=3.0, help="seconds (default 3)")
+    ping.add_argument(
+        "--http",
+        action="store_true",
+        help="probe the service's /healthz on this host (the gateway's port, or $HEDGEBRIDGE_<SERVICE>_HEALTH_PORT)",
+    )
     ping.set_defaults(func=commands.cmd_ping)
 
     for name in ("gateway", "executor", "monitor", "coordinator"):
