@@ -499,13 +499,13 @@ async def test_one_trace_from_a_client_action_to_every_terminal_reply(
     trace_id = root.context.trace_id
     [action] = named("coordinator.action")
     assert (action.context.trace_id, action.parent.span_id) == (trace_id, root.context.span_id)
-    orders = named("executor.order")
-    assert len(orders) == 2
+    orders = named("executor.order")  # one per request: a leg asked again (a retry) has a span of its own
+    assert {o.attributes["hedgebridge.action_id"] for o in orders} == {"hedge-1-E0", "hedge-1-E1"}
     assert {(o.context.trace_id, o.parent.span_id) for o in orders} == {(trace_id, action.context.span_id)}
-    commands = {c.attributes["hedgebridge.account"]: c for c in named("gateway.command")}
-    reports = {r.attributes["hedgebridge.account"]: r for r in named("gateway.report")}
-    assert set(commands) == set(reports) == {"TA1", "TA2"}
     for account in ("TA1", "TA2"):
-        assert commands[account].context.trace_id == trace_id
-        assert commands[account].parent.span_id in {o.context.span_id for o in orders}
-        assert reports[account].parent.span_id == commands[account].context.span_id  # the terminal's echo
+        commands = [c for c in named("gateway.command") if c.attributes["hedgebridge.account"] == account]
+        [report] = [r for r in named("gateway.report") if r.attributes["hedgebridge.account"] == account]
+        assert commands
+        assert {c.context.trace_id for c in commands} == {trace_id}
+        assert {c.parent.span_id for c in commands} <= {o.context.span_id for o in orders}
+        assert report.parent.span_id in {c.context.span_id for c in commands}  # the terminal's echo
