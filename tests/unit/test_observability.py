@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 from hedgebridge.common import logs, profiles
 from hedgebridge.common.bus import redact
 from hedgebridge.common.config import ConfigError
-from hedgebridge.common.obs import Health, metrics, tracing
+from hedgebridge.common.obs import Health, Observability, metrics, tracing
 from hedgebridge.gateway.outgoing import OutgoingQueue
 from hedgebridge.protocol import ProtocolError, decode_frame
 
@@ -252,6 +252,14 @@ def exporter() -> Iterator[InMemorySpanExporter]:
     tracing.configure("test", exporter=spans)
     yield spans
     tracing.shutdown()
+
+
+def test_bad_observability_settings_are_configuration_errors() -> None:
+    with pytest.raises(ConfigError, match="HEDGEBRIDGE_OTLP_ENDPOINT"):
+        tracing.configure("svc", otlp_endpoint="collector:4318")
+    assert not tracing.enabled()
+    with pytest.raises(ConfigError, match="HEDGEBRIDGE_EXECUTOR_HEALTH_PORT"):
+        Observability("executor", health_port=70000)
 
 
 def test_tracing_off_creates_nothing() -> None:

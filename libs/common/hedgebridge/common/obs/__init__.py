@@ -20,6 +20,7 @@ from nats.aio.client import Client as NatsClient
 from hedgebridge.protocol import subjects
 
 from ..cache import RealtimeCache
+from ..config import ConfigError
 from . import metrics, tracing
 from .health import Check, Health, HealthServer, serve
 
@@ -46,6 +47,8 @@ class Observability:
         tracing_on: bool = False,
         otlp_endpoint: str = "",
     ) -> None:
+        if not 0 <= health_port <= 65535:
+            raise ConfigError(f"HEDGEBRIDGE_{service.upper()}_HEALTH_PORT: not a port number (0: off)")
         self.service = service
         self.health = Health(service)
         self.health_host = health_host

@@ -28,6 +28,7 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .. import logs
+from ..config import ConfigError
 
 log = logs.get("tracing")
 
@@ -57,7 +58,7 @@ def configure(
     an exporter, wins); a later call with an exporter adds it to the provider."""
     if not (enable or otlp_endpoint or exporter is not None):
         return
-    processors: list[SpanProcessor] = []
+    processors: list[SpanProcessor] = []  # built first: a bad endpoint changes nothing
     if exporter is not None:
         processors.append(SimpleSpanProcessor(exporter))
     if otlp_endpoint:
@@ -79,7 +80,7 @@ def _otlp_exporter(endpoint: str) -> SpanExporter:
 
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("HEDGEBRIDGE_OTLP_ENDPOINT must be an http(s) URL such as http://collector:4318")
+        raise ConfigError("HEDGEBRIDGE_OTLP_ENDPOINT must be an http(s) URL such as http://collector:4318")
     url = endpoint if parts.path not in ("", "/") else endpoint.rstrip("/") + "/v1/traces"
     return OTLPSpanExporter(endpoint=url)
 
