@@ -23,6 +23,7 @@ from hedgebridge.gateway.server import Gateway
 from hedgebridge.sim import SimConfig
 from hedgebridge.sim.terminal import SimTerminal, make_terminals, run_terminals
 
+from . import containers
 from .helpers import ea_token, wait_for
 
 StartSims = Callable[..., Awaitable[list[SimTerminal]]]
@@ -30,7 +31,10 @@ StartSims = Callable[..., Awaitable[list[SimTerminal]]]
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path / "nats")
+    # in a container with HEDGEBRIDGE_TEST_CONTAINERS=1 and a Docker engine (tests/containers.py)
+    server = (
+        containers.NatsContainer(tmp_path / "nats") if containers.use_containers() else NatsServer(tmp_path / "nats")
+    )
     server.start()
     yield server
     server.stop()
@@ -38,7 +42,11 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 @pytest.fixture
 def cache_server(tmp_path: Path) -> Iterator[ValkeyServer]:
-    server = ValkeyServer(tmp_path / "cache")
+    server = (
+        containers.ValkeyContainer(tmp_path / "cache")
+        if containers.use_containers()
+        else ValkeyServer(tmp_path / "cache")
+    )
     server.start()
     yield server
     server.stop()

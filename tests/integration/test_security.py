@@ -622,3 +622,24 @@ async def test_nats_client_with_wrong_password_is_refused(secured_nats: NatsServ
     assert "nope" not in str(info.value)
     good = await nats.connect(secured_nats.url, user="hedgebridge", password="s3cret-pass-for-test")
     await good.close()
+
+
+async def test_nats_login_with_an_nkey(tmp_path: Path) -> None:
+    import nkeys
+
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+    seed_file = tmp_path / "user.nk"
+    seed_file.write_bytes(seed)
+    server = NatsServer(tmp_path / "nats-nkey", nkey=public)
+    server.start()
+    try:
+        security = bus.security_from_env({"HEDGEBRIDGE_NATS_NKEY_SEED_FILE": str(seed_file)})
+        nc = await bus.connect(server.url, "nkey-client", startup_timeout_s=10, security=security)
+        await nc.publish("hb.test", b"x")
+        await nc.flush()
+        await nc.close()
+        with pytest.raises(bus.NatsUnreachable, match="refused the credentials"):
+            await bus.connect(server.url, "anonymous", startup_timeout_s=10, security=bus.NatsSecurity())
+    finally:
+        server.stop()

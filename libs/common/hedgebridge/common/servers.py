@@ -160,9 +160,9 @@ class NatsServer(ServerProcess):
     """nats-server with JetStream, its store under ``data_dir/jetstream``, configured by a file it writes
     (``data_dir/nats.conf``).
 
-    ``user``/``password`` turn authentication on (every client must log in); ``cluster_port`` and ``routes``
-    make it one node of a cluster (``NatsCluster``); ``sync_always`` makes JetStream fsync every write (as the
-    compose and Kubernetes configurations do for the order streams)."""
+    ``user``/``password`` (or ``nkey``, a user's public nkey) turn authentication on (every client must log
+    in); ``cluster_port`` and ``routes`` make it one node of a cluster (``NatsCluster``); ``sync_always`` makes
+    JetStream fsync every write (as the compose and Kubernetes configurations do for the order streams)."""
 
     name = "nats-server"
     scheme = "nats"
@@ -175,6 +175,7 @@ class NatsServer(ServerProcess):
         *,
         user: str = "",
         password: str = "",
+        nkey: str = "",
         cluster_name: str = "",
         cluster_port: int | None = None,
         routes: list[int] | tuple[int, ...] = (),
@@ -185,6 +186,7 @@ class NatsServer(ServerProcess):
         self.monitor_port = monitor_port
         self.user = user
         self.password = password
+        self.nkey = nkey
         self.cluster_name = cluster_name
         self.cluster_port = cluster_port
         self.routes = tuple(routes)
@@ -208,6 +210,8 @@ class NatsServer(ServerProcess):
             lines.append(f"http: {q(f'{self.host}:{self.monitor_port}')}")
         if self.user:
             lines += ["authorization {", f"  user: {q(self.user)}", f"  password: {q(self.password)}", "}"]
+        elif self.nkey:
+            lines += ["authorization {", f"  users: [{{nkey: {q(self.nkey)}}}]", "}"]
         if self.cluster_port is not None:
             routes = ", ".join(q(f"nats-route://{self.host}:{p}") for p in self.routes)
             lines += [

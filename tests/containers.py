@@ -1,0 +1,122 @@
+"""NATS and the cache in containers (testcontainers), for machines with a Docker engine.
+
+With ``HEDGEBRIDGE_TEST_CONTAINERS=1`` and a Docker engine that answers, the ``nats_server`` and
+``cache_server`` fixtures start the official images instead of the pip-installed binaries. The classes here
+keep the fixtures' interface (``url``, ``host``, ``port``, ``start``, ``stop``, ``kill``, ``restart``,
+``running``), so tests do not know the difference. Without Docker the binaries are used, and
+``tests/integration/test_containers.py`` is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hedgebridge.common.servers import NatsServer, ServerError, ValkeyServer, wait_for_port
+
+ENV = "HEDGEBRIDGE_TEST_CONTAINERS"
+NATS_IMAGE = "nats:2.10.24-alpine"
+VALKEY_IMAGE = "valkey/valkey:8-alpine"
+
+
+def requested() -> bool:
+    return os.environ.get(ENV) == "1"
+
+
+def unavailable() -> str | None:
+    """Why containers cannot be used here (None when they can)."""
+    try:
+        import docker
+        from testcontainers.core.container import DockerContainer  # noqa: F401
+    except ImportError as exc:
+        return f"testcontainers is not installed ({exc.name}): pip install -e '.[dev]'"
+    try:
+        docker.from_env().ping()
+    except Exception as exc:  # the Docker SDK raises its own errors, or OSError, when no engine answers
+        return f"no Docker engine answers here ({type(exc).__name__}: {str(exc)[:120]})"
+    return None
+
+
+def use_containers() -> bool:
+    return requested() and unavailable() is None
+
+
+class _Container:
+    """A server in a container, publishing one port on a random host port."""
+
+    image = ""
+    container_port = 0
+    command: list[str] = []
+
+    def _boot(self, server: Any, timeout_s: float) -> None:
+        from testcontainers.core.container import DockerContainer
+
+        container = DockerContainer(self.image).with_exposed_ports(self.container_port)
+        if self.command:
+            container = container.with_command(self.command)
+        container.start()
+        server.container = container
+        server.host = container.get_container_host_ip()
+        server.port = int(container.get_exposed_port(self.container_port))
+        if not wait_for_port(server.host, server.port, timeout_s):
+            container.stop()
+            raise ServerError(f"{self.image} did not listen within {timeout_s}s")
+
+
+class NatsContainer(NatsServer, _Container):
+    image = NATS_IMAGE
+    container_port = 4222
+    command = ["-js"]
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.container: Any = None
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        if not self.running:
+            self._boot(self, timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self.container is not None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.container is not None:
+            self.container.stop()
+        self.container = None
+
+    def kill(self) -> None:
+        if self.container is not None:
+            self.container.get_wrapped_container().kill()
+            self.container.stop()
+        self.container = None
+
+
+class ValkeyContainer(ValkeyServer, _Container):
+    image = VALKEY_IMAGE
+    container_port = 6379
+    command = ["valkey-server", "--save", "", "--appendonly", "no"]
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.container: Any = None
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        if not self.running:
+            self._boot(self, timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self.container is not None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.container is not None:
+            self.container.stop()
+        self.container = None
+
+    def kill(self) -> None:
+        if self.container is not None:
+            self.container.get_wrapped_container().kill()
+            self.container.stop()
+        self.container = None
