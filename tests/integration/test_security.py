@@ -8,6 +8,7 @@ wss with a CA made here, and NATS with authentication on.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import contextlib
@@ -18,6 +19,7 @@ import json
 import os
 import resource
 import ssl
+import stat
 import struct
 import subprocess
 import sys
@@ -38,6 +40,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
+from hedgebridge.cli import stack as up
+from hedgebridge.cli import state
 from hedgebridge.common import auth, bus, streams
 from hedgebridge.common.servers import NatsServer, ValkeyServer, free_port
 from hedgebridge.common.service import EXIT_UNAVAILABLE
@@ -643,3 +647,56 @@ async def test_nats_login_with_an_nkey(tmp_path: Path) -> None:
             await bus.connect(server.url, "anonymous", startup_timeout_s=10, security=bus.NatsSecurity())
     finally:
         server.stop()
+
+
+async def test_up_starts_nats_with_a_generated_login(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    args = argparse.Namespace(nats_url=None, redis_url=None, nats_port=0, redis_port=0)
+    stack = up.Stack(args, home)
+    try:
+        nats_url, _ = stack.start_servers()
+        password_file = state.nats_password_path(home)
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+        password = password_file.read_text().strip()
+        assert password == stack.nats_password
+        assert len(password) >= 32
+        assert password not in nats_url
+        assert password not in (home / "nats" / "nats-server.log").read_text()
+        with pytest.raises(bus.NatsUnreachable, match="refused the credentials"):
+            await bus.connect(nats_url, "anonymous", startup_timeout_s=10, security=bus.NatsSecurity())
+        # commands that find NATS through the state file log in with the stack's password
+        state.write_state(
+            home,
+            state.StackState(
+                nats_url=nats_url, redis_url="", gateway_url="", supervisor_pid=os.getpid(), nats_auth=True
+            ),
+        )
+        resolved = state.resolve_nats_url(None, home)
+        assert password in resolved
+        assert password not in bus.redact(resolved)
+        nc = await bus.connect(resolved, "cli-like", startup_timeout_s=10, security=bus.NatsSecurity())
+        await nc.close()
+    finally:
+        stack.stop()
+
+
+def test_ping_http_probes_a_services_healthz(nats_server: NatsServer, cache_server: ValkeyServer) -> None:
+    port = free_port()
+    executor = Executor(executor_config(nats_server.url, f"{cache_server.url}/0", health_port=port))
+
+    def ping(probe_port: int) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "hedgebridge.cli", "ping", "executor", "--http", "--port", str(probe_port)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+    async def run() -> None:
+        await executor.start()
+        try:
+            healthy = await asyncio.to_thread(ping, port)
+            assert healthy.returncode == 0, healthy.stderr
+        finally:
+            await executor.stop()
+
+    asyncio.run(run())
+    stopped = ping(port)
+    assert stopped.returncode == 1
+    assert "does not answer" in stopped.stderr

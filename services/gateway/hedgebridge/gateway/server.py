@@ -176,8 +176,6 @@ class TerminalSession:
         if isinstance(message, Heartbeat):
             if not message.reply:
                 await self.send(Heartbeat(timestamp=utcnow(), seq=message.seq, reply=True))
-            else:
-                self.gateway.liveness.on_reply(self, message.seq)  # the answer to the gateway's ping
             return
         kind = type_name(message)
         if not isinstance(message, FROM_TERMINAL):
