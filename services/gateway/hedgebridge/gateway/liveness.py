@@ -1,7 +1,9 @@
 """The gateway's liveness report: every ``liveness_interval_ms`` it publishes GATEWAY_LIVENESS on
-``hb.gw.liveness`` (the terminals it holds, how long each has been silent, and each one's last heartbeat round
-trip), then sends every terminal a HEARTBEAT; the terminal's reply (same ``seq``, ``reply`` true) gives the
-round trip reported next time. A terminal that did not answer is reported without ``rttMs``.
+``hb.gw.liveness`` (the terminals it holds, how long each has been silent, and each one's last round trip),
+then sends every terminal a WebSocket Ping frame (RFC 6455). The terminal's WebSocket layer answers with a
+Pong by itself (the EA's socket code, the DLL, any WebSocket library), so the round trip is measured without
+a protocol message the terminal has to handle; it is reported at the next interval. A terminal whose Pong has
+not come is reported without ``rttMs`` and gets no second Ping until it does.
 """
 
 from __future__ import annotations
@@ -12,20 +14,21 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from hedgebridge.common import logs
-from hedgebridge.protocol import GatewayLiveness, Heartbeat, TerminalLiveness, pack, subjects, utcnow
+from hedgebridge.protocol import GatewayLiveness, TerminalLiveness, pack, subjects, utcnow
 
 if TYPE_CHECKING:
-    from .server import Gateway, TerminalSession
+    from collections.abc import Awaitable
+
+    from .server import Gateway
 
 log = logs.get("gateway")
+PING_SEND_TIMEOUT_S = 1.0
 
 
 class Liveness:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self._seq = 0
-        self._sent: dict[str, tuple[int, float]] = {}  # session id -> (seq, loop time sent)
-        self._rtt: dict[str, float] = {}  # session id -> round trip of the last answered ping (ms)
+        self._pongs: dict[str, Awaitable[float]] = {}  # session id -> the pong of the last ping sent
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -37,13 +40,7 @@ class Liveness:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-
-    def on_reply(self, session: TerminalSession, seq: int) -> None:
-        """A terminal answered a heartbeat: when it is this gateway's last ping, note the round trip."""
-        sent = self._sent.get(session.session_id)
-        if sent is not None and sent[0] == seq:
-            del self._sent[session.session_id]
-            self._rtt[session.session_id] = (asyncio.get_running_loop().time() - sent[1]) * 1000
+        self._pongs = {}
 
     async def _run(self) -> None:
         interval_s = self.gateway.config.liveness_interval_ms / 1000
@@ -54,9 +51,16 @@ class Liveness:
             except Exception:
                 log.exception("liveness report failed")
 
+    def _rtt_ms(self, session_id: str) -> float | None:
+        """The round trip of the last ping to the session, when its pong came."""
+        pong = self._pongs.get(session_id)
+        if not isinstance(pong, asyncio.Future) or not pong.done() or pong.cancelled() or pong.exception():
+            return None
+        latency_s: float = pong.result()
+        return round(latency_s * 1000, 3)
+
     async def publish_once(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = asyncio.get_running_loop().time()
         sessions = [s for s in self.gateway.sessions.values() if s.subscription is not None]
         report = GatewayLiveness(
             timestamp=utcnow(),
@@ -68,17 +72,20 @@ class Liveness:
                     session_id=s.session_id,
                     connected_at=datetime.fromtimestamp(s.connected_at, UTC),
                     idle_ms=round(max(now - s.last_seen, 0.0) * 1000, 3),
-                    rtt_ms=None if (rtt := self._rtt.pop(s.session_id, None)) is None else round(rtt, 3),
+                    rtt_ms=self._rtt_ms(s.session_id),
                 )
                 for s in sessions
             ],
             clients=len(self.gateway.clients.sessions),
         )
         await self.gateway.nats.publish(subjects.GATEWAY_LIVENESS, pack(report))
-        self._sent = {}
-        self._rtt = {}
+        pongs: dict[str, Awaitable[float]] = {}
         for session in sessions:
-            self._seq += 1
-            self._sent[session.session_id] = (self._seq, loop.time())
+            waiting = self._pongs.get(session.session_id)
+            if isinstance(waiting, asyncio.Future) and not waiting.done():
+                pongs[session.session_id] = waiting  # one ping at a time: its pong, however late, is the figure
+                continue
             with contextlib.suppress(Exception):  # a connection going away is the disconnect's business
-                await session.send(Heartbeat(timestamp=utcnow(), seq=self._seq))
+                async with asyncio.timeout(PING_SEND_TIMEOUT_S):
+                    pongs[session.session_id] = await session.connection.ping()
+        self._pongs = pongs
