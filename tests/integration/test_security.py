@@ -48,7 +48,7 @@ from hedgebridge.common.service import EXIT_UNAVAILABLE
 from hedgebridge.executor.service import Executor
 from hedgebridge.gateway import keys as gateway_keys
 from hedgebridge.gateway.server import SLOW_CONSUMER, Gateway
-from hedgebridge.protocol import Heartbeat, OpenOrder, Welcome, subjects, utcnow
+from hedgebridge.protocol import Heartbeat, OpenOrder, PriceTick, Welcome, pack, subjects, utcnow
 from hedgebridge.protocol.errors import CloseCode
 from hedgebridge.sim import SimConfig
 from hedgebridge.sim.terminal import make_terminals, run_terminals
@@ -700,3 +700,30 @@ def test_ping_http_probes_a_services_healthz(nats_server: NatsServer, cache_serv
     stopped = ping(port)
     assert stopped.returncode == 1
     assert "does not answer" in stopped.stderr
+
+
+async def test_a_client_that_never_reads_is_cut_off_and_freed(
+    start_gateway: StartGateway, secret: str, nc: NatsClient
+) -> None:
+    gateway = await start_gateway(client_queue_max=4, heartbeat_timeout_ms=60_000, message_rate=0)
+    token = auth.mint_token(secret, role="admin", subject="ops")
+    slow = await connect(
+        _url(gateway, "/client"),
+        additional_headers={"Authorization": f"Bearer {token}"},
+        subprotocols=V1,
+        max_queue=1,  # stops reading the socket: the gateway's writes pile up in the kernel, then in its queue
+        ping_interval=None,
+    )
+    assert json.loads(await slow.recv())["type"] == "CLIENT_WELCOME"
+    await slow.send(json.dumps({"type": "SUBSCRIBE", "requestId": "s", "topics": ["prices"]}))
+    assert json.loads(await slow.recv())["type"] == "SUBSCRIBED"
+    tick = pack(PriceTick(account_id="A1", symbol="EURUSD", bid=1.1, ask=1.1001, time=utcnow()))
+    sent = 0
+    while gateway.clients.slow_consumers == 0:
+        assert sent < 200_000, "the client was never found slow"
+        for _ in range(500):
+            await nc.publish(subjects.event("A1", "PRICE"), tick)
+        sent += 500
+        await nc.flush()
+    # it never reads its close frame: the gateway gives up on the closing handshake and frees the session
+    await wait_for(lambda: not gateway.clients.sessions, "the slow client's session to be freed", timeout_s=20)
