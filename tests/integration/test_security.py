@@ -727,3 +727,30 @@ async def test_a_client_that_never_reads_is_cut_off_and_freed(
         await nc.flush()
     # it never reads its close frame: the gateway gives up on the closing handshake and frees the session
     await wait_for(lambda: not gateway.clients.sessions, "the slow client's session to be freed", timeout_s=20)
+
+
+async def test_nats_over_tls_with_a_private_ca(
+    tmp_path: Path, cache_server: ValkeyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = TestCa(tmp_path / "ca", "hedgebridge-nats-ca")
+    ca.server_context(["localhost"], ["127.0.0.1"])
+    cert, key = tmp_path / "ca" / "localhost-127.0.0.1.crt", tmp_path / "ca" / "localhost-127.0.0.1.key"
+    server = NatsServer(tmp_path / "nats-tls", tls_cert=str(cert), tls_key=str(key))
+    server.start()
+    try:
+        url = server.url.replace("nats://", "tls://")
+        trusting = bus.security_from_env({"HEDGEBRIDGE_NATS_TLS_CA_FILE": str(ca.pem)})
+        nc = await bus.connect(url, "tls-client", startup_timeout_s=10, security=trusting)
+        assert nc.connected_url is not None
+        assert nc.connected_url.scheme == "tls"
+        await nc.close()
+        # a client that does not trust the CA never gets a connection
+        with pytest.raises(bus.NatsUnreachable):
+            await bus.connect(url, "untrusting", startup_timeout_s=2, security=bus.NatsSecurity())
+        # a service picks the CA up from its environment
+        monkeypatch.setenv("HEDGEBRIDGE_NATS_TLS_CA_FILE", str(ca.pem))
+        executor = Executor(executor_config(url, f"{cache_server.url}/0"))
+        await executor.start()
+        await executor.stop()
+    finally:
+        server.stop()

@@ -162,7 +162,8 @@ class NatsServer(ServerProcess):
 
     ``user``/``password`` (or ``nkey``, a user's public nkey) turn authentication on (every client must log
     in); ``cluster_port`` and ``routes`` make it one node of a cluster (``NatsCluster``); ``sync_always`` makes
-    JetStream fsync every write (as the compose and Kubernetes configurations do for the order streams)."""
+    JetStream fsync every write (as the compose and Kubernetes configurations do for the order streams);
+    ``tls_cert``/``tls_key`` (PEM files) make clients connect with TLS."""
 
     name = "nats-server"
     scheme = "nats"
@@ -181,9 +182,13 @@ class NatsServer(ServerProcess):
         routes: list[int] | tuple[int, ...] = (),
         sync_always: bool = False,
         monitor_port: int | None = None,
+        tls_cert: str = "",
+        tls_key: str = "",
     ) -> None:
         super().__init__(data_dir, port, host)
         self.monitor_port = monitor_port
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
         self.user = user
         self.password = password
         self.nkey = nkey
@@ -208,6 +213,8 @@ class NatsServer(ServerProcess):
         ]
         if self.monitor_port is not None:
             lines.append(f"http: {q(f'{self.host}:{self.monitor_port}')}")
+        if self.tls_cert:
+            lines += ["tls {", f"  cert_file: {q(self.tls_cert)}", f"  key_file: {q(self.tls_key)}", "}"]
         if self.user:
             lines += ["authorization {", f"  user: {q(self.user)}", f"  password: {q(self.password)}", "}"]
         elif self.nkey:
