@@ -188,7 +188,14 @@ class Mt5Bridge:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.config.backoff_max_ms / 1000)
                     continue
-            reason = await self._serve()
+            try:
+                reason = await self._serve()
+            except (TerminalLost, TerminalUnavailable) as exc:
+                reason = f"terminal lost: {exc}"
+            except Exception:  # a fault of the bridge itself (NATS refused a subscription…): start over
+                log.exception("session failed", account=self.account_id)
+                reason = "internal error"
+                await asyncio.sleep(delay)
             await self._detach(reason)
             attached = False
 
