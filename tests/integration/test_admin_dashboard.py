@@ -53,13 +53,11 @@ class Browser:
         return await asyncio.to_thread(fn, *args)
 
     async def texts(self, css: str) -> list[str]:
-        from selenium.webdriver.common.by import By
-
-        def read() -> list[str]:
-            return [e.text for e in self.driver.find_elements(By.CSS_SELECTOR, css)]
-
-        found: list[str] = await self.call(read)
-        return found
+        """The text of every element matching ``css`` (whitespace collapsed), read in one script (no stale
+        elements)."""
+        script = "return Array.from(document.querySelectorAll(arguments[0]), (e) => e.innerText);"
+        found: list[str] = await self.call(self.driver.execute_script, script, css)
+        return [" ".join(text.split()) for text in found]  # table cells are tab-separated in innerText
 
     async def type_into(self, css: str, text: str) -> None:
         from selenium.webdriver.common.by import By
@@ -84,6 +82,7 @@ async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console, for failure messages
     for flag in (
         "--headless",
         "--no-sandbox",
@@ -201,22 +200,29 @@ async def test_log_in_see_a_terminal_order_and_an_alert_open_and_resolve(
     await wait_for(filled, "the order to show FILLED in the feed")
     assert "FILLED" in (await browser.texts("#order-result"))[0]
 
-    async def alert_open() -> bool:
-        rows = await browser.texts('#alerts tr[data-key="margin_level.WEB-1"]')
-        return bool(rows) and "CRITICAL" in rows[0]
+    page: list[str] = []
 
-    await wait_for(alert_open, "the margin alert to open on the page")
+    def state() -> str:
+        return f"page {page}, the monitor's open alerts {sorted(monitor.alerts.open)}"
+
+    async def alert_open() -> bool:
+        page[:] = await browser.texts("#alerts tbody tr")
+        page.append(f"console: {await browser.call(browser.driver.get_log, 'browser')}")
+        return any(line.startswith("CRITICAL margin_level WEB-1") for line in page)
+
+    await wait_for(alert_open, lambda: f"the margin alert to open on the page: {state()}", timeout_s=20)
 
     [ticket] = [str(t) for t in terminal.account.positions]
     closed = await order(nc, CloseOrder(account_id="WEB-1", mt_ticket=ticket))
     assert closed.status == "FILLED"
 
     async def alert_resolved() -> bool:
-        rows = await browser.texts('#alerts tr[data-key="margin_level.WEB-1"]')
+        page[:] = await browser.texts("#alerts tbody tr")
         feed = await browser.texts("#feed li")
-        return not rows and any("ALERT RESOLVED WEB-1 margin_level" in line for line in feed)
+        gone = not any("margin_level WEB-1" in line for line in page)
+        return gone and any("ALERT RESOLVED WEB-1 margin_level" in line for line in feed)
 
-    await wait_for(alert_resolved, "the margin alert to resolve on the page")
+    await wait_for(alert_resolved, lambda: f"the margin alert to resolve on the page: {state()}", timeout_s=20)
 
     async def latency_shown() -> bool:
         return bool(await browser.texts('#latency tr[data-hop="execution"]'))

@@ -624,7 +624,7 @@ class Alert(Message, frozen=True, kw_only=True, tag="ALERT"):
     opened_at: datetime
     updated_at: datetime
     resolved_at: datetime | None = None
-    seq: int = 1
+    seq: int  # always sent (a default would be omitted on the wire)
 
 
 class LatencyHop(_Body, frozen=True, kw_only=True):

@@ -146,7 +146,7 @@
   }
 
   function onAlert(a) {
-    if ((alertSeq.get(a.key) || 0) >= a.seq) return;
+    if ((alertSeq.get(a.key) || 0) >= a.seq) return; // a late transition of an alert already past it
     alertSeq.set(a.key, a.seq);
     if (a.state === "OPEN") alerts.set(a.key, a); else alerts.delete(a.key);
     addFeed(`ALERT ${a.state}`, a.accountId || "system", `${a.rule}: ${a.message}`);
