@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +212,14 @@ async def test_log_in_see_a_terminal_order_and_an_alert_open_and_resolve(
 
     await wait_for(alert_open, lambda: f"the margin alert to open on the page: {state()}", timeout_s=20)
 
+    def positions_are(count: str) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return await browser.texts('#terminals tr[data-account="WEB-1"] td:nth-child(6)') == [count]
+
+        return check
+
+    await wait_for(positions_are("1"), "one open position in the table")
+
     [ticket] = [str(t) for t in terminal.account.positions]
     closed = await order(nc, CloseOrder(account_id="WEB-1", mt_ticket=ticket))
     assert closed.status == "FILLED"
@@ -223,6 +231,7 @@ async def test_log_in_see_a_terminal_order_and_an_alert_open_and_resolve(
         return gone and any("ALERT RESOLVED WEB-1 margin_level" in line for line in feed)
 
     await wait_for(alert_resolved, lambda: f"the margin alert to resolve on the page: {state()}", timeout_s=20)
+    await wait_for(positions_are("0"), "no open position in the table")
 
     async def latency_shown() -> bool:
         return bool(await browser.texts('#latency tr[data-hop="execution"]'))

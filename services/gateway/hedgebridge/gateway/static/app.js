@@ -161,12 +161,14 @@
     renderAlerts();
     for (const t of report.terminals || []) {
       const r = row(t.accountId);
+      // fields at their default are absent from the wire: no open position, no margin in use, no round trip
+      const seen = t.balance !== undefined; // the monitor has an ACCOUNT_UPDATE of this account
       Object.assign(r, {
         connected: t.connected, gateway: t.gatewayId, rtt: t.rttMs,
-        balance: t.balance !== undefined ? t.balance : r.balance,
-        equity: t.equity !== undefined ? t.equity : r.equity,
-        marginLevel: t.marginLevel !== undefined ? t.marginLevel : r.marginLevel,
-        positions: t.openPositions !== undefined ? t.openPositions : r.positions,
+        balance: seen ? t.balance : r.balance,
+        equity: seen ? t.equity : r.equity,
+        marginLevel: seen ? t.marginLevel : r.marginLevel,
+        positions: t.openPositions || 0,
       });
     }
     renderTerminals();
