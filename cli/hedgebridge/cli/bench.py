@@ -216,6 +216,8 @@ async def _measure(
         HEDGEBRIDGE_JWT_SECRET=secret,
         HEDGEBRIDGE_GATEWAY_PORT=str(gateway_port),
         HEDGEBRIDGE_GATEWAY_HEARTBEAT_TIMEOUT_MS="60000",
+        HEDGEBRIDGE_GATEWAY_MESSAGE_RATE="0",  # the bench sends far more than a terminal would: no rate limits
+        HEDGEBRIDGE_GATEWAY_IP_CONNECT_RATE="0",
         HEDGEBRIDGE_LOG_LEVEL="WARNING",
     )
     echo_port = free_port()
