@@ -1,5 +1,6 @@
 // hedgebridge admin dashboard: a client of the gateway's /client WebSocket (no build step, no library).
 // The token is kept in memory only: it is sent in the AUTH frame and never put in a URL or in storage.
+// Fields at their default value are absent from the gateway's JSON (an empty list, "", 0, null): read them so.
 "use strict";
 
 (() => {
@@ -121,9 +122,9 @@
         return;
       case "ORDER_RESULT": addFeed("ORDER_RESULT", data.accountId, orderText(data)); return;
       case "ACTION_STATE":
-        addFeed("ACTION", data.accountIds.join(","), `${data.kind} ${data.actionId} ${data.state}${data.message ? " " + data.message : ""}`);
+        addFeed("ACTION", (data.accountIds || []).join(","), `${data.kind} ${data.actionId} ${data.state}${data.message ? " " + data.message : ""}`);
         return;
-      case "CONFLICT": addFeed("CONFLICT", data.accountId, `${data.kind} ticket ${data.mtTicket} ${data.resolution}`); return;
+      case "CONFLICT": addFeed("CONFLICT", data.accountId, `${data.kind} ticket ${data.mtTicket} ${data.resolution || "REPORTED"}`); return;
       case "ALERT": onAlert(data); return;
       case "MONITOR_REPORT": onReport(data); return;
       default: return;
@@ -132,7 +133,7 @@
   }
 
   function orderText(r) {
-    const parts = [r.status, r.kind, r.symbol || "", r.side || "", r.volume !== undefined ? r.volume : ""];
+    const parts = [r.status, r.kind || "", r.symbol || "", r.side || "", r.volume !== undefined ? r.volume : ""];
     if (r.price !== undefined) parts.push("@ " + r.price);
     if (r.code) parts.push(r.code);
     if (r.elapsedMs) parts.push(`${r.elapsedMs.toFixed(1)} ms`);
@@ -174,7 +175,7 @@
     renderTerminals();
     renderLatency(report.hops || []);
     const health = $("health");
-    health.replaceChildren(...(report.health ? report.health.checks : []).map((c) => {
+    health.replaceChildren(...((report.health && report.health.checks) || []).map((c) => {
       const li = document.createElement("li");
       li.className = c.ok ? "ok" : "fail";
       li.textContent = `${c.name}: ${c.ok ? "ok" : "FAIL"}${c.detail ? " — " + c.detail : ""}`;
