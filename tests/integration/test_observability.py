@@ -118,7 +118,7 @@ async def executor(nats_server: NatsServer, cache_server: ValkeyServer, health_p
 
 @pytest.fixture
 async def gateway(nats_server: NatsServer, secret: str) -> AsyncIterator[Gateway]:
-    """The suite's gateway, pinging its terminals every 200 ms (its heartbeat round trips are measured)."""
+    """The suite's gateway, pinging its terminals every 200 ms (their WebSocket round trips are measured)."""
     gw = Gateway(gateway_config(nats_server.url, secret, id="gw-test-1", liveness_interval_ms=200))
     await gw.start()
     yield gw
@@ -184,14 +184,14 @@ async def test_metrics_after_a_burst_of_orders(
     assert 0 <= value(gw, "hedgebridge_terminal_silence_max_seconds") < 3.0  # heartbeat timeout of the tests
     assert value(gw, "hedgebridge_margin_level_min_ratio") > 1.0  # positions open, equity well above margin
 
-    # the WebSocket round trip of the gateway's own heartbeat pings
+    # the WebSocket round trip of the gateway's Pings
     async def pinged() -> bool:
-        return value(await scrape(gateway.port), "hedgebridge_ws_heartbeat_round_trip_seconds_count") >= 2
+        return value(await scrape(gateway.port), "hedgebridge_ws_round_trip_seconds_count") >= 2
 
-    await wait_for(pinged, "heartbeat round trips")
+    await wait_for(pinged, "WebSocket round trips")
     samples = await scrape(gateway.port)
-    mean = value(samples, "hedgebridge_ws_heartbeat_round_trip_seconds_sum") / value(
-        samples, "hedgebridge_ws_heartbeat_round_trip_seconds_count"
+    mean = value(samples, "hedgebridge_ws_round_trip_seconds_sum") / value(
+        samples, "hedgebridge_ws_round_trip_seconds_count"
     )
     assert 0 < mean < 3.0
 

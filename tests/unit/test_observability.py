@@ -65,7 +65,7 @@ def test_the_registry_exports_the_issue_series() -> None:
     for wanted in (
         "hedgebridge_order_duration_seconds_bucket",
         "hedgebridge_orders_total",
-        "hedgebridge_ws_heartbeat_round_trip_seconds_bucket",
+        "hedgebridge_ws_round_trip_seconds_bucket",
         "hedgebridge_ws_command_round_trip_seconds_bucket",
         "hedgebridge_sync_duration_seconds_bucket",
         "hedgebridge_hop_latency_seconds_bucket",

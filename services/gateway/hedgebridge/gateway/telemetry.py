@@ -6,14 +6,14 @@
 - A report (OPENED/CLOSED) from the terminal: its echoed ``traceparent`` makes span ``gateway.report`` a
   child of ``gateway.command``, so the terminal's reply joins the order's trace; the time since the command
   was written is the WebSocket command round trip; the report goes to NATS with the span's ``traceparent``.
-- The gateway's own HEARTBEAT pings (liveness.py) give the WebSocket round trip of each terminal.
+- The gateway's WebSocket Pings (liveness.py) give each terminal's round trip (``connection.latency`` after
+  each Pong, observed with the terminal's next frame).
 - Frames in and out are counted by type; connection counts, the longest terminal silence and the lowest
   margin level are read at scrape time.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 import weakref
@@ -57,12 +57,13 @@ class _Pending:
 
 
 class _SessionState:
-    __slots__ = ("last_event", "margin_level", "pending")
+    __slots__ = ("last_event", "latency", "margin_level", "pending")
 
     def __init__(self) -> None:
         self.pending: OrderedDict[str, _Pending] = OrderedDict()
         self.margin_level: float | None = None
         self.last_event = time.monotonic()  # the last frame other than a heartbeat
+        self.latency = 0.0  # the last WebSocket round trip observed
 
 
 _sessions: weakref.WeakKeyDictionary[TerminalSession, _SessionState] = weakref.WeakKeyDictionary()
@@ -127,15 +128,15 @@ def frame_in(endpoint: str, message: Message, session: TerminalSession | None = 
     metrics.FRAMES.labels("in", endpoint, type_name(message)).inc()
     if session is None:
         return
+    state = _state(session)
     if not isinstance(message, Heartbeat):
-        _state(session).last_event = time.monotonic()
+        state.last_event = time.monotonic()
     if isinstance(message, AccountUpdate):
-        _state(session).margin_level = message.margin_level
-    elif isinstance(message, Heartbeat) and message.reply:
-        # the reply to the gateway's own ping (liveness.py), read before liveness consumes it
-        sent = session.gateway.liveness._sent.get(session.session_id)
-        if sent is not None and sent[0] == message.seq:
-            metrics.HEARTBEAT_ROUND_TRIP.observe(asyncio.get_running_loop().time() - sent[1])
+        state.margin_level = message.margin_level
+    latency = session.connection.latency  # of the last Pong (liveness.py pings every terminal)
+    if latency and latency != state.latency:
+        state.latency = latency
+        metrics.WS_ROUND_TRIP.observe(latency)
 
 
 def frame_out(endpoint: str, kind: str, count: int = 1) -> None:

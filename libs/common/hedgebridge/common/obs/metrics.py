@@ -40,9 +40,9 @@ COMMAND_ROUND_TRIP = Histogram(
     ["type"],
     buckets=_LATENCY_BUCKETS,
 )
-HEARTBEAT_ROUND_TRIP = Histogram(
-    "hedgebridge_ws_heartbeat_round_trip_seconds",
-    "Gateway: its HEARTBEAT ping to a terminal until the terminal's reply (the WebSocket round trip)",
+WS_ROUND_TRIP = Histogram(
+    "hedgebridge_ws_round_trip_seconds",
+    "Gateway: WebSocket Ping to Pong of each terminal (the gateway's liveness pings), the WebSocket round trip",
     buckets=_LATENCY_BUCKETS,
 )
 SYNC_DURATION = Histogram(
