@@ -30,6 +30,7 @@ class State:
     orders: KeyValue
     inflight: KeyValue
     actions: KeyValue
+    running_actions: KeyValue
     book: KeyValue
 
 
@@ -59,8 +60,9 @@ async def ensure(
     orders = await _bucket(js, subjects.ORDERS_BUCKET, replicas, records_max_age_days * DAY_S, "order records")
     inflight = await _bucket(js, subjects.INFLIGHT_BUCKET, replicas, DAY_S, "orders still running")
     actions = await _bucket(js, subjects.ACTIONS_BUCKET, replicas, records_max_age_days * DAY_S, "action records")
+    running = await _bucket(js, subjects.RUNNING_ACTIONS_BUCKET, replicas, None, "actions not final yet")
     book = await _bucket(js, subjects.BOOK_BUCKET, replicas, None, "positions the system believes open")
-    return State(js=js, orders=orders, inflight=inflight, actions=actions, book=book)
+    return State(js=js, orders=orders, inflight=inflight, actions=actions, running_actions=running, book=book)
 
 
 async def _bucket(js: JetStreamContext, name: str, replicas: int, ttl: float | None, what: str) -> KeyValue:

@@ -22,7 +22,8 @@ Layout (``<account>`` is a token-safe account id, see ``messages.AccountId``)::
 
 JetStream: the stream HB_EVENTS keeps terminals' OPENED/CLOSED reports, order results, action states and
 conflicts; the KV buckets hb_orders (order records by actionId), hb_inflight (orders still running, with
-their owner's lease), hb_actions (action records by actionId) and hb_book (positions the system believes
+their owner's lease), hb_actions (action records by actionId), hb_actions_running (the actionIds not final
+yet, so a takeover scan reads only those) and hb_book (positions the system believes
 open, by ``<account>.<ticket>``) are the persisted state. The stream HB_ALERTS keeps every alert transition
 (the last one per subject is an alert's current state).
 """
@@ -64,6 +65,7 @@ EVENTS_STREAM_SUBJECTS = (
 ORDERS_BUCKET = "hb_orders"
 INFLIGHT_BUCKET = "hb_inflight"
 ACTIONS_BUCKET = "hb_actions"
+RUNNING_ACTIONS_BUCKET = "hb_actions_running"
 BOOK_BUCKET = "hb_book"
 ALL_EVENTS = f"{PREFIX}.ea.*.evt.>"
 ALL_STATUS = f"{PREFIX}.ea.*.status"

@@ -102,7 +102,6 @@ class Coordinator:
         self._nats: NatsClient | None = None
         self._state: streams.State | None = None
         self._runs: dict[str, Run] = {}
-        self._finished: set[str] = set()  # actionIds known final (skipped by the takeover scan)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._drivers: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
@@ -226,6 +225,9 @@ class Coordinator:
             created_at=now,
             updated_at=now,
         )
+        # listed as running before the record exists, so a takeover scan can never miss it (a listed action
+        # that turns out final, or never created, is dropped from the list by the scan)
+        await self.state.running_actions.put(action_id, repr(time.time()).encode())
         try:
             revision = await self.state.actions.create(action_id, pack(record))
         except KeyWrongLastSequenceError:
@@ -396,8 +398,6 @@ class Coordinator:
                 task.cancel()
             if self._runs.get(action_id) is run:
                 del self._runs[action_id]
-            if actions.is_final(run.state):
-                self._finished.add(action_id)
             run.answered.set()
 
     async def _apply_results(self, run: Run) -> None:
@@ -438,6 +438,8 @@ class Coordinator:
             await self.publish_state(state)
         if actions.is_final(state):
             run.answered.set()
+            with contextlib.suppress(Exception):  # a leftover entry is dropped by the next takeover scan
+                await self.state.running_actions.delete(state.action_id)
 
     async def publish_state(self, state: ActionState) -> None:
         """Publish one state on the action sync channel (kept in HB_EVENTS, de-duplicated by actionId:seq)."""
@@ -558,18 +560,18 @@ class Coordinator:
     async def take_over_lapsed(self) -> list[str]:
         """Take over every action that is not final and whose owner's lease ran out; returns their ids."""
         taken: list[str] = []
-        entries = await _read_bucket(self.state.actions, ">")
+        running = await _read_bucket(self.state.running_actions, ">")
         now = time.time()
-        for key, (value, revision) in entries.items():
-            if key in self._runs or key in self._finished:
+        for key, (listed_at, _) in running.items():
+            if key in self._runs:
                 continue
-            try:
-                record = unpack(value, ActionRecord)
-            except ProtocolError:
+            stored = await self._load(key)
+            if stored is None and now - _seconds(listed_at) < self.lease_s:
+                continue  # listed a moment ago: its record is about to be created
+            if stored is None or actions.is_final(stored[0].state):
+                await self.state.running_actions.delete(key)
                 continue
-            if actions.is_final(record.state):
-                self._finished.add(key)
-                continue
+            record, revision = stored
             if record.lease_until > now:
                 continue
             mine = msgspec.structs.replace(record, owner=self.id, lease_until=now + self.lease_s, updated_at=utcnow())
@@ -754,6 +756,13 @@ async def _read_bucket(kv: KeyValue, keys: str) -> dict[str, tuple[bytes, int]]:
         with contextlib.suppress(Exception):
             await watcher.stop()  # type: ignore[no-untyped-call]
     return found
+
+
+def _seconds(value: bytes) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return 0.0
 
 
 def _not_sent(leg: LegState) -> OrderResult:
