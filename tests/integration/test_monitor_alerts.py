@@ -9,6 +9,8 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 
+import msgspec
+import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -24,6 +26,8 @@ from hedgebridge.protocol import (
     ActionRequest,
     Alert,
     CloseOrder,
+    Conflict,
+    ConsistencyStatus,
     HealthReport,
     OpenOrder,
     pack,
@@ -342,3 +346,56 @@ async def test_readiness_without_the_system_checks_is_the_monitors_own(
     status, ready = await readyz(port)
     assert (status, ready["failed"]) == (200, [])
     assert set(cast(dict[str, str], ready["checks"])) == {"nats", "jetstream", "subscriptions", "alert_store"}
+
+
+async def test_a_transition_made_while_nats_is_down_is_stored_once_it_is_back(
+    gateway: Gateway, ea_url: str, secret: str, executor: object, nats_server: NatsServer, start_monitor: StartMonitor
+) -> None:
+    monitor = await start_monitor(downtime_s=1.0)
+    terminals = make_terminals(ea_url, ["N1"], lambda a: ea_token(secret, a), rules_sim_config(), seed=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_terminals(terminals, stop))
+    await wait_for(lambda: "N1" in monitor.picture.terminals, "the terminal to be seen")
+    stop.set()
+    await task
+    await wait_for(lambda: not monitor.picture.terminals["N1"].connected, "the disconnect to be seen")
+    nats_server.kill()
+    await wait_for(lambda: is_open(monitor, rules.TERMINAL_DOWN, "N1"), "the downtime alert to open")
+    ready = await monitor.obs.health.readiness()
+    assert ready["alert_store"] == "1 alert transitions not stored yet"
+    nats_server.start()
+    await wait_for(lambda: monitor._pending == [], "the transition to be stored", timeout_s=20)
+    assert (await monitor.obs.health.readiness())["alert_store"] == "ok"
+    client = await nats.connect(nats_server.url)
+    try:
+        kept = await stored(client, rules.TERMINAL_DOWN, "N1")
+    finally:
+        await client.close()
+    assert [(a.state, a.seq) for a in kept] == [("OPEN", 1)]
+
+
+async def test_unreadable_events_and_conflicts_fail_their_checks(
+    nats_server: NatsServer, start_monitor: StartMonitor, nc: NatsClient
+) -> None:
+    monitor = await start_monitor(redis_url="")
+    await wait_for(lambda: "integrity" in monitor.checks, "the first integrity check")
+    assert monitor.checks["integrity"].ok
+    await nc.publish(subjects.event("X1", "PRICE"), b"\x81\xa4type\xa5PRICE")  # a PRICE without its fields
+    await wait_for(lambda: not monitor.checks["integrity"].ok, "the integrity check to fail")
+    assert monitor.checks["integrity"].code == "UNREADABLE_EVENT"
+    assert monitor.checks["integrity"].detail == "1 unreadable events since the last check"
+    await wait_for(lambda: monitor.checks["integrity"].ok, "the integrity check to pass again")
+
+    conflict = Conflict(kind="MISSING_POSITION", account_id="X1", mt_ticket="9", detected_at=utcnow())
+    await nc.publish(subjects.CONFLICTS, pack(conflict))
+    status = ConsistencyStatus(
+        timestamp=utcnow(), consistent=False, accounts_checked=1, open_conflicts=1, conflicts=[conflict]
+    )
+    await nc.publish(subjects.CONSISTENCY_STATUS, pack(status))
+    await wait_for(lambda: not monitor.checks["position_sync"].ok, "the position sync check to fail")
+    assert monitor.checks["position_sync"].code == "POSITION_CONFLICT"
+    snapshot = monitor.snapshot()
+    assert (snapshot.conflicts, snapshot.open_conflicts) == (1, 1)
+    fixed = msgspec.structs.replace(status, consistent=True, open_conflicts=0, conflicts=[])
+    await nc.publish(subjects.CONSISTENCY_STATUS, pack(fixed))
+    await wait_for(lambda: monitor.checks["position_sync"].ok, "the position sync check to pass again")
