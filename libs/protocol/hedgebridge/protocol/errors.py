@@ -193,7 +193,7 @@ WEBSOCKET_SLOW = _register(
     "WEBSOCKET_SLOW",
     Severity.WARNING,
     Recovery.RECONNECT,
-    "A terminal's heartbeat round trip exceeded the WebSocket latency threshold.",
+    "A terminal's WebSocket round trip (Ping to Pong) exceeded the WebSocket latency threshold.",
 )
 SYNC_SLOW = _register(
     "SYNC_SLOW", Severity.WARNING, Recovery.ESCALATE, "An action took longer than the sync latency threshold."

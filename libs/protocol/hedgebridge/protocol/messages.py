@@ -566,13 +566,13 @@ class ConsistencyStatus(Message, frozen=True, kw_only=True, tag="CONSISTENCY"):
 
 
 class TerminalLiveness(_Body, frozen=True, kw_only=True):
-    """One terminal held by a gateway: how long it has been silent and its last heartbeat round trip."""
+    """One terminal held by a gateway: how long it has been silent and its last WebSocket round trip."""
 
     account_id: str
     session_id: str
     connected_at: datetime
     idle_ms: float  # since the last frame the terminal sent (heartbeats included)
-    rtt_ms: float | None = None  # the gateway's last HEARTBEAT to the terminal and back; None before a reply
+    rtt_ms: float | None = None  # the gateway's last WebSocket Ping to the terminal and its Pong; None: no Pong
 
 
 class GatewayLiveness(Message, frozen=True, kw_only=True, tag="GATEWAY_LIVENESS"):
@@ -668,7 +668,7 @@ class TerminalView(_Body, frozen=True, kw_only=True):
     margin_level: float | None = None
     open_positions: int = 0
     last_heartbeat: datetime | None = None  # the last frame the gateway saw from it (liveness reports)
-    rtt_ms: float | None = None  # the gateway's last heartbeat round trip to it
+    rtt_ms: float | None = None  # the gateway's last WebSocket Ping/Pong round trip to it
 
 
 class MonitorSnapshot(_Body, frozen=True, kw_only=True):

@@ -18,7 +18,7 @@ Layout (``<account>`` is a token-safe account id, see ``messages.AccountId``)::
     hb.monitor.report              the monitor's periodic MONITOR_REPORT (health, latency per hop, open alerts)
     hb.health.<service>            HEALTH: a service's health checks
     hb.alert.<rule>.<scope>        ALERT transitions (OPEN / RESOLVED); scope is the account or ``_system``
-    hb.gw.liveness                 GATEWAY_LIVENESS: every gateway's terminals, idle times, heartbeat round trips
+    hb.gw.liveness                 GATEWAY_LIVENESS: every gateway's terminals, idle times, Ping/Pong round trips
 
 JetStream: the stream HB_EVENTS keeps terminals' OPENED/CLOSED reports, order results, action states and
 conflicts; the KV buckets hb_orders (order records by actionId), hb_inflight (orders still running, with

@@ -2,7 +2,7 @@
 
 Hops (milliseconds):
 
-- ``terminal_rtt``: a gateway's HEARTBEAT to a terminal and its reply (GATEWAY_LIVENESS ``rttMs``).
+- ``terminal_rtt``: a gateway's WebSocket Ping to a terminal and its Pong (GATEWAY_LIVENESS ``rttMs``).
 - ``execution``: an order from the executor's receipt to its result (ORDER_RESULT ``elapsedMs``).
 - ``action``: an action from its first to its final state (ACTION_STATE timestamps, the coordinator's clock).
 - ``nats_rtt``: the monitor's NATS round trip (a flush).

@@ -10,7 +10,7 @@ Rules (thresholds in ``Thresholds``; the table with defaults is in services/moni
 
 - execution_latency: an order's ``elapsedMs`` over the threshold (per account); resolves after
   ``recovery_samples`` orders in a row at or under it.
-- websocket_latency: a terminal's heartbeat round trip (measured by its gateway) over the threshold; resolves
+- websocket_latency: a terminal's WebSocket round trip (its gateway's Ping/Pong) over the threshold; resolves
   after ``recovery_samples`` round trips in a row at or under it.
 - sync_latency: an action's time from its first to its final state over the threshold (system-wide);
   resolves after ``recovery_samples`` actions in a row at or under it.
@@ -223,7 +223,7 @@ class AlertBook:
 
     def websocket_rtt(self, account: str, rtt_ms: float, now: datetime) -> list[Alert]:
         limit = self.thresholds.websocket_latency_ms
-        return self._sample(WEBSOCKET_LATENCY, account, rtt_ms, limit, now, "heartbeat round trip")
+        return self._sample(WEBSOCKET_LATENCY, account, rtt_ms, limit, now, "WebSocket round trip")
 
     def terminal_event(self, account: str, now: datetime) -> list[Alert]:
         """Any event the terminal reported (the silence rule)."""
