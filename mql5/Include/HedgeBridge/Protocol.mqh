@@ -193,7 +193,7 @@ bool HbIsKnownType(const string type)
 #define HB_ERR_UNEXPECTED_TYPE         "UNEXPECTED_TYPE"  // WARNING, FIX_INPUT: A known message sent in the wrong direction (a terminal sending a command).
 #define HB_ERR_UNKNOWN_TYPE            "UNKNOWN_TYPE"  // WARNING, FIX_INPUT: The message's `type` is not one this protocol knows.
 #define HB_ERR_UNREADABLE_EVENT        "UNREADABLE_EVENT"  // ERROR, ESCALATE: An event on NATS failed validation and was skipped.
-#define HB_ERR_WEBSOCKET_SLOW          "WEBSOCKET_SLOW"  // WARNING, RECONNECT: A terminal's heartbeat round trip exceeded the WebSocket latency threshold.
+#define HB_ERR_WEBSOCKET_SLOW          "WEBSOCKET_SLOW"  // WARNING, RECONNECT: A terminal's WebSocket round trip (Ping to Pong) exceeded the WebSocket latency threshold.
 
 // the recovery an error code declares (FIX_INPUT, RETRY, RECONNECT, RECONCILE, ESCALATE), '' when unknown
 string HbErrorRecovery(const string code)
