@@ -95,6 +95,7 @@ class TerminalSession:
         self.session_id = uuid.uuid4().hex
         self.connected_at = time.time()
         self.subscription: Subscription | None = None
+        self.welcomed = asyncio.Event()  # WELCOME went out: commands may follow it
         self.close_reason = ""
         self.last_seen = asyncio.get_running_loop().time()
         remote = connection.remote_address
@@ -147,6 +148,13 @@ class TerminalSession:
         if self.connection.state is not State.OPEN or self.subscription is None:
             await self._ack(msg, DeliveryAck(delivered=False, reason="terminal connection closed"))
             return
+        if not self.welcomed.is_set():  # subscribed a moment ago: the command goes after WELCOME
+            try:
+                async with asyncio.timeout(self.gateway.config.send_timeout_ms / 1000):
+                    await self.welcomed.wait()
+            except TimeoutError:
+                await self._ack(msg, DeliveryAck(delivered=False, reason="terminal session not ready"))
+                return
         command = telemetry.command_received(self, msg, command)  # its trace context and timing
         try:
             async with asyncio.timeout(self.gateway.config.send_timeout_ms / 1000):
@@ -378,6 +386,7 @@ class Gateway:
                     server_time=utcnow(),
                 )
             )
+            session.welcomed.set()
             await self._read_loop(session)
         except ConnectionClosed:
             pass
@@ -455,7 +464,7 @@ class Gateway:
         """Ask every terminal held here for fresh snapshots (the cache is being rebuilt)."""
         reason = msg.data.decode(errors="replace")[:200] or "sync requested"
         for session in list(self.sessions.values()):
-            if session.subscription is not None:
+            if session.welcomed.is_set():  # a newer session sends its snapshots right after WELCOME anyway
                 with contextlib.suppress(ConnectionClosed, TimeoutError):
                     await session.send(SyncCommand(timestamp=utcnow(), account_id=session.account_id, reason=reason))
         log.info("snapshots requested", terminals=len(self.sessions), reason=reason)
