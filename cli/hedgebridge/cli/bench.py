@@ -365,9 +365,13 @@ async def _measure(
     hb_row.met = hb_row.p99 <= 1.5 * echo_row.p99
     nats_row = Row("plain NATS request/reply (baseline)", plain[warmup:])
     order_row = Row(
-        "order round trip, open/close (zero-fill sim)", orders[warmup:], nats_row, "p99 < 5 ms", errors=errors
+        "order round trip, open/close (zero-fill sim)",
+        orders[warmup:],
+        nats_row,
+        "p99 < 10 ms (design: processing < 10 ms)",
+        errors=errors,
     )
-    order_row.met = order_row.p99 < 5.0 and errors == 0
+    order_row.met = order_row.p99 < 10.0 and errors == 0
     plain_load_row = Row(f"plain NATS request/reply, open loop at {plain_rate:.0f}/s (baseline)", plain_load)
     load_row = Row(
         f"orders sustained at {load_rate:.0f}/s over {len(LOAD_ACCOUNTS)} terminals",
