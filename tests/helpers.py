@@ -130,3 +130,21 @@ async def deliver(nc: NatsClient, account: str, command: Message, timeout_s: flo
 async def order(nc: NatsClient, request: OrderRequest, timeout_s: float = 15.0) -> OrderResult:
     reply = await nc.request(subjects.ORDER_REQUEST, pack(request), timeout=timeout_s)
     return unpack(reply.data, OrderResult)
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """A plain HTTP/1.1 GET on 127.0.0.1:port; (status, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        async with asyncio.timeout(10):
+            raw = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), None
+    )
+    return status, body if length is None else body[:length]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from hedgebridge.common.servers import NatsServer
+from hedgebridge.common.servers import NatsServer, free_port
 from hedgebridge.executor.service import Executor
 from hedgebridge.mt5bridge.service import Mt5Bridge
 from hedgebridge.protocol import (
@@ -40,7 +41,7 @@ from hedgebridge.protocol import (
     utcnow,
 )
 
-from ..helpers import RawEa, deliver, ea_token, order, wait_for
+from ..helpers import RawEa, deliver, ea_token, http_get, order, wait_for
 from ..mt5.fake_mt5 import FakeFault, FakeMT5
 from ..mt5.terminals import Bridges, bridge_config
 
@@ -321,7 +322,7 @@ async def test_an_order_while_the_terminal_is_gone_is_not_refused_but_reconciled
 
     async def settled() -> bool:
         answers.append(await order(nc, repeat))
-        return answers[-1].status != "IN_FLIGHT"
+        return answers[-1].status not in ("IN_FLIGHT", "OUTCOME_UNKNOWN")  # asked again until reconciled
 
     await wait_for(settled, "the reconciled result")
     assert (answers[-1].status, answers[-1].code, answers[-1].reconciled) == (
@@ -330,3 +331,26 @@ async def test_an_order_while_the_terminal_is_gone_is_not_refused_but_reconciled
         True,
     )
     assert terminal.positions() == {}
+
+
+async def test_health_endpoints_name_a_lost_terminal(bridges: Bridges) -> None:
+    port = free_port()
+    terminal = await bridges.start("A1", health_port=port, health_host="127.0.0.1", poll_interval_ms=50)
+    assert (await http_get(port, "/healthz"))[0] == 200
+    assert (await http_get(port, "/readyz"))[0] == 200
+    terminal.mt5.lose_terminal()
+
+    async def not_ready() -> bool:
+        status, body = await http_get(port, "/readyz")
+        return status == 503 and json.loads(body)["failed"] == ["terminal"]
+
+    await wait_for(not_ready, "/readyz to name the lost terminal")
+    terminal.mt5.restore_terminal()
+
+    async def ready_again() -> bool:
+        return (await http_get(port, "/readyz"))[0] == 200
+
+    await wait_for(ready_again, "/readyz to recover once the terminal is back")
+    status, body = await http_get(port, "/metrics")
+    assert status == 200
+    assert b"hedgebridge_" in body

@@ -41,31 +41,13 @@ from hedgebridge.sim import SimConfig
 from hedgebridge.sim.terminal import make_terminals
 
 from ..conftest import StartSims, executor_config, gateway_config
-from ..helpers import RawEa, ea_token, order, wait_for
+from ..helpers import RawEa, ea_token, http_get, order, wait_for
 from .conftest import coordinator_config
 
 pytestmark = pytest.mark.integration
 
 
 # --- HTTP and exposition helpers ---------------------------------------------------------------------------
-
-
-async def http_get(port: int, path: str) -> tuple[int, bytes]:
-    """A plain HTTP/1.1 GET on 127.0.0.1:port; (status, body)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-        await writer.drain()
-        async with asyncio.timeout(10):
-            raw = await reader.read()
-    finally:
-        writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = next(
-        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), None
-    )
-    return status, body if length is None else body[:length]
 
 
 async def readyz(port: int) -> tuple[int, dict[str, object]]:

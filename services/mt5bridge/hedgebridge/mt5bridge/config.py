@@ -33,6 +33,8 @@
 |                                            | mt5bridge             | positionId/actionId of each open ticket        |
 | HEDGEBRIDGE_MT5BRIDGE_ID                   | mt5-<host>-<pid>      | this bridge's name (TERMINAL_STATUS            |
 |                                            |                       | ``gatewayId``, logs)                           |
+| HEDGEBRIDGE_MT5BRIDGE_HEALTH_HOST          | 0.0.0.0               | where /healthz, /readyz and /metrics listen    |
+| HEDGEBRIDGE_MT5BRIDGE_HEALTH_PORT          | 0 (off)               | their port                                     |
 | HEDGEBRIDGE_LOG_LEVEL / HEDGEBRIDGE_LOG_FORMAT | INFO / json       | logging                                        |
 """
 
@@ -54,6 +56,8 @@ _ACCOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 class Mt5BridgeConfig(msgspec.Struct, frozen=True, kw_only=True):
     account_id: str = ""
+    health_host: str = "0.0.0.0"
+    health_port: int = 0
     nats_url: str = "nats://127.0.0.1:4222"
     nats_startup_timeout_s: float = 30.0
     terminal_path: str = ""

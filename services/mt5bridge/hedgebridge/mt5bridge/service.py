@@ -36,6 +36,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from hedgebridge.common import bus, logs
+from hedgebridge.common.obs import Observability, nats_connected
 from hedgebridge.protocol import (
     PROTOCOL_VERSION,
     CloseCommand,
@@ -107,6 +108,9 @@ class Mt5Bridge:
         self._prices: dict[str, tuple[float, float]] = {}
         self._missing: dict[int, int] = {}  # book tickets gone from the positions, polls without a closing deal
         self.connected = asyncio.Event()  # attached: commands are taken
+        self.obs = Observability("mt5bridge", health_host=config.health_host, health_port=config.health_port)
+        self.obs.health.check("nats", nats_connected(lambda: self._nats))
+        self.obs.health.check("terminal", lambda: None if self.connected.is_set() else "terminal not attached")
         self.session_id = ""
         self.received: list[str] = []  # actionIds of every OPEN/CLOSE received, repeats included
         self.attachments = 0
@@ -128,6 +132,7 @@ class Mt5Bridge:
         logged in to another account than the configured login stops the start (AccountMismatch)."""
         if self._mt5 is None:
             self._mt5 = load_package()
+        await self.obs.start()  # first: liveness answers while NATS is still being reached
         self._nats = await bus.connect(
             self.config.nats_url, name=self.bridge_id, startup_timeout_s=self.config.nats_startup_timeout_s
         )
@@ -162,6 +167,7 @@ class Mt5Bridge:
                     await self._call(self.mt5.shutdown)
         await self._close_nats()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        await self.obs.stop()
 
     async def _close_nats(self) -> None:
         for sub in self._subs:
