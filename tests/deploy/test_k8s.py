@@ -42,9 +42,6 @@ SERVICES = ("gateway", "executor", "coordinator", "monitor")
 RUN_AS = 10001
 AUTOSCALED = ("gateway", "executor")
 SECRETS = ("hedgebridge-jwt", "hedgebridge-nats")
-# The health endpoints of the executor, coordinator and monitor are being added to the services; until a
-# service's configuration reads its variable, the manifests may already set it.
-HEALTH_PORT_VARS = {f"{ENV_ROOT}{name.upper()}_HEALTH_PORT" for name in ("executor", "coordinator", "monitor")}
 MONITORING_NAMESPACE_LABEL = ("hedgebridge.io/monitoring", "true")
 
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"})
@@ -639,7 +636,7 @@ def test_every_variable_is_one_the_service_reads(overlay: str) -> None:
         env = dict(_set_in(container, docs))
         read = _read_by(name)
         ours = {k for k in env if k.startswith(ENV_ROOT)}
-        unread = ours - read - HEALTH_PORT_VARS
+        unread = ours - read
         assert not unread, f"{name} does not read {sorted(unread)}"
         # other names only feed $(NAME) references in hedgebridge variables (the NATS credentials)
         referenced = {ref for k in ours for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", env[k])}
