@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hedgebridge.cli.stack import DEFAULT_NATS_PORT, DEFAULT_REDIS_PORT
 from hedgebridge.common.servers import NatsServer, ServerError, ValkeyServer, wait_for_port
 
 ENV = "HEDGEBRIDGE_TEST_CONTAINERS"
@@ -66,7 +67,7 @@ class _Container:
 
 class NatsContainer(NatsServer, _Container):
     image = NATS_IMAGE
-    container_port = 4222
+    container_port = DEFAULT_NATS_PORT  # inside the container
     command = ["-js"]
 
     def __init__(self, data_dir: Path) -> None:
@@ -95,7 +96,7 @@ class NatsContainer(NatsServer, _Container):
 
 class ValkeyContainer(ValkeyServer, _Container):
     image = VALKEY_IMAGE
-    container_port = 6379
+    container_port = DEFAULT_REDIS_PORT  # inside the container
     command = ["valkey-server", "--save", "", "--appendonly", "no"]
 
     def __init__(self, data_dir: Path) -> None:

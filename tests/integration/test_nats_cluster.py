@@ -5,7 +5,6 @@ through, and keep going through when one node is killed."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,13 +106,11 @@ async def test_orders_and_actions_on_a_three_node_cluster_survive_a_node(
         leader = info.cluster.leader
         victim = next(n for n in cluster.nodes if f"hedgebridge-{n.port}" == leader)
         victim.kill()
-        killed_at = time.monotonic()
         after = await _filled(nc, OpenOrder(account_id="C2", symbol="EURUSD", side="SELL", volume=0.2, action_id="o-2"))
         assert after.status == "FILLED"
         again = await _filled(nc, OpenOrder(account_id="C2", symbol="EURUSD", side="SELL", volume=0.2, action_id="o-2"))
         assert (again.status, again.duplicate) == ("FILLED", True)  # recorded once, in the replicated bucket
         assert terminals[1].account.received.count("o-2") == 1
-        assert time.monotonic() - killed_at < 60
 
         async def new_leader() -> bool:
             try:

@@ -596,14 +596,12 @@ def test_a_wrong_nats_password_exits_69_at_once_without_logging_it(secured_nats:
         "HEDGEBRIDGE_NATS_PASSWORD": "wrong-password-value",
         "HEDGEBRIDGE_NATS_STARTUP_TIMEOUT_S": "60",
     }
-    started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "hedgebridge.monitor"], capture_output=True, text=True, timeout=50, env=env
     )
     assert result.returncode == EXIT_UNAVAILABLE, result.stderr
     assert "refused the credentials" in result.stderr
     assert "wrong-password-value" not in result.stdout + result.stderr
-    assert time.monotonic() - started < 50  # well before the 60 s start-up deadline
     # a password in the URL is redacted too
     env["HEDGEBRIDGE_NATS_URL"] = secured_nats.url.replace("nats://", "nats://hedgebridge:url-password-value@")
     del env["HEDGEBRIDGE_NATS_USER"], env["HEDGEBRIDGE_NATS_PASSWORD"]

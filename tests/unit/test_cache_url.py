@@ -40,7 +40,7 @@ def test_cluster_urls() -> None:
 
 
 def test_other_schemes_are_refused() -> None:
-    for url in ("http://cache.example", "memcached://x:11211", "cache.example:6379"):
+    for url in ("http://cache.example", "memcached://x:11211", "cache.example:16379"):
         with pytest.raises(ValueError, match="a cache URL starts with"):
             parse_url(url)
 

@@ -235,10 +235,10 @@ def test_report_ids_are_the_gateways() -> None:
 def test_configuration_from_the_environment() -> None:
     env = {"HEDGEBRIDGE_MT5BRIDGE_ACCOUNT_ID": "12345678", "HEDGEBRIDGE_MT5BRIDGE_LOGIN": "12345678",
            "HEDGEBRIDGE_MT5BRIDGE_PASSWORD": "s3cret-pw", "HEDGEBRIDGE_MT5BRIDGE_SERVER": "Broker-Demo",
-           "HEDGEBRIDGE_MT5BRIDGE_SYMBOLS": "EURUSD, XAUUSD", "HEDGEBRIDGE_NATS_URL": "nats://n:4222"}  # fmt: skip
+           "HEDGEBRIDGE_MT5BRIDGE_SYMBOLS": "EURUSD, XAUUSD", "HEDGEBRIDGE_NATS_URL": "nats://n:14222"}  # fmt: skip
     cfg = from_env(env)
     assert (cfg.login, cfg.server, cfg.price_symbols, cfg.nats_url) == (
-        12345678, "Broker-Demo", ("EURUSD", "XAUUSD"), "nats://n:4222")  # fmt: skip
+        12345678, "Broker-Demo", ("EURUSD", "XAUUSD"), "nats://n:14222")  # fmt: skip
     assert "s3cret-pw" not in repr(cfg)
     assert "s3cret-pw" not in str(cfg)
     assert cfg.book_path.name == "book_12345678.jsonl"
