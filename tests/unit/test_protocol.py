@@ -297,6 +297,10 @@ def test_error_registry_and_close_codes() -> None:
     assert errors.lookup(errors.ACCOUNT_OFFLINE).recovery == errors.Recovery.RETRY
     with pytest.raises(KeyError):
         errors.lookup("NO_SUCH_CODE")
+    listed = [code for codes in errors._CATEGORIES.values() for code in codes]
+    assert sorted(listed) == sorted(codes)  # every code in exactly one category
+    assert errors.lookup(errors.ORDER_REJECTED).category == errors.Category.MT5
+    assert errors.lookup(errors.NATS_UNREACHABLE).category == errors.Category.NETWORK
     assert (CloseCode.HEARTBEAT_TIMEOUT, CloseCode.SESSION_REPLACED, CloseCode.MESSAGE_TOO_BIG) == (4001, 4002, 1009)
 
 

@@ -25,12 +25,26 @@ class Recovery(StrEnum):
     ESCALATE = "ESCALATE"  # needs a person
 
 
+class Category(StrEnum):
+    """Where an error comes from (design §8's classification)."""
+
+    VALIDATION = "VALIDATION"  # a frame or request that does not satisfy the protocol
+    AUTH = "AUTH"  # credentials and scope
+    NETWORK = "NETWORK"  # connections, delivery, reachability of servers and terminals
+    MT5 = "MT5"  # the terminal or its trade server refused or failed an order
+    EXECUTION = "EXECUTION"  # the order lifecycle: expiry, unknown outcomes, reconciliation, duplicates
+    COORDINATION = "COORDINATION"  # actions across accounts and the consistency of the book
+    MONITORING = "MONITORING"  # alert rules and health checks
+    SYSTEM = "SYSTEM"  # faults inside a service
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorCode:
     code: str
     severity: Severity
     recovery: Recovery
     description: str
+    category: Category = Category.SYSTEM
 
 
 _REGISTRY: dict[str, ErrorCode] = {}
@@ -228,6 +242,61 @@ GATEWAY_UNREACHABLE = _register(
 UNREADABLE_EVENT = _register(
     "UNREADABLE_EVENT", Severity.ERROR, Recovery.ESCALATE, "An event on NATS failed validation and was skipped."
 )
+
+
+_CATEGORIES: dict[Category, tuple[str, ...]] = {
+    Category.VALIDATION: (
+        MALFORMED_FRAME,
+        UNKNOWN_TYPE,
+        MISSING_FIELD,
+        INVALID_FIELD,
+        UNEXPECTED_TYPE,
+        ACCOUNT_MISMATCH,
+        INVALID_REQUEST,
+        UNREADABLE_EVENT,
+    ),
+    Category.AUTH: (UNAUTHENTICATED, FORBIDDEN),
+    Category.NETWORK: (
+        ACCOUNT_OFFLINE,
+        DELIVERY_FAILED,
+        EXECUTOR_UNAVAILABLE,
+        COORDINATOR_UNAVAILABLE,
+        NATS_UNREACHABLE,
+        CACHE_UNREACHABLE,
+        GATEWAY_UNREACHABLE,
+    ),
+    Category.MT5: (ORDER_FAILED, ORDER_REJECTED, RETRIES_EXHAUSTED, ALREADY_CLOSED, PARTIAL_FILL),
+    Category.EXECUTION: (
+        OUTCOME_UNKNOWN,
+        EXPIRED,
+        IN_FLIGHT,
+        RECONCILED_NOT_EXECUTED,
+        DUPLICATE_MISMATCH,
+        CACHE_INCOMPLETE,
+    ),
+    Category.COORDINATION: (
+        ACTION_INVALID,
+        ACTION_NOT_FOUND,
+        LEG_FAILED,
+        COMPENSATION_FAILED,
+        POSITION_CONFLICT,
+    ),
+    Category.MONITORING: (
+        EXECUTION_SLOW,
+        WEBSOCKET_SLOW,
+        SYNC_SLOW,
+        ORDERS_FAILING,
+        TERMINAL_DOWN,
+        TERMINAL_SILENT,
+        MARGIN_LOW,
+        HEALTH_CHECK_FAILED,
+    ),
+    Category.SYSTEM: (INTERNAL,),
+}
+for _category, _codes in _CATEGORIES.items():
+    for _code in _codes:
+        _entry = _REGISTRY[_code]
+        _REGISTRY[_code] = ErrorCode(_entry.code, _entry.severity, _entry.recovery, _entry.description, _category)
 
 
 def lookup(code: str) -> ErrorCode:
