@@ -1,5 +1,8 @@
-"""The executor with the real gateway, nats-server and valkey-server: definite answers for every path,
-exactly-once effect per actionId, retcode classes, partial fills, reconciliation, takeover, cache rebuild."""
+"""The executor with the real gateway, nats-server and valkey-server: validation, exactly-once effect per
+actionId under concurrency and restarts, expiry, unknown outcomes and their reconciliation, takeover by another
+executor, serialised terminals, a cache outage, two executors and two gateways. The execution contract every
+terminal kind must meet (fills, retcode classes, partial fills, closes, cache rebuild…) is in
+test_terminal_contract.py."""
 
 from __future__ import annotations
 
@@ -16,11 +19,6 @@ from hedgebridge.common.servers import NatsServer, ValkeyServer
 from hedgebridge.executor.service import Executor
 from hedgebridge.gateway.server import Gateway
 from hedgebridge.protocol import (
-    BatchItem,
-    BatchResult,
-    BookEntry,
-    CloseBatch,
-    CloseOrder,
     Command,
     OpenCommand,
     OpenedEvent,
@@ -33,13 +31,11 @@ from hedgebridge.protocol import (
     decode_frame,
     errors,
     pack,
-    retcodes,
     subjects,
     unpack,
     utcnow,
 )
 from hedgebridge.sim import SimConfig
-from hedgebridge.sim.account import SimFault
 from hedgebridge.sim.terminal import make_terminals, run_terminals
 
 from ..conftest import StartSims, executor_config, gateway_config
@@ -123,104 +119,7 @@ async def results(nc: NatsClient) -> AsyncIterator[list[OrderResult]]:
     await sub.unsubscribe()
 
 
-# --- fills, rejects and the cache ------------------------------------------------------------------------------
-
-
-async def test_open_and_close_with_the_cache_and_the_book(
-    sims: StartSims, nc: NatsClient, cache_server: ValkeyServer, executor: Executor
-) -> None:
-    await sims(["A1"], fill_latency_ms=5, tick_interval_ms=20)
-    cache = RedisCache(f"{cache_server.url}/0")
-    try:
-        opened = await order(nc, buy(volume=0.5, action_id="o-1"))
-        assert (opened.status, opened.action_id, opened.code, opened.kind) == ("FILLED", "o-1", None, "OPEN")
-        assert (opened.volume, opened.requested_volume, opened.attempts) == (0.5, 0.5, 1)
-        ticket = opened.mt_ticket
-        assert ticket is not None
-        assert opened.price is not None
-
-        async def position_cached() -> bool:
-            positions = await cache.positions("A1")
-            return positions is not None and [p.mt_ticket for p in positions] == [ticket]
-
-        await wait_for(position_cached, "the position in the cache")
-
-        async def booked() -> bool:
-            with contextlib.suppress(Exception):
-                entry = await executor.state.book.get(f"A1.{ticket}")
-                return entry.value is not None and unpack(entry.value, BookEntry).volume == 0.5
-            return False
-
-        await wait_for(booked, "the position in the book")
-        closed = await order(nc, CloseOrder(account_id="A1", position_id=opened.position_id))
-        assert (closed.status, closed.kind, closed.mt_ticket) == ("FILLED", "CLOSE", ticket)
-        assert closed.profit is not None
-
-        async def position_gone() -> bool:
-            return await cache.positions("A1") == []
-
-        await wait_for(position_gone, "the position to leave the cache")
-
-        async def unbooked() -> bool:
-            return f"A1.{ticket}" not in await _keys(executor)
-
-        await wait_for(unbooked, "the position to leave the book")
-        balance = await cache.balance("A1")
-        assert balance is not None
-        assert float(balance["balance"]) == pytest.approx(10_000 + closed.profit)
-    finally:
-        await cache.close()
-
-
-async def _keys(executor: Executor) -> list[str]:
-    try:
-        return list(await executor.state.book.keys())
-    except Exception:  # nats-py raises when the bucket is empty
-        return []
-
-
-async def test_final_retcodes_are_rejected_with_their_class(sims: StartSims, nc: NatsClient) -> None:
-    (terminal,) = await sims(["A1"], fill_latency_ms=0)
-    for code in (retcodes.REJECT, retcodes.NO_MONEY, retcodes.MARKET_CLOSED, retcodes.INVALID_VOLUME):
-        terminal.account.faults.append(SimFault(retcode=code))
-        result = await order(nc, buy())
-        assert (result.status, result.code, result.retcode) == ("REJECTED", errors.ORDER_REJECTED, code)
-        assert (result.retcode_class, result.attempts) == ("FINAL", 1)
-    unknown = await order(nc, CloseOrder(account_id="A1", mt_ticket="123"))
-    assert (unknown.status, unknown.code, unknown.retcode) == ("REJECTED", errors.ALREADY_CLOSED, 10036)
-    assert unknown.retcode_class == "ALREADY_CLOSED"
-
-
-async def test_retry_class_retcodes_are_sent_again_with_the_same_action_id(sims: StartSims, nc: NatsClient) -> None:
-    (terminal,) = await sims(["A1"], fill_latency_ms=0)
-    terminal.account.faults.extend([SimFault(retcode=retcodes.REQUOTE), SimFault(retcode=retcodes.PRICE_CHANGED)])
-    result = await order(nc, buy(action_id="retry-1"))
-    assert (result.status, result.attempts) == ("FILLED", 3)
-    assert terminal.account.received == ["retry-1"] * 3
-    assert len(terminal.account.positions) == 1
-    # the attempts run out: a definite rejection, nothing more is sent
-    terminal.account.faults.extend([SimFault(retcode=retcodes.TOO_MANY_REQUESTS)] * 3)
-    exhausted = await order(nc, buy(action_id="retry-2"))
-    assert (exhausted.status, exhausted.code, exhausted.attempts) == ("REJECTED", errors.RETRIES_EXHAUSTED, 3)
-    assert terminal.account.received.count("retry-2") == 3
-
-
-async def test_partial_fill_reports_the_filled_volume_and_never_sends_the_rest(sims: StartSims, nc: NatsClient) -> None:
-    (terminal,) = await sims(["A1"], fill_latency_ms=0)
-    terminal.account.faults.append(SimFault(fill_ratio=0.4))
-    result = await order(nc, buy(volume=1.0, action_id="part-1"))
-    assert (result.status, result.code, result.volume, result.requested_volume) == (
-        "PARTIALLY_FILLED",
-        errors.PARTIAL_FILL,
-        0.4,
-        1.0,
-    )
-    assert terminal.account.received == ["part-1"]
-    # a partial close leaves the rest open
-    half = await order(nc, CloseOrder(account_id="A1", mt_ticket=result.mt_ticket, volume=0.1))
-    assert (half.status, half.volume) == ("FILLED", 0.1)
-    (left,) = terminal.account.positions.values()
-    assert left.volume == pytest.approx(0.3)
+# --- validation -----------------------------------------------------------------------------------------------
 
 
 async def test_invalid_requests_are_answered_and_the_executor_keeps_serving(sims: StartSims, nc: NatsClient) -> None:
@@ -235,18 +134,6 @@ async def test_invalid_requests_are_answered_and_the_executor_keeps_serving(sims
 
 
 # --- exactly once -------------------------------------------------------------------------------------------
-
-
-async def test_a_repeated_action_id_returns_the_first_result_and_sends_nothing(sims: StartSims, nc: NatsClient) -> None:
-    (terminal,) = await sims(["A1"], fill_latency_ms=0)
-    first = await order(nc, buy(action_id="once"))
-    again = await order(nc, buy(action_id="once"))
-    assert (again.status, again.mt_ticket, again.duplicate) == ("FILLED", first.mt_ticket, True)
-    assert first.duplicate is False
-    assert terminal.account.received == ["once"]
-    other = await order(nc, buy(volume=2.0, action_id="once"))
-    assert (other.status, other.code) == ("INVALID", errors.DUPLICATE_MISMATCH)
-    assert terminal.account.received == ["once"]
 
 
 async def test_concurrent_duplicates_while_in_flight_get_the_same_answer(sims: StartSims, nc: NatsClient) -> None:
@@ -325,47 +212,6 @@ async def test_an_order_waits_out_a_reconnecting_terminal_within_its_ttl(
         await ea.close()
 
 
-async def test_lost_report_is_reconciled_from_a_snapshot_and_never_resent(
-    sims: StartSims, nc: NatsClient, results: list[OrderResult]
-) -> None:
-    (terminal,) = await sims(["A1"], fill_latency_ms=0)
-    terminal.account.faults.append(SimFault(report=False))  # executes, but the OPENED never leaves
-    first = await order(nc, buy(action_id="lost-1", timeout_ms=400))
-    assert (first.status, first.code) == ("OUTCOME_UNKNOWN", errors.OUTCOME_UNKNOWN)
-    await wait_for(lambda: any(r.reconciled and r.action_id == "lost-1" for r in results), "the reconciled result")
-    reconciled = next(r for r in results if r.reconciled)
-    (position,) = terminal.account.positions.values()
-    assert (reconciled.status, reconciled.mt_ticket, reconciled.state) == ("FILLED", str(position.ticket), "RECONCILED")
-    again = await order(nc, buy(action_id="lost-1", timeout_ms=400))
-    assert (again.status, again.mt_ticket, again.reconciled, again.duplicate) == (
-        "FILLED",
-        reconciled.mt_ticket,
-        True,
-        True,
-    )
-    assert terminal.account.received == ["lost-1"]
-
-
-async def test_trade_server_timeout_is_reconciled_as_not_executed(
-    sims: StartSims, nc: NatsClient, results: list[OrderResult]
-) -> None:
-    (terminal,) = await sims(["A1"], fill_latency_ms=0)
-    for code in (retcodes.TIMEOUT, retcodes.CONNECTION):
-        terminal.account.faults.append(SimFault(retcode=code))
-        result = await order(nc, buy(action_id=f"srv-{code}"))
-        assert (result.status, result.retcode, result.retcode_class) == ("OUTCOME_UNKNOWN", code, "RECONCILE")
-        key = f"srv-{code}"
-
-        def settled(key: str = key) -> bool:
-            return any(r.reconciled and r.action_id == key for r in results)
-
-        await wait_for(settled, "the reconciled result")
-        final = next(r for r in results if r.reconciled and r.action_id == key)
-        assert (final.status, final.code) == ("REJECTED", errors.RECONCILED_NOT_EXECUTED)
-    assert terminal.account.received == [f"srv-{retcodes.TIMEOUT}", f"srv-{retcodes.CONNECTION}"]
-    assert terminal.account.positions == {}
-
-
 async def test_terminal_gone_after_the_command_reconciles_when_it_returns(
     executor: Executor, ea_url: str, secret: str, nc: NatsClient, results: list[OrderResult]
 ) -> None:
@@ -437,30 +283,7 @@ async def test_an_order_whose_executor_died_before_its_lease_is_recovered_when_a
             await second.stop()
 
 
-# --- closes ---------------------------------------------------------------------------------------------------
-
-
-async def test_double_close_and_batch_close(sims: StartSims, nc: NatsClient) -> None:
-    await sims(["A1", "B1"], fill_latency_ms=0)
-    opened = [await order(nc, buy(account=a)) for a in ("A1", "A1", "B1")]
-    closed = await order(nc, CloseOrder(account_id="A1", mt_ticket=opened[0].mt_ticket))
-    assert closed.status == "FILLED"
-    twice = await order(nc, CloseOrder(account_id="A1", mt_ticket=opened[0].mt_ticket))
-    assert (twice.status, twice.code) == ("REJECTED", errors.ALREADY_CLOSED)
-    batch = CloseBatch(
-        action_id="batch-1",
-        items=[BatchItem(account_id=o.account_id, mt_ticket=o.mt_ticket) for o in opened],
-    )
-    reply = await nc.request(subjects.BATCH_REQUEST, pack(batch), timeout=10)
-    result = unpack(reply.data, BatchResult)
-    assert [(r.status, r.action_id) for r in result.results] == [
-        ("REJECTED", "batch-1-0"),
-        ("FILLED", "batch-1-1"),
-        ("FILLED", "batch-1-2"),
-    ]
-    assert result.results[0].code == errors.ALREADY_CLOSED
-    again = unpack((await nc.request(subjects.BATCH_REQUEST, pack(batch), timeout=10)).data, BatchResult)
-    assert [r.duplicate for r in again.results] == [True, True, True]
+# --- one terminal at a time -----------------------------------------------------------------------------------
 
 
 async def test_orders_to_one_terminal_are_serialised(
@@ -498,35 +321,6 @@ async def test_orders_to_one_terminal_are_serialised(
 
 
 # --- the cache -------------------------------------------------------------------------------------------------
-
-
-async def test_cache_flushed_under_load_is_rebuilt_from_snapshots(
-    sims: StartSims, nc: NatsClient, cache_server: ValkeyServer, executor: Executor
-) -> None:
-    await sims(["A1", "B1"], fill_latency_ms=0, account_update_interval_ms=60_000)
-    cache = RedisCache(f"{cache_server.url}/0")
-    try:
-        tickets = {a: (await order(nc, buy(account=a))).mt_ticket for a in ("A1", "B1")}
-        load = asyncio.create_task(_orders(nc, 20))
-        await cache._redis.flushall()
-        assert await cache.positions("A1") is None  # known to be incomplete, not "no positions"
-
-        async def rebuilt() -> bool:
-            for account, ticket in tickets.items():
-                positions = await cache.positions(account)
-                if positions is None or ticket not in {p.mt_ticket for p in positions}:
-                    return False
-            return True
-
-        await wait_for(rebuilt, "both accounts' positions back in the cache")
-        assert {r.status for r in await load} == {"FILLED"}
-        assert executor.rebuilds >= 1
-    finally:
-        await cache.close()
-
-
-async def _orders(nc: NatsClient, n: int) -> list[OrderResult]:
-    return [await order(nc, buy(account="A1")) for _ in range(n)]
 
 
 async def test_orders_go_on_while_the_cache_is_down(
@@ -577,19 +371,3 @@ async def test_two_executors_and_two_gateways(
         stop.set()
         await other_ex.stop()
         await other_gw.stop()
-
-
-async def test_executor_results_are_kept_in_the_events_stream(sims: StartSims, nc: NatsClient) -> None:
-    await sims(["A1"], fill_latency_ms=0)
-    result = await order(nc, buy(action_id="kept"))
-    js = nc.jetstream()
-
-    async def stored() -> bool:  # the result is recorded right after the caller is answered
-        with contextlib.suppress(Exception):
-            last = await js.get_last_msg(subjects.EVENTS_STREAM, subjects.result("A1"))
-            return unpack(last.data or b"", OrderResult).action_id == "kept"
-        return False
-
-    await wait_for(stored, "the result in HB_EVENTS")
-    report = await js.get_last_msg(subjects.EVENTS_STREAM, subjects.event("A1", "OPENED"))
-    assert unpack(report.data or b"", OpenedEvent).mt_ticket == result.mt_ticket
