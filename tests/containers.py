@@ -10,7 +10,6 @@ keep the fixtures' interface (``url``, ``host``, ``port``, ``start``, ``stop``, 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from hedgebridge.cli.stack import DEFAULT_NATS_PORT, DEFAULT_REDIS_PORT
@@ -44,80 +43,58 @@ def use_containers() -> bool:
 
 
 class _Container:
-    """A server in a container, publishing one port on a random host port."""
+    """A server in a container, publishing one port on a random host port. Listed first among the bases, so
+    that its start, stop and kill replace the local process's."""
 
     image = ""
     container_port = 0
     command: list[str] = []
+    host: str
+    port: int
 
-    def _boot(self, server: Any, timeout_s: float) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.container: Any = None
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        if self.running:
+            return
         from testcontainers.core.container import DockerContainer
 
         container = DockerContainer(self.image).with_exposed_ports(self.container_port)
         if self.command:
             container = container.with_command(self.command)
         container.start()
-        server.container = container
-        server.host = container.get_container_host_ip()
-        server.port = int(container.get_exposed_port(self.container_port))
-        if not wait_for_port(server.host, server.port, timeout_s):
-            container.stop()
+        self.container = container
+        self.host = container.get_container_host_ip()
+        self.port = int(container.get_exposed_port(self.container_port))
+        if not wait_for_port(self.host, self.port, timeout_s):
+            self.stop()
             raise ServerError(f"{self.image} did not listen within {timeout_s}s")
 
+    @property
+    def running(self) -> bool:
+        return self.container is not None
 
-class NatsContainer(NatsServer, _Container):
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.container is not None:
+            self.container.stop()
+        self.container = None
+
+    def kill(self) -> None:
+        if self.container is not None:
+            self.container.get_wrapped_container().kill()
+            self.container.stop()
+        self.container = None
+
+
+class NatsContainer(_Container, NatsServer):
     image = NATS_IMAGE
     container_port = DEFAULT_NATS_PORT  # inside the container
     command = ["-js"]
 
-    def __init__(self, data_dir: Path) -> None:
-        super().__init__(data_dir)
-        self.container: Any = None
 
-    def start(self, timeout_s: float = 60.0) -> None:
-        if not self.running:
-            self._boot(self, timeout_s)
-
-    @property
-    def running(self) -> bool:
-        return self.container is not None
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self.container is not None:
-            self.container.stop()
-        self.container = None
-
-    def kill(self) -> None:
-        if self.container is not None:
-            self.container.get_wrapped_container().kill()
-            self.container.stop()
-        self.container = None
-
-
-class ValkeyContainer(ValkeyServer, _Container):
+class ValkeyContainer(_Container, ValkeyServer):
     image = VALKEY_IMAGE
     container_port = DEFAULT_REDIS_PORT  # inside the container
     command = ["valkey-server", "--save", "", "--appendonly", "no"]
-
-    def __init__(self, data_dir: Path) -> None:
-        super().__init__(data_dir)
-        self.container: Any = None
-
-    def start(self, timeout_s: float = 60.0) -> None:
-        if not self.running:
-            self._boot(self, timeout_s)
-
-    @property
-    def running(self) -> bool:
-        return self.container is not None
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self.container is not None:
-            self.container.stop()
-        self.container = None
-
-    def kill(self) -> None:
-        if self.container is not None:
-            self.container.get_wrapped_container().kill()
-            self.container.stop()
-        self.container = None
