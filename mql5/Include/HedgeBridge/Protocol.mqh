@@ -179,7 +179,6 @@ bool HbIsKnownType(const string type)
 #define HB_ERR_MISSING_FIELD           "MISSING_FIELD"  // WARNING, FIX_INPUT: A required field is absent.
 #define HB_ERR_NATS_UNREACHABLE        "NATS_UNREACHABLE"  // CRITICAL, RECONNECT: The NATS server does not answer.
 #define HB_ERR_ORDERS_FAILING          "ORDERS_FAILING"  // ERROR, ESCALATE: Consecutive orders on an account did not fill.
-#define HB_ERR_ORDER_FAILED            "ORDER_FAILED"  // WARNING, FIX_INPUT: The terminal reported the order as failed.
 #define HB_ERR_ORDER_REJECTED          "ORDER_REJECTED"  // WARNING, FIX_INPUT: The trade server refused the order for a reason that retrying cannot fix (see the MT5 retcode).
 #define HB_ERR_OUTCOME_UNKNOWN         "OUTCOME_UNKNOWN"  // ERROR, RECONCILE: The command was sent but no result arrived in time; the order may or may not have executed.
 #define HB_ERR_PARTIAL_FILL            "PARTIAL_FILL"  // WARNING, ESCALATE: Only part of the volume was executed; the rest was not re-sent.
@@ -225,7 +224,6 @@ string HbErrorRecovery(const string code)
    if(code == HB_ERR_MISSING_FIELD) return("FIX_INPUT");
    if(code == HB_ERR_NATS_UNREACHABLE) return("RECONNECT");
    if(code == HB_ERR_ORDERS_FAILING) return("ESCALATE");
-   if(code == HB_ERR_ORDER_FAILED) return("FIX_INPUT");
    if(code == HB_ERR_ORDER_REJECTED) return("FIX_INPUT");
    if(code == HB_ERR_OUTCOME_UNKNOWN) return("RECONCILE");
    if(code == HB_ERR_PARTIAL_FILL) return("ESCALATE");

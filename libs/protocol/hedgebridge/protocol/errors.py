@@ -103,9 +103,6 @@ OUTCOME_UNKNOWN = _register(
     Recovery.RECONCILE,
     "The command was sent but no result arrived in time; the order may or may not have executed.",
 )
-ORDER_FAILED = _register(
-    "ORDER_FAILED", Severity.WARNING, Recovery.FIX_INPUT, "The terminal reported the order as failed."
-)
 ORDER_REJECTED = _register(
     "ORDER_REJECTED",
     Severity.WARNING,
@@ -265,7 +262,7 @@ _CATEGORIES: dict[Category, tuple[str, ...]] = {
         CACHE_UNREACHABLE,
         GATEWAY_UNREACHABLE,
     ),
-    Category.MT5: (ORDER_FAILED, ORDER_REJECTED, RETRIES_EXHAUSTED, ALREADY_CLOSED, PARTIAL_FILL),
+    Category.MT5: (ORDER_REJECTED, RETRIES_EXHAUSTED, ALREADY_CLOSED, PARTIAL_FILL),
     Category.EXECUTION: (
         OUTCOME_UNKNOWN,
         EXPIRED,
