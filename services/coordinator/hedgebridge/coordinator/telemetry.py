@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 
-from hedgebridge.common.obs import Observability, cache_reachable, jetstream_ready, metrics, nats_connected, tracing
+from hedgebridge.common.obs import Observability, for_service, metrics, tracing
 from hedgebridge.protocol import ActionState
 
 if TYPE_CHECKING:
@@ -24,17 +24,7 @@ SERVICE = "coordinator"
 
 
 def attach(coordinator: Coordinator) -> Observability:
-    config = coordinator.config
-    obs = Observability(
-        SERVICE,
-        health_host=config.health_host,
-        health_port=config.health_port,
-        tracing_on=config.tracing,
-        otlp_endpoint=config.otlp_endpoint,
-    )
-    obs.health.check("nats", nats_connected(lambda: coordinator._nats))
-    obs.health.check("jetstream", jetstream_ready(lambda: coordinator._nats))
-    obs.health.check("redis", cache_reachable(lambda: coordinator.cache))
+    obs = for_service(SERVICE, coordinator.config, lambda: coordinator._nats, cache=lambda: coordinator.cache)
     obs.health.check(
         "subscriptions", lambda: None if coordinator._requests is not None else "not serving action requests"
     )

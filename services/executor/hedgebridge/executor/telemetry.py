@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 
-from hedgebridge.common.obs import Observability, cache_reachable, jetstream_ready, metrics, nats_connected, tracing
+from hedgebridge.common.obs import Observability, for_service, metrics, tracing
 from hedgebridge.protocol import OrderResult
 
 if TYPE_CHECKING:
@@ -25,17 +25,7 @@ SERVICE = "executor"
 
 
 def attach(executor: Executor) -> Observability:
-    config = executor.config
-    obs = Observability(
-        SERVICE,
-        health_host=config.health_host,
-        health_port=config.health_port,
-        tracing_on=config.tracing,
-        otlp_endpoint=config.otlp_endpoint,
-    )
-    obs.health.check("nats", nats_connected(lambda: executor._nats))
-    obs.health.check("jetstream", jetstream_ready(lambda: executor._nats))
-    obs.health.check("redis", cache_reachable(lambda: executor.cache))
+    obs = for_service(SERVICE, executor.config, lambda: executor._nats, cache=lambda: executor.cache)
     obs.health.check("subscriptions", lambda: None if executor._requests else "not serving order requests")
     metrics.CACHE_REBUILDS.add(executor, lambda ex: ex.rebuilds)
     metrics.QUEUE_DEPTH.add(executor, lambda ex: len(ex._running), "pending_orders")

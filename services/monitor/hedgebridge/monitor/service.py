@@ -34,7 +34,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from websockets.asyncio.client import connect as ws_connect
 
 from hedgebridge.common import bus, logs
-from hedgebridge.common.obs import Observability, jetstream_ready, nats_connected
+from hedgebridge.common.obs import for_service
 from hedgebridge.protocol import (
     AccountUpdate,
     ActionState,
@@ -104,9 +104,7 @@ class Monitor:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[None]] = set()
         # /healthz, /readyz, /metrics on health_port (hedgebridge.common.obs)
-        self.obs = Observability("monitor", health_host=config.health_host, health_port=config.health_port)
-        self.obs.health.check("nats", nats_connected(lambda: self._nats))
-        self.obs.health.check("jetstream", jetstream_ready(lambda: self._nats))
+        self.obs = for_service("monitor", config, lambda: self._nats)
         self.obs.health.check("subscriptions", lambda: None if self._tasks else "not watching (not started)")
         self.obs.health.check("alert_store", self._alert_store_ready)
         if config.ready_on_checks:  # the system health checks too (the live "nats" check above stays)

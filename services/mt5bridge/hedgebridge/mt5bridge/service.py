@@ -36,7 +36,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from hedgebridge.common import bus, logs
-from hedgebridge.common.obs import Observability, nats_connected
+from hedgebridge.common.obs import for_service
 from hedgebridge.protocol import (
     PROTOCOL_VERSION,
     CloseCommand,
@@ -108,8 +108,7 @@ class Mt5Bridge:
         self._prices: dict[str, tuple[float, float]] = {}
         self._missing: dict[int, int] = {}  # book tickets gone from the positions, polls without a closing deal
         self.connected = asyncio.Event()  # attached: commands are taken
-        self.obs = Observability("mt5bridge", health_host=config.health_host, health_port=config.health_port)
-        self.obs.health.check("nats", nats_connected(lambda: self._nats))
+        self.obs = for_service("mt5bridge", config, lambda: self._nats, jetstream=False)
         self.obs.health.check("terminal", lambda: None if self.connected.is_set() else "terminal not attached")
         self.session_id = ""
         self.received: list[str] = []  # actionIds of every OPEN/CLOSE received, repeats included

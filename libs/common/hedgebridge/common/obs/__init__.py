@@ -1,11 +1,10 @@
 """Observability shared by every service: health endpoints, Prometheus metrics, OpenTelemetry traces.
 
-A service builds one ``Observability`` in its constructor, adds its readiness checks, and calls ``start`` and
-``stop`` with its own start and stop::
+A service builds one ``Observability`` in its constructor (``for_service`` adds the checks every service
+shares), adds its own readiness checks, and calls ``start`` and ``stop`` with its own start and stop::
 
-    self.obs = Observability("executor", health_host=cfg.health_host, health_port=cfg.health_port,
-                             tracing=cfg.tracing, otlp_endpoint=cfg.otlp_endpoint)
-    self.obs.health.check("nats", nats_connected(lambda: self._nats))
+    self.obs = for_service("executor", cfg, lambda: self._nats, cache=lambda: self.cache)
+    self.obs.health.check("subscriptions", lambda: None if self._requests else "not serving")
 
 ``health_port`` 0 (the default) serves no HTTP; the container manifests set 8080. The gateway serves the same
 paths on its WebSocket port instead (``hedgebridge.gateway.http_routes``).
@@ -14,6 +13,7 @@ paths on its WebSocket port instead (``hedgebridge.gateway.http_routes``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from nats.aio.client import Client as NatsClient
 
@@ -30,6 +30,7 @@ __all__ = [
     "HealthServer",
     "Observability",
     "cache_reachable",
+    "for_service",
     "jetstream_ready",
     "metrics",
     "nats_connected",
@@ -65,6 +66,39 @@ class Observability:
         server, self.server = self.server, None
         if server is not None:
             await server.stop()
+
+
+class HealthSettings(Protocol):
+    @property
+    def health_host(self) -> str: ...
+    @property
+    def health_port(self) -> int: ...
+
+
+def for_service(
+    service: str,
+    config: HealthSettings,
+    nats: Callable[[], NatsClient | None],
+    *,
+    jetstream: bool = True,
+    cache: Callable[[], RealtimeCache] | None = None,
+) -> Observability:
+    """The service's Observability with the checks they share: NATS connected, the events stream answers
+    (``jetstream``), the cache answers PING (when it uses one). Tracing follows the config's ``tracing`` and
+    ``otlp_endpoint`` when it has them."""
+    obs = Observability(
+        service,
+        health_host=config.health_host,
+        health_port=config.health_port,
+        tracing_on=bool(getattr(config, "tracing", False)),
+        otlp_endpoint=str(getattr(config, "otlp_endpoint", "")),
+    )
+    obs.health.check("nats", nats_connected(nats))
+    if jetstream:
+        obs.health.check("jetstream", jetstream_ready(nats))
+    if cache is not None:
+        obs.health.check("redis", cache_reachable(cache))
+    return obs
 
 
 def nats_connected(nats: Callable[[], NatsClient | None]) -> Check:
