@@ -74,6 +74,7 @@ from .records import Records, Stored
 log = logs.get("executor")
 
 CACHE_QUEUE = "hb-cache"
+CACHE_CHECK_TIMEOUT_S = 2.0
 _RESULT_SUBJECTS = ("opened", "closed")
 
 
@@ -128,6 +129,7 @@ class Executor:
                 await self.nats.subscribe(subject, queue=subjects.EXECUTOR_QUEUE, cb=self._spawner(handler))
             )
         await self.nats.flush()
+        await self._check_cache()  # once before "ready": a rebuild at start is asked for by now
         self._background = [
             asyncio.create_task(self._keep_leases()),
             asyncio.create_task(self._watch_cache()),
@@ -712,22 +714,26 @@ class Executor:
         await self.state.book.put(orders.book_key(event.account_id, event.mt_ticket), pack(entry))
 
     async def _watch_cache(self) -> None:
-        """Notice a flushed or restarted cache and ask every terminal for fresh snapshots."""
         interval = self.config.cache_check_ms / 1000
         while True:
-            try:
-                if await self.cache.epoch() is None and await self.cache.mark_epoch(f"{self.id}:{time.time()}"):
-                    self.rebuilds += 1
-                    log.warning("cache empty: asking every terminal for snapshots", executor=self.id)
-                    await self.nats.publish(subjects.GATEWAY_SYNC, b"cache rebuild")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                now = time.monotonic()
-                if now - self._cache_warned > 5:
-                    self._cache_warned = now
-                    log.warning("cache check failed", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(interval)
+            await self._check_cache()
+
+    async def _check_cache(self) -> None:
+        """Notice a flushed or restarted cache and ask every terminal for fresh snapshots."""
+        try:
+            async with asyncio.timeout(CACHE_CHECK_TIMEOUT_S):
+                rebuild = await self.cache.epoch() is None and await self.cache.mark_epoch(f"{self.id}:{time.time()}")
+            if rebuild:
+                self.rebuilds += 1
+                log.warning("cache empty: asking every terminal for snapshots", executor=self.id)
+                await self.nats.publish(subjects.GATEWAY_SYNC, b"cache rebuild")
+                await self.nats.flush()
+        except Exception as exc:
+            now = time.monotonic()
+            if now - self._cache_warned > 5:
+                self._cache_warned = now
+                log.warning("cache check failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _parse(data: bytes) -> OrderRequest:
