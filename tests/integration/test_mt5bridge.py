@@ -307,7 +307,8 @@ async def test_an_order_while_the_terminal_is_gone_is_not_refused_but_reconciled
 ) -> None:
     """The link breaks between the command's arrival and its execution: no verdict is invented; the terminal is
     reported lost and the order is settled once the terminal is back."""
-    terminal = await bridges.start("A1", poll_interval_ms=60_000)  # only the command notices the loss
+    # no price or state polling: only the command notices the loss
+    terminal = await bridges.start("A1", poll_interval_ms=60_000, symbols="")
     terminal.mt5.lose_terminal()
     first = OpenOrder(
         account_id="A1", symbol="EURUSD", side="BUY", volume=0.1, action_id="gone-1", timeout_ms=500, ttl_ms=5000
