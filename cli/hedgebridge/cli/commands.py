@@ -17,16 +17,15 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from hedgebridge.common import auth, bus, logs, streams
+from hedgebridge.common import auth, bus, executor_client, logs, streams
 from hedgebridge.common.config import ConfigError
+from hedgebridge.common.executor_client import Silence
 from hedgebridge.protocol import (
     CloseOrder,
     MonitorSnapshot,
     OpenOrder,
     OrderRequest,
     OrderResult,
-    ProtocolError,
-    pack,
     subjects,
     to_builtins,
     unpack,
@@ -196,19 +195,18 @@ async def _order(args: argparse.Namespace, request: OrderRequest) -> int:
     try:
         wait = args.timeout + 5  # the executor answers by the order timeout; leave room for transport
         try:
-            reply = await nc.request(subjects.ORDER_REQUEST, pack(request), timeout=wait)
-        except NoRespondersError:
-            raise CliError("no executor is running (no responders on the order subject)", EXIT_UNAVAILABLE) from None
-        except NatsTimeoutError:
+            answer = await executor_client.ask(nc, request, wait)
+        except executor_client.UnreadableAnswer as exc:
+            raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+        if answer.silence is Silence.NO_EXECUTOR:
+            raise CliError("no executor is running (no responders on the order subject)", EXIT_UNAVAILABLE)
+        if answer.silence is Silence.NO_REPLY:
             raise CliError(
                 f"no answer from the executor within {wait:g}s: the outcome is unknown; "
                 "check positions before retrying",
                 EXIT_OUTCOME_UNKNOWN,
-            ) from None
-        try:
-            result = unpack(reply.data, OrderResult)
-        except ProtocolError as exc:
-            raise CliError(f"unreadable answer from the executor: {exc.message}", EXIT_UNAVAILABLE) from None
+            )
+        result = answer.result
     finally:
         await nc.close()
     if result.event is not None:
