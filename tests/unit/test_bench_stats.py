@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hedgebridge.cli.bench import Row, percentile, table
+from hedgebridge.cli.bench import table
+from hedgebridge.cli.bench_rows import Row, percentile
 
 
 def test_nearest_rank_percentile() -> None:

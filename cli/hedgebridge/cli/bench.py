@@ -12,15 +12,12 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -30,9 +27,10 @@ from nats.aio.client import Client as NatsClient
 from websockets.asyncio.client import ClientConnection, connect
 
 from hedgebridge.cli import bench_dll, bench_obs
+from hedgebridge.cli.bench_rows import Processes, Row
 from hedgebridge.cli.bench_sync import measure_action_sync, measure_client_sync
 from hedgebridge.common import auth
-from hedgebridge.common.servers import NatsServer, ServerError, ValkeyServer, free_port, terminate, wait_for_port
+from hedgebridge.common.servers import NatsServer, ServerError, ValkeyServer, free_port, wait_for_port
 from hedgebridge.protocol import (
     ActionLeg,
     CloseOrder,
@@ -76,59 +74,6 @@ async def main():
     await asyncio.Future()
 asyncio.run(main())
 """
-
-
-def percentile(samples: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of ``samples``."""
-    if not samples:
-        raise ValueError("no samples")
-    if not 0 <= q <= 100:
-        raise ValueError("q must be between 0 and 100")
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-@dataclass
-class Row:
-    name: str
-    samples: list[float]  # milliseconds
-    baseline: Row | None = None
-    target: str = ""
-    met: bool | None = None
-    errors: int = 0
-    skipped: str = ""  # why the measurement could not run (no samples)
-
-    @property
-    def p50(self) -> float:
-        return percentile(self.samples, 50)
-
-    @property
-    def p99(self) -> float:
-        return percentile(self.samples, 99)
-
-    def ratio(self, q: float) -> float | None:
-        if self.baseline is None:
-            return None
-        return percentile(self.samples, q) / percentile(self.baseline.samples, q)
-
-
-@dataclass
-class Processes:
-    """Child processes of the bench; all of them are stopped at the end."""
-
-    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
-        self.children.append(process)
-        return process
-
-    def stop(self) -> None:
-        for process in reversed(self.children):
-            terminate(process)
 
 
 async def _paced(count: int, rate: float, call: Callable[[], Awaitable[float]]) -> list[float]:

@@ -26,19 +26,17 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
 from websockets.asyncio.client import connect
 
+from hedgebridge.cli.bench_rows import Processes, Row
 from hedgebridge.common import auth
 from hedgebridge.common.obs import metrics
 from hedgebridge.common.servers import NatsServer, ValkeyServer, free_port, port_is_free, wait_for_port
 from hedgebridge.protocol import CloseOrder, OpenOrder, OrderResult, pack, subjects, subprotocol, unpack
-
-if TYPE_CHECKING:
-    from .bench import Processes, Row
 
 ACCOUNT = "OBS-1"
 

@@ -1,0 +1,64 @@
+"""The bench's rows and child processes: what ``hedgebridge bench`` measures into and how it reports a
+percentile (shared by the bench's measurement modules)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from hedgebridge.common.servers import terminate
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of ``samples``."""
+    if not samples:
+        raise ValueError("no samples")
+    if not 0 <= q <= 100:
+        raise ValueError("q must be between 0 and 100")
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Row:
+    name: str
+    samples: list[float]  # milliseconds
+    baseline: Row | None = None
+    target: str = ""
+    met: bool | None = None
+    errors: int = 0
+    skipped: str = ""  # why the measurement could not run (no samples)
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.samples, 50)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.samples, 99)
+
+    def ratio(self, q: float) -> float | None:
+        if self.baseline is None:
+            return None
+        return percentile(self.samples, q) / percentile(self.baseline.samples, q)
+
+
+@dataclass
+class Processes:
+    """Child processes of the bench; all of them are stopped at the end."""
+
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        self.children.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self.children):
+            terminate(process)
