@@ -20,7 +20,7 @@ import re
 import ssl
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import nats
@@ -51,14 +51,16 @@ SECURITY_PREFIX = "HEDGEBRIDGE_NATS_"
 class NatsSecurity(msgspec.Struct, frozen=True, kw_only=True):
     """How to authenticate to NATS and whether to use TLS (every field optional)."""
 
-    user: str = ""
-    password: str = ""
-    token: str = ""
-    creds_file: str = ""
-    nkey_seed_file: str = ""
-    tls_ca_file: str = ""
-    tls_cert_file: str = ""
-    tls_key_file: str = ""
+    user: Annotated[str, config.setting("NATS login (with PASSWORD; or nats://user:pass@host in the URL)")] = ""
+    password: Annotated[str, config.setting("the login's password")] = ""
+    token: Annotated[str, config.setting("or a NATS token")] = ""
+    creds_file: Annotated[str, config.setting("or a NATS .creds file (JWT + nkey seed; needs the nkeys package)")] = ""
+    nkey_seed_file: Annotated[str, config.setting("or an nkey seed file (needs the nkeys package)")] = ""
+    tls_ca_file: Annotated[
+        str, config.setting("TLS: the CA that signed the NATS servers' certificates (or use tls:// URLs)")
+    ] = ""
+    tls_cert_file: Annotated[str, config.setting("mutual TLS: the client certificate (with TLS_KEY_FILE)")] = ""
+    tls_key_file: Annotated[str, config.setting("mutual TLS: the client certificate's key")] = ""
 
     @property
     def configured(self) -> bool:

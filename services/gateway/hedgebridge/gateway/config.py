@@ -1,46 +1,10 @@
-"""Gateway configuration, from environment variables (prefix ``HEDGEBRIDGE_GATEWAY_``).
+"""Gateway configuration: the ``GatewayConfig`` Struct, read from ``HEDGEBRIDGE_GATEWAY_*`` and the shared
+``HEDGEBRIDGE_*`` settings (``hedgebridge.common.config.ServiceConfig``), the latency/throughput profile's
+defaults, and the checks of its values. /healthz, /readyz and /metrics are served on the gateway's own port
+(http_routes.py).
 
-| variable                                  | default                  | meaning                                     |
-|-------------------------------------------|--------------------------|---------------------------------------------|
-| HEDGEBRIDGE_NATS_URL                      | nats://127.0.0.1:4222    | NATS server(s), comma-separated             |
-| HEDGEBRIDGE_NATS_STARTUP_TIMEOUT_S | 30 | give up (exit 69) when NATS is unreachable at start |
-| HEDGEBRIDGE_JWT_SECRET                    | (required for HS256)     | HS256 key that signs tokens (>= 32 bytes)   |
-| HEDGEBRIDGE_STREAM_REPLICAS               | 1                        | replicas of the hb_revoked bucket           |
-| HEDGEBRIDGE_GATEWAY_JWT_ALGORITHM         | HS256                    | the accepted algorithm: HS256/RS256/ES256   |
-| HEDGEBRIDGE_GATEWAY_JWT_PUBLIC_KEY_FILE   | (none)                   | RS256/ES256: PEM public key file            |
-| HEDGEBRIDGE_GATEWAY_JWT_JWKS_URL          | (none)                   | RS256/ES256: JWKS URL (keys by kid)         |
-| HEDGEBRIDGE_GATEWAY_JWT_JWKS_REFRESH_S    | 300                      | how often the JWKS is fetched again         |
-| HEDGEBRIDGE_GATEWAY_JWT_LEEWAY_S          | 5                        | clock skew tolerated on exp/iat/nbf         |
-| HEDGEBRIDGE_GATEWAY_TLS_CERT / _TLS_KEY   | (none)                   | PEM certificate chain and key: serve wss    |
-| HEDGEBRIDGE_GATEWAY_HANDSHAKE_TIMEOUT_MS  | 10000                    | a connection must finish its handshake by   |
-| HEDGEBRIDGE_GATEWAY_MESSAGE_RATE / _BURST | 500 / 2000               | frames/s per connection; more: 1008         |
-| HEDGEBRIDGE_GATEWAY_IP_CONNECT_RATE / _BURST | 10 / 100              | connections/s per client IP; more: 429      |
-| HEDGEBRIDGE_GATEWAY_ALLOWED_ORIGINS       | (none: any)              | Origins browsers may use on /client (a,b)   |
-| HEDGEBRIDGE_GATEWAY_HOST                  | 127.0.0.1                | listen address                              |
-| HEDGEBRIDGE_GATEWAY_PORT                  | 8765                     | listen port                                 |
-| HEDGEBRIDGE_GATEWAY_ID                    | gw-<host>-<pid>          | this replica's name in status events        |
-| HEDGEBRIDGE_GATEWAY_HEARTBEAT_INTERVAL_MS | 1000                     | how often terminals send HEARTBEAT          |
-| HEDGEBRIDGE_GATEWAY_HEARTBEAT_TIMEOUT_MS  | 3500                     | silence after which a terminal is dropped   |
-| HEDGEBRIDGE_GATEWAY_MAX_FRAME_BYTES       | 1048576                  | larger frames close the connection (1009)   |
-| HEDGEBRIDGE_GATEWAY_SEND_TIMEOUT_MS       | 2000                     | limit for writing a command to a terminal   |
-| HEDGEBRIDGE_GATEWAY_CLIENT_AUTH_TIMEOUT_MS | 5000                    | /client without a header: AUTH must come by |
-| HEDGEBRIDGE_GATEWAY_CLIENT_QUEUE_MAX      | 10000                    | frames queued for one client; more: 1008    |
-| HEDGEBRIDGE_GATEWAY_CLIENT_MAX_IN_FLIGHT  | 256                      | requests one client may have running        |
-| HEDGEBRIDGE_GATEWAY_CLIENT_REQUEST_TIMEOUT_MS | 10000                | an order's timeout when the request has none |
-| HEDGEBRIDGE_GATEWAY_CLIENT_ACTION_TIMEOUT_MS | 30000                 | an action's timeout when the request has none |
-| HEDGEBRIDGE_GATEWAY_CLIENT_REQUEST_MARGIN_MS | 5000                  | added to a request's timeout for transport  |
-| HEDGEBRIDGE_GATEWAY_LIVENESS_INTERVAL_MS | 5000                      | GATEWAY_LIVENESS reports and heartbeat pings |
-| HEDGEBRIDGE_GATEWAY_COMPRESSION           | profile (false)          | permessage-deflate on /ea and /client       |
-| HEDGEBRIDGE_GATEWAY_CLIENT_BATCH_MAX      | profile (1)              | frames written to a client per write        |
-| HEDGEBRIDGE_GATEWAY_CLIENT_PRIORITY       | profile (true)           | results and action states go before prices  |
-| HEDGEBRIDGE_PROFILE                       | latency                  | latency or throughput: defaults of the four |
-|                                           |                          | settings above and of the heartbeat ones    |
-|                                           |                          | (hedgebridge.common.profiles)               |
-| HEDGEBRIDGE_TRACING                       | false                    | OpenTelemetry spans (no export)             |
-| HEDGEBRIDGE_OTLP_ENDPOINT                 | (none)                   | export spans over OTLP/HTTP (tracing on)    |
-| HEDGEBRIDGE_LOG_LEVEL / HEDGEBRIDGE_LOG_FORMAT | INFO / json         | logging                                     |
-
-/healthz, /readyz and /metrics are served on the gateway's own port (http_routes.py).
+Every field carries its meaning; the table of variables and defaults (README.md, "Configuration") is generated
+from the Struct by ``python -m hedgebridge.cli.config_tables`` and appended to this docstring below.
 """
 
 from __future__ import annotations
@@ -48,55 +12,88 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-
-import msgspec
+from typing import Annotated
 
 from hedgebridge.common import auth, profiles
-from hedgebridge.common.config import ConfigError, load
+from hedgebridge.common.config import ConfigError, ServiceConfig, check_stream_replicas, load, setting
+from hedgebridge.common.config_docs import with_table
 
 PREFIX = "HEDGEBRIDGE_GATEWAY_"
 
 
-class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
-    nats_url: str = "nats://127.0.0.1:4222"
-    nats_startup_timeout_s: float = 30.0
-    jwt_secret: str = ""
-    stream_replicas: int = 1
-    jwt_algorithm: str = "HS256"
-    jwt_public_key_file: str = ""
-    jwt_jwks_url: str = ""
-    jwt_jwks_refresh_s: float = 300.0
-    jwt_leeway_s: float = 5.0
-    tls_cert: str = ""
-    tls_key: str = ""
-    handshake_timeout_ms: int = 10_000
-    message_rate: float = 500.0
-    message_burst: int = 2000
-    ip_connect_rate: float = 10.0
-    ip_connect_burst: int = 100
-    allowed_origins: str = ""
-    host: str = "127.0.0.1"
-    port: int = 8765
-    id: str = ""
-    heartbeat_interval_ms: int = 1000
-    heartbeat_timeout_ms: int = 3500
-    max_frame_bytes: int = 1_048_576
-    send_timeout_ms: int = 2000
-    client_auth_timeout_ms: int = 5000
-    client_queue_max: int = 10_000
-    client_max_in_flight: int = 256
-    client_request_timeout_ms: int = 10_000
-    client_action_timeout_ms: int = 30_000
-    client_request_margin_ms: int = 5000
-    liveness_interval_ms: int = 5000
-    compression: bool = False
-    client_batch_max: int = 1
-    client_priority: bool = True
-    profile: str = "latency"
-    tracing: bool = False
-    otlp_endpoint: str = ""
-    log_level: str = "INFO"
-    log_format: str = "json"
+class GatewayConfig(ServiceConfig, frozen=True, kw_only=True):
+    jwt_secret: Annotated[
+        str,
+        setting(
+            "HS256 key that signs tokens (at least 32 bytes); also read by hedgebridge token and sim",
+            default="(required for HS256)",
+        ),
+    ] = ""
+    stream_replicas: Annotated[
+        int, setting("replicas of the hb_revoked bucket: 1, or 3 (5) on a three-node (five-node) cluster")
+    ] = 1
+    profile: Annotated[
+        str, setting("latency or throughput: the defaults of the settings whose default names a profile")
+    ] = "latency"
+    jwt_algorithm: Annotated[str, setting("the one accepted algorithm: HS256, RS256 or ES256")] = "HS256"
+    jwt_public_key_file: Annotated[str, setting("RS256/ES256: PEM public key file")] = ""
+    jwt_jwks_url: Annotated[
+        str, setting("RS256/ES256: JWKS URL (keys chosen by kid, fetched again on an unknown kid)")
+    ] = ""
+    jwt_jwks_refresh_s: Annotated[float, setting("how often the JWKS is fetched again")] = 300.0
+    jwt_leeway_s: Annotated[float, setting("clock skew tolerated on exp, iat and nbf")] = 5.0
+    tls_cert: Annotated[str, setting("PEM certificate chain: serve wss (with TLS_KEY)")] = ""
+    tls_key: Annotated[str, setting("PEM key of TLS_CERT")] = ""
+    handshake_timeout_ms: Annotated[int, setting("a connection must finish its WebSocket handshake within this")] = (
+        10_000
+    )
+    message_rate: Annotated[
+        float, setting("frames per second one connection may send; more: closed 1008 'rate limit'; 0: no limit")
+    ] = 500.0
+    message_burst: Annotated[int, setting("burst of MESSAGE_RATE")] = 2000
+    ip_connect_rate: Annotated[
+        float, setting("new connections per second from one IP; more: HTTP 429; 0: no limit")
+    ] = 10.0
+    ip_connect_burst: Annotated[int, setting("burst of IP_CONNECT_RATE")] = 100
+    allowed_origins: Annotated[
+        str,
+        setting(
+            "comma-separated Origins browsers may use on /client (empty: any; requests without Origin always pass)"
+        ),
+    ] = ""
+    host: Annotated[str, setting("listen address (the image sets 0.0.0.0)")] = "127.0.0.1"
+    port: Annotated[int, setting("listen port (also /healthz, /readyz and /metrics)")] = 8765
+    id: Annotated[str, setting("this replica's name in status events", default="gw-<host>-<pid>")] = ""
+    heartbeat_interval_ms: Annotated[int, setting("how often terminals send HEARTBEAT (asked in WELCOME)")] = 1000
+    heartbeat_timeout_ms: Annotated[int, setting("silence after which a terminal is dropped")] = 3500
+    max_frame_bytes: Annotated[
+        int, setting("larger frames close the connection with 1009 (also bounds an inflated frame)")
+    ] = 1_048_576
+    send_timeout_ms: Annotated[
+        int, setting("a terminal that does not take a frame within this is closed 1008 'slow consumer'")
+    ] = 2000
+    client_auth_timeout_ms: Annotated[int, setting("a /client connection without a header must send AUTH by then")] = (
+        5000
+    )
+    client_queue_max: Annotated[int, setting("frames waiting for one client; beyond, closed 1008 'slow consumer'")] = (
+        10_000
+    )
+    client_max_in_flight: Annotated[int, setting("requests one client may have running")] = 256
+    client_request_timeout_ms: Annotated[int, setting("an order's timeout when the request has none")] = 10_000
+    client_action_timeout_ms: Annotated[int, setting("an action's timeout when the request has none")] = 30_000
+    client_request_margin_ms: Annotated[
+        int, setting("added to a request's timeout for the transport to the backend")
+    ] = 5000
+    liveness_interval_ms: Annotated[
+        int, setting("GATEWAY_LIVENESS reports and WebSocket pings to terminals every interval")
+    ] = 5000
+    compression: Annotated[bool, setting("permessage-deflate on /ea and /client")] = False
+    client_batch_max: Annotated[int, setting("frames written to a client per write")] = 1
+    client_priority: Annotated[bool, setting("results and action states go to a client before prices")] = True
+
+    def check_shared(self) -> None:
+        super().check_shared()
+        check_stream_replicas(self.stream_replicas)
 
     @property
     def gateway_id(self) -> str:
@@ -139,8 +136,6 @@ def check(cfg: GatewayConfig) -> GatewayConfig:
         raise ConfigError(f"{PREFIX}HANDSHAKE_TIMEOUT_MS must be at least 100")
     if cfg.message_rate < 0 or cfg.ip_connect_rate < 0 or cfg.message_burst < 1 or cfg.ip_connect_burst < 1:
         raise ConfigError(f"{PREFIX}*_RATE must not be negative (0: no limit) and *_BURST at least 1")
-    if cfg.stream_replicas not in (1, 3, 5):
-        raise ConfigError("HEDGEBRIDGE_STREAM_REPLICAS must be 1, 3 or 5")
     if not 0 <= cfg.port <= 65535:
         raise ConfigError("HEDGEBRIDGE_GATEWAY_PORT: not a port number")
     if cfg.heartbeat_timeout_ms <= cfg.heartbeat_interval_ms:
@@ -154,3 +149,6 @@ def check(cfg: GatewayConfig) -> GatewayConfig:
     if cfg.liveness_interval_ms < 100:
         raise ConfigError("HEDGEBRIDGE_GATEWAY_LIVENESS_INTERVAL_MS must be at least 100")
     return cfg
+
+
+__doc__ = with_table(__doc__, GatewayConfig, PREFIX)

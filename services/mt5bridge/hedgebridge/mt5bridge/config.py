@@ -1,41 +1,8 @@
-"""Bridge configuration, from environment variables (prefix ``HEDGEBRIDGE_MT5BRIDGE_``).
+"""MT5 bridge configuration: the ``Mt5BridgeConfig`` Struct, read from ``HEDGEBRIDGE_MT5BRIDGE_*`` and the shared
+``HEDGEBRIDGE_*`` settings (``hedgebridge.common.config.HealthConfig``), and the checks of its values.
 
-| variable                                   | default               | meaning                                        |
-|--------------------------------------------|-----------------------|------------------------------------------------|
-| HEDGEBRIDGE_NATS_URL                       | nats://127.0.0.1:4222 | NATS server(s), comma-separated                |
-| HEDGEBRIDGE_NATS_STARTUP_TIMEOUT_S         | 30                    | give up (exit 69) when NATS is unreachable     |
-| HEDGEBRIDGE_MT5BRIDGE_ACCOUNT_ID           | (required)            | the account id the system knows this terminal  |
-|                                            |                       | by (an EA's token subject), 1-64 of A-Z a-z    |
-|                                            |                       | 0-9 _ -                                        |
-| HEDGEBRIDGE_MT5BRIDGE_TERMINAL_PATH        | (empty)               | terminal64.exe to start or attach to; empty:   |
-|                                            |                       | the package finds the installed terminal       |
-| HEDGEBRIDGE_MT5BRIDGE_LOGIN                | 0                     | MT5 login; 0: the account the terminal is      |
-|                                            |                       | logged in to                                   |
-| HEDGEBRIDGE_MT5BRIDGE_PASSWORD             | (empty)               | the login's password (never logged)            |
-| HEDGEBRIDGE_MT5BRIDGE_SERVER               | (empty)               | trade server name, e.g. ``MetaQuotes-Demo``    |
-| HEDGEBRIDGE_MT5BRIDGE_INIT_TIMEOUT_MS      | 60000                 | ``initialize``/``login`` timeout               |
-| HEDGEBRIDGE_MT5BRIDGE_MAGIC                | 7700101               | magic number of every order (the EA's default) |
-| HEDGEBRIDGE_MT5BRIDGE_DEVIATION            | 10                    | maximum price deviation of market orders,      |
-|                                            |                       | points                                         |
-| HEDGEBRIDGE_MT5BRIDGE_HISTORY_DAYS         | 30                    | how far back the "already executed" search     |
-|                                            |                       | looks in the deal history                      |
-| HEDGEBRIDGE_MT5BRIDGE_SYMBOLS              | (empty)               | comma-separated symbols streamed as PRICE;     |
-|                                            |                       | empty: no PRICE                                |
-| HEDGEBRIDGE_MT5BRIDGE_PRICE_INTERVAL_MS    | 250                   | how often prices are read (changed ones sent)  |
-| HEDGEBRIDGE_MT5BRIDGE_POLL_INTERVAL_MS     | 250                   | how often positions and account figures are    |
-|                                            |                       | read for changes (and outside closes)          |
-| HEDGEBRIDGE_MT5BRIDGE_ACCOUNT_INTERVAL_MS  | 2000                  | ACCOUNT_UPDATE at least this often             |
-| HEDGEBRIDGE_MT5BRIDGE_POSITIONS_INTERVAL_MS| 5000                  | POSITION_UPDATE at least this often            |
-| HEDGEBRIDGE_MT5BRIDGE_BACKOFF_INITIAL_MS   | 500                   | first pause before attaching to the terminal   |
-|                                            |                       | again, doubling                                |
-| HEDGEBRIDGE_MT5BRIDGE_BACKOFF_MAX_MS       | 30000                 | longest pause                                  |
-| HEDGEBRIDGE_MT5BRIDGE_BOOK_DIR             | $HEDGEBRIDGE_HOME/    | where ``book_<account>.jsonl`` keeps the       |
-|                                            | mt5bridge             | positionId/actionId of each open ticket        |
-| HEDGEBRIDGE_MT5BRIDGE_ID                   | mt5-<host>-<pid>      | this bridge's name (TERMINAL_STATUS            |
-|                                            |                       | ``gatewayId``, logs)                           |
-| HEDGEBRIDGE_MT5BRIDGE_HEALTH_HOST          | 0.0.0.0               | where /healthz, /readyz and /metrics listen    |
-| HEDGEBRIDGE_MT5BRIDGE_HEALTH_PORT          | 0 (off)               | their port                                     |
-| HEDGEBRIDGE_LOG_LEVEL / HEDGEBRIDGE_LOG_FORMAT | INFO / json       | logging                                        |
+Every field carries its meaning; the table of variables and defaults (services/mt5bridge/README.md) is
+generated from the Struct by ``python -m hedgebridge.cli.config_tables`` and appended to this docstring below.
 """
 
 from __future__ import annotations
@@ -45,40 +12,50 @@ import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
 
-import msgspec
-
-from hedgebridge.common.config import ConfigError, load
+from hedgebridge.common.config import ConfigError, HealthConfig, load, setting
+from hedgebridge.common.config_docs import with_table
 
 PREFIX = "HEDGEBRIDGE_MT5BRIDGE_"
 _ACCOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class Mt5BridgeConfig(msgspec.Struct, frozen=True, kw_only=True):
-    account_id: str = ""
-    health_host: str = "0.0.0.0"
-    health_port: int = 0
-    nats_url: str = "nats://127.0.0.1:4222"
-    nats_startup_timeout_s: float = 30.0
-    terminal_path: str = ""
-    login: int = 0
-    password: str = ""
-    server: str = ""
-    init_timeout_ms: int = 60_000
-    magic: int = 7_700_101
-    deviation: int = 10
-    history_days: int = 30
-    symbols: str = ""
-    price_interval_ms: int = 250
-    poll_interval_ms: int = 250
-    account_interval_ms: int = 2_000
-    positions_interval_ms: int = 5_000
-    backoff_initial_ms: int = 500
-    backoff_max_ms: int = 30_000
-    book_dir: str = ""
-    id: str = ""
-    log_level: str = "INFO"
-    log_format: str = "json"
+class Mt5BridgeConfig(HealthConfig, frozen=True, kw_only=True):
+    account_id: Annotated[
+        str,
+        setting(
+            "the account id the system knows this terminal by (what an EA's token would name), 1-64 of A-Z a-z 0-9 _ -",
+            default="(required)",
+        ),
+    ] = ""
+    terminal_path: Annotated[
+        str, setting("terminal64.exe to start or attach to; empty: the package finds the installed terminal")
+    ] = ""
+    login: Annotated[int, setting("MT5 login; 0: the account the terminal is logged in to")] = 0
+    password: Annotated[str, setting("the login's password (never logged)")] = ""
+    server: Annotated[str, setting("trade server name, e.g. MetaQuotes-Demo")] = ""
+    init_timeout_ms: Annotated[int, setting("initialize/login timeout")] = 60_000
+    magic: Annotated[int, setting("magic number of every order (the EA's default)")] = 7_700_101
+    deviation: Annotated[int, setting("maximum price deviation of market orders, points")] = 10
+    history_days: Annotated[int, setting('how far back the "already executed" search looks in the deal history')] = 30
+    symbols: Annotated[str, setting("comma-separated symbols streamed as PRICE; empty: no PRICE")] = ""
+    price_interval_ms: Annotated[int, setting("how often prices are read (changed ones sent)")] = 250
+    poll_interval_ms: Annotated[
+        int, setting("how often positions and account figures are read for changes (and outside closes)")
+    ] = 250
+    account_interval_ms: Annotated[int, setting("ACCOUNT_UPDATE at least this often (and on every change)")] = 2_000
+    positions_interval_ms: Annotated[int, setting("POSITION_UPDATE at least this often (and on every change)")] = 5_000
+    backoff_initial_ms: Annotated[int, setting("first pause before attaching to the terminal again, doubling")] = 500
+    backoff_max_ms: Annotated[int, setting("longest pause")] = 30_000
+    book_dir: Annotated[
+        str,
+        setting(
+            "where book_<account>.jsonl keeps the positionId/actionId of each open ticket",
+            default="$HEDGEBRIDGE_HOME/mt5bridge",
+        ),
+    ] = ""
+    id: Annotated[str, setting("this bridge's name (TERMINAL_STATUS gatewayId, logs)", default="mt5-<host>-<pid>")] = ""
 
     def __repr__(self) -> str:  # the password never reaches a log or a traceback
         return f"Mt5BridgeConfig(account_id={self.account_id!r}, login={self.login}, server={self.server!r})"
@@ -136,3 +113,6 @@ def check(cfg: Mt5BridgeConfig) -> Mt5BridgeConfig:
     if bad:
         raise ConfigError(f"{PREFIX}SYMBOLS: {bad[0]!r} is not a protocol symbol (1-32 of A-Z a-z 0-9 . _ # + -)")
     return cfg
+
+
+__doc__ = with_table(__doc__, Mt5BridgeConfig, PREFIX)
