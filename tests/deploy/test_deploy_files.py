@@ -17,6 +17,7 @@ import yaml
 from hedgebridge.cli.main import build_parser
 from hedgebridge.common import bus
 from hedgebridge.common.config import env_names
+from hedgebridge.common.config_docs import render as _render
 from hedgebridge.common.servers import nats_server_binary
 from hedgebridge.coordinator.config import PREFIX as COORDINATOR_PREFIX
 from hedgebridge.coordinator.config import CoordinatorConfig
@@ -80,14 +81,6 @@ def test_compose_commands_are_real_subcommands() -> None:
             parser.parse_args(test[2:])
         checked += 1
     assert checked == 5
-
-
-def _render(value: object) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _defaults() -> dict[str, set[str]]:

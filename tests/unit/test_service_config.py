@@ -3,6 +3,7 @@ the tables of variables generated from the Structs."""
 
 from __future__ import annotations
 
+import re
 from types import ModuleType
 from typing import Any
 
@@ -218,3 +219,20 @@ def test_env_example_lists_the_variables_set_above_the_generated_part_once() -> 
         assert text.count(f"{name}=") == 1
     assert "# HEDGEBRIDGE_NATS_TOKEN=\n" in text
     assert "HEDGEBRIDGE_MT5BRIDGE_" not in text  # compose runs no bridge
+
+
+# names a README uses that no configuration Struct declares: read by the CLI (state, client commands) or the tests
+NOT_A_SERVICE_SETTING = {
+    "HEDGEBRIDGE_HOME",
+    "HEDGEBRIDGE_CLIENT_URL",
+    "HEDGEBRIDGE_TOKEN",
+    "HEDGEBRIDGE_TEST_CONTAINERS",
+}
+
+
+def test_every_variable_the_readmes_name_is_one_a_service_reads() -> None:
+    read = {v.name for s in config_tables.SERVICES for v in config_docs.variables(s.kind, s.prefix)}
+    read |= {v.name for v in config_tables.NATS_SECURITY}
+    for name in (*config_tables.MARKDOWN, "services/coordinator/README.md"):
+        named = set(re.findall(r"\bHEDGEBRIDGE_[A-Z0-9_]*[A-Z0-9]\b", (config_tables.REPO / name).read_text()))
+        assert not named - read - NOT_A_SERVICE_SETTING, f"{name} names variables no service reads"
