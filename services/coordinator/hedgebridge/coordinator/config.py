@@ -1,8 +1,9 @@
 """Coordinator configuration: the ``CoordinatorConfig`` Struct, read from ``HEDGEBRIDGE_COORDINATOR_*`` and the
 shared ``HEDGEBRIDGE_*`` settings (``hedgebridge.common.config.BackendConfig``), and the checks of its values.
 
-Every field carries its meaning; the table of variables and defaults (README.md, "Configuration") is generated
-from the Struct by ``python -m hedgebridge.cli.config_tables`` and appended to this docstring below.
+Every field carries its meaning. The table of the variables, their defaults and meanings is generated from
+the Struct: at the end of this docstring (at import), and in README.md, "Configuration" (``python -m
+hedgebridge.cli.config_tables``).
 """
 
 from __future__ import annotations

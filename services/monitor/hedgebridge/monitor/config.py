@@ -2,8 +2,9 @@
 ``HEDGEBRIDGE_*`` settings (``hedgebridge.common.config.BackendConfig``), the checks of its values, and the alert
 thresholds it gives the rules.
 
-Every field carries its meaning; the table of variables and defaults (services/monitor/README.md) is generated
-from the Struct by ``python -m hedgebridge.cli.config_tables`` and appended to this docstring below.
+Every field carries its meaning. The table of the variables, their defaults and meanings is generated from
+the Struct: at the end of this docstring (at import), and in services/monitor/README.md (``python -m
+hedgebridge.cli.config_tables``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """MT5 bridge configuration: the ``Mt5BridgeConfig`` Struct, read from ``HEDGEBRIDGE_MT5BRIDGE_*`` and the shared
 ``HEDGEBRIDGE_*`` settings (``hedgebridge.common.config.HealthConfig``), and the checks of its values.
 
-Every field carries its meaning; the table of variables and defaults (services/mt5bridge/README.md) is
-generated from the Struct by ``python -m hedgebridge.cli.config_tables`` and appended to this docstring below.
+Every field carries its meaning. The table of the variables, their defaults and meanings is generated from
+the Struct: at the end of this docstring (at import), and in services/mt5bridge/README.md (``python -m
+hedgebridge.cli.config_tables``).
 """
 
 from __future__ import annotations
