@@ -36,9 +36,8 @@ def render(value: object) -> str:
     return str(value)
 
 
-def _meta(kind: type[msgspec.Struct], field: str) -> msgspec.Meta:
-    hint = typing.get_type_hints(kind, include_extras=True)[field]
-    for meta in getattr(hint, "__metadata__", ()):
+def _meta(kind: type[msgspec.Struct], field: str, hints: dict[str, object]) -> msgspec.Meta:
+    for meta in getattr(hints[field], "__metadata__", ()):
         if isinstance(meta, msgspec.Meta) and meta.description:
             return meta
     raise ValueError(f"{kind.__name__}.{field} has no meaning: declare it Annotated[..., config.setting(...)]")
@@ -60,9 +59,10 @@ def variables(kind: type[msgspec.Struct], prefix: str) -> list[Variable]:
     """The variables ``kind`` reads, in field order (a base's shared fields first)."""
     names = env_names(kind, prefix)
     by_profile = _profile_defaults()
+    hints = typing.get_type_hints(kind, include_extras=True)
     found: list[Variable] = []
     for field in msgspec.structs.fields(kind):
-        meta = _meta(kind, field.name)
+        meta = _meta(kind, field.name, hints)
         name, value = names[field.name], render(field.default)
         shown = (meta.extra or {}).get("default") or by_profile.get(name) or (value if value else "(none)")
         found.append(Variable(name, value, str(shown), meta.description or ""))
