@@ -32,8 +32,8 @@ def status(kind: Any = "CONNECTED", session: str = "s-2", at: datetime = NOW, ac
     return TerminalStatus(timestamp=at, account_id=account, status=kind, session_id=session, gateway_id="gw-2")
 
 
-def screen(data: bytes, *, current: bool = True, unavailable: str | None = None) -> Any:
-    return rules.screen_command(data, "A1", current=current, unavailable=unavailable)
+def screen(data: bytes, *, replaced: bool = False, unavailable: str | None = None) -> Any:
+    return rules.screen_command(data, "A1", replaced=replaced, unavailable=unavailable)
 
 
 def test_a_valid_command_for_a_current_link_goes_on() -> None:
@@ -49,12 +49,12 @@ def test_an_invalid_command_is_refused_with_the_codec_s_words() -> None:
 
 
 def test_a_command_for_another_account_is_refused_even_by_a_replaced_link() -> None:
-    ack = screen(pack(open_command("A2")), current=False)
+    ack = screen(pack(open_command("A2")), replaced=True)
     assert ack == DeliveryAck(delivered=False, reason="command names another account")
 
 
 def test_a_replaced_link_stays_silent_even_when_closed() -> None:
-    assert screen(pack(open_command()), current=False, unavailable="terminal connection closed") is None
+    assert screen(pack(open_command()), replaced=True, unavailable="terminal connection closed") is None
 
 
 def test_a_link_that_takes_no_commands_says_why() -> None:

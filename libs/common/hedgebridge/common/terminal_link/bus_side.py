@@ -85,9 +85,6 @@ class TerminalBus(Generic[L]):
         if self.links.get(link.account_id) is link:
             del self.links[link.account_id]
 
-    def current(self, link: L) -> bool:
-        return self.links.get(link.account_id) is link
-
     async def subscribe_commands(self, link: L) -> Subscription:
         handler = functools.partial(self._on_command, link)
         return await self.nats.subscribe(subjects.command(link.account_id), cb=handler)
@@ -125,9 +122,9 @@ class TerminalBus(Generic[L]):
 
     async def _on_command(self, link: L, msg: Msg) -> None:
         """Hand a command from NATS to ``link`` and acknowledge the delivery."""
-        screened = rules.screen_command(
-            msg.data, link.account_id, current=self.current(link), unavailable=link.unavailable()
-        )
+        holder = self.links.get(link.account_id)
+        replaced = holder is not None and holder is not link
+        screened = rules.screen_command(msg.data, link.account_id, replaced=replaced, unavailable=link.unavailable())
         if screened is None:
             return
         if isinstance(screened, DeliveryAck):

@@ -33,18 +33,18 @@ Status = Literal["CONNECTED", "DISCONNECTED"]
 
 
 def screen_command(
-    data: bytes, account_id: str, *, current: bool, unavailable: str | None
+    data: bytes, account_id: str, *, replaced: bool, unavailable: str | None
 ) -> Command | DeliveryAck | None:
     """A command published for the link of ``account_id``: the command to hand on, the ack refusing it, or
-    None when the link was replaced (the current one answers, so a stale refusal never wins the race).
-    ``current``: the link is the one held for its account; ``unavailable``: why it takes no commands."""
+    None when another link now holds the account (that one answers, so a stale refusal never wins the race).
+    ``unavailable``: why the link takes no commands, None when it takes them."""
     try:
         command = unpack_command(data)
     except ProtocolError as exc:
         return DeliveryAck(delivered=False, reason=f"invalid command: {exc.message}")
     if command.account_id != account_id:
         return DeliveryAck(delivered=False, reason=OTHER_ACCOUNT)
-    if not current:
+    if replaced:
         return None
     if unavailable is not None:
         return DeliveryAck(delivered=False, reason=unavailable)
