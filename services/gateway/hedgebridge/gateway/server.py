@@ -53,7 +53,7 @@ from .handshake import Accept, ClientAccept, decide
 from .keys import KeyProvider, Revocations
 from .limits import IpLimiter
 from .liveness import Liveness
-from .terminal_link_ws import TerminalSession as TerminalSession
+from .terminal_link_ws import TerminalSession as TerminalSession  # named here for telemetry's type hints
 from .terminal_sessions import TerminalSessions
 
 log = logs.get("gateway")
