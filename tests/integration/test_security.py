@@ -47,7 +47,8 @@ from hedgebridge.common.servers import NatsServer, ValkeyServer, free_port
 from hedgebridge.common.service import EXIT_UNAVAILABLE
 from hedgebridge.executor.service import Executor
 from hedgebridge.gateway import keys as gateway_keys
-from hedgebridge.gateway.server import SLOW_CONSUMER, Gateway
+from hedgebridge.gateway.server import Gateway
+from hedgebridge.gateway.terminal_link_ws import SLOW_CONSUMER
 from hedgebridge.protocol import Heartbeat, OpenOrder, PriceTick, Welcome, pack, subjects, utcnow
 from hedgebridge.protocol.errors import CloseCode
 from hedgebridge.sim import SimConfig

@@ -148,6 +148,8 @@ KNOWN_CYCLES = [
         "hedgebridge.gateway.liveness",
         "hedgebridge.gateway.server",
         "hedgebridge.gateway.telemetry",
+        "hedgebridge.gateway.terminal_link_ws",
+        "hedgebridge.gateway.terminal_sessions",
     ],
 ]
 KNOWN_BIG = {
@@ -155,10 +157,7 @@ KNOWN_BIG = {
     "services/coordinator/hedgebridge/coordinator/service.py",
     "services/executor/hedgebridge/executor/service.py",
     "services/gateway/hedgebridge/gateway/clients.py",
-    "services/gateway/hedgebridge/gateway/server.py",
     "services/monitor/hedgebridge/monitor/service.py",
-    "services/mt5bridge/hedgebridge/mt5bridge/service.py",
-    "services/mt5bridge/hedgebridge/mt5bridge/translate.py",
 }
 
 

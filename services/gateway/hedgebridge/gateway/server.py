@@ -1,4 +1,10 @@
-"""The gateway's I/O layer: a websockets server for terminals, bridged to NATS.
+"""The gateway's composition root: one websockets server for terminals (``/ea``) and clients (``/client``),
+bridged to NATS. It listens, routes each request (health and metrics, the per-IP limit, the admin pages, the
+handshake decision) and hands an accepted connection to its side: ``terminal_sessions.py`` for terminals,
+``clients.py`` for clients; it starts and stops them.
+
+What the gateway does for terminals (``terminal_sessions.py``, ``terminal_link_ws.py`` and the shared bus
+side in ``hedgebridge.common.terminal_link``):
 
 - Terminal frames are validated (``decode_frame``); a bad frame is answered with an ERROR frame and the
   connection stays up. Valid events are published as msgpack on ``hb.ea.<account>.evt.<type>``.
@@ -26,46 +32,18 @@ import contextlib
 import functools
 import ssl
 import time
-import uuid
 import weakref
 from collections.abc import Coroutine
 from http import HTTPStatus
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from hedgebridge.common import auth, bus, logs
-from hedgebridge.protocol import (
-    FROM_TERMINAL,
-    PROTOCOL_VERSION,
-    SUPPORTED_SUBPROTOCOLS,
-    ClosedEvent,
-    DeliveryAck,
-    ErrorMessage,
-    Heartbeat,
-    Message,
-    OpenedEvent,
-    ProtocolError,
-    SyncCommand,
-    TerminalStatus,
-    Welcome,
-    decode_frame,
-    encode_frame,
-    errors,
-    pack,
-    subjects,
-    type_name,
-    unpack,
-    unpack_command,
-    utcnow,
-)
-from hedgebridge.protocol.errors import CloseCode
+from hedgebridge.protocol import SUPPORTED_SUBPROTOCOLS
 
 from . import admin, http_routes, telemetry
 from .clients import ClientHub
@@ -73,152 +51,24 @@ from .config import GatewayConfig
 from .errors import CannotListen
 from .handshake import Accept, ClientAccept, decide
 from .keys import KeyProvider, Revocations
-from .limits import RATE_LIMIT, IpLimiter, TokenBucket
+from .limits import IpLimiter
 from .liveness import Liveness
-
-SLOW_CONSUMER = "slow consumer"
-CLOSE_TIMEOUT_S = 5.0
+from .terminal_link_ws import TerminalSession as TerminalSession  # named here for telemetry's type hints
+from .terminal_sessions import TerminalSessions
 
 log = logs.get("gateway")
-
-
-class TerminalSession:
-    """One terminal's live connection."""
-
-    def __init__(self, gateway: Gateway, connection: ServerConnection, accept: Accept) -> None:
-        self.gateway = gateway
-        self.connection = connection
-        self.account_id = accept.principal.subject
-        self.principal = accept.principal
-        self.bucket = TokenBucket(gateway.config.message_rate, gateway.config.message_burst)
-        self.version = accept.version
-        self.session_id = uuid.uuid4().hex
-        self.connected_at = time.time()
-        self.subscription: Subscription | None = None
-        self.welcomed = asyncio.Event()  # WELCOME went out: commands may follow it
-        self.close_reason = ""
-        self.last_seen = asyncio.get_running_loop().time()
-        remote = connection.remote_address
-        self.remote = f"{remote[0]}:{remote[1]}" if remote else ""
-
-    async def send(self, message: Message) -> None:
-        """Write one frame; a terminal that does not take it within the send timeout is closed (1008)."""
-        telemetry.frame_out("ea", type_name(message))
-        try:
-            async with asyncio.timeout(self.gateway.config.send_timeout_ms / 1000):
-                await self.connection.send(encode_frame(message).decode())
-        except TimeoutError:
-            if not self.close_reason:
-                log.warning("slow consumer closed", account=self.account_id, session=self.session_id)
-                self.gateway.spawn(self.retire(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER))
-            raise
-
-    async def send_error(self, code: str, message: str, **fields: str | None) -> None:
-        await self.send(ErrorMessage(code=code, message=message, timestamp=utcnow(), **fields))
-
-    async def retire(self, code: CloseCode, reason: str) -> None:
-        """Stop taking commands at once, then close the socket with ``code``. A peer that does not read (the
-        close frame waits behind what it has not taken) is cut off after ``CLOSE_TIMEOUT_S``."""
-        self.close_reason = reason
-        await self.unsubscribe()
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await self.connection.close(code, reason)
-        except TimeoutError:
-            self.connection.transport.abort()
-
-    async def unsubscribe(self) -> None:
-        sub, self.subscription = self.subscription, None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
-    async def on_command(self, msg: Msg) -> None:
-        """Write a command from NATS to the terminal and acknowledge delivery."""
-        try:
-            command = unpack_command(msg.data)
-        except ProtocolError as exc:
-            await self._ack(msg, DeliveryAck(delivered=False, reason=f"invalid command: {exc.message}"))
-            return
-        if command.account_id != self.account_id:
-            await self._ack(msg, DeliveryAck(delivered=False, reason="command names another account"))
-            return
-        if self.gateway.sessions.get(self.account_id) is not self:
-            return  # replaced: the current session answers, so a stale "not delivered" never wins the race
-        if self.connection.state is not State.OPEN or self.subscription is None:
-            await self._ack(msg, DeliveryAck(delivered=False, reason="terminal connection closed"))
-            return
-        if not self.welcomed.is_set():  # subscribed a moment ago: the command goes after WELCOME
-            try:
-                async with asyncio.timeout(self.gateway.config.send_timeout_ms / 1000):
-                    await self.welcomed.wait()
-            except TimeoutError:
-                await self._ack(msg, DeliveryAck(delivered=False, reason="terminal session not ready"))
-                return
-        command = telemetry.command_received(self, msg, command)  # its trace context and timing
-        try:
-            async with asyncio.timeout(self.gateway.config.send_timeout_ms / 1000):
-                await self.send(command)
-        except (ConnectionClosed, TimeoutError) as exc:
-            # the frame may already be on its way: the caller must reconcile, not resend
-            log.warning("command delivery uncertain", account=self.account_id, error=type(exc).__name__)
-            reason = "connection lost while sending; the terminal may have the command"
-            await self._ack(msg, DeliveryAck(delivered=False, uncertain=True, reason=reason))
-            return
-        log.debug("command delivered", account=self.account_id, type=type_name(command))
-        telemetry.command_written(self, command)
-        await self._ack(msg, DeliveryAck(delivered=True, session_id=self.session_id))
-
-    async def _ack(self, msg: Msg, ack: DeliveryAck) -> None:
-        if msg.reply:
-            with contextlib.suppress(Exception):
-                await msg.respond(pack(ack))
-
-    async def handle_frame(self, data: str | bytes) -> None:
-        try:
-            message = decode_frame(data)
-        except ProtocolError as exc:
-            await self.send_error(exc.code, exc.message, field=exc.field, ref_type=exc.ref_type, ref_id=exc.ref_id)
-            return
-        telemetry.frame_in("ea", message, self)
-        if isinstance(message, Heartbeat):
-            if not message.reply:
-                await self.send(Heartbeat(timestamp=utcnow(), seq=message.seq, reply=True))
-            return
-        kind = type_name(message)
-        if not isinstance(message, FROM_TERMINAL):
-            await self.send_error(errors.UNEXPECTED_TYPE, f"terminals do not send {kind}", ref_type=kind)
-            return
-        if isinstance(message, ErrorMessage):
-            log.warning("terminal reported an error", account=self.account_id, code=message.code, text=message.message)
-            return
-        claimed = getattr(message, "account_id", None)
-        if claimed != self.account_id:
-            await self.send_error(
-                errors.ACCOUNT_MISMATCH,
-                f"this connection is authorised for account {self.account_id}, not {claimed}",
-                field="accountId",
-                ref_type=kind,
-                ref_id=getattr(message, "action_id", None) or getattr(message, "position_id", None),
-            )
-            return
-        if isinstance(message, OpenedEvent | ClosedEvent):  # kept in HB_EVENTS: a repeat is dropped there
-            with telemetry.report(self, message, {"Nats-Msg-Id": _report_id(message)}) as headers:
-                await self.gateway.nats.publish(subjects.event(self.account_id, kind), pack(message), headers=headers)
-            return
-        await self.gateway.nats.publish(subjects.event(self.account_id, kind), pack(message))
 
 
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.gateway_id = config.gateway_id
-        self.sessions: dict[str, TerminalSession] = {}
+        self.terminals = TerminalSessions(config, lambda: self.nats, self.spawn, self._terminal_connected)
+        self.sessions = self.terminals.sessions  # the live terminal session of each account
         self._accepted: weakref.WeakKeyDictionary[ServerConnection, Accept | ClientAccept] = weakref.WeakKeyDictionary()
         self.clients = ClientHub(config, lambda: self.nats)  # the /client endpoint (clients.py)
         self._nats: NatsClient | None = None
         self._server: Server | None = None
-        self._status_sub: Subscription | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.liveness = Liveness(self)  # GATEWAY_LIVENESS reports (liveness.py)
@@ -229,6 +79,14 @@ class Gateway:
         self.ip_limiter = IpLimiter(config.ip_connect_rate, config.ip_connect_burst)
         self.clients.keys = lambda: self.key_provider.keys
         self.clients.revoked = self.revocations
+
+    @property
+    def _status_sub(self) -> Subscription | None:
+        """The subscription to terminal statuses (readiness checks it)."""
+        return self.terminals.bus.status_sub
+
+    def _terminal_connected(self, account_id: str) -> None:
+        telemetry.terminal_connected(self, account_id)
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -258,8 +116,7 @@ class Gateway:
             await self.nats.close()
             await self.key_provider.stop()
             raise
-        self._status_sub = await self.nats.subscribe(subjects.ALL_STATUS, cb=self._on_status)
-        await self.nats.subscribe(subjects.GATEWAY_SYNC, cb=self._on_sync_all)
+        await self.terminals.start()  # terminal statuses (hand-overs), then sync requests
         try:
             self._server = await self._listen()
         except OSError as exc:
@@ -307,10 +164,7 @@ class Gateway:
             self._sweeper = None
         if self._server is not None:
             self._server.close(close_connections=False)
-            await asyncio.gather(
-                *(s.retire(CloseCode.GOING_AWAY, "gateway shutting down") for s in list(self.sessions.values())),
-                return_exceptions=True,
-            )
+            await self.terminals.stop()
             await self.clients.stop()
             await self._server.wait_closed()
             self._server = None
@@ -359,65 +213,7 @@ class Gateway:
         if isinstance(accept, ClientAccept):
             await self.clients.serve(connection, accept)
             return
-        session = TerminalSession(self, connection, accept)
-        account = session.account_id
-        previous = self.sessions.get(account)
-        if previous is not None:
-            await previous.retire(CloseCode.SESSION_REPLACED, "replaced by a newer connection for this account")
-        self.sessions[account] = session
-        telemetry.terminal_connected(self, account)
-        try:
-            subscription = await self.nats.subscribe(subjects.command(account), cb=session.on_command)
-            if session.close_reason:  # replaced while subscribing: the newer session takes the commands
-                await subscription.unsubscribe()
-                return
-            session.subscription = subscription
-            await self._publish_status(session, "CONNECTED")
-            await self.nats.flush()  # once WELCOME is sent, commands for the account reach this socket
-            log.info("terminal connected", account=account, session=session.session_id, remote=session.remote)
-            await session.send(
-                Welcome(
-                    protocol_version=min(session.version, PROTOCOL_VERSION),
-                    account_id=account,
-                    session_id=session.session_id,
-                    heartbeat_interval_ms=self.config.heartbeat_interval_ms,
-                    heartbeat_timeout_ms=self.config.heartbeat_timeout_ms,
-                    max_frame_bytes=self.config.max_frame_bytes,
-                    server_time=utcnow(),
-                )
-            )
-            session.welcomed.set()
-            await self._read_loop(session)
-        except ConnectionClosed:
-            pass
-        except Exception:
-            log.exception("terminal session failed", account=account)
-            session.close_reason = session.close_reason or "internal error"
-            with contextlib.suppress(Exception):
-                await connection.close(CloseCode.INTERNAL_ERROR, "internal error")
-        finally:
-            await session.unsubscribe()
-            if self.sessions.get(account) is session:
-                del self.sessions[account]
-            reason = session.close_reason or _close_description(connection)
-            log.info("terminal disconnected", account=account, session=session.session_id, reason=reason)
-            with contextlib.suppress(Exception):
-                await self._publish_status(session, "DISCONNECTED", reason)
-
-    async def _read_loop(self, session: TerminalSession) -> None:
-        loop = asyncio.get_running_loop()
-        async for data in session.connection:
-            if session.close_reason:  # closing: frames still arriving are dropped, so the close handshake completes
-                continue
-            session.last_seen = loop.time()
-            if not session.bucket.take(session.last_seen):
-                log.warning("rate limit exceeded", account=session.account_id, session=session.session_id)
-                self.spawn(session.retire(CloseCode.POLICY_VIOLATION, RATE_LIMIT))
-                continue
-            try:
-                await session.handle_frame(data)
-            except TimeoutError:  # the terminal does not read: closed as a slow consumer (see send)
-                return
+        await self.terminals.serve(connection, accept)
 
     async def _sweep_silent(self) -> None:
         """Close terminals that sent nothing within the heartbeat timeout (one timer for all sessions)."""
@@ -425,16 +221,8 @@ class Gateway:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(min(timeout_s / 4, 0.25))
-            now = loop.time()
             wall = time.time()
-            for session in list(self.sessions.values()):
-                if session.close_reason:
-                    continue
-                ended = auth.session_end_reason(session.principal, wall, self.revocations)
-                if ended is not None:
-                    self.spawn(session.retire(CloseCode.POLICY_VIOLATION, ended))
-                elif now - session.last_seen > timeout_s:
-                    self.spawn(session.retire(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"))
+            self.terminals.sweep(loop.time(), wall, self.revocations)
             self.clients.end_sessions(functools.partial(self._session_end, wall))
 
     def _session_end(self, wall: float, principal: auth.Principal) -> str | None:
@@ -442,56 +230,5 @@ class Gateway:
 
     def _on_revoked(self, jti: str) -> None:
         """Close at once every session of a token that was just revoked."""
-        for session in list(self.sessions.values()):
-            if session.principal.token_id == jti and not session.close_reason:
-                self.spawn(session.retire(CloseCode.POLICY_VIOLATION, "token revoked"))
+        self.terminals.revoked(jti)
         self.clients.end_sessions(lambda p: "token revoked" if p.token_id == jti else None)
-
-    async def _publish_status(self, session: TerminalSession, status: str, reason: str = "") -> None:
-        event = TerminalStatus(
-            timestamp=utcnow(),
-            account_id=session.account_id,
-            status="CONNECTED" if status == "CONNECTED" else "DISCONNECTED",
-            session_id=session.session_id,
-            gateway_id=self.gateway_id,
-            reason=reason,
-            protocol_version=session.version,
-            remote=session.remote,
-        )
-        await self.nats.publish(subjects.status(session.account_id), pack(event))
-
-    async def _on_sync_all(self, msg: Msg) -> None:
-        """Ask every terminal held here for fresh snapshots (the cache is being rebuilt)."""
-        reason = msg.data.decode(errors="replace")[:200] or "sync requested"
-        for session in list(self.sessions.values()):
-            if session.welcomed.is_set():  # a newer session sends its snapshots right after WELCOME anyway
-                with contextlib.suppress(ConnectionClosed, TimeoutError):
-                    await session.send(SyncCommand(timestamp=utcnow(), account_id=session.account_id, reason=reason))
-        log.info("snapshots requested", terminals=len(self.sessions), reason=reason)
-
-    async def _on_status(self, msg: Msg) -> None:
-        """Another replica accepted a newer connection for an account held here: hand it over."""
-        try:
-            event = unpack(msg.data, TerminalStatus)
-        except ProtocolError:
-            return
-        if event.status != "CONNECTED" or event.gateway_id == self.gateway_id:
-            return
-        session = self.sessions.get(event.account_id)
-        if session is not None and session.connected_at <= event.timestamp.timestamp():
-            await session.retire(CloseCode.SESSION_REPLACED, "replaced by a newer connection for this account")
-
-
-def _report_id(event: OpenedEvent | ClosedEvent) -> str:
-    """The de-duplication id of a trade report: the same report sent twice (after a reconnect) is one."""
-    key = event.action_id or event.position_id
-    outcome = f"{event.status}:{event.error_code or ''}"
-    return f"{event.account_id}:{type_name(event)}:{key}:{event.mt_ticket or ''}:{outcome}"
-
-
-def _close_description(connection: ServerConnection) -> str:
-    code = connection.close_code
-    if code is None or code == 1006:  # no closing handshake: the network or the terminal went away
-        return "connection lost"
-    reason = connection.close_reason or ""
-    return f"closed {code} {reason}".strip()

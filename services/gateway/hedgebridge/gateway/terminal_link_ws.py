@@ -1,0 +1,194 @@
+"""One terminal's WebSocket session: the gateway's adapter of the terminal link (``TerminalLink`` of
+``hedgebridge.common.terminal_link``).
+
+It owns what a terminal connection is beyond the bus side: writing frames (a terminal that does not read
+within ``send_timeout_ms`` is closed with 1008 "slow consumer"), closing (4002 when replaced, 1001 on stop…),
+the rate bucket and the last frame's time, and each frame read: a bad frame is answered with an ERROR frame,
+a HEARTBEAT with its reply, and the terminal's events go to the bus side to be published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from hedgebridge.common import logs
+from hedgebridge.common.terminal_link import REPLACED, Delivery, TerminalBus, rules
+from hedgebridge.protocol import (
+    FROM_TERMINAL,
+    ClosedEvent,
+    Command,
+    ErrorMessage,
+    Heartbeat,
+    Message,
+    OpenedEvent,
+    ProtocolError,
+    SyncCommand,
+    TerminalStatus,
+    decode_frame,
+    encode_frame,
+    errors,
+    type_name,
+    utcnow,
+)
+from hedgebridge.protocol.errors import CloseCode
+
+from . import telemetry
+from .config import GatewayConfig
+from .handshake import Accept
+from .limits import TokenBucket
+
+SLOW_CONSUMER = "slow consumer"
+CLOSE_TIMEOUT_S = 5.0
+CONNECTION_CLOSED = "terminal connection closed"
+
+log = logs.get("gateway")
+
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+class TerminalSession:
+    """One terminal's live connection."""
+
+    def __init__(
+        self,
+        connection: ServerConnection,
+        accept: Accept,
+        config: GatewayConfig,
+        bus: TerminalBus[TerminalSession],
+        spawn: Spawn,
+    ) -> None:
+        self.connection = connection
+        self.account_id = accept.principal.subject
+        self.principal = accept.principal
+        self.bucket = TokenBucket(config.message_rate, config.message_burst)
+        self.version = accept.version
+        self.session_id = uuid.uuid4().hex
+        self.connected_at = time.time()
+        self.subscription: Subscription | None = None
+        self.welcomed = asyncio.Event()  # WELCOME went out: commands may follow it
+        self.close_reason = ""
+        self.last_seen = asyncio.get_running_loop().time()
+        remote = connection.remote_address
+        self.remote = f"{remote[0]}:{remote[1]}" if remote else ""
+        self._send_timeout_s = config.send_timeout_ms / 1000
+        self._bus = bus
+        self._spawn = spawn
+
+    async def send(self, message: Message) -> None:
+        """Write one frame; a terminal that does not take it within the send timeout is closed (1008)."""
+        telemetry.frame_out("ea", type_name(message))
+        try:
+            async with asyncio.timeout(self._send_timeout_s):
+                await self.connection.send(encode_frame(message).decode())
+        except TimeoutError:
+            if not self.close_reason:
+                log.warning("slow consumer closed", account=self.account_id, session=self.session_id)
+                self._spawn(self.retire(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER))
+            raise
+
+    async def send_error(self, code: str, message: str, **fields: str | None) -> None:
+        await self.send(ErrorMessage(code=code, message=message, timestamp=utcnow(), **fields))
+
+    async def retire(self, code: CloseCode, reason: str) -> None:
+        """Stop taking commands at once, then close the socket with ``code``. A peer that does not read (the
+        close frame waits behind what it has not taken) is cut off after ``CLOSE_TIMEOUT_S``."""
+        self.close_reason = reason
+        await self.unsubscribe()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.connection.close(code, reason)
+        except TimeoutError:
+            self.connection.transport.abort()
+
+    async def unsubscribe(self) -> None:
+        sub, self.subscription = self.subscription, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    # --- the terminal link ------------------------------------------------------------------------------------
+
+    def unavailable(self) -> str | None:
+        if self.connection.state is not State.OPEN or self.subscription is None:
+            return CONNECTION_CLOSED
+        return None
+
+    async def wait_ready(self) -> bool:
+        """Subscribed a moment ago: a command goes after WELCOME, which must go out within the send timeout."""
+        if self.welcomed.is_set():
+            return True
+        try:
+            async with asyncio.timeout(self._send_timeout_s):
+                await self.welcomed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def deliver(self, command: Command, msg: Msg) -> Delivery:
+        """Write a command from NATS to the terminal."""
+        command = telemetry.command_received(self, msg, command)  # its trace context and timing
+        try:
+            async with asyncio.timeout(self._send_timeout_s):
+                await self.send(command)
+        except (ConnectionClosed, TimeoutError) as exc:
+            # the frame may already be on its way: the caller must reconcile, not resend
+            log.warning("command delivery uncertain", account=self.account_id, error=type(exc).__name__)
+            return Delivery.UNCERTAIN
+        log.debug("command delivered", account=self.account_id, type=type_name(command))
+        telemetry.command_written(self, command)
+        return Delivery.DELIVERED
+
+    async def request_sync(self, reason: str) -> None:
+        if self.welcomed.is_set():  # a newer session sends its snapshots right after WELCOME anyway
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                await self.send(SyncCommand(timestamp=utcnow(), account_id=self.account_id, reason=reason))
+
+    async def replaced(self, by: TerminalStatus) -> None:
+        await self.retire(CloseCode.SESSION_REPLACED, REPLACED)
+
+    # --- frames from the terminal -----------------------------------------------------------------------------
+
+    async def handle_frame(self, data: str | bytes) -> None:
+        try:
+            message = decode_frame(data)
+        except ProtocolError as exc:
+            await self.send_error(exc.code, exc.message, field=exc.field, ref_type=exc.ref_type, ref_id=exc.ref_id)
+            return
+        telemetry.frame_in("ea", message, self)
+        if isinstance(message, Heartbeat):
+            if not message.reply:
+                await self.send(Heartbeat(timestamp=utcnow(), seq=message.seq, reply=True))
+            return
+        kind = type_name(message)
+        if not isinstance(message, FROM_TERMINAL):
+            await self.send_error(errors.UNEXPECTED_TYPE, f"terminals do not send {kind}", ref_type=kind)
+            return
+        if isinstance(message, ErrorMessage):
+            log.warning("terminal reported an error", account=self.account_id, code=message.code, text=message.message)
+            return
+        claimed = getattr(message, "account_id", None)
+        if claimed != self.account_id:
+            await self.send_error(
+                errors.ACCOUNT_MISMATCH,
+                f"this connection is authorised for account {self.account_id}, not {claimed}",
+                field="accountId",
+                ref_type=kind,
+                ref_id=getattr(message, "action_id", None) or getattr(message, "position_id", None),
+            )
+            return
+        if isinstance(message, OpenedEvent | ClosedEvent):  # kept in HB_EVENTS: a repeat is dropped there
+            with telemetry.report(self, message, rules.report_headers(message)) as headers:
+                await self._bus.publish_event(self.account_id, message, headers)
+            return
+        await self._bus.publish_event(self.account_id, message)

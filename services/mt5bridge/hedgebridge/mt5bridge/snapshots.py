@@ -1,0 +1,127 @@
+"""The terminal's state on the bus: POSITION_UPDATE and ACCOUNT_UPDATE now (a snapshot, echoing a SYNC's
+``syncId``) and polled (sent when they change, and at least every interval), PRICE for the configured
+symbols, and CLOSED with its reason for a position of the system that closed without a command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from hedgebridge.common import logs
+from hedgebridge.protocol import Message, utcnow
+
+from . import translate as tr
+from .book import Book
+from .config import Mt5BridgeConfig
+from .terminal import Terminal
+
+log = logs.get("mt5bridge")
+
+
+class Snapshots:
+    """``lock`` is held by a command while it runs: a poll never interleaves with a command."""
+
+    def __init__(
+        self,
+        terminal: Terminal,
+        book: Book,
+        config: Mt5BridgeConfig,
+        publish: Callable[[Message], Awaitable[None]],
+        lock: asyncio.Lock,
+    ) -> None:
+        self._terminal = terminal
+        self._book = book
+        self.config = config
+        self._account_id = config.account_id
+        self._publish = publish
+        self.lock = lock
+        self._positions_sig: tuple[tuple[int, float], ...] | None = None
+        self._positions_sent = 0.0
+        self._account_sig: tuple[float, float, float] | None = None
+        self._account_sent = 0.0
+        self._prices: dict[str, tuple[float, float]] = {}
+        self._missing: dict[int, int] = {}  # book tickets gone from the positions, polls without a closing deal
+
+    async def send(self, sync_id: str | None = None) -> None:
+        """POSITION_UPDATE (echoing ``sync_id``) and ACCOUNT_UPDATE, now."""
+        loop = asyncio.get_running_loop()
+        positions = await self._terminal.positions()
+        now = utcnow()
+        await self._publish(tr.position_update(self._account_id, positions, self._book.entries, now, sync_id))
+        self._positions_sig = _signature(positions)
+        self._positions_sent = loop.time()
+        info = await self._terminal.query(self._terminal.mt5.account_info)
+        if info is not None:
+            await self._publish(tr.account_update(self._account_id, info, now))
+            self._account_sig = (info.balance, info.equity, info.margin)
+            self._account_sent = loop.time()
+
+    async def poll_state(self) -> None:
+        """Positions and account figures: sent when they change (and at least every interval); positions of
+        the system that closed without a command are reported as CLOSED with their reason."""
+        loop = asyncio.get_running_loop()
+        interval = self.config.poll_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            async with self.lock:
+                positions = await self._terminal.positions()
+                await self._outside_closes({p.ticket for p in positions})
+                now = utcnow()
+                signature = _signature(positions)
+                due = loop.time() - self._positions_sent >= self.config.positions_interval_ms / 1000
+                if signature != self._positions_sig or due:
+                    update = tr.position_update(self._account_id, positions, self._book.entries, now)
+                    await self._publish(update)
+                    self._positions_sig = signature
+                    self._positions_sent = loop.time()
+                info = await self._terminal.query(self._terminal.mt5.account_info)
+                if info is None:
+                    continue
+                figures = (info.balance, info.equity, info.margin)
+                changed = self._account_sig is None or any(
+                    abs(a - b) >= 0.01 for a, b in zip(figures, self._account_sig, strict=True)
+                )
+                due = loop.time() - self._account_sent >= self.config.account_interval_ms / 1000
+                if changed or due:
+                    await self._publish(tr.account_update(self._account_id, info, now))
+                    self._account_sig = figures
+                    self._account_sent = loop.time()
+
+    async def _outside_closes(self, open_tickets: set[int]) -> None:
+        for ticket in [t for t in self._book.entries if t not in open_tickets]:
+            position_id, action_id = self._book.entries[ticket]
+            deals = await self._terminal.query(self._terminal.mt5.history_deals_get, position=ticket)
+            event = tr.outside_close(self._account_id, ticket, position_id, action_id, deals or (), utcnow())
+            if event is None:
+                self._missing[ticket] = self._missing.get(ticket, 0) + 1
+                if self._missing[ticket] < 40:
+                    continue
+                log.warning("a position closed without a closing deal in the history", ticket=ticket)
+            else:
+                log.info("position closed outside the system", ticket=ticket, reason=event.reason)
+                await self._publish(event)
+            self._missing.pop(ticket, None)
+            self._book.forget(ticket)
+
+    async def poll_prices(self) -> None:
+        symbols = self.config.price_symbols
+        for symbol in symbols:
+            if not await self._terminal.query(self._terminal.mt5.symbol_select, symbol, True):
+                log.warning("no PRICE for a symbol the terminal does not know", symbol=symbol)
+        interval = self.config.price_interval_ms / 1000
+        while True:
+            for symbol in symbols:
+                tick = await self._terminal.query(self._terminal.mt5.symbol_info_tick, symbol)
+                if tick is None or self._prices.get(symbol) == (tick.bid, tick.ask):
+                    continue
+                message = tr.price_tick(self._account_id, symbol, tick)
+                if message is not None:
+                    self._prices[symbol] = (tick.bid, tick.ask)
+                    await self._publish(message)
+            await asyncio.sleep(interval)
+
+
+def _signature(positions: tuple[Any, ...]) -> tuple[tuple[int, float], ...]:
+    return tuple(sorted((int(p.ticket), float(p.volume)) for p in positions))

@@ -1,0 +1,74 @@
+"""The ``MetaTrader5`` package, called on its one worker thread: the package is not thread-safe and blocks,
+so every call runs there, in order. A call whose answer says the package lost its link to the terminal
+raises ``TerminalLost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from hedgebridge.protocol import utcnow
+
+from . import translate as tr
+from .errors import TerminalLost
+
+
+class Terminal:
+    """``mt5`` is the package's module, or a stand-in for it (set at start when None)."""
+
+    def __init__(self, mt5: Any | None, history_days: int) -> None:
+        self.module = mt5
+        self._history_days = history_days
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mt5")
+
+    @property
+    def mt5(self) -> Any:
+        assert self.module is not None, "bridge not started"
+        return self.module
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call the package on its worker thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(function, *args, **kwargs))
+
+    async def query(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call the package; its answer (None or False for an ordinary failure: not found…), or TerminalLost
+        when its link to the terminal is broken."""
+        result = await self.call(function, *args, **kwargs)
+        if result is None or result is False:
+            code, text = await self.call(self.mt5.last_error)
+            if tr.RES_E_INTERNAL_FAIL_FIRST <= code <= tr.RES_E_INTERNAL_FAIL_LAST:
+                raise TerminalLost(f"{getattr(function, '__name__', 'call')}: {text} ({code})")
+        return result
+
+    async def history(self) -> tuple[Any, ...]:
+        now = utcnow()
+        start = now - timedelta(days=self._history_days)
+        deals = await self.query(self.mt5.history_deals_get, start, now + timedelta(days=1))
+        return tuple(deals or ())
+
+    async def deal(self, ticket: int) -> Any:
+        """A deal by ticket; just after ``order_send`` it may take a moment to reach the history."""
+        if not ticket:
+            return None
+        for _ in range(25):
+            deals = await self.query(self.mt5.history_deals_get, ticket=ticket)
+            if deals:
+                return deals[0]
+            await asyncio.sleep(0.02)
+        return None
+
+    async def positions(self) -> tuple[Any, ...]:
+        positions = await self.query(self.mt5.positions_get)
+        if positions is None:
+            code, text = await self.call(self.mt5.last_error)
+            raise TerminalLost(f"positions_get: {text} ({code})")
+        return tuple(positions)

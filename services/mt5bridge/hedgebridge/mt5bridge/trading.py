@@ -1,0 +1,212 @@
+"""OPEN and CLOSE on the terminal, as the EA executes them: the same magic number, order comment and
+"already executed" search among positions and deals, the same checks before ``order_send`` and the same
+retcodes; a repeated actionId is answered with its first outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from hedgebridge.common import logs
+from hedgebridge.protocol import CloseCommand, OpenCommand, retcodes
+
+from . import translate as tr
+from .book import Book
+from .config import Mt5BridgeConfig
+from .terminal import Terminal
+from .translate import Outcome
+
+log = logs.get("mt5bridge")
+
+_DONE_MEMORY = 10_000  # outcomes of this run kept by actionId (positions and history answer for older ones)
+
+
+class Trader:
+    def __init__(self, terminal: Terminal, book: Book, config: Mt5BridgeConfig) -> None:
+        self._terminal = terminal
+        self._book = book
+        self.config = config
+        self._account_id = config.account_id
+        self._done: dict[tuple[str, str], Outcome] = {}
+
+    def _remember(self, kind: str, action_id: str | None, outcome: Outcome) -> None:
+        if not action_id or not outcome.success:
+            return  # a refused attempt is not an execution: the same actionId may come again
+        if len(self._done) >= _DONE_MEMORY:
+            self._done.clear()
+        self._done[(kind, action_id)] = outcome
+
+    async def _trading_blocked(self) -> Outcome | None:
+        terminal = await self._terminal.query(self._terminal.mt5.terminal_info)
+        if terminal is None or not terminal.trade_allowed or terminal.tradeapi_disabled:
+            return tr.failed(retcodes.CLIENT_DISABLES_AT, "algorithmic trading is disabled in the terminal")
+        account = await self._terminal.query(self._terminal.mt5.account_info)
+        if account is None or not account.trade_expert:
+            return tr.failed(
+                retcodes.SERVER_DISABLES_AT, "the trade server does not allow expert trading on this account"
+            )
+        return None
+
+    async def open(self, command: OpenCommand) -> Outcome:
+        mt5 = self._terminal.mt5
+        magic = self.config.magic
+        action_id = command.action_id or ""
+        if action_id:
+            known = self._done.get(("OPEN", action_id))
+            if known is not None:
+                return tr.again(known)
+            earlier = tr.find_open(action_id, magic, await self._terminal.positions(), ())
+            earlier = earlier or tr.find_open(action_id, magic, (), await self._terminal.history())
+            if earlier is not None:
+                if earlier.ticket not in self._book.entries:
+                    self._book.remember(earlier.ticket, command.position_id, command.action_id)
+                self._remember("OPEN", action_id, earlier)
+                return earlier
+        symbol = command.symbol
+        if not await self._terminal.query(mt5.symbol_select, symbol, True):
+            return tr.failed(None, f"symbol {symbol} is not available on this account")
+        info = await self._terminal.query(mt5.symbol_info, symbol)
+        if info is None:
+            return tr.failed(None, f"symbol {symbol} is not available on this account")
+        problem = tr.volume_problem(symbol, command.volume, info.volume_min, info.volume_max, info.volume_step)
+        if problem is not None:
+            return tr.failed(retcodes.INVALID_VOLUME, problem)
+        blocked = await self._trading_blocked()
+        if blocked is not None:
+            return blocked
+        tick = await self._terminal.query(mt5.symbol_info_tick, symbol)
+        if tick is None or tick.bid <= 0 or tick.ask <= 0:
+            return tr.failed(retcodes.PRICE_OFF, f"no current price for {symbol}")
+        request = tr.open_request(
+            command,
+            price=tick.ask if command.side == "BUY" else tick.bid,
+            filling=tr.filling_for(info.filling_mode),
+            magic=magic,
+            deviation=self.config.deviation,
+            volume_step=info.volume_step,
+        )
+        result = await self._terminal.call(mt5.order_send, request)
+        if result is None:
+            outcome = await self._lost_result("OPEN", action_id, command.position_id)
+        elif result.retcode == retcodes.PLACED:
+            outcome = await self._placed(result.order)
+        elif tr.is_fill(result.retcode):
+            deal = await self._terminal.deal(result.deal)
+            outcome = tr.fill_outcome(result, request["volume"], deal, closing=False)
+        else:
+            return tr.refused_outcome(result)
+        if outcome.success:
+            self._book.remember(outcome.ticket, command.position_id, command.action_id)
+            self._remember("OPEN", action_id, outcome)
+        return outcome
+
+    async def _placed(self, order: int) -> Outcome:
+        """Exchange execution: the order waits for its deal; its position appears under the order's ticket."""
+        for _ in range(100):
+            found = await self._terminal.query(self._terminal.mt5.positions_get, ticket=order)
+            if found:
+                return Outcome(success=True, ticket=order, price=found[0].price_open, volume=found[0].volume)
+            await asyncio.sleep(0.03)
+        return Outcome(success=False, answered=False, message="order placed, no deal yet")
+
+    async def _lost_result(self, kind: str, action_id: str, position_id: str) -> Outcome:
+        """``order_send`` returned nothing: look for the execution; without one the outcome is unknown, which
+        the trade-server code ERROR says (the executor reconciles it from a snapshot, never resends)."""
+        code, text = await self._terminal.call(self._terminal.mt5.last_error)
+        log.warning(
+            "order_send returned no result", account=self._account_id, action=action_id, error=f"{text} ({code})"
+        )
+        if action_id:
+            if kind == "OPEN":
+                found = tr.find_open(
+                    action_id, self.config.magic, await self._terminal.positions(), await self._terminal.history()
+                )
+            else:
+                volumes = {p.ticket: p.volume for p in await self._terminal.positions()}
+                found = tr.find_close(action_id, self.config.magic, await self._terminal.history(), volumes)
+            if found is not None:
+                return dataclasses.replace(found, already_executed=False)
+        return tr.failed(retcodes.ERROR, f"order_send returned no result ({text}, {code}); the order may have executed")
+
+    async def _find_position(self, command: CloseCommand) -> Any:
+        """The position a CLOSE names: ``mtTicket`` when given, else ``positionId`` (book, then comments)."""
+        mt5 = self._terminal.mt5
+        if command.mt_ticket is not None:
+            if not command.mt_ticket.isdigit():
+                return None
+            found = await self._terminal.query(mt5.positions_get, ticket=int(command.mt_ticket))
+            return found[0] if found else None
+        known = self._book.ticket_of(command.position_id)
+        if known is not None:
+            found = await self._terminal.query(mt5.positions_get, ticket=known)
+            if found:
+                return found[0]
+        wanted = tr.tag(command.position_id)
+        return next((p for p in await self._terminal.positions() if tr.position_tag(p.comment) == wanted), None)
+
+    async def close(self, command: CloseCommand) -> Outcome:
+        mt5 = self._terminal.mt5
+        magic = self.config.magic
+        action_id = command.action_id or ""
+        if action_id:
+            known = self._done.get(("CLOSE", action_id))
+            if known is not None:
+                return tr.again(known)
+            volumes = {p.ticket: p.volume for p in await self._terminal.positions()}
+            earlier = tr.find_close(action_id, magic, await self._terminal.history(), volumes)
+            if earlier is not None:
+                self._remember("CLOSE", action_id, earlier)
+                return earlier
+        position = await self._find_position(command)
+        if position is None:
+            return tr.failed(retcodes.POSITION_CLOSED, "position not found or already closed")
+        volume = tr.close_volume(command.volume, position.volume)
+        info = await self._terminal.query(mt5.symbol_info, position.symbol)
+        if info is None:
+            return tr.failed(None, f"symbol {position.symbol} is not available on this account")
+        if volume < position.volume:
+            problem = tr.volume_problem(position.symbol, volume, info.volume_min, info.volume_max, info.volume_step)
+            if problem is not None:
+                return tr.failed(retcodes.INVALID_VOLUME, problem)
+        blocked = await self._trading_blocked()
+        if blocked is not None:
+            return blocked
+        tick = await self._terminal.query(mt5.symbol_info_tick, position.symbol)
+        if tick is None or tick.bid <= 0 or tick.ask <= 0:
+            return tr.failed(retcodes.PRICE_OFF, f"no current price for {position.symbol}")
+        request = tr.close_request(
+            command,
+            position,
+            volume=volume,
+            bid=tick.bid,
+            ask=tick.ask,
+            filling=tr.filling_for(info.filling_mode),
+            magic=magic,
+            deviation=self.config.deviation,
+            volume_step=info.volume_step,
+        )
+        result = await self._terminal.call(mt5.order_send, request)
+        if result is None:
+            outcome = await self._lost_result("CLOSE", action_id, command.position_id)
+        elif tr.is_fill(result.retcode):
+            deal = await self._terminal.deal(result.deal)
+            after = await self._terminal.query(mt5.positions_get, ticket=position.ticket)
+            share = request["volume"] / position.volume if position.volume > 0 else 0.0
+            outcome = tr.fill_outcome(
+                result,
+                request["volume"],
+                deal,
+                closing=True,
+                position_ticket=position.ticket,
+                remaining=after[0].volume if after else 0.0,
+                profit_estimate=position.profit * share,
+            )
+        else:
+            return tr.refused_outcome(result)
+        if outcome.success:
+            if outcome.remaining <= 0:
+                self._book.forget(outcome.ticket)
+            self._remember("CLOSE", action_id, outcome)
+        return outcome

@@ -1,0 +1,42 @@
+"""The MT5 bridge's terminal link (``terminal_link_mt5.Mt5Link``) without a bus: when it takes commands, the
+SYNC it queues for ``hb.gw.sync``, and what a hand-over does to it."""
+
+from __future__ import annotations
+
+from hedgebridge.common.terminal_link import REPLACED
+from hedgebridge.mt5bridge.terminal_link_mt5 import NOT_ATTACHED, Mt5Link
+from hedgebridge.protocol import PROTOCOL_VERSION, SyncCommand, TerminalStatus, utcnow
+
+
+async def test_an_attached_link_takes_commands_and_queues_a_sync_behind_them() -> None:
+    link = Mt5Link("A1", "s-1")
+    assert link.unavailable() is None
+    assert await link.wait_ready()
+    assert (link.version, link.remote) == (PROTOCOL_VERSION, "MetaTrader5 package")
+    await link.request_sync("cache rebuild")
+    assert link.queue is not None
+    queued = link.queue.get_nowait()
+    assert isinstance(queued, SyncCommand)
+    assert (queued.account_id, queued.reason) == ("A1", "cache rebuild")
+
+
+async def test_a_lost_or_detached_link_takes_nothing() -> None:
+    link = Mt5Link("A1", "s-1")
+    link.lose("terminal lost: gone")
+    link.lose("a later reason")
+    assert (link.lost.is_set(), link.lost_reason) == (True, "terminal lost: gone")
+    assert link.unavailable() == NOT_ATTACHED
+    await link.request_sync("x")
+    assert link.queue is not None
+    assert link.queue.empty()
+    detached = Mt5Link("A1", "s-2")
+    detached.queue = None
+    assert detached.unavailable() == "terminal not attached"
+
+
+async def test_a_newer_connection_ends_the_session() -> None:
+    link = Mt5Link("A1", "s-1")
+    by = TerminalStatus(timestamp=utcnow(), account_id="A1", status="CONNECTED", session_id="s-9", gateway_id="gw-1")
+    await link.replaced(by)
+    assert (link.lost.is_set(), link.lost_reason) == (True, REPLACED)
+    assert link.unavailable() == NOT_ATTACHED
