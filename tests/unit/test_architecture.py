@@ -151,7 +151,6 @@ KNOWN_CYCLES = [
     ],
 ]
 KNOWN_BIG = {
-    "services/coordinator/hedgebridge/coordinator/actions.py",
     "services/coordinator/hedgebridge/coordinator/service.py",
     "services/executor/hedgebridge/executor/service.py",
     "services/gateway/hedgebridge/gateway/clients.py",
