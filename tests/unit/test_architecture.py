@@ -153,7 +153,6 @@ KNOWN_BIG = {
     "services/executor/hedgebridge/executor/service.py",
     "services/gateway/hedgebridge/gateway/clients.py",
     "services/gateway/hedgebridge/gateway/server.py",
-    "services/monitor/hedgebridge/monitor/service.py",
     "services/mt5bridge/hedgebridge/mt5bridge/service.py",
     "services/mt5bridge/hedgebridge/mt5bridge/translate.py",
 }
