@@ -3,43 +3,20 @@ the conflicts open before it, and how each new conflict is resolved per configur
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from hedgebridge.coordinator import consistency
 from hedgebridge.protocol import BookEntry, Conflict, OrderResult, Position, PositionUpdate, errors
 
-T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-GRACE = timedelta(seconds=5)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
+from .test_consistency import GRACE, at
+from .test_consistency import entry as book_entry
+from .test_consistency import position as reported
 
 
 def entry(account: str, ticket: str, volume: float = 1.0) -> BookEntry:
-    return BookEntry(
-        account_id=account,
-        mt_ticket=ticket,
-        position_id=f"p-{ticket}",
-        symbol="EURUSD",
-        side="BUY",
-        volume=volume,
-        open_price=1.1,
-        opened_at=at(0),
-    )
+    return book_entry(ticket, 0, volume, account)
 
 
 def position(ticket: str, volume: float = 1.0) -> Position:
-    return Position(
-        mt_ticket=ticket,
-        symbol="EURUSD",
-        side="BUY",
-        volume=volume,
-        open_price=1.1,
-        current_price=1.1,
-        profit=0.0,
-        open_time=at(0),
-    )
+    return reported(ticket, 0, volume)
 
 
 def snapshot(account: str, *positions: Position, taken: float = 60) -> PositionUpdate:

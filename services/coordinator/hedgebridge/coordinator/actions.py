@@ -28,6 +28,10 @@ Rules:
   never change once final.
 - Policies apply to HEDGE_ENTRY: COMPENSATE closes the filled legs when some failed, KEEP keeps them (PARTIAL).
   Closes cannot be compensated: an EXIT or CLOSE_ALL whose closes partly failed is PARTIAL whatever the policy.
+
+This module holds the transitions; the record and the ids (``model.py``), validation (``validation.py``) and
+planning (``planning.py``) are re-exported here, so ``actions.<name>`` names the whole state machine.
+``run.py`` drives it for one action.
 """
 
 from __future__ import annotations
