@@ -17,8 +17,8 @@ from hedgebridge.protocol import (
 )
 from hedgebridge.protocol.messages import ActionKind, ActionStateName
 
-from .errors import ActionInvalid
 from .model import is_final, open_legs, order_action_id, same_request
+from .validation import ActionInvalid
 
 
 def check_target(target: ActionState | None, target_id: str) -> list[LegState]:

@@ -1,12 +1,26 @@
-"""Validation of action requests (pure code, no I/O): what a request must hold before it is planned."""
+"""Validation of action requests (pure code, no I/O): what a request must hold before it is planned, and the
+fault (``ActionInvalid``) a request that cannot run as asked is refused with."""
 
 from __future__ import annotations
 
 import re
 
+from hedgebridge.common.faults import Final
 from hedgebridge.protocol import ActionRequest
+from hedgebridge.protocol import errors as codes
 
-from .errors import ActionInvalid
+
+class ActionInvalid(Final):
+    """The action cannot run as asked (validation, an unknown or unfinished target, an incomplete cache);
+    nothing was sent. ``code`` is ACTION_INVALID, ACTION_NOT_FOUND or CACHE_INCOMPLETE; ``field`` names the
+    offending part of the request when there is one."""
+
+    code = codes.ACTION_INVALID
+
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.field = field
+
 
 _ACCOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SYMBOL = re.compile(r"^[A-Za-z0-9._#+-]{1,32}$")
