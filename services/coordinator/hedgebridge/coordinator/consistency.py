@@ -13,6 +13,11 @@ Snapshots race with orders, so two guards keep a position that is being opened f
   fill cannot contain it);
 - a reported position is an ORPHAN only when it has been open for longer than a grace (its book entry may be
   on its way). A position without an ``openTime`` has no age to go by and is judged at once.
+
+``check`` is one pass: a pure function of the book, the latest snapshot of every account and the conflicts
+open before it; ``remedy`` and the ``after_*`` functions say how a new conflict is resolved per configuration
+(REPORT, CLOSE_ORPHANS, DROP_MISSING) and what the conflict says afterwards. The service only reads the book,
+performs the remedies and publishes.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from hedgebridge.protocol import BookEntry, Conflict, PositionUpdate
+import msgspec
+
+from hedgebridge.protocol import BookEntry, CloseOrder, Conflict, ConsistencyStatus, OrderResult, PositionUpdate, errors
 
 VOLUME_TOLERANCE = 1e-6
 
@@ -104,6 +111,17 @@ class Pass:
     new: list[Conflict]  # found now, not open before: to report (and resolve)
     resolved: list[Conflict]  # open before, gone now
     open: dict[str, Conflict]  # every open conflict after the pass, by conflict_id
+    checked: tuple[str, ...] = ()  # the accounts compared
+
+    def status(self, now: datetime) -> ConsistencyStatus:
+        """The ConsistencyStatus published after the pass (``open`` as it stands then)."""
+        return ConsistencyStatus(
+            timestamp=now,
+            consistent=not self.open,
+            accounts_checked=len(self.checked),
+            open_conflicts=len(self.open),
+            conflicts=list(self.open.values()),
+        )
 
 
 def update(open_before: Mapping[str, Conflict], checked: Iterable[str], found: Iterable[Conflict]) -> Pass:
@@ -122,3 +140,59 @@ def update(open_before: Mapping[str, Conflict], checked: Iterable[str], found: I
     for conflict in new:
         still[conflict_id(conflict)] = conflict
     return Pass(new=new, resolved=sorted(resolved, key=conflict_id), open=dict(sorted(still.items())))
+
+
+def newer(previous: PositionUpdate | None, snapshot: PositionUpdate) -> bool:
+    """Whether ``snapshot`` replaces the latest one kept for its account (an older one arriving late does not)."""
+    return previous is None or previous.timestamp <= snapshot.timestamp
+
+
+def check(
+    book: Mapping[str, Iterable[BookEntry]],
+    snapshots: Mapping[str, PositionUpdate],
+    accounts: Iterable[str],
+    open_before: Mapping[str, Conflict],
+    now: datetime,
+    orphan_grace: timedelta,
+) -> Pass:
+    """One pass over ``accounts``: each one with a snapshot is compared with its part of the ``book``
+    (account -> entries), and what is found is folded into the conflicts open before."""
+    checked = tuple(a for a in accounts if a in snapshots)
+    found: list[Conflict] = []
+    for account in checked:
+        found += compare(account, book.get(account, ()), snapshots[account], now, orphan_grace)
+    step = update(open_before, checked, found)
+    return Pass(new=step.new, resolved=step.resolved, open=step.open, checked=checked)
+
+
+def remedy(conflict: Conflict, mode: str, timeout_ms: int) -> CloseOrder | str | None:
+    """What resolves a new conflict under ``mode``: the executor order that closes an orphan
+    (CLOSE_ORPHANS), the ``hb_book`` key to delete for a missing position (DROP_MISSING), or None (reported
+    only)."""
+    if mode == "CLOSE_ORPHANS" and conflict.kind == "ORPHAN_POSITION":
+        return CloseOrder(
+            account_id=conflict.account_id,
+            mt_ticket=conflict.mt_ticket,
+            action_id=f"orphan-{conflict.account_id}-{conflict.mt_ticket}"[:128],
+            exit_reason="orphan position closed by the consistency check",
+            timeout_ms=timeout_ms,
+        )
+    if mode == "DROP_MISSING" and conflict.kind == "MISSING_POSITION":
+        return book_key(conflict.account_id, conflict.mt_ticket)
+    return None
+
+
+def after_close(conflict: Conflict, result: OrderResult) -> Conflict:
+    """The conflict once the executor answered its close: CLOSED when the position is gone."""
+    if result.status == "FILLED" or result.code == errors.ALREADY_CLOSED:
+        return msgspec.structs.replace(conflict, resolution="CLOSED")
+    return msgspec.structs.replace(conflict, message=f"{conflict.message}; close {result.status}: {result.message}")
+
+
+def after_drop(conflict: Conflict) -> Conflict:
+    return msgspec.structs.replace(conflict, resolution="DROPPED")
+
+
+def after_failure(conflict: Conflict, what: str, error: str) -> Conflict:
+    """The conflict when its remedy (``what``: close, drop) could not be performed."""
+    return msgspec.structs.replace(conflict, message=f"{conflict.message}; {what} failed: {error}")

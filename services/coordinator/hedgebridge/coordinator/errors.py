@@ -1,24 +1,14 @@
-"""Coordinator faults."""
+"""Coordinator faults (``ActionInvalid`` lives with the validation that raises it, which is pure code)."""
 
 from __future__ import annotations
 
 from hedgebridge.common.bus import NatsUnreachable
-from hedgebridge.common.faults import Fatal, Final, Retryable
+from hedgebridge.common.faults import Fatal, Retryable
 from hedgebridge.protocol import errors as codes
 
+from .validation import ActionInvalid
+
 __all__ = ["ActionInvalid", "ExecutorUnavailable", "LeaseLost", "NatsUnreachable", "StateUnavailable"]
-
-
-class ActionInvalid(Final):
-    """The action cannot run as asked (validation, an unknown or unfinished target, an incomplete cache);
-    nothing was sent. ``code`` is ACTION_INVALID, ACTION_NOT_FOUND or CACHE_INCOMPLETE; ``field`` names the
-    offending part of the request when there is one."""
-
-    code = codes.ACTION_INVALID
-
-    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
-        super().__init__(message, code=code)
-        self.field = field
 
 
 class ExecutorUnavailable(Retryable):

@@ -1,4 +1,5 @@
-"""The coordinator's health checks, metrics and spans (``service.py`` calls these at a few points).
+"""The coordinator's health checks, metrics and spans (the service and its store call these at a few points;
+they see the service only through the values ``attach`` is given).
 
 - Readiness: NATS connected, JetStream's events stream answers, the cache answers PING, and the action
   request subscription is held.
@@ -10,24 +11,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from hedgebridge.common.obs import Observability, for_service, metrics, tracing
+from hedgebridge.common.cache import RealtimeCache
+from hedgebridge.common.obs import HealthSettings, Observability, for_service, metrics, tracing
 from hedgebridge.protocol import ActionState
-
-if TYPE_CHECKING:
-    from .service import Coordinator
 
 SERVICE = "coordinator"
 
 
-def attach(coordinator: Coordinator) -> Observability:
-    obs = for_service(SERVICE, coordinator.config, lambda: coordinator._nats, cache=lambda: coordinator.cache)
-    obs.health.check(
-        "subscriptions", lambda: None if coordinator._requests is not None else "not serving action requests"
-    )
+def attach(
+    config: HealthSettings,
+    *,
+    nats: Callable[[], NatsClient | None],
+    cache: Callable[[], RealtimeCache],
+    serving: Callable[[], bool],
+) -> Observability:
+    """/healthz, /readyz, /metrics and tracing: ``nats`` gives the connection (None before it is made),
+    ``serving`` whether the action request subscription is held."""
+    obs = for_service(SERVICE, config, nats, cache=cache)
+    obs.health.check("subscriptions", lambda: None if serving() else "not serving action requests")
     return obs
 
 
