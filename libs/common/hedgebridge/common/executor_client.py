@@ -61,7 +61,12 @@ class ExecutorAnswer(Generic[R]):
 
 
 class UnreadableAnswer(Exception):
-    """The executor's reply did not decode (a version mismatch or a corrupted message)."""
+    """The executor's reply did not decode (a version mismatch or a corrupted message); ``detail`` is the
+    decoder's own message."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"unreadable answer from the executor: {detail}")
+        self.detail = detail
 
 
 @overload
@@ -97,7 +102,7 @@ async def ask(
             return ExecutorAnswer(unpack(reply.data, BatchResult))
         return ExecutorAnswer(unpack(reply.data, OrderResult))
     except ProtocolError as exc:
-        raise UnreadableAnswer(f"unreadable answer from the executor: {exc.message}") from None
+        raise UnreadableAnswer(exc.message) from None
 
 
 def _silent(

@@ -127,7 +127,7 @@ class Drive:
         except asyncio.CancelledError:
             raise
         except UnreadableAnswer as exc:
-            event = Unreadable(order_id, str(exc))
+            event = Unreadable(order_id, exc.detail)
         except Exception as exc:
             event = AskFailed(order_id, f"{type(exc).__name__}: {exc}")
         else:
