@@ -15,6 +15,7 @@ from hedgebridge.cli.main import build_parser
 from hedgebridge.cli.main import main as cli_main
 from hedgebridge.client import Leg, parse_leg
 from hedgebridge.common import auth
+from hedgebridge.common.executor_client import unsent_batch, unsent_order
 from hedgebridge.gateway.clients import (
     ANY,
     Refusal,
@@ -25,8 +26,6 @@ from hedgebridge.gateway.clients import (
     feed_subjects,
     request_id_of,
     request_timeout_s,
-    unsent_batch,
-    unsent_order,
     visible,
 )
 from hedgebridge.gateway.config import GatewayConfig

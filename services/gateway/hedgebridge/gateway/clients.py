@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from nats.js.errors import NotFoundError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from hedgebridge.common import logs
+from hedgebridge.common import executor_client, logs
 from hedgebridge.common.auth import Keys, Principal
 from hedgebridge.common.obs import tracing
 from hedgebridge.protocol import (
@@ -242,41 +241,6 @@ def complete_body(body: RequestBody, principal: Principal) -> RequestBody:
     if not body.user_id:
         changes["user_id"] = principal.subject
     return msgspec.structs.replace(body, **changes) if changes else body
-
-
-def unsent_order(body: OpenOrder | CloseOrder, code: str, message: str, status: str = "EXPIRED") -> OrderResult:
-    return OrderResult(
-        status=status,  # type: ignore[arg-type]
-        code=code,
-        message=message,
-        kind="OPEN" if isinstance(body, OpenOrder) else "CLOSE",
-        account_id=body.account_id,
-        action_id=body.action_id,
-        position_id=None if isinstance(body, OpenOrder) else body.position_id,
-        mt_ticket=None if isinstance(body, OpenOrder) else body.mt_ticket,
-        symbol=body.symbol if isinstance(body, OpenOrder) else None,
-        side=body.side if isinstance(body, OpenOrder) else None,
-    )
-
-
-def unsent_batch(body: CloseBatch, code: str, message: str, status: str = "EXPIRED") -> BatchResult:
-    action_id = body.action_id or ""
-    return BatchResult(
-        action_id=action_id,
-        results=[
-            OrderResult(
-                status=status,  # type: ignore[arg-type]
-                code=code,
-                message=message,
-                kind="CLOSE",
-                account_id=item.account_id,
-                action_id=f"{action_id}-{i}",
-                position_id=item.position_id,
-                mt_ticket=item.mt_ticket,
-            )
-            for i, item in enumerate(body.items)
-        ],
-    )
 
 
 def request_id_of(data: str | bytes) -> str | None:
@@ -688,29 +652,11 @@ class ClientHub:
         timeout_s = request_timeout_s(body, self.config)
         if isinstance(body, ActionRequest):
             return await self._action(body, principal, timeout_s)
-        subject = subjects.BATCH_REQUEST if isinstance(body, CloseBatch) else subjects.ORDER_REQUEST
-        started = time.monotonic()
         try:
-            reply = await self.nats.request(subject, pack(body), timeout=timeout_s, headers=tracing.headers())
-        except NoRespondersError:
-            text = "no executor answered; the request was not sent (safe to retry with the same actionId)"
-            if isinstance(body, CloseBatch):
-                return unsent_batch(body, errors.EXECUTOR_UNAVAILABLE, text)
-            return unsent_order(body, errors.EXECUTOR_UNAVAILABLE, text)
-        except NatsTimeoutError:
-            text = (
-                f"no answer from the executor within {time.monotonic() - started:.1f}s: the outcome is unknown; "
-                "the result follows on topic orders, and a request with the same actionId returns it"
-            )
-            if isinstance(body, CloseBatch):
-                return unsent_batch(body, errors.OUTCOME_UNKNOWN, text, "OUTCOME_UNKNOWN")
-            return unsent_order(body, errors.OUTCOME_UNKNOWN, text, "OUTCOME_UNKNOWN")
-        try:
-            if isinstance(body, CloseBatch):
-                return unpack(reply.data, BatchResult)
-            return unpack(reply.data, OrderResult)
-        except ProtocolError as exc:
-            return Refusal(errors.INTERNAL, f"unreadable answer from the executor: {exc.message}")
+            answer = await executor_client.ask(self.nats, body, timeout_s, headers=tracing.headers())
+        except executor_client.UnreadableAnswer as exc:
+            return Refusal(errors.INTERNAL, str(exc))
+        return answer.result
 
     async def _action(self, body: ActionRequest, principal: Principal, timeout_s: float) -> ActionState | Refusal:
         if body.kind == "EXIT" and not principal.is_admin and body.target_action_id is not None:
