@@ -16,7 +16,7 @@ from hedgebridge.cli.main import main as cli_main
 from hedgebridge.client import Leg, parse_leg
 from hedgebridge.common import auth
 from hedgebridge.common.executor_client import unsent_batch, unsent_order
-from hedgebridge.gateway.clients import (
+from hedgebridge.gateway.client_rules import (
     ANY,
     Refusal,
     check_request_scope,

@@ -25,7 +25,6 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -39,36 +38,26 @@ from hedgebridge.common import executor_client, logs
 from hedgebridge.common.auth import Keys, Principal
 from hedgebridge.common.obs import tracing
 from hedgebridge.protocol import (
-    PROTOCOL_VERSION,
     ActionRequest,
     ActionState,
-    Alert,
     BatchResult,
-    CloseBatch,
-    CloseOrder,
-    ConsistencyStatus,
     ErrorMessage,
     Heartbeat,
     Message,
-    MonitorReport,
-    OpenOrder,
     OrderResult,
     ProtocolError,
-    TerminalStatus,
     encode_frame,
     errors,
     pack,
     subjects,
     type_name,
     unpack,
-    unpack_event,
     utcnow,
 )
 from hedgebridge.protocol.client import (
     Auth,
     ClientReply,
     ClientRequest,
-    ClientWelcome,
     EventData,
     Push,
     Subscribe,
@@ -77,186 +66,35 @@ from hedgebridge.protocol.client import (
     decode_client_frame,
 )
 from hedgebridge.protocol.errors import CloseCode
-from hedgebridge.protocol.messages import Conflict
 
 from . import outgoing, telemetry
+from .client_rules import (
+    SLOW_CONSUMER,
+    FeedKey,
+    Refusal,
+    RequestBody,
+    check_exit_target,
+    check_request_scope,
+    check_subscribe_scope,
+    close_reason,
+    complete_body,
+    decode_feed,
+    exit_target,
+    feed_keys,
+    feed_subjects,
+    merge_selection,
+    remaining_accounts,
+    request_id_of,
+    request_timeout_s,
+    subscribed_accounts,
+    visible,
+    welcome,
+)
 from .config import GatewayConfig
 from .handshake import ClientAccept, Refuse, authenticate_client
 from .limits import RATE_LIMIT, TokenBucket
 
 log = logs.get("gateway")
-
-RequestBody = OpenOrder | CloseOrder | CloseBatch | ActionRequest
-SLOW_CONSUMER = "slow consumer"
-
-# Topics whose events belong to one account, and the terminal event types (subject suffixes) behind them.
-EVENT_TOPICS: dict[str, tuple[str, ...]] = {
-    "prices": ("PRICE",),
-    "positions": ("POSITION_UPDATE",),
-    "balances": ("ACCOUNT_UPDATE",),
-    "trades": ("OPENED", "CLOSED"),
-}
-ACCOUNT_TOPICS: frozenset[str] = frozenset({*EVENT_TOPICS, "terminals", "orders"})
-# Topics served by one shared subscription each; every client sees what its scope allows (see ``visible``).
-SHARED_TOPICS: frozenset[str] = frozenset({"actions", "consistency", "alerts", "monitor"})
-ANY = "*"
-
-FeedKey = tuple[str, str]  # (topic, account or ANY)
-
-
-# --- pure decisions ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a frame is refused: becomes an ERROR frame."""
-
-    code: str
-    message: str
-    field: str | None = None
-
-
-def check_request_scope(principal: Principal, body: RequestBody) -> Refusal | None:
-    """The first account ``body`` names outside the principal's scope, as a FORBIDDEN refusal naming the
-    field (``body.accountId``, ``body.items[1].accountId``, ``body.legs[0].accountId``, ``body.accountIds[2]``).
-    An EXIT's accounts are those of its target action, checked against the recorded action (see ``ClientHub``).
-    """
-    named: list[tuple[str, str]] = []
-    if isinstance(body, OpenOrder | CloseOrder):
-        named.append(("body.accountId", body.account_id))
-    elif isinstance(body, CloseBatch):
-        named.extend((f"body.items[{i}].accountId", item.account_id) for i, item in enumerate(body.items))
-    else:
-        named.extend((f"body.legs[{i}].accountId", leg.account_id) for i, leg in enumerate(body.legs))
-        named.extend((f"body.accountIds[{i}]", account) for i, account in enumerate(body.account_ids))
-    for path, account in named:
-        if not principal.may_use(account):
-            return Refusal(errors.FORBIDDEN, f"account {account} is outside this token's scope", path)
-    return None
-
-
-def check_subscribe_scope(principal: Principal, accounts: list[str] | None) -> Refusal | None:
-    for i, account in enumerate(accounts or ()):
-        if not principal.may_use(account):
-            return Refusal(errors.FORBIDDEN, f"account {account} is outside this token's scope", f"accounts[{i}]")
-    return None
-
-
-def feed_keys(principal: Principal, topic: str, selection: frozenset[str] | None) -> set[FeedKey]:
-    """The shared feeds a client needs for ``topic``. ``selection`` None means everything in scope: the
-    wildcard feed for an admin, one feed per account of a system token."""
-    if topic in SHARED_TOPICS:
-        return {(topic, ANY)}
-    if selection is None:
-        if principal.is_admin:
-            return {(topic, ANY)}
-        selection = principal.accounts
-    return {(topic, account) for account in selection}
-
-
-def feed_subjects(key: FeedKey) -> tuple[str, ...]:
-    topic, account = key
-    if topic in EVENT_TOPICS:
-        kinds = EVENT_TOPICS[topic]
-        if account == ANY:
-            return tuple(subjects.event_any_account(kind) for kind in kinds)
-        return tuple(subjects.event(account, kind) for kind in kinds)
-    if topic == "terminals":
-        return (subjects.ALL_STATUS if account == ANY else subjects.status(account),)
-    if topic == "orders":
-        return (subjects.ALL_RESULTS if account == ANY else subjects.result(account),)
-    if topic == "actions":
-        return (subjects.ALL_ACTIONS,)
-    if topic == "consistency":
-        return (subjects.CONFLICTS, subjects.CONSISTENCY_STATUS)
-    if topic == "alerts":
-        return (subjects.ALL_ALERTS,)
-    if topic == "monitor":
-        return (subjects.MONITOR_REPORT,)
-    raise ValueError(f"unknown topic {topic!r}")
-
-
-def decode_feed(topic: str, subject: str, data: bytes) -> EventData:
-    if topic in EVENT_TOPICS:
-        return unpack_event(data)
-    if topic == "terminals":
-        return unpack(data, TerminalStatus)
-    if topic == "orders":
-        return unpack(data, OrderResult)
-    if topic == "actions":
-        return unpack(data, ActionState)
-    if topic == "alerts":
-        return unpack(data, Alert)
-    if topic == "monitor":
-        return unpack(data, MonitorReport)
-    if subject == subjects.CONSISTENCY_STATUS:
-        return unpack(data, ConsistencyStatus)
-    return unpack(data, Conflict)
-
-
-def visible(principal: Principal, selection: frozenset[str] | None, topic: str, data: EventData) -> bool:
-    """Whether a client may see an event of a shared feed (account feeds are only joined within scope).
-
-    - actions: an admin sees all; a system client sees an action when every account it names is in scope,
-      or when its user is one of the token's users.
-    - consistency: conflicts of accounts in scope; the overall status only for admins.
-    - alerts: alerts of accounts in scope; system-wide alerts only for admins. monitor: only admins.
-    ``selection`` (the accounts the client subscribed to, None for all) narrows both.
-    """
-    if isinstance(data, ActionState):
-        allowed = principal.is_admin or (
-            (bool(data.account_ids) and all(principal.may_use(a) for a in data.account_ids))
-            or principal.may_watch_user(data.user_id)
-        )
-        return allowed and (selection is None or bool(selection.intersection(data.account_ids)))
-    if isinstance(data, Conflict):
-        return principal.may_use(data.account_id) and (selection is None or data.account_id in selection)
-    if isinstance(data, Alert):  # an account's alerts within scope; the system's only for admins
-        if not data.account_id:
-            return principal.is_admin and selection is None
-        return principal.may_use(data.account_id) and (selection is None or data.account_id in selection)
-    if isinstance(data, ConsistencyStatus | MonitorReport):
-        return principal.is_admin
-    return True
-
-
-def request_timeout_s(body: RequestBody, config: GatewayConfig) -> float:
-    """How long the gateway waits for the backend's answer: the request's own timeout (or the configured
-    default) plus its time-to-live and a transport margin."""
-    if isinstance(body, ActionRequest):
-        base = body.timeout_ms or config.client_action_timeout_ms
-        ttl = 0
-    else:
-        base = body.timeout_ms or config.client_request_timeout_ms
-        ttl = body.ttl_ms or 0
-    return (base + ttl + config.client_request_margin_ms) / 1000
-
-
-def complete_body(body: RequestBody, principal: Principal) -> RequestBody:
-    """Give the request an actionId when it has none (so every answer, the gateway's own included, names the
-    idempotency key a retry must reuse) and the token's subject as ``userId`` when it names no user."""
-    changes: dict[str, Any] = {}
-    if body.action_id is None:
-        changes["action_id"] = uuid.uuid4().hex
-    if not body.user_id:
-        changes["user_id"] = principal.subject
-    return msgspec.structs.replace(body, **changes) if changes else body
-
-
-def request_id_of(data: str | bytes) -> str | None:
-    """The requestId of a frame that failed validation, when it can be read, for the ERROR's refId."""
-    try:
-        raw = msgspec.json.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None
-    rid = raw.get("requestId") if isinstance(raw, dict) else None
-    return rid[:128] if isinstance(rid, str) and rid else None
-
-
-def _close_reason(text: str) -> str:
-    encoded = text.encode()[:120]
-    return encoded.decode(errors="ignore")
-
 
 # --- shared feeds ------------------------------------------------------------------------------------------
 
@@ -400,7 +238,7 @@ class ClientSession:
         if self.close_code is not None:
             return
         self.close_code, self.close_reason = code, reason
-        self.hub.spawn(self.connection.close(code, _close_reason(reason)))
+        self.hub.spawn(self.connection.close(code, close_reason(reason)))
 
     def wants(self, topic: str, data: EventData) -> bool:
         if topic not in self.selections:
@@ -464,30 +302,18 @@ class ClientSession:
         asked = None if frame.accounts is None else frozenset(frame.accounts)
         async with self._subscribe_lock:
             for topic in dict.fromkeys(frame.topics):
-                current = self.selections.get(topic, frozenset())
-                merged = None if asked is None or current is None else current | asked
-                await self._select(topic, merged)
+                await self._select(topic, merge_selection(self.selections.get(topic, frozenset()), asked))
             await self.hub.nats.flush()  # events published after SUBSCRIBED reach this client
-        if frame.accounts is not None:
-            accounts: list[str] | None = sorted(set(frame.accounts))
-        else:
-            accounts = None if self.principal.is_admin else sorted(self.principal.accounts)
-        self.enqueue(
-            Subscribed(request_id=frame.request_id, topics=list(dict.fromkeys(frame.topics)), accounts=accounts)
-        )
+        topics: list[str] = list(dict.fromkeys(frame.topics))
+        accounts = subscribed_accounts(self.principal, frame.accounts)
+        self.enqueue(Subscribed(request_id=frame.request_id, topics=topics, accounts=accounts))
 
     async def _unsubscribe(self, frame: Unsubscribe) -> None:
         async with self._subscribe_lock:
             for topic in frame.topics:
                 await self._select(topic, frozenset(), keep=False)
-        remaining = sorted(self.selections)
-        selections = [self.selections[t] for t in remaining]
-        accounts: list[str] | None
-        if any(s is None for s in selections):
-            accounts = None if self.principal.is_admin else sorted(self.principal.accounts)
-        else:
-            accounts = sorted(set().union(*(s for s in selections if s is not None)))
-        self.enqueue(Subscribed(request_id=frame.request_id, topics=remaining, accounts=accounts))
+        accounts = remaining_accounts(self.principal, self.selections)
+        self.enqueue(Subscribed(request_id=frame.request_id, topics=sorted(self.selections), accounts=accounts))
 
     async def _select(self, topic: str, selection: frozenset[str] | None, *, keep: bool = True) -> None:
         wanted = feed_keys(self.principal, topic, selection) if keep else set()
@@ -572,18 +398,7 @@ class ClientHub:
         self.sessions.add(session)
         log.info("client connected", session=session.session_id, subject=principal.subject, role=principal.role)
         session.start_writer()
-        session.enqueue(
-            ClientWelcome(
-                protocol_version=min(accept.version, PROTOCOL_VERSION),
-                session_id=session.session_id,
-                role=principal.role,
-                subject=principal.subject,
-                accounts=None if principal.is_admin else sorted(principal.accounts),
-                users=sorted(principal.users),
-                heartbeat_interval_ms=self.config.heartbeat_interval_ms,
-                server_time=utcnow(),
-            )
-        )
+        session.enqueue(welcome(principal, accept.version, session.session_id, self.config, utcnow()))
         loop = asyncio.get_running_loop()
         try:
             async for data in connection:
@@ -631,7 +446,7 @@ class ClientHub:
                 reason = "the first frame must be AUTH"
         log.info("client refused", reason=reason)
         with contextlib.suppress(Exception):
-            await connection.close(CloseCode.POLICY_VIOLATION, _close_reason(reason))
+            await connection.close(CloseCode.POLICY_VIOLATION, close_reason(reason))
         return None
 
     async def _sweep_silent(self) -> None:
@@ -659,8 +474,9 @@ class ClientHub:
         return answer.result
 
     async def _action(self, body: ActionRequest, principal: Principal, timeout_s: float) -> ActionState | Refusal:
-        if body.kind == "EXIT" and not principal.is_admin and body.target_action_id is not None:
-            refusal = await self._check_exit_target(body.target_action_id, principal)
+        target = exit_target(body, principal)
+        if target is not None:
+            refusal = check_exit_target(target, await self._recorded_action(target), principal)
             if refusal is not None:
                 return refusal
         try:
@@ -683,19 +499,10 @@ class ClientHub:
         except ProtocolError as exc:
             return Refusal(errors.INTERNAL, f"unreadable answer from the coordinator: {exc.message}")
 
-    async def _check_exit_target(self, target: str, principal: Principal) -> Refusal | None:
-        """A system client may exit only an action whose accounts are all in its scope (read from the
-        action's last recorded state)."""
+    async def _recorded_action(self, action_id: str) -> ActionState | None:
+        """The action's last recorded state (None when none is recorded or it does not decode)."""
         try:
-            stored = await self.nats.jetstream().get_last_msg(subjects.EVENTS_STREAM, subjects.action(target))
-            state = unpack(stored.data or b"", ActionState)
+            stored = await self.nats.jetstream().get_last_msg(subjects.EVENTS_STREAM, subjects.action(action_id))
+            return unpack(stored.data or b"", ActionState)
         except (NotFoundError, ProtocolError, ValueError):
-            return Refusal(errors.ACTION_NOT_FOUND, f"no action {target} is recorded", "body.targetActionId")
-        outside = [a for a in state.account_ids if not principal.may_use(a)]
-        if outside or not state.account_ids:
-            return Refusal(
-                errors.FORBIDDEN,
-                f"action {target} names accounts outside this token's scope",
-                "body.targetActionId",
-            )
-        return None
+            return None
