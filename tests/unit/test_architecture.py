@@ -143,6 +143,9 @@ KNOWN_CYCLES = [
     ["hedgebridge.coordinator.service", "hedgebridge.coordinator.telemetry"],
     ["hedgebridge.executor.service", "hedgebridge.executor.telemetry"],
     [
+        "hedgebridge.gateway.client_feeds",
+        "hedgebridge.gateway.client_hub",
+        "hedgebridge.gateway.client_sessions",
         "hedgebridge.gateway.clients",
         "hedgebridge.gateway.http_routes",
         "hedgebridge.gateway.liveness",
@@ -154,7 +157,6 @@ KNOWN_BIG = {
     "services/coordinator/hedgebridge/coordinator/actions.py",
     "services/coordinator/hedgebridge/coordinator/service.py",
     "services/executor/hedgebridge/executor/service.py",
-    "services/gateway/hedgebridge/gateway/clients.py",
     "services/gateway/hedgebridge/gateway/server.py",
     "services/monitor/hedgebridge/monitor/service.py",
     "services/mt5bridge/hedgebridge/mt5bridge/service.py",
