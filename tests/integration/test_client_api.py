@@ -23,7 +23,7 @@ from hedgebridge.common import auth
 from hedgebridge.common.servers import NatsServer
 from hedgebridge.coordinator.service import Coordinator
 from hedgebridge.executor.service import Executor
-from hedgebridge.gateway.clients import SLOW_CONSUMER
+from hedgebridge.gateway.client_rules import SLOW_CONSUMER
 from hedgebridge.gateway.server import Gateway
 from hedgebridge.protocol import (
     ActionLeg,

@@ -242,7 +242,7 @@ def test_status_lists_the_open_alerts() -> None:
 
 def test_client_api_shows_alerts_within_scope_and_the_report_to_admins() -> None:
     from hedgebridge.common import auth
-    from hedgebridge.gateway.clients import decode_feed, feed_keys, feed_subjects, visible
+    from hedgebridge.gateway.client_rules import decode_feed, feed_keys, feed_subjects, visible
     from hedgebridge.protocol import HealthReport, MonitorReport, pack
 
     secret = auth.new_secret()

@@ -141,19 +141,9 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 # holds the tree to no cycles at all.
 KNOWN_CYCLES = [
     ["hedgebridge.executor.service", "hedgebridge.executor.telemetry"],
-    [
-        "hedgebridge.gateway.clients",
-        "hedgebridge.gateway.http_routes",
-        "hedgebridge.gateway.liveness",
-        "hedgebridge.gateway.server",
-        "hedgebridge.gateway.telemetry",
-        "hedgebridge.gateway.terminal_link_ws",
-        "hedgebridge.gateway.terminal_sessions",
-    ],
 ]
 KNOWN_BIG = {
     "services/executor/hedgebridge/executor/service.py",
-    "services/gateway/hedgebridge/gateway/clients.py",
 }
 
 

@@ -15,7 +15,8 @@ from hedgebridge.cli.main import build_parser
 from hedgebridge.cli.main import main as cli_main
 from hedgebridge.client import Leg, parse_leg
 from hedgebridge.common import auth
-from hedgebridge.gateway.clients import (
+from hedgebridge.common.executor_client import unsent_batch, unsent_order
+from hedgebridge.gateway.client_rules import (
     ANY,
     Refusal,
     check_request_scope,
@@ -25,8 +26,6 @@ from hedgebridge.gateway.clients import (
     feed_subjects,
     request_id_of,
     request_timeout_s,
-    unsent_batch,
-    unsent_order,
     visible,
 )
 from hedgebridge.gateway.config import GatewayConfig

@@ -5,38 +5,67 @@ answers these paths there (an HTTP response instead of a WebSocket upgrade) and 
 (``/ea``, ``/client``), which go on to the handshake decision.
 
 Readiness of the gateway: connected to NATS, subscribed to terminal statuses and sync requests, listening.
-The gateway keeps no JetStream state and uses no cache, so neither is checked here.
+The gateway keeps no JetStream state and uses no cache, so neither is checked here. The gateway subscribes to
+terminal statuses and sync requests before it listens and keeps both subscriptions until it stops, so a
+listening gateway is subscribed. Both read the gateway's public ``nats`` and ``port``, which raise until
+it is started (``Served``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from nats.aio.client import Client as NatsClient
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from hedgebridge.common.obs import Health, metrics, nats_connected
 from hedgebridge.common.obs.health import PATHS, Answer, error
 
-if TYPE_CHECKING:
-    from .server import Gateway
+
+class Served(Protocol):
+    """What readiness reads of the gateway: its NATS connection and its listening port, each raising
+    until the gateway is started."""
+
+    @property
+    def nats(self) -> NatsClient: ...
+
+    @property
+    def port(self) -> int: ...
 
 
-def readiness(gateway: Gateway) -> Health:
+class Routed(Protocol):
+    """What the routes read of the gateway: its health checks."""
+
+    @property
+    def health(self) -> Health: ...
+
+
+def readiness(gateway: Served) -> Health:
     """The gateway's checks; all synchronous (answered inside the handshake hook)."""
+
+    def started_nats() -> NatsClient | None:
+        try:
+            return gateway.nats
+        except AssertionError:
+            return None
+
+    def listening() -> bool:
+        try:
+            return gateway.port > 0
+        except AssertionError:
+            return False
+
     health = Health("gateway")
-    health.check("nats", nats_connected(lambda: gateway._nats))
-    health.check(
-        "subscriptions",
-        lambda: None if gateway._status_sub is not None else "not subscribed to terminal statuses",
-    )
-    health.check("listening", lambda: None if gateway._server is not None else "not listening")
+    health.check("nats", nats_connected(started_nats))
+    health.check("subscriptions", lambda: None if listening() else "not subscribed to terminal statuses")
+    health.check("listening", lambda: None if listening() else "not listening")
     return health
 
 
-def route(gateway: Gateway, connection: ServerConnection, request: Request) -> Response | None:
+def route(gateway: Routed, connection: ServerConnection, request: Request) -> Response | None:
     """The answer to a health or metrics request, or None for any other path."""
     path = request.path.split("?", 1)[0]
     if path not in PATHS:
@@ -53,7 +82,7 @@ def route(gateway: Gateway, connection: ServerConnection, request: Request) -> R
     return response
 
 
-def _answer(gateway: Gateway, path: str) -> Answer:
+def _answer(gateway: Routed, path: str) -> Answer:
     health = gateway.health
     if path == "/healthz":
         # answered by the event loop that runs every connection: an answer proves it is not stuck

@@ -10,23 +10,77 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Mapping, Sized
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from hedgebridge.common import logs
 from hedgebridge.protocol import GatewayLiveness, TerminalLiveness, pack, subjects, utcnow
 
-if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
-    from .server import Gateway
+from .config import GatewayConfig
 
 log = logs.get("gateway")
 PING_SEND_TIMEOUT_S = 1.0
 
 
+class Pingable(Protocol):
+    async def ping(self) -> Awaitable[float]: ...
+
+
+class Terminal(Protocol):
+    """What the report reads of a terminal session (``subscription`` None: not taking commands yet, or any more)."""
+
+    @property
+    def account_id(self) -> str: ...
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def connected_at(self) -> float: ...
+
+    @property
+    def last_seen(self) -> float: ...
+
+    @property
+    def subscription(self) -> object | None: ...
+
+    @property
+    def connection(self) -> Pingable: ...
+
+
+class Publisher(Protocol):
+    async def publish(self, subject: str, payload: bytes) -> None: ...
+
+
+class Clients(Protocol):
+    @property
+    def sessions(self) -> Sized: ...
+
+
+class Reported(Protocol):
+    """What the liveness report reads of the gateway."""
+
+    @property
+    def config(self) -> GatewayConfig: ...
+
+    @property
+    def gateway_id(self) -> str: ...
+
+    @property
+    def sessions(self) -> Mapping[str, Terminal]: ...
+
+    @property
+    def clients(self) -> Clients: ...
+
+    @property
+    def nats(self) -> Publisher: ...
+
+
 class Liveness:
-    def __init__(self, gateway: Gateway) -> None:
+    """The periodic GATEWAY_LIVENESS report and the WebSocket Pings behind its round trips."""
+
+    def __init__(self, gateway: Reported) -> None:
         self.gateway = gateway
         self._pongs: dict[str, Awaitable[float]] = {}  # session id -> the pong of the last ping sent
         self._task: asyncio.Task[None] | None = None

@@ -10,6 +10,9 @@
   each Pong, observed with the terminal's next frame).
 - Frames in and out are counted by type; connection counts, the longest terminal silence and the lowest
   margin level are read at scrape time.
+
+It sees the gateway and its terminal sessions through the narrow protocols below (what it reads of them),
+never the server's classes.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import contextlib
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Collection, Hashable, Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
@@ -40,11 +43,55 @@ from hedgebridge.protocol import (
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-    from .server import Gateway, TerminalSession
-
 SERVICE = "gateway"
 C = TypeVar("C", bound=OpenCommand | CloseCommand | SyncCommand)
 _PENDING_MAX = 1024  # commands awaiting a report, per connection (older ones are forgotten)
+
+
+class Pinged(Protocol):
+    """A terminal's WebSocket connection: the round trip of its last Ping (0 before the first Pong)."""
+
+    @property
+    def latency(self) -> float: ...
+
+
+class Terminal(Hashable, Protocol):
+    """What telemetry reads of a terminal session (held weakly, so the session's own lifetime rules)."""
+
+    @property
+    def account_id(self) -> str: ...
+
+    @property
+    def connection(self) -> Pinged: ...
+
+
+class Queued(Protocol):
+    def qsize(self) -> int: ...
+
+
+class QueuedClient(Protocol):
+    @property
+    def queue(self) -> Queued: ...
+
+
+class Clients(Protocol):
+    """What telemetry reads of the client sessions: how many, their queues, the slow consumers closed."""
+
+    @property
+    def sessions(self) -> Collection[QueuedClient]: ...
+
+    @property
+    def slow_consumers(self) -> int: ...
+
+
+class Observed(Hashable, Protocol):
+    """What telemetry reads of the gateway at scrape time: its terminal sessions and its client sessions."""
+
+    @property
+    def sessions(self) -> Mapping[str, Terminal]: ...
+
+    @property
+    def clients(self) -> Clients: ...
 
 
 class _Pending:
@@ -66,29 +113,29 @@ class _SessionState:
         self.latency = 0.0  # the last WebSocket round trip observed
 
 
-_sessions: weakref.WeakKeyDictionary[TerminalSession, _SessionState] = weakref.WeakKeyDictionary()
-_seen_accounts: weakref.WeakKeyDictionary[Gateway, set[str]] = weakref.WeakKeyDictionary()
+_sessions: weakref.WeakKeyDictionary[Terminal, _SessionState] = weakref.WeakKeyDictionary()
+_seen_accounts: weakref.WeakKeyDictionary[Observed, set[str]] = weakref.WeakKeyDictionary()
 
 
-def _state(session: TerminalSession) -> _SessionState:
+def _state(session: Terminal) -> _SessionState:
     state = _sessions.get(session)
     if state is None:
         state = _sessions[session] = _SessionState()
     return state
 
 
-def register(gateway: Gateway) -> None:
+def register(gateway: Observed) -> None:
     """Expose the gateway's live values (read at scrape time)."""
-    metrics.CONNECTIONS.add(gateway, lambda gw: len(gw.sessions), "terminal")
-    metrics.CONNECTIONS.add(gateway, lambda gw: len(gw.clients.sessions), "client")
-    metrics.QUEUE_DEPTH.add(gateway, lambda gw: sum(s.queue.qsize() for s in gw.clients.sessions), "client_outgoing")
-    metrics.SLOW_CONSUMERS.add(gateway, lambda gw: gw.clients.slow_consumers)
+    metrics.CONNECTIONS.add(gateway, _terminals, "terminal")
+    metrics.CONNECTIONS.add(gateway, _clients, "client")
+    metrics.QUEUE_DEPTH.add(gateway, _client_queue_depth, "client_outgoing")
+    metrics.SLOW_CONSUMERS.add(gateway, _slow_consumers)
     metrics.TERMINAL_SILENCE.add(gateway, _longest_silence)
     metrics.MARGIN_LEVEL.add(gateway, _lowest_margin_level)
     _seen_accounts[gateway] = set()
 
 
-def unregister(gateway: Gateway) -> None:
+def unregister(gateway: Observed) -> None:
     for live in (
         metrics.CONNECTIONS,
         metrics.QUEUE_DEPTH,
@@ -99,7 +146,23 @@ def unregister(gateway: Gateway) -> None:
         live.remove(gateway)
 
 
-def _longest_silence(gateway: Gateway) -> float | None:
+def _terminals(gateway: Observed) -> int:
+    return len(gateway.sessions)
+
+
+def _clients(gateway: Observed) -> int:
+    return len(gateway.clients.sessions)
+
+
+def _client_queue_depth(gateway: Observed) -> int:
+    return sum(s.queue.qsize() for s in gateway.clients.sessions)
+
+
+def _slow_consumers(gateway: Observed) -> int:
+    return gateway.clients.slow_consumers
+
+
+def _longest_silence(gateway: Observed) -> float | None:
     """Seconds since the last event (heartbeats aside) of the quietest connected terminal."""
     if not gateway.sessions:
         return None
@@ -107,7 +170,7 @@ def _longest_silence(gateway: Gateway) -> float | None:
     return max(now - _state(s).last_event for s in gateway.sessions.values())
 
 
-def _lowest_margin_level(gateway: Gateway) -> float | None:
+def _lowest_margin_level(gateway: Observed) -> float | None:
     levels = [
         state.margin_level
         for s in gateway.sessions.values()
@@ -116,7 +179,7 @@ def _lowest_margin_level(gateway: Gateway) -> float | None:
     return min(levels) / 100 if levels else None
 
 
-def terminal_connected(gateway: Gateway, account_id: str) -> None:
+def terminal_connected(gateway: Observed, account_id: str) -> None:
     seen = _seen_accounts.setdefault(gateway, set())
     if account_id in seen:
         metrics.RECONNECTS.labels("terminal").inc()
@@ -124,7 +187,7 @@ def terminal_connected(gateway: Gateway, account_id: str) -> None:
         seen.add(account_id)
 
 
-def frame_in(endpoint: str, message: Message, session: TerminalSession | None = None) -> None:
+def frame_in(endpoint: str, message: Message, session: Terminal | None = None) -> None:
     metrics.FRAMES.labels("in", endpoint, type_name(message)).inc()
     if session is None:
         return
@@ -143,7 +206,7 @@ def frame_out(endpoint: str, kind: str, count: int = 1) -> None:
     metrics.FRAMES.labels("out", endpoint, kind).inc(count)
 
 
-def command_received(session: TerminalSession, msg: Msg, command: C) -> C:
+def command_received(session: Terminal, msg: Msg, command: C) -> C:
     """Start timing (and tracing) a command about to be written; returns it with its ``traceparent``."""
     action_id = getattr(command, "action_id", None)
     if not action_id:
@@ -163,7 +226,7 @@ def command_received(session: TerminalSession, msg: Msg, command: C) -> C:
     return command
 
 
-def command_written(session: TerminalSession, command: OpenCommand | CloseCommand | SyncCommand) -> None:
+def command_written(session: Terminal, command: OpenCommand | CloseCommand | SyncCommand) -> None:
     entry = _state(session).pending.get(getattr(command, "action_id", None) or "")
     if entry is not None:
         entry.written = time.perf_counter()
@@ -174,7 +237,7 @@ def command_written(session: TerminalSession, command: OpenCommand | CloseComman
 
 @contextlib.contextmanager
 def report(
-    session: TerminalSession, event: OpenedEvent | ClosedEvent, headers: Mapping[str, str] | None
+    session: Terminal, event: OpenedEvent | ClosedEvent, headers: Mapping[str, str] | None
 ) -> Iterator[dict[str, str] | None]:
     """Around the publish of a trade report: round trip, hop time, and the report's span and headers."""
     received = time.perf_counter()
