@@ -13,35 +13,28 @@ from hedgebridge.common.obs import Health, metrics
 from hedgebridge.gateway import http_routes, telemetry
 
 
-class NotStarted:
-    """A gateway before ``start``: its public ``nats`` and ``port`` raise, as the server's do."""
+@dataclass
+class Served:
+    """A gateway's readiness inputs: its NATS connection, its subscriptions, its listening socket."""
 
-    @property
-    def nats(self) -> NatsClient:
-        raise AssertionError("gateway not started")
-
-    @property
-    def port(self) -> int:
-        raise AssertionError("gateway not started")
+    nats_client: NatsClient | None = None
+    subscribed: bool = False
+    listening: bool = False
 
 
 def test_a_gateway_not_started_is_not_ready_and_says_why() -> None:
-    assert http_routes.readiness(NotStarted()).readiness_now() == {
+    assert http_routes.readiness(Served()).readiness_now() == {
         "nats": "not started",
         "subscriptions": "not subscribed to terminal statuses",
         "listening": "not listening",
     }
 
 
-class Listening(NotStarted):
-    @property
-    def port(self) -> int:
-        return 8765
-
-
-def test_a_listening_gateway_reads_its_nats_connection() -> None:
-    found = http_routes.readiness(Listening()).readiness_now()
-    assert (found["subscriptions"], found["listening"]) == ("ok", "ok")
+def test_each_check_reads_its_own_input() -> None:
+    found = http_routes.readiness(Served(subscribed=True)).readiness_now()
+    assert (found["subscriptions"], found["listening"]) == ("ok", "not listening")
+    found = http_routes.readiness(Served(listening=True)).readiness_now()
+    assert (found["subscriptions"], found["listening"]) == ("not subscribed to terminal statuses", "ok")
     assert found["nats"] == "not started"  # the connection is read, not assumed
 
 

@@ -5,10 +5,7 @@ answers these paths there (an HTTP response instead of a WebSocket upgrade) and 
 (``/ea``, ``/client``), which go on to the handshake decision.
 
 Readiness of the gateway: connected to NATS, subscribed to terminal statuses and sync requests, listening.
-The gateway keeps no JetStream state and uses no cache, so neither is checked here. The gateway subscribes to
-terminal statuses and sync requests before it listens and keeps both subscriptions until it stops, so a
-listening gateway is subscribed. Both read the gateway's public ``nats`` and ``port``, which raise until
-it is started (``Served``).
+The gateway keeps no JetStream state and uses no cache, so neither is checked here.
 """
 
 from __future__ import annotations
@@ -26,14 +23,16 @@ from hedgebridge.common.obs.health import PATHS, Answer, error
 
 
 class Served(Protocol):
-    """What readiness reads of the gateway: its NATS connection and its listening port, each raising
-    until the gateway is started."""
+    """What readiness reads of the gateway."""
 
     @property
-    def nats(self) -> NatsClient: ...
+    def nats_client(self) -> NatsClient | None: ...
 
     @property
-    def port(self) -> int: ...
+    def subscribed(self) -> bool: ...
+
+    @property
+    def listening(self) -> bool: ...
 
 
 class Routed(Protocol):
@@ -46,22 +45,10 @@ class Routed(Protocol):
 def readiness(gateway: Served) -> Health:
     """The gateway's checks; all synchronous (answered inside the handshake hook)."""
 
-    def started_nats() -> NatsClient | None:
-        try:
-            return gateway.nats
-        except AssertionError:
-            return None
-
-    def listening() -> bool:
-        try:
-            return gateway.port > 0
-        except AssertionError:
-            return False
-
     health = Health("gateway")
-    health.check("nats", nats_connected(started_nats))
-    health.check("subscriptions", lambda: None if listening() else "not subscribed to terminal statuses")
-    health.check("listening", lambda: None if listening() else "not listening")
+    health.check("nats", nats_connected(lambda: gateway.nats_client))
+    health.check("subscriptions", lambda: None if gateway.subscribed else "not subscribed to terminal statuses")
+    health.check("listening", lambda: None if gateway.listening else "not listening")
     return health
 
 

@@ -1,7 +1,7 @@
 """The gateway's composition root: one websockets server for terminals (``/ea``) and clients (``/client``),
 bridged to NATS. It listens, routes each request (health and metrics, the per-IP limit, the admin pages, the
 handshake decision) and hands an accepted connection to its side: ``terminal_sessions.py`` for terminals,
-``clients.py`` for clients; it starts and stops them.
+``client_hub.py`` for clients; it starts and stops them.
 
 What the gateway does for terminals (``terminal_sessions.py``, ``terminal_link_ws.py`` and the shared bus
 side in ``hedgebridge.common.terminal_link``):
@@ -38,7 +38,6 @@ from http import HTTPStatus
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
-from nats.aio.subscription import Subscription
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
@@ -46,14 +45,13 @@ from hedgebridge.common import auth, bus, logs
 from hedgebridge.protocol import SUPPORTED_SUBPROTOCOLS
 
 from . import admin, http_routes, telemetry
-from .clients import ClientHub
+from .client_hub import ClientHub
 from .config import GatewayConfig
 from .errors import CannotListen
 from .handshake import Accept, ClientAccept, decide
 from .keys import KeyProvider, Revocations
 from .limits import IpLimiter
 from .liveness import Liveness
-from .terminal_link_ws import TerminalSession as TerminalSession  # named here for telemetry's type hints
 from .terminal_sessions import TerminalSessions
 
 log = logs.get("gateway")
@@ -66,7 +64,7 @@ class Gateway:
         self.terminals = TerminalSessions(config, lambda: self.nats, self.spawn, self._terminal_connected)
         self.sessions = self.terminals.sessions  # the live terminal session of each account
         self._accepted: weakref.WeakKeyDictionary[ServerConnection, Accept | ClientAccept] = weakref.WeakKeyDictionary()
-        self.clients = ClientHub(config, lambda: self.nats)  # the /client endpoint (clients.py)
+        self.clients = ClientHub(config, lambda: self.nats)  # the /client endpoint (client_hub.py)
         self._nats: NatsClient | None = None
         self._server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -81,9 +79,18 @@ class Gateway:
         self.clients.revoked = self.revocations
 
     @property
-    def _status_sub(self) -> Subscription | None:
-        """The subscription to terminal statuses (readiness checks it)."""
-        return self.terminals.bus.status_sub
+    def nats_client(self) -> NatsClient | None:
+        """The NATS connection, None before start and after stop (readiness reads it)."""
+        return self._nats
+
+    @property
+    def subscribed(self) -> bool:
+        """Subscribed to terminal statuses (hand-overs) and sync requests (readiness reads it)."""
+        return self.terminals.bus.status_sub is not None
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None and bool(self._server.sockets)
 
     def _terminal_connected(self, account_id: str) -> None:
         telemetry.terminal_connected(self, account_id)
