@@ -71,20 +71,36 @@ class UnreadableAnswer(Exception):
 
 @overload
 async def ask(
-    nc: NatsClient, body: OrderRequest, timeout_s: float, *, headers: dict[str, str] | None = None
+    nc: NatsClient,
+    body: OrderRequest,
+    timeout_s: float,
+    *,
+    headers: dict[str, str] | None = None,
+    follow_on: str = "",
 ) -> ExecutorAnswer[OrderResult]: ...
 
 
 @overload
 async def ask(
-    nc: NatsClient, body: CloseBatch, timeout_s: float, *, headers: dict[str, str] | None = None
+    nc: NatsClient,
+    body: CloseBatch,
+    timeout_s: float,
+    *,
+    headers: dict[str, str] | None = None,
+    follow_on: str = "",
 ) -> ExecutorAnswer[BatchResult]: ...
 
 
 async def ask(
-    nc: NatsClient, body: OrderRequest | CloseBatch, timeout_s: float, *, headers: dict[str, str] | None = None
+    nc: NatsClient,
+    body: OrderRequest | CloseBatch,
+    timeout_s: float,
+    *,
+    headers: dict[str, str] | None = None,
+    follow_on: str = "",
 ) -> ExecutorAnswer[OrderResult] | ExecutorAnswer[BatchResult]:
-    """Send ``body`` to the executors' queue group and wait up to ``timeout_s`` for the answer."""
+    """Send ``body`` to the executors' queue group and wait up to ``timeout_s`` for the answer.
+    ``follow_on`` names where the caller can follow a reconciled result (in the no-reply message)."""
     batch = isinstance(body, CloseBatch)
     subject = subjects.BATCH_REQUEST if batch else subjects.ORDER_REQUEST
     try:
@@ -94,7 +110,7 @@ async def ask(
     except NatsTimeoutError:
         message = (
             f"no answer from the executor within {timeout_s:g}s: the outcome is unknown; the reconciled result "
-            "follows, and a request with the same actionId returns it"
+            f"follows{' on ' + follow_on if follow_on else ''}, and a request with the same actionId returns it"
         )
         return _silent(body, Silence.NO_REPLY, errors.OUTCOME_UNKNOWN, message, "OUTCOME_UNKNOWN")
     try:

@@ -193,7 +193,9 @@ class ClientHub:
         if isinstance(body, ActionRequest):
             return await self._action(body, principal, timeout_s)
         try:
-            answer = await executor_client.ask(self.nats, body, timeout_s, headers=tracing.headers())
+            answer = await executor_client.ask(
+                self.nats, body, timeout_s, headers=tracing.headers(), follow_on="topic orders"
+            )
         except executor_client.UnreadableAnswer as exc:
             return Refusal(errors.INTERNAL, str(exc))
         return answer.result
