@@ -153,7 +153,6 @@ KNOWN_CYCLES = [
 KNOWN_BIG = {
     "services/coordinator/hedgebridge/coordinator/actions.py",
     "services/coordinator/hedgebridge/coordinator/service.py",
-    "services/executor/hedgebridge/executor/service.py",
     "services/gateway/hedgebridge/gateway/clients.py",
     "services/gateway/hedgebridge/gateway/server.py",
     "services/monitor/hedgebridge/monitor/service.py",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TypeVar
 
+import msgspec
 import pytest
 
 from hedgebridge.executor.lifecycle import OrderState
@@ -29,11 +30,9 @@ from hedgebridge.executor.run_actions import (
 from hedgebridge.protocol import (
     CloseCommand,
     ClosedEvent,
-    CloseMetadata,
     DeliveryAck,
     OpenCommand,
     OpenedEvent,
-    OpenMetadata,
     OrderResult,
     Position,
     PositionUpdate,
@@ -41,30 +40,14 @@ from hedgebridge.protocol import (
     retcodes,
 )
 
-T = datetime(2026, 11, 28, tzinfo=UTC)
+from .test_lifecycle import CLOSE as CLOSE_BY_TICKET
+from .test_lifecycle import OPEN, T, opened, position
+
 T0 = 100.0  # the request came at this perf_counter second
 LIMITS = Limits(delivery_timeout_s=2.0, max_attempts=3, retry_base_ms=50, reconcile_timeout_s=300.0, sync_timeout_s=2.0)
 DELIVERED = DeliveryAck(delivered=True, session_id="s1")
 NOT_HELD = DeliveryAck(delivered=False, reason="no terminal")
-OPEN = OpenCommand(
-    timestamp=T,
-    account_id="A1",
-    position_id="p-1",
-    action_id="a-1",
-    symbol="EURUSD",
-    side="BUY",
-    volume=1.0,
-    metadata=OpenMetadata(execution_type="ENTRY", user_id=""),
-)
-CLOSE = CloseCommand(
-    timestamp=T,
-    account_id="A1",
-    position_id="mt-7",
-    action_id="c-1",
-    mt_ticket="7",
-    volume=1.0,
-    metadata=CloseMetadata(exit_reason="", user_id=""),
-)
+CLOSE = msgspec.structs.replace(CLOSE_BY_TICKET, volume=1.0)
 
 A = TypeVar("A", bound=Action)
 
@@ -81,21 +64,6 @@ def run_of(command: OpenCommand | CloseCommand = OPEN, *, ttl_s: float = 3.0, ti
     return OrderRun(command, T0, timeout_s, ttl_s, LIMITS, new_id=lambda: next(ids))
 
 
-def opened(status: str = "SUCCESS", code: int | None = None, volume: float = 1.0, account: str = "A1") -> OpenedEvent:
-    ok = status == "SUCCESS"
-    return OpenedEvent(
-        timestamp=T,
-        account_id=account,
-        position_id="p-1",
-        action_id="a-1",
-        mt_ticket="7" if ok else None,
-        price=1.1 if ok else None,
-        volume=volume if ok else None,
-        status=status,  # type: ignore[arg-type]
-        error_code=code,
-    )
-
-
 def closed(status: str = "SUCCESS", code: int | None = None) -> ClosedEvent:
     ok = status == "SUCCESS"
     return ClosedEvent(
@@ -108,20 +76,6 @@ def closed(status: str = "SUCCESS", code: int | None = None) -> ClosedEvent:
         volume=1.0 if ok else None,
         status=status,  # type: ignore[arg-type]
         error_code=code,
-    )
-
-
-def position(volume: float = 1.0, action_id: str | None = "a-1", ticket: str = "7") -> Position:
-    return Position(
-        mt_ticket=ticket,
-        position_id="p-1" if action_id else None,
-        action_id=action_id,
-        symbol="EURUSD",
-        side="BUY",
-        volume=volume,
-        open_price=1.1,
-        current_price=1.1,
-        profit=0.0,
     )
 
 
@@ -296,7 +250,9 @@ def test_no_ack_in_time_is_outcome_unknown() -> None:
 def test_a_report_before_the_ack_is_judged_at_the_ack() -> None:
     run = run_of()
     run.start(T0)
-    assert not run.offer_report(opened(account="A2"))  # another account's report is not this order's
+    assert not run.offer_report(
+        msgspec.structs.replace(opened(), account_id="A2")
+    )  # another account's report is not this order's
     assert run.offer_report(opened())
     result = answered(run.on_delivery(DELIVERED, T0 + 0.01))
     assert result.status == "FILLED"

@@ -35,23 +35,8 @@ from hedgebridge.protocol import (
 )
 
 from . import lifecycle, orders
+from . import run_actions as act
 from .lifecycle import OrderState, Trigger
-from .run_actions import (
-    Action,
-    Answer,
-    ApplyToBook,
-    Done,
-    Log,
-    Observe,
-    Pause,
-    PutLease,
-    ReadVolume,
-    Record,
-    Reply,
-    Send,
-    SendSync,
-    Wait,
-)
 
 Report = OpenedEvent | ClosedEvent
 
@@ -129,7 +114,7 @@ class OrderRun:
 
     # --- events --------------------------------------------------------------------------------------------
 
-    def start(self, now: float) -> list[Action]:
+    def start(self, now: float) -> list[act.Action]:
         """Send the command (the first attempt)."""
         return self._send(now)
 
@@ -147,52 +132,52 @@ class OrderRun:
         self.snapshot = snapshot
         return True
 
-    def on_delivery(self, ack: DeliveryAck | None, now: float) -> list[Action]:
+    def on_delivery(self, ack: DeliveryAck | None, now: float) -> list[act.Action]:
         """The gateway's DeliveryAck (None: no responders, nothing was sent)."""
         reached = ack is not None and (ack.delivered or ack.uncertain)
         if self.phase is Phase.SYNCING:
             if not reached:  # a SYNC is asked once: no terminal, no snapshot this round
                 return self._no_snapshot(now)
             self.phase, self._asked = Phase.AWAITING_SNAPSHOT, now
-            return [Observe("delivery", now - self._send_started), Wait(now + self.limits.sync_timeout_s)]
+            return [act.Observe("delivery", now - self._send_started), act.Wait(now + self.limits.sync_timeout_s)]
         assert self.phase is Phase.DELIVERING
         if ack is None or not reached:
             if now - self._send_started + self._pause > self.ttl_s:
                 self.state = lifecycle.advance(self.state, Trigger.TTL_OVER)
                 self.listening = False
                 message = f"account {self.command.account_id} unreachable for {self.ttl_s:g}s; not sent"
-                log = Log("info", "account unreachable until the order's time-to-live ran out", self.fields)
+                log = act.Log("info", "account unreachable until the order's time-to-live ran out", self.fields)
                 result = orders.failure(
                     "EXPIRED", errors.EXPIRED, message, self.command, self._ms(now), state=self.state
                 )
                 return [log, *self._conclude(result, unknown=False)]
             self.phase = Phase.DELIVERY_PAUSE
             pause, self._pause = self._pause, min(self._pause * 2, 0.2)
-            return [Pause(pause)]
-        observed = Observe("delivery", now - self._send_started)
+            return [act.Pause(pause)]
+        observed = act.Observe("delivery", now - self._send_started)
         if ack.uncertain:
             self.state = lifecycle.advance(self.state, Trigger.DELIVERY_UNCERTAIN)
-            log = Log("warning", "delivery uncertain", {"reason": ack.reason, **self.fields})
+            log = act.Log("warning", "delivery uncertain", {"reason": ack.reason, **self.fields})
             return [observed, log, *self._unknown(errors.DELIVERY_FAILED, ack.reason, now)]
         self.state = lifecycle.advance(self.state, Trigger.DELIVERED)
         self.phase, self._delivered_at = Phase.AWAITING_REPORT, now
         return [observed, *self._await_report(now)]
 
-    def on_unconfirmed(self, now: float) -> list[Action]:
+    def on_unconfirmed(self, now: float) -> list[act.Action]:
         """No DeliveryAck within the delivery timeout: a gateway may have passed the command on."""
         if self.phase is Phase.SYNCING:
             return self._no_snapshot(now)
         assert self.phase is Phase.DELIVERING
         self.state = lifecycle.advance(self.state, Trigger.DELIVERY_UNCERTAIN)
-        log = Log("warning", "delivery not confirmed", self.fields)
+        log = act.Log("warning", "delivery not confirmed", self.fields)
         return [log, *self._unknown(errors.DELIVERY_FAILED, NOT_CONFIRMED, now)]
 
-    def on_wake(self, now: float, wall: datetime) -> list[Action]:
+    def on_wake(self, now: float, wall: datetime) -> list[act.Action]:
         """After a Pause, or a Wait that ended (an offer taken, or its deadline)."""
         phase = self.phase
         if phase is Phase.DELIVERY_PAUSE:
             self.phase = Phase.DELIVERING
-            return [Send(self.command, self._delivery_s(self.timeout_s))]
+            return [act.Send(self.command, self._delivery_s(self.timeout_s))]
         if phase is Phase.RETRY_PAUSE:
             self.attempt += 1
             self.command = msgspec.structs.replace(self.command, attempt=self.attempt, timestamp=wall)
@@ -203,15 +188,15 @@ class OrderRun:
             if self.snapshot is not None:
                 self.sync_id = None
                 self.phase = Phase.READING_VOLUME
-                return [Observe("sync", now - self._asked), ReadVolume(self.command)]
+                return [act.Observe("sync", now - self._asked), act.ReadVolume(self.command)]
             if self.report is None and now < self._asked + self.limits.sync_timeout_s:
-                return [Wait(self._asked + self.limits.sync_timeout_s)]
+                return [act.Wait(self._asked + self.limits.sync_timeout_s)]
             return self._no_snapshot(now)
         if phase is Phase.RECONCILE_PAUSE:
             return self._reconcile_step(now)
         raise AssertionError(f"no wake-up expected in {phase}")
 
-    def on_volume(self, expected: float | None, now: float) -> list[Action]:
+    def on_volume(self, expected: float | None, now: float) -> list[act.Action]:
         """The book's volume of the closed position: reconcile from the snapshot."""
         assert self.phase is Phase.READING_VOLUME
         assert self.snapshot is not None
@@ -219,14 +204,14 @@ class OrderRun:
         self.snapshot = None
         return self._reconciled(orders.reconciled_result(self.command, outcome, OrderState.RECONCILED, 1))
 
-    def on_recorded(self, now: float) -> list[Action]:
+    def on_recorded(self, now: float) -> list[act.Action]:
         """The record is written: a known outcome ends the run, an unknown one is reconciled."""
         assert self.phase is Phase.RECORDING
         if self.outcome_unknown and self.state is not OrderState.RECONCILED:
             return self.begin_reconcile(now)
         return self._end()
 
-    def begin_reconcile(self, now: float) -> list[Action]:
+    def begin_reconcile(self, now: float) -> list[act.Action]:
         """Keep a lease while reconciling (it can take long); a run that was answered keeps its late report."""
         self.leased = True
         self.listening = True
@@ -234,18 +219,18 @@ class OrderRun:
             self.report = None
         self._deadline = now + self.limits.reconcile_timeout_s
         self._pause = 0.1
-        return [PutLease(self.command.account_id), *self._reconcile_step(now)]
+        return [act.PutLease(self.command.account_id), *self._reconcile_step(now)]
 
-    def on_lease_timer(self) -> list[Action]:
+    def on_lease_timer(self) -> list[act.Action]:
         """The order has run ``lease_after_ms``: put a lease on it (once)."""
         if self.phase is Phase.DONE or self.leased:
             return []
         self.leased = True
-        return [PutLease(self.command.account_id)]
+        return [act.PutLease(self.command.account_id)]
 
-    def on_renew(self) -> list[Action]:
+    def on_renew(self) -> list[act.Action]:
         """The lease upkeep's tick: renew the lease the run holds."""
-        return [PutLease(self.command.account_id)] if self.leased and self.phase is not Phase.DONE else []
+        return [act.PutLease(self.command.account_id)] if self.leased and self.phase is not Phase.DONE else []
 
     def release_lease(self) -> bool:
         """The record of the final result is written: whether a lease is to be dropped (it is, here)."""
@@ -254,28 +239,28 @@ class OrderRun:
 
     # --- steps ---------------------------------------------------------------------------------------------
 
-    def _send(self, now: float) -> list[Action]:
+    def _send(self, now: float) -> list[act.Action]:
         self.phase = Phase.DELIVERING
         self.listening, self.report = True, None
         self._send_started, self._pause = now, 0.01
-        return [Send(self.command, self._delivery_s(self.timeout_s))]
+        return [act.Send(self.command, self._delivery_s(self.timeout_s))]
 
     def _delivery_s(self, timeout_s: float) -> float:
         return min(self.limits.delivery_timeout_s, timeout_s)
 
-    def _await_report(self, now: float) -> list[Action]:
+    def _await_report(self, now: float) -> list[act.Action]:
         report = self.report
         if report is not None:
-            return [Observe("report", now - self._delivered_at), *self._judge(report, now)]
+            return [act.Observe("report", now - self._delivered_at), *self._judge(report, now)]
         deadline = self.started + self.timeout_s
         if now < deadline:
-            return [Wait(deadline)]
+            return [act.Wait(deadline)]
         self.state = lifecycle.advance(self.state, Trigger.TIMED_OUT)
-        log = Log("warning", "no result in time", {"timeout_s": self.timeout_s, **self.fields})
+        log = act.Log("warning", "no result in time", {"timeout_s": self.timeout_s, **self.fields})
         message = f"sent, but no result within {self.timeout_s:g}s: reconciling (never resent)"
         return [log, *self._unknown(errors.OUTCOME_UNKNOWN, message, now)]
 
-    def _judge(self, report: Report, now: float) -> list[Action]:
+    def _judge(self, report: Report, now: float) -> list[act.Action]:
         command = self.command
         verdict = lifecycle.judge(command, report, self.attempt, self.limits.max_attempts)
         self.state = lifecycle.advance(self.state, verdict.trigger)
@@ -283,31 +268,31 @@ class OrderRun:
             delay = lifecycle.retry_delay_s(self.attempt, self.limits.retry_base_ms)
             fields = {"retcode": report.error_code, "attempt": self.attempt + 1, "delay_s": delay, **self.fields}
             self.phase = Phase.RETRY_PAUSE
-            return [Log("info", "retrying", fields), Pause(delay)]
+            return [act.Log("info", "retrying", fields), act.Pause(delay)]
         result = orders.result_of(command, report, verdict, self.state, self.attempt + 1, self._ms(now))
         if self.state is OrderState.OUTCOME_UNKNOWN:  # the trade server itself did not know (timeout, error)
-            log = Log("warning", "trade server outcome unknown", {"retcode": report.error_code, **self.fields})
+            log = act.Log("warning", "trade server outcome unknown", {"retcode": report.error_code, **self.fields})
             return [log, *self._conclude(result, unknown=True)]
         self.listening = False
         fields = {"status": result.status, "elapsed_ms": round(result.elapsed_ms, 3), **self.fields}
-        return [Log("info", "order done", fields), *self._conclude(result, unknown=False)]
+        return [act.Log("info", "order done", fields), *self._conclude(result, unknown=False)]
 
-    def _unknown(self, code: str, message: str, now: float) -> list[Action]:
+    def _unknown(self, code: str, message: str, now: float) -> list[act.Action]:
         result = orders.failure(
             "OUTCOME_UNKNOWN", code, message, self.command, self._ms(now), state=self.state, attempts=self.attempt + 1
         )
         return self._conclude(result, unknown=True)
 
-    def _conclude(self, result: OrderResult, *, unknown: bool) -> list[Action]:
+    def _conclude(self, result: OrderResult, *, unknown: bool) -> list[act.Action]:
         """Answer first; the record is written right after (a repeat waits for it)."""
         self.result, self.outcome_unknown = result, unknown
         self.phase = Phase.RECORDING
-        return [Answer(result), Record(self.state, result, keep_lease=unknown)]
+        return [act.Answer(result), act.Record(self.state, result, keep_lease=unknown)]
 
-    def _reconcile_step(self, now: float) -> list[Action]:
+    def _reconcile_step(self, now: float) -> list[act.Action]:
         if now >= self._deadline:
             self.listening = False
-            log = Log(
+            log = act.Log(
                 "error", "order still unreconciled", {"action": self.action_id, "account": self.command.account_id}
             )
             return [log, *self._end()]
@@ -321,32 +306,36 @@ class OrderRun:
             return self._reconcile_step(now)
         self.sync_id, self.snapshot = self.new_id(), None
         self.phase, self._send_started = Phase.SYNCING, now
-        return [SendSync(self.command.account_id, self.sync_id, self._delivery_s(self.limits.sync_timeout_s))]
+        return [act.SendSync(self.command.account_id, self.sync_id, self._delivery_s(self.limits.sync_timeout_s))]
 
-    def _no_snapshot(self, now: float) -> list[Action]:
+    def _no_snapshot(self, now: float) -> list[act.Action]:
         self.sync_id = None
         if self.report is not None:
             return self._reconcile_step(now)
         self.phase = Phase.RECONCILE_PAUSE
         pause, self._pause = self._pause, min(self._pause * 2, 5.0)
-        return [Pause(pause)]
+        return [act.Pause(pause)]
 
-    def _reconciled(self, result: OrderResult) -> list[Action]:
+    def _reconciled(self, result: OrderResult) -> list[act.Action]:
         self.listening = False
         self.state, self.result, self.phase = OrderState.RECONCILED, result, Phase.RECORDING
-        log = Log(
+        log = act.Log(
             "info",
             "order reconciled",
             {"action": self.action_id, "account": self.command.account_id, "status": result.status},
         )
-        actions: list[Action] = [log, ApplyToBook(self.command, result), Record(OrderState.RECONCILED, result, False)]
+        actions: list[act.Action] = [
+            log,
+            act.ApplyToBook(self.command, result),
+            act.Record(OrderState.RECONCILED, result, False),
+        ]
         return actions
 
-    def _end(self) -> list[Action]:
+    def _end(self) -> list[act.Action]:
         self.phase, self.listening, self.sync_id = Phase.DONE, False, None
-        done: list[Action] = [Done()]
+        done: list[act.Action] = [act.Done()]
         if self._taken_over and self.reply_to and self.state is OrderState.RECONCILED and self.result is not None:
-            done.append(Reply(self.reply_to, self.result))  # the first caller may still be waiting
+            done.append(act.Reply(self.reply_to, self.result))  # the first caller may still be waiting
         return done
 
     def _ms(self, now: float) -> float:
