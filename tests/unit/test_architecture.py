@@ -141,7 +141,6 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 # holds the tree to no cycles at all.
 KNOWN_CYCLES = [
     ["hedgebridge.coordinator.service", "hedgebridge.coordinator.telemetry"],
-    ["hedgebridge.executor.service", "hedgebridge.executor.telemetry"],
     [
         "hedgebridge.gateway.clients",
         "hedgebridge.gateway.http_routes",

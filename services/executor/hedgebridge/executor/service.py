@@ -99,7 +99,7 @@ class Executor:
             lambda: self.leases,
             self.projection,
         )
-        self.obs = telemetry.attach(self)  # /healthz, /readyz, /metrics (health_port), tracing
+        self.obs = telemetry.attach(config, self)  # /healthz, /readyz, /metrics (health_port), tracing
 
     @property
     def nats(self) -> NatsClient:
@@ -124,6 +124,23 @@ class Executor:
     @property
     def rebuilds(self) -> int:
         return self.projection.rebuilds
+
+    # --- what telemetry reads (``telemetry.Served``) ------------------------------------------------------
+
+    def connection(self) -> NatsClient | None:
+        return self._nats
+
+    def realtime_cache(self) -> RealtimeCache:
+        return self.cache
+
+    def serving(self) -> bool:
+        return bool(self._requests)
+
+    def pending_orders(self) -> int:
+        return len(self._running)
+
+    def cache_rebuilds(self) -> int:
+        return self.rebuilds
 
     # --- start and stop -----------------------------------------------------------------------------------
 
