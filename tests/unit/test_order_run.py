@@ -212,6 +212,16 @@ def test_no_responders_is_asked_again_until_delivered() -> None:
     assert answered(reported(run, opened())).status == "FILLED"
 
 
+def test_no_responders_backs_off_doubling_to_a_fifth_of_a_second() -> None:
+    run = run_of(ttl_s=60.0)
+    run.start(T0)
+    pauses = []
+    for _ in range(7):
+        pauses.append(one(run.on_delivery(None, T0), Pause).delay_s)
+        run.on_wake(T0, T)
+    assert pauses == [0.01, 0.02, 0.04, 0.08, 0.16, 0.2, 0.2]
+
+
 def test_the_time_to_live_over_is_expired_and_never_sent() -> None:
     run = run_of(ttl_s=0.025)
     run.start(T0)
@@ -264,6 +274,7 @@ def test_a_report_before_the_ack_is_judged_at_the_ack() -> None:
 def timed_out(command: OpenCommand | CloseCommand = OPEN) -> OrderRun:
     run = run_of(command, timeout_s=1.0)
     delivered(run)
+    assert not run.offer_snapshot(snapshot("sync-1"))  # no SYNC asked yet: a snapshot decides nothing
     assert run.on_wake(T0 + 0.5, T) == [Wait(T0 + 1.0)]  # woken early with nothing: wait on
     actions = run.on_wake(T0 + 1.0, T)
     assert one(actions, Log).event == "no result in time"
@@ -279,6 +290,7 @@ def synced(run: OrderRun, *positions: Position, expected: float | None = None) -
     assert not run.offer_snapshot(snapshot("stale", *positions))  # only the answer to this SYNC counts
     assert run.on_delivery(DELIVERED, T0 + 1.2) == [Observe("delivery", pytest.approx(0.1)), Wait(T0 + 3.2)]  # type: ignore[arg-type]
     assert run.offer_snapshot(snapshot(sync.sync_id, *positions))
+    assert not run.offer_snapshot(snapshot(sync.sync_id))  # the first answer counts
     read = run.on_wake(T0 + 1.3, T)
     assert read == [Observe("sync", pytest.approx(0.1)), ReadVolume(run.command)]  # type: ignore[arg-type]
     return run.on_volume(expected, T0 + 1.4)

@@ -47,11 +47,11 @@ NOT_CONFIRMED = "the gateway did not confirm delivery in time; reconciling (neve
 class Limits:
     """The time limits and attempt bound a run keeps (from the executor's configuration)."""
 
-    delivery_timeout_s: float = 2.0
-    max_attempts: int = 3
-    retry_base_ms: int = 50
-    reconcile_timeout_s: float = 300.0
-    sync_timeout_s: float = 2.0
+    delivery_timeout_s: float
+    max_attempts: int
+    retry_base_ms: int
+    reconcile_timeout_s: float
+    sync_timeout_s: float
 
 
 class Phase(Enum):
@@ -70,6 +70,8 @@ class Phase(Enum):
 
 @dataclass(slots=True)
 class OrderRun:
+    """One order from its first send to its recorded result (or to giving up reconciling it)."""
+
     command: OrderCommand
     started: float  # when the request came (perf_counter seconds)
     timeout_s: float  # the order timeout, from ``started``
@@ -212,11 +214,9 @@ class OrderRun:
         return self._end()
 
     def begin_reconcile(self, now: float) -> list[act.Action]:
-        """Keep a lease while reconciling (it can take long); a run that was answered keeps its late report."""
+        """Keep a lease while reconciling (it can take long); a report that came meanwhile is judged first."""
         self.leased = True
         self.listening = True
-        if self._taken_over:
-            self.report = None
         self._deadline = now + self.limits.reconcile_timeout_s
         self._pause = 0.1
         return [act.PutLease(self.command.account_id), *self._reconcile_step(now)]
