@@ -6,35 +6,50 @@
   header), current while the order runs, so the command sent to the gateway carries it in its headers.
 - Its duration and outcome (status, retcode class) go to ``hedgebridge_order_duration_seconds`` and
   ``hedgebridge_orders_total``; running orders and cache rebuilds are read at scrape time.
+
+The service is seen through ``Served``: the few values these checks and gauges read, nothing else.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from hedgebridge.common.obs import Observability, for_service, metrics, tracing
+from hedgebridge.common.cache import RealtimeCache
+from hedgebridge.common.obs import HealthSettings, Observability, for_service, metrics, tracing
 from hedgebridge.protocol import OrderResult
-
-if TYPE_CHECKING:
-    from .service import Executor
 
 SERVICE = "executor"
 
 
-def attach(executor: Executor) -> Observability:
-    obs = for_service(SERVICE, executor.config, lambda: executor._nats, cache=lambda: executor.cache)
-    obs.health.check("subscriptions", lambda: None if executor._requests else "not serving order requests")
-    metrics.CACHE_REBUILDS.add(executor, lambda ex: ex.rebuilds)
-    metrics.QUEUE_DEPTH.add(executor, lambda ex: len(ex._running), "pending_orders")
+class Served(Protocol):
+    """What the health checks and gauges read of the executor."""
+
+    def connection(self) -> NatsClient | None: ...
+
+    def realtime_cache(self) -> RealtimeCache: ...
+
+    def serving(self) -> bool: ...  # the order request subscriptions are held
+
+    def pending_orders(self) -> int: ...
+
+    def cache_rebuilds(self) -> int: ...
+
+
+def attach(config: HealthSettings, served: Served) -> Observability:
+    obs = for_service(SERVICE, config, served.connection, cache=served.realtime_cache)
+    obs.health.check("subscriptions", lambda: None if served.serving() else "not serving order requests")
+    metrics.CACHE_REBUILDS.add(served, lambda s: s.cache_rebuilds())
+    metrics.QUEUE_DEPTH.add(served, lambda s: s.pending_orders(), "pending_orders")
     return obs
 
 
-def detach(executor: Executor) -> None:
-    metrics.CACHE_REBUILDS.remove(executor)
-    metrics.QUEUE_DEPTH.remove(executor)
+def detach(served: Served) -> None:
+    metrics.CACHE_REBUILDS.remove(served)
+    metrics.QUEUE_DEPTH.remove(served)
 
 
 def order_started(msg: Msg) -> tracing.Handle | None:

@@ -1,0 +1,220 @@
+"""Driving order runs: this replica's running orders, and the I/O that performs each run's actions.
+
+``Driver.drive`` performs what an ``OrderRun`` asks (requests on the account's command subject, waits, the
+record in ``hb_orders`` and the result on ``hb.ea.<account>.result`` with its ``Nats-Msg-Id``, leases, the book,
+metrics and logs) and feeds the run each outcome with the current time. Terminal reports and snapshots are
+offered to the run they belong to (``on_report``, ``on_snapshot``), which wakes the run's Wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from hedgebridge.common import logs
+from hedgebridge.common.obs import metrics, tracing
+from hedgebridge.protocol import (
+    ClosedEvent,
+    DeliveryAck,
+    OpenedEvent,
+    OrderCommand,
+    OrderResult,
+    PositionUpdate,
+    ProtocolError,
+    SyncCommand,
+    pack,
+    subjects,
+    unpack,
+    unpack_event,
+    utcnow,
+)
+
+from . import run_actions as act
+from .leases import Leases
+from .order_run import OrderRun
+from .projection import Projection
+from .records import Records, Stored
+
+log = logs.get("executor")
+
+_HOPS = {"delivery": metrics.HOP_EXECUTOR_DELIVERY, "report": metrics.HOP_EXECUTOR_REPORT}
+
+
+@dataclass(eq=False, slots=True)
+class RunningOrder:
+    """A run this replica drives, with its record's last revision and the signal that ends a Wait."""
+
+    run: OrderRun
+    stored: Stored
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    sync_id: str | None = None  # the SYNC registered for it in ``Driver.syncs``
+
+
+class Driver:
+    def __init__(
+        self,
+        owner: str,
+        running: dict[str, RunningOrder],
+        nats: Callable[[], NatsClient],
+        records: Callable[[], Records],
+        js: Callable[[], JetStreamContext],
+        leases: Callable[[], Leases],
+        projection: Projection,
+    ) -> None:
+        self.owner = owner
+        self.running = running  # actionId -> the orders this replica runs
+        self.syncs: dict[str, RunningOrder] = {}  # syncId -> the order waiting for that snapshot
+        self._nats = nats
+        self._records = records
+        self._js = js
+        self._leases = leases
+        self.projection = projection
+
+    def forget(self, order: RunningOrder) -> None:
+        if self.running.get(order.run.action_id) is order:
+            del self.running[order.run.action_id]
+
+    def awaited(self, action_id: str) -> OrderCommand | None:
+        """The command of an order this replica runs and takes a report for (the book reads its symbol)."""
+        order = self.running.get(action_id)
+        return order.run.command if order is not None and order.run.listening else None
+
+    async def drive(
+        self, order: RunningOrder, actions: list[act.Action]
+    ) -> tuple[OrderResult | None, list[act.Action]]:
+        """Perform ``actions`` and the ones they lead to, up to an Answer (returned with the actions after it)."""
+        pending = list(actions)
+        try:
+            while pending:
+                action = pending.pop(0)
+                if isinstance(action, act.Answer):
+                    return action.result, pending
+                pending[:0] = await self._perform(order, action)
+                if order.sync_id is not None and order.sync_id != order.run.sync_id:
+                    self.syncs.pop(order.sync_id, None)
+                    order.sync_id = None
+        except BaseException:
+            if order.sync_id is not None:
+                self.syncs.pop(order.sync_id, None)
+                order.sync_id = None
+            raise
+        return None, []
+
+    async def _perform(self, order: RunningOrder, action: act.Action) -> list[act.Action]:
+        run = order.run
+        if isinstance(action, act.Send | act.SendSync):
+            return await self._send(order, action)
+        if isinstance(action, act.Pause):
+            await asyncio.sleep(action.delay_s)
+            return run.on_wake(time.perf_counter(), utcnow())
+        if isinstance(action, act.Wait):
+            order.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(action.until - time.perf_counter(), 0.0)):
+                    await order.wake.wait()
+            return run.on_wake(time.perf_counter(), utcnow())
+        if isinstance(action, act.ReadVolume):
+            expected = await self.projection.expected_volume(action.command)
+            return run.on_volume(expected, time.perf_counter())
+        if isinstance(action, act.Record):
+            await self._record(order, action)
+            return run.on_recorded(time.perf_counter())
+        if isinstance(action, act.PutLease):
+            await self._leases().put(run.action_id, [action])
+        elif isinstance(action, act.ApplyToBook):
+            await self.projection.apply_reconciled(action.command, action.result)
+        elif isinstance(action, act.Observe):
+            if action.hop == "sync":
+                metrics.SYNC_DURATION.labels("snapshot").observe(action.seconds)
+            else:
+                metrics.HOP_LATENCY.labels(_HOPS[action.hop]).observe(action.seconds)
+        elif isinstance(action, act.Log):
+            getattr(log, action.level)(action.event, **action.fields)
+        elif isinstance(action, act.Done):
+            self.forget(order)
+        elif isinstance(action, act.Reply):
+            with contextlib.suppress(Exception):
+                await self._nats().publish(action.reply_to, pack(action.result))
+        return []
+
+    async def _send(self, order: RunningOrder, action: act.Send | act.SendSync) -> list[act.Action]:
+        """One request on the account's command subject; the run decides what no responders or no ack means."""
+        command: OrderCommand | SyncCommand
+        if isinstance(action, act.SendSync):
+            command = SyncCommand(
+                timestamp=utcnow(), account_id=action.account_id, sync_id=action.sync_id, reason="reconcile"
+            )
+            order.sync_id = action.sync_id
+            self.syncs[action.sync_id] = order
+        else:
+            command = action.command
+        try:
+            reply = await self._nats().request(
+                subjects.command(command.account_id), pack(command), action.timeout_s, headers=tracing.headers()
+            )
+        except NoRespondersError:
+            ack = None
+        except NatsTimeoutError:
+            return order.run.on_unconfirmed(time.perf_counter())
+        else:
+            ack = unpack(reply.data, DeliveryAck)
+        return order.run.on_delivery(ack, time.perf_counter())
+
+    async def _record(self, order: RunningOrder, action: act.Record) -> None:
+        """Record the result, publish it (HB_EVENTS keeps it), and end the lease unless still reconciling."""
+        stored, state, result = order.stored, action.state, action.result
+        action_id = stored.record.action_id
+        records = self._records()
+        changes = {"state": str(state), "result": result, "owner": self.owner}
+        saved = await records.save(stored, updated_at=utcnow(), **changes)
+        if saved is None:  # written meanwhile (a takeover after a long pause): read and write over it
+            fresh = await records.get(action_id)
+            saved = await records.save(fresh, updated_at=utcnow(), **changes) if fresh is not None else None
+        ops: list[Awaitable[object]] = [
+            self._js().publish(
+                subjects.result(result.account_id),
+                pack(result),
+                headers={"Nats-Msg-Id": f"{action_id}:{state}:{result.status}"},
+            )
+        ]
+        if not action.keep_lease and order.run.release_lease():
+            ops.append(records.unmark(action_id))
+        outcomes = await asyncio.gather(*ops, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                log.warning("recording a result failed", action=action_id, error=repr(outcome))
+        if isinstance(outcomes[0], BaseException):
+            metrics.JETSTREAM_PUBLISH_FAILURES.labels("result").inc()
+        order.stored = saved or stored
+
+    async def on_report(self, msg: Msg) -> None:
+        try:
+            event = unpack_event(msg.data)
+        except ProtocolError as exc:
+            log.warning("undecodable event", subject=msg.subject, error=exc.message)
+            return
+        if not isinstance(event, OpenedEvent | ClosedEvent) or event.action_id is None:
+            return
+        order = self.running.get(event.action_id)
+        if order is not None and order.run.offer_report(event):
+            order.wake.set()
+
+    async def on_snapshot(self, msg: Msg) -> None:
+        if not self.syncs:
+            return
+        try:
+            event = unpack(msg.data, PositionUpdate)
+        except ProtocolError:
+            return
+        order = self.syncs.get(event.sync_id or "")
+        if order is not None and order.run.offer_snapshot(event):
+            order.wake.set()

@@ -1,0 +1,129 @@
+"""Leases on the orders this replica runs (``hb_inflight``) and the take-over of orders whose owner is gone.
+
+- An order still running after ``lease_after_ms`` gets a lease (its run decides: ``OrderRun.on_lease_timer``);
+  most orders end sooner and never write one.
+- The leases held are renewed every third of ``lease_ms``; a lease that lapsed belongs to a replica that went
+  silent: this one takes the order over (compare-and-set, one replica wins) and reconciles it.
+- A running order with no lease at all (its owner died before writing one) is taken over when its actionId is
+  asked again (``orphaned``).
+
+``may_be_orphaned`` is the pure rule; the rest is the thin I/O around ``Records``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Protocol
+
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from hedgebridge.common import logs
+from hedgebridge.protocol import FINAL_STATUSES, InflightMark, OrderRecord, unpack
+
+from .order_run import OrderRun
+from .records import Records, Stored
+from .run_actions import Action, PutLease
+
+log = logs.get("executor")
+
+
+class Running(Protocol):
+    """What the upkeep needs of a running order: its run, which decides on its lease."""
+
+    @property
+    def run(self) -> OrderRun: ...
+
+
+def may_be_orphaned(record: OrderRecord, now: datetime, lease_after_ms: int, lease_ms: int) -> bool:
+    """Whether a running order's owner had time to write or renew its lease and may be gone."""
+    age_ms = (now - record.updated_at).total_seconds() * 1000
+    return age_ms >= lease_after_ms + lease_ms
+
+
+class Leases:
+    def __init__(
+        self,
+        records: Records,
+        inflight: KeyValue,
+        running: Mapping[str, Running],
+        take_over: Callable[[Stored], None],
+        *,
+        lease_ms: int,
+        lease_after_ms: int,
+    ) -> None:
+        self.records = records
+        self.inflight = inflight
+        self.running = running  # actionId -> the run of each order this replica runs
+        self.take_over = take_over  # start reconciling an order this replica took over
+        self.lease_ms = lease_ms
+        self.lease_after_ms = lease_after_ms
+
+    async def put(self, action_id: str, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, PutLease):
+                await self.records.mark(action_id, action.account_id)
+
+    async def when_slow(self, action_id: str) -> None:
+        """Put a lease on an order still running after ``lease_after_ms``."""
+        await asyncio.sleep(self.lease_after_ms / 1000)
+        order = self.running.get(action_id)
+        if order is not None:
+            await self.put(action_id, order.run.on_lease_timer())
+
+    async def keep(self) -> None:
+        """Renew the leases of the orders this replica runs; take over orders whose owner went silent."""
+        interval = self.lease_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                for action_id, order in list(self.running.items()):
+                    await self.put(action_id, order.run.on_renew())
+                await self.take_over_lapsed()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("lease upkeep failed", error=repr(exc))
+
+    async def take_over_lapsed(self) -> None:
+        try:
+            keys = await self.inflight.keys()
+        except Exception:  # nats-py raises NoKeysError when the bucket is empty
+            return
+        for action_id in keys:
+            if action_id in self.running:
+                continue
+            try:
+                entry = await self.inflight.get(action_id)
+            except KeyNotFoundError:
+                continue
+            if entry.value is None or entry.revision is None:
+                continue
+            mark = unpack(entry.value, InflightMark)
+            if mark.owner == self.records.owner or not await self.records.take_over(action_id, mark, entry.revision):
+                continue
+            stored = await self.records.get(action_id)
+            if stored is None:
+                await self.records.unmark(action_id)
+                continue
+            if stored.record.result is not None and stored.record.result.status in FINAL_STATUSES:
+                await self.records.unmark(action_id)
+                continue
+            log.warning("taking over an order", action=action_id, previous_owner=mark.owner)
+            self.take_over(stored)
+
+    async def orphaned(self, stored: Stored, now: datetime) -> bool:
+        """Whether a running order has no live owner (it died before its lease was written, or the lease
+        lapsed); if so, this replica takes it over (compare-and-set: one replica wins) and returns True."""
+        record = stored.record
+        if record.action_id in self.running or not may_be_orphaned(record, now, self.lease_after_ms, self.lease_ms):
+            return False  # running here, or its owner may still be about to write or renew the lease
+        try:
+            entry = await self.inflight.get(record.action_id)
+        except KeyNotFoundError:
+            entry = None
+        if entry is not None and entry.value and entry.revision is not None:
+            return await self.records.take_over(record.action_id, unpack(entry.value, InflightMark), entry.revision)
+        return await self.records.claim_mark(record.action_id, record.command.account_id)
