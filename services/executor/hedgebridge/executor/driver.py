@@ -1,7 +1,7 @@
 """Driving order runs: this replica's running orders, and the I/O that performs each run's actions.
 
 ``Driver.drive`` performs what an ``OrderRun`` asks (requests on the account's command subject, waits, the
-record in ``hb_orders`` and the result on ``hb.ea.<account>.result`` with its ``Nats-Msg-Id``, leases, the book,
+record in ``hb_orders`` and the result on ``hb.exec.result.<account>`` with its ``Nats-Msg-Id``, leases, the book,
 metrics and logs) and feeds the run each outcome with the current time. Terminal reports and snapshots are
 offered to the run they belong to (``on_report``, ``on_snapshot``), which wakes the run's Wait.
 """

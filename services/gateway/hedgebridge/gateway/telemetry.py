@@ -1,4 +1,5 @@
-"""The gateway's metrics and spans, kept out of the I/O code: ``server.py`` calls these at a few points.
+"""The gateway's metrics and spans, kept out of the I/O code: the terminal and client sessions call these at
+a few points.
 
 - A command from NATS: span ``gateway.command`` (child of the executor's span, from the NATS ``traceparent``
   header), whose context is written into the EA frame's ``traceparent``; the hop "command received until
