@@ -1,4 +1,5 @@
-"""The coordinator's and the monitor's pure cores stay pure: neither they nor any project module they
+"""The pure cores (executor, coordinator, monitor, the terminal link's rules, the client API's rules) stay
+pure: neither they nor any project module they
 import (transitively) imports asyncio, NATS, a cache client or a WebSocket library, and none of them reads
 the clock (``time``): they are given the time."""
 
@@ -11,6 +12,13 @@ from pathlib import Path
 import pytest
 
 PURE = [
+    "hedgebridge.executor.order_run",
+    "hedgebridge.executor.run_actions",
+    "hedgebridge.executor.repeat",
+    "hedgebridge.executor.lifecycle",
+    "hedgebridge.executor.orders",
+    "hedgebridge.common.terminal_link.rules",
+    "hedgebridge.gateway.client_rules",
     "hedgebridge.coordinator.run",
     "hedgebridge.coordinator.actions",
     "hedgebridge.coordinator.model",

@@ -1,8 +1,8 @@
 """The terminal-link family: the bus side of a terminal, written once for every holder of terminals.
 
-- ``link.py``: the interface, ``TerminalLink`` (what the bus side needs from a link to one terminal) and
-  ``Delivery``;
-- ``rules.py``: the pure decisions (the ack of a command, the hand-over, TERMINAL_STATUS, the report id);
+- ``link.py``: the interface, ``TerminalLink`` (what the bus side needs from a link to one terminal);
+- ``rules.py``: the pure decisions (what a delivery came to, the ack of a command, the hand-over,
+  TERMINAL_STATUS, the report id);
 - ``bus_side.py``: ``TerminalBus``, which drives NATS for the links a process holds.
 
 The adapters live with their holders: the gateway's WebSocket sessions (``gateway/terminal_link_ws.py``) and
@@ -11,7 +11,7 @@ new adapter that implements ``TerminalLink`` and is held by a ``TerminalBus``.
 """
 
 from .bus_side import TerminalBus
-from .link import Delivery, TerminalLink
-from .rules import REPLACED, report_id
+from .link import TerminalLink
+from .rules import REPLACED, Delivery, report_id
 
 __all__ = ["REPLACED", "Delivery", "TerminalBus", "TerminalLink", "report_id"]

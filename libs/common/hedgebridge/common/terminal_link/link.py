@@ -1,4 +1,5 @@
-"""The interface of the terminal-link family: what the bus side (``bus_side.py``) needs from "a link to one
+"""The interface of the terminal-link family (``Delivery``, what handing over a command came to, is in the
+pure ``rules``): what the bus side (``bus_side.py``) needs from "a link to one
 terminal", whatever holds it (a gateway's WebSocket session, the MT5 bridge's attachment to its terminal).
 
 A holder implements ``TerminalLink`` structurally (no base class to inherit): the bus side asks it whether it
@@ -8,19 +9,13 @@ connection elsewhere took its account.
 
 from __future__ import annotations
 
-import enum
 from typing import Protocol
 
 from nats.aio.msg import Msg
 
 from hedgebridge.protocol import Command, TerminalStatus
 
-
-class Delivery(enum.Enum):
-    """What handing a command to a link came to."""
-
-    DELIVERED = "delivered"  # the terminal has it (written to its socket, or queued for its one worker)
-    UNCERTAIN = "uncertain"  # the write may have happened: the caller reconciles, never resends
+from .rules import Delivery
 
 
 class TerminalLink(Protocol):

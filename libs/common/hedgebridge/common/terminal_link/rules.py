@@ -5,6 +5,7 @@ a trade report. No I/O, no clock: the time comes in as an argument.
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from typing import Literal
 
@@ -20,7 +21,13 @@ from hedgebridge.protocol import (
     unpack_command,
 )
 
-from .link import Delivery
+
+class Delivery(enum.Enum):
+    """What handing a command to a link came to."""
+
+    DELIVERED = "delivered"  # the terminal has it (written to its socket, or queued for its one worker)
+    UNCERTAIN = "uncertain"  # the write may have happened: the caller reconciles, never resends
+
 
 REPLACED = "replaced by a newer connection for this account"
 NOT_READY = "terminal session not ready"
