@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,3 +20,12 @@ async def cancel_all(tasks: Iterable[asyncio.Task[Any]], log: logs.Logger, grace
         _, stuck = await asyncio.wait(pending, timeout=grace_s)
         if stuck:
             log.warning("tasks did not stop when cancelled", count=len(stuck))
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` (nothing when None) and wait until it has ended."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from hedgebridge.common import logs
 from hedgebridge.common.auth import Principal
 from hedgebridge.common.obs import tracing
+from hedgebridge.common.tasks import cancel_and_wait
 from hedgebridge.protocol import (
     ActionState,
     BatchResult,
@@ -251,7 +252,4 @@ class ClientSession:
                 await self.hub.feeds.detach(key, self)
         self.keys.clear()
         self.selections.clear()
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        await cancel_and_wait(self._writer)

@@ -24,6 +24,7 @@ from nats.js.kv import KeyValue
 
 from hedgebridge.common import auth, logs, streams
 from hedgebridge.common.faults import Fatal
+from hedgebridge.common.tasks import cancel_and_wait
 
 from .config import GatewayConfig
 
@@ -83,10 +84,7 @@ class KeyProvider:
 
     async def stop(self) -> None:
         for task in (self._task, self._fetching):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
         self._task = self._fetching = None
 
     def unknown_kid(self) -> None:
@@ -137,11 +135,8 @@ class Revocations:
             raise KeysUnavailable(f"cannot read the revocation list within {timeout_s:g}s") from None
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _follow(self, watcher: KeyValue.KeyWatcher, ready: asyncio.Event) -> None:
         try:

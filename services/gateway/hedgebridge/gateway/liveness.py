@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from hedgebridge.common import logs
+from hedgebridge.common.tasks import cancel_and_wait
 from hedgebridge.protocol import GatewayLiveness, TerminalLiveness, pack, subjects, utcnow
 
 from .config import GatewayConfig
@@ -89,11 +90,8 @@ class Liveness:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self._pongs = {}
 
     async def _run(self) -> None:

@@ -32,6 +32,7 @@ from nats.aio.client import Client as NatsClient
 
 from hedgebridge.common import bus, logs
 from hedgebridge.common.obs import for_service
+from hedgebridge.common.tasks import cancel_and_wait
 from hedgebridge.common.terminal_link import TerminalBus, rules
 from hedgebridge.protocol import Command, Message, OpenCommand, SyncCommand, subjects, type_name, utcnow
 
@@ -117,11 +118,8 @@ class Mt5Bridge:
 
     async def stop(self) -> None:
         """Publish DISCONNECTED, stop taking commands, release the terminal and NATS."""
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
+        await cancel_and_wait(self._supervisor)
+        self._supervisor = None
         if self._link is not None and self._link.subscription is not None:
             await self._detach(self._link, "bridge shutting down")
         if self._terminal.module is not None:
