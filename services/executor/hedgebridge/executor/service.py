@@ -253,7 +253,8 @@ class Executor:
         return await self.execute(request, started, reply_to=reply_to)
 
     async def execute(self, request: OrderRequest, started: float, *, reply_to: str = "") -> OrderResult:
-        """Run ``request`` once per actionId and return its definite result."""
+        """Run ``request`` once per actionId and return its definite result (``HandedOver`` when its lease was
+        lost before an answer: the new owner answers ``reply_to``)."""
         now = utcnow()
         command = orders.build_command(request, now)
         assert command.action_id is not None
