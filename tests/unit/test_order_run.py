@@ -16,6 +16,7 @@ from hedgebridge.executor.run_actions import (
     Answer,
     ApplyToBook,
     Done,
+    HoldLease,
     Log,
     Observe,
     Pause,
@@ -44,7 +45,14 @@ from .test_lifecycle import CLOSE as CLOSE_BY_TICKET
 from .test_lifecycle import OPEN, T, opened, position
 
 T0 = 100.0  # the request came at this perf_counter second
-LIMITS = Limits(delivery_timeout_s=2.0, max_attempts=3, retry_base_ms=50, reconcile_timeout_s=300.0, sync_timeout_s=2.0)
+LIMITS = Limits(
+    delivery_timeout_s=2.0,
+    max_attempts=3,
+    retry_base_ms=50,
+    reconcile_timeout_s=300.0,
+    sync_timeout_s=2.0,
+    lease_after_s=0.5,  # a (re)send from T0 + 0.5 on holds the lease first
+)
 DELIVERED = DeliveryAck(delivered=True, session_id="s1")
 NOT_HELD = DeliveryAck(delivered=False, reason="no terminal")
 CLOSE = msgspec.structs.replace(CLOSE_BY_TICKET, volume=1.0)
@@ -59,9 +67,11 @@ def sync_ids() -> Iterator[str]:
         yield f"sync-{n}"
 
 
-def run_of(command: OpenCommand | CloseCommand = OPEN, *, ttl_s: float = 3.0, timeout_s: float = 10.0) -> OrderRun:
+def run_of(
+    command: OpenCommand | CloseCommand = OPEN, *, ttl_s: float = 3.0, timeout_s: float = 10.0, reply_to: str = ""
+) -> OrderRun:
     ids = sync_ids()
-    return OrderRun(command, T0, timeout_s, ttl_s, LIMITS, new_id=lambda: next(ids))
+    return OrderRun(command, T0, timeout_s, ttl_s, LIMITS, new_id=lambda: next(ids), reply_to=reply_to)
 
 
 def closed(status: str = "SUCCESS", code: int | None = None) -> ClosedEvent:
@@ -161,7 +171,8 @@ def test_retries_end_after_max_attempts() -> None:
     for attempt in range(2):
         actions = reported(run, opened("FAILED", retcodes.PRICE_CHANGED), T0 + attempt + 0.5)
         pauses.append(one(actions, Pause).delay_s)
-        run.on_wake(T0 + attempt + 0.6, T)
+        assert run.on_wake(T0 + attempt + 0.6, T) == [HoldLease("A1")]  # past lease_after_s: hold it first
+        assert kinds(run.on_lease_held(T0 + attempt + 0.6)) == ["Send"]
         run.on_delivery(DELIVERED, T0 + attempt + 0.7)
     assert pauses == [pytest.approx(0.05), pytest.approx(0.1)]
     result = answered(reported(run, opened("FAILED", retcodes.PRICE_CHANGED), T0 + 3.0))
@@ -396,3 +407,92 @@ def test_a_fast_order_never_puts_a_lease() -> None:
     run.on_recorded(T0 + 0.1)
     assert run.on_lease_timer() == []
     assert not run.release_lease()
+
+
+# --- lease lost: another replica took the order over ---------------------------------------------------------
+
+LOST = "lease lost: another replica took the order over"
+
+
+def paused(run: OrderRun) -> None:
+    """The first send found no gateway holding the account: the run is in a delivery pause."""
+    assert run.start(T0) == [Send(OPEN, 2.0)]
+    assert run.on_delivery(None, T0 + 0.001) == [Pause(0.01)]
+
+
+def test_a_resend_past_lease_after_holds_the_lease_first_and_sends_only_once_held() -> None:
+    run = run_of(ttl_s=60.0)
+    paused(run)
+    assert run.on_wake(T0 + 0.4, T) == [Send(OPEN, 2.0)]  # young: nobody can have taken it over
+    assert run.on_delivery(None, T0 + 0.41) == [Pause(0.02)]
+    assert run.on_wake(T0 + 0.6, T) == [HoldLease("A1")]
+    assert run.leased  # renewed from now on
+    assert run.on_lease_held(T0 + 0.61) == [Send(OPEN, 2.0)]
+    assert run.on_delivery(DELIVERED, T0 + 0.62)[-1] == Wait(T0 + 10.0)
+
+
+def test_a_first_send_after_waiting_past_lease_after_holds_the_lease_first() -> None:
+    run = run_of()
+    assert run.start(T0 + 0.6) == [HoldLease("A1")]  # it waited for its terminal's previous order
+    assert run.on_lease_held(T0 + 0.61) == [Send(OPEN, 2.0)]
+
+
+def test_lease_lost_while_holding_it_in_a_delivery_pause_never_sends_nor_records() -> None:
+    run = run_of(ttl_s=60.0)
+    paused(run)
+    assert run.on_wake(T0 + 0.6, T) == [HoldLease("A1")]
+    actions = run.on_lease_lost(T0 + 0.61)
+    assert kinds(actions) == ["Log", "Answer", "Done"]
+    assert (one(actions, Log).level, one(actions, Log).event) == ("warning", LOST)
+    assert one(actions, Log).fields == {"action": "a-1", "account": "A1"}
+    answer = one(actions, Answer)
+    assert not answer.handed_over  # no inbox (an item of a batch close): answered here
+    assert (answer.result.status, answer.result.code) == ("IN_FLIGHT", errors.IN_FLIGHT)
+    assert "hb.exec.result.A1" in answer.result.message
+    assert run.done
+    assert not run.leased
+    assert not run.offer_report(opened())
+    assert run.on_lease_lost(T0 + 0.7) == []
+
+
+def test_lease_lost_during_a_delivery_pause_leaves_the_caller_to_the_new_owner() -> None:
+    run = run_of(ttl_s=60.0, reply_to="_INBOX.first")
+    paused(run)
+    actions = run.on_lease_lost(T0 + 0.6)
+    assert not any(isinstance(a, Send | Record) for a in actions)
+    assert one(actions, Answer).handed_over  # the new owner answers _INBOX.first with the reconciled result
+    assert actions[-1] == Done()
+
+
+def test_lease_lost_awaiting_the_report_stops_without_recording() -> None:
+    run = run_of(reply_to="_INBOX.first")
+    delivered(run)  # sent: the new owner reconciles it from a snapshot
+    actions = run.on_lease_lost(T0 + 0.7)
+    assert kinds(actions) == ["Log", "Answer", "Done"]
+    assert one(actions, Answer).handed_over
+    assert not run.offer_report(opened())  # a report now is the new owner's to judge
+
+
+def test_lease_lost_while_reconciling_stops() -> None:
+    run = timed_out()  # answered OUTCOME_UNKNOWN
+    sync = one(run.on_recorded(T0 + 1.1), SendSync)
+    actions = run.on_lease_lost(T0 + 1.2)
+    assert actions == [Log("warning", LOST, {"action": "a-1", "account": "A1"}), Done()]
+    assert not run.offer_snapshot(snapshot(sync.sync_id))
+    assert run.sync_id is None
+
+
+def test_a_taken_over_run_that_loses_its_lease_neither_records_nor_replies() -> None:
+    run = OrderRun.taken_over(CLOSE, "_INBOX.first", LIMITS, T0)
+    run.begin_reconcile(T0)
+    assert kinds(run.on_lease_lost(T0 + 0.1)) == ["Log", "Done"]
+
+
+def test_a_run_that_lost_its_lease_renews_nothing() -> None:
+    run = run_of()
+    delivered(run)
+    assert run.on_lease_timer() == [PutLease("A1")]
+    assert run.on_renew() == [PutLease("A1")]
+    run.on_lease_lost(T0 + 0.7)
+    assert run.on_renew() == []
+    assert run.on_lease_timer() == []

@@ -4,6 +4,9 @@
 record in ``hb_orders`` and the result on ``hb.exec.result.<account>`` with its ``Nats-Msg-Id``, leases, the book,
 metrics and logs) and feeds the run each outcome with the current time. Terminal reports and snapshots are
 offered to the run they belong to (``on_report``, ``on_snapshot``), which wakes the run's Wait.
+
+A run whose lease is lost (a compare-and-set lease write failed: another replica took the order over) is woken
+from its Pause or Wait and fed ``on_lease_lost`` before any further action: nothing it asked for is performed.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from hedgebridge.protocol import (
     DeliveryAck,
     OpenedEvent,
     OrderCommand,
-    OrderResult,
     PositionUpdate,
     ProtocolError,
     SyncCommand,
@@ -51,12 +53,20 @@ _HOPS = {"delivery": metrics.HOP_EXECUTOR_DELIVERY, "report": metrics.HOP_EXECUT
 
 @dataclass(eq=False, slots=True)
 class RunningOrder:
-    """A run this replica drives, with its record's last revision and the signal that ends a Wait."""
+    """A run this replica drives, with its record's and its lease's last revisions and the signals that end a
+    Wait (``wake``) or a Pause too (``lost``: another replica took the order over)."""
 
     run: OrderRun
     stored: Stored
+    lease_revision: int | None = None  # this run's mark in ``hb_inflight`` (None: none written)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    lease_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     sync_id: str | None = None  # the SYNC registered for it in ``Driver.syncs``
+
+    def lose_lease(self) -> None:
+        self.lost.set()
+        self.wake.set()
 
 
 class Driver:
@@ -88,16 +98,18 @@ class Driver:
         order = self.running.get(action_id)
         return order.run.command if order is not None and order.run.listening else None
 
-    async def drive(
-        self, order: RunningOrder, actions: list[act.Action]
-    ) -> tuple[OrderResult | None, list[act.Action]]:
+    async def drive(self, order: RunningOrder, actions: list[act.Action]) -> tuple[act.Answer | None, list[act.Action]]:
         """Perform ``actions`` and the ones they lead to, up to an Answer (returned with the actions after it)."""
         pending = list(actions)
         try:
-            while pending:
+            while pending or (order.lost.is_set() and not order.run.done):
+                if order.lost.is_set() and not order.run.done:
+                    answer = [a for a in pending if isinstance(a, act.Answer)]  # the caller still gets it
+                    pending = [*answer, *order.run.on_lease_lost(time.perf_counter())]  # nothing else asked
+                    continue
                 action = pending.pop(0)
                 if isinstance(action, act.Answer):
-                    return action.result, pending
+                    return action, pending
                 pending[:0] = await self._perform(order, action)
                 if order.sync_id is not None and order.sync_id != order.run.sync_id:
                     self.syncs.pop(order.sync_id, None)
@@ -114,22 +126,27 @@ class Driver:
         if isinstance(action, act.Send | act.SendSync):
             return await self._send(order, action)
         if isinstance(action, act.Pause):
-            await asyncio.sleep(action.delay_s)
-            return run.on_wake(time.perf_counter(), utcnow())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(action.delay_s):
+                    await order.lost.wait()  # only a lost lease ends a pause early
+            return [] if order.lost.is_set() else run.on_wake(time.perf_counter(), utcnow())
         if isinstance(action, act.Wait):
             order.wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(action.until - time.perf_counter(), 0.0)):
                     await order.wake.wait()
-            return run.on_wake(time.perf_counter(), utcnow())
+            return [] if order.lost.is_set() else run.on_wake(time.perf_counter(), utcnow())
         if isinstance(action, act.ReadVolume):
             expected = await self.projection.expected_volume(action.command)
             return run.on_volume(expected, time.perf_counter())
         if isinstance(action, act.Record):
             await self._record(order, action)
             return run.on_recorded(time.perf_counter())
+        if isinstance(action, act.HoldLease):
+            held = await self._leases().hold(order, record_unchanged=True)
+            return run.on_lease_held(time.perf_counter()) if held else []  # else lost: the drive loop stops it
         if isinstance(action, act.PutLease):
-            await self._leases().put(run.action_id, [action])
+            await self._leases().hold(order)
         elif isinstance(action, act.ApplyToBook):
             await self.projection.apply_reconciled(action.command, action.result)
         elif isinstance(action, act.Observe):
@@ -187,7 +204,7 @@ class Driver:
             )
         ]
         if not action.keep_lease and order.run.release_lease():
-            ops.append(records.unmark(action_id))
+            ops.append(self._leases().drop(order))
         outcomes = await asyncio.gather(*ops, return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):

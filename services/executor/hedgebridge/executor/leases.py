@@ -6,6 +6,12 @@
   silent: this one takes the order over (compare-and-set, one replica wins) and reconciles it.
 - A running order with no lease at all (its owner died before writing one) is taken over when its actionId is
   asked again (``orphaned``).
+- Lease lost: a replica that was only paused (a long GC, SIGSTOP, a stalled loop) may wake up after another one
+  took its order over. Every lease write is therefore compare-and-set on the revision this run last wrote (a
+  create for its first, the take-over's revision for a taken-over run), and a run past ``lease_after_ms``
+  holds its lease (``hold``, which also finds the order's record unchanged) before each send. A write that
+  fails means another replica owns the order: the order is told (``lose_lease``: it is woken, and its driver
+  feeds ``OrderRun.on_lease_lost``), never sends again and records nothing.
 
 ``may_be_orphaned`` is the pure rule; the rest is the thin I/O around ``Records``.
 """
@@ -25,16 +31,20 @@ from hedgebridge.protocol import FINAL_STATUSES, InflightMark, OrderRecord, unpa
 
 from .order_run import OrderRun
 from .records import Records, Stored
-from .run_actions import Action, PutLease
 
 log = logs.get("executor")
 
 
 class Running(Protocol):
-    """What the upkeep needs of a running order: its run, which decides on its lease."""
+    """What the upkeep needs of a running order: its run (which decides on its lease), its record, the revision
+    of its lease (None: none written yet), the lock that orders its lease writes, and how to tell it it lost."""
 
-    @property
-    def run(self) -> OrderRun: ...
+    run: OrderRun
+    stored: Stored
+    lease_revision: int | None
+    lease_lock: asyncio.Lock
+
+    def lose_lease(self) -> None: ...
 
 
 def may_be_orphaned(record: OrderRecord, now: datetime, lease_after_ms: int, lease_ms: int) -> bool:
@@ -49,7 +59,7 @@ class Leases:
         records: Records,
         inflight: KeyValue,
         running: Mapping[str, Running],
-        take_over: Callable[[Stored], None],
+        take_over: Callable[[Stored, int], None],
         *,
         lease_ms: int,
         lease_after_ms: int,
@@ -57,21 +67,40 @@ class Leases:
         self.records = records
         self.inflight = inflight
         self.running = running  # actionId -> the run of each order this replica runs
-        self.take_over = take_over  # start reconciling an order this replica took over
+        self.take_over = take_over  # start reconciling an order this replica took over (with its lease revision)
         self.lease_ms = lease_ms
         self.lease_after_ms = lease_after_ms
 
-    async def put(self, action_id: str, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, PutLease):
-                await self.records.mark(action_id, action.account_id)
+    async def hold(self, order: Running, *, record_unchanged: bool = False) -> bool:
+        """Write the order's lease by compare-and-set (create the first); with ``record_unchanged``, also find
+        its record as this replica last wrote it. False when it no longer runs here; when another replica's
+        mark or record is there, the order is told it lost its lease."""
+        run = order.run
+        async with order.lease_lock:
+            if run.done or not run.leased:
+                return False  # ended, or its lease dropped: nothing to write
+            revision = await self.records.mark(run.action_id, run.command.account_id, order.lease_revision)
+            if revision is not None and record_unchanged:
+                current = await self.records.get(run.action_id)
+                revision = revision if current is not None and current.revision == order.stored.revision else None
+            if revision is None:
+                order.lose_lease()
+                return False
+            order.lease_revision = revision
+            return True
+
+    async def drop(self, order: Running) -> None:
+        """The order's final result is recorded: its lease is over."""
+        async with order.lease_lock:
+            await self.records.unmark(order.run.action_id)
+            order.lease_revision = None
 
     async def when_slow(self, action_id: str) -> None:
         """Put a lease on an order still running after ``lease_after_ms``."""
         await asyncio.sleep(self.lease_after_ms / 1000)
         order = self.running.get(action_id)
-        if order is not None:
-            await self.put(action_id, order.run.on_lease_timer())
+        if order is not None and order.run.on_lease_timer():
+            await self.hold(order)
 
     async def keep(self) -> None:
         """Renew the leases of the orders this replica runs; take over orders whose owner went silent."""
@@ -79,8 +108,9 @@ class Leases:
         while True:
             await asyncio.sleep(interval)
             try:
-                for action_id, order in list(self.running.items()):
-                    await self.put(action_id, order.run.on_renew())
+                for order in list(self.running.values()):
+                    if order.run.on_renew():
+                        await self.hold(order)  # a renewal that fails tells the order it lost its lease
                 await self.take_over_lapsed()
             except asyncio.CancelledError:
                 raise
@@ -102,7 +132,10 @@ class Leases:
             if entry.value is None or entry.revision is None:
                 continue
             mark = unpack(entry.value, InflightMark)
-            if mark.owner == self.records.owner or not await self.records.take_over(action_id, mark, entry.revision):
+            if mark.owner == self.records.owner:
+                continue
+            revision = await self.records.take_over(action_id, mark, entry.revision)
+            if revision is None:
                 continue
             stored = await self.records.get(action_id)
             if stored is None:
@@ -112,14 +145,15 @@ class Leases:
                 await self.records.unmark(action_id)
                 continue
             log.warning("taking over an order", action=action_id, previous_owner=mark.owner)
-            self.take_over(stored)
+            self.take_over(stored, revision)
 
-    async def orphaned(self, stored: Stored, now: datetime) -> bool:
+    async def orphaned(self, stored: Stored, now: datetime) -> int | None:
         """Whether a running order has no live owner (it died before its lease was written, or the lease
-        lapsed); if so, this replica takes it over (compare-and-set: one replica wins) and returns True."""
+        lapsed); if so, this replica takes it over (compare-and-set: one replica wins) and returns the revision
+        of its lease, else None."""
         record = stored.record
         if record.action_id in self.running or not may_be_orphaned(record, now, self.lease_after_ms, self.lease_ms):
-            return False  # running here, or its owner may still be about to write or renew the lease
+            return None  # running here, or its owner may still be about to write or renew the lease
         try:
             entry = await self.inflight.get(record.action_id)
         except KeyNotFoundError:

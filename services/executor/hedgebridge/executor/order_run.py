@@ -11,6 +11,13 @@ timeout, answers the caller, then has the result recorded. An order whose outcom
 uncertain, no report in time, the trade server unsure) is never sent again: after its record it is reconciled
 from the late report or from a snapshot that answers a SYNC sent after the command. A run taken over from a
 replica that died starts at that reconciliation and answers the first caller's inbox.
+
+Lease lost: once the order is older than ``lease_after_s`` another replica may have taken it over (its owner
+looked silent: paused longer than the lease), so every (re)send from then on is preceded by ``HoldLease`` and
+made only after ``on_lease_held``; the first send right after the claim needs no check. ``on_lease_lost`` (the
+check failed, or a renewal did) stops the run at once: it never sends again and records nothing (the new owner
+reconciles and records); a caller not yet answered is left to the new owner, which answers the record's
+``reply_to`` (``Answer.handed_over``), and an item of a batch close (no inbox) is answered IN_FLIGHT.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from hedgebridge.protocol import (
     OrderResult,
     PositionUpdate,
     errors,
+    subjects,
     type_name,
 )
 
@@ -52,12 +60,14 @@ class Limits:
     retry_base_ms: int
     reconcile_timeout_s: float
     sync_timeout_s: float
+    lease_after_s: float  # an order older than this may have been taken over: hold its lease before a send
 
 
 class Phase(Enum):
     IDLE = auto()
     DELIVERING = auto()  # a Send is out
     DELIVERY_PAUSE = auto()  # no gateway held the account: ask again
+    HOLDING_LEASE = auto()  # a HoldLease is out; a send follows when it holds
     AWAITING_REPORT = auto()
     RETRY_PAUSE = auto()
     RECORDING = auto()  # answered; the record is being written
@@ -78,11 +88,12 @@ class OrderRun:
     ttl_s: float  # how long to keep asking while no gateway holds the account
     limits: Limits
     new_id: Callable[[], str] = orders.new_id
-    reply_to: str = ""  # a taken-over order answers its first caller here
+    reply_to: str = ""  # the caller's inbox (a taken-over order answers its first caller here)
     state: OrderState = OrderState.ACCEPTED
     phase: Phase = Phase.IDLE
     attempt: int = 0
     leased: bool = False
+    lease_lost: bool = False
     outcome_unknown: bool = False
     listening: bool = False  # whether a report for this order is taken
     report: Report | None = None
@@ -90,6 +101,7 @@ class OrderRun:
     snapshot: PositionUpdate | None = None
     result: OrderResult | None = None
     _taken_over: bool = False
+    _fresh_send: bool = False  # the send after HoldLease starts a new attempt (not a delivery re-ask)
     _send_started: float = 0.0
     _pause: float = 0.01
     _delivered_at: float = 0.0
@@ -106,6 +118,10 @@ class OrderRun:
         assert self.command.action_id is not None
         return self.command.action_id
 
+    @property
+    def done(self) -> bool:
+        return self.phase is Phase.DONE
+
     @classmethod
     def taken_over(cls, command: OrderCommand, reply_to: str, limits: Limits, now: float) -> OrderRun:
         """A run for an order whose owner is gone: it starts at reconciliation (see ``begin_reconcile``)."""
@@ -117,8 +133,8 @@ class OrderRun:
     # --- events --------------------------------------------------------------------------------------------
 
     def start(self, now: float) -> list[act.Action]:
-        """Send the command (the first attempt)."""
-        return self._send(now)
+        """Send the command (the first attempt; after HoldLease when it waited past ``lease_after_s``)."""
+        return self._send_held(now, fresh=True)
 
     def offer_report(self, report: Report) -> bool:
         """A terminal report for this actionId; True when the run takes it (wake a Wait then)."""
@@ -178,12 +194,11 @@ class OrderRun:
         """After a Pause, or a Wait that ended (an offer taken, or its deadline)."""
         phase = self.phase
         if phase is Phase.DELIVERY_PAUSE:
-            self.phase = Phase.DELIVERING
-            return [act.Send(self.command, self._delivery_s(self.timeout_s))]
+            return self._send_held(now, fresh=False)
         if phase is Phase.RETRY_PAUSE:
             self.attempt += 1
             self.command = msgspec.structs.replace(self.command, attempt=self.attempt, timestamp=wall)
-            return self._send(now)
+            return self._send_held(now, fresh=True)
         if phase is Phase.AWAITING_REPORT:
             return self._await_report(now)
         if phase is Phase.AWAITING_SNAPSHOT:
@@ -221,6 +236,31 @@ class OrderRun:
         self._pause = 0.1
         return [act.PutLease(self.command.account_id), *self._reconcile_step(now)]
 
+    def on_lease_held(self, now: float) -> list[act.Action]:
+        """The lease still holds (renewed by compare-and-set): send now."""
+        assert self.phase is Phase.HOLDING_LEASE
+        return self._resend(now, fresh=self._fresh_send)
+
+    def on_lease_lost(self, now: float) -> list[act.Action]:
+        """Another replica took the order over: stop at once, never send again, record nothing (it records)."""
+        if self.phase is Phase.DONE:
+            return []
+        unanswered = self.result is None and not self._taken_over
+        self.phase, self.listening, self.sync_id = Phase.DONE, False, None
+        self.leased, self.lease_lost = False, True
+        fields = {"action": self.action_id, "account": self.command.account_id}
+        actions: list[act.Action] = [act.Log("warning", "lease lost: another replica took the order over", fields)]
+        if unanswered:
+            message = (
+                "another executor took this order over; its reconciled result follows on"
+                f" {subjects.result(self.command.account_id)}"
+            )
+            result = orders.failure(
+                "IN_FLIGHT", errors.IN_FLIGHT, message, self.command, self._ms(now), state=self.state
+            )
+            actions.append(act.Answer(result, handed_over=bool(self.reply_to)))
+        return [*actions, act.Done()]
+
     def on_lease_timer(self) -> list[act.Action]:
         """The order has run ``lease_after_ms``: put a lease on it (once)."""
         if self.phase is Phase.DONE or self.leased:
@@ -238,6 +278,18 @@ class OrderRun:
         return held
 
     # --- steps ---------------------------------------------------------------------------------------------
+
+    def _send_held(self, now: float, *, fresh: bool) -> list[act.Action]:
+        if now - self.started < self.limits.lease_after_s:
+            return self._resend(now, fresh=fresh)
+        self.phase, self._fresh_send, self.leased = Phase.HOLDING_LEASE, fresh, True
+        return [act.HoldLease(self.command.account_id)]
+
+    def _resend(self, now: float, *, fresh: bool) -> list[act.Action]:
+        if fresh:  # a new attempt: its own delivery clock and report slot
+            return self._send(now)
+        self.phase = Phase.DELIVERING  # asking again for the same delivery
+        return [act.Send(self.command, self._delivery_s(self.timeout_s))]
 
     def _send(self, now: float) -> list[act.Action]:
         self.phase = Phase.DELIVERING

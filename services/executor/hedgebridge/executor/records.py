@@ -4,7 +4,9 @@ A record is created before the command is sent (``claim``: an atomic create, so 
 actionId only one sends anything) and written again when the order ends. An order that runs longer than a
 moment gets a mark in ``hb_inflight`` carrying its owner's lease: the owner renews it; once it lapses another
 replica takes the order over (compare-and-set, so one replica wins) and reconciles it. An order whose owner
-died before writing the mark is taken over the same way when its actionId is asked again.
+died before writing the mark is taken over the same way when its actionId is asked again. Every lease write is
+compare-and-set on the revision its owner last wrote (a create for the first): a write that fails means another
+replica holds the order now.
 """
 
 from __future__ import annotations
@@ -64,30 +66,35 @@ class Records:
             return None
         return Stored(record, revision)
 
-    async def mark(self, action_id: str, account_id: str) -> int:
-        """Put (or renew) this replica's lease on a running order; returns the mark's revision."""
-        mark = InflightMark(owner=self.owner, lease_until=self.lease(), account_id=account_id)
-        return await self.inflight.put(action_id, pack(mark))
-
-    async def claim_mark(self, action_id: str, account_id: str) -> bool:
-        """Put this replica's lease on an order that has none; False when another replica was first."""
+    async def mark(self, action_id: str, account_id: str, last: int | None) -> int | None:
+        """Renew this replica's lease written at revision ``last`` (None: put the first one); the new revision,
+        or None when the mark is no longer the one written there (another replica took the order over)."""
+        if last is None:
+            return await self.claim_mark(action_id, account_id)
         mark = InflightMark(owner=self.owner, lease_until=self.lease(), account_id=account_id)
         try:
-            await self.inflight.create(action_id, pack(mark))
+            return await self.inflight.update(action_id, pack(mark), last=last)
         except KeyWrongLastSequenceError:
-            return False
-        return True
+            return None
+
+    async def claim_mark(self, action_id: str, account_id: str) -> int | None:
+        """Put this replica's lease on an order that has none; its revision, None when another replica was first."""
+        mark = InflightMark(owner=self.owner, lease_until=self.lease(), account_id=account_id)
+        try:
+            return await self.inflight.create(action_id, pack(mark))
+        except KeyWrongLastSequenceError:
+            return None
 
     async def unmark(self, action_id: str) -> None:
         await self.inflight.delete(action_id)
 
-    async def take_over(self, action_id: str, mark: InflightMark, revision: int) -> bool:
-        """Become the owner of an order whose lease lapsed; False when another replica was first."""
+    async def take_over(self, action_id: str, mark: InflightMark, revision: int) -> int | None:
+        """Become the owner of an order whose lease lapsed: the revision of this replica's lease, None when the
+        lease still holds or another replica was first."""
         if mark.lease_until > time.time():
-            return False
+            return None
         mine = InflightMark(owner=self.owner, lease_until=self.lease(), account_id=mark.account_id)
         try:
-            await self.inflight.update(action_id, pack(mine), last=revision)
+            return await self.inflight.update(action_id, pack(mine), last=revision)
         except KeyWrongLastSequenceError:
-            return False
-        return True
+            return None

@@ -55,9 +55,11 @@ class ReadVolume:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """Answer the waiting caller with ``result`` (before the record is written)."""
+    """Answer the waiting caller with ``result`` (before the record is written); ``handed_over``: the run lost
+    its lease and the order's new owner answers the caller's inbox, so nothing is sent to it here."""
 
     result: OrderResult
+    handed_over: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +82,16 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class PutLease:
-    """Put (or renew) this replica's lease on the order in ``hb_inflight``."""
+    """Put (or renew) this replica's lease on the order in ``hb_inflight`` (compare-and-set: when another
+    replica's mark is there, feed ``on_lease_lost``)."""
+
+    account_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HoldLease:
+    """Before a (re)send: renew this run's lease by compare-and-set; feed ``on_lease_held`` when it still holds,
+    ``on_lease_lost`` when another replica's mark is there (or the order's record was written by another)."""
 
     account_id: str
 
@@ -123,6 +134,7 @@ Action = (
     | Reply
     | Record
     | PutLease
+    | HoldLease
     | ApplyToBook
     | Observe
     | Log

@@ -7,7 +7,8 @@
 - An order whose outcome is unknown is never sent again: it is reconciled from a snapshot the terminal sends
   in answer to SYNC (or from its late report), and the reconciled result is published and recorded.
 - A running order carries its owner's lease in ``hb_inflight``; when a replica dies, another one takes its
-  orders over and reconciles them, answering the original caller if it still waits (``leases``).
+  orders over and reconciles them, answering the original caller if it still waits (``leases``). A replica
+  that finds its lease lost stops the order at once and leaves the caller's inbox to the new owner.
 - Terminal events are projected into the realtime cache and the book (``projection``; queue group: each
   event is applied once).
 """
@@ -62,6 +63,15 @@ from .run_actions import (
 
 log = logs.get("executor")
 
+
+class HandedOver(Exception):
+    """The order's lease was lost before its caller was answered: the new owner answers the caller's inbox."""
+
+    def __init__(self, result: OrderResult) -> None:
+        super().__init__(result.message)
+        self.result = result
+
+
 CACHE_QUEUE = "hb-cache"
 _RESULT_SUBJECTS = ("opened", "closed")
 
@@ -77,6 +87,7 @@ class Executor:
             retry_base_ms=config.retry_base_ms,
             reconcile_timeout_s=config.reconcile_timeout_ms / 1000,
             sync_timeout_s=config.sync_timeout_ms / 1000,
+            lease_after_s=config.lease_after_ms / 1000,
         )
         self._nats: NatsClient | None = None
         self._state: streams.State | None = None
@@ -223,6 +234,9 @@ class Executor:
         span = telemetry.order_started(msg)  # the order's span, current in this task (None: tracing off)
         try:
             result = await self.submit(msg.data, started, reply_to=msg.reply or "")
+        except HandedOver as handed:
+            telemetry.order_done(span, handed.result, started)
+            return
         except Exception:
             log.exception("order failed inside the executor")
             result = orders.failure("OUTCOME_UNKNOWN", errors.INTERNAL, "internal executor error", None, _ms(started))
@@ -239,7 +253,8 @@ class Executor:
         return await self.execute(request, started, reply_to=reply_to)
 
     async def execute(self, request: OrderRequest, started: float, *, reply_to: str = "") -> OrderResult:
-        """Run ``request`` once per actionId and return its definite result."""
+        """Run ``request`` once per actionId and return its definite result (``HandedOver`` when its lease was
+        lost before an answer: the new owner answers ``reply_to``)."""
         now = utcnow()
         command = orders.build_command(request, now)
         assert command.action_id is not None
@@ -259,19 +274,22 @@ class Executor:
         if stored is None:
             return await self._repeat(action_id, request, timeout_s, started)
         ttl_s = (request.ttl_ms if request.ttl_ms is not None else self.config.command_ttl_ms) / 1000
-        order = RunningOrder(OrderRun(command, started, timeout_s, ttl_s, self.limits), stored)
+        run = OrderRun(command, started, timeout_s, ttl_s, self.limits, reply_to=reply_to)
+        order = RunningOrder(run, stored)
         self._running[action_id] = order
         self._spawn(self.leases.when_slow(action_id))
         settling = False
         try:
             async with self._locks[command.account_id]:  # one order at a time per terminal
-                result, rest = await self.driver.drive(order, order.run.start(time.perf_counter()))
-            assert result is not None
+                answer, rest = await self.driver.drive(order, order.run.start(time.perf_counter()))
+            assert answer is not None
             # the caller is answered first; the record is written right after (a repeat waits for it; after a
             # crash in between, the replica that takes the order over reconciles the same outcome)
             self._spawn(self._settle(order, rest))
             settling = True
-            return result
+            if answer.handed_over:
+                raise HandedOver(answer.result)
+            return answer.result
         finally:
             if not settling:  # failed inside: the lease lapses and another replica reconciles the order
                 self.driver.forget(order)
@@ -294,20 +312,21 @@ class Executor:
             for action in repeat.on_record(stored.record if stored else None, time.perf_counter()):
                 if isinstance(action, CheckOrphan):
                     assert stored is not None
-                    if await self.leases.orphaned(stored, utcnow()):
+                    revision = await self.leases.orphaned(stored, utcnow())
+                    if revision is not None:
                         owner = action.record.owner
                         log.warning("taking over an order whose executor is gone", action=action_id, owner=owner)
-                        self._take_over(stored)
+                        self._take_over(stored, revision)
                 elif isinstance(action, Answer):
                     return action.result
                 else:
                     await asyncio.sleep(action.delay_s)
 
-    def _take_over(self, stored: Stored) -> None:
+    def _take_over(self, stored: Stored, lease_revision: int) -> None:
         """Reconcile an order this replica now owns (its lease taken over, or it had none)."""
         record = stored.record
         run = OrderRun.taken_over(record.command, record.reply_to, self.limits, time.perf_counter())
-        order = RunningOrder(run, stored)
+        order = RunningOrder(run, stored, lease_revision)
         self._running[run.action_id] = order
 
         async def reconcile() -> None:
