@@ -143,7 +143,7 @@ class Driver:
             await self._record(order, action)
             return run.on_recorded(time.perf_counter())
         if isinstance(action, act.HoldLease):
-            held = await self._leases().hold(order, record_unchanged=True)
+            held = await self._leases().hold_before_send(order)
             return run.on_lease_held(time.perf_counter()) if held else []  # else lost: the drive loop stops it
         if isinstance(action, act.PutLease):
             await self._leases().hold(order)

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Protocol
@@ -80,14 +81,37 @@ class Leases:
             if run.done or not run.leased:
                 return False  # ended, or its lease dropped: nothing to write
             revision = await self.records.mark(run.action_id, run.command.account_id, order.lease_revision)
-            if revision is not None and record_unchanged:
-                current = await self.records.get(run.action_id)
-                revision = revision if current is not None and current.revision == order.stored.revision else None
             if revision is None:
                 order.lose_lease()
                 return False
-            order.lease_revision = revision
+            order.lease_revision = revision  # kept before the record is read: a failed read leaves it right
+            if record_unchanged:
+                current = await self.records.get(run.action_id)
+                if current is None or current.revision != order.stored.revision:
+                    order.lose_lease()
+                    return False
             return True
+
+    async def hold_before_send(self, order: Running) -> bool:
+        """``hold`` before a (re)send. A failed KV request (not a lost compare-and-set) is asked again with
+        backoff; when the lease cannot be verified for a whole lease period, another replica may own the order
+        by now, so the order is told it lost its lease: a command is never sent unverified."""
+        give_up = time.monotonic() + self.lease_ms / 1000
+        pause = 0.05
+        while True:
+            try:
+                return await self.hold(order, record_unchanged=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                fields = {"action": order.run.action_id, "error": repr(exc)}
+                if time.monotonic() + pause >= give_up:
+                    log.warning("lease not verified for a whole lease period: the order stops", **fields)
+                    order.lose_lease()
+                    return False
+                log.warning("lease check failed; asking again", **fields)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     async def drop(self, order: Running) -> None:
         """The order's final result is recorded: its lease is over."""
