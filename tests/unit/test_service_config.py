@@ -92,7 +92,7 @@ def test_every_service_reads_the_shared_fields_from_the_shared_names(name: str) 
     module, base = SERVICES[name]
     assert issubclass(_struct(module), base)
     env = {
-        "HEDGEBRIDGE_NATS_URL": "nats://n1:4222,nats://n2:4222",
+        "HEDGEBRIDGE_NATS_URL": "nats://n1:14222,nats://n2:14222",
         "HEDGEBRIDGE_NATS_STARTUP_TIMEOUT_S": "2.5",
         "HEDGEBRIDGE_TRACING": "true",
         "HEDGEBRIDGE_OTLP_ENDPOINT": "http://otel:4318",
@@ -105,7 +105,7 @@ def test_every_service_reads_the_shared_fields_from_the_shared_names(name: str) 
     }
     config = _from_env(name, env)
     assert isinstance(config, ServiceConfig)
-    assert (config.nats_url, config.nats_startup_timeout_s) == ("nats://n1:4222,nats://n2:4222", 2.5)
+    assert (config.nats_url, config.nats_startup_timeout_s) == ("nats://n1:14222,nats://n2:14222", 2.5)
     assert (config.tracing, config.otlp_endpoint) == (True, "http://otel:4318")
     assert (config.log_level, config.log_format) == ("DEBUG", "text")
     if isinstance(config, HealthConfig):
