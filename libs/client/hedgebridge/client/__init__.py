@@ -14,15 +14,10 @@ async with await HedgebridgeClient.connect("ws://127.0.0.1:8765/client", token) 
 Errors the gateway answers with an ERROR frame are raised as ``ClientError(code, message, field)``.
 """
 
-from .client import (
-    ClientError,
-    ConnectionLost,
-    HedgebridgeClient,
-    Leg,
-    SlowSubscriber,
-    Subscription,
-    parse_leg,
-)
+from .client import HedgebridgeClient
+from .errors import ClientError, ConnectionLost, SlowSubscriber
+from .legs import Leg, parse_leg
+from .subscription import Subscription
 
 __all__ = [
     "ClientError",

@@ -18,9 +18,8 @@ import contextlib
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -56,151 +55,12 @@ from hedgebridge.protocol.client import (
     decode_server_frame,
 )
 
-Side = Literal["BUY", "SELL"]
-Policy = Literal["COMPENSATE", "KEEP"]
+from .errors import UNEXPECTED_REPLY, ClientError, ConnectionLost
+from .legs import Leg, Policy, Side
+from .subscription import Subscription
+
 Result = OrderResult | BatchResult | ActionState
 R = TypeVar("R", OrderResult, BatchResult, ActionState)
-
-CONNECTION_LOST = "CONNECTION_LOST"  # SDK-side code: the connection ended before the answer arrived
-SLOW_SUBSCRIBER = "SLOW_SUBSCRIBER"  # SDK-side code: a subscription's queue overflowed
-UNEXPECTED_REPLY = "UNEXPECTED_REPLY"  # SDK-side code: the gateway answered with another kind of result
-
-
-class ClientError(Exception):
-    """An ERROR frame from the gateway (``code`` from the protocol's error registry, ``field`` the offending
-    field's path, e.g. ``body.legs[1].accountId``), or one of the SDK's own conditions (``CONNECTION_LOST``,
-    ``SLOW_SUBSCRIBER``, ``UNEXPECTED_REPLY``)."""
-
-    def __init__(self, code: str, message: str, field: str | None = None, ref_id: str | None = None) -> None:
-        super().__init__(f"{code}: {message}" + (f" (field {field})" if field else ""))
-        self.code = code
-        self.message = message
-        self.field = field
-        self.ref_id = ref_id
-
-    @classmethod
-    def from_frame(cls, frame: ErrorMessage) -> ClientError:
-        return cls(frame.code, frame.message, frame.field, frame.ref_id)
-
-
-class ConnectionLost(ClientError):
-    """The connection ended (``close_code``/``close_reason`` as the gateway sent them, e.g. 1008 "slow
-    consumer", 1001 "gateway shutting down")."""
-
-    def __init__(self, close_code: int | None, close_reason: str) -> None:
-        super().__init__(CONNECTION_LOST, f"connection closed ({close_code} {close_reason})".strip())
-        self.close_code = close_code
-        self.close_reason = close_reason
-
-
-class SlowSubscriber(ClientError):
-    def __init__(self, limit: int) -> None:
-        super().__init__(SLOW_SUBSCRIBER, f"more than {limit} events waited unread; the subscription ended")
-
-
-@dataclass(frozen=True, slots=True)
-class Leg:
-    """One leg of a hedge entry."""
-
-    account: str
-    symbol: str
-    side: Side
-    volume: float
-    user_id: str = ""
-
-    def to_message(self) -> ActionLeg:
-        return ActionLeg(
-            account_id=self.account, symbol=self.symbol, side=self.side, volume=self.volume, user_id=self.user_id
-        )
-
-
-def parse_leg(text: str) -> Leg:
-    """``ACCOUNT:SYMBOL:SIDE:VOLUME`` (e.g. ``SIM-001:EURUSD:BUY:1.0``) as a Leg; raises ValueError."""
-    parts = text.split(":")
-    if len(parts) != 4:
-        raise ValueError(f"a leg is ACCOUNT:SYMBOL:SIDE:VOLUME, got {text!r}")
-    account, symbol, side, volume = (p.strip() for p in parts)
-    side = side.upper()
-    if side not in ("BUY", "SELL"):
-        raise ValueError(f"a leg's side is BUY or SELL, got {side!r}")
-    try:
-        lots = float(volume)
-    except ValueError:
-        raise ValueError(f"a leg's volume is a number, got {volume!r}") from None
-    if not lots > 0:
-        raise ValueError(f"a leg's volume must be positive, got {volume!r}")
-    if not account or not symbol:
-        raise ValueError(f"a leg names an account and a symbol, got {text!r}")
-    return Leg(account, symbol, "BUY" if side == "BUY" else "SELL", lots)
-
-
-def _account_of(push: Push) -> str | None:
-    account = getattr(push.data, "account_id", None)
-    return account if isinstance(account, str) and account else None
-
-
-class Subscription:
-    """Live events of some topics: ``async for push in subscription``. Ends (StopAsyncIteration) after
-    ``close()``; raises ``ConnectionLost`` when the connection ends and ``SlowSubscriber`` when more than
-    ``queue_max`` events waited unread."""
-
-    def __init__(
-        self, client: HedgebridgeClient, topics: list[str], accounts: list[str] | None, queue_max: int
-    ) -> None:
-        self.client = client
-        self.topics = topics
-        self.accounts = accounts  # as the gateway resolved them (None: every account the token may see)
-        self._wanted = None if accounts is None else frozenset(accounts)
-        self._queue_max = queue_max
-        self._queue: asyncio.Queue[Push | ClientError | None] = asyncio.Queue()
-        self._ended = False
-
-    def _offer(self, push: Push) -> None:
-        if self._ended or push.topic not in self.topics:
-            return
-        account = _account_of(push)
-        if self._wanted is not None and account is not None and account not in self._wanted:
-            return
-        if self._queue.qsize() >= self._queue_max:
-            self._end(SlowSubscriber(self._queue_max))
-            return
-        self._queue.put_nowait(push)
-
-    def _end(self, reason: ClientError | None) -> None:
-        if not self._ended:
-            self._ended = True
-            self._queue.put_nowait(reason)
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> Push:
-        item = await self._queue.get()
-        if item is None:
-            self._queue.put_nowait(None)
-            raise StopAsyncIteration
-        if isinstance(item, ClientError):
-            self._queue.put_nowait(item)
-            raise item
-        return item
-
-    async def next(self, timeout_s: float | None = None) -> Push:
-        """The next event, waiting at most ``timeout_s`` (TimeoutError)."""
-        async with asyncio.timeout(timeout_s):
-            return await self.__anext__()
-
-    async def close(self) -> None:
-        """Stop this subscription (the gateway is told to stop topics no other subscription uses)."""
-        if self._ended:
-            return
-        self._end(None)
-        await self.client._forget(self)
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.close()
 
 
 class HedgebridgeClient:
@@ -449,7 +309,7 @@ class HedgebridgeClient:
         finally:
             self._pending.pop(request_id, None)
         assert isinstance(reply, Subscribed)
-        subscription = Subscription(self, list(reply.topics), reply.accounts, self.subscription_queue_max)
+        subscription = Subscription(self._forget, list(reply.topics), reply.accounts, self.subscription_queue_max)
         self._subscriptions.add(subscription)
         return subscription
 
