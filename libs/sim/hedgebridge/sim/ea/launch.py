@@ -149,6 +149,7 @@ class CompiledEa:
         gateway_host: str,
         gateway_port: int,
         files_dir: Path,
+        gateway_path: str = "/ea",
         dll_path: Path | None = None,
         settings: EaSettings | None = None,
     ) -> CompiledEa:
@@ -158,7 +159,8 @@ class CompiledEa:
         proxy = WsProxy(gateway_host, gateway_port)
         await proxy.start()
         try:
-            process = await _launch(binary, transport, account, token, proxy, files_dir, dll_path, settings)
+            url = proxy.url(gateway_path)
+            process = await _launch(binary, transport, account, token, url, proxy, files_dir, dll_path, settings)
         except BaseException:
             await proxy.close()
             raise
@@ -196,6 +198,7 @@ async def _launch(
     transport: Transport,
     account: str,
     token: str,
+    url: str,
     proxy: WsProxy,
     files_dir: Path,
     dll_path: Path | None,
@@ -206,7 +209,7 @@ async def _launch(
     process = process_class()
     await process.start(
         binary,
-        ea_inputs(proxy.url("/ea"), token, account, transport, settings),
+        ea_inputs(url, token, account, transport, settings),
         files_dir=files_dir,
         allow_dll=transport == "dll",
         dll_path=dll_path,
@@ -226,6 +229,7 @@ async def start_many(
     gateway_host: str,
     gateway_port: int,
     files_root: Path,
+    gateway_path: str = "/ea",
     settings: EaSettings | None = None,
 ) -> list[CompiledEa]:
     """Build (once) and start one EA per account; stop the ones started when one fails."""
@@ -241,6 +245,7 @@ async def start_many(
                 token=token_for(account),
                 gateway_host=gateway_host,
                 gateway_port=gateway_port,
+                gateway_path=gateway_path,
                 files_dir=files_root / account,
                 dll_path=dll_path,
                 settings=settings,
