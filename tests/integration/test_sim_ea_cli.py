@@ -53,7 +53,7 @@ async def test_compiled_eas_connect_as_their_accounts(
     transport: str, gateway: Gateway, secret: str, nc: NatsClient, tmp_path: object
 ) -> None:
     if not launch.runtime_present():
-        pytest.skip("the MQL5 runtime for tests (hedgebridge.sim.ea.process, .build) is not in this tree")
+        pytest.skip(launch.NO_RUNTIME)
     statuses: list[TerminalStatus] = []
 
     async def on_status(msg: Msg) -> None:

@@ -136,7 +136,7 @@ def build_ea_for_tests(transport: Transport) -> EaBuild:
     """The compiled EA for a session: skipped where the tree has no MQL5 runtime, a failure (naming what is
     missing) where the runtime is present and the EA does not build."""
     if not launch.runtime_present():
-        pytest.skip("the MQL5 runtime for tests (hedgebridge.sim.ea.process, .build) is not in this tree")
+        pytest.skip(launch.NO_RUNTIME)
     try:
         binary = launch.build(transport)
         dll_path = launch.dll_library() if transport == "dll" else None

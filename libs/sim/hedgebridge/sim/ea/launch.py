@@ -31,6 +31,7 @@ _TRANSPORT_INPUT = {"dll": "0", "native": "1"}  # ENUM_HB_TRANSPORT: HB_TRANSPOR
 REPO = Path(__file__).resolve().parents[5]
 DLL_DIR = REPO / "dll"
 DLL_LIBRARY = DLL_DIR / "build" / "linux" / "libhedgebridge_ws.so"
+NO_RUNTIME = "the MQL5 runtime for tests (hedgebridge.sim.ea.process, .build) is not in this tree"
 CONNECTED = "hedgebridge: connected as"  # the EA's journal line once WELCOME arrived
 
 
