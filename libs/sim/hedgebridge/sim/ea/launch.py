@@ -182,9 +182,10 @@ class CompiledEa:
     async def positions(self) -> dict[str, float]:
         """Open positions on the EA's trade server: ticket -> volume."""
         reply = await self.control("trade.positions")
-        rows = reply.get("positions", [])
-        if not isinstance(rows, list):
-            raise TypeError(f"trade.positions answered {reply!r}")
+        rows = reply.get("positions")
+        shaped = isinstance(rows, list) and all(isinstance(p, dict) and {"ticket", "volume"} <= p.keys() for p in rows)
+        if not shaped or not isinstance(rows, list):
+            raise TypeError(f"trade.positions answered {reply!r}, not a list of positions with ticket and volume")
         return {str(p["ticket"]): float(p["volume"]) for p in rows}
 
     async def stop(self, reason: str = "stopped") -> int:
