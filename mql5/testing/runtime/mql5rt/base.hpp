@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstddef>
 #include <cstring>
 #include <set>
 #include <stdexcept>
@@ -137,6 +138,7 @@ template <class T> MQL_BUILTIN ENUM_POINTER_TYPE CheckPointer(T *anyobject) {
     if (anyobject == nullptr) return POINTER_INVALID;
     return mqlrt::dynamic_objects().count(static_cast<const void *>(anyobject)) ? POINTER_DYNAMIC : POINTER_AUTOMATIC;
 }
+inline ENUM_POINTER_TYPE CheckPointer(std::nullptr_t) { return POINTER_INVALID; }  // CheckPointer(NULL)
 template <class T> MQL_BUILTIN T *GetPointer(T &anyobject) { return &anyobject; }
 
 MQL_BUILTIN int GetLastError(void) { return mqlrt::last_error(); }

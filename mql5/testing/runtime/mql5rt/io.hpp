@@ -119,6 +119,7 @@ MQL_BUILTIN int FileOpen(const string &file_name, int open_flags, short delimite
     }
     if (!(open_flags & FILE_ANSI) && (open_flags & (FILE_TXT | FILE_CSV)))
         throw mqlrt::critical_error("FileOpen: UNICODE text files are not supported yet by the test runtime");
+    using mqlrt::io::options;
     mqlrt::io::File f{path, open_flags, codepage, "", 0, false};
     std::ifstream in(path, std::ios::binary);
     if (in) {
@@ -131,7 +132,9 @@ MQL_BUILTIN int FileOpen(const string &file_name, int open_flags, short delimite
         f.data.clear();  // write only: the file starts empty
         f.dirty = true;
     }
-    if (open_flags & FILE_WRITE) {
+    if (open_flags & FILE_WRITE) {  // the terminal creates the folders a file name names
+        for (size_t at = path.find('/', options().files_dir.size() + 1); at != std::string::npos; at = path.find('/', at + 1))
+            mkdir(path.substr(0, at).c_str(), 0755);
         std::ofstream touch(path, std::ios::binary | std::ios::app);
         if (!touch) {
             mqlrt::set_last_error(ERR_FILE_CANNOT_OPEN);

@@ -40,13 +40,13 @@ def _expert(transport: str) -> Path:
     return MQL5 / "Experts" / EXPERTS[transport]
 
 
-def _digest(expert: Path, compiler: str) -> str:
+def _digest(expert: Path, include_root: Path, compiler: str) -> str:
     h = hashlib.sha256()
-    inputs = [expert, Path(__file__), Path(transform.__file__)]
-    inputs += sorted((MQL5 / "Include").rglob("*.mqh")) + sorted(RUNTIME.rglob("*"))
+    inputs = [*sorted(expert.parent.glob("*.mq5")), Path(__file__), Path(transform.__file__)]
+    inputs += sorted(include_root.rglob("*.mqh")) + sorted(RUNTIME.rglob("*"))
     for path in inputs:
         if path.is_file():
-            h.update(str(path.relative_to(REPO)).encode())
+            h.update(str(path).encode())
             h.update(path.read_bytes())
     h.update(" ".join([compiler, *FLAGS, *LIBS, os.environ.get("HEDGEBRIDGE_EA_SANITIZE", "")]).encode())
     return h.hexdigest()[:16]
@@ -54,17 +54,21 @@ def _digest(expert: Path, compiler: str) -> str:
 
 def build_ea(transport: str = "native", *, out_dir: Path | None = None) -> Path:
     """The compiled EA for ``transport`` (built when its inputs changed); ``BuildError`` when it cannot be."""
+    return build_expert(_expert(transport), MQL5 / "Include", out_dir=out_dir)
+
+
+def build_expert(expert: Path, include_root: Path, *, out_dir: Path | None = None) -> Path:
+    """Any MQL5 program (``expert`` and what it includes from ``include_root``) under the test runtime."""
     compiler = shutil.which(os.environ.get("CXX", "g++"))
     if compiler is None:
         raise BuildError("cannot build the EA: g++ is not installed (apt-get install g++)")
-    expert = _expert(transport)
     root = out_dir or BUILD
-    target = root / f"{expert.stem}-{_digest(expert, compiler)}"
+    target = root / f"{expert.stem}-{_digest(expert, include_root, compiler)}"
     binary = target / "ea"
     if binary.exists():
         return binary
     try:
-        program = transform.transform(expert, MQL5 / "Include")
+        program = transform.transform(expert, include_root)
     except transform.TransformError as exc:
         raise BuildError(f"cannot translate the EA: {exc}") from exc
     src = target / "src"

@@ -81,7 +81,8 @@ class EaProcess:
         self._tasks = [asyncio.create_task(self._read_replies()), asyncio.create_task(self._read_journal())]
 
     async def _read_replies(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
+        assert self._proc is not None
+        assert self._proc.stdout is not None
         async for raw in self._proc.stdout:
             try:
                 reply = json.loads(raw)
@@ -97,7 +98,8 @@ class EaProcess:
         self._waiting.clear()
 
     async def _read_journal(self) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
+        assert self._proc is not None
+        assert self._proc.stderr is not None
         async for raw in self._proc.stderr:
             self.journal.append(raw.decode(errors="replace").rstrip("\n"))
             self._journal_changed.set()

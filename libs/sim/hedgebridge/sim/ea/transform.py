@@ -152,7 +152,8 @@ def _arrows(text: str, blank: str, ptrs: _Pointers) -> str:
         k = j
         while k < len(blank) and blank[k] in " \t":
             k += 1
-        if k < len(blank) and blank[k] == "." and k + 1 < len(blank) and (blank[k + 1].isalpha() or blank[k + 1] == "_"):
+        member = k + 1 < len(blank) and (blank[k + 1].isalpha() or blank[k + 1] == "_")
+        if k < len(blank) and blank[k] == "." and member:
             edits.append((k, 1))
     for k, _ in reversed(edits):
         text = text[:k] + "->" + text[k + 1 :]
@@ -375,7 +376,7 @@ def _blank_keep_includes(text: str) -> str:
 
 def main_unit(program: Program, expert_rel: str) -> str:
     """The translation unit: the runtime, the EA, the import wrappers, the inputs table and the handlers."""
-    lines = ["#include <mql5rt.hpp>", f'#include "{expert_rel}"', "", "#line 1 \"<harness>\""]
+    lines = ["#include <mql5rt.hpp>", f'#include "{expert_rel}"', "", '#line 1 "<harness>"']
     lines.append("void mqlrt_register_inputs() {")
     for inp in program.inputs:
         lines.append(f'  mqlrt::register_input("{inp.name}", "{inp.type}", {inp.name});')
