@@ -25,6 +25,7 @@ from hedgebridge.sim.terminal import SimTerminal, make_terminals, run_terminals
 
 from . import containers
 from .helpers import ea_token, wait_for
+from .mt5.terminals import EaBuild, build_ea_for_tests
 
 StartSims = Callable[..., Awaitable[list[SimTerminal]]]
 
@@ -137,3 +138,15 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[NatsClient]:
     client = await nats.connect(nats_server.url)
     yield client
     await client.close()
+
+
+@pytest.fixture(scope="session")
+def ea_dll_build() -> EaBuild:
+    """The compiled EA with the DLL transport and the WebSocket library it imports, built once per session."""
+    return build_ea_for_tests("dll")
+
+
+@pytest.fixture(scope="session")
+def ea_native_build() -> EaBuild:
+    """The compiled EA with the native (MQL5 sockets) transport, built once per session."""
+    return build_ea_for_tests("native")

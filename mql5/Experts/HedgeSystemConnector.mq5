@@ -18,7 +18,11 @@
 
 input string            InpGatewayUrl = "ws://127.0.0.1:8765/ea";  // Gateway URL (ws:// or wss://)
 input string            InpToken = "";                             // Token (hedgebridge token --role ea --account <login>)
+#ifdef HB_NO_DLL
+input ENUM_HB_TRANSPORT InpTransport = HB_TRANSPORT_NATIVE;        // Transport (this build: Native only)
+#else
 input ENUM_HB_TRANSPORT InpTransport = HB_TRANSPORT_DLL;           // Transport
+#endif
 input ulong             InpMagic = 7700101;                        // Magic number of the EA's orders
 input string            InpAccountId = "";                         // Account id in the token (empty: the login)
 input uint              InpDeviationPoints = 10;                   // Maximum price deviation (points)

@@ -141,7 +141,7 @@ async def test_a_lost_terminal_takes_the_account_offline_until_it_is_back(
     await wait_for(terminal.bridge.connected.is_set, "the bridge to attach again")
     assert [s.status for s in seen.status] == ["CONNECTED", "DISCONNECTED", "CONNECTED"]
     assert (await order(nc, OpenOrder(account_id="A1", symbol="EURUSD", side="BUY", volume=0.1))).status == "FILLED"
-    assert len(terminal.positions()) == 2
+    assert len(await terminal.positions()) == 2
     assert terminal.bridge.attachments == 2
 
 
@@ -201,7 +201,7 @@ async def test_orders_the_ea_sent_are_recognised(bridges: Bridges, seen: Seen, n
     assert isinstance(closed, ClosedEvent)
     assert (opened.already_executed, opened.mt_ticket) == (True, str(sent.order))
     assert (closed.status, closed.already_executed, closed.mt_ticket) == ("SUCCESS", False, str(sent.order))
-    assert terminal.positions() == {}
+    assert await terminal.positions() == {}
 
 
 async def test_an_execution_whose_result_the_package_lost_is_found_and_reported(
@@ -210,7 +210,11 @@ async def test_an_execution_whose_result_the_package_lost_is_found_and_reported(
     terminal = await bridges.start("A1")
     terminal.mt5.faults.append(FakeFault(lost_result=True))
     result = await order(nc, OpenOrder(account_id="A1", symbol="EURUSD", side="BUY", volume=0.1, action_id="lr-1"))
-    assert (result.status, result.reconciled, result.mt_ticket) == ("FILLED", False, next(iter(terminal.positions())))
+    assert (result.status, result.reconciled, result.mt_ticket) == (
+        "FILLED",
+        False,
+        next(iter(await terminal.positions())),
+    )
     assert terminal.mt5.sent(readme_comment("lr-1", "")[:14]) == 1
 
 
@@ -331,7 +335,7 @@ async def test_an_order_while_the_terminal_is_gone_is_not_refused_but_reconciled
         "RECONCILED_NOT_EXECUTED",
         True,
     )
-    assert terminal.positions() == {}
+    assert await terminal.positions() == {}
 
 
 async def test_health_endpoints_name_a_lost_terminal(bridges: Bridges) -> None:

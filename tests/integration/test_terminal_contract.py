@@ -1,6 +1,11 @@
 """The execution contract every terminal kind keeps, run against each of them with the real executor, nats-server
-and valkey-server: the simulated EA behind a gateway (``ea``) and the MetaTrader5-package bridge driving the
-simulated package (``mt5bridge``). Nothing else in the system can tell them apart."""
+and valkey-server: the Python simulated terminal behind a gateway (``sim``), the compiled EA on its simulated
+trade server behind a gateway with the DLL transport (``ea-dll``) and the native one (``ea-native``), and the
+MetaTrader5-package bridge driving the simulated package (``mt5bridge``). Nothing else in the system can tell
+them apart.
+
+The compiled EA is built once per session; where the tree has no MQL5 runtime for tests its kinds are skipped,
+and where the runtime is present a build that fails fails the tests, with what is missing."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from nats.aio.msg import Msg
 from hedgebridge.common.cache import RedisCache
 from hedgebridge.common.servers import NatsServer, ValkeyServer
 from hedgebridge.executor.service import Executor
+from hedgebridge.gateway.server import Gateway
 from hedgebridge.protocol import (
     BatchItem,
     BatchResult,
@@ -38,20 +44,36 @@ from hedgebridge.protocol import (
 
 from ..conftest import StartSims
 from ..helpers import deliver, order, wait_for
-from ..mt5.terminals import Bridges, Fault, SimEa, StartTerminals, Terminal
+from ..mt5.terminals import Bridges, EaBuild, EaTerminals, Fault, SimEa, StartTerminals, Terminal
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["ea", "mt5bridge"])
+@pytest.fixture(params=["sim", "ea-dll", "ea-native", "mt5bridge"])
 def terminals(request: pytest.FixtureRequest) -> StartTerminals:
     """``await terminals(["A1"])``: one terminal per account, of the kind the test is parametrized with."""
-    start: StartTerminals = request.getfixturevalue(f"{request.param}_terminals")
+    start: StartTerminals = request.getfixturevalue(f"{request.param.replace('-', '_')}_terminals")
     return start
 
 
 @pytest.fixture
-def ea_terminals(sims: StartSims) -> StartTerminals:
+async def ea_dll_terminals(
+    ea_dll_build: EaBuild, gateway: Gateway, secret: str, executor: Executor, tmp_path: Path
+) -> AsyncIterator[StartTerminals]:
+    async with EaTerminals(ea_dll_build, gateway.port, secret, tmp_path / "ea") as eas:
+        yield eas.start
+
+
+@pytest.fixture
+async def ea_native_terminals(
+    ea_native_build: EaBuild, gateway: Gateway, secret: str, executor: Executor, tmp_path: Path
+) -> AsyncIterator[StartTerminals]:
+    async with EaTerminals(ea_native_build, gateway.port, secret, tmp_path / "ea") as eas:
+        yield eas.start
+
+
+@pytest.fixture
+def sim_terminals(sims: StartSims) -> StartTerminals:
     async def start(accounts: list[str]) -> list[Terminal]:
         return [SimEa(t) for t in await sims(accounts, fill_latency_ms=0, tick_interval_ms=20)]
 
@@ -99,7 +121,7 @@ async def test_open_and_close_fill_the_cache_and_the_book(
         assert (opened.volume, opened.requested_volume, opened.attempts) == (0.5, 0.5, 1)
         ticket = opened.mt_ticket
         assert ticket is not None
-        assert terminal.positions() == {ticket: 0.5}
+        assert await terminal.positions() == {ticket: 0.5}
 
         async def cached() -> bool:
             positions = await cache.positions("A1")
@@ -118,7 +140,7 @@ async def test_open_and_close_fill_the_cache_and_the_book(
         closed = await order(nc, CloseOrder(account_id="A1", position_id=opened.position_id))
         assert (closed.status, closed.kind, closed.mt_ticket) == ("FILLED", "CLOSE", ticket)
         assert closed.profit is not None
-        assert terminal.positions() == {}
+        assert await terminal.positions() == {}
         realised = 10_000 + closed.profit
 
         async def emptied() -> bool:
@@ -134,11 +156,11 @@ async def test_open_and_close_fill_the_cache_and_the_book(
 async def test_final_retcodes_are_rejected_with_their_class(terminals: StartTerminals, nc: NatsClient) -> None:
     (terminal,) = await terminals(["A1"])
     for code in (retcodes.REJECT, retcodes.NO_MONEY, retcodes.MARKET_CLOSED, retcodes.INVALID_VOLUME):
-        terminal.inject(Fault(retcode=code))
+        await terminal.inject(Fault(retcode=code))
         result = await order(nc, buy())
         assert (result.status, result.code, result.retcode) == ("REJECTED", errors.ORDER_REJECTED, code)
         assert (result.retcode_class, result.attempts) == ("FINAL", 1)
-    assert terminal.positions() == {}
+    assert await terminal.positions() == {}
     unknown = await order(nc, CloseOrder(account_id="A1", mt_ticket="123"))
     assert (unknown.status, unknown.code, unknown.retcode) == ("REJECTED", errors.ALREADY_CLOSED, 10036)
     assert unknown.retcode_class == "ALREADY_CLOSED"
@@ -146,25 +168,25 @@ async def test_final_retcodes_are_rejected_with_their_class(terminals: StartTerm
 
 async def test_retry_retcodes_are_sent_again_with_the_same_action_id(terminals: StartTerminals, nc: NatsClient) -> None:
     (terminal,) = await terminals(["A1"])
-    terminal.inject(Fault(retcode=retcodes.REQUOTE))
-    terminal.inject(Fault(retcode=retcodes.PRICE_CHANGED))
+    await terminal.inject(Fault(retcode=retcodes.REQUOTE))
+    await terminal.inject(Fault(retcode=retcodes.PRICE_CHANGED))
     result = await order(nc, buy(action_id="retry-1"))
     assert (result.status, result.attempts) == ("FILLED", 3)
     assert terminal.received == ["retry-1"] * 3
-    assert list(terminal.positions().values()) == [1.0]
+    assert list((await terminal.positions()).values()) == [1.0]
     for _ in range(3):
-        terminal.inject(Fault(retcode=retcodes.TOO_MANY_REQUESTS))
+        await terminal.inject(Fault(retcode=retcodes.TOO_MANY_REQUESTS))
     exhausted = await order(nc, buy(action_id="retry-2"))
     assert (exhausted.status, exhausted.code, exhausted.attempts) == ("REJECTED", errors.RETRIES_EXHAUSTED, 3)
     assert terminal.received.count("retry-2") == 3
-    assert len(terminal.positions()) == 1
+    assert len(await terminal.positions()) == 1
 
 
 async def test_partial_fill_reports_the_filled_volume_and_a_partial_close_leaves_the_rest(
     terminals: StartTerminals, nc: NatsClient
 ) -> None:
     (terminal,) = await terminals(["A1"])
-    terminal.inject(Fault(fill_ratio=0.4))
+    await terminal.inject(Fault(fill_ratio=0.4))
     result = await order(nc, buy(volume=1.0, action_id="part-1"))
     assert (result.status, result.code, result.volume, result.requested_volume, result.retcode) == (
         "PARTIALLY_FILLED",
@@ -178,7 +200,7 @@ async def test_partial_fill_reports_the_filled_volume_and_a_partial_close_leaves
     assert (half.status, half.volume) == ("FILLED", 0.1)
     assert half.event is not None
     assert half.event.remaining_volume == pytest.approx(0.3)  # type: ignore[union-attr]
-    assert terminal.positions() == {result.mt_ticket: pytest.approx(0.3)}
+    assert await terminal.positions() == {result.mt_ticket: pytest.approx(0.3)}
 
 
 async def test_a_repeated_action_id_returns_the_first_result_and_the_terminal_sees_it_once(
@@ -191,7 +213,7 @@ async def test_a_repeated_action_id_returns_the_first_result_and_the_terminal_se
     other = await order(nc, buy(volume=2.0, action_id="once"))
     assert (other.status, other.code) == ("INVALID", errors.DUPLICATE_MISMATCH)
     assert terminal.received == ["once"]
-    assert len(terminal.positions()) == 1
+    assert len(await terminal.positions()) == 1
 
 
 async def test_the_terminal_answers_an_executed_action_id_with_the_first_result(
@@ -229,7 +251,7 @@ async def test_the_terminal_answers_an_executed_action_id_with_the_first_result(
     assert (first.status, first.already_executed, first.symbol, first.side) == ("SUCCESS", False, "EURUSD", "SELL")
     assert (second.status, second.already_executed) == ("SUCCESS", True)
     assert (second.mt_ticket, second.price, second.volume) == (first.mt_ticket, first.price, first.volume)
-    assert terminal.positions() == {first.mt_ticket: 0.2}
+    assert await terminal.positions() == {first.mt_ticket: 0.2}
     assert terminal.received == ["twice", "twice"]
 
 
@@ -237,12 +259,12 @@ async def test_a_lost_report_is_reconciled_and_never_resent(
     terminals: StartTerminals, nc: NatsClient, results: list[OrderResult]
 ) -> None:
     (terminal,) = await terminals(["A1"])
-    terminal.inject(Fault(lost_report=True))
+    await terminal.inject(Fault(lost_report=True))
     first = await order(nc, buy(action_id="lost-1", timeout_ms=400))
     assert (first.status, first.code) == ("OUTCOME_UNKNOWN", errors.OUTCOME_UNKNOWN)
     await wait_for(lambda: any(r.reconciled and r.action_id == "lost-1" for r in results), "the reconciled result")
     reconciled = next(r for r in results if r.reconciled)
-    (ticket,) = terminal.positions()
+    (ticket,) = await terminal.positions()
     assert (reconciled.status, reconciled.mt_ticket, reconciled.state) == ("FILLED", ticket, "RECONCILED")
     again = await order(nc, buy(action_id="lost-1", timeout_ms=400))
     assert (again.status, again.mt_ticket, again.reconciled, again.duplicate) == ("FILLED", ticket, True, True)
@@ -254,7 +276,7 @@ async def test_a_trade_server_timeout_is_reconciled_as_not_executed(
 ) -> None:
     (terminal,) = await terminals(["A1"])
     for code in (retcodes.TIMEOUT, retcodes.CONNECTION):
-        terminal.inject(Fault(retcode=code))
+        await terminal.inject(Fault(retcode=code))
         result = await order(nc, buy(action_id=f"srv-{code}"))
         assert (result.status, result.retcode, result.retcode_class) == ("OUTCOME_UNKNOWN", code, "RECONCILE")
         key = f"srv-{code}"
@@ -266,7 +288,7 @@ async def test_a_trade_server_timeout_is_reconciled_as_not_executed(
         final = next(r for r in results if r.reconciled and r.action_id == key)
         assert (final.status, final.code) == ("REJECTED", errors.RECONCILED_NOT_EXECUTED)
     assert terminal.received == [f"srv-{retcodes.TIMEOUT}", f"srv-{retcodes.CONNECTION}"]
-    assert terminal.positions() == {}
+    assert await terminal.positions() == {}
 
 
 async def test_double_close_and_batch_close(terminals: StartTerminals, nc: NatsClient) -> None:
@@ -286,7 +308,7 @@ async def test_double_close_and_batch_close(terminals: StartTerminals, nc: NatsC
         ("FILLED", "batch-1-2"),
     ]
     assert result.results[0].code == errors.ALREADY_CLOSED
-    assert (a1.positions(), b1.positions()) == ({}, {})
+    assert (await a1.positions(), await b1.positions()) == ({}, {})
     again = unpack((await nc.request(subjects.BATCH_REQUEST, pack(batch), timeout=10)).data, BatchResult)
     assert [r.duplicate for r in again.results] == [True, True, True]
     assert b1.received.count("batch-1-2") == 1

@@ -1,5 +1,8 @@
-"""Terminals under test, behind one small interface: the simulated EA on a gateway, and the MetaTrader5-package
-bridge driving the simulated package (``fake_mt5``). Shared contract tests run against both."""
+"""Terminals under test, behind one small interface: the Python simulated terminal on a gateway (``SimEa``), the
+compiled EA on its simulated trade server behind a WebSocket proxy (``EaTerminal``, DLL or native transport), and
+the MetaTrader5-package bridge driving the simulated package (``fake_mt5``). Shared contract tests run against
+all of them. ``inject`` and ``positions`` are coroutines: the compiled EA's trade server is asked over its
+control channel, and the answer is the trade server's state now, never a cached view."""
 
 from __future__ import annotations
 
@@ -9,12 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import pytest
+
 from hedgebridge.mt5bridge.config import Mt5BridgeConfig
 from hedgebridge.mt5bridge.service import Mt5Bridge
 from hedgebridge.sim.account import SimFault
+from hedgebridge.sim.ea import launch
+from hedgebridge.sim.ea.launch import CompiledEa, Transport
 from hedgebridge.sim.terminal import SimTerminal
 
-from ..helpers import wait_for
+from ..helpers import ea_token, wait_for
 from .fake_mt5 import FakeFault, FakeMT5
 
 LATE_REPORT_S = 1.0  # a "lost" report on the bridge: the trade server answers after the order's timeout
@@ -39,9 +46,9 @@ class Terminal(Protocol):
         """actionIds of every OPEN/CLOSE the terminal received, repeats included."""
         ...
 
-    def inject(self, fault: Fault) -> None: ...
+    async def inject(self, fault: Fault) -> None: ...
 
-    def positions(self) -> dict[str, float]:
+    async def positions(self) -> dict[str, float]:
         """Open positions on the trade server: ticket -> volume."""
         ...
 
@@ -61,12 +68,12 @@ class SimEa:
     def received(self) -> list[str]:
         return self.terminal.account.received
 
-    def inject(self, fault: Fault) -> None:
+    async def inject(self, fault: Fault) -> None:
         self.terminal.account.faults.append(
             SimFault(retcode=fault.retcode, fill_ratio=fault.fill_ratio, report=not fault.lost_report)
         )
 
-    def positions(self) -> dict[str, float]:
+    async def positions(self) -> dict[str, float]:
         return {str(t): p.volume for t, p in self.terminal.account.positions.items()}
 
 
@@ -83,12 +90,94 @@ class BridgedTerminal:
     def received(self) -> list[str]:
         return self.bridge.received
 
-    def inject(self, fault: Fault) -> None:
+    async def inject(self, fault: Fault) -> None:
         delay = LATE_REPORT_S if fault.lost_report else 0.0
         self.mt5.faults.append(FakeFault(retcode=fault.retcode, fill_ratio=fault.fill_ratio, delay_s=delay))
 
-    def positions(self) -> dict[str, float]:
+    async def positions(self) -> dict[str, float]:
         return {str(t): v for t, v in self.mt5.open_positions().items()}
+
+
+class EaTerminal:
+    """The compiled EA: faults go to its trade server (a retcode, a partial fill) or to its proxy (a lost report:
+    the EA executed, the network lost the OPENED/CLOSED and the connection)."""
+
+    def __init__(self, ea: CompiledEa) -> None:
+        self.ea = ea
+
+    @property
+    def account_id(self) -> str:
+        return self.ea.account_id
+
+    @property
+    def received(self) -> list[str]:
+        return self.ea.proxy.received
+
+    async def inject(self, fault: Fault) -> None:
+        if fault.lost_report:
+            self.ea.proxy.drop_next_report()
+        if fault.retcode is not None:
+            await self.ea.control("trade.fault", retcode=fault.retcode)
+        if fault.fill_ratio is not None:
+            await self.ea.control("trade.fault", fill_ratio=fault.fill_ratio)
+
+    async def positions(self) -> dict[str, float]:
+        return await self.ea.positions()
+
+
+@dataclass(frozen=True, slots=True)
+class EaBuild:
+    binary: Path
+    transport: Transport
+    dll_path: Path | None = None
+
+
+def build_ea_for_tests(transport: Transport) -> EaBuild:
+    """The compiled EA for a session: skipped where the tree has no MQL5 runtime, a failure (naming what is
+    missing) where the runtime is present and the EA does not build."""
+    if not launch.runtime_present():
+        pytest.skip(launch.NO_RUNTIME)
+    try:
+        binary = launch.build(transport)
+        dll_path = launch.dll_library() if transport == "dll" else None
+    except launch.EaUnavailable as exc:
+        pytest.fail(f"the compiled EA ({transport} transport) cannot run: {exc}", pytrace=False)
+    return EaBuild(binary, transport, dll_path)
+
+
+class EaTerminals:
+    """Starts compiled EAs (one process and one proxy per account) on a gateway and stops them all at the end."""
+
+    def __init__(self, build: EaBuild, gateway_port: int, secret: str, files_root: Path) -> None:
+        self.build = build
+        self.gateway_port = gateway_port
+        self.secret = secret
+        self.files_root = files_root
+        self.running: list[CompiledEa] = []
+
+    async def start(self, accounts: list[str]) -> list[Terminal]:
+        started: list[Terminal] = []
+        for account in accounts:
+            ea = await CompiledEa.start(
+                self.build.binary,
+                self.build.transport,
+                account=account,
+                token=ea_token(self.secret, account),
+                gateway_host="127.0.0.1",
+                gateway_port=self.gateway_port,
+                files_dir=self.files_root / account,
+                dll_path=self.build.dll_path,
+            )
+            self.running.append(ea)
+            started.append(EaTerminal(ea))
+        return started
+
+    async def __aenter__(self) -> EaTerminals:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.gather(*(ea.stop("test over") for ea in self.running), return_exceptions=True)
+        self.running = []
 
 
 def bridge_config(nats_url: str, account: str, book_dir: Path, **overrides: object) -> Mt5BridgeConfig:

@@ -30,7 +30,8 @@ DLL_NAME = "hedgebridge_ws.dll"
 # Headers of the MetaTrader 5 standard library (MQL5/Include of every terminal) the EA may include.
 MQL5_STANDARD_LIBRARY = {"Trade/Trade.mqh"}
 
-SOURCES = sorted([*MQL5.rglob("*.mq5"), *MQL5.rglob("*.mqh")])
+SOURCES = sorted(p for p in [*MQL5.rglob("*.mq5"), *MQL5.rglob("*.mqh")] if "testing" not in p.relative_to(MQL5).parts)
+# mql5/testing holds the MQL5 runtime for tests (C++), not EA sources
 EA_SOURCES = [p for p in SOURCES if p.name != "Protocol.mqh"]
 
 

@@ -2,15 +2,15 @@
 
 Everything runs on this machine on free loopback ports: a nats-server and a valkey-server started here, the
 gateway and the executor as their own processes, one simulated terminal with zero fill delay in its own
-process, a plain ``websockets`` echo server and a plain NATS responder as baselines. Figures are reported as
-ratios to the baselines because shared machines are noisy.
+process (and, where it builds, the compiled EA in its own process with each transport: ``bench_ea``), a plain
+``websockets`` echo server and a plain NATS responder as baselines. Figures are reported as ratios to the
+baselines because shared machines are noisy.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from nats.aio.client import Client as NatsClient
 from websockets.asyncio.client import ClientConnection, connect
 
-from hedgebridge.cli import bench_dll, bench_obs
+from hedgebridge.cli import bench_dll, bench_ea, bench_obs
 from hedgebridge.cli.bench_rows import Processes, Row
 from hedgebridge.cli.bench_sync import measure_action_sync, measure_client_sync
 from hedgebridge.common import auth
@@ -36,16 +35,14 @@ from hedgebridge.protocol import (
     CloseOrder,
     Heartbeat,
     OpenOrder,
-    OrderResult,
     Welcome,
     decode_frame,
     encode_frame,
     pack,
-    subjects,
     subprotocol,
-    unpack,
     utcnow,
 )
+from hedgebridge.sim.ea.launch import Transport
 
 BENCH_ACCOUNT = "BENCH-1"
 LOAD_ACCOUNTS = tuple(f"LOAD-{i}" for i in range(1, 5))
@@ -120,27 +117,15 @@ def _is_heartbeat_reply(data: str | bytes, seq: int) -> bool:
     return isinstance(message, Heartbeat) and message.reply and message.seq == seq
 
 
-async def _wait(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} was not ready within {timeout_s:g}s")
-        await asyncio.sleep(0.05)
-
-
-async def _order_once(nc: NatsClient, request: bytes) -> OrderResult:
-    reply = await nc.request(subjects.ORDER_REQUEST, request, timeout=10)
-    return unpack(reply.data, OrderResult)
-
-
 async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> list[Row]:
     library = await asyncio.to_thread(bench_dll.prepare)  # before any measurement: a build loads the machine
+    ea_ready = await asyncio.to_thread(bench_ea.prepare)
     nats_server = NatsServer(workdir / "nats")
     cache = ValkeyServer(workdir / "cache")
     nats_server.start()
     cache.start()
     try:
-        rows = await _measure(args, nats_server, cache, procs, library)
+        rows = await _measure(args, nats_server, cache, procs, library, ea_ready)
         procs.stop()  # the observability stacks run alone
         return rows + await bench_obs.measure(args, workdir, cache, procs, Row)
     finally:
@@ -150,7 +135,12 @@ async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> list
 
 
 async def _measure(
-    args: argparse.Namespace, nats_server: NatsServer, cache: ValkeyServer, procs: Processes, library: Path | str
+    args: argparse.Namespace,
+    nats_server: NatsServer,
+    cache: ValkeyServer,
+    procs: Processes,
+    library: Path | str,
+    ea_ready: dict[Transport, str | None],
 ) -> list[Row]:
     secret = auth.new_secret()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEBRIDGE_")}
@@ -218,34 +208,13 @@ async def _measure(
             ],
             env,
         )  # fmt: skip
-        request = pack(OpenOrder(account_id=BENCH_ACCOUNT, symbol="EURUSD", side="BUY", volume=0.01))
-
-        async def terminal_ready() -> bool:
-            with contextlib.suppress(Exception):
-                return (await _order_once(nc, request)).status == "FILLED"
-            return False
-
-        await _wait(terminal_ready, "the simulated terminal")
-        errors = 0
-        open_position: list[str] = []
-
-        async def order() -> float:
-            """Opens and closes alternate, so the account's position list stays short."""
-            nonlocal errors
-            if open_position:
-                body = pack(CloseOrder(account_id=BENCH_ACCOUNT, position_id=open_position.pop()))
-            else:
-                body = request
-            started = time.perf_counter_ns()
-            result = await _order_once(nc, body)
-            elapsed = (time.perf_counter_ns() - started) / 1e6
-            if result.status != "FILLED":
-                errors += 1
-            elif body is request and result.position_id:
-                open_position.append(result.position_id)
-            return elapsed
-
-        orders = await _paced(warmup + args.orders, args.rate, order)
+        await bench_ea.wait_ready(nc, BENCH_ACCOUNT, "the simulated terminal")
+        orders, errors = await bench_ea.order_round_trips(nc, BENCH_ACCOUNT, warmup + args.orders, args.rate, _paced)
+        nats_row = Row("plain NATS request/reply (baseline)", plain[warmup:])
+        gateway_url = f"ws://127.0.0.1:{gateway_port}/ea"
+        ea_rows = await bench_ea.rows(
+            nc, gateway_url, env, procs, ea_ready, nats_row, args.orders, warmup, args.rate, _paced
+        )
 
         # sustained load: an open loop at --load-rate over several terminals, next to plain NATS at that rate
         async def plain_at(_: int) -> float:
@@ -262,14 +231,7 @@ async def _measure(
                 env,
             )  # fmt: skip
         for account in LOAD_ACCOUNTS:
-            opening = pack(OpenOrder(account_id=account, symbol="EURUSD", side="BUY", volume=0.01))
-
-            async def load_ready(opening: bytes = opening) -> bool:
-                with contextlib.suppress(Exception):
-                    return (await _order_once(nc, opening)).status == "FILLED"
-                return False
-
-            await _wait(load_ready, f"the simulated terminal {account}")
+            await bench_ea.wait_ready(nc, account, f"the simulated terminal {account}")
         load_errors = 0
         tickets: dict[str, list[str]] = {a: [] for a in LOAD_ACCOUNTS}
 
@@ -282,7 +244,7 @@ async def _measure(
             else:
                 body = pack(OpenOrder(account_id=account, symbol="EURUSD", side="BUY", volume=0.01))
             started = time.perf_counter_ns()
-            result = await _order_once(nc, body)
+            result = await bench_ea.order_once(nc, body)
             elapsed = (time.perf_counter_ns() - started) / 1e6
             if result.status != "FILLED":
                 load_errors += 1
@@ -308,7 +270,6 @@ async def _measure(
     echo_row = Row("plain websockets echo (baseline)", echo[warmup:])
     hb_row = Row("gateway heartbeat round trip", heartbeats[warmup:], echo_row, "p99 <= 1.5x echo")
     hb_row.met = hb_row.p99 <= 1.5 * echo_row.p99
-    nats_row = Row("plain NATS request/reply (baseline)", plain[warmup:])
     order_row = Row(
         "order round trip, open/close (zero-fill sim)",
         orders[warmup:],
@@ -344,7 +305,19 @@ async def _measure(
         errors=client_missing,
     )
     client_row.met = client_row.p99 < 20 and client_missing == 0
-    return [echo_row, hb_row, *dll_rows, nats_row, order_row, plain_load_row, load_row, raw_row, sync_row, client_row]
+    return [
+        echo_row,
+        hb_row,
+        *dll_rows,
+        nats_row,
+        order_row,
+        *ea_rows,
+        plain_load_row,
+        load_row,
+        raw_row,
+        sync_row,
+        client_row,
+    ]
 
 
 async def _dll_rows(port: int, secret: str, library: Path | str, samples: int, warmup: int) -> list[Row]:

@@ -9,6 +9,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -33,10 +34,12 @@ from hedgebridge.protocol import (
 from hedgebridge.sim import SimConfig
 from hedgebridge.sim.terminal import make_terminals, run_terminals
 
-from . import state
+from . import sim_ea, state
 from .state import CliError
 
 # Exit codes of `hedgebridge order`.
+_T = TypeVar("_T")
+
 EXIT_OK = 0  # FILLED
 EXIT_FAILED = 1  # REJECTED: the terminal or the trade server refused the order
 EXIT_USAGE = 2
@@ -230,18 +233,21 @@ def cmd_sim(args: argparse.Namespace) -> int:
     url = state.resolve_gateway_url(args.url, base)
     logs.setup("sim", args.log_level, "text")
     accounts = args.account or [f"{args.prefix}{i:03d}" for i in range(1, args.accounts + 1)]
-    config = SimConfig(
-        symbols=tuple(args.symbols.split(",")),
-        fill_latency_ms=args.fill_latency_ms,
-        slippage_points=args.slippage_points,
-        reject_rate=args.reject_rate,
-        tick_interval_ms=args.tick_interval_ms,
-        balance=args.balance,
-        disconnect_rate=args.disconnect_rate,
-    )
 
     def token_for(account: str) -> str:
         return auth.mint_token(secret, role="ea", subject=account, ttl_s=30 * 86_400)
+
+    if args.terminal == "ea":
+        return sim_ea.run(args, url, accounts, token_for)
+    config = SimConfig(
+        symbols=tuple(args.symbols.split(",")),
+        fill_latency_ms=_given(args.fill_latency_ms, 20.0),
+        slippage_points=_given(args.slippage_points, 0),
+        reject_rate=_given(args.reject_rate, 0.0),
+        tick_interval_ms=args.tick_interval_ms,
+        balance=_given(args.balance, 10_000.0),
+        disconnect_rate=_given(args.disconnect_rate, 0.0),
+    )
 
     terminals = make_terminals(url, accounts, token_for, config, seed=args.seed)
     print(f"simulating {len(terminals)} terminal(s) against {url}: {', '.join(accounts)}", flush=True)
@@ -257,6 +263,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def _given(value: _T | None, default: _T) -> _T:
+    """An option of the Python simulator: its default when not given (None tells --terminal ea it was not)."""
+    return default if value is None else value
 
 
 async def fetch_status(url: str, wait_s: float = 2.0) -> MonitorSnapshot:

@@ -109,13 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--prefix", default="SIM-", help="account id prefix (default SIM-)")
     sim.add_argument("--url", help="gateway URL (default $HEDGEBRIDGE_GATEWAY_URL or the local stack's)")
     sim.add_argument("--secret", help="key to mint the terminals' tokens (default as for 'token')")
+    sim.add_argument(
+        "--terminal",
+        choices=["python", "ea"],
+        default="python",
+        help="python: the Python simulator (default); ea: the compiled Expert Advisor, one process per account",
+    )
+    sim.add_argument("--transport", choices=["dll", "native"], default="native", help="the EA's (--terminal ea)")
     sim.add_argument("--symbols", default="EURUSD,GBPUSD,USDJPY,XAUUSD")
-    sim.add_argument("--fill-latency-ms", type=float, default=20.0)
-    sim.add_argument("--slippage-points", type=int, default=0)
-    sim.add_argument("--reject-rate", type=float, default=0.0, help="probability an OPEN is rejected (0..1)")
+    sim.add_argument("--fill-latency-ms", type=float, help="simulated fill latency (default 20)")
+    sim.add_argument("--slippage-points", type=int, help="(default 0)")
+    sim.add_argument("--reject-rate", type=float, help="probability an OPEN is rejected (0..1, default 0)")
     sim.add_argument("--tick-interval-ms", type=int, default=250, help="price ticks per symbol; 0 = none")
-    sim.add_argument("--disconnect-rate", type=float, default=0.0, help="random drops per second per terminal")
-    sim.add_argument("--balance", type=float, default=10_000.0)
+    sim.add_argument("--disconnect-rate", type=float, help="random drops per second per terminal (default 0)")
+    sim.add_argument("--balance", type=float, help="(default 10000)")
     sim.add_argument("--seed", type=int, help="random seed for reproducible runs")
     sim.add_argument("--log-level", default="INFO")
     sim.set_defaults(func=commands.cmd_sim)

@@ -15,6 +15,9 @@
 #include "Protocol.mqh"
 #include "Json.mqh"
 
+// HB_NO_DLL (HedgeSystemConnectorNative.mq5): no #import at all, so the EA loads where DLLs are not allowed
+// (an #import is bound when the EA loads, whichever transport it then uses).
+#ifndef HB_NO_DLL
 #import "hedgebridge_ws.dll"
 int  ConnectWebSocketW(string url, string token);
 int  WsSendW(string message);
@@ -27,6 +30,7 @@ int  WsGetCloseCode(void);
 int  WsGetState(void);
 int  WsSetOption(uchar &name[], uchar &value[]);
 #import
+#endif
 
 #define HB_DLL_STATE_IDLE 0  // WS_STATE_IDLE of hedgebridge_ws.h: not connecting and not connected
 
@@ -60,6 +64,7 @@ public:
    virtual string    Name(void) = 0;
   };
 
+#ifndef HB_NO_DLL
 //+------------------------------------------------------------------+
 //| hedgebridge_ws.dll                                               |
 //+------------------------------------------------------------------+
@@ -140,6 +145,7 @@ public:
 
    virtual string    Name(void) { return("dll"); }
   };
+#endif
 
 //+------------------------------------------------------------------+
 //| WebSocket client over MQL5 sockets                               |
@@ -682,10 +688,19 @@ public:
       m_backoffMaxMs = MathMax(backoffMaxMs, m_backoffMinMs);
       m_backoffMs = m_backoffMinMs;
       m_nextAttempt = 0;
+#ifdef HB_NO_DLL
+      if(kind == HB_TRANSPORT_DLL)
+        {
+         Print("hedgebridge: this build has no DLL transport (HedgeSystemConnectorNative); use the native transport");
+         return(false);
+        }
+      m_transport = new CNativeTransport();
+#else
       if(kind == HB_TRANSPORT_DLL)
          m_transport = new CDllTransport(dllOptions);
       else
          m_transport = new CNativeTransport();
+#endif
       return(m_transport != NULL);
      }
 

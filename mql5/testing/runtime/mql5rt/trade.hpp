@@ -1,0 +1,791 @@
+// trade.hpp - the simulated trade server behind MQL5's trade, position, history, account and symbol
+// built-ins. One hedging (or netting) account; market orders fill at the current price unless a scripted
+// fault says otherwise; a deal enters the history a configurable delay after the fill; every change queues
+// the trade transactions MT5 sends for it. Tests script it through the harness's control ops `trade.*`.
+#pragma once
+#include <deque>
+#include <map>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "core.hpp"
+
+enum ENUM_TRADE_REQUEST_ACTIONS { TRADE_ACTION_DEAL = 1, TRADE_ACTION_PENDING = 5, TRADE_ACTION_SLTP = 6, TRADE_ACTION_MODIFY = 7, TRADE_ACTION_REMOVE = 8, TRADE_ACTION_CLOSE_BY = 10 };
+enum ENUM_ORDER_TYPE { ORDER_TYPE_BUY = 0, ORDER_TYPE_SELL = 1, ORDER_TYPE_BUY_LIMIT = 2, ORDER_TYPE_SELL_LIMIT = 3, ORDER_TYPE_BUY_STOP = 4, ORDER_TYPE_SELL_STOP = 5, ORDER_TYPE_BUY_STOP_LIMIT = 6, ORDER_TYPE_SELL_STOP_LIMIT = 7, ORDER_TYPE_CLOSE_BY = 8 };
+enum ENUM_ORDER_TYPE_FILLING { ORDER_FILLING_FOK = 0, ORDER_FILLING_IOC = 1, ORDER_FILLING_RETURN = 2, ORDER_FILLING_BOC = 3 };
+enum ENUM_ORDER_TYPE_TIME { ORDER_TIME_GTC = 0, ORDER_TIME_DAY = 1, ORDER_TIME_SPECIFIED = 2, ORDER_TIME_SPECIFIED_DAY = 3 };
+enum ENUM_POSITION_TYPE { POSITION_TYPE_BUY = 0, POSITION_TYPE_SELL = 1 };
+enum ENUM_DEAL_ENTRY { DEAL_ENTRY_IN = 0, DEAL_ENTRY_OUT = 1, DEAL_ENTRY_INOUT = 2, DEAL_ENTRY_OUT_BY = 3 };
+enum ENUM_DEAL_TYPE { DEAL_TYPE_BUY = 0, DEAL_TYPE_SELL = 1, DEAL_TYPE_BALANCE = 2 };
+enum ENUM_DEAL_REASON { DEAL_REASON_CLIENT = 0, DEAL_REASON_MOBILE = 1, DEAL_REASON_WEB = 2, DEAL_REASON_EXPERT = 3, DEAL_REASON_SL = 4, DEAL_REASON_TP = 5, DEAL_REASON_SO = 6, DEAL_REASON_ROLLOVER = 7, DEAL_REASON_VMARGIN = 8, DEAL_REASON_SPLIT = 9 };
+enum ENUM_ACCOUNT_MARGIN_MODE { ACCOUNT_MARGIN_MODE_RETAIL_NETTING = 0, ACCOUNT_MARGIN_MODE_EXCHANGE = 1, ACCOUNT_MARGIN_MODE_RETAIL_HEDGING = 2 };
+enum ENUM_TRADE_TRANSACTION_TYPE { TRADE_TRANSACTION_ORDER_ADD = 0, TRADE_TRANSACTION_ORDER_UPDATE = 1, TRADE_TRANSACTION_ORDER_DELETE = 2, TRADE_TRANSACTION_HISTORY_ADD = 3, TRADE_TRANSACTION_HISTORY_UPDATE = 4, TRADE_TRANSACTION_HISTORY_DELETE = 5, TRADE_TRANSACTION_DEAL_ADD = 6, TRADE_TRANSACTION_DEAL_UPDATE = 7, TRADE_TRANSACTION_DEAL_DELETE = 8, TRADE_TRANSACTION_POSITION = 9, TRADE_TRANSACTION_REQUEST = 10 };
+enum ENUM_POSITION_PROPERTY_INTEGER { POSITION_TICKET = 17, POSITION_TIME = 1, POSITION_TIME_MSC = 14, POSITION_TIME_UPDATE = 15, POSITION_TIME_UPDATE_MSC = 16, POSITION_TYPE = 2, POSITION_MAGIC = 12, POSITION_IDENTIFIER = 13, POSITION_REASON = 18 };
+enum ENUM_POSITION_PROPERTY_DOUBLE { POSITION_VOLUME = 3, POSITION_PRICE_OPEN = 4, POSITION_SL = 6, POSITION_TP = 7, POSITION_PRICE_CURRENT = 5, POSITION_SWAP = 9, POSITION_PROFIT = 10 };
+enum ENUM_POSITION_PROPERTY_STRING { POSITION_SYMBOL = 0, POSITION_COMMENT = 11, POSITION_EXTERNAL_ID = 19 };
+enum ENUM_DEAL_PROPERTY_INTEGER { DEAL_TICKET = 16, DEAL_ORDER = 1, DEAL_TIME = 2, DEAL_TIME_MSC = 13, DEAL_TYPE = 3, DEAL_ENTRY = 4, DEAL_MAGIC = 5, DEAL_REASON = 14, DEAL_POSITION_ID = 6 };
+enum ENUM_DEAL_PROPERTY_DOUBLE { DEAL_VOLUME = 7, DEAL_PRICE = 8, DEAL_COMMISSION = 9, DEAL_SWAP = 10, DEAL_PROFIT = 11, DEAL_FEE = 15 };
+enum ENUM_DEAL_PROPERTY_STRING { DEAL_SYMBOL = 0, DEAL_COMMENT = 12, DEAL_EXTERNAL_ID = 17 };
+enum ENUM_ACCOUNT_INFO_INTEGER { ACCOUNT_LOGIN = 0, ACCOUNT_TRADE_MODE = 32, ACCOUNT_LEVERAGE = 35, ACCOUNT_LIMIT_ORDERS = 47, ACCOUNT_MARGIN_SO_MODE = 44, ACCOUNT_TRADE_ALLOWED = 33, ACCOUNT_TRADE_EXPERT = 34, ACCOUNT_MARGIN_MODE = 48, ACCOUNT_CURRENCY_DIGITS = 49 };
+enum ENUM_ACCOUNT_INFO_DOUBLE { ACCOUNT_BALANCE = 37, ACCOUNT_CREDIT = 38, ACCOUNT_PROFIT = 39, ACCOUNT_EQUITY = 40, ACCOUNT_MARGIN = 41, ACCOUNT_MARGIN_FREE = 42, ACCOUNT_MARGIN_LEVEL = 43, ACCOUNT_MARGIN_SO_CALL = 45, ACCOUNT_MARGIN_SO_SO = 46 };
+enum ENUM_ACCOUNT_INFO_STRING { ACCOUNT_NAME = 1, ACCOUNT_SERVER = 3, ACCOUNT_CURRENCY = 36, ACCOUNT_COMPANY = 2 };
+enum ENUM_SYMBOL_INFO_INTEGER { SYMBOL_SELECT = 0, SYMBOL_DIGITS = 17, SYMBOL_SPREAD = 18, SYMBOL_TRADE_MODE = 29, SYMBOL_FILLING_MODE = 50, SYMBOL_TIME = 15 };
+enum ENUM_SYMBOL_INFO_DOUBLE { SYMBOL_BID = 1, SYMBOL_ASK = 4, SYMBOL_POINT = 16, SYMBOL_TRADE_CONTRACT_SIZE = 28, SYMBOL_VOLUME_MIN = 34, SYMBOL_VOLUME_MAX = 35, SYMBOL_VOLUME_STEP = 36 };
+#define SYMBOL_FILLING_FOK 1
+#define SYMBOL_FILLING_IOC 2
+#define SYMBOL_FILLING_BOC 4
+enum ENUM_TRADE_RETCODE_VALUES {};
+#define TRADE_RETCODE_REQUOTE 10004
+#define TRADE_RETCODE_REJECT 10006
+#define TRADE_RETCODE_CANCEL 10007
+#define TRADE_RETCODE_PLACED 10008
+#define TRADE_RETCODE_DONE 10009
+#define TRADE_RETCODE_DONE_PARTIAL 10010
+#define TRADE_RETCODE_ERROR 10011
+#define TRADE_RETCODE_TIMEOUT 10012
+#define TRADE_RETCODE_INVALID 10013
+#define TRADE_RETCODE_INVALID_VOLUME 10014
+#define TRADE_RETCODE_INVALID_PRICE 10015
+#define TRADE_RETCODE_INVALID_STOPS 10016
+#define TRADE_RETCODE_TRADE_DISABLED 10017
+#define TRADE_RETCODE_MARKET_CLOSED 10018
+#define TRADE_RETCODE_NO_MONEY 10019
+#define TRADE_RETCODE_PRICE_CHANGED 10020
+#define TRADE_RETCODE_PRICE_OFF 10021
+#define TRADE_RETCODE_TOO_MANY_REQUESTS 10024
+#define TRADE_RETCODE_SERVER_DISABLES_AT 10026
+#define TRADE_RETCODE_CLIENT_DISABLES_AT 10027
+#define TRADE_RETCODE_INVALID_FILL 10030
+#define TRADE_RETCODE_CONNECTION 10031
+#define TRADE_RETCODE_POSITION_CLOSED 10036
+#define TRADE_RETCODE_INVALID_CLOSE_VOLUME 10038
+
+struct MqlTradeRequest {
+    ENUM_TRADE_REQUEST_ACTIONS action;
+    ulong magic;
+    ulong order;
+    string symbol;
+    double volume;
+    double price;
+    double stoplimit;
+    double sl;
+    double tp;
+    ulong deviation;
+    ENUM_ORDER_TYPE type;
+    ENUM_ORDER_TYPE_FILLING type_filling;
+    ENUM_ORDER_TYPE_TIME type_time;
+    datetime expiration;
+    string comment;
+    ulong position;
+    ulong position_by;
+};
+struct MqlTradeResult {
+    uint retcode;
+    ulong deal;
+    ulong order;
+    double volume;
+    double price;
+    double bid;
+    double ask;
+    string comment;
+    uint request_id;
+    int retcode_external;
+};
+struct MqlTradeTransaction {
+    ulong deal;
+    ulong order;
+    string symbol;
+    ENUM_TRADE_TRANSACTION_TYPE type;
+    ENUM_ORDER_TYPE order_type;
+    int order_state;
+    ENUM_DEAL_TYPE deal_type;
+    ENUM_ORDER_TYPE_TIME time_type;
+    datetime time_expiration;
+    double price;
+    double price_trigger;
+    double price_sl;
+    double price_tp;
+    double volume;
+    ulong position;
+    ulong position_by;
+};
+struct MqlTick {
+    datetime time;
+    double bid;
+    double ask;
+    double last;
+    ulong volume;
+    long time_msc;
+    uint flags;
+    double volume_real;
+};
+
+namespace mqlrt::trade {
+
+struct Symbol {
+    std::string name;
+    int digits = 5;
+    double point = 0.00001, contract = 100000, vmin = 0.01, vmax = 100, vstep = 0.01;
+    long filling = SYMBOL_FILLING_FOK | SYMBOL_FILLING_IOC;
+    double bid = 0, ask = 0;
+    long time_msc = 0;
+    bool ticked = false;
+};
+struct Position {
+    ulong ticket, identifier;
+    std::string symbol, comment;
+    int type;
+    ulong magic;
+    double volume, price_open, sl = 0, tp = 0, swap = 0;
+    long time_msc;
+};
+struct Deal {
+    ulong ticket, order, position;
+    std::string symbol, comment;
+    int type, entry, reason;
+    ulong magic;
+    double volume, price, profit, commission, swap = 0, fee = 0;
+    long time_msc;      // server time
+    long visible_at;    // UTC ms when it enters the history
+};
+struct Fault {
+    int retcode = 0;
+    double fill_ratio = 0;
+    bool timeout_executed = false;
+};
+struct Event {
+    MqlTradeTransaction t;
+    MqlTradeRequest rq;
+    MqlTradeResult rs;
+};
+
+struct Server {
+    long login = 1000001;
+    std::string currency = "USD";
+    int margin_mode = ACCOUNT_MARGIN_MODE_RETAIL_HEDGING;
+    double balance = 10000, leverage = 100, commission_per_lot = 3.5;
+    bool commission_each_side = false;  // false: the round turn is charged on the closing deal
+    bool connected = true, trade_expert = true, terminal_trade_allowed = true;
+    long history_delay_ms = 50;
+    long tick_interval_ms = 100;
+    long last_tick = 0;
+    ulong next_order = 50000001, next_deal = 70000001;
+    std::map<std::string, Symbol> symbols;
+    std::vector<Position> positions;  // in opening order
+    std::vector<Deal> deals;
+    std::deque<Fault> faults;
+    std::deque<Event> events;
+    nlohmann::json received = nlohmann::json::array();
+    std::mt19937_64 rng{7};
+    // what the MQL5 functions have selected
+    long selected_position = -1;                 // index into positions
+    std::vector<size_t> history;                  // deals HistorySelect chose
+    long history_from = 0, history_to = 0;
+    bool history_selected = false;
+};
+inline Server &server() {
+    static Server s;
+    return s;
+}
+
+inline Symbol *symbol(const std::string &name) {
+    auto it = server().symbols.find(name);
+    return it == server().symbols.end() ? nullptr : &it->second;
+}
+inline long server_ms() { return utc_ms() + server_offset_s() * 1000; }
+
+inline void add_symbol(const std::string &name, double price, int digits) {
+    Symbol s;
+    s.name = name;
+    s.digits = digits;
+    s.point = std::pow(10.0, -digits);
+    double spread = 10 * s.point;
+    s.bid = price;
+    s.ask = price + spread;
+    s.time_msc = server_ms();
+    server().symbols[name] = s;
+}
+
+inline double profit_of(const Position &p) {
+    const Symbol *s = symbol(p.symbol);
+    if (s == nullptr) return 0;
+    double now = p.type == POSITION_TYPE_BUY ? s->bid : s->ask;
+    double diff = p.type == POSITION_TYPE_BUY ? now - p.price_open : p.price_open - now;
+    return std::round(diff * p.volume * s->contract * 100) / 100;
+}
+inline double floating() {
+    double sum = 0;
+    for (const Position &p : server().positions) sum += profit_of(p) + p.swap;
+    return sum;
+}
+inline double margin() {
+    double sum = 0;
+    for (const Position &p : server().positions) {
+        const Symbol *s = symbol(p.symbol);
+        if (s) sum += p.volume * s->contract * p.price_open / server().leverage;
+    }
+    return std::round(sum * 100) / 100;
+}
+
+inline void queue(ENUM_TRADE_TRANSACTION_TYPE type, const Deal *d, ulong order, const std::string &sym, ulong position,
+                  const MqlTradeRequest *rq = nullptr, const MqlTradeResult *rs = nullptr) {
+    Event e{};
+    e.t.type = type;
+    e.t.order = order;
+    e.t.symbol = string::from_utf8(sym);
+    e.t.position = position;
+    if (d) {
+        e.t.deal = d->ticket;
+        e.t.deal_type = static_cast<ENUM_DEAL_TYPE>(d->type);
+        e.t.price = d->price;
+        e.t.volume = d->volume;
+    }
+    if (rq) e.rq = *rq;
+    if (rs) e.rs = *rs;
+    server().events.push_back(e);
+}
+
+// a fill of `volume` at `price`: opens, adds to (netting) or reduces a position; writes the deal
+inline Deal fill(const std::string &sym, int order_type, double volume, double price, ulong magic,
+                 const std::string &comment, ulong position_ticket, int reason, ulong order) {
+    Server &S = server();
+    Deal d{};
+    d.ticket = S.next_deal++;
+    d.order = order;
+    d.symbol = sym;
+    d.comment = comment;
+    d.type = order_type == ORDER_TYPE_BUY ? DEAL_TYPE_BUY : DEAL_TYPE_SELL;
+    d.reason = reason;
+    d.magic = magic;
+    d.volume = volume;
+    d.price = price;
+    d.time_msc = server_ms();
+    d.visible_at = utc_ms() + S.history_delay_ms;
+    auto target = S.positions.end();
+    if (position_ticket != 0) {
+        target = std::find_if(S.positions.begin(), S.positions.end(),
+                              [&](const Position &p) { return p.ticket == position_ticket; });
+    } else if (S.margin_mode == ACCOUNT_MARGIN_MODE_RETAIL_NETTING) {
+        target = std::find_if(S.positions.begin(), S.positions.end(), [&](const Position &p) { return p.symbol == sym; });
+    }
+    if (target == S.positions.end()) {
+        Position p{order, order, sym, comment, order_type == ORDER_TYPE_BUY ? POSITION_TYPE_BUY : POSITION_TYPE_SELL,
+                   magic, volume, price};
+        p.time_msc = d.time_msc;
+        S.positions.push_back(p);
+        d.entry = DEAL_ENTRY_IN;
+        d.position = p.identifier;
+    } else if ((target->type == POSITION_TYPE_BUY) == (order_type == ORDER_TYPE_BUY)) {
+        target->price_open = (target->price_open * target->volume + price * volume) / (target->volume + volume);
+        target->volume += volume;
+        d.entry = DEAL_ENTRY_IN;
+        d.position = target->identifier;
+    } else {
+        double closed = std::min(volume, target->volume);
+        const Symbol *s = symbol(sym);
+        double diff = target->type == POSITION_TYPE_BUY ? price - target->price_open : target->price_open - price;
+        d.profit = std::round(diff * closed * (s ? s->contract : 1) * 100) / 100;
+        d.entry = DEAL_ENTRY_OUT;
+        d.position = target->identifier;
+        S.balance += d.profit;
+        target->volume = std::round((target->volume - closed) * 1e8) / 1e8;
+        if (target->volume <= 1e-9) S.positions.erase(target);
+    }
+    double per_side = std::round(S.commission_per_lot * volume * 100) / 100;
+    d.commission = d.entry == DEAL_ENTRY_IN ? (S.commission_each_side ? -per_side : 0.0)
+                                            : -(S.commission_each_side ? per_side : 2 * per_side);
+    S.balance += d.commission;
+    S.deals.push_back(d);
+    return d;
+}
+
+inline void set_retcode(MqlTradeResult &result, uint code, const char *comment) {
+    result.retcode = code;
+    result.comment = comment;
+}
+
+// OrderSend: the terminal's checks (false, last error set), then the trade server's answer
+inline bool order_send(const MqlTradeRequest &request, MqlTradeResult &result) {
+    Server &S = server();
+    result = MqlTradeResult();
+    std::string sym = request.symbol.utf8();
+    S.received.push_back({{"action", static_cast<int>(request.action)}, {"symbol", sym}, {"type", static_cast<int>(request.type)},
+                          {"volume", request.volume}, {"position", request.position}, {"magic", request.magic},
+                          {"comment", request.comment.utf8()}, {"price", request.price}});
+    auto refuse = [&](uint code, const char *comment) {
+        set_retcode(result, code, comment);
+        set_last_error(ERR_TRADE_SEND_FAILED);
+        return false;
+    };
+    if (!S.connected) return refuse(TRADE_RETCODE_CONNECTION, "No connection with the trade server");
+    if (!S.terminal_trade_allowed) return refuse(TRADE_RETCODE_CLIENT_DISABLES_AT, "AutoTrading disabled by client");
+    if (request.action != TRADE_ACTION_DEAL) return refuse(TRADE_RETCODE_INVALID, "Invalid request");
+    if (request.comment.len() > 31) return refuse(TRADE_RETCODE_INVALID, "Invalid request (comment too long)");
+    Symbol *s = symbol(sym);
+    if (s == nullptr) return refuse(TRADE_RETCODE_INVALID, "Invalid request (unknown symbol)");
+    if (request.type != ORDER_TYPE_BUY && request.type != ORDER_TYPE_SELL) return refuse(TRADE_RETCODE_INVALID, "Invalid request");
+    double steps = request.volume / s->vstep;
+    if (request.volume < s->vmin - 1e-9 || request.volume > s->vmax + 1e-9 || std::fabs(steps - std::round(steps)) > 1e-7)
+        return refuse(TRADE_RETCODE_INVALID_VOLUME, "Invalid volume");
+    if (!(s->filling & (request.type_filling == ORDER_FILLING_FOK ? SYMBOL_FILLING_FOK
+                        : request.type_filling == ORDER_FILLING_IOC ? SYMBOL_FILLING_IOC : 0)) &&
+        request.type_filling != ORDER_FILLING_RETURN)
+        return refuse(TRADE_RETCODE_INVALID_FILL, "Unsupported filling mode");
+    Position *closing = nullptr;
+    if (request.position != 0) {
+        for (Position &p : S.positions)
+            if (p.ticket == request.position) closing = &p;
+        if (closing == nullptr) return refuse(TRADE_RETCODE_POSITION_CLOSED, "Position doesn't exist");
+        if (request.volume > closing->volume + 1e-9) return refuse(TRADE_RETCODE_INVALID_CLOSE_VOLUME, "Invalid close volume");
+    }
+    double price = request.type == ORDER_TYPE_BUY ? s->ask : s->bid;
+    result.bid = s->bid;
+    result.ask = s->ask;
+    Fault fault;
+    if (!S.faults.empty()) {
+        fault = S.faults.front();
+        S.faults.pop_front();
+    }
+    if (fault.retcode != 0) {
+        set_retcode(result, static_cast<uint>(fault.retcode), "scripted refusal");
+        return false;
+    }
+    if (request.price > 0 && std::fabs(request.price - price) > (request.deviation + 0.5) * s->point) {
+        set_retcode(result, TRADE_RETCODE_REQUOTE, "Requote");
+        return false;
+    }
+    double volume = request.volume;
+    if (fault.fill_ratio > 0 && fault.fill_ratio < 1)
+        volume = std::max(s->vmin, std::floor(request.volume * fault.fill_ratio / s->vstep + 1e-9) * s->vstep);
+    ulong order = S.next_order++;
+    MqlTradeResult done{};
+    Deal d = fill(sym, request.type, volume, price, request.magic, request.comment.utf8(), request.position,
+                  DEAL_REASON_EXPERT, order);
+    done.retcode = volume < request.volume - 1e-9 ? TRADE_RETCODE_DONE_PARTIAL : TRADE_RETCODE_DONE;
+    done.deal = d.ticket;
+    done.order = order;
+    done.volume = volume;
+    done.price = price;
+    done.bid = s->bid;
+    done.ask = s->ask;
+    done.comment = done.retcode == TRADE_RETCODE_DONE ? "Request executed" : "Request executed partially";
+    // what MT5 sends for a market order: the order, the deal, the position, the order leaving, the request
+    queue(TRADE_TRANSACTION_ORDER_ADD, nullptr, order, sym, d.position);
+    queue(TRADE_TRANSACTION_DEAL_ADD, &d, order, sym, d.position);
+    queue(TRADE_TRANSACTION_ORDER_DELETE, nullptr, order, sym, d.position);
+    queue(TRADE_TRANSACTION_HISTORY_ADD, nullptr, order, sym, d.position);
+    queue(TRADE_TRANSACTION_REQUEST, nullptr, 0, sym, d.position, &request, &done);
+    if (fault.timeout_executed) {  // executed, but the answer did not come back in time
+        set_retcode(result, TRADE_RETCODE_TIMEOUT, "Request timeout");
+        return false;
+    }
+    result = done;
+    return true;
+}
+
+// a close the EA did not ask for (stop loss, take profit, stop out, a person)
+inline bool close_outside(ulong ticket, int reason) {
+    Server &S = server();
+    for (const Position &p : S.positions) {
+        if (p.ticket != ticket) continue;
+        const Symbol *s = symbol(p.symbol);
+        int type = p.type == POSITION_TYPE_BUY ? ORDER_TYPE_SELL : ORDER_TYPE_BUY;
+        double price = type == ORDER_TYPE_BUY ? s->ask : s->bid;
+        ulong order = S.next_order++;
+        std::string comment = reason == DEAL_REASON_SL ? "[sl]" : reason == DEAL_REASON_TP ? "[tp]" : reason == DEAL_REASON_SO ? "[so]" : "";
+        std::string sym = p.symbol;
+        Deal d = fill(sym, type, p.volume, price, 0, comment, ticket, reason, order);
+        queue(TRADE_TRANSACTION_DEAL_ADD, &d, order, sym, d.position);
+        queue(TRADE_TRANSACTION_HISTORY_ADD, nullptr, order, sym, d.position);
+        return true;
+    }
+    return false;
+}
+
+inline void step(long now_utc_ms) {
+    Server &S = server();
+    if (S.tick_interval_ms <= 0 || now_utc_ms - S.last_tick < S.tick_interval_ms) return;
+    S.last_tick = now_utc_ms;
+    std::normal_distribution<double> walk(0.0, 1.0);
+    for (auto &kv : S.symbols) {
+        Symbol &s = kv.second;
+        double move = std::round(walk(S.rng) * 2) * s.point;
+        double spread = s.ask - s.bid;
+        s.bid = NormalizeDouble(s.bid + move, s.digits);
+        s.ask = NormalizeDouble(s.bid + spread, s.digits);
+        s.time_msc = server_ms();
+        s.ticked = true;
+    }
+}
+
+inline bool take_tick(const std::string &chart_symbol) {
+    Symbol *s = symbol(chart_symbol);
+    if (s == nullptr || !s->ticked) return false;
+    s->ticked = false;
+    return true;
+}
+
+inline bool next_transaction(MqlTradeTransaction &t, MqlTradeRequest &rq, MqlTradeResult &rs) {
+    Server &S = server();
+    if (S.events.empty()) return false;
+    t = S.events.front().t;
+    rq = S.events.front().rq;
+    rs = S.events.front().rs;
+    S.events.pop_front();
+    return true;
+}
+
+inline nlohmann::json position_json(const Position &p) {
+    return {{"ticket", p.ticket}, {"identifier", p.identifier}, {"symbol", p.symbol}, {"type", p.type},
+            {"volume", p.volume}, {"price_open", p.price_open}, {"sl", p.sl}, {"tp", p.tp},
+            {"profit", profit_of(p)}, {"magic", p.magic}, {"comment", p.comment}};
+}
+
+inline void configure(const nlohmann::json &o) {
+    Server &S = server();
+    if (S.symbols.empty()) {
+        add_symbol("EURUSD", 1.10000, 5);
+        add_symbol("GBPUSD", 1.27000, 5);
+        add_symbol("USDJPY", 150.000, 3);
+        add_symbol("XAUUSD", 2000.00, 2);
+        symbol("XAUUSD")->contract = 100;
+    }
+    if (o.is_null()) return;
+    if (o.contains("login")) S.login = o["login"].get<long>();
+    if (o.contains("netting")) S.margin_mode = o["netting"].get<bool>() ? ACCOUNT_MARGIN_MODE_RETAIL_NETTING : ACCOUNT_MARGIN_MODE_RETAIL_HEDGING;
+    if (o.contains("balance")) S.balance = o["balance"].get<double>();
+    if (o.contains("history_delay_ms")) S.history_delay_ms = o["history_delay_ms"].get<long>();
+    if (o.contains("tick_interval_ms")) S.tick_interval_ms = o["tick_interval_ms"].get<long>();
+    if (o.contains("commission_per_lot")) S.commission_per_lot = o["commission_per_lot"].get<double>();
+    if (o.contains("commission_each_side")) S.commission_each_side = o["commission_each_side"].get<bool>();
+    if (o.contains("seed")) S.rng.seed(o["seed"].get<ulong>());
+}
+
+// the control ops `trade.*`
+inline nlohmann::json control(const nlohmann::json &cmd) {
+    Server &S = server();
+    const std::string op = cmd.value("op", "");
+    if (op == "trade.positions") {
+        nlohmann::json rows = nlohmann::json::array();
+        for (const Position &p : S.positions) rows.push_back(position_json(p));
+        return {{"ok", true}, {"positions", rows}};
+    }
+    if (op == "trade.fault") {
+        Fault f;
+        f.retcode = cmd.value("retcode", 0);
+        f.fill_ratio = cmd.value("fill_ratio", 0.0);
+        f.timeout_executed = cmd.value("timeout_executed", false);
+        if (f.retcode == 0 && f.fill_ratio <= 0 && !f.timeout_executed)
+            return {{"ok", false}, {"error", "trade.fault needs retcode, fill_ratio or timeout_executed"}};
+        S.faults.push_back(f);
+        return {{"ok", true}, {"queued", S.faults.size()}};
+    }
+    if (op == "trade.received") return {{"ok", true}, {"requests", S.received}};
+    if (op == "trade.history") {
+        nlohmann::json rows = nlohmann::json::array();
+        for (const Deal &d : S.deals)
+            rows.push_back({{"ticket", d.ticket}, {"order", d.order}, {"position", d.position}, {"symbol", d.symbol},
+                            {"entry", d.entry}, {"reason", d.reason}, {"volume", d.volume}, {"price", d.price},
+                            {"profit", d.profit}, {"commission", d.commission}, {"comment", d.comment}});
+        return {{"ok", true}, {"deals", rows}};
+    }
+    if (op == "trade.price") {
+        Symbol *s = symbol(cmd.value("symbol", ""));
+        if (s == nullptr) return {{"ok", false}, {"error", "unknown symbol"}};
+        s->bid = cmd.value("bid", s->bid);
+        s->ask = cmd.value("ask", s->ask);
+        s->time_msc = server_ms();
+        s->ticked = true;
+        return {{"ok", true}};
+    }
+    if (op == "trade.close") {
+        static const std::map<std::string, int> reasons = {{"sl", DEAL_REASON_SL}, {"tp", DEAL_REASON_TP}, {"so", DEAL_REASON_SO}, {"client", DEAL_REASON_CLIENT}};
+        auto r = reasons.find(cmd.value("reason", "client"));
+        if (r == reasons.end()) return {{"ok", false}, {"error", "reason must be sl, tp, so or client"}};
+        if (!close_outside(cmd.value("ticket", 0UL), r->second)) return {{"ok", false}, {"error", "no such position"}};
+        return {{"ok", true}};
+    }
+    if (op == "trade.disconnect" || op == "trade.reconnect") {
+        S.connected = op == "trade.reconnect";
+        return {{"ok", true}};
+    }
+    if (op == "trade.account") {
+        if (cmd.contains("balance")) S.balance = cmd["balance"].get<double>();
+        if (cmd.contains("trade_expert")) S.trade_expert = cmd["trade_expert"].get<bool>();
+        if (cmd.contains("terminal_trade_allowed")) S.terminal_trade_allowed = cmd["terminal_trade_allowed"].get<bool>();
+        return {{"ok", true}, {"balance", S.balance}, {"equity", S.balance + floating()}};
+    }
+    return {{"ok", false}, {"error", "unknown op " + op}};
+}
+
+}  // namespace mqlrt::trade
+
+// --- trade ----------------------------------------------------------------------------------------------------
+MQL_BUILTIN bool OrderSend(const MqlTradeRequest &request, MqlTradeResult &result) { return mqlrt::trade::order_send(request, result); }
+
+// --- positions ------------------------------------------------------------------------------------------------
+MQL_BUILTIN int PositionsTotal(void) { return static_cast<int>(mqlrt::trade::server().positions.size()); }
+MQL_BUILTIN ulong PositionGetTicket(int index) {
+    auto &S = mqlrt::trade::server();
+    if (index < 0 || index >= static_cast<int>(S.positions.size())) {
+        mqlrt::set_last_error(ERR_TRADE_POSITION_NOT_FOUND);
+        S.selected_position = -1;
+        return 0;
+    }
+    S.selected_position = index;
+    return S.positions[static_cast<size_t>(index)].ticket;
+}
+MQL_BUILTIN bool PositionSelectByTicket(ulong ticket) {
+    auto &S = mqlrt::trade::server();
+    for (size_t i = 0; i < S.positions.size(); i++)
+        if (S.positions[i].ticket == ticket) {
+            S.selected_position = static_cast<long>(i);
+            return true;
+        }
+    mqlrt::set_last_error(ERR_TRADE_POSITION_NOT_FOUND);
+    return false;
+}
+MQL_BUILTIN bool PositionSelect(const string &symbol) {
+    auto &S = mqlrt::trade::server();
+    for (size_t i = 0; i < S.positions.size(); i++)
+        if (S.positions[i].symbol == symbol.utf8()) {
+            S.selected_position = static_cast<long>(i);
+            return true;
+        }
+    mqlrt::set_last_error(ERR_TRADE_POSITION_NOT_FOUND);
+    return false;
+}
+namespace mqlrt::trade {
+inline const Position *selected() {
+    Server &S = server();
+    if (S.selected_position < 0 || S.selected_position >= static_cast<long>(S.positions.size())) {
+        set_last_error(ERR_TRADE_POSITION_NOT_FOUND);
+        return nullptr;
+    }
+    return &S.positions[static_cast<size_t>(S.selected_position)];
+}
+}  // namespace mqlrt::trade
+MQL_BUILTIN long PositionGetInteger(ENUM_POSITION_PROPERTY_INTEGER property_id) {
+    const auto *p = mqlrt::trade::selected();
+    if (!p) return 0;
+    switch (property_id) {
+        case POSITION_TICKET: return static_cast<long>(p->ticket);
+        case POSITION_IDENTIFIER: return static_cast<long>(p->identifier);
+        case POSITION_TYPE: return p->type;
+        case POSITION_MAGIC: return static_cast<long>(p->magic);
+        case POSITION_TIME: return p->time_msc / 1000;
+        case POSITION_TIME_MSC: return p->time_msc;
+        case POSITION_TIME_UPDATE: return p->time_msc / 1000;
+        case POSITION_TIME_UPDATE_MSC: return p->time_msc;
+        case POSITION_REASON: return 3;  // POSITION_REASON_EXPERT
+    }
+    return 0;
+}
+MQL_BUILTIN double PositionGetDouble(ENUM_POSITION_PROPERTY_DOUBLE property_id) {
+    const auto *p = mqlrt::trade::selected();
+    if (!p) return 0;
+    const auto *s = mqlrt::trade::symbol(p->symbol);
+    switch (property_id) {
+        case POSITION_VOLUME: return p->volume;
+        case POSITION_PRICE_OPEN: return p->price_open;
+        case POSITION_PRICE_CURRENT: return s ? (p->type == POSITION_TYPE_BUY ? s->bid : s->ask) : 0;
+        case POSITION_SL: return p->sl;
+        case POSITION_TP: return p->tp;
+        case POSITION_SWAP: return p->swap;
+        case POSITION_PROFIT: return mqlrt::trade::profit_of(*p);
+    }
+    return 0;
+}
+MQL_BUILTIN string PositionGetString(ENUM_POSITION_PROPERTY_STRING property_id) {
+    const auto *p = mqlrt::trade::selected();
+    if (!p) return string();
+    switch (property_id) {
+        case POSITION_SYMBOL: return string::from_utf8(p->symbol);
+        case POSITION_COMMENT: return string::from_utf8(p->comment);
+        case POSITION_EXTERNAL_ID: return string();
+    }
+    return string();
+}
+
+// --- history --------------------------------------------------------------------------------------------------
+MQL_BUILTIN bool HistorySelect(datetime from_date, datetime to_date) {
+    auto &S = mqlrt::trade::server();
+    S.history.clear();
+    long now = mqlrt::utc_ms();
+    for (size_t i = 0; i < S.deals.size(); i++) {
+        const auto &d = S.deals[i];
+        if (d.visible_at <= now && d.time_msc / 1000 >= from_date && d.time_msc / 1000 <= to_date) S.history.push_back(i);
+    }
+    S.history_from = from_date;
+    S.history_to = to_date;
+    S.history_selected = true;
+    return true;
+}
+MQL_BUILTIN int HistoryDealsTotal(void) { return static_cast<int>(mqlrt::trade::server().history.size()); }
+MQL_BUILTIN ulong HistoryDealGetTicket(int index) {
+    auto &S = mqlrt::trade::server();
+    if (index < 0 || index >= static_cast<int>(S.history.size())) {
+        mqlrt::set_last_error(ERR_TRADE_DEAL_NOT_FOUND);
+        return 0;
+    }
+    return S.deals[S.history[static_cast<size_t>(index)]].ticket;
+}
+MQL_BUILTIN bool HistoryDealSelect(ulong ticket) {
+    auto &S = mqlrt::trade::server();
+    long now = mqlrt::utc_ms();
+    for (size_t i = 0; i < S.deals.size(); i++)
+        if (S.deals[i].ticket == ticket && S.deals[i].visible_at <= now) {
+            S.history.assign(1, i);
+            return true;
+        }
+    mqlrt::set_last_error(ERR_TRADE_DEAL_NOT_FOUND);
+    return false;
+}
+namespace mqlrt::trade {
+// a deal's properties are read from the history the last HistorySelect / HistoryDealSelect chose
+inline const Deal *deal_in_history(ulong ticket) {
+    Server &S = server();
+    for (size_t i : S.history)
+        if (S.deals[i].ticket == ticket) return &S.deals[i];
+    set_last_error(ERR_TRADE_DEAL_NOT_FOUND);
+    return nullptr;
+}
+}  // namespace mqlrt::trade
+MQL_BUILTIN long HistoryDealGetInteger(ulong ticket_number, ENUM_DEAL_PROPERTY_INTEGER property_id) {
+    const auto *d = mqlrt::trade::deal_in_history(ticket_number);
+    if (!d) return 0;
+    switch (property_id) {
+        case DEAL_TICKET: return static_cast<long>(d->ticket);
+        case DEAL_ORDER: return static_cast<long>(d->order);
+        case DEAL_TIME: return d->time_msc / 1000;
+        case DEAL_TIME_MSC: return d->time_msc;
+        case DEAL_TYPE: return d->type;
+        case DEAL_ENTRY: return d->entry;
+        case DEAL_MAGIC: return static_cast<long>(d->magic);
+        case DEAL_REASON: return d->reason;
+        case DEAL_POSITION_ID: return static_cast<long>(d->position);
+    }
+    return 0;
+}
+MQL_BUILTIN double HistoryDealGetDouble(ulong ticket_number, ENUM_DEAL_PROPERTY_DOUBLE property_id) {
+    const auto *d = mqlrt::trade::deal_in_history(ticket_number);
+    if (!d) return 0;
+    switch (property_id) {
+        case DEAL_VOLUME: return d->volume;
+        case DEAL_PRICE: return d->price;
+        case DEAL_COMMISSION: return d->commission;
+        case DEAL_SWAP: return d->swap;
+        case DEAL_PROFIT: return d->profit;
+        case DEAL_FEE: return d->fee;
+    }
+    return 0;
+}
+MQL_BUILTIN string HistoryDealGetString(ulong ticket_number, ENUM_DEAL_PROPERTY_STRING property_id) {
+    const auto *d = mqlrt::trade::deal_in_history(ticket_number);
+    if (!d) return string();
+    switch (property_id) {
+        case DEAL_SYMBOL: return string::from_utf8(d->symbol);
+        case DEAL_COMMENT: return string::from_utf8(d->comment);
+        case DEAL_EXTERNAL_ID: return string();
+    }
+    return string();
+}
+
+// --- account and symbols --------------------------------------------------------------------------------------
+MQL_BUILTIN long AccountInfoInteger(ENUM_ACCOUNT_INFO_INTEGER property_id) {
+    auto &S = mqlrt::trade::server();
+    switch (property_id) {
+        case ACCOUNT_LOGIN: return S.connected || S.login ? S.login : 0;
+        case ACCOUNT_TRADE_MODE: return 0;  // demo
+        case ACCOUNT_LEVERAGE: return static_cast<long>(S.leverage);
+        case ACCOUNT_TRADE_ALLOWED: return S.connected;
+        case ACCOUNT_TRADE_EXPERT: return S.trade_expert;
+        case ACCOUNT_MARGIN_MODE: return S.margin_mode;
+        case ACCOUNT_CURRENCY_DIGITS: return 2;
+        default: return 0;
+    }
+}
+MQL_BUILTIN double AccountInfoDouble(ENUM_ACCOUNT_INFO_DOUBLE property_id) {
+    auto &S = mqlrt::trade::server();
+    double equity = S.balance + mqlrt::trade::floating();
+    double margin = mqlrt::trade::margin();
+    switch (property_id) {
+        case ACCOUNT_BALANCE: return S.balance;
+        case ACCOUNT_PROFIT: return mqlrt::trade::floating();
+        case ACCOUNT_EQUITY: return equity;
+        case ACCOUNT_MARGIN: return margin;
+        case ACCOUNT_MARGIN_FREE: return equity - margin;
+        case ACCOUNT_MARGIN_LEVEL: return margin > 0 ? equity / margin * 100 : 0;
+        default: return 0;
+    }
+}
+MQL_BUILTIN string AccountInfoString(ENUM_ACCOUNT_INFO_STRING property_id) {
+    auto &S = mqlrt::trade::server();
+    switch (property_id) {
+        case ACCOUNT_CURRENCY: return string::from_utf8(S.currency);
+        case ACCOUNT_NAME: return "Test Account";
+        case ACCOUNT_SERVER: return "hedgebridge-TestServer";
+        case ACCOUNT_COMPANY: return "hedgebridge";
+    }
+    return string();
+}
+MQL_BUILTIN bool SymbolSelect(const string &name, bool select) {
+    (void)select;
+    if (mqlrt::trade::symbol(name.utf8()) == nullptr) {
+        mqlrt::set_last_error(4301);  // ERR_MARKET_UNKNOWN_SYMBOL
+        return false;
+    }
+    return true;
+}
+MQL_BUILTIN bool SymbolInfoTick(const string &symbol, MqlTick &tick) {
+    const auto *s = mqlrt::trade::symbol(symbol.utf8());
+    if (s == nullptr) {
+        mqlrt::set_last_error(4301);
+        return false;
+    }
+    tick = MqlTick();
+    tick.bid = s->bid;
+    tick.ask = s->ask;
+    tick.time_msc = s->time_msc;
+    tick.time = s->time_msc / 1000;
+    return true;
+}
+MQL_BUILTIN long SymbolInfoInteger(const string &name, ENUM_SYMBOL_INFO_INTEGER prop_id) {
+    const auto *s = mqlrt::trade::symbol(name.utf8());
+    if (s == nullptr) {
+        mqlrt::set_last_error(4301);
+        return 0;
+    }
+    switch (prop_id) {
+        case SYMBOL_SELECT: return 1;
+        case SYMBOL_DIGITS: return s->digits;
+        case SYMBOL_SPREAD: return static_cast<long>(std::round((s->ask - s->bid) / s->point));
+        case SYMBOL_TRADE_MODE: return 4;  // SYMBOL_TRADE_MODE_FULL
+        case SYMBOL_FILLING_MODE: return s->filling;
+        case SYMBOL_TIME: return s->time_msc / 1000;
+    }
+    return 0;
+}
+MQL_BUILTIN double SymbolInfoDouble(const string &name, ENUM_SYMBOL_INFO_DOUBLE prop_id) {
+    const auto *s = mqlrt::trade::symbol(name.utf8());
+    if (s == nullptr) {
+        mqlrt::set_last_error(4301);
+        return 0;
+    }
+    switch (prop_id) {
+        case SYMBOL_BID: return s->bid;
+        case SYMBOL_ASK: return s->ask;
+        case SYMBOL_POINT: return s->point;
+        case SYMBOL_TRADE_CONTRACT_SIZE: return s->contract;
+        case SYMBOL_VOLUME_MIN: return s->vmin;
+        case SYMBOL_VOLUME_MAX: return s->vmax;
+        case SYMBOL_VOLUME_STEP: return s->vstep;
+    }
+    return 0;
+}
+
+namespace mqlrt::trade {
+inline bool terminal_connected() { return server().connected; }
+inline bool terminal_trade_allowed() { return server().terminal_trade_allowed; }
+}  // namespace mqlrt::trade
