@@ -486,6 +486,7 @@ class FakeMT5:
         seed: int = 3,
         first_ticket: int = 70_000_000,
         filling_mode: int = 1,  # SYMBOL_FILLING_FOK
+        commission_per_lot: float = 3.5,  # per side; the round turn is charged on the closing deal
     ) -> None:
         self._lock = threading.RLock()
         self._login = login
@@ -496,6 +497,7 @@ class FakeMT5:
         self._symbols = tuple(symbols)
         self._selected: set[str] = set()
         self._filling_mode = filling_mode
+        self._commission_per_lot = commission_per_lot
         self._feed = PriceFeed(self._symbols, random.Random(seed))
         self._book = _Book()
         self._next_order = first_ticket
@@ -684,8 +686,8 @@ class FakeMT5:
         with self._lock:
             if not self._linked():
                 return None
-            if ticket is not None:
-                return tuple(d for d in self._book.deals if d.ticket == ticket)
+            if ticket is not None:  # the package's reference: ``ticket`` is the ORDER ticket (DEAL_ORDER)
+                return tuple(d for d in self._book.deals if d.order == ticket)
             if position is not None:
                 return tuple(d for d in self._book.deals if d.position_id == position)
             if date_from is None or date_to is None:
@@ -812,7 +814,8 @@ class FakeMT5:
         self, position: _Position, volume: float, price: float, magic: int, comment: str, reason: int, order: int
     ) -> TradeDeal:
         profit = self._profit(position, volume, price)
-        self._balance = round(self._balance + profit, 2)
+        commission = -round(2 * self._commission_per_lot * volume, 2)
+        self._balance = round(self._balance + profit + commission, 2)
         remaining = round(position.volume - volume, 8)
         if remaining > 1e-9:
             position.volume = remaining
@@ -820,13 +823,14 @@ class FakeMT5:
             del self._book.positions[position.ticket]
         side = self.DEAL_TYPE_SELL if position.type == self.POSITION_TYPE_BUY else self.DEAL_TYPE_BUY
         return self._deal(order, position.symbol, side, self.DEAL_ENTRY_OUT, magic, position.ticket, reason, volume,
-                          price, profit, comment)  # fmt: skip
+                          price, profit, comment, commission)  # fmt: skip
 
     def _deal(self, order: int, symbol: str, side: int, entry: int, magic: int, position: int, reason: int,
-              volume: float, price: float, profit: float, comment: str) -> TradeDeal:  # fmt: skip
+              volume: float, price: float, profit: float, comment: str,
+              commission: float = 0.0) -> TradeDeal:  # fmt: skip
         now_ms = int(time.time() * 1000)
         deal = TradeDeal(self._next_deal, order, now_ms // 1000, now_ms, side, entry, magic, position, reason, volume,
-                         price, 0.0, 0.0, profit, 0.0, symbol, comment, "")  # fmt: skip
+                         price, commission, 0.0, profit, 0.0, symbol, comment, "")  # fmt: skip
         self._next_deal += 1
         self._book.deals.append(deal)
         return deal

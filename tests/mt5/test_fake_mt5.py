@@ -89,7 +89,9 @@ def test_a_fill_writes_a_position_and_deals_and_a_close_realises_the_profit() ->
     assert (result.retcode, result.volume, result.price, result.request.comment) == (10009, 0.1, tick.ask, "hb-test")
     (position,) = mt5.positions_get() or ()
     assert (position.ticket, position.magic, position.comment, position.type) == (result.order, 7, "hb-test", 0)
-    (deal,) = mt5.history_deals_get(ticket=result.deal) or ()
+    assert mt5.history_deals_get(ticket=result.deal) == ()  # ``ticket`` names the order (DEAL_ORDER), not the deal
+    (deal,) = mt5.history_deals_get(ticket=result.order) or ()
+    assert (deal.ticket, deal.order) == (result.deal, result.order)
     assert (deal.entry, deal.position_id, deal.comment) == (FakeMT5.DEAL_ENTRY_IN, position.ticket, "hb-test")
     for _ in range(50):
         mt5.step()
@@ -104,7 +106,8 @@ def test_a_fill_writes_a_position_and_deals_and_a_close_realises_the_profit() ->
     assert [d.entry for d in out] == [FakeMT5.DEAL_ENTRY_IN, FakeMT5.DEAL_ENTRY_OUT]
     info = mt5.account_info()
     assert info is not None
-    assert info.balance == pytest.approx(10_000 + out[1].profit)
+    assert (out[0].commission, out[1].commission) == (0.0, -0.7)  # the round turn, charged on the closing deal
+    assert info.balance == pytest.approx(10_000 + out[1].profit + out[1].commission)
     assert mt5.order_send(close).retcode == FakeMT5.TRADE_RETCODE_POSITION_CLOSED  # type: ignore[union-attr]
 
 

@@ -41,7 +41,7 @@ inline Options &options() {
 enum ENUM_TERMINAL_INFO_INTEGER { TERMINAL_BUILD = 5, TERMINAL_CONNECTED = 6, TERMINAL_DLLS_ALLOWED = 7, TERMINAL_TRADE_ALLOWED = 8 };
 enum ENUM_MQL_INFO_INTEGER { MQL_DLLS_ALLOWED = 5, MQL_TRADE_ALLOWED = 6, MQL_TESTER = 8 };
 namespace mqlrt::trade { inline bool terminal_connected(); inline bool terminal_trade_allowed(); }
-MQL_BUILTIN int TerminalInfoInteger(ENUM_TERMINAL_INFO_INTEGER property_id) {
+MQL_BUILTIN int TerminalInfoInteger(int property_id) {
     switch (property_id) {
         case TERMINAL_BUILD: return 4755;
         case TERMINAL_CONNECTED: return mqlrt::trade::terminal_connected();
@@ -50,7 +50,7 @@ MQL_BUILTIN int TerminalInfoInteger(ENUM_TERMINAL_INFO_INTEGER property_id) {
     }
     return 0;
 }
-MQL_BUILTIN int MQLInfoInteger(ENUM_MQL_INFO_INTEGER property_id) {
+MQL_BUILTIN int MQLInfoInteger(int property_id) {
     switch (property_id) {
         case MQL_DLLS_ALLOWED: return mqlrt::io::options().allow_dll;
         case MQL_TRADE_ALLOWED: return 1;
@@ -71,13 +71,10 @@ MQL_BUILTIN int MQLInfoInteger(ENUM_MQL_INFO_INTEGER property_id) {
 #define FILE_SHARE_WRITE 256
 #define FILE_REWRITE 512
 #define FILE_COMMON 4096
-enum ENUM_FILE_POSITION { SEEK_SET_ = 0 };
 #undef SEEK_SET
 #undef SEEK_CUR
 #undef SEEK_END
-#define SEEK_SET 0
-#define SEEK_CUR 1
-#define SEEK_END 2
+enum ENUM_FILE_POSITION { SEEK_SET = 0, SEEK_CUR = 1, SEEK_END = 2 };
 #define ERR_FILE_CANNOT_OPEN 5004
 #define ERR_WRONG_FILENAME 5002
 #define ERR_DIRECTORY_NOT_EXIST 5019
@@ -165,7 +162,7 @@ MQL_BUILTIN void FileClose(int file_handle) {
 MQL_BUILTIN void FileFlush(int file_handle) {
     if (auto *f = mqlrt::io::file(file_handle)) mqlrt::io::flush(*f);
 }
-MQL_BUILTIN bool FileSeek(int file_handle, long offset, int origin) {
+MQL_BUILTIN bool FileSeek(int file_handle, long offset, ENUM_FILE_POSITION origin) {
     auto *f = mqlrt::io::file(file_handle);
     if (!f) return false;
     long base = origin == SEEK_SET ? 0 : origin == SEEK_CUR ? static_cast<long>(f->pos) : static_cast<long>(f->data.size());

@@ -55,14 +55,17 @@ class Terminal:
         deals = await self.query(self.mt5.history_deals_get, start, now + timedelta(days=1))
         return tuple(deals or ())
 
-    async def deal(self, ticket: int) -> Any:
-        """A deal by ticket; just after ``order_send`` it may take a moment to reach the history."""
-        if not ticket:
+    async def deal(self, deal: int, order: int) -> Any:
+        """The deal ``deal`` of the order ``order``; just after ``order_send`` it may take a moment to reach the
+        history. The package finds deals by their order (``ticket=`` is DEAL_ORDER) or their position, never by
+        the deal's own ticket."""
+        if not deal or not order:
             return None
         for _ in range(25):
-            deals = await self.query(self.mt5.history_deals_get, ticket=ticket)
-            if deals:
-                return deals[0]
+            deals = await self.query(self.mt5.history_deals_get, ticket=order)
+            found = [d for d in deals or () if d.ticket == deal]
+            if found:
+                return found[0]
             await asyncio.sleep(0.02)
         return None
 

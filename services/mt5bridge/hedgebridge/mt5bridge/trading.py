@@ -93,7 +93,7 @@ class Trader:
         elif result.retcode == retcodes.PLACED:
             outcome = await self._placed(result.order)
         elif tr.is_fill(result.retcode):
-            deal = await self._terminal.deal(result.deal)
+            deal = await self._terminal.deal(result.deal, result.order)
             outcome = tr.fill_outcome(result, request["volume"], deal, closing=False)
         else:
             return tr.refused_outcome(result)
@@ -191,7 +191,7 @@ class Trader:
         if result is None:
             outcome = await self._lost_result("CLOSE", action_id, command.position_id)
         elif tr.is_fill(result.retcode):
-            deal = await self._terminal.deal(result.deal)
+            deal = await self._terminal.deal(result.deal, result.order)
             after = await self._terminal.query(mt5.positions_get, ticket=position.ticket)
             share = request["volume"] / position.volume if position.volume > 0 else 0.0
             outcome = tr.fill_outcome(

@@ -53,7 +53,7 @@ class Program:
     handlers: set[str] = field(default_factory=set)  # OnInit, OnTimer, ...
 
 
-def _blank(text: str) -> str:
+def blank(text: str) -> str:
     """The text with comments and string/char literals replaced by spaces (same length, same lines)."""
     out = list(text)
     i, n = 0, len(text)
@@ -324,16 +324,16 @@ def transform_file(path: str, text: str, program: Program, ptrs: _Pointers) -> s
         return f"{m.group(1)}{m.group(2)} {m.group(3)} {m.group(4) or ''};"
 
     text = _INPUT.sub(input_, text)
-    blank = _blank(text)
-    m = re.search(rf"\b{IDENT}\s+{IDENT}\s*\[[^\]]*\]\s*\[", blank)
+    blanked = blank(text)
+    m = re.search(rf"\b{IDENT}\s+{IDENT}\s*\[[^\]]*\]\s*\[", blanked)
     if m is not None:
         raise TransformError(f"{_line(path, text, m.start())}: multi-dimensional arrays are not supported yet")
     for h in HANDLERS:
-        if re.search(rf"^\s*\w+\s+{h}\s*\(", blank, re.M):
+        if re.search(rf"^\s*\w+\s+{h}\s*\(", blanked, re.M):
             program.handlers.add(h)
-    text = _arrows(text, blank, ptrs)
-    blank = _blank(text)
-    text = _new_delete(text, blank)
+    text = _arrows(text, blanked, ptrs)
+    blanked = blank(text)
+    text = _new_delete(text, blanked)
     text = _arrays(text)
     text = _string_literals(text)
     return f'#line 1 "{path}"\n' + text
@@ -362,7 +362,7 @@ def transform(expert: Path, include_root: Path) -> Program:
             pending.append((key, found))
     ptrs = _Pointers()
     for rel, text in sources.items():
-        ptrs.scan(rel, _blank(text))
+        ptrs.scan(rel, blank(text))
     ptrs.check()
     for rel, text in sources.items():
         program.files[rel] = transform_file(rel, text, program, ptrs)

@@ -79,13 +79,13 @@ def fill_outcome(
     profit_estimate: float = 0.0,
 ) -> Outcome:
     """A filled ``order_send`` result (DONE or DONE_PARTIAL), completed from its deal when the history has it:
-    the position ticket, the price, the volume and, for a close, the profit (profit + swap + commission; the
+    the position ticket, the price, the volume and, for a close, the profit (profit + swap + commission + fee; the
     share of the position's floating profit while the deal is not in the history yet)."""
     # a position's ticket is the ticket of the order that opened it
     ticket = deal.position_id if deal is not None and deal.position_id else position_ticket or result.order
     price = result.price if result.price > 0 else (deal.price if deal is not None else 0.0)
     volume = result.volume if result.volume > 0 else (deal.volume if deal is not None else requested_volume)
-    profit = deal.profit + deal.swap + deal.commission if deal is not None else profit_estimate
+    profit = deal.profit + deal.swap + deal.commission + deal.fee if deal is not None else profit_estimate
     partial = result.retcode == retcodes.DONE_PARTIAL
     message = ""
     if partial:
@@ -147,7 +147,7 @@ def find_close(
             continue
         volume += deal.volume
         notional += deal.volume * deal.price
-        profit += deal.profit + deal.swap + deal.commission
+        profit += deal.profit + deal.swap + deal.commission + deal.fee
         position = deal.position_id
     if volume <= 0:
         return None
