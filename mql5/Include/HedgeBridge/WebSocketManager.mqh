@@ -761,7 +761,17 @@ public:
          int code = m_transport.CloseCode();
          PrintFormat("hedgebridge: connection lost (close code %d): %s", code, m_transport.LastError());
          if(code == HB_CLOSE_SESSION_REPLACED)
-            Print("hedgebridge: another connection for this account replaced this one");
+           {
+            // Another EA connected for this account. Taking it back at once would replace that one, which
+            // would do the same: wait the longest reconnect delay, and stop the DLL's own reconnecting.
+            PrintFormat("hedgebridge: another terminal took over account %s; this EA tries again in %d s "
+                        "(run one EA per account: remove this one or the other)", m_accountId,
+                        m_backoffMaxMs / 1000);
+            m_transport.Close();
+            m_backoffMs = m_backoffMaxMs;
+            m_nextAttempt = now + (ulong)m_backoffMaxMs;
+            return(HB_WS_LOST);
+           }
          Schedule();
          return(HB_WS_LOST);
         }

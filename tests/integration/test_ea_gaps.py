@@ -1,0 +1,64 @@
+"""Terminal-side rules of the compiled EA that the contract suite does not provoke: two EAs for one account."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from hedgebridge.gateway.server import Gateway
+from hedgebridge.sim.ea.launch import CompiledEa, EaSettings
+
+from ..helpers import ea_token, wait_for
+from ..mt5.terminals import EaBuild
+
+pytestmark = pytest.mark.integration
+
+StartEa = Callable[[str, str, EaSettings], Awaitable[CompiledEa]]
+
+
+@pytest.fixture(params=["native", "dll"])
+def ea_build(request: pytest.FixtureRequest) -> EaBuild:
+    built: EaBuild = request.getfixturevalue(f"ea_{request.param}_build")
+    return built
+
+
+@pytest.fixture
+async def start_ea(ea_build: EaBuild, gateway: Gateway, secret: str, tmp_path: Path) -> AsyncIterator[StartEa]:
+    running: list[CompiledEa] = []
+
+    async def start(account: str, name: str, settings: EaSettings) -> CompiledEa:
+        ea = await CompiledEa.start(
+            ea_build.binary,
+            ea_build.transport,
+            account=account,
+            token=ea_token(secret, account),
+            gateway_host="127.0.0.1",
+            gateway_port=gateway.port,
+            files_dir=tmp_path / name,
+            dll_path=ea_build.dll_path,
+            settings=settings,
+        )
+        running.append(ea)
+        return ea
+
+    yield start
+    await asyncio.gather(*(ea.stop() for ea in running), return_exceptions=True)
+
+
+async def test_an_ea_replaced_by_another_for_its_account_backs_off_and_says_so(start_ea: StartEa) -> None:
+    settings = EaSettings(reconnect_min_ms=50, reconnect_max_ms=4000)
+    first = await start_ea("A1", "first", settings)
+    second = await start_ea("A1", "second", settings)
+    await wait_for(
+        lambda: any("another terminal took over account A1" in line for line in first.process.journal),
+        "the replaced EA to say why it stopped",
+    )
+    # it waits the longest reconnect delay instead of taking the account back at once (which would replace
+    # the other EA, which would replace it, for ever)
+    await asyncio.sleep(1.5)
+    assert first.proxy.connections == 1
+    assert second.proxy.connections == 1
+    assert second.proxy.active
