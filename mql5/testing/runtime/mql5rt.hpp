@@ -5,4 +5,6 @@
 #include "mql5rt/core.hpp"
 #include "mql5rt/io.hpp"
 #include "mql5rt/trade.hpp"
+#include "mql5rt/trade_api.hpp"
+#include "mql5rt/trade_control.hpp"
 #include "mql5rt/harness.hpp"

@@ -1,7 +1,7 @@
 // Trade/Trade.mqh - the part of the MQL5 standard library's CTrade the EA uses, for the test runtime:
 // it fills the request's magic and deviation from its settings, as the standard library does, and sends it.
 #pragma once
-#include <mql5rt/trade.hpp>
+#include <mql5rt/trade_api.hpp>
 
 enum ENUM_LOG_LEVEL { LOG_LEVEL_NO = 0, LOG_LEVEL_ERRORS = 1, LOG_LEVEL_ALL = 2 };
 

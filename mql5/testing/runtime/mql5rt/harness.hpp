@@ -10,7 +10,8 @@
 #include <iostream>
 
 #include "io.hpp"
-#include "trade.hpp"
+#include "trade_api.hpp"
+#include "trade_control.hpp"
 
 enum ENUM_INIT_RETCODE { INIT_SUCCEEDED = 0, INIT_FAILED = 1, INIT_PARAMETERS_INCORRECT = 32767, INIT_AGENT_NOT_SUITABLE = 32766 };
 #define REASON_PROGRAM 0
