@@ -53,6 +53,8 @@ private:
    string            m_sessionId;
    bool              m_welcomed;
    bool              m_halted;
+   bool              m_ready;        // the terminal is logged in: the account, book and monitors are set up
+   bool              m_waitingSaid;
    string            m_priceSymbols[];
    long              m_priceLastMsc[];
    ulong             m_lastPrices;
@@ -325,7 +327,7 @@ private:
    // Everything the EA does regularly: keep the connection, read frames, heartbeat, reports.
    void              Pump(void)
      {
-      if(m_halted)
+      if(m_halted || (!m_ready && !BecomeReady()))
          return;
       ENUM_HB_WS_EVENT event = m_wsManager.Service();
       if(event == HB_WS_OPENED)
@@ -352,7 +354,8 @@ private:
      }
 
 public:
-                     CHedgeSystemConnector(void) : m_welcomed(false), m_halted(false), m_lastPrices(0) {}
+                     CHedgeSystemConnector(void) : m_welcomed(false), m_halted(false), m_ready(false),
+                     m_waitingSaid(false), m_lastPrices(0) {}
 
    bool              Initialize(void)
      {
@@ -374,20 +377,35 @@ public:
       if((ENUM_ACCOUNT_MARGIN_MODE)AccountInfoInteger(ACCOUNT_MARGIN_MODE) != ACCOUNT_MARGIN_MODE_RETAIL_HEDGING)
          Print("hedgebridge: this is not a hedging account; positions on one symbol are netted into one ticket");
       MathSrand((uint)(GetTickCount() ^ (uint)GetMicrosecondCount()));
-      long login = AccountInfoInteger(ACCOUNT_LOGIN);
-      m_expectedAccount = InpAccountId != "" ? InpAccountId : IntegerToString(login);
-      FolderCreate("HedgeBridge");
-      m_orderManager.Init(InpMagic, InpDeviationPoints, InpHistoryDays,
-                          "HedgeBridge\\book_" + IntegerToString(login) + ".jsonl");
-      m_positionMonitor.Init(GetPointer(m_orderManager), InpPositionIntervalMs, 100);
-      m_accountMonitor.Init(InpAccountIntervalMs, 250);
       ReadPriceSymbols();
       if(!m_wsManager.Init(InpTransport, InpGatewayUrl, InpToken, InpDllOptions, InpConnectTimeoutMs,
                            InpReconnectMinMs, InpReconnectMaxMs))
          return(false);
       if(!EventSetMillisecondTimer(MathMax(InpPollIntervalMs, 10)))
          return(false);
-      return(true);  // the first Pump connects
+      return(true);  // the first Pump after the account is known connects
+     }
+
+   // The account, the book and the monitors, once the terminal is connected to the trade server and logged
+   // in: OnInit can run before that (a terminal just started), when the login still reads 0.
+   bool              BecomeReady(void)
+     {
+      long login = AccountInfoInteger(ACCOUNT_LOGIN);
+      if(!TerminalInfoInteger(TERMINAL_CONNECTED) || login == 0)
+        {
+         if(!m_waitingSaid)
+            Print("hedgebridge: waiting for the terminal to connect to the trade server and log in");
+         m_waitingSaid = true;
+         return(false);
+        }
+      m_expectedAccount = InpAccountId != "" ? InpAccountId : IntegerToString(login);
+      FolderCreate("HedgeBridge");
+      m_orderManager.Init(InpMagic, InpDeviationPoints, InpHistoryDays,
+                          "HedgeBridge\\book_" + IntegerToString(login) + ".jsonl");
+      m_positionMonitor.Init(GetPointer(m_orderManager), InpPositionIntervalMs, 100);
+      m_accountMonitor.Init(InpAccountIntervalMs, 250);
+      m_ready = true;
+      return(true);
      }
 
    void              Deinitialize(void)
@@ -408,7 +426,7 @@ public:
    void              OnTradeTransaction(const MqlTradeTransaction &trans)
      {
       string closed;
-      if(m_positionMonitor.OnTransaction(trans, m_welcomed ? m_accountId : "", closed))
+      if(m_ready && m_positionMonitor.OnTransaction(trans, m_welcomed ? m_accountId : "", closed))
          Send(closed);
      }
 

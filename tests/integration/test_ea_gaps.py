@@ -62,3 +62,13 @@ async def test_an_ea_replaced_by_another_for_its_account_backs_off_and_says_so(s
     assert first.proxy.connections == 1
     assert second.proxy.connections == 1
     assert second.proxy.active
+
+
+async def test_an_ea_started_before_the_terminal_logs_in_waits_for_the_account(
+    start_ea: StartEa, tmp_path: Path
+) -> None:
+    # a terminal just started: not yet connected to the trade server, the login reads 0
+    ea = await start_ea("1000001", "late", EaSettings(trade_config={"connect_after_ms": 1500}))
+    assert any("waiting for the terminal to connect to the trade server" in line for line in ea.process.journal)
+    books = sorted(p.name for p in (tmp_path / "late" / "HedgeBridge").iterdir())
+    assert books == ["book_1000001.jsonl"]  # the book of the account, not of login 0

@@ -168,6 +168,8 @@ struct Server {
     bool commission_each_side = false;  // false: the round turn is charged on the closing deal
     bool connected = true, trade_expert = true, terminal_trade_allowed = true;
     long history_delay_ms = 50;
+    bool logged_in = true;  // false until connect_at: a terminal just started reads login 0
+    long connect_at = 0;
     long tick_interval_ms = 100;
     long last_tick = 0;
     ulong next_order = 50000001, next_deal = 70000001;
@@ -405,6 +407,7 @@ inline bool close_outside(ulong ticket, int reason) {
 
 inline void step(long now_utc_ms) {
     Server &S = server();
+    if (!S.logged_in && now_utc_ms >= S.connect_at) S.logged_in = S.connected = true;
     if (S.tick_interval_ms <= 0 || now_utc_ms - S.last_tick < S.tick_interval_ms) return;
     S.last_tick = now_utc_ms;
     std::normal_distribution<double> walk(0.0, 1.0);

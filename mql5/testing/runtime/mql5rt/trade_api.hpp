@@ -178,7 +178,7 @@ MQL_BUILTIN string HistoryDealGetString(ulong ticket_number, ENUM_DEAL_PROPERTY_
 MQL_BUILTIN long AccountInfoInteger(ENUM_ACCOUNT_INFO_INTEGER property_id) {
     auto &S = mqlrt::trade::server();
     switch (property_id) {
-        case ACCOUNT_LOGIN: return S.connected || S.login ? S.login : 0;
+        case ACCOUNT_LOGIN: return S.logged_in ? S.login : 0;
         case ACCOUNT_TRADE_MODE: return 0;  // demo
         case ACCOUNT_LEVERAGE: return static_cast<long>(S.leverage);
         case ACCOUNT_TRADE_ALLOWED: return S.connected;

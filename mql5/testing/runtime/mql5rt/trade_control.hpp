@@ -28,6 +28,10 @@ inline void configure(const nlohmann::json &o) {
     if (o.contains("tick_interval_ms")) S.tick_interval_ms = o["tick_interval_ms"].get<long>();
     if (o.contains("commission_per_lot")) S.commission_per_lot = o["commission_per_lot"].get<double>();
     if (o.contains("commission_each_side")) S.commission_each_side = o["commission_each_side"].get<bool>();
+    if (o.contains("connect_after_ms")) {  // the terminal connects to the trade server and logs in that late
+        S.connected = S.logged_in = false;
+        S.connect_at = utc_ms() + o["connect_after_ms"].get<long>();
+    }
     if (o.contains("seed")) S.rng.seed(o["seed"].get<ulong>());
 }
 
