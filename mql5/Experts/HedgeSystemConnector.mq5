@@ -157,9 +157,12 @@ private:
       m_welcomed = true;
       PrintFormat("hedgebridge: connected as %s (session %s, %s transport)", m_accountId, m_sessionId,
                   m_wsManager.TransportName());
-      // a fresh picture for the new session
+      // a fresh picture for the new session, then what closed while this EA could not report it
       SendAccountUpdate();
       MonitorPositions();
+      string vanished[];
+      for(int i = m_positionMonitor.ReportVanished(m_accountId, vanished) - 1; i >= 0; i--)
+         Send(vanished[i]);
      }
 
    void              OnOpen(CJsonValue *msg)

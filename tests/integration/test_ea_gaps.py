@@ -1,4 +1,5 @@
-"""Terminal-side rules of the compiled EA that the contract suite does not provoke: two EAs for one account."""
+"""Terminal-side rules of the compiled EA that the contract suite does not provoke: two EAs for one account, an
+EA started before its terminal logged in, a position closed while the EA was disconnected."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
+from hedgebridge.executor.service import Executor
 from hedgebridge.gateway.server import Gateway
+from hedgebridge.protocol import ClosedEvent, OpenOrder, subjects, unpack_event
 from hedgebridge.sim.ea.launch import CompiledEa, EaSettings
 
-from ..helpers import ea_token, wait_for
+from ..helpers import ea_token, order, wait_for
 from ..mt5.terminals import EaBuild
 
 pytestmark = pytest.mark.integration
@@ -72,3 +77,27 @@ async def test_an_ea_started_before_the_terminal_logs_in_waits_for_the_account(
     assert any("waiting for the terminal to connect to the trade server" in line for line in ea.process.journal)
     books = sorted(p.name for p in (tmp_path / "late" / "HedgeBridge").iterdir())
     assert books == ["book_1000001.jsonl"]  # the book of the account, not of login 0
+
+
+async def test_a_position_closed_while_the_ea_was_disconnected_is_reported_after_welcome(
+    start_ea: StartEa, nc: NatsClient, executor: Executor
+) -> None:
+    ea = await start_ea("A1", "away", EaSettings(reconnect_min_ms=2000, reconnect_max_ms=3000))
+    closed: list[ClosedEvent] = []
+
+    async def collect(msg: Msg) -> None:
+        event = unpack_event(msg.data)
+        if isinstance(event, ClosedEvent):
+            closed.append(event)
+
+    await nc.subscribe(subjects.ALL_EVENTS, cb=collect)
+    opened = await order(nc, OpenOrder(account_id="A1", symbol="EURUSD", side="BUY", volume=0.1, action_id="away-1"))
+    assert opened.mt_ticket is not None
+    connections = ea.proxy.connections
+    ea.proxy.cut()
+    await ea.process.wait_journal("connection lost", 5)
+    await ea.control("trade.close", ticket=int(opened.mt_ticket), reason="sl")  # the stop loss hits meanwhile
+    await wait_for(lambda: ea.proxy.connections > connections and bool(closed), "the CLOSED report after reconnecting")
+    (report,) = closed
+    assert (report.position_id, report.mt_ticket, report.reason) == (opened.position_id, opened.mt_ticket, "stop_loss")
+    assert report.profit is not None

@@ -151,6 +151,9 @@ public:
       return(true);
      }
 
+   int               Size(void) { return(ArraySize(m_tickets)); }
+   ulong             TicketAt(const int i) { return(m_tickets[i]); }
+
    ulong             TicketOf(const string positionId)
      {
       for(int i = ArraySize(m_tickets) - 1; i >= 0; i--)

@@ -141,6 +141,68 @@ public:
       return(w.Text());
      }
 
+   // CLOSED for a position of the hedge system that something other than this EA's CLOSE ended: the closing
+   // deal's price, profit (with swap and commission) and reason
+   string            ClosedReport(const ulong deal, const ulong position, const string positionId,
+                                  const string accountId)
+     {
+      string symbol = HistoryDealGetString(deal, DEAL_SYMBOL);
+      int digits = (int)SymbolInfoInteger(symbol, SYMBOL_DIGITS);
+      double profit = HistoryDealGetDouble(deal, DEAL_PROFIT) + HistoryDealGetDouble(deal, DEAL_SWAP)
+                      + HistoryDealGetDouble(deal, DEAL_COMMISSION);
+      double volume = HistoryDealGetDouble(deal, DEAL_VOLUME);
+      CJsonWriter w;
+      w.BeginObject();
+      w.Str(HB_TYPE_FIELD, HB_MSG_CLOSED);
+      w.Str(HB_FIELD_TIMESTAMP, HbNowIso());
+      w.Str(HB_FIELD_ACCOUNT_ID, accountId);
+      w.Str(HB_FIELD_POSITION_ID, positionId);
+      w.Str(HB_FIELD_MT_TICKET, IntegerToString((long)position));
+      w.Num(HB_FIELD_PRICE, HistoryDealGetDouble(deal, DEAL_PRICE), digits);
+      w.Num(HB_FIELD_PROFIT, profit, 2);
+      if(volume > 0.0)
+         w.Num(HB_FIELD_VOLUME, volume, 8);
+      w.Num(HB_FIELD_REMAINING_VOLUME, 0.0, 8);
+      w.Str(HB_FIELD_STATUS, HB_STATUS_SUCCESS);
+      w.Str(HB_FIELD_REASON, HbDealReason((ENUM_DEAL_REASON)HistoryDealGetInteger(deal, DEAL_REASON)));
+      w.EndObject();
+      return(w.Text());
+     }
+
+   // At WELCOME: CLOSED for every position of the book that closed while this EA was disconnected or stopped
+   // (its closing deal is in the history); such positions leave the book.
+   int               ReportVanished(const string accountId, string &reports[])
+     {
+      ArrayResize(reports, 0);
+      if(m_orders == NULL || !HistorySelect(0, TimeCurrent() + 86400))
+         return(0);
+      CPositionBook *book = m_orders.Book();
+      for(int i = book.Size() - 1; i >= 0; i--)
+        {
+         ulong ticket = book.TicketAt(i);
+         if(PositionSelectByTicket(ticket))
+            continue;
+         ulong closing = 0;
+         for(int d = HistoryDealsTotal() - 1; d >= 0 && closing == 0; d--)
+           {
+            ulong deal = HistoryDealGetTicket(d);
+            ENUM_DEAL_ENTRY entry = (ENUM_DEAL_ENTRY)HistoryDealGetInteger(deal, DEAL_ENTRY);
+            if((ulong)HistoryDealGetInteger(deal, DEAL_POSITION_ID) == ticket
+               && (entry == DEAL_ENTRY_OUT || entry == DEAL_ENTRY_OUT_BY))
+               closing = deal;
+           }
+         string positionId = "";
+         string actionId = "";
+         if(closing == 0 || !book.Lookup(ticket, positionId, actionId))
+            continue;  // not in the history (yet): the next WELCOME looks again
+         int n = ArraySize(reports);
+         ArrayResize(reports, n + 1);
+         reports[n] = ClosedReport(closing, ticket, positionId, accountId);
+         book.Forget(ticket);
+        }
+      return(ArraySize(reports));
+     }
+
    // A transaction: marks the snapshot dirty; returns true with a CLOSED event in `closed` when a position
    // the hedge system opened was closed completely by something other than this EA's CLOSE.
    bool              OnTransaction(const MqlTradeTransaction &trans, const string accountId, string &closed)
@@ -164,27 +226,7 @@ public:
                       && HbIsOwnComment(HistoryDealGetString(trans.deal, DEAL_COMMENT));
       if(ownClose || PositionSelectByTicket(position))
          return(false);  // reported by the command, or only partly closed (the snapshot shows the rest)
-      string symbol = HistoryDealGetString(trans.deal, DEAL_SYMBOL);
-      int digits = (int)SymbolInfoInteger(symbol, SYMBOL_DIGITS);
-      double profit = HistoryDealGetDouble(trans.deal, DEAL_PROFIT) + HistoryDealGetDouble(trans.deal, DEAL_SWAP)
-                      + HistoryDealGetDouble(trans.deal, DEAL_COMMISSION);
-      double volume = HistoryDealGetDouble(trans.deal, DEAL_VOLUME);
-      CJsonWriter w;
-      w.BeginObject();
-      w.Str(HB_TYPE_FIELD, HB_MSG_CLOSED);
-      w.Str(HB_FIELD_TIMESTAMP, HbNowIso());
-      w.Str(HB_FIELD_ACCOUNT_ID, accountId);
-      w.Str(HB_FIELD_POSITION_ID, positionId);
-      w.Str(HB_FIELD_MT_TICKET, IntegerToString((long)position));
-      w.Num(HB_FIELD_PRICE, HistoryDealGetDouble(trans.deal, DEAL_PRICE), digits);
-      w.Num(HB_FIELD_PROFIT, profit, 2);
-      if(volume > 0.0)
-         w.Num(HB_FIELD_VOLUME, volume, 8);
-      w.Num(HB_FIELD_REMAINING_VOLUME, 0.0, 8);
-      w.Str(HB_FIELD_STATUS, HB_STATUS_SUCCESS);
-      w.Str(HB_FIELD_REASON, HbDealReason((ENUM_DEAL_REASON)HistoryDealGetInteger(trans.deal, DEAL_REASON)));
-      w.EndObject();
-      closed = w.Text();
+      closed = ClosedReport(trans.deal, position, positionId, accountId);
       m_orders.Book().Forget(position);
       return(true);
      }
