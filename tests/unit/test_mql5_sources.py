@@ -22,6 +22,7 @@ import msgspec
 import pytest
 
 from hedgebridge.protocol import messages, mql5gen
+from hedgebridge.sim.ea.transform import blank
 
 ROOT = Path(__file__).resolve().parents[2]
 MQL5 = ROOT / "mql5"
@@ -36,33 +37,7 @@ EA_SOURCES = [p for p in SOURCES if p.name != "Protocol.mqh"]
 
 
 def strip(text: str, *, keep_strings: bool = False) -> str:
-    """The text with comments (and, unless keep_strings, string and character literals) blanked out;
-    line breaks are kept so that positions still name the right line."""
-    out: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if text.startswith("//", i):
-            end = text.find("\n", i)
-            end = n if end < 0 else end
-            out.append(" " * (end - i))
-            i = end
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            end = n if end < 0 else end + 2
-            out.append(re.sub(r"[^\n]", " ", text[i:end]))
-            i = end
-        elif c in "\"'":
-            j = i + 1
-            while j < n and text[j] != c and text[j] != "\n":
-                j += 2 if text[j] == "\\" else 1
-            literal = text[i : j + 1]
-            out.append(literal if keep_strings else c + " " * (len(literal) - 2) + c)
-            i = j + 1
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
+    return blank(text, keep_strings=keep_strings)
 
 
 def unbalanced(text: str) -> str | None:

@@ -53,8 +53,10 @@ class Program:
     handlers: set[str] = field(default_factory=set)  # OnInit, OnTimer, ...
 
 
-def blank(text: str) -> str:
-    """The text with comments and string/char literals replaced by spaces (same length, same lines)."""
+def blank(text: str, *, keep_strings: bool = False) -> str:
+    """The text with comments (and, unless ``keep_strings``, the insides of string and character literals)
+    replaced by spaces: same length, same lines, so positions still name the right line. A literal ends at its
+    line's end at the latest."""
     out = list(text)
     i, n = 0, len(text)
     while i < n:
@@ -71,9 +73,11 @@ def blank(text: str) -> str:
             i = j
         elif c in "\"'":
             j = i + 1
-            while j < n and text[j] != c:
+            while j < n and text[j] != c and text[j] != "\n":
                 j += 2 if text[j] == "\\" else 1
-            out[i + 1 : j] = " " * (j - i - 1)
+            j = min(j, n)
+            if not keep_strings:
+                out[i + 1 : j] = " " * (j - i - 1)
             i = j + 1
         else:
             i += 1
@@ -350,7 +354,7 @@ def transform(expert: Path, include_root: Path) -> Program:
             continue
         text = path.read_text()
         sources[rel] = text
-        for m in _INCLUDE.finditer(_blank_keep_includes(text)):
+        for m in _INCLUDE.finditer(blank(text, keep_strings=True)):
             target = m.group(2).replace("\\", "/")
             if target.startswith("Trade/"):
                 continue  # the runtime's standard library
@@ -367,11 +371,6 @@ def transform(expert: Path, include_root: Path) -> Program:
     for rel, text in sources.items():
         program.files[rel] = transform_file(rel, text, program, ptrs)
     return program
-
-
-def _blank_keep_includes(text: str) -> str:
-    """Comments blanked, strings kept (include names are strings)."""
-    return re.sub(r"//[^\n]*", "", text)
 
 
 def main_unit(program: Program, expert_rel: str) -> str:
