@@ -17,6 +17,7 @@ from ..helpers import ea_token, wait_for
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.timeout(600)  # builds the library (and the EAs) first: minutes on a loaded 2-core machine
 async def test_both_clients_measure_heartbeat_round_trips(gateway: Gateway, secret: str) -> None:
     library = bench_dll.prepare()
     if not isinstance(library, Path):

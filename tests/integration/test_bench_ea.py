@@ -45,6 +45,7 @@ async def test_the_order_loop_alternates_opens_and_closes_on_the_simulator(sims:
     assert len(terminal.account.positions) == 2  # the readiness one, and the 11th (an open) not closed
 
 
+@pytest.mark.timeout(600)  # builds the library (and the EAs) first: minutes on a loaded 2-core machine
 async def test_the_compiled_ea_rows_are_measured_or_skipped_with_the_reason(
     gateway: Gateway, secret: str, nc: NatsClient, executor: object, tmp_path: Path
 ) -> None:
