@@ -97,6 +97,7 @@ inline void reply(const nlohmann::json &r) { std::cout << r.dump() << std::endl;
 inline int run(int argc, char **argv, const Handlers &h) {
     std::vector<std::pair<std::string, std::string>> given;
     nlohmann::json trade_config;
+    std::string trade_state;
     auto usage = [](const std::string &why) {
         journal() << "harness: " << why << std::endl;
         return 2;
@@ -123,6 +124,9 @@ inline int run(int argc, char **argv, const Handlers &h) {
             server_offset_s() = n;
         } else if (a == "--symbol") {
             chart_symbol() = string::from_utf8(value());
+        } else if (a == "--trade-state") {
+            trade_state = value();
+            if (trade_state.empty()) return usage("--trade-state takes a file");
         } else if (a == "--trade-config") {
             try {
                 trade_config = nlohmann::json::parse(value());
@@ -134,6 +138,14 @@ inline int run(int argc, char **argv, const Handlers &h) {
         }
     }
     trade::configure(trade_config);
+    if (!trade_state.empty()) {
+        try {
+            trade::load_state(trade_state);
+            trade::apply_while_away(trade_config);
+        } catch (const std::exception &e) {
+            return usage("--trade-state " + trade_state + ": " + e.what());
+        }
+    }
     if (h.register_inputs) h.register_inputs();
     for (const auto &kv : given) {
         auto it = inputs().find(kv.first);
@@ -226,8 +238,10 @@ inline int run(int argc, char **argv, const Handlers &h) {
                     out = {{"ok", false}, {"error", "unknown op '" + op + "'"}};
                 }
                 if (cmd.is_object() && cmd.contains("id")) out["id"] = cmd["id"];
+                trade::save_state();  // before the reply: what a test sees answered is kept
                 reply(out);
             }
+            trade::save_state();
         }
         if (h.OnDeinit) h.OnDeinit(stop_reason);
     } catch (const critical_error &e) {

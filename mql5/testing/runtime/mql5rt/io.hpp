@@ -212,6 +212,24 @@ MQL_BUILTIN bool FileDelete(const string &file_name, int common_flag = 0) {
     std::string path = mqlrt::io::sandboxed(file_name.utf8());
     return !path.empty() && unlink(path.c_str()) == 0;
 }
+MQL_BUILTIN bool FileMove(const string &src_file_name, int common_flag, const string &dst_file_name, int mode_flags) {
+    (void)common_flag;
+    std::string from = mqlrt::io::sandboxed(src_file_name.utf8()), to = mqlrt::io::sandboxed(dst_file_name.utf8());
+    struct stat st;
+    if (from.empty() || to.empty()) {
+        mqlrt::set_last_error(ERR_WRONG_FILENAME);
+        return false;
+    }
+    if (!(mode_flags & FILE_REWRITE) && stat(to.c_str(), &st) == 0) {
+        mqlrt::set_last_error(5020);  // ERR_FILE_CANNOT_REWRITE
+        return false;
+    }
+    if (std::rename(from.c_str(), to.c_str()) != 0) {  // one step: the old file or the new one, never half
+        mqlrt::set_last_error(ERR_FILE_CANNOT_OPEN);
+        return false;
+    }
+    return true;
+}
 MQL_BUILTIN bool FolderCreate(const string &folder_name, int common_flag = 0) {
     (void)common_flag;
     std::string path = mqlrt::io::sandboxed(folder_name.utf8());

@@ -184,6 +184,9 @@ struct Server {
     std::vector<size_t> history;                  // deals HistorySelect chose
     long history_from = 0, history_to = 0;
     bool history_selected = false;
+    // persistence (--trade-state): what the broker keeps while the terminal or the EA restarts
+    std::string state_file;
+    ulong changes = 0, saved = 0;
 };
 inline Server &server() {
     static Server s;
@@ -298,6 +301,7 @@ inline Deal fill(const std::string &sym, int order_type, double volume, double p
                                             : -(S.commission_each_side ? per_side : 2 * per_side);
     S.balance += d.commission;
     S.deals.push_back(d);
+    S.changes++;
     return d;
 }
 

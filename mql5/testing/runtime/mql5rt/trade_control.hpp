@@ -1,6 +1,8 @@
 // trade_control.hpp - the simulated trade server's settings (--trade-config) and the control ops trade.*
 // that tests send through the harness.
 #pragma once
+#include <fstream>
+
 #include "trade.hpp"
 
 namespace mqlrt::trade {
@@ -33,6 +35,109 @@ inline void configure(const nlohmann::json &o) {
         S.connect_at = utc_ms() + o["connect_after_ms"].get<long>();
     }
     if (o.contains("seed")) S.rng.seed(o["seed"].get<ulong>());
+}
+
+// --- the broker's side survives restarts (--trade-state FILE) ---------------------------------------------------
+// The account, its positions and its deal history are kept in FILE after every change and read back when the
+// program starts, so an EA (or a whole terminal) that is restarted finds the trade server as it left it.
+inline nlohmann::json deal_json(const Deal &d) {
+    return {{"ticket", d.ticket}, {"order", d.order}, {"position", d.position}, {"symbol", d.symbol},
+            {"comment", d.comment}, {"type", d.type}, {"entry", d.entry}, {"reason", d.reason}, {"magic", d.magic},
+            {"volume", d.volume}, {"price", d.price}, {"profit", d.profit}, {"commission", d.commission},
+            {"swap", d.swap}, {"fee", d.fee}, {"time_msc", d.time_msc}};
+}
+
+inline void save_state() {
+    Server &S = server();
+    if (S.state_file.empty() || S.saved == S.changes) return;
+    nlohmann::json positions = nlohmann::json::array(), deals = nlohmann::json::array();
+    for (const Position &p : S.positions) {
+        nlohmann::json row = position_json(p);
+        row["swap"] = p.swap;
+        row["time_msc"] = p.time_msc;
+        positions.push_back(row);
+    }
+    for (const Deal &d : S.deals) deals.push_back(deal_json(d));
+    nlohmann::json state = {{"login", S.login}, {"balance", S.balance}, {"next_order", S.next_order},
+                            {"next_deal", S.next_deal}, {"positions", positions}, {"deals", deals}};
+    std::string tmp = S.state_file + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::trunc);
+        out << state.dump();
+        if (!out) {
+            journal() << "trade server: cannot write its state to " << tmp << std::endl;
+            return;
+        }
+    }
+    if (std::rename(tmp.c_str(), S.state_file.c_str()) != 0) {
+        journal() << "trade server: cannot replace " << S.state_file << std::endl;
+        return;
+    }
+    S.saved = S.changes;
+}
+
+inline void load_state(const std::string &file) {
+    Server &S = server();
+    S.state_file = file;
+    std::ifstream in(file);
+    if (!in) return;  // a new account
+    nlohmann::json state = nlohmann::json::parse(in);
+    S.login = state.at("login").get<long>();
+    S.balance = state.at("balance").get<double>();
+    S.next_order = state.at("next_order").get<ulong>();
+    S.next_deal = state.at("next_deal").get<ulong>();
+    S.positions.clear();
+    for (const auto &r : state.at("positions")) {
+        Position p{r.at("ticket").get<ulong>(), r.at("identifier").get<ulong>(), r.at("symbol").get<std::string>(),
+                   r.at("comment").get<std::string>(), r.at("type").get<int>(), r.at("magic").get<ulong>(),
+                   r.at("volume").get<double>(), r.at("price_open").get<double>()};
+        p.sl = r.at("sl").get<double>();
+        p.tp = r.at("tp").get<double>();
+        p.swap = r.at("swap").get<double>();
+        p.time_msc = r.at("time_msc").get<long>();
+        S.positions.push_back(p);
+    }
+    S.deals.clear();
+    for (const auto &r : state.at("deals")) {
+        Deal d{};
+        d.ticket = r.at("ticket").get<ulong>();
+        d.order = r.at("order").get<ulong>();
+        d.position = r.at("position").get<ulong>();
+        d.symbol = r.at("symbol").get<std::string>();
+        d.comment = r.at("comment").get<std::string>();
+        d.type = r.at("type").get<int>();
+        d.entry = r.at("entry").get<int>();
+        d.reason = r.at("reason").get<int>();
+        d.magic = r.at("magic").get<ulong>();
+        d.volume = r.at("volume").get<double>();
+        d.price = r.at("price").get<double>();
+        d.profit = r.at("profit").get<double>();
+        d.commission = r.at("commission").get<double>();
+        d.swap = r.at("swap").get<double>();
+        d.fee = r.at("fee").get<double>();
+        d.time_msc = r.at("time_msc").get<long>();
+        d.visible_at = 0;  // long in the history
+        S.deals.push_back(d);
+    }
+    S.saved = S.changes;
+}
+
+// what the broker did while the terminal was off: {"closed_while_away": [{"ticket": T, "reason": "sl"}, ...]}
+// closes those positions (after --trade-state is read) before the EA starts
+inline bool close_outside(ulong ticket, const std::string &reason);
+inline void apply_while_away(const nlohmann::json &o) {
+    if (!o.is_object() || !o.contains("closed_while_away")) return;
+    for (const auto &row : o["closed_while_away"])
+        if (!close_outside(row.at("ticket").get<ulong>(), row.value("reason", "client")))
+            throw std::runtime_error("closed_while_away: no open position " + row.at("ticket").dump() + " (or a bad reason)");
+    server().events.clear();  // the terminal was not running: no transactions reach the EA
+    for (Deal &d : server().deals) d.visible_at = 0;  // and the history has them by the time it starts
+}
+
+inline bool close_outside(ulong ticket, const std::string &reason) {
+    static const std::map<std::string, int> reasons = {{"sl", DEAL_REASON_SL}, {"tp", DEAL_REASON_TP}, {"so", DEAL_REASON_SO}, {"client", DEAL_REASON_CLIENT}};
+    auto r = reasons.find(reason);
+    return r != reasons.end() && close_outside(ticket, r->second);
 }
 
 // the control ops `trade.*`
@@ -73,11 +178,22 @@ inline nlohmann::json control(const nlohmann::json &cmd) {
         return {{"ok", true}};
     }
     if (op == "trade.close") {
-        static const std::map<std::string, int> reasons = {{"sl", DEAL_REASON_SL}, {"tp", DEAL_REASON_TP}, {"so", DEAL_REASON_SO}, {"client", DEAL_REASON_CLIENT}};
-        auto r = reasons.find(cmd.value("reason", "client"));
-        if (r == reasons.end()) return {{"ok", false}, {"error", "reason must be sl, tp, so or client"}};
-        if (!close_outside(cmd.value("ticket", 0UL), r->second)) return {{"ok", false}, {"error", "no such position"}};
+        std::string reason = cmd.value("reason", "client");
+        if (reason != "sl" && reason != "tp" && reason != "so" && reason != "client")
+            return {{"ok", false}, {"error", "reason must be sl, tp, so or client"}};
+        if (!close_outside(cmd.value("ticket", 0UL), reason)) return {{"ok", false}, {"error", "no such position"}};
         return {{"ok", true}};
+    }
+    if (op == "trade.reopen") {  // a service operation (swap charged by re-opening): a new ticket, the same identifier
+        for (Position &p : S.positions) {
+            if (p.ticket != cmd.value("ticket", 0UL)) continue;
+            p.ticket = S.next_order++;
+            p.swap += cmd.value("swap", 0.0);
+            S.changes++;
+            queue(TRADE_TRANSACTION_POSITION, nullptr, 0, p.symbol, p.ticket);
+            return {{"ok", true}, {"ticket", p.ticket}};
+        }
+        return {{"ok", false}, {"error", "no such position"}};
     }
     if (op == "trade.disconnect" || op == "trade.reconnect") {
         S.connected = op == "trade.reconnect";
@@ -85,6 +201,7 @@ inline nlohmann::json control(const nlohmann::json &cmd) {
     }
     if (op == "trade.account") {
         if (cmd.contains("balance")) S.balance = cmd["balance"].get<double>();
+        S.changes++;
         if (cmd.contains("trade_expert")) S.trade_expert = cmd["trade_expert"].get<bool>();
         if (cmd.contains("terminal_trade_allowed")) S.terminal_trade_allowed = cmd["terminal_trade_allowed"].get<bool>();
         return {{"ok", true}, {"balance", S.balance}, {"equity", S.balance + floating()}};

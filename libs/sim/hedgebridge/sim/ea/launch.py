@@ -195,6 +195,12 @@ class CompiledEa:
             await self.proxy.close()
 
 
+def trade_state_file(files_dir: Path) -> Path:
+    """Where the EA's simulated trade server keeps the account between runs: beside the terminal's files, so an
+    EA started again on the same files finds its positions and history, as on a real broker."""
+    return files_dir.with_name(files_dir.name + ".trade-server.json")
+
+
 async def _launch(
     binary: Path,
     transport: Transport,
@@ -218,6 +224,7 @@ async def _launch(
         server_offset_s=0,
         symbol=settings.symbol,
         trade_config=settings.trade_config,
+        trade_state=trade_state_file(files_dir),
         allowed_hosts=[f"{proxy.host}:{proxy.port}"],
     )
     return cast(EaProcessLike, process)

@@ -57,6 +57,7 @@ class EaProcess:
         server_offset_s: int = 0,
         symbol: str = "EURUSD",
         trade_config: Mapping[str, object] | None = None,
+        trade_state: Path | None = None,
         allowed_hosts: list[str] | None = None,
     ) -> None:
         args = [str(binary), "--files-dir", str(files_dir), "--server-offset-s", str(server_offset_s)]
@@ -71,6 +72,8 @@ class EaProcess:
             args += ["--allowed-host", host]
         if trade_config:
             args += ["--trade-config", json.dumps(dict(trade_config))]
+        if trade_state is not None:
+            args += ["--trade-state", str(trade_state)]
         self._proc = await asyncio.create_subprocess_exec(
             *args,
             stdin=asyncio.subprocess.PIPE,
