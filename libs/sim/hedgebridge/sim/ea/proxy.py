@@ -5,11 +5,15 @@ traffic as it goes: the HTTP upgrade in each direction, then RFC 6455 frames (cl
 permessage-deflate messages inflated when the handshake negotiated it). What it sees:
 
 - ``received``: the actionIds of every ``OPEN``/``CLOSE`` command the gateway sent through it, repeats included;
+- ``reports``: (connection number, type, actionId) of every ``OPENED``/``CLOSED``/``ERROR`` the terminal sent
+  through it, the swallowed ones included;
 - ``connections`` (accepted), ``cuts`` (connections it cut) and ``dropped`` (the types of reports it swallowed).
 
 Faults it injects, as a network would: ``cut()`` aborts the current connections now; ``drop_next_report()`` arms
 the loss of the next report (``OPENED``/``CLOSED`` by default) from the terminal: that frame is not forwarded
-and both sides of the connection are cut, as when the network fails right after the terminal executed.
+and both sides of the connection are cut, as when the network fails right after the terminal executed;
+``before_next_welcome(message)`` writes a frame of its own to the terminal on the next connection, ahead of the
+gateway's WELCOME (what a terminal reads there belongs to no session).
 
 ``FrameParser`` is the pure part: bytes in, complete frames out, ``FrameError`` on a malformed stream (the proxy
 then stops reading that direction and only forwards).
@@ -205,6 +209,7 @@ def message_fields(payload: bytes) -> tuple[str, str | None] | None:
 class _Connection:
     terminal: asyncio.StreamWriter
     gateway: asyncio.StreamWriter
+    number: int = 0
     deflate: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -222,9 +227,11 @@ class WsProxy:
         self.host = host
         self.received: list[str] = []
         self.dropped: list[str] = []
+        self.reports: list[tuple[int, str, str | None]] = []
         self.connections = 0
         self.cuts = 0
         self._armed: frozenset[str] | None = None
+        self._early: bytes | None = None
         self._live: set[_Connection] = set()
         self._server: asyncio.Server | None = None
 
@@ -271,6 +278,10 @@ class WsProxy:
             raise ValueError("drop_next_report needs at least one message type")
         self._armed = armed
 
+    def before_next_welcome(self, message: dict[str, object]) -> None:
+        """On the next connection, ``message`` (JSON) reaches the terminal before the gateway's WELCOME."""
+        self._early = encode_frame(OP_TEXT, json.dumps(message).encode())
+
     def cut(self) -> int:
         """Abort every open connection now (no closing handshake, as a network failure); how many were cut."""
         live = list(self._live)
@@ -291,8 +302,8 @@ class WsProxy:
             log.warning("cannot reach the gateway", error=str(exc))
             t_writer.transport.abort()
             return
-        conn = _Connection(t_writer, g_writer)
         self.connections += 1
+        conn = _Connection(t_writer, g_writer, number=self.connections)
         self._live.add(conn)
         handshake = asyncio.Event()
         conn.tasks = [
@@ -327,6 +338,9 @@ class WsProxy:
                     writer.write(rest)
                     await _pipe(reader, writer)
                     return
+                if self._early is not None:
+                    writer.write(self._early)
+                    self._early = None
             await self._frames(conn, reader, writer, rest, from_terminal=from_terminal)
 
     async def _read_head(self, reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -360,7 +374,7 @@ class WsProxy:
                 except FrameError as exc:
                     log.warning("unreadable message", terminal=from_terminal, error=str(exc))
                     message = None
-                if message is not None and message[0] == OP_TEXT and not self._inspect(message[1], from_terminal):
+                if message is not None and message[0] == OP_TEXT and not self._inspect(conn, message[1], from_terminal):
                     self._cut(conn)
                     return
                 writer.write(frame.raw)
@@ -373,12 +387,14 @@ class WsProxy:
             await writer.drain()
             chunk = b""
 
-    def _inspect(self, payload: bytes, from_terminal: bool) -> bool:
+    def _inspect(self, conn: _Connection, payload: bytes, from_terminal: bool) -> bool:
         """Record what the message says; False when it is to be lost."""
         fields = message_fields(payload)
         if fields is None:
             return True
         kind, action_id = fields
+        if from_terminal and (kind in REPORTS or kind == "ERROR"):
+            self.reports.append((conn.number, kind, action_id))
         if not from_terminal and kind in COMMANDS:
             self.received.append(action_id or "")
         elif from_terminal and self._armed is not None and kind in self._armed:
