@@ -122,7 +122,7 @@ def connect(url: str) -> Any:
             ssl=target.tls,
             **auth,
         )
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8
         list(target.nodes),
         sentinel_kwargs={"ssl": target.tls},  # the credentials are the master's
         decode_responses=True,
