@@ -15,6 +15,7 @@
 #include <HedgeBridge\OrderManager.mqh>
 #include <HedgeBridge\PositionMonitor.mqh>
 #include <HedgeBridge\AccountMonitor.mqh>
+#include <HedgeBridge\Outbox.mqh>
 
 input string            InpGatewayUrl = "ws://127.0.0.1:8765/ea";  // Gateway URL (ws:// or wss://)
 input string            InpToken = "";                             // Token (hedgebridge token --role ea --account <login>)
@@ -48,6 +49,7 @@ private:
    CPositionMonitor  m_positionMonitor;
    CAccountMonitor   m_accountMonitor;
    CJsonParser       m_parser;
+   CReportOutbox     m_outbox;
    string            m_expectedAccount;  // the account this terminal is logged in to (or InpAccountId)
    string            m_accountId;        // the account WELCOME named
    string            m_sessionId;
@@ -60,6 +62,22 @@ private:
    ulong             m_lastPrices;
 
    bool              Send(const string json) { return(m_wsManager.SendMessage(json)); }
+
+   // OPENED / CLOSED: kept in the outbox first, so it is sent again until the gateway has it
+   void              Report(const string json)
+     {
+      int i = m_outbox.Add(json);
+      if(m_welcomed && Send(json))
+         m_outbox.Sent(i, m_wsManager.NextHeartbeatSeq());
+     }
+
+   // after WELCOME: what earlier connections (or runs) could not deliver, oldest first
+   void              SendOutbox(void)
+     {
+      for(int i = 0; i < m_outbox.Size() && m_welcomed; i++)
+         if(m_outbox.Unsent(i) && Send(m_outbox.Text(i)))
+            m_outbox.Sent(i, m_wsManager.NextHeartbeatSeq());
+     }
 
    void              SendError(const string code, const string message, const string field, const string refType,
                                const string refId)
@@ -129,7 +147,7 @@ private:
       if(traceparent != "")
          w.Str(HB_FIELD_TRACEPARENT, traceparent);  // the command's trace context, echoed
       w.EndObject();
-      Send(w.Text());
+      Report(w.Text());
      }
 
    void              OnWelcome(CJsonValue *msg)
@@ -157,12 +175,14 @@ private:
       m_welcomed = true;
       PrintFormat("hedgebridge: connected as %s (session %s, %s transport)", m_accountId, m_sessionId,
                   m_wsManager.TransportName());
-      // a fresh picture for the new session, then what closed while this EA could not report it
+      // a fresh picture for the new session, then the reports not delivered before, then what closed while
+      // this EA could not see it
       SendAccountUpdate();
       MonitorPositions();
+      SendOutbox();
       string vanished[];
       for(int i = m_positionMonitor.ReportVanished(m_accountId, vanished) - 1; i >= 0; i--)
-         Send(vanished[i]);
+         Report(vanished[i]);
      }
 
    void              OnOpen(CJsonValue *msg)
@@ -179,13 +199,10 @@ private:
       string symbol = msg.GetString(HB_FIELD_SYMBOL);
       string side = msg.GetString(HB_FIELD_SIDE);
       double volume = msg.GetDouble(HB_FIELD_VOLUME);
-      if(!m_welcomed)
-         r.message = "the terminal has no session yet";
+      if(symbol == "" || volume <= 0.0)
+         r.message = "an OPEN needs a symbol and a positive volume";
       else
-         if(symbol == "" || volume <= 0.0)
-            r.message = "an OPEN needs a symbol and a positive volume";
-         else
-            m_orderManager.Open(actionId, positionId, symbol, side, volume, r);
+         m_orderManager.Open(actionId, positionId, symbol, side, volume, r);
       if(!r.answered)
         {
          PrintFormat("hedgebridge: OPEN %s (%s): %s; the positions report will show the outcome", positionId,
@@ -209,10 +226,7 @@ private:
         }
       SHbOrderResult r;
       HbResetResult(r);
-      if(!m_welcomed)
-         r.message = "the terminal has no session yet";
-      else
-         m_orderManager.Close(actionId, positionId, mtTicket, msg.GetDouble(HB_FIELD_VOLUME, 0.0), r);
+      m_orderManager.Close(actionId, positionId, mtTicket, msg.GetDouble(HB_FIELD_VOLUME, 0.0), r);
       SendOrderEvent(HB_MSG_CLOSED, positionId, actionId, mtTicket, r, "", "", msg.GetString(HB_FIELD_TRACEPARENT));
       MonitorPositions();
       SendAccountUpdate();
@@ -239,6 +253,15 @@ private:
          return;
         }
       string type = msg.GetString(HB_TYPE_FIELD);
+      if(!m_welcomed && (type == HB_MSG_OPEN || type == HB_MSG_CLOSE || type == HB_MSG_SYNC))
+        {
+         // read after the connection it came on ended, before the next session's WELCOME: it belongs to no
+         // session, so it is not executed; the executor reconciles it from the new session's snapshots
+         PrintFormat("hedgebridge: %s %s read before WELCOME; not executed (the executor reconciles it)", type,
+                     msg.GetString(HB_FIELD_ACTION_ID));
+         delete msg;
+         return;
+        }
       if(type == HB_MSG_WELCOME)
          OnWelcome(msg);
       else
@@ -246,6 +269,9 @@ private:
            {
             if(!msg.GetBool(HB_FIELD_REPLY))
                m_wsManager.AnswerHeartbeat(msg.GetLong(HB_FIELD_SEQ));
+            else
+               if(m_welcomed)
+                  m_outbox.Proven(msg.GetLong(HB_FIELD_SEQ));  // the gateway has read all sent before it
            }
          else
             if(type == HB_MSG_OPEN)
@@ -339,6 +365,7 @@ private:
         {
          m_welcomed = false;
          m_accountId = "";
+         m_outbox.Reset();  // what the last connection did not prove goes again after the next WELCOME
         }
       if(!m_wsManager.IsConnected())
          return;
@@ -405,6 +432,7 @@ public:
       FolderCreate("HedgeBridge");
       m_orderManager.Init(InpMagic, InpDeviationPoints, InpHistoryDays,
                           "HedgeBridge\\book_" + IntegerToString(login) + ".jsonl");
+      m_outbox.Init("HedgeBridge\\outbox_" + IntegerToString(login) + ".jsonl");
       m_positionMonitor.Init(GetPointer(m_orderManager), InpPositionIntervalMs, 100);
       m_accountMonitor.Init(InpAccountIntervalMs, 250);
       m_ready = true;
@@ -430,7 +458,7 @@ public:
      {
       string closed;
       if(m_ready && m_positionMonitor.OnTransaction(trans, m_welcomed ? m_accountId : "", closed))
-         Send(closed);
+         Report(closed);
      }
 
    // POSITION_UPDATE now (syncId: the SYNC it answers)

@@ -1,16 +1,25 @@
-"""Fixtures for the integration tests of this directory: coordinators on the test servers."""
+"""Fixtures for the integration tests of this directory: coordinators on the test servers, compiled EAs behind
+the test gateway."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
 from hedgebridge.common.servers import NatsServer, ValkeyServer
 from hedgebridge.coordinator.config import CoordinatorConfig
 from hedgebridge.coordinator.service import Coordinator
+from hedgebridge.gateway.server import Gateway
+from hedgebridge.sim.ea.launch import CompiledEa, EaSettings
+
+from ..helpers import ea_token
+from ..mt5.terminals import EaBuild
 
 StartCoordinator = Callable[..., Awaitable[Coordinator]]
+StartEa = Callable[[str, str, EaSettings], Awaitable[CompiledEa]]
 
 
 def coordinator_config(nats_url: str, redis_url: str, **overrides: object) -> CoordinatorConfig:
@@ -49,3 +58,35 @@ async def start_coordinator(nats_server: NatsServer, cache_server: ValkeyServer)
 @pytest.fixture
 async def coordinator(start_coordinator: StartCoordinator) -> Coordinator:
     return await start_coordinator()
+
+
+@pytest.fixture(params=["native", "dll"])
+def ea_build(request: pytest.FixtureRequest) -> EaBuild:
+    """The compiled EA, once with each transport."""
+    built: EaBuild = request.getfixturevalue(f"ea_{request.param}_build")
+    return built
+
+
+@pytest.fixture
+async def start_ea(ea_build: EaBuild, gateway: Gateway, secret: str, tmp_path: Path) -> AsyncIterator[StartEa]:
+    """``await start_ea(account, name, settings)``: an EA whose terminal files (and trade server) are ``name``'s;
+    starting the same name again is a restart of that terminal's EA. All are stopped at the end."""
+    running: list[CompiledEa] = []
+
+    async def start(account: str, name: str, settings: EaSettings) -> CompiledEa:
+        ea = await CompiledEa.start(
+            ea_build.binary,
+            ea_build.transport,
+            account=account,
+            token=ea_token(secret, account),
+            gateway_host="127.0.0.1",
+            gateway_port=gateway.port,
+            files_dir=tmp_path / name,
+            dll_path=ea_build.dll_path,
+            settings=settings,
+        )
+        running.append(ea)
+        return ea
+
+    yield start
+    await asyncio.gather(*(ea.stop() for ea in running), return_exceptions=True)

@@ -4,7 +4,6 @@ EA started before its terminal logged in, a position closed while the EA was dis
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -12,45 +11,13 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from hedgebridge.executor.service import Executor
-from hedgebridge.gateway.server import Gateway
 from hedgebridge.protocol import ClosedEvent, OpenOrder, subjects, unpack_event
-from hedgebridge.sim.ea.launch import CompiledEa, EaSettings
+from hedgebridge.sim.ea.launch import EaSettings
 
-from ..helpers import ea_token, order, wait_for
-from ..mt5.terminals import EaBuild
+from ..helpers import order, wait_for
+from .conftest import StartEa
 
 pytestmark = pytest.mark.integration
-
-StartEa = Callable[[str, str, EaSettings], Awaitable[CompiledEa]]
-
-
-@pytest.fixture(params=["native", "dll"])
-def ea_build(request: pytest.FixtureRequest) -> EaBuild:
-    built: EaBuild = request.getfixturevalue(f"ea_{request.param}_build")
-    return built
-
-
-@pytest.fixture
-async def start_ea(ea_build: EaBuild, gateway: Gateway, secret: str, tmp_path: Path) -> AsyncIterator[StartEa]:
-    running: list[CompiledEa] = []
-
-    async def start(account: str, name: str, settings: EaSettings) -> CompiledEa:
-        ea = await CompiledEa.start(
-            ea_build.binary,
-            ea_build.transport,
-            account=account,
-            token=ea_token(secret, account),
-            gateway_host="127.0.0.1",
-            gateway_port=gateway.port,
-            files_dir=tmp_path / name,
-            dll_path=ea_build.dll_path,
-            settings=settings,
-        )
-        running.append(ea)
-        return ea
-
-    yield start
-    await asyncio.gather(*(ea.stop() for ea in running), return_exceptions=True)
 
 
 async def test_an_ea_replaced_by_another_for_its_account_backs_off_and_says_so(start_ea: StartEa) -> None:

@@ -13,8 +13,12 @@
 // count: a command the trade server refused (requote, rejected...) leaves no deal, so the same actionId
 // sent again (the executor's retry) is executed.
 //
-// CPositionBook remembers which hedge-system positionId/actionId each position ticket belongs to, in
+// CPositionBook remembers which hedge-system positionId/actionId each position belongs to, in
 // MQL5/Files/HedgeBridge/book_<login>.jsonl, so that reports keep naming them after a restart.
+//
+// A position is named by its POSITION_IDENTIFIER everywhere (the book, mtTicket on the wire, the deals'
+// DEAL_POSITION_ID): it never changes during the position's life, while its POSITION_TICKET can (a swap
+// charged by re-opening the position gives it a new ticket). Only a trade request names the current ticket.
 #ifndef HEDGEBRIDGE_ORDERMANAGER_MQH
 #define HEDGEBRIDGE_ORDERMANAGER_MQH
 
@@ -58,6 +62,22 @@ string HbCommentPositionTag(const string comment)
    return(StringSubstr(comment, 2 + HB_TAG_LENGTH, HB_TAG_LENGTH));
   }
 
+// the open position whose POSITION_IDENTIFIER is `identifier`, selected; its current ticket, or 0
+ulong HbSelectPosition(const ulong identifier)
+  {
+   if(identifier == 0)
+      return(0);
+   if(PositionSelectByTicket(identifier) && (ulong)PositionGetInteger(POSITION_IDENTIFIER) == identifier)
+      return(identifier);
+   for(int i = PositionsTotal() - 1; i >= 0; i--)
+     {
+      ulong ticket = PositionGetTicket(i);
+      if(ticket > 0 && (ulong)PositionGetInteger(POSITION_IDENTIFIER) == identifier)
+         return(ticket);
+     }
+   return(0);
+  }
+
 bool HbIsOwnComment(const string comment)
   {
    return(HbCommentPositionTag(comment) != "");
@@ -71,7 +91,7 @@ struct SHbOrderResult
    bool              answered;        // false: the outcome is not known yet (order placed, no deal yet)
    bool              success;
    bool              alreadyExecuted;
-   ulong             ticket;          // position ticket (mtTicket)
+   ulong             ticket;          // POSITION_IDENTIFIER (mtTicket)
    double            price;
    double            volume;          // filled (OPEN) or closed (CLOSE) volume
    double            remaining;       // CLOSE: volume left open
@@ -95,7 +115,7 @@ void HbResetResult(SHbOrderResult &r)
   }
 
 //+------------------------------------------------------------------+
-//| Position ticket -> the hedge system's positionId and actionId    |
+//| Position identifier -> the hedge system's positionId and actionId|
 //+------------------------------------------------------------------+
 class CPositionBook
   {
@@ -188,9 +208,28 @@ public:
       ArrayResize(m_tickets, last);
       ArrayResize(m_positionIds, last);
       ArrayResize(m_actionIds, last);
+      Rewrite();
      }
 
-   // read the book, keep the tickets still open, and write it back compacted
+   // the whole book, written to a new file that then replaces the old one
+   void              Rewrite(void)
+     {
+      string temporary = m_file + ".new";
+      int h = FileOpen(temporary, FILE_WRITE | FILE_TXT | FILE_ANSI, 0, CP_UTF8);
+      if(h == INVALID_HANDLE)
+        {
+         PrintFormat("hedgebridge: cannot write %s (error %d)", temporary, GetLastError());
+         return;
+        }
+      for(int i = 0; i < ArraySize(m_tickets); i++)
+         FileWriteString(h, Line(i) + "\r\n");
+      FileClose(h);
+      if(!FileMove(temporary, 0, m_file, FILE_REWRITE))
+         PrintFormat("hedgebridge: cannot replace %s (error %d)", m_file, GetLastError());
+     }
+
+   // read the book (a position that closed while the EA was stopped stays in it until its CLOSED is reported)
+   // and write it back compacted
    void              Load(void)
      {
       ArrayResize(m_tickets, 0);
@@ -211,20 +250,15 @@ public:
                continue;
             if(row.m_type == HB_JSON_ARRAY && row.Size() == 3)
               {
-               ulong ticket = (ulong)StringToInteger(row.At(0).m_text);
-               if(ticket > 0 && PositionSelectByTicket(ticket))
-                  Put(ticket, row.At(1).m_text, row.At(2).m_text);
+               ulong identifier = (ulong)StringToInteger(row.At(0).m_text);
+               if(identifier > 0)
+                  Put(identifier, row.At(1).m_text, row.At(2).m_text);
               }
             delete row;
            }
          FileClose(h);
         }
-      h = FileOpen(m_file, FILE_WRITE | FILE_TXT | FILE_ANSI, 0, CP_UTF8);
-      if(h == INVALID_HANDLE)
-         return;
-      for(int i = 0; i < ArraySize(m_tickets); i++)
-         FileWriteString(h, Line(i) + "\r\n");
-      FileClose(h);
+      Rewrite();
      }
   };
 
@@ -295,7 +329,7 @@ private:
          if(StringFind(PositionGetString(POSITION_COMMENT), prefix) != 0)
             continue;
          r.success = true;
-         r.ticket = ticket;
+         r.ticket = (ulong)PositionGetInteger(POSITION_IDENTIFIER);
          r.price = PositionGetDouble(POSITION_PRICE_OPEN);
          r.volume = PositionGetDouble(POSITION_VOLUME);
          return(true);
@@ -356,7 +390,7 @@ private:
       r.volume = volume;
       r.price = notional / volume;
       r.profit = profit;
-      r.remaining = PositionSelectByTicket(position) ? PositionGetDouble(POSITION_VOLUME) : 0.0;
+      r.remaining = HbSelectPosition(position) > 0 ? PositionGetDouble(POSITION_VOLUME) : 0.0;
       return(true);
      }
 
@@ -446,25 +480,26 @@ private:
       return(sent);
      }
 
-   // the position a CLOSE names: mtTicket when given, else positionId (book, then order comments)
+   // the identifier of the open position a CLOSE names: mtTicket when given, else positionId (book, then
+   // order comments); 0 when there is none
    ulong             FindPosition(const string mtTicket, const string positionId)
      {
       if(mtTicket != "")
         {
-         ulong ticket = (ulong)StringToInteger(mtTicket);
-         if(ticket > 0 && IntegerToString((long)ticket) == mtTicket && PositionSelectByTicket(ticket))
-            return(ticket);
+         ulong identifier = (ulong)StringToInteger(mtTicket);
+         if(identifier > 0 && IntegerToString((long)identifier) == mtTicket && HbSelectPosition(identifier) > 0)
+            return(identifier);
          return(0);
         }
       ulong known = m_book.TicketOf(positionId);
-      if(known > 0 && PositionSelectByTicket(known))
+      if(HbSelectPosition(known) > 0)
          return(known);
       string tag = HbTag(positionId);
       for(int i = PositionsTotal() - 1; i >= 0; i--)
         {
          ulong ticket = PositionGetTicket(i);
          if(ticket > 0 && HbCommentPositionTag(PositionGetString(POSITION_COMMENT)) == tag)
-            return(ticket);
+            return((ulong)PositionGetInteger(POSITION_IDENTIFIER));
         }
       return(0);
      }
@@ -537,9 +572,9 @@ public:
       if(result.retcode == TRADE_RETCODE_PLACED)
         {
          // exchange execution: the order waits for its deal
-         for(int i = 0; i < 100 && !PositionSelectByTicket(result.order); i++)
+         for(int i = 0; i < 100 && HbSelectPosition(result.order) == 0; i++)
             Sleep(30);
-         if(!PositionSelectByTicket(result.order))
+         if(HbSelectPosition(result.order) == 0)
            {
             r.answered = false;
             r.message = "order placed, no deal yet";
@@ -566,7 +601,7 @@ public:
          if(r.volume <= 0.0)
             r.volume = HistoryDealGetDouble(result.deal, DEAL_VOLUME);
         }
-      if((r.price <= 0.0 || r.volume <= 0.0) && PositionSelectByTicket(r.ticket))
+      if((r.price <= 0.0 || r.volume <= 0.0) && HbSelectPosition(r.ticket) > 0)
         {
          if(r.price <= 0.0)
             r.price = PositionGetDouble(POSITION_PRICE_OPEN);
@@ -594,14 +629,15 @@ public:
          r.alreadyExecuted = true;
          return;
         }
-      ulong ticket = FindPosition(mtTicket, positionId);
-      if(ticket == 0 || !PositionSelectByTicket(ticket))
+      ulong identifier = FindPosition(mtTicket, positionId);
+      ulong ticket = HbSelectPosition(identifier);
+      if(ticket == 0)
         {
          r.retcode = TRADE_RETCODE_POSITION_CLOSED;
          r.message = "position not found or already closed";
          return;
         }
-      r.ticket = ticket;
+      r.ticket = identifier;
       string symbol = PositionGetString(POSITION_SYMBOL);
       double openVolume = PositionGetDouble(POSITION_VOLUME);
       double floating = PositionGetDouble(POSITION_PROFIT);
@@ -654,14 +690,14 @@ public:
          r.profit = openVolume > 0.0 ? floating * r.volume / openVolume : 0.0;  // the deal is not in the history yet
       if(r.price <= 0.0)
          r.price = request.price;
-      r.remaining = PositionSelectByTicket(ticket) ? PositionGetDouble(POSITION_VOLUME) : 0.0;
+      r.remaining = HbSelectPosition(identifier) > 0 ? PositionGetDouble(POSITION_VOLUME) : 0.0;
       if(r.retcode == TRADE_RETCODE_DONE_PARTIAL)
          r.message = StringFormat("partially closed: %s of %s lots", HbJsonNumber(r.volume, 8),
                                   HbJsonNumber(request.volume, 8));
       else
          r.retcode = 0;
       if(r.remaining <= 0.0)
-         m_book.Forget(ticket);
+         m_book.Forget(identifier);
       RememberResult(HB_MSG_CLOSE, actionId, r);
      }
   };

@@ -115,12 +115,13 @@ public:
             continue;
            }
          int digits = (int)SymbolInfoInteger(symbol, SYMBOL_DIGITS);
+         ulong identifier = (ulong)PositionGetInteger(POSITION_IDENTIFIER);
          string positionId = "";
          string actionId = "";
          if(m_orders != NULL)
-            m_orders.Book().Lookup(ticket, positionId, actionId);
+            m_orders.Book().Lookup(identifier, positionId, actionId);
          w.BeginObject();
-         w.Str(HB_FIELD_MT_TICKET, IntegerToString((long)ticket));
+         w.Str(HB_FIELD_MT_TICKET, IntegerToString((long)identifier));
          if(positionId != "")
             w.Str(HB_FIELD_POSITION_ID, positionId);
          if(actionId != "")
@@ -180,7 +181,7 @@ public:
       for(int i = book.Size() - 1; i >= 0; i--)
         {
          ulong ticket = book.TicketAt(i);
-         if(PositionSelectByTicket(ticket))
+         if(HbSelectPosition(ticket) > 0)
             continue;
          ulong closing = 0;
          for(int d = HistoryDealsTotal() - 1; d >= 0 && closing == 0; d--)
@@ -224,7 +225,7 @@ public:
          return(false);  // not a position of the hedge system
       bool ownClose = (ulong)HistoryDealGetInteger(trans.deal, DEAL_MAGIC) == m_orders.Magic()
                       && HbIsOwnComment(HistoryDealGetString(trans.deal, DEAL_COMMENT));
-      if(ownClose || PositionSelectByTicket(position))
+      if(ownClose || HbSelectPosition(position) > 0)
          return(false);  // reported by the command, or only partly closed (the snapshot shows the rest)
       closed = ClosedReport(trans.deal, position, positionId, accountId);
       m_orders.Book().Forget(position);

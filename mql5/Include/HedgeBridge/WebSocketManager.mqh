@@ -782,6 +782,9 @@ public:
 
    bool              IsConnected(void) { return(m_connected); }
 
+   // the seq of the next heartbeat this EA sends on the connection (its reply proves what was sent before it)
+   long              NextHeartbeatSeq(void) { return(m_seq + 1); }
+
    // Close the connection when the gateway has been silent longer than the heartbeat timeout (it answers
    // every heartbeat, so silence means a dead connection). Call after reading the waiting frames.
    void              CheckSilence(void)
