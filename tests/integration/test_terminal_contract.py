@@ -255,19 +255,26 @@ async def test_the_terminal_answers_an_executed_action_id_with_the_first_result(
     assert terminal.received == ["twice", "twice"]
 
 
-async def test_a_lost_report_is_reconciled_and_never_resent(
+async def test_a_lost_report_gets_a_definite_answer_and_the_command_is_never_resent(
     terminals: StartTerminals, nc: NatsClient, results: list[OrderResult]
 ) -> None:
     (terminal,) = await terminals(["A1"])
     await terminal.inject(Fault(lost_report=True))
     first = await order(nc, buy(action_id="lost-1", timeout_ms=400))
-    assert (first.status, first.code) == ("OUTCOME_UNKNOWN", errors.OUTCOME_UNKNOWN)
-    await wait_for(lambda: any(r.reconciled and r.action_id == "lost-1" for r in results), "the reconciled result")
-    reconciled = next(r for r in results if r.reconciled)
-    (ticket,) = await terminal.positions()
-    assert (reconciled.status, reconciled.mt_ticket, reconciled.state) == ("FILLED", ticket, "RECONCILED")
+    # a terminal that keeps its reports sends this one again after reconnecting, maybe within the timeout;
+    # otherwise the executor reconciles from the snapshot
+    assert (first.status, first.code) in {("OUTCOME_UNKNOWN", errors.OUTCOME_UNKNOWN), ("FILLED", None)}
+    if first.status == "OUTCOME_UNKNOWN":
+        await wait_for(lambda: any(r.reconciled and r.action_id == "lost-1" for r in results), "the reconciled result")
+        reconciled = next(r for r in results if r.reconciled)
+        (ticket,) = await terminal.positions()
+        assert (reconciled.status, reconciled.mt_ticket, reconciled.state) == ("FILLED", ticket, "RECONCILED")
+    else:
+        (ticket,) = await terminal.positions()
+        assert first.mt_ticket == ticket
     again = await order(nc, buy(action_id="lost-1", timeout_ms=400))
-    assert (again.status, again.mt_ticket, again.reconciled, again.duplicate) == ("FILLED", ticket, True, True)
+    assert (again.status, again.mt_ticket, again.duplicate) == ("FILLED", ticket, True)
+    assert again.reconciled == (first.status == "OUTCOME_UNKNOWN")
     assert terminal.received == ["lost-1"]
 
 
