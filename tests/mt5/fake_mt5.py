@@ -21,6 +21,32 @@ Behaviour, as a trade server and terminal answer:
   delay (the call blocks, as a slow trade server does, then goes on);
 - ``lose_terminal()`` breaks the link: every call fails with ``(-10004, 'No IPC connection')`` until
   ``restore_terminal()``; ``close_outside()`` closes a position as a stop loss or a person would.
+
+Times are the trade server's clock, as the real package gives them. MetaQuotes' reference of the Python
+package (``copy_rates_from``, ``copy_ticks_from``, ``history_deals_get``…) says the terminal keeps times "in UTC
+time zone (without the shift)" and asks for ``datetime`` arguments "created in UTC time". What the package
+returns is the trade server's wall clock written as if it were UTC seconds: a broker whose server runs on
+EET/EEST (UTC+2 in winter, UTC+3 in summer, the usual choice, so that daily bars close at 17:00 New York) gives
+times 2-3 h ahead of the real UTC, and a range asked with a UTC ``datetime`` misses the last 2-3 h (mt5linux
+issue #25: a GMT+2 server asked for the bars up to "now" in UTC answers with those of two hours earlier;
+Mql5-Python-Integration issue #31: ``history_deals_get`` with local ``datetime``s finds nothing; MQL5's
+``HistorySelect``, which the package's ``history_deals_get`` wraps, selects "the specified period of server
+time"). So here:
+
+- ``time``/``time_msc`` of a tick (``symbol_info_tick``; ``symbol_info().time``) are the server time of the last
+  price change (``step()``): they stand still while the market does, as on a quiet or closed market;
+- positions (``time``, ``time_msc``, ``time_update``, ``time_update_msc``) and deals (``time``, ``time_msc``)
+  carry the server time they were made at;
+- ``history_deals_get(date_from, date_to)`` turns a ``datetime`` into seconds as its ``timestamp()`` does (a
+  naive one as local time), takes an ``int`` as seconds, and compares them with the deals' server times as
+  they are, bounds included;
+- the package has no call that answers the offset (MQL5's ``TimeTradeServer``/``TimeGMT`` are not in it):
+  programs compare a fresh tick's or deal's time with their UTC clock (rounded to a quarter of an hour, as
+  server time zones are) or are told the offset.
+
+``server_offset_s`` is the trade server's offset from UTC: ``DEFAULT_SERVER_OFFSET_S`` (+3 h) unless a test
+says otherwise (0 for a server on UTC); it may change during a test, as at a daylight saving change.
+``age(seconds)`` makes the positions and deals so far older, as if they had been made that long ago.
 """
 
 from __future__ import annotations
@@ -64,6 +90,8 @@ __all__ = [
     "TradeRequest",
 ]
 
+DEFAULT_SERVER_OFFSET_S = 3 * 3600  # EEST: the trade servers of most brokers in summer
+
 
 @dataclass(frozen=True, slots=True)
 class FakeFault:
@@ -84,7 +112,8 @@ class _Position:
     price_open: float
     symbol: str
     comment: str
-    time_msc: int
+    time_msc: int  # server time
+    update_msc: int  # server time of the last change (a partial close)
 
 
 @dataclass
@@ -217,6 +246,7 @@ class FakeMT5:
         first_ticket: int = 70_000_000,
         filling_mode: int = 1,  # SYMBOL_FILLING_FOK
         commission_per_lot: float = 3.5,  # per side; the round turn is charged on the closing deal
+        server_offset_s: int = DEFAULT_SERVER_OFFSET_S,
     ) -> None:
         self._lock = threading.RLock()
         self._login = login
@@ -229,6 +259,8 @@ class FakeMT5:
         self._filling_mode = filling_mode
         self._commission_per_lot = commission_per_lot
         self._feed = PriceFeed(self._symbols, random.Random(seed))
+        self.server_offset_s = server_offset_s  # the trade server's clock minus UTC
+        self._tick_msc = dict.fromkeys(self._symbols, self.server_msc())  # the last price change, server time
         self._book = _Book()
         self._next_order = first_ticket
         self._next_deal = first_ticket * 2
@@ -252,8 +284,25 @@ class FakeMT5:
             self._reachable = True
 
     def step(self) -> None:
+        """The market moves: new prices, ticked now (server time)."""
         with self._lock:
             self._feed.step()
+            self._tick_msc = dict.fromkeys(self._symbols, self.server_msc())
+
+    def server_msc(self) -> int:
+        """The trade server's clock now, in milliseconds as the package gives times."""
+        return int(time.time() * 1000) + self.server_offset_s * 1000
+
+    def age(self, seconds: float) -> None:
+        """The positions and deals so far become ``seconds`` older, as if made that long ago."""
+        shift = int(seconds * 1000)
+        with self._lock:
+            for p in self._book.positions.values():
+                p.time_msc -= shift
+                p.update_msc -= shift
+            self._book.deals = [
+                d._replace(time=(d.time_msc - shift) // 1000, time_msc=d.time_msc - shift) for d in self._book.deals
+            ]
 
     def sent(self, comment_prefix: str) -> int:
         """How many order_send calls carried a comment starting with ``comment_prefix``."""
@@ -367,7 +416,7 @@ class FakeMT5:
                 values[name] = kind()  # False, 0, 0.0 or ""
             digits = len(f"{inst.point:.10f}".rstrip("0").split(".")[1])
             values.update(
-                select=symbol in self._selected, visible=True, time=int(time.time()), digits=digits,
+                select=symbol in self._selected, visible=True, time=self._tick_msc[symbol] // 1000, digits=digits,
                 spread=inst.spread_points, trade_mode=4, trade_exemode=2, filling_mode=self._filling_mode,
                 order_mode=127, bid=bid, ask=ask, point=inst.point, trade_tick_size=inst.point,
                 trade_contract_size=inst.contract_size, volume_min=0.01, volume_max=100.0, volume_step=0.01,
@@ -384,8 +433,8 @@ class FakeMT5:
                 self._fail(self.RES_E_NOT_FOUND, "Terminal: Not found")
                 return None
             bid, ask = self._feed.quote(symbol)
-            now_ms = int(time.time() * 1000)
-            return Tick(now_ms // 1000, bid, ask, 0.0, 0, now_ms, 6, 0.0)
+            msc = self._tick_msc[symbol]
+            return Tick(msc // 1000, bid, ask, 0.0, 0, msc, 6, 0.0)
 
     def positions_get(
         self, symbol: str | None = None, group: str | None = None, ticket: int | None = None
@@ -534,8 +583,8 @@ class FakeMT5:
                 return self._answer(request, self.TRADE_RETCODE_INVALID_CLOSE_VOLUME)
             deal = self._fill_close(position, volume, market, magic, comment, self.DEAL_REASON_EXPERT, order)
             return self._answer(request, retcode, deal.ticket, order, volume, market)
-        now_ms = int(time.time() * 1000)
-        self._book.positions[order] = _Position(order, side, magic, volume, market, symbol, comment, now_ms)
+        now_ms = self.server_msc()
+        self._book.positions[order] = _Position(order, side, magic, volume, market, symbol, comment, now_ms, now_ms)
         deal = self._deal(order, symbol, side, self.DEAL_ENTRY_IN, magic, order, self.DEAL_REASON_EXPERT, volume,
                           market, 0.0, comment)  # fmt: skip
         return self._answer(request, retcode, deal.ticket, order, volume, market)
@@ -549,6 +598,7 @@ class FakeMT5:
         remaining = round(position.volume - volume, 8)
         if remaining > 1e-9:
             position.volume = remaining
+            position.update_msc = self.server_msc()
         else:
             del self._book.positions[position.ticket]
         side = self.DEAL_TYPE_SELL if position.type == self.POSITION_TYPE_BUY else self.DEAL_TYPE_BUY
@@ -558,7 +608,7 @@ class FakeMT5:
     def _deal(self, order: int, symbol: str, side: int, entry: int, magic: int, position: int, reason: int,
               volume: float, price: float, profit: float, comment: str,
               commission: float = 0.0) -> TradeDeal:  # fmt: skip
-        now_ms = int(time.time() * 1000)
+        now_ms = self.server_msc()
         deal = TradeDeal(self._next_deal, order, now_ms // 1000, now_ms, side, entry, magic, position, reason, volume,
                          price, commission, 0.0, profit, 0.0, symbol, comment, "")  # fmt: skip
         self._next_deal += 1
@@ -590,8 +640,8 @@ class FakeMT5:
 
     def _position_tuple(self, p: _Position) -> TradePosition:
         return TradePosition(
-            ticket=p.ticket, time=p.time_msc // 1000, time_msc=p.time_msc, time_update=p.time_msc // 1000,
-            time_update_msc=p.time_msc, type=p.type, magic=p.magic, identifier=p.ticket,
+            ticket=p.ticket, time=p.time_msc // 1000, time_msc=p.time_msc, time_update=p.update_msc // 1000,
+            time_update_msc=p.update_msc, type=p.type, magic=p.magic, identifier=p.ticket,
             reason=self.DEAL_REASON_EXPERT, volume=p.volume, price_open=p.price_open, sl=0.0, tp=0.0,
             price_current=self._mark(p), swap=0.0, profit=self._floating(p), symbol=p.symbol, comment=p.comment,
             external_id="",
