@@ -19,6 +19,10 @@ Behaviour, as a trade server and terminal answer:
 - faults (``FakeFault``), one per ``order_send``: a retcode (nothing executes), a partial fill (10010), a lost
   result (it executes but ``order_send`` returns None, as when the link to the terminal breaks mid-call), and a
   delay (the call blocks, as a slow trade server does, then goes on);
+- deals reach the history ``deal_delay_s`` after they are made (``DEFAULT_DEAL_DELAY_S``, or
+  ``FakeFault(deal_delay_s=...)`` for one order), as in a terminal, whose history can lag ``order_send``'s
+  answer, the closing deal especially (MQL5's ``OrderSend`` reference: the deals of an order "may happen after
+  sending a response"; ``result.deal`` may then be 0); positions and the balance change at once;
 - ``lose_terminal()`` breaks the link: every call fails with ``(-10004, 'No IPC connection')`` until
   ``restore_terminal()``; ``close_outside()`` closes a position as a stop loss or a person would.
 
@@ -91,6 +95,7 @@ __all__ = [
 ]
 
 DEFAULT_SERVER_OFFSET_S = 3 * 3600  # EEST: the trade servers of most brokers in summer
+DEFAULT_DEAL_DELAY_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,8 @@ class FakeFault:
     fill_ratio: float | None = None
     lost_result: bool = False
     delay_s: float = 0.0
+    deal_delay_s: float | None = None  # this order's deals reach the history this late (None: the terminal's)
+    deal_unknown: bool = False  # the answer carries no deal ticket (``result.deal`` 0)
 
 
 @dataclass
@@ -120,6 +127,7 @@ class _Position:
 class _Book:
     positions: dict[int, _Position] = field(default_factory=dict)
     deals: list[TradeDeal] = field(default_factory=list)
+    visible_at: dict[int, float] = field(default_factory=dict)  # deal ticket -> monotonic time it is in the history
 
 
 class FakeMT5:
@@ -247,6 +255,7 @@ class FakeMT5:
         filling_mode: int = 1,  # SYMBOL_FILLING_FOK
         commission_per_lot: float = 3.5,  # per side; the round turn is charged on the closing deal
         server_offset_s: int = DEFAULT_SERVER_OFFSET_S,
+        deal_delay_s: float = DEFAULT_DEAL_DELAY_S,
     ) -> None:
         self._lock = threading.RLock()
         self._login = login
@@ -260,6 +269,8 @@ class FakeMT5:
         self._commission_per_lot = commission_per_lot
         self._feed = PriceFeed(self._symbols, random.Random(seed))
         self.server_offset_s = server_offset_s  # the trade server's clock minus UTC
+        self.deal_delay_s = deal_delay_s
+        self._order_deal_delay_s: float | None = None  # the order being executed's, from its fault
         self._tick_msc = dict.fromkeys(self._symbols, self.server_msc())  # the last price change, server time
         self._book = _Book()
         self._next_order = first_ticket
@@ -465,15 +476,17 @@ class FakeMT5:
         with self._lock:
             if not self._linked():
                 return None
+            now = time.monotonic()
+            deals = [d for d in self._book.deals if self._book.visible_at.get(d.ticket, 0.0) <= now]
             if ticket is not None:  # the package's reference: ``ticket`` is the ORDER ticket (DEAL_ORDER)
-                return tuple(d for d in self._book.deals if d.order == ticket)
+                return tuple(d for d in deals if d.order == ticket)
             if position is not None:
-                return tuple(d for d in self._book.deals if d.position_id == position)
+                return tuple(d for d in deals if d.position_id == position)
             if date_from is None or date_to is None:
                 self._fail(self.RES_E_INVALID_PARAMS, "Invalid arguments")
                 return None
             low, high = _epoch(date_from), _epoch(date_to)
-            return tuple(d for d in self._book.deals if low <= d.time <= high)
+            return tuple(d for d in deals if low <= d.time <= high)
 
     def order_send(self, request: dict[str, Any]) -> OrderSendResult | None:
         with self._lock:
@@ -495,7 +508,11 @@ class FakeMT5:
         if fault is not None and fault.delay_s > 0:
             time.sleep(fault.delay_s)  # a slow trade server: the caller's thread waits
         with self._lock:
-            result = self._execute(request, fault)
+            self._order_deal_delay_s = fault.deal_delay_s if fault is not None else None
+            try:
+                result = self._execute(request, fault)
+            finally:
+                self._order_deal_delay_s = None
             if fault is not None and fault.lost_result:
                 self._fail(self.RES_E_INTERNAL_FAIL_RECEIVE, "IPC recv failed")
                 return None
@@ -582,12 +599,12 @@ class FakeMT5:
             if volume > position.volume + 1e-9:
                 return self._answer(request, self.TRADE_RETCODE_INVALID_CLOSE_VOLUME)
             deal = self._fill_close(position, volume, market, magic, comment, self.DEAL_REASON_EXPERT, order)
-            return self._answer(request, retcode, deal.ticket, order, volume, market)
+            return self._answer(request, retcode, _deal_ticket(deal, fault), order, volume, market)
         now_ms = self.server_msc()
         self._book.positions[order] = _Position(order, side, magic, volume, market, symbol, comment, now_ms, now_ms)
         deal = self._deal(order, symbol, side, self.DEAL_ENTRY_IN, magic, order, self.DEAL_REASON_EXPERT, volume,
                           market, 0.0, comment)  # fmt: skip
-        return self._answer(request, retcode, deal.ticket, order, volume, market)
+        return self._answer(request, retcode, _deal_ticket(deal, fault), order, volume, market)
 
     def _fill_close(
         self, position: _Position, volume: float, price: float, magic: int, comment: str, reason: int, order: int
@@ -613,6 +630,8 @@ class FakeMT5:
                          price, commission, 0.0, profit, 0.0, symbol, comment, "")  # fmt: skip
         self._next_deal += 1
         self._book.deals.append(deal)
+        delay = self.deal_delay_s if self._order_deal_delay_s is None else self._order_deal_delay_s
+        self._book.visible_at[deal.ticket] = time.monotonic() + delay
         return deal
 
     def _profit(self, position: _Position, volume: float, price: float) -> float:
@@ -646,6 +665,11 @@ class FakeMT5:
             price_current=self._mark(p), swap=0.0, profit=self._floating(p), symbol=p.symbol, comment=p.comment,
             external_id="",
         )  # fmt: skip
+
+
+def _deal_ticket(deal: TradeDeal, fault: FakeFault | None) -> int:
+    """``result.deal``: 0 when the trade server did not know the deal yet when it answered."""
+    return 0 if fault is not None and fault.deal_unknown else deal.ticket
 
 
 def _epoch(value: datetime | int) -> int:

@@ -146,12 +146,12 @@ def test_filling_and_volume_checks() -> None:
 
 def test_a_fill_becomes_opened_with_the_deals_position_ticket() -> None:
     command = open_command()
-    filled = tr.fill_outcome(send_result(10009, order=777), 0.3, deal(9, tr.DEAL_ENTRY_IN, "", 501), closing=False)
+    filled = tr.fill_outcome(send_result(10009, order=777), 0.3, [deal(9, tr.DEAL_ENTRY_IN, "", 501)], closing=False)
     event = tr.opened_event("A1", command, filled, NOW)
     assert (event.status, event.mt_ticket, event.price, event.volume, event.error_code) == (
         "SUCCESS", "501", 1.2, 0.3, None)  # fmt: skip
     assert (event.symbol, event.side, event.action_id, event.position_id) == ("EURUSD", "BUY", "a-1", "p-1")
-    partial = tr.fill_outcome(send_result(10010, volume=0.1), 0.3, None, closing=False)
+    partial = tr.fill_outcome(send_result(10010, volume=0.1), 0.3, (), closing=False)
     event = tr.opened_event("A1", command, partial, NOW)
     assert (event.mt_ticket, event.volume, event.error_code) == ("500", 0.1, retcodes.DONE_PARTIAL)
     assert "partially filled" in (event.error_message or "")
@@ -163,15 +163,23 @@ def test_a_fill_becomes_opened_with_the_deals_position_ticket() -> None:
 
 def test_a_close_fill_becomes_closed_with_profit_and_remaining_volume() -> None:
     outcome = tr.fill_outcome(
-        send_result(10009, volume=0.1), 0.1, deal(10, tr.DEAL_ENTRY_OUT, ""), closing=True, position_ticket=500,
+        send_result(10009, volume=0.1), 0.1, [deal(10, tr.DEAL_ENTRY_OUT, "")], closing=True, position_ticket=500,
         remaining=0.2,
     )  # fmt: skip
     event = tr.closed_event("A1", close_command(), outcome, NOW)
     assert (event.mt_ticket, event.volume, event.remaining_volume, event.profit) == ("500", 0.1, 0.2, 1.4)
+    assert event.error_message is None
     gone = tr.closed_event("A1", close_command(mt_ticket="42"), tr.failed(10036, "not found"), NOW)
     assert (gone.status, gone.error_code, gone.mt_ticket) == ("FAILED", 10036, "42")
-    estimated = tr.fill_outcome(send_result(10009), 0.3, None, closing=True, position_ticket=500, profit_estimate=3)
-    assert (estimated.ticket, estimated.profit) == (500, 3)
+    two = [
+        deal(10, tr.DEAL_ENTRY_OUT, "", volume=0.1, price=1.1),
+        deal(11, tr.DEAL_ENTRY_OUT, "", volume=0.3, price=1.3),
+    ]
+    split = tr.fill_outcome(send_result(10009, volume=0.0, price=0.0), 0.4, two, closing=True, position_ticket=500)
+    assert (split.volume, round(split.price, 6), split.profit) == (0.4, 1.25, 2.8)  # an order filled by two deals
+    estimated = tr.fill_outcome(send_result(10009), 0.3, (), closing=True, position_ticket=500, profit_estimate=3)
+    assert (estimated.ticket, estimated.profit, estimated.message) == (500, 3, tr.ESTIMATED_PROFIT)  # said so
+    assert tr.closed_event("A1", close_command(), estimated, NOW).error_message == tr.ESTIMATED_PROFIT
 
 
 def test_earlier_executions_are_found_by_comment_and_magic() -> None:

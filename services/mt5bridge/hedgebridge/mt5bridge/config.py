@@ -49,6 +49,13 @@ class Mt5BridgeConfig(HealthConfig, frozen=True, kw_only=True):
             default="(derived)",
         ),
     ] = ""
+    deal_wait_ms: Annotated[
+        int,
+        setting(
+            "how long a fill waits for its deals to reach the terminal's history (a CLOSE's profit; without them"
+            " CLOSED says its profit is an estimate)"
+        ),
+    ] = 5_000
     symbols: Annotated[str, setting("comma-separated symbols streamed as PRICE; empty: no PRICE")] = ""
     price_interval_ms: Annotated[int, setting("how often prices are read (changed ones sent)")] = 250
     poll_interval_ms: Annotated[
@@ -143,6 +150,8 @@ def check(cfg: Mt5BridgeConfig) -> Mt5BridgeConfig:
         parse_offset(cfg.server_utc_offset)
     except ValueError as exc:
         raise ConfigError(f"{PREFIX}SERVER_UTC_OFFSET: {exc}") from None
+    if cfg.deal_wait_ms < 0:
+        raise ConfigError(f"{PREFIX}DEAL_WAIT_MS must not be negative")
     if cfg.backoff_max_ms < cfg.backoff_initial_ms:
         raise ConfigError(f"{PREFIX}BACKOFF_MAX_MS must not be below BACKOFF_INITIAL_MS")
     bad = [s for s in cfg.price_symbols if not re.match(r"^[A-Za-z0-9._#+-]{1,32}$", s)]

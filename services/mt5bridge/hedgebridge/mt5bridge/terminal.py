@@ -61,20 +61,28 @@ class Terminal:
         deals = await self.query(self.mt5.history_deals_get, start, end)
         return tuple(deals or ())
 
-    async def deal(self, deal: int, order: int, sent_ms: int) -> Any:
-        """The deal ``deal`` of the order ``order`` sent at ``sent_ms`` (host UTC); just after ``order_send`` it
-        may take a moment to reach the history. The package finds deals by their order (``ticket=`` is
-        DEAL_ORDER) or their position, never by the deal's own ticket. A deal found tells the server's clock."""
-        if not deal or not order:
-            return None
-        for _ in range(25):
-            deals = await self.query(self.mt5.history_deals_get, ticket=order)
-            found = [d for d in deals or () if d.ticket == deal]
-            if found:
-                self.clock.deal(found[0].time_msc, sent_ms)
-                return found[0]
-            await asyncio.sleep(0.02)
-        return None
+    async def fill_deals(self, result: Any, sent_ms: int, wait_ms: int) -> tuple[Any, ...]:
+        """The deals of a filled order (``result`` of ``order_send``, sent at ``sent_ms``, host UTC). They can
+        reach the terminal's history a while after ``order_send`` answers (the closing deal especially, and
+        ``result.deal`` may be 0), so the history is asked again until they are all there (``result.deal``
+        among them, as much volume as was filled) or ``wait_ms`` has passed: then none (a part would tell a
+        wrong price and profit). The package finds deals by their order (``ticket=`` is DEAL_ORDER) or their
+        position, never by the deal's own ticket. Deals found tell the server's clock."""
+        if not result.order:
+            return ()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_ms / 1000
+        pause = 0.01
+        while True:
+            deals = tuple(await self.query(self.mt5.history_deals_get, ticket=result.order) or ())
+            if deals and _complete(deals, result.deal, result.volume):
+                self.clock.deal(max(d.time_msc for d in deals), sent_ms)
+                return deals
+            left = deadline - loop.time()
+            if left <= 0:
+                return ()
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
 
     async def tick(self, symbol: str) -> Any:
         """The symbol's last tick (None when the terminal has none); its time tells the server's clock."""
@@ -89,3 +97,10 @@ class Terminal:
             code, text = await self.call(self.mt5.last_error)
             raise TerminalLost(f"positions_get: {text} ({code})")
         return tuple(positions)
+
+
+def _complete(deals: tuple[Any, ...], deal: int, volume: float) -> bool:
+    """Whether ``deals`` hold the deal ``deal`` (when known) and as much volume as was filled (when known)."""
+    if deal and not any(d.ticket == deal for d in deals):
+        return False
+    return volume <= 0 or sum(d.volume for d in deals) >= volume - 1e-9

@@ -94,8 +94,8 @@ class Trader:
         elif result.retcode == retcodes.PLACED:
             outcome = await self._placed(result.order)
         elif tr.is_fill(result.retcode):
-            deal = await self._terminal.deal(result.deal, result.order, sent)
-            outcome = tr.fill_outcome(result, request["volume"], deal, closing=False)
+            deals = await self._terminal.fill_deals(result, sent, self.config.deal_wait_ms)
+            outcome = tr.fill_outcome(result, request["volume"], deals, closing=False)
         else:
             return tr.refused_outcome(result)
         if outcome.success:
@@ -193,13 +193,21 @@ class Trader:
         if result is None:
             outcome = await self._lost_result("CLOSE", action_id, command.position_id)
         elif tr.is_fill(result.retcode):
-            deal = await self._terminal.deal(result.deal, result.order, sent)
+            deals = await self._terminal.fill_deals(result, sent, self.config.deal_wait_ms)
+            if not deals:
+                log.warning(
+                    "the closing deal did not reach the history in time: CLOSED carries an estimated profit",
+                    account=self._account_id,
+                    action=action_id,
+                    order=result.order,
+                    waited_ms=self.config.deal_wait_ms,
+                )
             after = await self._terminal.query(mt5.positions_get, ticket=position.ticket)
             share = request["volume"] / position.volume if position.volume > 0 else 0.0
             outcome = tr.fill_outcome(
                 result,
                 request["volume"],
-                deal,
+                deals,
                 closing=True,
                 position_ticket=position.ticket,
                 remaining=after[0].volume if after else 0.0,
