@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -19,11 +20,13 @@ from nats.aio.msg import Msg
 
 from hedgebridge.common.servers import NatsServer, free_port
 from hedgebridge.executor.service import Executor
+from hedgebridge.mt5bridge import translate as tr
 from hedgebridge.mt5bridge.service import Mt5Bridge
 from hedgebridge.protocol import (
     CloseCommand,
     ClosedEvent,
     CloseMetadata,
+    CloseOrder,
     DeliveryAck,
     Event,
     OpenCommand,
@@ -242,6 +245,47 @@ async def test_a_position_closed_outside_the_system_is_reported_with_its_reason(
             return True
 
     await wait_for(unbooked, "the position to leave the book")
+
+
+async def test_a_closing_deal_that_reaches_the_history_late_is_waited_for(
+    bridges: Bridges, nc: NatsClient, executor: Executor
+) -> None:
+    mt5 = FakeMT5(deal_delay_s=1.5)  # the terminal's history lags order_send's answer
+    await bridges.start("A1", mt5)
+    opened = await order(nc, OpenOrder(account_id="A1", symbol="EURUSD", side="BUY", volume=0.1))
+    assert opened.status == "FILLED"
+    assert opened.mt_ticket is not None
+    for _ in range(40):
+        mt5.step()  # the price moves: the close has a profit of its own
+    mt5.faults.append(FakeFault(deal_unknown=True))  # and order_send's answer names no deal: found by the order
+    closed = await order(nc, CloseOrder(account_id="A1", position_id=opened.position_id))
+    assert closed.status == "FILLED"
+    ticket = int(opened.mt_ticket)
+
+    def closing_deals() -> list[Any]:
+        return [d for d in mt5.history_deals_get(position=ticket) or () if d.entry == FakeMT5.DEAL_ENTRY_OUT]
+
+    await wait_for(lambda: bool(closing_deals()), "the closing deal in the history")
+    out = closing_deals()
+    assert closed.profit == round(sum(d.profit + d.swap + d.commission + d.fee for d in out), 2)  # commission too
+    assert isinstance(closed.event, ClosedEvent)
+    assert closed.event.error_message is None
+
+
+async def test_a_closing_deal_missing_past_the_deadline_makes_closed_say_its_profit_is_an_estimate(
+    bridges: Bridges, seen: Seen, nc: NatsClient
+) -> None:
+    mt5 = FakeMT5()
+    await bridges.start("A1", mt5, deal_wait_ms=300)
+    assert (await deliver(nc, "A1", open_command("e-open", "p-e"))).delivered
+    await wait_for(lambda: bool(seen.of(OpenedEvent)), "OPENED")
+    mt5.faults.append(FakeFault(deal_delay_s=60, deal_unknown=True))  # no deal ticket, no deal for a minute
+    assert (await deliver(nc, "A1", close_command("e-close", "p-e"))).delivered
+    await wait_for(lambda: bool(seen.of(ClosedEvent)), "CLOSED")
+    closed = seen.of(ClosedEvent)[0]
+    assert isinstance(closed, ClosedEvent)
+    assert (closed.status, closed.error_message, closed.remaining_volume) == ("SUCCESS", tr.ESTIMATED_PROFIT, 0.0)
+    assert mt5.open_positions() == {}
 
 
 async def test_bad_commands_are_refused_unsent(bridges: Bridges, nc: NatsClient) -> None:

@@ -19,8 +19,38 @@ Behaviour, as a trade server and terminal answer:
 - faults (``FakeFault``), one per ``order_send``: a retcode (nothing executes), a partial fill (10010), a lost
   result (it executes but ``order_send`` returns None, as when the link to the terminal breaks mid-call), and a
   delay (the call blocks, as a slow trade server does, then goes on);
+- deals reach the history ``deal_delay_s`` after they are made (``DEFAULT_DEAL_DELAY_S``, or
+  ``FakeFault(deal_delay_s=...)`` for one order), as in a terminal, whose history can lag ``order_send``'s
+  answer, the closing deal especially (MQL5's ``OrderSend`` reference: the deals of an order "may happen after
+  sending a response"; ``result.deal`` may then be 0); positions and the balance change at once;
 - ``lose_terminal()`` breaks the link: every call fails with ``(-10004, 'No IPC connection')`` until
   ``restore_terminal()``; ``close_outside()`` closes a position as a stop loss or a person would.
+
+Times are the trade server's clock, as the real package gives them. MetaQuotes' reference of the Python
+package (``copy_rates_from``, ``copy_ticks_from``, ``history_deals_get``…) says the terminal keeps times "in UTC
+time zone (without the shift)" and asks for ``datetime`` arguments "created in UTC time". What the package
+returns is the trade server's wall clock written as if it were UTC seconds: a broker whose server runs on
+EET/EEST (UTC+2 in winter, UTC+3 in summer, the usual choice, so that daily bars close at 17:00 New York) gives
+times 2-3 h ahead of the real UTC, and a range asked with a UTC ``datetime`` misses the last 2-3 h (mt5linux
+issue #25: a GMT+2 server asked for the bars up to "now" in UTC answers with those of two hours earlier;
+Mql5-Python-Integration issue #31: ``history_deals_get`` with local ``datetime``s finds nothing; MQL5's
+``HistorySelect``, which the package's ``history_deals_get`` wraps, selects "the specified period of server
+time"). So here:
+
+- ``time``/``time_msc`` of a tick (``symbol_info_tick``; ``symbol_info().time``) are the server time of the last
+  price change (``step()``): they stand still while the market does, as on a quiet or closed market;
+- positions (``time``, ``time_msc``, ``time_update``, ``time_update_msc``) and deals (``time``, ``time_msc``)
+  carry the server time they were made at;
+- ``history_deals_get(date_from, date_to)`` turns a ``datetime`` into seconds as its ``timestamp()`` does (a
+  naive one as local time), takes an ``int`` as seconds, and compares them with the deals' server times as
+  they are, bounds included;
+- the package has no call that answers the offset (MQL5's ``TimeTradeServer``/``TimeGMT`` are not in it):
+  programs compare a fresh tick's or deal's time with their UTC clock (rounded to a quarter of an hour, as
+  server time zones are) or are told the offset.
+
+``server_offset_s`` is the trade server's offset from UTC: ``DEFAULT_SERVER_OFFSET_S`` (+3 h) unless a test
+says otherwise (0 for a server on UTC); it may change during a test, as at a daylight saving change.
+``age(seconds)`` makes the positions and deals so far older, as if they had been made that long ago.
 """
 
 from __future__ import annotations
@@ -32,307 +62,40 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, get_type_hints
+from typing import Any, get_type_hints
 
 from hedgebridge.sim.feed import PriceFeed, instrument
 
-# --- named tuples (the package's PyStructSequence types, fields in their documented order) -------------------
+from .fake_records import (
+    NAMED_TUPLES,
+    REQUEST_TYPES,
+    RETCODE_TEXT,
+    AccountInfo,
+    OrderSendResult,
+    SymbolInfo,
+    TerminalInfo,
+    Tick,
+    TradeDeal,
+    TradePosition,
+    TradeRequest,
+)
 
+__all__ = [
+    "NAMED_TUPLES",
+    "AccountInfo",
+    "FakeFault",
+    "FakeMT5",
+    "OrderSendResult",
+    "SymbolInfo",
+    "TerminalInfo",
+    "Tick",
+    "TradeDeal",
+    "TradePosition",
+    "TradeRequest",
+]
 
-class TradePosition(NamedTuple):
-    ticket: int
-    time: int
-    time_msc: int
-    time_update: int
-    time_update_msc: int
-    type: int
-    magic: int
-    identifier: int
-    reason: int
-    volume: float
-    price_open: float
-    sl: float
-    tp: float
-    price_current: float
-    swap: float
-    profit: float
-    symbol: str
-    comment: str
-    external_id: str
-
-
-class TradeDeal(NamedTuple):
-    ticket: int
-    order: int
-    time: int
-    time_msc: int
-    type: int
-    entry: int
-    magic: int
-    position_id: int
-    reason: int
-    volume: float
-    price: float
-    commission: float
-    swap: float
-    profit: float
-    fee: float
-    symbol: str
-    comment: str
-    external_id: str
-
-
-class TradeRequest(NamedTuple):
-    action: int
-    magic: int
-    order: int
-    symbol: str
-    volume: float
-    price: float
-    stoplimit: float
-    sl: float
-    tp: float
-    deviation: int
-    type: int
-    type_filling: int
-    type_time: int
-    expiration: int
-    comment: str
-    position: int
-    position_by: int
-
-
-class OrderSendResult(NamedTuple):
-    retcode: int
-    deal: int
-    order: int
-    volume: float
-    price: float
-    bid: float
-    ask: float
-    comment: str
-    request_id: int
-    retcode_external: int
-    request: TradeRequest
-
-
-class Tick(NamedTuple):
-    time: int
-    bid: float
-    ask: float
-    last: float
-    volume: int
-    time_msc: int
-    flags: int
-    volume_real: float
-
-
-class AccountInfo(NamedTuple):
-    login: int
-    trade_mode: int
-    leverage: int
-    limit_orders: int
-    margin_so_mode: int
-    trade_allowed: bool
-    trade_expert: bool
-    margin_mode: int
-    currency_digits: int
-    fifo_close: bool
-    balance: float
-    credit: float
-    profit: float
-    equity: float
-    margin: float
-    margin_free: float
-    margin_level: float
-    margin_so_call: float
-    margin_so_so: float
-    margin_initial: float
-    margin_maintenance: float
-    assets: float
-    liabilities: float
-    commission_blocked: float
-    name: str
-    server: str
-    currency: str
-    company: str
-
-
-class TerminalInfo(NamedTuple):
-    community_account: bool
-    community_connection: bool
-    connected: bool
-    dlls_allowed: bool
-    trade_allowed: bool
-    tradeapi_disabled: bool
-    email_enabled: bool
-    ftp_enabled: bool
-    notifications_enabled: bool
-    mqid: bool
-    build: int
-    maxbars: int
-    codepage: int
-    ping_last: int
-    community_balance: float
-    retransmission: float
-    company: str
-    name: str
-    language: str
-    path: str
-    data_path: str
-    commondata_path: str
-
-
-class SymbolInfo(NamedTuple):  # only the fields read in tests are typed here; ``symbol_info`` fills all
-    custom: bool
-    chart_mode: int
-    select: bool
-    visible: bool
-    session_deals: int
-    session_buy_orders: int
-    session_sell_orders: int
-    volume: int
-    volumehigh: int
-    volumelow: int
-    time: int
-    digits: int
-    spread: int
-    spread_float: bool
-    ticks_bookdepth: int
-    trade_calc_mode: int
-    trade_mode: int
-    start_time: int
-    expiration_time: int
-    trade_stops_level: int
-    trade_freeze_level: int
-    trade_exemode: int
-    swap_mode: int
-    swap_rollover3days: int
-    margin_hedged_use_leg: bool
-    expiration_mode: int
-    filling_mode: int
-    order_mode: int
-    order_gtc_mode: int
-    option_mode: int
-    option_right: int
-    bid: float
-    bidhigh: float
-    bidlow: float
-    ask: float
-    askhigh: float
-    asklow: float
-    last: float
-    lasthigh: float
-    lastlow: float
-    volume_real: float
-    volumehigh_real: float
-    volumelow_real: float
-    option_strike: float
-    point: float
-    trade_tick_value: float
-    trade_tick_value_profit: float
-    trade_tick_value_loss: float
-    trade_tick_size: float
-    trade_contract_size: float
-    trade_accrued_interest: float
-    trade_face_value: float
-    trade_liquidity_rate: float
-    volume_min: float
-    volume_max: float
-    volume_step: float
-    volume_limit: float
-    swap_long: float
-    swap_short: float
-    margin_initial: float
-    margin_maintenance: float
-    session_volume: float
-    session_turnover: float
-    session_interest: float
-    session_buy_orders_volume: float
-    session_sell_orders_volume: float
-    session_open: float
-    session_close: float
-    session_aw: float
-    session_price_settlement: float
-    session_price_limit_min: float
-    session_price_limit_max: float
-    margin_hedged: float
-    price_change: float
-    price_volatility: float
-    price_theoretical: float
-    price_greeks_delta: float
-    price_greeks_theta: float
-    price_greeks_gamma: float
-    price_greeks_vega: float
-    price_greeks_rho: float
-    price_greeks_omega: float
-    price_sensitivity: float
-    basis: str
-    category: str
-    currency_base: str
-    currency_profit: str
-    currency_margin: str
-    bank: str
-    description: str
-    exchange: str
-    formula: str
-    isin: str
-    name: str
-    page: str
-    path: str
-
-
-NAMED_TUPLES: dict[str, type[tuple[Any, ...]]] = {
-    "TradePosition": TradePosition,
-    "TradeDeal": TradeDeal,
-    "TradeRequest": TradeRequest,
-    "OrderSendResult": OrderSendResult,
-    "Tick": Tick,
-    "SymbolInfo": SymbolInfo,
-    "AccountInfo": AccountInfo,
-    "TerminalInfo": TerminalInfo,
-}
-
-# what order_send accepts, with the type of each field (a wrong type is 'Invalid "<field>" argument')
-_REQUEST_TYPES: dict[str, tuple[type, ...]] = {
-    "action": (int,),
-    "magic": (int,),
-    "order": (int,),
-    "symbol": (str,),
-    "volume": (float, int),
-    "price": (float, int),
-    "stoplimit": (float, int),
-    "sl": (float, int),
-    "tp": (float, int),
-    "deviation": (int,),
-    "type": (int,),
-    "type_filling": (int,),
-    "type_time": (int,),
-    "expiration": (int,),
-    "comment": (str,),
-    "position": (int,),
-    "position_by": (int,),
-}
-
-_RETCODE_TEXT = {
-    10004: "Requote",
-    10006: "Request rejected",
-    10009: "Request completed",
-    10010: "Only part of the request was completed",
-    10011: "Request processing error",
-    10012: "Request canceled by timeout",
-    10013: "Invalid request",
-    10014: "Invalid volume in the request",
-    10018: "Market is closed",
-    10019: "There is not enough money to complete the request",
-    10020: "Prices changed",
-    10021: "There are no quotes to process the request",
-    10024: "Too frequent requests",
-    10030: "Invalid order filling type",
-    10031: "No connection with the trade server",
-    10036: "Position with the specified POSITION_IDENTIFIER has already been closed",
-    10038: "A close volume exceeds the current position volume",
-}
+DEFAULT_SERVER_OFFSET_S = 3 * 3600  # EEST: the trade servers of most brokers in summer
+DEFAULT_DEAL_DELAY_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +106,8 @@ class FakeFault:
     fill_ratio: float | None = None
     lost_result: bool = False
     delay_s: float = 0.0
+    deal_delay_s: float | None = None  # this order's deals reach the history this late (None: the terminal's)
+    deal_unknown: bool = False  # the answer carries no deal ticket (``result.deal`` 0)
 
 
 @dataclass
@@ -354,13 +119,15 @@ class _Position:
     price_open: float
     symbol: str
     comment: str
-    time_msc: int
+    time_msc: int  # server time
+    update_msc: int  # server time of the last change (a partial close)
 
 
 @dataclass
 class _Book:
     positions: dict[int, _Position] = field(default_factory=dict)
     deals: list[TradeDeal] = field(default_factory=list)
+    visible_at: dict[int, float] = field(default_factory=dict)  # deal ticket -> monotonic time it is in the history
 
 
 class FakeMT5:
@@ -487,6 +254,8 @@ class FakeMT5:
         first_ticket: int = 70_000_000,
         filling_mode: int = 1,  # SYMBOL_FILLING_FOK
         commission_per_lot: float = 3.5,  # per side; the round turn is charged on the closing deal
+        server_offset_s: int = DEFAULT_SERVER_OFFSET_S,
+        deal_delay_s: float = DEFAULT_DEAL_DELAY_S,
     ) -> None:
         self._lock = threading.RLock()
         self._login = login
@@ -499,6 +268,10 @@ class FakeMT5:
         self._filling_mode = filling_mode
         self._commission_per_lot = commission_per_lot
         self._feed = PriceFeed(self._symbols, random.Random(seed))
+        self.server_offset_s = server_offset_s  # the trade server's clock minus UTC
+        self.deal_delay_s = deal_delay_s
+        self._order_deal_delay_s: float | None = None  # the order being executed's, from its fault
+        self._tick_msc = dict.fromkeys(self._symbols, self.server_msc())  # the last price change, server time
         self._book = _Book()
         self._next_order = first_ticket
         self._next_deal = first_ticket * 2
@@ -522,8 +295,25 @@ class FakeMT5:
             self._reachable = True
 
     def step(self) -> None:
+        """The market moves: new prices, ticked now (server time)."""
         with self._lock:
             self._feed.step()
+            self._tick_msc = dict.fromkeys(self._symbols, self.server_msc())
+
+    def server_msc(self) -> int:
+        """The trade server's clock now, in milliseconds as the package gives times."""
+        return int(time.time() * 1000) + self.server_offset_s * 1000
+
+    def age(self, seconds: float) -> None:
+        """The positions and deals so far become ``seconds`` older, as if made that long ago."""
+        shift = int(seconds * 1000)
+        with self._lock:
+            for p in self._book.positions.values():
+                p.time_msc -= shift
+                p.update_msc -= shift
+            self._book.deals = [
+                d._replace(time=(d.time_msc - shift) // 1000, time_msc=d.time_msc - shift) for d in self._book.deals
+            ]
 
     def sent(self, comment_prefix: str) -> int:
         """How many order_send calls carried a comment starting with ``comment_prefix``."""
@@ -637,7 +427,7 @@ class FakeMT5:
                 values[name] = kind()  # False, 0, 0.0 or ""
             digits = len(f"{inst.point:.10f}".rstrip("0").split(".")[1])
             values.update(
-                select=symbol in self._selected, visible=True, time=int(time.time()), digits=digits,
+                select=symbol in self._selected, visible=True, time=self._tick_msc[symbol] // 1000, digits=digits,
                 spread=inst.spread_points, trade_mode=4, trade_exemode=2, filling_mode=self._filling_mode,
                 order_mode=127, bid=bid, ask=ask, point=inst.point, trade_tick_size=inst.point,
                 trade_contract_size=inst.contract_size, volume_min=0.01, volume_max=100.0, volume_step=0.01,
@@ -654,8 +444,8 @@ class FakeMT5:
                 self._fail(self.RES_E_NOT_FOUND, "Terminal: Not found")
                 return None
             bid, ask = self._feed.quote(symbol)
-            now_ms = int(time.time() * 1000)
-            return Tick(now_ms // 1000, bid, ask, 0.0, 0, now_ms, 6, 0.0)
+            msc = self._tick_msc[symbol]
+            return Tick(msc // 1000, bid, ask, 0.0, 0, msc, 6, 0.0)
 
     def positions_get(
         self, symbol: str | None = None, group: str | None = None, ticket: int | None = None
@@ -686,15 +476,17 @@ class FakeMT5:
         with self._lock:
             if not self._linked():
                 return None
+            now = time.monotonic()
+            deals = [d for d in self._book.deals if self._book.visible_at.get(d.ticket, 0.0) <= now]
             if ticket is not None:  # the package's reference: ``ticket`` is the ORDER ticket (DEAL_ORDER)
-                return tuple(d for d in self._book.deals if d.order == ticket)
+                return tuple(d for d in deals if d.order == ticket)
             if position is not None:
-                return tuple(d for d in self._book.deals if d.position_id == position)
+                return tuple(d for d in deals if d.position_id == position)
             if date_from is None or date_to is None:
                 self._fail(self.RES_E_INVALID_PARAMS, "Invalid arguments")
                 return None
             low, high = _epoch(date_from), _epoch(date_to)
-            return tuple(d for d in self._book.deals if low <= d.time <= high)
+            return tuple(d for d in deals if low <= d.time <= high)
 
     def order_send(self, request: dict[str, Any]) -> OrderSendResult | None:
         with self._lock:
@@ -704,7 +496,7 @@ class FakeMT5:
                 self._fail(self.RES_E_INVALID_PARAMS, "Invalid arguments")
                 return None
             for name, value in request.items():
-                kinds = _REQUEST_TYPES.get(name)
+                kinds = REQUEST_TYPES.get(name)
                 if kinds is None or not isinstance(value, kinds) or isinstance(value, bool):
                     self._fail(self.RES_E_INVALID_PARAMS, f'Invalid "{name}" argument')
                     return None
@@ -716,7 +508,11 @@ class FakeMT5:
         if fault is not None and fault.delay_s > 0:
             time.sleep(fault.delay_s)  # a slow trade server: the caller's thread waits
         with self._lock:
-            result = self._execute(request, fault)
+            self._order_deal_delay_s = fault.deal_delay_s if fault is not None else None
+            try:
+                result = self._execute(request, fault)
+            finally:
+                self._order_deal_delay_s = None
             if fault is not None and fault.lost_result:
                 self._fail(self.RES_E_INTERNAL_FAIL_RECEIVE, "IPC recv failed")
                 return None
@@ -755,7 +551,7 @@ class FakeMT5:
         symbol = str(request.get("symbol", ""))
         bid, ask = self._feed.quote(symbol) if symbol in self._symbols else (0.0, 0.0)
         self._error = (self.RES_S_OK, "Success")
-        return OrderSendResult(retcode, deal, order, volume, price, bid, ask, _RETCODE_TEXT.get(retcode, ""), 1,
+        return OrderSendResult(retcode, deal, order, volume, price, bid, ask, RETCODE_TEXT.get(retcode, ""), 1,
                                0, self._request_tuple(request))  # fmt: skip
 
     def _execute(self, request: dict[str, Any], fault: FakeFault | None) -> OrderSendResult:
@@ -803,12 +599,12 @@ class FakeMT5:
             if volume > position.volume + 1e-9:
                 return self._answer(request, self.TRADE_RETCODE_INVALID_CLOSE_VOLUME)
             deal = self._fill_close(position, volume, market, magic, comment, self.DEAL_REASON_EXPERT, order)
-            return self._answer(request, retcode, deal.ticket, order, volume, market)
-        now_ms = int(time.time() * 1000)
-        self._book.positions[order] = _Position(order, side, magic, volume, market, symbol, comment, now_ms)
+            return self._answer(request, retcode, _deal_ticket(deal, fault), order, volume, market)
+        now_ms = self.server_msc()
+        self._book.positions[order] = _Position(order, side, magic, volume, market, symbol, comment, now_ms, now_ms)
         deal = self._deal(order, symbol, side, self.DEAL_ENTRY_IN, magic, order, self.DEAL_REASON_EXPERT, volume,
                           market, 0.0, comment)  # fmt: skip
-        return self._answer(request, retcode, deal.ticket, order, volume, market)
+        return self._answer(request, retcode, _deal_ticket(deal, fault), order, volume, market)
 
     def _fill_close(
         self, position: _Position, volume: float, price: float, magic: int, comment: str, reason: int, order: int
@@ -819,6 +615,7 @@ class FakeMT5:
         remaining = round(position.volume - volume, 8)
         if remaining > 1e-9:
             position.volume = remaining
+            position.update_msc = self.server_msc()
         else:
             del self._book.positions[position.ticket]
         side = self.DEAL_TYPE_SELL if position.type == self.POSITION_TYPE_BUY else self.DEAL_TYPE_BUY
@@ -828,11 +625,13 @@ class FakeMT5:
     def _deal(self, order: int, symbol: str, side: int, entry: int, magic: int, position: int, reason: int,
               volume: float, price: float, profit: float, comment: str,
               commission: float = 0.0) -> TradeDeal:  # fmt: skip
-        now_ms = int(time.time() * 1000)
+        now_ms = self.server_msc()
         deal = TradeDeal(self._next_deal, order, now_ms // 1000, now_ms, side, entry, magic, position, reason, volume,
                          price, commission, 0.0, profit, 0.0, symbol, comment, "")  # fmt: skip
         self._next_deal += 1
         self._book.deals.append(deal)
+        delay = self.deal_delay_s if self._order_deal_delay_s is None else self._order_deal_delay_s
+        self._book.visible_at[deal.ticket] = time.monotonic() + delay
         return deal
 
     def _profit(self, position: _Position, volume: float, price: float) -> float:
@@ -860,12 +659,17 @@ class FakeMT5:
 
     def _position_tuple(self, p: _Position) -> TradePosition:
         return TradePosition(
-            ticket=p.ticket, time=p.time_msc // 1000, time_msc=p.time_msc, time_update=p.time_msc // 1000,
-            time_update_msc=p.time_msc, type=p.type, magic=p.magic, identifier=p.ticket,
+            ticket=p.ticket, time=p.time_msc // 1000, time_msc=p.time_msc, time_update=p.update_msc // 1000,
+            time_update_msc=p.update_msc, type=p.type, magic=p.magic, identifier=p.ticket,
             reason=self.DEAL_REASON_EXPERT, volume=p.volume, price_open=p.price_open, sl=0.0, tp=0.0,
             price_current=self._mark(p), swap=0.0, profit=self._floating(p), symbol=p.symbol, comment=p.comment,
             external_id="",
         )  # fmt: skip
+
+
+def _deal_ticket(deal: TradeDeal, fault: FakeFault | None) -> int:
+    """``result.deal``: 0 when the trade server did not know the deal yet when it answered."""
+    return 0 if fault is not None and fault.deal_unknown else deal.ticket
 
 
 def _epoch(value: datetime | int) -> int:

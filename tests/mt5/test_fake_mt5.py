@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from hedgebridge.mt5bridge import translate
 from hedgebridge.protocol import retcodes
 
 from . import fake_mt5
-from .fake_mt5 import NAMED_TUPLES, FakeFault, FakeMT5
+from .fake_mt5 import DEFAULT_DEAL_DELAY_S, DEFAULT_SERVER_OFFSET_S, NAMED_TUPLES, FakeFault, FakeMT5
 
 WHEEL: dict[str, Any] = json.loads((Path(__file__).with_name("mt5_wheel.json")).read_text())
 FAMILIES = tuple(
@@ -81,7 +83,7 @@ def _buy(mt5: FakeMT5, price: float, **extra: Any) -> Any:
 
 
 def test_a_fill_writes_a_position_and_deals_and_a_close_realises_the_profit() -> None:
-    mt5 = FakeMT5()
+    mt5 = FakeMT5(deal_delay_s=0)
     mt5.initialize()
     tick = mt5.symbol_info_tick("EURUSD")
     assert tick is not None
@@ -126,3 +128,53 @@ def test_trade_server_answers_requotes_faults_and_lost_results() -> None:
     assert mt5.last_error()[0] == FakeMT5.RES_E_INTERNAL_FAIL_RECEIVE
     assert sorted(mt5.open_positions().values()) == [0.05, 0.1]  # the lost result executed
     assert mt5.sent("hb-test") == 6
+
+
+def test_times_are_the_trade_servers_clock_and_so_are_history_ranges() -> None:
+    assert FakeMT5().server_offset_s == DEFAULT_SERVER_OFFSET_S != 0  # a test cannot pass by taking them for UTC
+    mt5 = FakeMT5(server_offset_s=2 * 3600, deal_delay_s=0)
+    mt5.initialize()
+    mt5.step()
+    tick = mt5.symbol_info_tick("EURUSD")
+    assert tick is not None
+    assert tick.time_msc / 1000 - time.time() == pytest.approx(7200, abs=2)
+    assert tick.time == tick.time_msc // 1000
+    assert mt5.symbol_info("EURUSD").time == tick.time  # type: ignore[union-attr]
+    assert mt5.symbol_info_tick("EURUSD") == tick  # no new price: the last tick's time stands still
+    result = _buy(mt5, tick.ask)
+    (position,) = mt5.positions_get() or ()
+    assert position.time_msc / 1000 - time.time() == pytest.approx(7200, abs=2)
+    assert (position.time, position.time_update_msc) == (position.time_msc // 1000, position.time_msc)
+    (deal,) = mt5.history_deals_get(ticket=result.order) or ()
+    assert deal.time - time.time() == pytest.approx(7200, abs=2)
+    utc_now = datetime.now(UTC)
+    assert mt5.history_deals_get(utc_now - timedelta(hours=1), utc_now + timedelta(minutes=1)) == ()  # UTC misses it
+    server_now = datetime.fromtimestamp(mt5.server_msc() / 1000, UTC)
+    assert mt5.history_deals_get(server_now - timedelta(hours=1), server_now + timedelta(minutes=1)) == (deal,)
+    assert mt5.history_deals_get(deal.time, deal.time) == (deal,)  # seconds, bounds included
+    mt5.age(3600)
+    (older,) = mt5.history_deals_get(ticket=result.order) or ()
+    assert (older.time, older.time_msc) == (deal.time - 3600, deal.time_msc - 3_600_000)
+    assert mt5.positions_get()[0].time_msc == position.time_msc - 3_600_000  # type: ignore[index]
+
+
+def test_deals_reach_the_history_after_order_send_answers() -> None:
+    assert FakeMT5().deal_delay_s == DEFAULT_DEAL_DELAY_S > 0
+    mt5 = FakeMT5(deal_delay_s=0.3)
+    mt5.initialize()
+    ask = mt5.symbol_info_tick("EURUSD").ask  # type: ignore[union-attr]
+    result = _buy(mt5, ask)
+    assert result.deal > 0
+    assert mt5.positions_get() != ()  # the position is there at once
+    assert mt5.history_deals_get(ticket=result.order) == ()  # its deal is not, yet
+    assert mt5.history_deals_get(position=result.order) == ()
+    assert mt5.history_deals_get(0, 2**40) == ()
+    deadline = time.monotonic() + 5
+    while not mt5.history_deals_get(ticket=result.order) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (deal,) = mt5.history_deals_get(ticket=result.order) or ()
+    assert deal.ticket == result.deal
+    mt5.faults.append(FakeFault(deal_delay_s=60, deal_unknown=True))  # one order: a very late deal, no ticket
+    late = _buy(mt5, ask)
+    assert (late.retcode, late.deal) == (10009, 0)
+    assert mt5.history_deals_get(ticket=late.order) == ()

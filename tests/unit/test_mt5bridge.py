@@ -15,6 +15,7 @@ import pytest
 from hedgebridge.common.config import ConfigError, env_names
 from hedgebridge.mt5bridge import config as config_module
 from hedgebridge.mt5bridge import translate as tr
+from hedgebridge.mt5bridge.clock import ServerClock, derive, describe
 from hedgebridge.mt5bridge.config import Mt5BridgeConfig, from_env
 from hedgebridge.mt5bridge.errors import Mt5PackageMissing
 from hedgebridge.mt5bridge.service import load_package
@@ -28,7 +29,7 @@ from hedgebridge.protocol import (
     retcodes,
 )
 
-from ..mt5.fake_mt5 import OrderSendResult, TradeDeal, TradePosition, TradeRequest
+from ..mt5.fake_mt5 import OrderSendResult, Tick, TradeDeal, TradePosition, TradeRequest
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 MAGIC = 7_700_101
@@ -145,12 +146,12 @@ def test_filling_and_volume_checks() -> None:
 
 def test_a_fill_becomes_opened_with_the_deals_position_ticket() -> None:
     command = open_command()
-    filled = tr.fill_outcome(send_result(10009, order=777), 0.3, deal(9, tr.DEAL_ENTRY_IN, "", 501), closing=False)
+    filled = tr.fill_outcome(send_result(10009, order=777), 0.3, [deal(9, tr.DEAL_ENTRY_IN, "", 501)], closing=False)
     event = tr.opened_event("A1", command, filled, NOW)
     assert (event.status, event.mt_ticket, event.price, event.volume, event.error_code) == (
         "SUCCESS", "501", 1.2, 0.3, None)  # fmt: skip
     assert (event.symbol, event.side, event.action_id, event.position_id) == ("EURUSD", "BUY", "a-1", "p-1")
-    partial = tr.fill_outcome(send_result(10010, volume=0.1), 0.3, None, closing=False)
+    partial = tr.fill_outcome(send_result(10010, volume=0.1), 0.3, (), closing=False)
     event = tr.opened_event("A1", command, partial, NOW)
     assert (event.mt_ticket, event.volume, event.error_code) == ("500", 0.1, retcodes.DONE_PARTIAL)
     assert "partially filled" in (event.error_message or "")
@@ -162,15 +163,23 @@ def test_a_fill_becomes_opened_with_the_deals_position_ticket() -> None:
 
 def test_a_close_fill_becomes_closed_with_profit_and_remaining_volume() -> None:
     outcome = tr.fill_outcome(
-        send_result(10009, volume=0.1), 0.1, deal(10, tr.DEAL_ENTRY_OUT, ""), closing=True, position_ticket=500,
+        send_result(10009, volume=0.1), 0.1, [deal(10, tr.DEAL_ENTRY_OUT, "")], closing=True, position_ticket=500,
         remaining=0.2,
     )  # fmt: skip
     event = tr.closed_event("A1", close_command(), outcome, NOW)
     assert (event.mt_ticket, event.volume, event.remaining_volume, event.profit) == ("500", 0.1, 0.2, 1.4)
+    assert event.error_message is None
     gone = tr.closed_event("A1", close_command(mt_ticket="42"), tr.failed(10036, "not found"), NOW)
     assert (gone.status, gone.error_code, gone.mt_ticket) == ("FAILED", 10036, "42")
-    estimated = tr.fill_outcome(send_result(10009), 0.3, None, closing=True, position_ticket=500, profit_estimate=3)
-    assert (estimated.ticket, estimated.profit) == (500, 3)
+    two = [
+        deal(10, tr.DEAL_ENTRY_OUT, "", volume=0.1, price=1.1),
+        deal(11, tr.DEAL_ENTRY_OUT, "", volume=0.3, price=1.3),
+    ]
+    split = tr.fill_outcome(send_result(10009, volume=0.0, price=0.0), 0.4, two, closing=True, position_ticket=500)
+    assert (split.volume, round(split.price, 6), split.profit) == (0.4, 1.25, 2.8)  # an order filled by two deals
+    estimated = tr.fill_outcome(send_result(10009), 0.3, (), closing=True, position_ticket=500, profit_estimate=3)
+    assert (estimated.ticket, estimated.profit, estimated.message) == (500, 3, tr.ESTIMATED_PROFIT)  # said so
+    assert tr.closed_event("A1", close_command(), estimated, NOW).error_message == tr.ESTIMATED_PROFIT
 
 
 def test_earlier_executions_are_found_by_comment_and_magic() -> None:
@@ -216,12 +225,58 @@ def test_snapshots_name_the_systems_positions_and_skip_what_the_protocol_cannot_
         [position(600, symbol="GER 40"), position(501), position(500)],
         {500: ("p-1", "a-1")},
         NOW,
+        0,
         sync_id="s-1",
     )
     assert [(p.mt_ticket, p.position_id, p.action_id) for p in update.positions] == [
         ("500", "p-1", "a-1"), ("501", None, None)]  # fmt: skip
     assert update.sync_id == "s-1"
     assert update.positions[0].open_time == datetime.fromtimestamp(1_764_000_000, UTC)
+
+
+def test_snapshots_and_prices_carry_utc_times_from_the_servers_clock() -> None:
+    server_msc = 1_764_000_000_000 + 3 * 3_600_000  # a position opened at 1_764_000_000 UTC on a UTC+3 server
+    (ahead,) = tr.position_update("A1", [position(time_msc=server_msc)], {}, NOW, 3 * 3600).positions
+    assert ahead.open_time == datetime.fromtimestamp(1_764_000_000, UTC)
+    behind = tr.position_of(position(time_msc=1_764_000_000_000 - 16_200_000), None, -16_200)  # UTC-04:30
+    assert behind is not None
+    assert behind.open_time == datetime.fromtimestamp(1_764_000_000, UTC)
+    (unknown,) = tr.position_update("A1", [position(time_msc=server_msc)], {}, NOW, None).positions
+    assert unknown.open_time is None  # an unknown offset: no time rather than one hours off
+    tick = Tick(server_msc // 1000, 1.1, 1.2, 0.0, 0, server_msc + 250, 6, 0.0)
+    price = tr.price_tick("A1", "EURUSD", tick, 3 * 3600)
+    assert price is not None
+    assert price.time == datetime.fromtimestamp(1_764_000_000.25, UTC)
+    assert tr.price_tick("A1", "EURUSD", tick, None) is None
+
+
+def test_the_servers_offset_is_derived_from_fresh_times_only() -> None:
+    utc = 1_764_000_000_000
+    assert derive(utc + 3 * 3_600_000 - 400, utc, 1_000) == 3 * 3600
+    assert derive(utc - 16_200_000 + 30_000, utc, 1_000) == -16_200  # UTC-04:30, a host clock 30 s behind
+    assert derive(utc + 3 * 3_600_000 - 200_000, utc, 250) is None  # 200 s old, yet changed within 250 ms
+    assert derive(utc + 3 * 3_600_000 - 20 * 60_000, utc, 10 * 60_000) is None  # too old to round to one quarter
+    assert derive(utc + 15 * 3_600_000, utc, 1_000) is None  # no time zone is 15 h ahead
+    now = [utc]
+    clock = ServerClock(now_ms=lambda: now[0])
+    friday = utc + 3 * 3_600_000 - 2 * 86_400_000  # the last tick of a closed market
+    clock.tick("EURUSD", friday)
+    now[0] += 250
+    clock.tick("EURUSD", friday)
+    assert (clock.offset_s, clock.server_now_s(), clock.to_utc(friday)) == (None, None, None)  # it never changed
+    now[0] += 250
+    clock.tick("EURUSD", now[0] + 3 * 3_600_000 - 100)  # a new tick: at most 250 ms old
+    assert clock.offset_s == 3 * 3600
+    assert clock.server_now_s() == now[0] // 1000 + 3 * 3600
+    assert clock.to_utc(now[0] + 3 * 3_600_000) == datetime.fromtimestamp(now[0] / 1000, UTC)
+    clock.deal(now[0] + 2 * 3_600_000, now[0] - 500)  # the daylight saving change: one fresh time is not enough
+    assert clock.offset_s == 3 * 3600
+    clock.deal(now[0] + 2 * 3_600_000, now[0] - 500)
+    assert clock.offset_s == 2 * 3600
+    configured = ServerClock(-4 * 3600, now_ms=lambda: now[0])
+    configured.deal(now[0] + 2 * 3_600_000, now[0] - 500)
+    assert configured.offset_s == -4 * 3600  # the configuration wins (a warning says the times disagree)
+    assert describe(-16_200) == "-04:30"
 
 
 def test_report_ids_are_the_gateways() -> None:
@@ -249,10 +304,16 @@ def test_configuration_from_the_environment() -> None:
         {**env, "HEDGEBRIDGE_MT5BRIDGE_POLL_INTERVAL_MS": "0"},
         {**env, "HEDGEBRIDGE_MT5BRIDGE_SYMBOLS": "EUR USD"},
         {**env, "HEDGEBRIDGE_MT5BRIDGE_MAGIC": "lots"},
+        {**env, "HEDGEBRIDGE_MT5BRIDGE_SERVER_UTC_OFFSET": "EET"},
+        {**env, "HEDGEBRIDGE_MT5BRIDGE_SERVER_UTC_OFFSET": "+03:10"},  # not a quarter of an hour
+        {**env, "HEDGEBRIDGE_MT5BRIDGE_SERVER_UTC_OFFSET": "+15:00"},
     ):
         with pytest.raises(ConfigError):
             from_env(bad)
     assert Mt5BridgeConfig(account_id="A1").magic == MAGIC  # the EA's default magic number
+    offsets = {"": None, "0": 0, "+03:00": 10_800, "+3": 10_800, "-04:30": -16_200, "+05:45": 20_700}
+    for text, seconds in offsets.items():
+        assert from_env({**env, "HEDGEBRIDGE_MT5BRIDGE_SERVER_UTC_OFFSET": text}).server_offset_s == seconds, text
 
 
 def test_the_package_is_imported_only_when_a_bridge_starts_with_it() -> None:

@@ -20,6 +20,7 @@ from hedgebridge.common.config_docs import with_table
 
 PREFIX = "HEDGEBRIDGE_MT5BRIDGE_"
 _ACCOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_OFFSET = re.compile(r"^([+-])(\d{1,2})(?::(\d{2}))?$")
 
 
 class Mt5BridgeConfig(HealthConfig, frozen=True, kw_only=True):
@@ -40,6 +41,21 @@ class Mt5BridgeConfig(HealthConfig, frozen=True, kw_only=True):
     magic: Annotated[int, setting("magic number of every order (the EA's default)")] = 7_700_101
     deviation: Annotated[int, setting("maximum price deviation of market orders, points")] = 10
     history_days: Annotated[int, setting('how far back the "already executed" search looks in the deal history')] = 30
+    server_utc_offset: Annotated[
+        str,
+        setting(
+            "the trade server's clock minus UTC, e.g. +03:00 or -04:30 (fixed: it does not follow the server's"
+            " daylight saving changes); empty: derived from fresh ticks and deals",
+            default="(derived)",
+        ),
+    ] = ""
+    deal_wait_ms: Annotated[
+        int,
+        setting(
+            "how long a fill waits for its deals to reach the terminal's history (a CLOSE's profit; without them"
+            " CLOSED says its profit is an estimate)"
+        ),
+    ] = 5_000
     symbols: Annotated[str, setting("comma-separated symbols streamed as PRICE; empty: no PRICE")] = ""
     price_interval_ms: Annotated[int, setting("how often prices are read (changed ones sent)")] = 250
     poll_interval_ms: Annotated[
@@ -66,6 +82,11 @@ class Mt5BridgeConfig(HealthConfig, frozen=True, kw_only=True):
         return self.id or f"mt5-{socket.gethostname()}-{os.getpid()}"
 
     @property
+    def server_offset_s(self) -> int | None:
+        """The configured offset of the trade server's clock from UTC, in seconds; None: derive it."""
+        return parse_offset(self.server_utc_offset)
+
+    @property
     def price_symbols(self) -> tuple[str, ...]:
         return tuple(s.strip() for s in self.symbols.split(",") if s.strip())
 
@@ -73,6 +94,23 @@ class Mt5BridgeConfig(HealthConfig, frozen=True, kw_only=True):
     def book_path(self) -> Path:
         base = Path(self.book_dir) if self.book_dir else _home() / "mt5bridge"
         return base / f"book_{self.account_id}.jsonl"
+
+
+def parse_offset(text: str) -> int | None:
+    """``+03:00``, ``-4``, ``+05:30``, ``0`` in seconds; None for an empty text; ValueError otherwise."""
+    text = text.strip()
+    if not text:
+        return None
+    if text in ("0", "Z"):
+        return 0
+    match = _OFFSET.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not an offset such as +03:00 or -04:30")
+    sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3) or 0)
+    total = hours * 60 + minutes
+    if minutes >= 60 or minutes % 15 or total > 14 * 60:
+        raise ValueError(f"{text!r}: an offset is whole quarters of an hour, from -14:00 to +14:00")
+    return (-1 if sign == "-" else 1) * total * 60
 
 
 def _home() -> Path:
@@ -108,6 +146,12 @@ def check(cfg: Mt5BridgeConfig) -> Mt5BridgeConfig:
             f"{PREFIX}{{INIT_TIMEOUT,PRICE_INTERVAL,POLL_INTERVAL,ACCOUNT_INTERVAL,POSITIONS_INTERVAL,"
             "BACKOFF_INITIAL}_MS must be positive"
         )
+    try:
+        parse_offset(cfg.server_utc_offset)
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}SERVER_UTC_OFFSET: {exc}") from None
+    if cfg.deal_wait_ms < 0:
+        raise ConfigError(f"{PREFIX}DEAL_WAIT_MS must not be negative")
     if cfg.backoff_max_ms < cfg.backoff_initial_ms:
         raise ConfigError(f"{PREFIX}BACKOFF_MAX_MS must not be below BACKOFF_INITIAL_MS")
     bad = [s for s in cfg.price_symbols if not re.match(r"^[A-Za-z0-9._#+-]{1,32}$", s)]

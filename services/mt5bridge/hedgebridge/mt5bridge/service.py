@@ -38,6 +38,7 @@ from hedgebridge.protocol import Command, Message, OpenCommand, SyncCommand, sub
 
 from . import translate as tr
 from .book import Book
+from .clock import ServerClock
 from .config import Mt5BridgeConfig
 from .errors import AccountMismatch, Mt5PackageMissing, TerminalLost, TerminalUnavailable
 from .snapshots import Snapshots
@@ -65,7 +66,7 @@ class Mt5Bridge:
         self.config = config
         self.account_id = config.account_id
         self.bridge_id = config.bridge_id
-        self._terminal = Terminal(mt5, config.history_days)
+        self._terminal = Terminal(mt5, config.history_days, ServerClock(config.server_offset_s))
         self._nats: NatsClient | None = None
         self._bus: TerminalBus[Mt5Link] = TerminalBus(
             self.bridge_id, lambda: self.nats, log, status_subject=subjects.status(self.account_id)

@@ -19,6 +19,8 @@ from .terminal import Terminal
 
 log = logs.get("mt5bridge")
 
+_CLOCK_INTERVAL_S = 10.0
+
 
 class Snapshots:
     """``lock`` is held by a command while it runs: a poll never interleaves with a command."""
@@ -42,6 +44,7 @@ class Snapshots:
         self._account_sig: tuple[float, float, float] | None = None
         self._account_sent = 0.0
         self._prices: dict[str, tuple[float, float]] = {}
+        self._clock_due = 0.0  # loop time of the next read of the positions' ticks for the clock
         self._missing: dict[int, int] = {}  # book tickets gone from the positions, polls without a closing deal
 
     async def send(self, sync_id: str | None = None) -> None:
@@ -49,7 +52,8 @@ class Snapshots:
         loop = asyncio.get_running_loop()
         positions = await self._terminal.positions()
         now = utcnow()
-        await self._publish(tr.position_update(self._account_id, positions, self._book.entries, now, sync_id))
+        offset = self._terminal.clock.offset_s
+        await self._publish(tr.position_update(self._account_id, positions, self._book.entries, now, offset, sync_id))
         self._positions_sig = _signature(positions)
         self._positions_sent = loop.time()
         info = await self._terminal.query(self._terminal.mt5.account_info)
@@ -68,11 +72,13 @@ class Snapshots:
             async with self.lock:
                 positions = await self._terminal.positions()
                 await self._outside_closes({p.ticket for p in positions})
+                await self._watch_clock({p.symbol for p in positions}, loop.time())
                 now = utcnow()
                 signature = _signature(positions)
                 due = loop.time() - self._positions_sent >= self.config.positions_interval_ms / 1000
                 if signature != self._positions_sig or due:
-                    update = tr.position_update(self._account_id, positions, self._book.entries, now)
+                    offset = self._terminal.clock.offset_s
+                    update = tr.position_update(self._account_id, positions, self._book.entries, now, offset)
                     await self._publish(update)
                     self._positions_sig = signature
                     self._positions_sent = loop.time()
@@ -88,6 +94,16 @@ class Snapshots:
                     await self._publish(tr.account_update(self._account_id, info, now))
                     self._account_sig = figures
                     self._account_sent = loop.time()
+
+    async def _watch_clock(self, symbols: set[str], now: float) -> None:
+        """The ticks of the open positions' symbols (PRICE reads its own) tell the server's clock: at every poll
+        while its offset is not known, then every ``_CLOCK_INTERVAL_S`` (a daylight saving change)."""
+        clock = self._terminal.clock
+        if clock.configured_s is not None or (clock.offset_s is not None and now < self._clock_due):
+            return
+        self._clock_due = now + _CLOCK_INTERVAL_S
+        for symbol in sorted(symbols - set(self.config.price_symbols)):
+            await self._terminal.tick(symbol)
 
     async def _outside_closes(self, open_tickets: set[int]) -> None:
         for ticket in [t for t in self._book.entries if t not in open_tickets]:
@@ -113,10 +129,10 @@ class Snapshots:
         interval = self.config.price_interval_ms / 1000
         while True:
             for symbol in symbols:
-                tick = await self._terminal.query(self._terminal.mt5.symbol_info_tick, symbol)
+                tick = await self._terminal.tick(symbol)
                 if tick is None or self._prices.get(symbol) == (tick.bid, tick.ask):
                     continue
-                message = tr.price_tick(self._account_id, symbol, tick)
+                message = tr.price_tick(self._account_id, symbol, tick, self._terminal.clock.offset_s)
                 if message is not None:
                     self._prices[symbol] = (tick.bid, tick.ask)
                     await self._publish(message)

@@ -1,6 +1,6 @@
 """The ``MetaTrader5`` package, called on its one worker thread: the package is not thread-safe and blocks,
 so every call runs there, in order. A call whose answer says the package lost its link to the terminal
-raises ``TerminalLost``.
+raises ``TerminalLost``. The trade server's clock (``clock.py``) lives here: the package's times are its.
 """
 
 from __future__ import annotations
@@ -9,21 +9,22 @@ import asyncio
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from typing import Any
 
-from hedgebridge.protocol import utcnow
-
 from . import translate as tr
+from .clock import MAX_OFFSET_S, ServerClock
 from .errors import TerminalLost
+
+_DAY_S = 86_400
 
 
 class Terminal:
     """``mt5`` is the package's module, or a stand-in for it (set at start when None)."""
 
-    def __init__(self, mt5: Any | None, history_days: int) -> None:
+    def __init__(self, mt5: Any | None, history_days: int, clock: ServerClock | None = None) -> None:
         self.module = mt5
         self._history_days = history_days
+        self.clock = clock if clock is not None else ServerClock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mt5")
 
     @property
@@ -50,24 +51,45 @@ class Terminal:
         return result
 
     async def history(self) -> tuple[Any, ...]:
-        now = utcnow()
-        start = now - timedelta(days=self._history_days)
-        deals = await self.query(self.mt5.history_deals_get, start, now + timedelta(days=1))
+        """The deals of the last ``history_days`` (to tomorrow), asked in the trade server's time, in seconds;
+        while the server's offset is unknown the range is wider by the largest offset on both sides."""
+        now = self.clock.server_now_s()
+        margin = 0 if now is not None else MAX_OFFSET_S
+        if now is None:
+            now = self.clock.now_ms() // 1000
+        start, end = now - self._history_days * _DAY_S - margin, now + _DAY_S + margin
+        deals = await self.query(self.mt5.history_deals_get, start, end)
         return tuple(deals or ())
 
-    async def deal(self, deal: int, order: int) -> Any:
-        """The deal ``deal`` of the order ``order``; just after ``order_send`` it may take a moment to reach the
-        history. The package finds deals by their order (``ticket=`` is DEAL_ORDER) or their position, never by
-        the deal's own ticket."""
-        if not deal or not order:
-            return None
-        for _ in range(25):
-            deals = await self.query(self.mt5.history_deals_get, ticket=order)
-            found = [d for d in deals or () if d.ticket == deal]
-            if found:
-                return found[0]
-            await asyncio.sleep(0.02)
-        return None
+    async def fill_deals(self, result: Any, sent_ms: int, wait_ms: int) -> tuple[Any, ...]:
+        """The deals of a filled order (``result`` of ``order_send``, sent at ``sent_ms``, host UTC). They can
+        reach the terminal's history a while after ``order_send`` answers (the closing deal especially, and
+        ``result.deal`` may be 0), so the history is asked again until they are all there (``result.deal``
+        among them, as much volume as was filled) or ``wait_ms`` has passed: then none (a part would tell a
+        wrong price and profit). The package finds deals by their order (``ticket=`` is DEAL_ORDER) or their
+        position, never by the deal's own ticket. Deals found tell the server's clock."""
+        if not result.order:
+            return ()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_ms / 1000
+        pause = 0.01
+        while True:
+            deals = tuple(await self.query(self.mt5.history_deals_get, ticket=result.order) or ())
+            if deals and _complete(deals, result.deal, result.volume):
+                self.clock.deal(max(d.time_msc for d in deals), sent_ms)
+                return deals
+            left = deadline - loop.time()
+            if left <= 0:
+                return ()
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
+
+    async def tick(self, symbol: str) -> Any:
+        """The symbol's last tick (None when the terminal has none); its time tells the server's clock."""
+        tick = await self.query(self.mt5.symbol_info_tick, symbol)
+        if tick is not None:
+            self.clock.tick(symbol, tick.time_msc)
+        return tick
 
     async def positions(self) -> tuple[Any, ...]:
         positions = await self.query(self.mt5.positions_get)
@@ -75,3 +97,10 @@ class Terminal:
             code, text = await self.call(self.mt5.last_error)
             raise TerminalLost(f"positions_get: {text} ({code})")
         return tuple(positions)
+
+
+def _complete(deals: tuple[Any, ...], deal: int, volume: float) -> bool:
+    """Whether ``deals`` hold the deal ``deal`` (when known) and as much volume as was filled (when known)."""
+    if deal and not any(d.ticket == deal for d in deals):
+        return False
+    return volume <= 0 or sum(d.volume for d in deals) >= volume - 1e-9

@@ -76,7 +76,7 @@ class Trader:
         blocked = await self._trading_blocked()
         if blocked is not None:
             return blocked
-        tick = await self._terminal.query(mt5.symbol_info_tick, symbol)
+        tick = await self._terminal.tick(symbol)
         if tick is None or tick.bid <= 0 or tick.ask <= 0:
             return tr.failed(retcodes.PRICE_OFF, f"no current price for {symbol}")
         request = tr.open_request(
@@ -87,14 +87,15 @@ class Trader:
             deviation=self.config.deviation,
             volume_step=info.volume_step,
         )
+        sent = self._terminal.clock.now_ms()
         result = await self._terminal.call(mt5.order_send, request)
         if result is None:
             outcome = await self._lost_result("OPEN", action_id, command.position_id)
         elif result.retcode == retcodes.PLACED:
             outcome = await self._placed(result.order)
         elif tr.is_fill(result.retcode):
-            deal = await self._terminal.deal(result.deal, result.order)
-            outcome = tr.fill_outcome(result, request["volume"], deal, closing=False)
+            deals = await self._terminal.fill_deals(result, sent, self.config.deal_wait_ms)
+            outcome = tr.fill_outcome(result, request["volume"], deals, closing=False)
         else:
             return tr.refused_outcome(result)
         if outcome.success:
@@ -173,7 +174,7 @@ class Trader:
         blocked = await self._trading_blocked()
         if blocked is not None:
             return blocked
-        tick = await self._terminal.query(mt5.symbol_info_tick, position.symbol)
+        tick = await self._terminal.tick(position.symbol)
         if tick is None or tick.bid <= 0 or tick.ask <= 0:
             return tr.failed(retcodes.PRICE_OFF, f"no current price for {position.symbol}")
         request = tr.close_request(
@@ -187,17 +188,26 @@ class Trader:
             deviation=self.config.deviation,
             volume_step=info.volume_step,
         )
+        sent = self._terminal.clock.now_ms()
         result = await self._terminal.call(mt5.order_send, request)
         if result is None:
             outcome = await self._lost_result("CLOSE", action_id, command.position_id)
         elif tr.is_fill(result.retcode):
-            deal = await self._terminal.deal(result.deal, result.order)
+            deals = await self._terminal.fill_deals(result, sent, self.config.deal_wait_ms)
+            if not deals:
+                log.warning(
+                    "the closing deal did not reach the history in time: CLOSED carries an estimated profit",
+                    account=self._account_id,
+                    action=action_id,
+                    order=result.order,
+                    waited_ms=self.config.deal_wait_ms,
+                )
             after = await self._terminal.query(mt5.positions_get, ticket=position.ticket)
             share = request["volume"] / position.volume if position.volume > 0 else 0.0
             outcome = tr.fill_outcome(
                 result,
                 request["volume"],
-                deal,
+                deals,
                 closing=True,
                 position_ticket=position.ticket,
                 remaining=after[0].volume if after else 0.0,

@@ -25,6 +25,7 @@ from .comment import (
     tag,
 )
 from .orders import (
+    ESTIMATED_PROFIT,
     Outcome,
     again,
     close_request,
@@ -101,6 +102,7 @@ __all__ = [
     "DEAL_REASON_SO",
     "DEAL_REASON_TP",
     "DEAL_REASON_WEB",
+    "ESTIMATED_PROFIT",
     "NO_TAG",
     "ORDER_FILLING_FOK",
     "ORDER_FILLING_IOC",

@@ -5,7 +5,7 @@ of an actionId found among positions and deals (the "already executed" check).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -68,29 +68,39 @@ def is_fill(retcode: int) -> bool:
     return retcode in (retcodes.DONE, retcodes.DONE_PARTIAL)
 
 
+ESTIMATED_PROFIT = "profit estimated from the position's floating profit: its closing deal was not in the history yet"
+
+
 def fill_outcome(
     result: OrderSendResultLike,
     requested_volume: float,
-    deal: TradeDealLike | None,
+    deals: Sequence[TradeDealLike],
     *,
     closing: bool,
     position_ticket: int = 0,
     remaining: float = 0.0,
     profit_estimate: float = 0.0,
 ) -> Outcome:
-    """A filled ``order_send`` result (DONE or DONE_PARTIAL), completed from its deal when the history has it:
-    the position ticket, the price, the volume and, for a close, the profit (profit + swap + commission + fee; the
-    share of the position's floating profit while the deal is not in the history yet)."""
+    """A filled ``order_send`` result (DONE or DONE_PARTIAL), completed from its deals when the history has them
+    (all of them, or none): the position ticket, the price, the volume and, for a close, the profit (profit +
+    swap + commission + fee). Without its deals a close's profit is the share of the position's floating profit,
+    and the message says it is an estimate."""
+    volume_in_deals = sum(d.volume for d in deals)
     # a position's ticket is the ticket of the order that opened it
-    ticket = deal.position_id if deal is not None and deal.position_id else position_ticket or result.order
-    price = result.price if result.price > 0 else (deal.price if deal is not None else 0.0)
-    volume = result.volume if result.volume > 0 else (deal.volume if deal is not None else requested_volume)
-    profit = deal.profit + deal.swap + deal.commission + deal.fee if deal is not None else profit_estimate
+    ticket = next((d.position_id for d in deals if d.position_id), 0) or position_ticket or result.order
+    price = result.price
+    if price <= 0 and volume_in_deals > 0:
+        price = sum(d.price * d.volume for d in deals) / volume_in_deals
+    volume = result.volume if result.volume > 0 else (round(volume_in_deals, 8) or requested_volume)
+    profit = sum(d.profit + d.swap + d.commission + d.fee for d in deals) if deals else profit_estimate
     partial = result.retcode == retcodes.DONE_PARTIAL
-    message = ""
+    notes = []
     if partial:
         verb = "closed" if closing else "filled"
-        message = f"partially {verb}: {volume:g} of {requested_volume:g} lots"
+        notes.append(f"partially {verb}: {volume:g} of {requested_volume:g} lots")
+    if closing and not deals:
+        notes.append(ESTIMATED_PROFIT)
+    message = "; ".join(notes)
     return Outcome(
         success=True,
         ticket=ticket,

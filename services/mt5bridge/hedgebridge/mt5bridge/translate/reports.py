@@ -1,6 +1,10 @@
 """Package records to the protocol's messages (pure code): outcomes to OPENED / CLOSED reports, CLOSED for
 a position closed without a command, and positions, account figures and ticks to POSITION_UPDATE,
 ACCOUNT_UPDATE and PRICE.
+
+The package's times are the trade server's clock; the protocol's are UTC. ``offset_s`` is the server's offset
+from UTC (``clock.py``), None while unknown: a position is then sent without its opening time and a tick is not
+sent, rather than with a time hours off.
 """
 
 from __future__ import annotations
@@ -145,16 +149,21 @@ def outside_close(
 # --- snapshots ----------------------------------------------------------------------------------------------
 
 
-def server_time(msc: int) -> datetime:
-    """A terminal time in milliseconds (the trade server's clock) as a timestamp."""
-    return datetime.fromtimestamp(msc / 1000, UTC)
+def server_time(msc: int, offset_s: int | None) -> datetime | None:
+    """A terminal time in milliseconds (the trade server's clock) as a UTC timestamp; None while the server's
+    offset from UTC is unknown, or for no time (0)."""
+    if offset_s is None or msc <= 0:
+        return None
+    return datetime.fromtimestamp(msc / 1000 - offset_s, UTC)
 
 
 def is_wire_symbol(symbol: str) -> bool:
     return bool(_WIRE_SYMBOL.match(symbol))
 
 
-def position_of(position: TradePositionLike, known: tuple[str, str | None] | None) -> Position | None:
+def position_of(
+    position: TradePositionLike, known: tuple[str, str | None] | None, offset_s: int | None
+) -> Position | None:
     """A position for POSITION_UPDATE; ``known`` is its (positionId, actionId) when the system opened it.
     None for a position the protocol cannot carry (a symbol outside its alphabet, no volume)."""
     if not is_wire_symbol(position.symbol) or not position.volume > 0 or not math.isfinite(position.volume):
@@ -170,7 +179,7 @@ def position_of(position: TradePositionLike, known: tuple[str, str | None] | Non
         open_price=max(position.price_open, 0.0),
         current_price=max(position.price_current, 0.0),
         profit=position.profit,
-        open_time=server_time(position.time_msc) if position.time_msc > 0 else None,
+        open_time=server_time(position.time_msc, offset_s),
     )
 
 
@@ -179,9 +188,10 @@ def position_update(
     positions: Iterable[TradePositionLike],
     book: Mapping[int, tuple[str, str | None]],
     now: datetime,
+    offset_s: int | None,
     sync_id: str | None = None,
 ) -> PositionUpdate:
-    listed = [position_of(p, book.get(p.ticket)) for p in sorted(positions, key=lambda p: p.ticket)]
+    listed = [position_of(p, book.get(p.ticket), offset_s) for p in sorted(positions, key=lambda p: p.ticket)]
     return PositionUpdate(
         timestamp=now, account_id=account_id, positions=[p for p in listed if p is not None], sync_id=sync_id
     )
@@ -201,7 +211,9 @@ def account_update(account_id: str, info: AccountInfoLike, now: datetime) -> Acc
     )
 
 
-def price_tick(account_id: str, symbol: str, tick: TickLike) -> PriceTick | None:
-    if tick.bid <= 0 or tick.ask <= 0 or not is_wire_symbol(symbol):
+def price_tick(account_id: str, symbol: str, tick: TickLike, offset_s: int | None) -> PriceTick | None:
+    """PRICE for a tick; None for a tick the protocol cannot carry, or while its time cannot be told in UTC."""
+    time = server_time(tick.time_msc, offset_s)
+    if tick.bid <= 0 or tick.ask <= 0 or not is_wire_symbol(symbol) or time is None:
         return None
-    return PriceTick(account_id=account_id, symbol=symbol, bid=tick.bid, ask=tick.ask, time=server_time(tick.time_msc))
+    return PriceTick(account_id=account_id, symbol=symbol, bid=tick.bid, ask=tick.ask, time=time)
