@@ -234,6 +234,31 @@ async def test_terminal_gone_after_the_command_reconciles_when_it_returns(
         await back.close()
 
 
+async def test_a_terminal_back_on_a_new_session_settles_the_order_without_waiting_for_its_timeout(
+    executor: Executor, ea_url: str, secret: str, nc: NatsClient
+) -> None:
+    ea = await ScriptedEa.connect(ea_url, secret, "A1")
+    pending = asyncio.create_task(order(nc, buy(action_id="back-1", timeout_ms=8000)))
+    await wait_for(lambda: len(ea.opens()) == 1, "the OPEN")
+    command = ea.opens()[0]
+    await ea.close()  # it executed; the connection dropped before its report
+    back = await ScriptedEa.connect(ea_url, secret, "A1")
+    try:
+        back.fill(command, "778")
+        result = await pending  # answered from the new session's snapshot, not OUTCOME_UNKNOWN at the timeout
+        assert (result.status, result.mt_ticket, result.reconciled, result.state) == (
+            "FILLED",
+            "778",
+            True,
+            "RECONCILED",
+        )
+        assert back.opens() == []
+        again = await order(nc, buy(action_id="back-1", timeout_ms=8000))
+        assert (again.status, again.duplicate, again.mt_ticket) == ("FILLED", True, "778")
+    finally:
+        await back.close()
+
+
 async def test_an_order_running_on_a_dead_executor_is_taken_over(
     nats_server: NatsServer, cache_server: ValkeyServer, gateway: Gateway, ea_url: str, secret: str, nc: NatsClient
 ) -> None:

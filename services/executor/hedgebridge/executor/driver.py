@@ -3,7 +3,8 @@
 ``Driver.drive`` performs what an ``OrderRun`` asks (requests on the account's command subject, waits, the
 record in ``hb_orders`` and the result on ``hb.exec.result.<account>`` with its ``Nats-Msg-Id``, leases, the book,
 metrics and logs) and feeds the run each outcome with the current time. Terminal reports and snapshots are
-offered to the run they belong to (``on_report``, ``on_snapshot``), which wakes the run's Wait.
+offered to the run they belong to (``on_report``, ``on_snapshot``), which wakes the run's Wait; so is a terminal's
+new session (``on_status``): a run waiting for a report its old session can no longer send reconciles at once.
 
 A run whose lease is lost (a compare-and-set lease write failed: another replica took the order over) is woken
 from its Pause or Wait and fed ``on_lease_lost`` before any further action: nothing it asked for is performed.
@@ -33,6 +34,7 @@ from hedgebridge.protocol import (
     PositionUpdate,
     ProtocolError,
     SyncCommand,
+    TerminalStatus,
     pack,
     subjects,
     unpack,
@@ -224,6 +226,17 @@ class Driver:
         order = self.running.get(event.action_id)
         if order is not None and order.run.offer_report(event):
             order.wake.set()
+
+    async def on_status(self, msg: Msg) -> None:
+        try:
+            event = unpack(msg.data, TerminalStatus)
+        except ProtocolError:
+            return
+        if event.status != "CONNECTED":
+            return
+        for order in list(self.running.values()):
+            if order.run.command.account_id == event.account_id and order.run.offer_session(event.session_id):
+                order.wake.set()
 
     async def on_snapshot(self, msg: Msg) -> None:
         if not self.syncs:

@@ -7,6 +7,7 @@
        │  └──retry (requote, price changed, busy; bounded)
        │                     │ ──refused──────────▶ REJECTED
        │                     │ ──no result in time / server unsure──▶ OUTCOME_UNKNOWN ──snapshot──▶ RECONCILED
+       │                     │ ──the terminal back on a new session, its snapshot──────────────────▶ RECONCILED
        ├──time-to-live over, never delivered──▶ EXPIRED
        └──delivery uncertain──────────────────▶ OUTCOME_UNKNOWN
 
@@ -67,6 +68,7 @@ _TRANSITIONS: dict[tuple[OrderState, Trigger], OrderState] = {
     (OrderState.SENT, Trigger.RETRY): OrderState.ACCEPTED,
     (OrderState.SENT, Trigger.REJECTED): OrderState.REJECTED,
     (OrderState.SENT, Trigger.TIMED_OUT): OrderState.OUTCOME_UNKNOWN,
+    (OrderState.SENT, Trigger.RECONCILED): OrderState.RECONCILED,  # the session that got it ended: a snapshot
     (OrderState.OUTCOME_UNKNOWN, Trigger.RECONCILED): OrderState.RECONCILED,
 }
 

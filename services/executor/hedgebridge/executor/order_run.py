@@ -12,6 +12,10 @@ uncertain, no report in time, the trade server unsure) is never sent again: afte
 from the late report or from a snapshot that answers a SYNC sent after the command. A run taken over from a
 replica that died starts at that reconciliation and answers the first caller's inbox.
 
+The terminal back on a new session (``offer_session``) while the report of a command delivered on an older one
+is awaited: the terminal handled (or dropped) the command before that session began, so the run asks it for a
+snapshot at once and answers with the result reconciled from it; a report that comes first is judged as usual.
+
 Lease lost: once the order is older than ``lease_after_s`` another replica may have taken it over (its owner
 looked silent: paused longer than the lease), so every (re)send from then on is preceded by ``HoldLease`` and
 made only after ``on_lease_held``; the first send right after the claim needs no check. ``on_lease_lost`` (the
@@ -101,6 +105,9 @@ class OrderRun:
     snapshot: PositionUpdate | None = None
     result: OrderResult | None = None
     _taken_over: bool = False
+    _session: str = ""  # the gateway session the command was delivered on
+    _back_on: str | None = None  # a newer session of the terminal, seen while waiting for the report
+    _early: bool = False  # reconciling from the new session's snapshot before the timeout
     _fresh_send: bool = False  # the send after HoldLease starts a new attempt (not a delivery re-ask)
     _send_started: float = 0.0
     _pause: float = 0.01
@@ -150,6 +157,15 @@ class OrderRun:
         self.snapshot = snapshot
         return True
 
+    def offer_session(self, session_id: str) -> bool:
+        """The account's terminal connected on a session; True when it is not the one the command awaiting its
+        report was delivered on (wake a Wait then: the run reconciles from the new session)."""
+        waiting = self.phase is Phase.AWAITING_REPORT and self.report is None and not self._early
+        if not waiting or not self._session or session_id == self._session:
+            return False
+        self._back_on = session_id
+        return True
+
     def on_delivery(self, ack: DeliveryAck | None, now: float) -> list[act.Action]:
         """The gateway's DeliveryAck (None: no responders, nothing was sent)."""
         reached = ack is not None and (ack.delivered or ack.uncertain)
@@ -157,7 +173,7 @@ class OrderRun:
             if not reached:  # a SYNC is asked once: no terminal, no snapshot this round
                 return self._no_snapshot(now)
             self.phase, self._asked = Phase.AWAITING_SNAPSHOT, now
-            return [act.Observe("delivery", now - self._send_started), act.Wait(now + self.limits.sync_timeout_s)]
+            return [act.Observe("delivery", now - self._send_started), act.Wait(self._snapshot_until())]
         assert self.phase is Phase.DELIVERING
         if ack is None or not reached:
             if now - self._send_started + self._pause > self.ttl_s:
@@ -178,7 +194,7 @@ class OrderRun:
             log = act.Log("warning", "delivery uncertain", {"reason": ack.reason, **self.fields})
             return [observed, log, *self._unknown(errors.DELIVERY_FAILED, ack.reason, now)]
         self.state = lifecycle.advance(self.state, Trigger.DELIVERED)
-        self.phase, self._delivered_at = Phase.AWAITING_REPORT, now
+        self.phase, self._delivered_at, self._session = Phase.AWAITING_REPORT, now, ack.session_id
         return [observed, *self._await_report(now)]
 
     def on_unconfirmed(self, now: float) -> list[act.Action]:
@@ -206,8 +222,8 @@ class OrderRun:
                 self.sync_id = None
                 self.phase = Phase.READING_VOLUME
                 return [act.Observe("sync", now - self._asked), act.ReadVolume(self.command)]
-            if self.report is None and now < self._asked + self.limits.sync_timeout_s:
-                return [act.Wait(self._asked + self.limits.sync_timeout_s)]
+            if self.report is None and now < self._snapshot_until():
+                return [act.Wait(self._snapshot_until())]
             return self._no_snapshot(now)
         if phase is Phase.RECONCILE_PAUSE:
             return self._reconcile_step(now)
@@ -219,6 +235,10 @@ class OrderRun:
         assert self.snapshot is not None
         outcome = lifecycle.reconcile(self.command, self.snapshot.positions, expected)
         self.snapshot = None
+        if self._early:  # the caller still waits: it gets the reconciled result
+            self.state = lifecycle.advance(self.state, Trigger.RECONCILED)
+            result = orders.reconciled_result(self.command, outcome, self.state, self.attempt + 1, self._ms(now))
+            return [act.Answer(result), *self._reconciled(result)]
         return self._reconciled(orders.reconciled_result(self.command, outcome, OrderState.RECONCILED, 1))
 
     def on_recorded(self, now: float) -> list[act.Action]:
@@ -305,6 +325,12 @@ class OrderRun:
         if report is not None:
             return [act.Observe("report", now - self._delivered_at), *self._judge(report, now)]
         deadline = self.started + self.timeout_s
+        if self._back_on is not None and now < deadline:  # the session that got the command is gone
+            self._back_on, self._early = None, True
+            self.sync_id, self.snapshot = self.new_id(), None
+            self.phase, self._send_started = Phase.SYNCING, now
+            log = act.Log("info", "terminal back on a new session: reconciling now", self.fields)
+            return [log, act.SendSync(self.command.account_id, self.sync_id, self._delivery_s(self.timeout_s))]
         if now < deadline:
             return [act.Wait(deadline)]
         self.state = lifecycle.advance(self.state, Trigger.TIMED_OUT)
@@ -344,9 +370,7 @@ class OrderRun:
     def _reconcile_step(self, now: float) -> list[act.Action]:
         if now >= self._deadline:
             self.listening = False
-            log = act.Log(
-                "error", "order still unreconciled", {"action": self.action_id, "account": self.command.account_id}
-            )
+            log = act.Log("error", "order still unreconciled", self.fields)
             return [log, *self._end()]
         report = self.report
         if report is not None:
@@ -360,8 +384,15 @@ class OrderRun:
         self.phase, self._send_started = Phase.SYNCING, now
         return [act.SendSync(self.command.account_id, self.sync_id, self._delivery_s(self.limits.sync_timeout_s))]
 
+    def _snapshot_until(self) -> float:  # an early reconcile ends by the order's timeout
+        until = self._asked + self.limits.sync_timeout_s
+        return min(until, self.started + self.timeout_s) if self._early else until
+
     def _no_snapshot(self, now: float) -> list[act.Action]:
         self.sync_id = None
+        if self._early:  # no snapshot from the new session in time (or a report came): wait for the report
+            self._early, self.phase = False, Phase.AWAITING_REPORT
+            return self._await_report(now)
         if self.report is not None:
             return self._reconcile_step(now)
         self.phase = Phase.RECONCILE_PAUSE
@@ -371,17 +402,8 @@ class OrderRun:
     def _reconciled(self, result: OrderResult) -> list[act.Action]:
         self.listening = False
         self.state, self.result, self.phase = OrderState.RECONCILED, result, Phase.RECORDING
-        log = act.Log(
-            "info",
-            "order reconciled",
-            {"action": self.action_id, "account": self.command.account_id, "status": result.status},
-        )
-        actions: list[act.Action] = [
-            log,
-            act.ApplyToBook(self.command, result),
-            act.Record(OrderState.RECONCILED, result, False),
-        ]
-        return actions
+        log = act.Log("info", "order reconciled", {"status": result.status, **self.fields})
+        return [log, act.ApplyToBook(self.command, result), act.Record(OrderState.RECONCILED, result, False)]
 
     def _end(self) -> list[act.Action]:
         self.phase, self.listening, self.sync_id = Phase.DONE, False, None

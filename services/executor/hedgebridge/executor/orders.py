@@ -142,7 +142,9 @@ def failure(
     return OrderResult(**fields)  # type: ignore[arg-type]
 
 
-def reconciled_result(command: OrderCommand, outcome: Reconciled, state: str, attempts: int) -> OrderResult:
+def reconciled_result(
+    command: OrderCommand, outcome: Reconciled, state: str, attempts: int, elapsed_ms: float = 0.0
+) -> OrderResult:
     fields = _base(command)
     position = outcome.position
     if outcome.status == "REJECTED":
@@ -157,6 +159,7 @@ def reconciled_result(command: OrderCommand, outcome: Reconciled, state: str, at
         state=state,
         attempts=attempts,
         reconciled=True,
+        elapsed_ms=elapsed_ms,
     )
     if position is not None and opening and outcome.status != "REJECTED":
         fields.update(mt_ticket=position.mt_ticket, price=position.open_price, volume=position.volume)
