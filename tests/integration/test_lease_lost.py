@@ -16,7 +16,7 @@ from hedgebridge.common.servers import NatsServer, ValkeyServer
 from hedgebridge.executor.driver import RunningOrder
 from hedgebridge.executor.service import Executor
 from hedgebridge.gateway.server import Gateway
-from hedgebridge.protocol import InflightMark, OrderResult, errors, pack, subjects
+from hedgebridge.protocol import InflightMark, OpenedEvent, OrderResult, errors, pack, subjects, utcnow
 from hedgebridge.sim import SimConfig
 from hedgebridge.sim.terminal import make_terminals, run_terminals
 
@@ -109,3 +109,49 @@ async def test_without_a_takeover_the_order_is_sent_once_the_terminal_connects(
     finally:
         stop.set()
         await connected
+
+
+async def test_an_order_queued_behind_another_for_longer_than_the_lease_is_not_taken_over(
+    nats_server: NatsServer, cache_server: ValkeyServer, gateway: Gateway, ea_url: str, secret: str
+) -> None:
+    redis_url = f"{cache_server.url}/0"
+    settings = {"lease_ms": 600, "lease_after_ms": 100, "order_timeout_ms": 30_000}
+    first = Executor(executor_config(nats_server.url, redis_url, id="ex-a", **settings))
+    second = Executor(executor_config(nats_server.url, redis_url, id="ex-b", **settings))
+    await first.start()
+    await second.start()
+    ea = await ScriptedEa.connect(ea_url, secret, "A1")
+    try:
+        ahead = asyncio.create_task(first.submit(pack(buy(action_id="ahead", timeout_ms=2500)), time.perf_counter()))
+        await wait_for(lambda: len(ea.opens()) == 1, "the first OPEN")
+        queued = asyncio.create_task(first.submit(pack(buy(action_id="queued", timeout_ms=6000)), time.perf_counter()))
+        await wait_for(lambda: "queued" in first._running, "the second order to wait in the account's queue")
+        # queued for four leases behind an order that is never answered; asked again on B meanwhile, B must find
+        # it alive (its lease held) and not take it over
+        again = pack(buy(action_id="queued", timeout_ms=6000))
+        repeat = asyncio.create_task(second.submit(again, time.perf_counter()))
+        assert (await ahead).status == "OUTCOME_UNKNOWN"
+        await wait_for(lambda: len(ea.opens()) == 2, "the queued OPEN")
+        assert "queued" not in second._running
+        command = ea.opens()[1]
+        await ea.ea.send(
+            OpenedEvent(
+                timestamp=utcnow(),
+                account_id="A1",
+                position_id=command.position_id,
+                action_id=command.action_id,
+                mt_ticket="555",
+                price=1.1,
+                volume=command.volume,
+                status="SUCCESS",
+            )
+        )
+        result = await queued
+        assert (result.status, result.mt_ticket) == ("FILLED", "555")  # not handed over to B
+        repeated = await repeat
+        assert (repeated.status, repeated.duplicate, repeated.mt_ticket) == ("FILLED", True, "555")
+        assert [c.action_id for c in ea.opens()] == ["ahead", "queued"]
+    finally:
+        await ea.close()
+        await first.kill()
+        await second.kill()
