@@ -68,7 +68,8 @@ class Mt5BridgeConfig(HealthConfig, frozen=True, kw_only=True):
     book_dir: Annotated[
         str,
         setting(
-            "where book_<account>.jsonl keeps the positionId/actionId of each open ticket",
+            "where book_<account>.jsonl keeps the positionId/actionId of each position (by identifier) until its"
+            " close is reported",
             default="$HEDGEBRIDGE_HOME/mt5bridge",
         ),
     ] = ""
