@@ -58,10 +58,11 @@ class Trader:
             if known is not None:
                 return tr.again(known)
             earlier = tr.find_open(action_id, magic, await self._terminal.positions(), ())
+            if earlier is not None and earlier.ticket not in self._book.entries:  # open: the book names it
+                self._book.remember(earlier.ticket, command.position_id, command.action_id)
+            # only in the history: it closed already, and is not booked (which would report that close again)
             earlier = earlier or tr.find_open(action_id, magic, (), await self._terminal.history())
             if earlier is not None:
-                if earlier.ticket not in self._book.entries:
-                    self._book.remember(earlier.ticket, command.position_id, command.action_id)
                 self._remember("OPEN", action_id, earlier)
                 return earlier
         symbol = command.symbol
