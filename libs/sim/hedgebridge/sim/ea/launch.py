@@ -95,7 +95,12 @@ def dll_library() -> Path:
     """``make -C dll linux``: the WebSocket library the DLL transport imports."""
     if shutil.which("make") is None or shutil.which("g++") is None:
         raise EaUnavailable("cannot build the WebSocket library: g++ or make is not installed")
-    made = subprocess.run(["nice", "make", "-C", str(DLL_DIR), "-j2", "linux"], capture_output=True, text=True)
+    try:
+        made = subprocess.run(
+            ["nice", "make", "-C", str(DLL_DIR), "-j2", "linux"], capture_output=True, text=True, timeout=1800
+        )
+    except subprocess.TimeoutExpired:
+        raise EaUnavailable("building the WebSocket library took more than 30 minutes") from None
     if made.returncode != 0 or not DLL_LIBRARY.exists():
         tail = (made.stderr or made.stdout)[-2000:]
         raise EaUnavailable(f"cannot build the WebSocket library (make -C dll linux):\n{tail}")
