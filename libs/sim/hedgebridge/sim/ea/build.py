@@ -24,7 +24,7 @@ RUNTIME = MQL5 / "testing" / "runtime"
 BUILD = REPO / "build" / "ea"
 EXPERTS = {"dll": "HedgeSystemConnector.mq5", "native": "HedgeSystemConnector.mq5"}
 FLAGS = ["-std=c++17", "-O1", "-g", "-w", "-fno-strict-aliasing"]
-LIBS = ["-lcrypto", "-ldl"]
+LIBS = ["-lssl", "-lcrypto", "-ldl"]
 BUILD_TIMEOUT_S = 1800  # a loaded 2-core machine compiles the EA in minutes; a hung compiler stops here
 
 

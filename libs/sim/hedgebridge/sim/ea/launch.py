@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import shutil
+import ssl
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,6 +109,18 @@ def dll_library() -> Path:
 
 
 @dataclass(frozen=True, slots=True)
+class TerminalTls:
+    """wss between the terminal and its proxy: the proxy serves TLS with ``server`` (a certificate for ``host``,
+    the name in the EA's URL) and the terminal trusts ``ca_file`` besides the system's CA store; ``upstream``
+    (a client context) when the gateway serves wss itself."""
+
+    server: ssl.SSLContext
+    ca_file: Path
+    host: str = "localhost"
+    upstream: ssl.SSLContext | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EaSettings:
     """How the EA is run: timings kept short for tests and the simulator."""
 
@@ -119,6 +132,7 @@ class EaSettings:
     reconnect_max_ms: int = 1000
     connect_timeout_s: float = 20.0
     trade_config: dict[str, object] | None = None
+    tls: TerminalTls | None = None  # wss (the native transport); ws when None
 
 
 def ea_inputs(url: str, token: str, account: str, transport: Transport, settings: EaSettings) -> dict[str, str]:
@@ -158,11 +172,18 @@ class CompiledEa:
         gateway_path: str = "/ea",
         dll_path: Path | None = None,
         settings: EaSettings | None = None,
+        wait_connected: bool = True,
     ) -> CompiledEa:
+        """Start the EA behind a new proxy; with ``wait_connected`` (the default) return once WELCOME arrived."""
         settings = settings or EaSettings()
         if transport == "dll" and dll_path is None:
             raise ValueError("the DLL transport needs dll_path (the WebSocket library)")
-        proxy = WsProxy(gateway_host, gateway_port)
+        tls = settings.tls
+        proxy = (
+            WsProxy(gateway_host, gateway_port)
+            if tls is None
+            else WsProxy(gateway_host, gateway_port, tls=tls.server, upstream_tls=tls.upstream, name=tls.host)
+        )
         await proxy.start()
         try:
             url = proxy.url(gateway_path)
@@ -171,6 +192,8 @@ class CompiledEa:
             await proxy.close()
             raise
         ea = cls(account, transport, proxy, process)
+        if not wait_connected:
+            return ea
         try:
             await process.wait_journal(CONNECTED, settings.connect_timeout_s)
         except BaseException as exc:
@@ -230,7 +253,8 @@ async def _launch(
         symbol=settings.symbol,
         trade_config=settings.trade_config,
         trade_state=trade_state_file(files_dir),
-        allowed_hosts=[f"{proxy.host}:{proxy.port}"],
+        allowed_hosts=[f"{proxy.name}:{proxy.port}"],
+        ca_file=settings.tls.ca_file if settings.tls is not None else None,
     )
     return cast(EaProcessLike, process)
 
