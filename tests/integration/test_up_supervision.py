@@ -7,6 +7,7 @@ process left; the JetStream data survives a restart of `up` itself."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -149,6 +150,7 @@ def _start_up(home: Path, *args: str, **extra_env: str) -> Up:
 
 
 def _end(up: Up) -> None:
+    """Stop ``up`` if it still runs, and any process of its stack it left behind (a failed test's)."""
     if up.process.poll() is None:
         os.killpg(up.process.pid, signal.SIGINT)
         try:
@@ -156,6 +158,11 @@ def _end(up: Up) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(up.process.pid, signal.SIGKILL)
             up.process.wait()
+    with contextlib.suppress(OSError, ValueError):
+        left = json.loads(state.state_path(up.home).read_text())["pids"]
+        for pid in left.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -283,4 +290,17 @@ def test_ctrl_c_and_sigterm_stop_everything_in_order_and_jetstream_survives_a_re
         _end(second)
     assert second.stopped_in_order() == ["coordinator", "monitor", "executor", "gateway", "cache", "nats"]
     assert "restarting" not in second.text()
+    _until(lambda: not any(state.pid_alive(pid) for pid in pids), "every process of the stack to exit", 10)
+
+
+def test_a_hangup_stops_everything_in_order(tmp_path: Path) -> None:
+    """The terminal `up` runs in is closed: SIGHUP stops the stack as Ctrl-C does, nothing is left running."""
+    up = _start_up(tmp_path)
+    try:
+        pids = list(up.info().pids.values())
+        os.kill(up.process.pid, signal.SIGHUP)
+        assert up.process.wait(60) == 0
+    finally:
+        _end(up)
+    assert up.stopped_in_order() == ["coordinator", "monitor", "executor", "gateway", "cache", "nats"], up.text()
     _until(lambda: not any(state.pid_alive(pid) for pid in pids), "every process of the stack to exit", 10)
