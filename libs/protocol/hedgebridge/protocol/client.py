@@ -44,6 +44,7 @@ from .messages import (
     PriceTick,
     TerminalStatus,
 )
+from .names import SCOPE_MAX
 
 RequestId = Annotated[str, Meta(min_length=1, max_length=128)]
 
@@ -76,7 +77,7 @@ class ClientRequest(Message, frozen=True, kw_only=True, tag="REQUEST"):
 class Subscribe(Message, frozen=True, kw_only=True, tag="SUBSCRIBE"):
     request_id: RequestId
     topics: Annotated[list[Topic], Meta(min_length=1, max_length=len(TOPICS))]
-    accounts: Annotated[list[AccountId], Meta(max_length=10_000)] | None = None
+    accounts: Annotated[list[AccountId], Meta(max_length=SCOPE_MAX)] | None = None
 
 
 class Unsubscribe(Message, frozen=True, kw_only=True, tag="UNSUBSCRIBE"):

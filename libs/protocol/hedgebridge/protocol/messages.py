@@ -21,19 +21,21 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-AccountId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-Symbol = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._#+-]{1,32}$")]
+from .names import ACCOUNT_ID_PATTERN, ACTION_ID_PATTERN, SYMBOL_PATTERN, USER_ID_MAX
+
+AccountId = Annotated[str, Meta(pattern=ACCOUNT_ID_PATTERN)]
+Symbol = Annotated[str, Meta(pattern=SYMBOL_PATTERN)]
 Ident = Annotated[str, Meta(min_length=1, max_length=128)]
 # An idempotency key: also a JetStream KV key and a NATS subject token, hence the restricted alphabet.
-ActionId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+ActionId = Annotated[str, Meta(pattern=ACTION_ID_PATTERN)]
 Volume = Annotated[float, Meta(gt=0, le=1_000_000)]
 PriceValue = Annotated[float, Meta(ge=0)]
 Text = Annotated[str, Meta(max_length=1024)]
 Side = Literal["BUY", "SELL"]
 Status = Literal["SUCCESS", "FAILED"]
-UserId = Annotated[str, Meta(max_length=128)]
+UserId = Annotated[str, Meta(max_length=USER_ID_MAX)]
 # W3C trace context of the order's trace: commands carry it, the terminal echoes it in its report (optional)
-TraceParent = Annotated[str, Meta(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
+TraceParent = Annotated[str, Meta(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}\Z")]
 
 
 def utcnow() -> datetime:
@@ -53,12 +55,12 @@ class Message(_Body, frozen=True, kw_only=True, tag_field="type"):
 
 class OpenMetadata(_Body, frozen=True, kw_only=True):
     execution_type: Literal["ENTRY", "EXIT"]
-    user_id: Annotated[str, Meta(max_length=128)]
+    user_id: UserId
 
 
 class CloseMetadata(_Body, frozen=True, kw_only=True):
     exit_reason: Text
-    user_id: Annotated[str, Meta(max_length=128)]
+    user_id: UserId
 
 
 class OpenCommand(Message, frozen=True, kw_only=True, tag="OPEN"):

@@ -6,7 +6,6 @@ ACCOUNT_UPDATE and PRICE.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
@@ -19,6 +18,7 @@ from hedgebridge.protocol import (
     Position,
     PositionUpdate,
     PriceTick,
+    names,
 )
 
 from .orders import Outcome
@@ -38,8 +38,6 @@ from .package import (
     TradeDealLike,
     TradePositionLike,
 )
-
-_WIRE_SYMBOL = re.compile(r"^[A-Za-z0-9._#+-]{1,32}$")
 
 # --- reports ------------------------------------------------------------------------------------------------
 
@@ -151,7 +149,7 @@ def server_time(msc: int) -> datetime:
 
 
 def is_wire_symbol(symbol: str) -> bool:
-    return bool(_WIRE_SYMBOL.match(symbol))
+    return names.is_symbol(symbol)
 
 
 def position_of(position: TradePositionLike, known: tuple[str, str | None] | None) -> Position | None:

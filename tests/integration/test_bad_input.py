@@ -1,0 +1,134 @@
+"""Bad input against a real gateway and nats-server: tokens whose claims are not names, JSON nested too deep,
+numbers outside the protocol's range, and reports for commands nobody sent. Each gets a typed answer (a
+refused handshake or an ERROR frame) and the session stays up when it was up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import jwt
+import pytest
+from nats.aio.client import Client as NatsClient
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
+
+from hedgebridge.common import auth, streams
+from hedgebridge.gateway.server import Gateway
+from hedgebridge.protocol import Welcome, encode_frame
+from hedgebridge.protocol.client import Auth, ClientWelcome, ServerFrame, decode_server_frame
+from hedgebridge.protocol.errors import CloseCode
+
+from ..helpers import RawEa, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _claims(**changes: object) -> dict[str, object]:
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": "hedge-1",
+        "role": "system",
+        "iss": "hedgebridge",
+        "aud": "hedgebridge",
+        "iat": now,
+        "exp": now + 300,
+        "jti": f"j-{time.monotonic_ns()}",
+        "accounts": ["A1"],
+    }
+    claims.update(changes)
+    return claims
+
+
+def _url(gateway: Gateway, path: str) -> str:
+    return f"ws://127.0.0.1:{gateway.port}{path}"
+
+
+async def _open(url: str, token: str | None) -> ClientConnection:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return await connect(
+        url,
+        additional_headers=headers,
+        subprotocols=[Subprotocol("hedgebridge.v1")],
+        ping_interval=None,
+        open_timeout=5,
+    )
+
+
+async def _status(url: str, token: str) -> tuple[int, str]:
+    try:
+        ws = await _open(url, token)
+    except InvalidStatus as exc:
+        return exc.response.status_code, exc.response.body.decode(errors="replace").strip()
+    await ws.close()
+    return 101, ""
+
+
+async def _client_frame(ws: ClientConnection, kind: type[Any], timeout_s: float = 5.0) -> ServerFrame:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        data = await asyncio.wait_for(ws.recv(), max(deadline - time.monotonic(), 0.01))
+        frame = decode_server_frame(data)
+        wanted = isinstance(frame, kind)
+        if wanted:
+            return frame
+
+
+async def _close_of(ws: ClientConnection, timeout_s: float = 5.0) -> tuple[int | None, str]:
+    deadline = time.monotonic() + timeout_s
+    with contextlib.suppress(ConnectionClosed, TimeoutError):
+        while time.monotonic() < deadline:
+            await asyncio.wait_for(ws.recv(), max(deadline - time.monotonic(), 0.01))
+    return ws.close_code, ws.close_reason or ""
+
+
+# --- token claims --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("claimed", ["*", ">", "A1.>", "A B", "A1\n"])
+async def test_a_scope_that_names_no_account_is_refused_at_the_handshake(
+    gateway: Gateway, secret: str, claimed: str
+) -> None:
+    # before: "*" watched every account (the wildcard feed), ">" ended the first SUBSCRIBE with 1011
+    token = jwt.encode(_claims(accounts=["A1", claimed]), secret, algorithm="HS256")
+    status, body = await _status(_url(gateway, "/client"), token)
+    assert (status, "token claim 'accounts' holds a name that is not valid" in body) == (401, True), body
+    ws = await _open(_url(gateway, "/client"), None)  # the same with the AUTH frame
+    await ws.send(encode_frame(Auth(token=token)))
+    code, reason = await _close_of(ws)
+    assert (code, reason.startswith("401 token claim 'accounts'")) == (CloseCode.POLICY_VIOLATION, True), reason
+
+
+async def test_users_and_subjects_are_names_and_a_good_scope_still_logs_in(gateway: Gateway, secret: str) -> None:
+    for changes, reason in (
+        ({"users": [""]}, "token claim 'users' holds a name that is not valid"),
+        ({"sub": "s" * 129}, "token subject is not a valid user name"),
+        ({"role": "ea", "sub": "A1 B"}, "token subject is not a valid account id"),
+    ):
+        path = "/ea" if changes.get("role") == "ea" else "/client"
+        status, body = await _status(_url(gateway, path), jwt.encode(_claims(**changes), secret, algorithm="HS256"))
+        assert (status, reason in body) == (401, True), (changes, body)
+    ws = await _open(_url(gateway, "/client"), jwt.encode(_claims(users=["*"]), secret, algorithm="HS256"))
+    welcome = await _client_frame(ws, ClientWelcome)
+    assert isinstance(welcome, ClientWelcome)
+    assert (welcome.accounts, welcome.users) == (["A1"], ["*"])  # "*" is a user called "*", nothing more
+    await ws.close()
+
+
+async def test_every_token_id_the_gateway_accepts_can_be_revoked(gateway: Gateway, secret: str, nc: NatsClient) -> None:
+    ea = _url(gateway, "/ea")
+    for bad in ("a..b", "a b", "*", ".a"):
+        token = jwt.encode(_claims(role="ea", sub="A1", jti=bad), secret, algorithm="HS256")
+        status, body = await _status(ea, token)
+        assert (status, "token id (jti) is not valid" in body) == (401, True), (bad, body)
+    for jti in ("dotted.id=1_2-3", "t-" + "x" * 126):
+        token = jwt.encode(_claims(role="ea", sub="A1", jti=jti), secret, algorithm="HS256")
+        terminal = await RawEa.connect(ea, token)
+        assert isinstance(await terminal.recv_type(Welcome), Welcome)
+        await streams.revoke(nc.jetstream(), auth.check_token_id(jti))  # what `hedgebridge token revoke` does
+        await wait_for(lambda jti=jti: jti in gateway.revocations, "the gateway to see the revocation")  # type: ignore[misc]
+        assert await terminal.closed() == CloseCode.POLICY_VIOLATION
+        assert await _status(ea, token) == (401, "token revoked")
