@@ -18,11 +18,11 @@ from websockets.typing import Subprotocol
 
 from hedgebridge.common import auth, streams
 from hedgebridge.gateway.server import Gateway
-from hedgebridge.protocol import Welcome, encode_frame
+from hedgebridge.protocol import ErrorMessage, Heartbeat, Welcome, codec, encode_frame, errors, utcnow
 from hedgebridge.protocol.client import Auth, ClientWelcome, ServerFrame, decode_server_frame
 from hedgebridge.protocol.errors import CloseCode
 
-from ..helpers import RawEa, wait_for
+from ..helpers import RawEa, ea_token, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +132,52 @@ async def test_every_token_id_the_gateway_accepts_can_be_revoked(gateway: Gatewa
         await wait_for(lambda jti=jti: jti in gateway.revocations, "the gateway to see the revocation")  # type: ignore[misc]
         assert await terminal.closed() == CloseCode.POLICY_VIOLATION
         assert await _status(ea, token) == (401, "token revoked")
+
+
+# --- frames a session must survive ---------------------------------------------------------------------------
+
+DEEP = "[" * 1000 + "]" * 1000  # 2 KB
+DEEP_FRAMES = [
+    DEEP,
+    '{"type":"HEARTBEAT","timestamp":"2026-01-01T00:00:00Z","seq":1,"extra":' + DEEP + "}",
+    '{"type":"PRICE","accountId":"A1","symbol":"EURUSD","bid":' + DEEP + ',"ask":1.1,"time":"2026-01-01"}',
+]
+
+
+async def test_a_terminal_sending_json_nested_a_thousand_levels_gets_errors_and_stays(ea_url: str, secret: str) -> None:
+    # before: the first one ended the session with 1011 (a RecursionError in the gateway's log)
+    terminal = await RawEa.connect(ea_url, ea_token(secret, "A1"))
+    await terminal.recv_type(Welcome)
+    for frame in DEEP_FRAMES:
+        await terminal.send_raw(frame)
+        error = await terminal.recv_type(ErrorMessage)
+        assert isinstance(error, ErrorMessage)
+        assert (error.code, error.message) == (errors.MALFORMED_FRAME, codec.TOO_DEEP)
+    await terminal.send(Heartbeat(timestamp=utcnow(), seq=7))
+    beat = await terminal.recv_type(Heartbeat)
+    assert isinstance(beat, Heartbeat)
+    assert (beat.seq, beat.reply) == (7, True)
+    await terminal.close()
+
+
+async def test_a_client_sending_json_nested_a_thousand_levels_gets_errors_and_stays(
+    gateway: Gateway, secret: str
+) -> None:
+    ws = await _open(_url(gateway, "/client"), jwt.encode(_claims(), secret, algorithm="HS256"))
+    await _client_frame(ws, ClientWelcome)
+    for frame in [*DEEP_FRAMES, '{"type":"REQUEST","requestId":"r1","body":' + DEEP + "}"]:
+        await ws.send(frame)
+        error = await _client_frame(ws, ErrorMessage)
+        assert isinstance(error, ErrorMessage)
+        assert (error.code, error.message) == (errors.MALFORMED_FRAME, codec.TOO_DEEP)
+    await ws.send(encode_frame(Heartbeat(timestamp=utcnow(), seq=8)).decode())
+    beat = await _client_frame(ws, Heartbeat)
+    assert isinstance(beat, Heartbeat)
+    assert beat.seq == 8
+    await ws.close()
+
+    # with the AUTH frame, a deep first frame is refused like any other first frame that is not AUTH
+    ws = await _open(_url(gateway, "/client"), None)
+    await ws.send(DEEP)
+    code, reason = await _close_of(ws)
+    assert (code, reason) == (CloseCode.POLICY_VIOLATION, f"the first frame must be AUTH: {codec.TOO_DEEP}"[:120])

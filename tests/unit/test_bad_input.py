@@ -3,9 +3,14 @@ numbers outside the protocol's range. Each is one typed ProtocolError (an ERROR 
 
 from __future__ import annotations
 
+import inspect
+import sys
+from collections.abc import Callable
+
 import pytest
 
-from hedgebridge.protocol import ProtocolError, decode_frame, errors, names, subjects
+from hedgebridge.protocol import Heartbeat, ProtocolError, codec, decode_frame, errors, names, subjects
+from hedgebridge.protocol.client import decode_client_frame
 
 PRICE = '{"type":"PRICE","accountId":%s,"symbol":"EURUSD","bid":1.0,"ask":1.1,"time":"2026-01-01T00:00:00Z"}'
 
@@ -32,3 +37,65 @@ def test_names_end_at_the_end_of_the_string() -> None:
     assert not names.is_token_id("a.b\n")
     with pytest.raises(ValueError, match="not a valid subject token"):
         subjects.action("a-1\n")
+
+
+# --- nesting -------------------------------------------------------------------------------------------------
+
+
+def _nested(levels: int, inner: str = "1") -> str:
+    """``levels`` arrays and objects, alternating, around ``inner``; brackets in a key and an escaped quote
+    must not count."""
+    opens = ["[" if i % 2 else '{"k\\"[":' for i in range(levels)]
+    closes = ["]" if i % 2 else "}" for i in range(levels)]
+    return "".join(opens) + inner + "".join(reversed(closes))
+
+
+HEARTBEAT = '{"type":"HEARTBEAT","timestamp":"2026-01-01T00:00:00Z","seq":1,"extra":%s}'
+
+
+@pytest.mark.parametrize("levels", [1, 2, 31, 32, 33, 1000, 50_000])
+def test_the_depth_limit_is_exact(levels: int) -> None:
+    text = _nested(levels)
+    assert codec.nesting_depth_over(text) is (levels > codec.MAX_DEPTH)
+    assert codec.nesting_depth_over(text.encode()) is (levels > codec.MAX_DEPTH)
+
+
+def test_unbalanced_and_string_brackets() -> None:
+    assert codec.nesting_depth_over("[" * 5000)  # never closed: still too deep for a parser
+    assert not codec.nesting_depth_over('["' + "[" * 1000 + '"]')  # inside a string
+    assert not codec.nesting_depth_over('["\\\\",' + '"[",' * 40 + '""]')
+    assert not codec.nesting_depth_over("[{]}" * 100)  # malformed, not deep: the parser says so
+
+
+@pytest.mark.parametrize(
+    ("decode", "frame"),
+    [
+        (decode_frame, _nested(1000)),
+        (decode_frame, HEARTBEAT % _nested(1000)),  # in a field no message has
+        (decode_client_frame, _nested(1000)),
+        (decode_client_frame, '{"type":"REQUEST","requestId":"r1","body":' + _nested(1000) + "}"),
+    ],
+)
+def test_a_frame_nested_a_thousand_levels_is_a_malformed_frame(decode: Callable[[str], object], frame: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode(frame)
+    assert (info.value.code, info.value.message) == (errors.MALFORMED_FRAME, codec.TOO_DEEP)
+    assert codec.read_loosely(frame) is None
+
+
+def test_nesting_within_the_limit_in_an_unknown_field_is_ignored_as_before() -> None:
+    beat = decode_frame(HEARTBEAT % _nested(codec.MAX_DEPTH - 1))
+    assert isinstance(beat, Heartbeat)
+    assert beat.seq == 1
+
+
+def test_a_stack_that_runs_out_below_the_limit_is_the_same_error() -> None:
+    frame = HEARTBEAT % _nested(codec.MAX_DEPTH - 1)
+    limit = sys.getrecursionlimit()
+    try:
+        sys.setrecursionlimit(len(inspect.stack()) + 20)  # the parser runs out of stack before the limit
+        with pytest.raises(ProtocolError) as info:
+            decode_frame(frame)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert (info.value.code, info.value.message) == (errors.MALFORMED_FRAME, codec.TOO_DEEP)
