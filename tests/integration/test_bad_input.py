@@ -181,3 +181,41 @@ async def test_a_client_sending_json_nested_a_thousand_levels_gets_errors_and_st
     await ws.send(DEEP)
     code, reason = await _close_of(ws)
     assert (code, reason) == (CloseCode.POLICY_VIOLATION, f"the first frame must be AUTH: {codec.TOO_DEEP}"[:120])
+
+
+# --- integers ------------------------------------------------------------------------------------------------
+
+
+async def test_integers_outside_the_protocols_range_get_errors_and_the_session_stays(
+    ea_url: str, gateway: Gateway, secret: str
+) -> None:
+    # before: a seq of 2^64 + 5 was accepted and echoed; an errorCode of 2^64 ended the session with 1011
+    terminal = await RawEa.connect(ea_url, ea_token(secret, "A1"))
+    await terminal.recv_type(Welcome)
+    for frame, field in (
+        ('{"type":"HEARTBEAT","timestamp":"2026-01-01T00:00:00Z","seq":18446744073709551621}', "seq"),
+        (
+            '{"type":"OPENED","timestamp":"2026-01-01T00:00:00Z","accountId":"A1","positionId":"p","actionId":"a",'
+            '"status":"FAILED","errorCode":18446744073709551616}',
+            "errorCode",
+        ),
+    ):
+        await terminal.send_raw(frame)
+        error = await terminal.recv_type(ErrorMessage)
+        assert isinstance(error, ErrorMessage)
+        assert (error.code, error.field) == (errors.INVALID_FIELD, field)
+    await terminal.send(Heartbeat(timestamp=utcnow(), seq=2**53 - 1))
+    beat = await terminal.recv_type(Heartbeat)
+    assert isinstance(beat, Heartbeat)
+    assert beat.seq == 2**53 - 1
+    await terminal.close()
+
+    ws = await _open(_url(gateway, "/client"), jwt.encode(_claims(), secret, algorithm="HS256"))
+    await _client_frame(ws, ClientWelcome)
+    await ws.send('{"type":"HEARTBEAT","timestamp":"2026-01-01T00:00:00Z","seq":99999999999999999999999}')
+    refused = await _client_frame(ws, ErrorMessage)
+    assert isinstance(refused, ErrorMessage)
+    assert (refused.code, refused.field) == (errors.INVALID_FIELD, "seq")
+    await ws.send(encode_frame(Heartbeat(timestamp=utcnow(), seq=5)).decode())
+    assert isinstance(await _client_frame(ws, Heartbeat), Heartbeat)
+    await ws.close()

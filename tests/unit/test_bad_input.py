@@ -5,12 +5,28 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+from msgspec import inspect as inspect_types
 
-from hedgebridge.protocol import Heartbeat, ProtocolError, codec, decode_frame, errors, names, subjects
-from hedgebridge.protocol.client import decode_client_frame
+from hedgebridge.protocol import (
+    Frame,
+    GatewayLiveness,
+    Heartbeat,
+    MonitorSnapshot,
+    OpenedEvent,
+    OrderRecord,
+    ProtocolError,
+    codec,
+    decode_frame,
+    errors,
+    names,
+    pack,
+    subjects,
+    unpack_event,
+)
+from hedgebridge.protocol.client import ClientFrame, ServerFrame, decode_client_frame
 
 PRICE = '{"type":"PRICE","accountId":%s,"symbol":"EURUSD","bid":1.0,"ask":1.1,"time":"2026-01-01T00:00:00Z"}'
 
@@ -99,3 +115,69 @@ def test_a_stack_that_runs_out_below_the_limit_is_the_same_error() -> None:
     finally:
         sys.setrecursionlimit(limit)
     assert (info.value.code, info.value.message) == (errors.MALFORMED_FRAME, codec.TOO_DEEP)
+
+
+# --- integers ------------------------------------------------------------------------------------------------
+
+
+def _unbounded_ints(t: inspect_types.Type, path: str, seen: set[type]) -> Iterator[str]:
+    if isinstance(t, inspect_types.IntType):
+        if (t.ge is None and t.gt is None) or (t.le is None and t.lt is None):
+            yield path
+    elif isinstance(t, inspect_types.UnionType):
+        for member in t.types:
+            yield from _unbounded_ints(member, path, seen)
+    elif isinstance(t, inspect_types.StructType):
+        if t.cls in seen:
+            return
+        seen.add(t.cls)
+        for f in t.fields:
+            yield from _unbounded_ints(f.type, f"{t.cls.__name__}.{f.encode_name}", seen)
+    elif isinstance(t, inspect_types.ListType | inspect_types.DictType):
+        yield from _unbounded_ints(t.item_type if isinstance(t, inspect_types.ListType) else t.value_type, path, seen)
+
+
+def test_every_integer_of_every_message_has_a_range() -> None:
+    found: list[str] = []
+    for union in (Frame, ClientFrame, ServerFrame, OrderRecord, MonitorSnapshot, GatewayLiveness):
+        found += _unbounded_ints(inspect_types.type_info(union), "", set())
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    ("frame", "field"),
+    [
+        ('{"type":"HEARTBEAT","timestamp":"2026-01-01T00:00:00Z","seq":9007199254740992}', "seq"),
+        ('{"type":"HEARTBEAT","timestamp":"2026-01-01T00:00:00Z","seq":99999999999999999999999}', "seq"),
+        (
+            '{"type":"OPENED","timestamp":"2026-01-01T00:00:00Z","accountId":"A1","positionId":"p","status":"FAILED",'
+            '"errorCode":18446744073709551616}',
+            "errorCode",
+        ),
+        (
+            '{"type":"CLOSED","timestamp":"2026-01-01T00:00:00Z","accountId":"A1","positionId":"p","status":"FAILED",'
+            '"errorCode":2147483648}',
+            "errorCode",
+        ),
+    ],
+)
+def test_integers_outside_the_protocols_range_are_invalid_fields(frame: str, field: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_frame(frame)
+    assert (info.value.code, info.value.field) == (errors.INVALID_FIELD, field)
+    if field == "seq":  # the client wire has the same heartbeat
+        with pytest.raises(ProtocolError) as info:
+            decode_client_frame(frame)
+        assert (info.value.code, info.value.field) == (errors.INVALID_FIELD, field)
+
+
+def test_the_largest_integers_in_range_still_decode_and_pack() -> None:
+    beat = decode_frame('{"type":"HEARTBEAT","timestamp":"2026-01-01T00:00:00Z","seq":9007199254740991}')
+    assert isinstance(beat, Heartbeat)
+    assert beat.seq == 2**53 - 1
+    failed = decode_frame(
+        '{"type":"OPENED","timestamp":"2026-01-01T00:00:00Z","accountId":"A1","positionId":"p","status":"FAILED",'
+        '"errorCode":-10004}'  # the MetaTrader5 package's own codes are negative
+    )
+    assert isinstance(failed, OpenedEvent)
+    assert unpack_event(pack(failed)) == failed

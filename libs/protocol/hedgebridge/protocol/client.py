@@ -33,6 +33,7 @@ from .messages import (
     CloseOrder,
     Conflict,
     ConsistencyStatus,
+    Count,
     ErrorMessage,
     Heartbeat,
     Message,
@@ -86,13 +87,13 @@ class Unsubscribe(Message, frozen=True, kw_only=True, tag="UNSUBSCRIBE"):
 
 
 class ClientWelcome(Message, frozen=True, kw_only=True, tag="CLIENT_WELCOME"):
-    protocol_version: int
+    protocol_version: Count
     session_id: str
     role: str
     subject: str
     accounts: list[str] | None  # None: every account (admin)
     users: list[str] = []
-    heartbeat_interval_ms: int
+    heartbeat_interval_ms: Count
     server_time: datetime
 
 

@@ -34,6 +34,12 @@ Text = Annotated[str, Meta(max_length=1024)]
 Side = Literal["BUY", "SELL"]
 Status = Literal["SUCCESS", "FAILED"]
 UserId = Annotated[str, Meta(max_length=USER_ID_MAX)]
+# Integers on the wire: a count, sequence number or duration is 0..2^53-1, exact in every JSON reader (a
+# JavaScript client, an EA parsing numbers as doubles) and within msgpack's 64 bits; a return or error code
+# (MT5 retcodes, GetLastError, the MetaTrader5 package's negative codes) is a 32-bit signed int.
+MAX_SAFE_INT = 2**53 - 1
+Count = Annotated[int, Meta(ge=0, le=MAX_SAFE_INT)]
+Code = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
 # W3C trace context of the order's trace: commands carry it, the terminal echoes it in its report (optional)
 TraceParent = Annotated[str, Meta(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}\Z")]
 
@@ -125,7 +131,7 @@ class OpenedEvent(Message, frozen=True, kw_only=True, tag="OPENED"):
     volume: Volume | None = None  # the filled volume; below the requested volume for a partial fill
     status: Status
     error_message: Text | None = None
-    error_code: int | None = None  # MT5 trade server return code (retcode)
+    error_code: Code | None = None  # MT5 trade server return code (retcode)
     already_executed: bool = False  # the actionId had been executed before: this is the first result again
     symbol: Symbol | None = None  # the position's, so that a report alone describes it
     side: Side | None = None
@@ -147,7 +153,7 @@ class ClosedEvent(Message, frozen=True, kw_only=True, tag="CLOSED"):
     remaining_volume: Annotated[float, Meta(ge=0)] | None = None  # left open after a partial close
     status: Status
     error_message: Text | None = None
-    error_code: int | None = None
+    error_code: Code | None = None
     already_executed: bool = False
     # why the position closed when no command asked for it (stop loss, take profit, stop out, manual)
     reason: Annotated[str, Meta(max_length=64)] | None = None
@@ -206,7 +212,7 @@ class Heartbeat(Message, frozen=True, kw_only=True, tag="HEARTBEAT"):
     and ``reply`` true; terminals send one every ``heartbeatIntervalMs`` from WELCOME."""
 
     timestamp: datetime
-    seq: Annotated[int, Meta(ge=0)] = 0
+    seq: Count = 0
     reply: bool = False
     account_id: AccountId | None = None
 
@@ -224,12 +230,12 @@ class ErrorMessage(Message, frozen=True, kw_only=True, tag="ERROR"):
 class Welcome(Message, frozen=True, kw_only=True, tag="WELCOME"):
     """First frame after the handshake: what the gateway expects of this terminal."""
 
-    protocol_version: int
+    protocol_version: Count
     account_id: AccountId
     session_id: Ident
-    heartbeat_interval_ms: int
-    heartbeat_timeout_ms: int
-    max_frame_bytes: int
+    heartbeat_interval_ms: Count
+    heartbeat_timeout_ms: Count
+    max_frame_bytes: Count
     server_time: datetime
 
 
@@ -278,7 +284,7 @@ class TerminalStatus(Message, frozen=True, kw_only=True, tag="TERMINAL_STATUS"):
     session_id: Ident
     gateway_id: Ident
     reason: Text = ""
-    protocol_version: int = 0
+    protocol_version: Count = 0
     remote: Annotated[str, Meta(max_length=128)] = ""
 
 
@@ -381,10 +387,10 @@ class OrderResult(Message, frozen=True, kw_only=True, tag="ORDER_RESULT"):
     volume: float | None = None  # filled (or closed) volume
     requested_volume: float | None = None
     profit: float | None = None
-    retcode: int | None = None  # the MT5 trade server return code, when the terminal gave one
+    retcode: Code | None = None  # the MT5 trade server return code, when the terminal gave one
     retcode_class: str | None = None
     state: str = ""  # the order's lifecycle state (see executor.lifecycle)
-    attempts: int = 0
+    attempts: Count = 0
     reconciled: bool = False
     duplicate: bool = False  # this answer is the recorded result of an earlier request with this actionId
     event: OpenedEvent | ClosedEvent | None = None
@@ -497,7 +503,7 @@ LegStatus = Literal["PENDING", "RUNNING"] | OrderStatus
 
 
 class LegState(_Body, frozen=True, kw_only=True):
-    index: int
+    index: Count
     role: LegRole
     account_id: str
     order_action_id: str  # the executor order's actionId: ``<actionId>-<role initial><index>``
@@ -520,7 +526,7 @@ class ActionState(Message, frozen=True, kw_only=True, tag="ACTION_STATE"):
     action_id: str
     kind: ActionKind
     state: ActionStateName
-    seq: int
+    seq: Count
     timestamp: datetime
     policy: ActionPolicy = "COMPENSATE"
     user_id: str = ""
@@ -559,8 +565,8 @@ class Conflict(Message, frozen=True, kw_only=True, tag="CONFLICT"):
 class ConsistencyStatus(Message, frozen=True, kw_only=True, tag="CONSISTENCY"):
     timestamp: datetime
     consistent: bool
-    accounts_checked: int
-    open_conflicts: int
+    accounts_checked: Count
+    open_conflicts: Count
     conflicts: list[Conflict] = []
 
 
@@ -582,9 +588,9 @@ class GatewayLiveness(Message, frozen=True, kw_only=True, tag="GATEWAY_LIVENESS"
 
     timestamp: datetime
     gateway_id: str
-    interval_ms: int
+    interval_ms: Count
     terminals: list[TerminalLiveness] = []
-    clients: int = 0
+    clients: Count = 0
 
 
 class HealthCheck(_Body, frozen=True, kw_only=True):
@@ -626,14 +632,14 @@ class Alert(Message, frozen=True, kw_only=True, tag="ALERT"):
     opened_at: datetime
     updated_at: datetime
     resolved_at: datetime | None = None
-    seq: int  # always sent (a default would be omitted on the wire)
+    seq: Count  # always sent (a default would be omitted on the wire)
 
 
 class LatencyHop(_Body, frozen=True, kw_only=True):
     """Latency figures of one hop over the monitor's recent window (milliseconds)."""
 
     hop: str
-    count: int
+    count: Count
     last_ms: float
     p50_ms: float
     p99_ms: float
@@ -668,7 +674,7 @@ class TerminalView(_Body, frozen=True, kw_only=True):
     balance: float | None = None
     equity: float | None = None
     margin_level: float | None = None
-    open_positions: int = 0
+    open_positions: Count = 0
     last_heartbeat: datetime | None = None  # the last frame the gateway saw from it (liveness reports)
     rtt_ms: float | None = None  # the gateway's last WebSocket Ping/Pong round trip to it
 
@@ -678,11 +684,11 @@ class MonitorSnapshot(_Body, frozen=True, kw_only=True):
 
     started_at: datetime
     terminals: list[TerminalView]
-    orders_succeeded: int = 0
-    orders_failed: int = 0
+    orders_succeeded: Count = 0
+    orders_failed: Count = 0
     alerts: list[Alert] = []  # the open alerts
     health: HealthReport | None = None
-    order_results: dict[str, int] = {}  # ORDER_RESULT count by status (hb.exec.result.*)
-    action_outcomes: dict[str, int] = {}  # final ACTION_STATE count by state
-    conflicts: int = 0  # CONFLICTs published since the monitor started
-    open_conflicts: int | None = None  # from the last CONSISTENCY status
+    order_results: dict[str, Count] = {}  # ORDER_RESULT count by status (hb.exec.result.*)
+    action_outcomes: dict[str, Count] = {}  # final ACTION_STATE count by state
+    conflicts: Count = 0  # CONFLICTs published since the monitor started
+    open_conflicts: Count | None = None  # from the last CONSISTENCY status
