@@ -12,17 +12,37 @@ from typing import Any
 import jwt
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
 from hedgebridge.common import auth, streams
+from hedgebridge.common.servers import NatsServer
+from hedgebridge.executor.service import Executor
 from hedgebridge.gateway.server import Gateway
-from hedgebridge.protocol import ErrorMessage, Heartbeat, Welcome, codec, encode_frame, errors, utcnow
+from hedgebridge.protocol import (
+    ClosedEvent,
+    ErrorMessage,
+    Heartbeat,
+    Message,
+    OpenCommand,
+    OpenedEvent,
+    OpenOrder,
+    Welcome,
+    codec,
+    encode_frame,
+    errors,
+    subjects,
+    type_name,
+    unpack_event,
+    utcnow,
+)
 from hedgebridge.protocol.client import Auth, ClientWelcome, ServerFrame, decode_server_frame
 from hedgebridge.protocol.errors import CloseCode
 
-from ..helpers import RawEa, ea_token, wait_for
+from ..conftest import gateway_config
+from ..helpers import RawEa, ea_token, order, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -219,3 +239,117 @@ async def test_integers_outside_the_protocols_range_get_errors_and_the_session_s
     await ws.send(encode_frame(Heartbeat(timestamp=utcnow(), seq=5)).decode())
     assert isinstance(await _client_frame(ws, Heartbeat), Heartbeat)
     await ws.close()
+
+
+# --- reports no command explains -----------------------------------------------------------------------------
+
+
+def _opened(action_id: str | None, position_id: str = "p-x", status: str = "SUCCESS") -> OpenedEvent:
+    return OpenedEvent(
+        timestamp=utcnow(),
+        account_id="A1",
+        position_id=position_id,
+        action_id=action_id,
+        mt_ticket="900" if status == "SUCCESS" else None,
+        price=1.1 if status == "SUCCESS" else None,
+        volume=0.1,
+        status=status,  # type: ignore[arg-type]
+    )
+
+
+def _closed(action_id: str | None, reason: str | None = None) -> ClosedEvent:
+    return ClosedEvent(
+        timestamp=utcnow(),
+        account_id="A1",
+        position_id="p-x",
+        action_id=action_id,
+        mt_ticket="900",
+        price=1.2,
+        profit=3.0,
+        status="SUCCESS",
+        reason=reason,
+    )
+
+
+async def _answer(terminal: RawEa, report: OpenedEvent | ClosedEvent) -> ErrorMessage | None:
+    """Send ``report`` and a heartbeat: the ERROR the report got before the heartbeat's reply, if any."""
+    await terminal.send(report)
+    await terminal.send(Heartbeat(timestamp=utcnow(), seq=41))
+    error: ErrorMessage | None = None
+    while True:
+        frame = await terminal.recv()
+        if isinstance(frame, ErrorMessage):
+            error = frame
+        elif isinstance(frame, Heartbeat) and frame.reply and frame.seq == 41:
+            return error
+
+
+async def _trades(nc: NatsClient, seen: list[Message]) -> None:
+    async def collect(msg: Msg) -> None:
+        seen.append(unpack_event(msg.data))
+
+    for kind in ("OPENED", "CLOSED"):
+        await nc.subscribe(subjects.event("A1", kind), cb=collect)
+    await nc.flush()
+
+
+async def test_a_report_for_a_command_never_sent_is_an_error_and_no_trade(
+    ea_url: str, secret: str, nc: NatsClient, executor: Executor
+) -> None:
+    # before: each of these was published, and watchers of `trades` saw a fill nobody ordered
+    seen: list[Message] = []
+    await _trades(nc, seen)
+    terminal = await RawEa.connect(ea_url, ea_token(secret, "A1"))
+    await terminal.recv_type(Welcome)
+    for report in (_opened("never-sent"), _opened(None), _opened("never-sent-2", status="FAILED"), _closed("nope")):
+        error = await _answer(terminal, report)
+        assert error is not None, report
+        assert (error.code, error.ref_type) == (errors.UNSOLICITED_REPORT, type_name(report))
+        assert error.ref_id == (report.action_id or report.position_id)
+    # an order of this account sent as an OPEN does not explain a CLOSED with its actionId
+    filler = asyncio.create_task(_fill_next_open(terminal))
+    result = await order(nc, OpenOrder(account_id="A1", symbol="EURUSD", side="BUY", volume=0.1, action_id="real-1"))
+    await filler
+    assert result.status == "FILLED"
+    error = await _answer(terminal, _closed("real-1"))
+    assert error is not None
+    assert error.code == errors.UNSOLICITED_REPORT
+    # a close the terminal saw without a command, with its reason, is an outside trade: published as such
+    assert await _answer(terminal, _closed(None, reason="stop_loss")) is None
+    await wait_for(lambda: any(isinstance(m, ClosedEvent) and m.reason == "stop_loss" for m in seen), "the close")
+    assert [(type_name(m), getattr(m, "action_id", None)) for m in seen] == [("OPENED", "real-1"), ("CLOSED", None)]
+    await terminal.close()
+
+
+async def _fill_next_open(terminal: RawEa) -> None:
+    command = await terminal.recv_type(OpenCommand)
+    assert isinstance(command, OpenCommand)
+    await terminal.send(_opened(command.action_id, position_id=command.position_id))
+
+
+async def test_a_real_report_sent_again_to_another_gateway_is_recognised_and_kept_once(
+    ea_url: str, secret: str, nc: NatsClient, executor: Executor, nats_server: NatsServer
+) -> None:
+    seen: list[Message] = []
+    await _trades(nc, seen)
+    terminal = await RawEa.connect(ea_url, ea_token(secret, "A1"))
+    await terminal.recv_type(Welcome)
+    filler = asyncio.create_task(_fill_next_open(terminal))
+    result = await order(nc, OpenOrder(account_id="A1", symbol="EURUSD", side="BUY", volume=0.1, action_id="again-1"))
+    await filler
+    assert result.status == "FILLED"
+    await terminal.close()
+    # the terminal could not prove the report arrived: it sends it again, here to a gateway that never saw the
+    # command (it is found in the order records)
+    other = Gateway(gateway_config(nats_server.url, secret, id="gw-other"))
+    await other.start()
+    try:
+        again = await RawEa.connect(f"ws://127.0.0.1:{other.port}/ea", ea_token(secret, "A1"))
+        await again.recv_type(Welcome)
+        assert await _answer(again, _opened("again-1", position_id=result.position_id or "")) is None
+        await wait_for(lambda: len(seen) == 2, "the repeated report on NATS")
+        stored = await nc.jetstream().stream_info(subjects.EVENTS_STREAM, subjects_filter="hb.ea.A1.evt.opened")
+        assert stored.state.subjects == {"hb.ea.A1.evt.opened": 1}  # the event stream keeps it once
+        await again.close()
+    finally:
+        await other.stop()

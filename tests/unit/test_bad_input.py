@@ -6,16 +6,22 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 from msgspec import inspect as inspect_types
+from nats.aio.client import Client as NatsClient
 
+from hedgebridge.gateway import reports
 from hedgebridge.protocol import (
+    ClosedEvent,
     Frame,
     GatewayLiveness,
     Heartbeat,
     MonitorSnapshot,
+    OpenCommand,
     OpenedEvent,
+    OpenMetadata,
     OrderRecord,
     ProtocolError,
     codec,
@@ -181,3 +187,64 @@ def test_the_largest_integers_in_range_still_decode_and_pack() -> None:
     )
     assert isinstance(failed, OpenedEvent)
     assert unpack_event(pack(failed)) == failed
+
+
+# --- reports no command explains -----------------------------------------------------------------------------
+
+T = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _report(kind: str, action_id: str | None = "a-1", **fields: object) -> OpenedEvent | ClosedEvent:
+    common: dict[str, object] = {
+        "timestamp": T,
+        "account_id": "A1",
+        "position_id": "p-1",
+        "action_id": action_id,
+        "mt_ticket": "7",
+        "price": 1.1,
+        "status": "SUCCESS",
+        **fields,
+    }
+    if kind == "OPENED":
+        return OpenedEvent(**common)  # type: ignore[arg-type]
+    return ClosedEvent(profit=1.0, **common)  # type: ignore[arg-type]
+
+
+def test_a_report_is_explained_by_its_command_of_the_same_account_and_kind_or_by_its_reason() -> None:
+    opened, closed = _report("OPENED"), _report("CLOSED")
+    assert reports.explains(opened, ("A1", "OPEN")) is reports.Verdict.COMMAND
+    assert reports.explains(closed, ("A1", "CLOSE")) is reports.Verdict.COMMAND
+    for report, command in ((opened, None), (opened, ("A1", "CLOSE")), (opened, ("B2", "OPEN")), (closed, None)):
+        assert reports.explains(report, command) is reports.Verdict.UNSOLICITED
+    outside = _report("CLOSED", action_id=None, reason="stop_loss")
+    assert reports.explains(outside, None) is reports.Verdict.OUTSIDE
+    failed_outside = _report("CLOSED", reason="manual", status="FAILED", mt_ticket=None, price=None)
+    assert reports.explains(failed_outside, None) is reports.Verdict.UNSOLICITED
+    assert "no OPEN command with actionId a-1 was sent to account A1" in reports.refusal(
+        opened, reports.Verdict.UNSOLICITED
+    )
+
+
+async def test_the_commands_a_gateway_wrote_explain_their_reports_and_memory_stays_bounded() -> None:
+    def no_nats() -> NatsClient:
+        raise AssertionError("a remembered command needs no lookup")
+
+    check = reports.ReportCheck(no_nats, remembered=2)
+    for action_id in ("a-1", "a-2"):
+        check.sent(OpenCommand(**{**_OPEN, "action_id": action_id}))  # type: ignore[arg-type]
+    assert await check.check(_report("OPENED", "a-1")) is reports.Verdict.COMMAND
+    check.sent(OpenCommand(**{**_OPEN, "action_id": "a-3"}))  # type: ignore[arg-type]
+    assert len(check._sent) == 2
+    assert await check.check(_report("OPENED", "a-3")) is reports.Verdict.COMMAND
+    assert await check.check(_report("OPENED", None)) is reports.Verdict.UNSOLICITED  # nothing to look up
+
+
+_OPEN: dict[str, object] = {
+    "timestamp": T,
+    "account_id": "A1",
+    "position_id": "p-1",
+    "symbol": "EURUSD",
+    "side": "BUY",
+    "volume": 0.1,
+    "metadata": OpenMetadata(execution_type="ENTRY", user_id="u"),
+}
