@@ -88,7 +88,8 @@ class OpenCommand(Message, frozen=True, kw_only=True, tag="OPEN"):
 
 class CloseCommand(Message, frozen=True, kw_only=True, tag="CLOSE"):
     """Close a position, found by ``mtTicket`` when given, else by ``positionId``. ``volume`` closes part
-    of it; absent, the whole position is closed."""
+    of it; absent, the whole position is closed. With ``mtTicket`` the ``positionId`` may be one the terminal
+    never issued (``mt-<ticket>`` when the request named only the ticket): the terminal echoes it as given."""
 
     timestamp: datetime
     account_id: AccountId
@@ -102,8 +103,10 @@ class CloseCommand(Message, frozen=True, kw_only=True, tag="CLOSE"):
 
 
 class SyncCommand(Message, frozen=True, kw_only=True, tag="SYNC"):
-    """Ask a terminal for a fresh POSITION_UPDATE (echoing ``syncId``) and ACCOUNT_UPDATE. A terminal
-    handles commands one at a time, so the snapshot shows the effect of every command sent before it."""
+    """Ask a terminal for a fresh POSITION_UPDATE and ACCOUNT_UPDATE. ``syncId`` is optional: when given, the
+    POSITION_UPDATE echoes it unchanged; without it (the gateway's own SYNCs) the snapshot carries none. A
+    terminal handles commands one at a time, so the snapshot shows the effect of every command sent before
+    it."""
 
     timestamp: datetime
     account_id: AccountId
@@ -366,7 +369,9 @@ class OrderResult(Message, frozen=True, kw_only=True, tag="ORDER_RESULT"):
     - FILLED: executed (for a CLOSE: closed); ``mtTicket``, ``price`` and ``volume`` say how.
     - PARTIALLY_FILLED: executed for ``volume`` out of ``requestedVolume``; the rest is not re-sent.
     - REJECTED: the terminal or the trade server refused it; ``retcode`` and ``retcodeClass`` say why.
-    - EXPIRED: never sent: the account stayed unreachable past the order's time-to-live. Safe to retry.
+    - EXPIRED: not executed and nothing pending: the account stayed unreachable past the order's time-to-live
+      (or, ``EXECUTOR_UNAVAILABLE``, no executor took the request). A request with the same actionId runs it
+      afresh.
     - OUTCOME_UNKNOWN: sent, but no result in time. Never resend: the reconciled result follows on
       ``hb.exec.result.<account>`` (``reconciled`` true) and is what a repeated request returns.
     - INVALID: the request failed validation.
