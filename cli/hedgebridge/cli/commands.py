@@ -32,6 +32,7 @@ from hedgebridge.protocol import (
     to_builtins,
     unpack,
 )
+from hedgebridge.protocol import errors as codes
 from hedgebridge.sim import SimConfig
 from hedgebridge.sim.terminal import make_terminals, run_terminals
 
@@ -143,7 +144,10 @@ def explain(result: OrderResult) -> str:
             f"actionId returns the reconciled result {ids}. ({result.message})"
         )
     if result.status == "EXPIRED":
-        return f"order not sent: {where} stayed unreachable past the order's time-to-live; nothing was executed"
+        reason = f"{where} stayed unreachable past the order's time-to-live"
+        if result.code == codes.EXECUTOR_UNAVAILABLE:
+            reason = "no executor answered"
+        return f"order not sent: {reason}; nothing was executed (the same --action-id may be used again)"
     if result.status == "PARTIALLY_FILLED":
         return f"order partially filled on {where}: {result.message} {ids}"
     if result.status == "IN_FLIGHT":

@@ -33,6 +33,7 @@ from .messages import (
     CloseOrder,
     Conflict,
     ConsistencyStatus,
+    Count,
     ErrorMessage,
     Heartbeat,
     Message,
@@ -44,6 +45,7 @@ from .messages import (
     PriceTick,
     TerminalStatus,
 )
+from .names import SCOPE_MAX
 
 RequestId = Annotated[str, Meta(min_length=1, max_length=128)]
 
@@ -76,7 +78,7 @@ class ClientRequest(Message, frozen=True, kw_only=True, tag="REQUEST"):
 class Subscribe(Message, frozen=True, kw_only=True, tag="SUBSCRIBE"):
     request_id: RequestId
     topics: Annotated[list[Topic], Meta(min_length=1, max_length=len(TOPICS))]
-    accounts: Annotated[list[AccountId], Meta(max_length=10_000)] | None = None
+    accounts: Annotated[list[AccountId], Meta(max_length=SCOPE_MAX)] | None = None
 
 
 class Unsubscribe(Message, frozen=True, kw_only=True, tag="UNSUBSCRIBE"):
@@ -85,13 +87,13 @@ class Unsubscribe(Message, frozen=True, kw_only=True, tag="UNSUBSCRIBE"):
 
 
 class ClientWelcome(Message, frozen=True, kw_only=True, tag="CLIENT_WELCOME"):
-    protocol_version: int
+    protocol_version: Count
     session_id: str
     role: str
     subject: str
     accounts: list[str] | None  # None: every account (admin)
     users: list[str] = []
-    heartbeat_interval_ms: int
+    heartbeat_interval_ms: Count
     server_time: datetime
 
 

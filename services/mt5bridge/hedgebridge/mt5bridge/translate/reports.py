@@ -10,7 +10,6 @@ sent, rather than with a time hours off.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
@@ -23,6 +22,7 @@ from hedgebridge.protocol import (
     Position,
     PositionUpdate,
     PriceTick,
+    names,
 )
 
 from .orders import Outcome
@@ -42,8 +42,6 @@ from .package import (
     TradeDealLike,
     TradePositionLike,
 )
-
-_WIRE_SYMBOL = re.compile(r"^[A-Za-z0-9._#+-]{1,32}$")
 
 # --- reports ------------------------------------------------------------------------------------------------
 
@@ -164,7 +162,7 @@ def server_time(msc: int, offset_s: int | None) -> datetime | None:
 
 
 def is_wire_symbol(symbol: str) -> bool:
-    return bool(_WIRE_SYMBOL.match(symbol))
+    return names.is_symbol(symbol)
 
 
 def position_of(
