@@ -130,7 +130,8 @@ class EaSettings:
     poll_interval_ms: int = 5
     reconnect_min_ms: int = 50
     reconnect_max_ms: int = 1000
-    connect_timeout_s: float = 20.0
+    connect_timeout_ms: int = 5000  # the EA's own connect timeout (InpConnectTimeoutMs)
+    connect_timeout_s: float = 20.0  # how long ``CompiledEa.start`` waits for the EA to say it is connected
     trade_config: dict[str, object] | None = None
     tls: TerminalTls | None = None  # wss (the native transport); ws when None
 
@@ -146,6 +147,7 @@ def ea_inputs(url: str, token: str, account: str, transport: Transport, settings
         "InpPollIntervalMs": str(settings.poll_interval_ms),
         "InpReconnectMinMs": str(settings.reconnect_min_ms),
         "InpReconnectMaxMs": str(settings.reconnect_max_ms),
+        "InpConnectTimeoutMs": str(settings.connect_timeout_ms),
     }
 
 
@@ -174,7 +176,8 @@ class CompiledEa:
         settings: EaSettings | None = None,
         wait_connected: bool = True,
     ) -> CompiledEa:
-        """Start the EA behind a new proxy; with ``wait_connected`` (the default) return once WELCOME arrived."""
+        """Start the EA behind a new proxy to the gateway; unless ``wait_connected`` is False, wait until it says
+        it is connected (``EaUnavailable`` with its journal when it does not)."""
         settings = settings or EaSettings()
         if transport == "dll" and dll_path is None:
             raise ValueError("the DLL transport needs dll_path (the WebSocket library)")

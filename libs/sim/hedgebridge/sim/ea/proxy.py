@@ -275,6 +275,8 @@ class WsProxy:
         for conn in list(self._live):
             conn.abort()
         tasks = [t for conn in list(self._live) for t in conn.tasks]
+        for task in tasks:  # a pump still waiting for the upstream's handshake response does not see the abort
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
