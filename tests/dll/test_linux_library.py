@@ -262,6 +262,18 @@ async def test_wide_functions_round_trip_non_ascii_text(
 
     await nc.subscribe(subjects.event(ACCOUNT, "OPENED"), cb=on_event)
     await nc.flush()
+    # the report answers an OPEN the gateway sent (a report for no command is refused as unsolicited)
+    open_command = OpenCommand(
+        timestamp=utcnow(),
+        account_id=ACCOUNT,
+        position_id="p-3",
+        action_id="a-3",
+        symbol="EURUSD",
+        side="BUY",
+        volume=0.1,
+        metadata=OpenMetadata(execution_type="ENTRY", user_id="u-1"),
+    )
+    assert (await deliver(nc, ACCOUNT, open_command)).delivered
     failure = "注文拒否 💥 (市場休場)"
     opened = {
         "type": "OPENED",

@@ -4,7 +4,6 @@ transport's connect timeout and reconnect backoff taken from the EA's inputs."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -32,9 +31,10 @@ async def test_an_ea_replaced_by_another_for_its_account_backs_off_and_says_so(s
         lambda: any("another terminal took over account A1" in line for line in first.process.journal),
         "the replaced EA to say why it stopped",
     )
-    # it waits the longest reconnect delay instead of taking the account back at once (which would replace
-    # the other EA, which would replace it, for ever)
-    await asyncio.sleep(1.5)
+    # it waits the longest reconnect delay (4 s) instead of taking the account back at once (which would replace
+    # the other EA, which would replace it, for ever): no new connection within the first 1.5 s of it
+    with pytest.raises(AssertionError, match="timed out"):
+        await wait_for(lambda: first.proxy.connections > 1, "a reconnect of the replaced EA", timeout_s=1.5)
     assert first.proxy.connections == 1
     assert second.proxy.connections == 1
     assert second.proxy.active
