@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import msgspec
 import nats
 from nats.aio.client import Client
+from nats.errors import SlowConsumerError
 
 from . import config, logs
 from .faults import Fatal
@@ -145,6 +146,8 @@ async def connect(
 
     async def on_error(exc: Exception) -> None:
         nonlocal last_logged
+        if isinstance(exc, SlowConsumerError):  # nats-py dropped a message of a subscription that lags
+            metrics.NATS_DROPPED.inc()
         if not refused.done() and _refused_credentials(exc):
             refused.set_result(redact(str(exc)))
         now = time.monotonic()

@@ -17,6 +17,8 @@ side in ``hedgebridge.common.terminal_link``):
   is published as TERMINAL_STATUS.
 - OPENED/CLOSED reports carry a de-duplication id (``Nats-Msg-Id``): HB_EVENTS keeps each report once.
 - ``hb.gw.sync`` makes every gateway send SYNC to all its terminals (the cache is being rebuilt).
+- At start it makes sure the streams clients resume from exist (HB_EVENTS, HB_ALERTS, HB_SNAPSHOTS; created
+  with the defaults when absent, never changed when present).
 - Security (see SECURITY.md): wss when given a certificate; tokens checked with the configured keys
   (``keys.py``) and the revocation list; a session whose token expires or is revoked is closed with 1008;
   a handshake must finish within ``handshake_timeout_ms``; too many new connections from one IP get 429;
@@ -41,7 +43,7 @@ from nats.aio.client import Client as NatsClient
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from hedgebridge.common import auth, bus, logs
+from hedgebridge.common import auth, bus, logs, streams
 from hedgebridge.protocol import SUPPORTED_SUBPROTOCOLS
 
 from . import admin, http_routes, telemetry
@@ -119,6 +121,7 @@ class Gateway:
         )
         try:
             await self.revocations.start(self.nats, self.config.stream_replicas)
+            await self._ensure_streams()
         except BaseException:
             await self.nats.close()
             await self.key_provider.stop()
@@ -135,6 +138,16 @@ class Gateway:
         self.clients.start()
         self.liveness.start()
         log.info("listening", host=self.config.host, port=self.port, gateway=self.gateway_id, tls=self.config.tls)
+
+    async def _ensure_streams(self) -> None:
+        """The streams clients resume from: created with the defaults when no service created them yet."""
+        js, replicas = self.nats.jetstream(), self.config.stream_replicas
+        for config in (
+            streams.events_stream(replicas),
+            streams.alerts_stream(replicas),
+            streams.snapshots_stream(replicas),
+        ):
+            await streams.ensure_present(js, config)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if not self.config.tls:
