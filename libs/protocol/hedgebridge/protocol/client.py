@@ -22,8 +22,8 @@ Delivery of each topic (``TOPIC_DELIVERY``) after a reconnect:
   ``CAUGHT_UP`` {topic, epoch, seq}, then the live events, without gap or duplicate; ``recent`` N asks for
   the last N events of a topic without a cursor. When the history no longer reaches back (the epoch
   changed, the events after ``seq`` expired, ``seq`` is unknown, or the gap is longer than the gateway
-  replays) the topic gets ``RESYNC`` {topic, reason} first, then its most recent events (``recent``, 100
-  by default), then ``CAUGHT_UP``.
+  replays) the topic gets ``RESYNC`` {topic, reason} first, then its most recent events (100, or
+  ``recent`` when larger), then ``CAUGHT_UP``.
 - ``SNAPSHOT`` (positions, balances, terminals): each event is the whole state of an account; a stream-mode
   SUBSCRIBE (with ``resume`` or ``recent``) starts with the last event of every account, then
   ``CAUGHT_UP``.
@@ -103,7 +103,7 @@ TOPIC_DELIVERY: dict[str, Delivery] = {
 }
 ResyncReason = Literal["EPOCH_CHANGED", "HISTORY_EXPIRED", "UNKNOWN_SEQUENCE", "TOO_FAR_BEHIND"]
 RECENT_MAX = 1000  # events a SUBSCRIBE may ask per topic with ``recent``
-RESYNC_RECENT = 100  # events of a topic sent after a RESYNC when the SUBSCRIBE named no ``recent``
+RESYNC_RECENT = 100  # events of a topic sent after a RESYNC (``recent`` when the SUBSCRIBE asks more)
 
 
 class Cursor(_Body, frozen=True, kw_only=True):

@@ -4,8 +4,8 @@ Before the topic's feed is joined, the session holds a ``Handover`` for it, so l
 topic by topic:
 
 - STREAM: the stream's history is read (``replay.history``); a cursor it cannot honour (``check_cursor``,
-  ``too_far_behind``) is answered with RESYNC and the topic's last ``recent`` events (100 when the
-  SUBSCRIBE named none); a valid cursor gets every event after it; ``recent`` N without a cursor the last N.
+  ``too_far_behind``) is answered with RESYNC and the topic's last ``RESYNC_RECENT`` events (or ``recent``
+  when it asks more); a valid cursor gets every event after it; ``recent`` N without a cursor the last N.
   The events replayed are those stored up to the head read first; the hand-over releases the live events
   after it, then CAUGHT_UP carries the cursor (epoch, the last sequence sent or the head).
 - SNAPSHOT: the last event of every account (HB_SNAPSHOTS), then the live events kept, then CAUGHT_UP.
@@ -148,7 +148,9 @@ async def _start(client: StreamClient, frame: Subscribe, topic: str, handover: H
                 ),
                 topic not in outgoing.BULK_TOPICS,
             )
-        wanted = frame.recent if frame.recent is not None else RESYNC_RECENT
+        wanted = frame.recent or 0
+        if gap is not None:  # the fresh start of a topic whose history is gone: its most recent events
+            wanted = max(wanted, RESYNC_RECENT)
         for seq, text in await _recent(client, topic, source, filters, history, wanted):
             _send(client, topic, handover.replayed(seq, text))
     metrics.CLIENT_REPLAYED.inc(handover.replayed_count)
