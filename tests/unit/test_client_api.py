@@ -361,6 +361,14 @@ def test_readme_client_api_examples_are_valid_frames() -> None:
         "Push",
         "Unsubscribe",
         "Subscribed",
+        # resuming a stream
+        "Subscribe",
+        "Subscribed",
+        "Push",
+        "CaughtUp",
+        "Push",
+        "CaughtUp",
+        "Resync",
     ]
 
 
