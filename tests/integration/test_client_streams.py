@@ -13,10 +13,12 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 
+import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import StreamConfig
+from nats.js.errors import NotFoundError
 from websockets.asyncio.client import connect
 
 from hedgebridge.client import HedgebridgeClient, Notice, Reconnected
@@ -434,3 +436,55 @@ async def test_watch_resumes_after_a_restart_and_says_when_the_history_did_not_r
         for reader in readers:
             reader.cancel()
         await front.stop()
+
+
+async def test_a_stream_feed_survives_a_nats_restart_without_losing_or_repeating_events(
+    gateway: Gateway, secret: str, nats_server: NatsServer
+) -> None:
+    async def publish(n: int) -> int:
+        nc = await nats.connect(nats_server.url)
+        try:
+            return (await nc.jetstream().publish(subjects.result(IN), _result(IN, n))).seq
+        finally:
+            await nc.close()
+
+    subscribe = Subscribe(request_id="s", topics=["orders"], accounts=[IN], recent=0)
+    async with reading(gateway, system_token(secret, IN), subscribe) as reader:
+        await wait_for(lambda: bool(reader.caught_up("orders")), "the topic to start")
+        [tap] = [f for key, f in gateway.clients.feeds.feeds.items() if key[0] == "orders"]
+        assert tap.last_seq == reader.caught_up("orders")[0].seq  # opened at the stream's head
+        seqs = [await publish(0)]
+        await wait_for(lambda: [p.seq for p in reader.events("orders")] == seqs, "the first result")
+        nats_server.stop()  # the feed's consumer lives in the server's memory: it is gone
+        nats_server.start()
+        for n in range(1, 4):
+            seqs.append(await publish(n))
+        await wait_for(
+            lambda: [p.seq for p in reader.events("orders")] == seqs,
+            lambda: f"the results after the restart: {[p.seq for p in reader.events('orders')]} of {seqs}",
+            timeout_s=30,
+        )
+
+    # the in-memory snapshots went with the restart: the gateway creates the stream again when it reconnects,
+    # so each account's next report is its snapshot again
+    nc = await nats.connect(nats_server.url)
+    try:
+
+        async def snapshots_back() -> bool:
+            try:
+                await nc.jetstream().stream_info(subjects.SNAPSHOTS_STREAM)
+            except NotFoundError:
+                return False
+            return True
+
+        await wait_for(snapshots_back, "HB_SNAPSHOTS to be created again", timeout_s=20)
+        update = PositionUpdate(timestamp=utcnow(), account_id=IN, positions=[])
+        await nc.publish(subjects.event(IN, "POSITION_UPDATE"), pack(update))
+        await nc.flush()
+    finally:
+        await nc.close()
+    subscribe = Subscribe(request_id="s2", topics=["positions"], accounts=[IN], recent=0)
+    async with reading(gateway, system_token(secret, IN), subscribe) as reader:
+        await wait_for(lambda: bool(reader.caught_up("positions")), "the snapshot")
+        assert reader.caught_up("positions")[0].snapshot == 1
+        assert [p.data for p in reader.events("positions")] == [update]

@@ -108,8 +108,10 @@ class FeedRegistry:
             ordered_consumer=True,
             idle_heartbeat=TAP_HEARTBEAT_S,
         )
-        jsi = getattr(sub, "_jsi", None)
-        if jsi is not None:  # a consumer recreated before its first event starts after the head, not at 1
+        # nats-py recreates an ordered consumer after the last stream sequence it delivered (0 before the first
+        # event: it would start again at 1, and the events up to the head would be read only to be dropped)
+        jsi = getattr(getattr(sub, "_sub", None), "_jsi", None)
+        if jsi is not None and hasattr(jsi, "_sseq"):
             jsi._sseq = feed.last_seq
         feed.subscriptions.append(sub)
 

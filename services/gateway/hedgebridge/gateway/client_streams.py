@@ -8,7 +8,9 @@ topic by topic:
   when it asks more); a valid cursor gets every event after it; ``recent`` N without a cursor the last N.
   The events replayed are those stored up to the head read first; the hand-over releases the live events
   after it, then CAUGHT_UP carries the cursor (epoch, the last sequence sent or the head).
-- SNAPSHOT: the last event of every account (HB_SNAPSHOTS), then the live events kept, then CAUGHT_UP.
+- SNAPSHOT: the last event of every account (HB_SNAPSHOTS), then the live events kept, then CAUGHT_UP. The
+  stream is in memory: after a restart of NATS it is created again (here, and by the gateway when it
+  reconnects) and holds each account's state again from its next report.
 - LATEST: CAUGHT_UP at once (latest wins: nothing to replay).
 
 A history that cannot be read (JetStream unavailable) ends the connection with an ERROR and 1011: the client
@@ -22,8 +24,9 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Protocol
 
 from nats.aio.client import Client as NatsClient
+from nats.js.errors import NotFoundError
 
-from hedgebridge.common import logs
+from hedgebridge.common import logs, streams
 from hedgebridge.common.auth import Principal
 from hedgebridge.common.obs import metrics
 from hedgebridge.protocol import Message, ProtocolError, encode_frame, errors
@@ -109,10 +112,14 @@ async def _start(client: StreamClient, frame: Subscribe, topic: str, handover: H
     if delivery == "SNAPSHOT":
         source = SNAPSHOT_SOURCES[topic]
         events = replay.read(js, source.stream, replay_subjects(topic, source, accounts), start_seq=None)
-        async for stored in _room(client, events):
-            text = _render(client, topic, stored, None)
-            if text is not None:
-                _send(client, topic, handover.replayed(None, text))
+        try:
+            async for stored in _room(client, events):
+                text = _render(client, topic, stored, None)
+                if text is not None:
+                    _send(client, topic, handover.replayed(None, text))
+        except NotFoundError:  # in memory: a restarted NATS lost it; no snapshot is known until it is back
+            log.warning("no snapshots stream", session=client.session_id, topic=topic)
+            await streams.ensure_present(js, streams.snapshots_stream(client.config.stream_replicas))
         marks = handover.finish(None)
         _release(client, frame, topic, handover, marks, epoch=None, snapshot=handover.replayed_count)
         return

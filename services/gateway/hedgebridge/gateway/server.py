@@ -117,7 +117,10 @@ class Gateway:
     async def start(self) -> None:
         await self.key_provider.start()
         self._nats = await bus.connect(
-            self.config.nats_url, name=self.gateway_id, startup_timeout_s=self.config.nats_startup_timeout_s
+            self.config.nats_url,
+            name=self.gateway_id,
+            startup_timeout_s=self.config.nats_startup_timeout_s,
+            on_reconnect=self._nats_reconnected,
         )
         try:
             await self.revocations.start(self.nats, self.config.stream_replicas)
@@ -138,6 +141,16 @@ class Gateway:
         self.clients.start()
         self.liveness.start()
         log.info("listening", host=self.config.host, port=self.port, gateway=self.gateway_id, tls=self.config.tls)
+
+    async def _nats_reconnected(self) -> None:
+        """A restarted NATS lost the in-memory HB_SNAPSHOTS: create it again (in the background)."""
+        self.spawn(self._ensure_streams_quietly())
+
+    async def _ensure_streams_quietly(self) -> None:
+        try:
+            await self._ensure_streams()
+        except Exception as exc:  # JetStream not ready yet: the next reconnect or stream read tries again
+            log.warning("streams not ensured after a reconnect", error=repr(exc))
 
     async def _ensure_streams(self) -> None:
         """The streams clients resume from: created with the defaults when no service created them yet."""
