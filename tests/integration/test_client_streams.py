@@ -22,7 +22,7 @@ from nats.js.errors import NotFoundError
 from websockets.asyncio.client import connect
 
 from hedgebridge.client import HedgebridgeClient, Notice, Reconnected
-from hedgebridge.common import auth
+from hedgebridge.common import auth, streams
 from hedgebridge.common.servers import NatsServer, free_port
 from hedgebridge.gateway.client_rules import SLOW_CONSUMER
 from hedgebridge.gateway.server import Gateway
@@ -488,3 +488,22 @@ async def test_a_stream_feed_survives_a_nats_restart_without_losing_or_repeating
         await wait_for(lambda: bool(reader.caught_up("positions")), "the snapshot")
         assert reader.caught_up("positions")[0].snapshot == 1
         assert [p.data for p in reader.events("positions")] == [update]
+
+
+async def test_a_long_replay_of_one_topic_does_not_hold_back_another(
+    gateway: Gateway, secret: str, nc: NatsClient
+) -> None:
+    js = nc.jetstream()
+    first = (await js.publish(subjects.result(IN), _result(IN, 0))).seq
+    epoch = streams.epoch(await js.stream_info(subjects.EVENTS_STREAM))
+    for n in range(1, 501):
+        await js.publish(subjects.result(IN), _result(IN, n))
+    resume = Subscribe(
+        request_id="s", topics=["orders", "prices"], accounts=[IN], resume={"orders": Cursor(epoch=epoch, seq=first)}
+    )
+    async with reading(gateway, system_token(secret, IN), resume) as reader:
+        await wait_for(lambda: len(reader.caught_up("orders")) == 1, "the replay of 500 results")
+        order = [f for f in reader.frames if isinstance(f, Push | CaughtUp)]
+        prices_live = order.index(reader.caught_up("prices")[0])
+        assert prices_live < 10  # prices are live at once, not after the 500 replayed results
+        assert len(reader.events("orders")) == 500

@@ -1,7 +1,7 @@
 """The start of the topics a client SUBSCRIBEs to in stream mode (``resume`` or ``recent``), after SUBSCRIBED.
 
-Before the topic's feed is joined, the session holds a ``Handover`` for it, so live events wait there; then,
-topic by topic:
+Before the topic's feed is joined, the session holds a ``Handover`` for it, so live events wait there; then
+each topic starts (concurrently):
 
 - STREAM: the stream's history is read (``replay.history``); a cursor it cannot honour (``check_cursor``,
   ``too_far_behind``) is answered with RESYNC and the topic's last ``RESYNC_RECENT`` events (or ``recent``
@@ -19,6 +19,7 @@ reconnects and resumes from its last sequence, so nothing is skipped silently.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from collections.abc import AsyncIterator, Iterable
 from typing import Protocol
@@ -78,27 +79,30 @@ class StreamClient(Protocol):
 
 
 async def start_topics(client: StreamClient, frame: Subscribe, topics: Iterable[str]) -> None:
-    """Start every topic of a stream-mode SUBSCRIBE, in order (the handovers exist, the feeds are joined)."""
-    for topic in topics:
-        handover = client.handovers.get(topic)
-        if handover is None:  # unsubscribed meanwhile
-            continue
-        try:
-            await _start(client, frame, topic, handover)
-        except Exception as exc:
-            if client.handovers.get(topic) is not handover:
-                continue
-            log.warning("stream start failed", session=client.session_id, topic=topic, error=repr(exc))
-            client.error(
-                Refusal(
-                    errors.NATS_UNREACHABLE,
-                    f"the history of {topic} could not be read ({type(exc).__name__}); reconnect and resume",
-                ),
-                ref_type="SUBSCRIBE",
-                ref_id=frame.request_id,
-            )
-            client.retire(CloseCode.INTERNAL_ERROR, STREAM_UNAVAILABLE)
+    """Start every topic of a stream-mode SUBSCRIBE (the handovers exist, the feeds are joined), each on its
+    own: a long replay of one topic does not hold back the live events of another."""
+    await asyncio.gather(*(_start_one(client, frame, topic) for topic in topics))
+
+
+async def _start_one(client: StreamClient, frame: Subscribe, topic: str) -> None:
+    handover = client.handovers.get(topic)
+    if handover is None:  # unsubscribed meanwhile
+        return
+    try:
+        await _start(client, frame, topic, handover)
+    except Exception as exc:
+        if client.handovers.get(topic) is not handover:
             return
+        log.warning("stream start failed", session=client.session_id, topic=topic, error=repr(exc))
+        client.error(
+            Refusal(
+                errors.NATS_UNREACHABLE,
+                f"the history of {topic} could not be read ({type(exc).__name__}); reconnect and resume",
+            ),
+            ref_type="SUBSCRIBE",
+            ref_id=frame.request_id,
+        )
+        client.retire(CloseCode.INTERNAL_ERROR, STREAM_UNAVAILABLE)
 
 
 async def _start(client: StreamClient, frame: Subscribe, topic: str, handover: Handover[str]) -> None:
