@@ -25,7 +25,7 @@ from hedgebridge.sim.terminal import SimTerminal, make_terminals, run_terminals
 
 from . import containers
 from .helpers import ea_token, wait_for
-from .mt5.terminals import EaBuild, build_ea_for_tests
+from .mt5.terminals import EaBuild, build_ea_for_tests, prebuild_eas
 
 StartSims = Callable[..., Awaitable[list[SimTerminal]]]
 
@@ -138,6 +138,12 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[NatsClient]:
     client = await nats.connect(nats_server.url)
     yield client
     await client.close()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Integration tests run the compiled EAs: build them before the first test starts its timeout."""
+    if any(item.get_closest_marker("integration") for item in session.items):
+        prebuild_eas()
 
 
 @pytest.fixture(scope="session")

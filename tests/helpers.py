@@ -1,11 +1,14 @@
-"""Test helpers: waiting with a deadline, a raw EA client, order requests over NATS."""
+"""Test helpers: waiting with a deadline, a raw EA client, order requests over NATS, the CLI's command."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
+import sysconfig
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
@@ -28,6 +31,12 @@ from hedgebridge.protocol import (
     unpack,
     utcnow,
 )
+
+
+def hedgebridge_command() -> list[str]:
+    """How to run the ``hedgebridge`` command of this environment."""
+    script = Path(sysconfig.get_path("scripts")) / "hedgebridge"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "hedgebridge.cli"]
 
 
 async def wait_for(

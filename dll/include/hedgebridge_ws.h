@@ -2,8 +2,8 @@
  * hedgebridge_ws — the WebSocket client the hedgebridge Expert Advisor loads.
  *
  * One connection per loaded library. A background thread owns the socket: it connects, keeps the socket
- * alive, reconnects with exponential backoff and jitter until DisconnectWebSocket, queues received text
- * frames for ReceiveMessage and writes the frames queued by WsSend. No function blocks on the network.
+ * alive, reconnects with decorrelated-jitter backoff until DisconnectWebSocket, queues received text frames
+ * for ReceiveMessage and writes the frames queued by WsSend. No function blocks on the network.
  *
  * Strings: the plain functions take and return UTF-8; the ...W functions take and return UTF-16 (MQL5's
  * string), converted to and from UTF-8 internally (surrogate pairs included; invalid input becomes U+FFFD).
@@ -11,8 +11,10 @@
  * Buffers (ReceiveMessage, ReceiveMessageW, WsGetLastErrorMessage, WsGetLastErrorMessageW): bufferSize counts
  * characters of the buffer's type (bytes, or UTF-16 code units). On success the text and a terminating NUL
  * are written and the number of characters written (NUL excluded) is returned. When the buffer is too small
- * (or NULL), nothing is written and nothing is consumed: the result is -(size needed, NUL included) and the
- * error code becomes WS_ERR_BUFFER_TOO_SMALL. ReceiveMessage returns 0 when no message is waiting.
+ * (or NULL), nothing is written and nothing is consumed: the result is -(size needed, NUL included), and
+ * that result is the only report (WsGetLastError keeps the last real failure).
+ * ReceiveMessage returns 0 both for an empty frame (it writes the NUL and consumes the frame) and when no
+ * frame is waiting (it writes nothing): WsPendingMessages tells them apart.
  *
  * See dll/README.md for the error codes, options, threading model and the MQL5 #import block.
  */
@@ -47,7 +49,7 @@ extern "C" {
 #define WS_ERR_NOT_CONNECTED 5      /* WsSend while the connection is not open */
 #define WS_ERR_QUEUE_FULL 6         /* WsSend: the outgoing queue holds max_queue frames */
 #define WS_ERR_MESSAGE_TOO_LARGE 7  /* WsSend: over max_message_bytes (UTF-8), or a received frame over it */
-#define WS_ERR_BUFFER_TOO_SMALL 8   /* a buffer cannot hold the text and its NUL; nothing consumed */
+#define WS_ERR_BUFFER_TOO_SMALL 8   /* no longer set: a too small buffer is reported by the result only */
 #define WS_ERR_CLOSED_BY_SERVER 9   /* the server closed the connection; WsGetCloseCode says why */
 #define WS_ERR_HANDSHAKE_REFUSED 10 /* the upgrade was refused with another HTTP status (400, 404, ...) */
 #define WS_ERR_CONNECTION_LOST 11   /* the connection dropped without a closing handshake */
@@ -70,15 +72,21 @@ HBWS_API int HBWS_CALL ConnectWebSocketW(const WCHAR16* url, const WCHAR16* toke
 HBWS_API int HBWS_CALL WsSend(const char* utf8_message);
 HBWS_API int HBWS_CALL WsSendW(const WCHAR16* message);
 
-/* Pop one received text frame into buffer (see the buffer rules above). */
+/* Pop one received text frame into buffer (see the buffer rules above). 0 = an empty frame or none waiting. */
 HBWS_API int HBWS_CALL ReceiveMessage(char* buffer, int bufferSize);
 HBWS_API int HBWS_CALL ReceiveMessageW(WCHAR16* buffer, int bufferSize);
+
+/* The number of received frames waiting to be read. With one reader, a frame is waiting when this is > 0,
+   so a ReceiveMessage result of 0 then means an empty frame. */
+HBWS_API int HBWS_CALL WsPendingMessages(void);
 
 /* 1 while the connection is open, else 0. */
 HBWS_API int HBWS_CALL IsConnected(void);
 
-/* Close with 1000, stop the background thread and wait for it. Idempotent. Received frames not yet read
-   stay readable; queued outgoing frames not yet written are dropped. */
+/* Close with 1000 and stop the background thread, without waiting: the state is WS_STATE_IDLE at once, and
+   the retired thread finishes the closing handshake (close_timeout_ms at most) and ends by itself.
+   Idempotent. Received frames not yet read stay readable (frames that arrive later are dropped); queued
+   outgoing frames not yet written are dropped. */
 HBWS_API void HBWS_CALL DisconnectWebSocket(void);
 
 /* The code of the most recent failure (a call's or the background connection's); see WS_ERR_*.
@@ -92,12 +100,19 @@ HBWS_API int HBWS_CALL WsGetLastErrorMessageW(WCHAR16* buffer, int bufferSize);
 HBWS_API int HBWS_CALL WsGetCloseCode(void);
 
 /* Tuning, applied at the next (re)connect: ca_file, verify_tls, reconnect_min_ms, reconnect_max_ms,
-   max_queue, max_message_bytes, connect_timeout_ms, keepalive_ms. 1 ok, 0 unknown option or bad value. */
+   max_queue, max_message_bytes, connect_timeout_ms, keepalive_ms, close_timeout_ms. 1 ok, 0 unknown option
+   or bad value. */
 HBWS_API int HBWS_CALL WsSetOption(const char* name, const char* value);
 HBWS_API int HBWS_CALL WsSetOptionW(const WCHAR16* name, const WCHAR16* value);
 
 /* The connection state (WS_STATE_*). */
 HBWS_API int HBWS_CALL WsGetState(void);
+
+/* Reconnects scheduled since ConnectWebSocket (one per failed attempt or ended connection), and the delay in
+   milliseconds chosen for the latest one (0 before the first). Read the count, the delay, then the count
+   again: when both counts agree, the delay belongs to that reconnect. */
+HBWS_API int HBWS_CALL WsGetReconnectCount(void);
+HBWS_API int HBWS_CALL WsGetReconnectDelayMs(void);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,7 @@
 // The internal transport interface: one WebSocket session from connect to close, driven by the core's
-// background thread. Two implementations: Boost.Beast (Linux) and WinHTTP (Windows).
+// background thread. Two implementations: Boost.Beast (Linux) and WinHTTP (Windows). The core makes one
+// transport per background thread: a thread retired by DisconnectWebSocket finishes its close on its own
+// transport while a new connection uses another.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +47,7 @@ struct SessionParams {
     std::string ca_file;      // PEM bundle that replaces the system roots when not empty
     int connect_timeout_ms = 10000;
     int keepalive_ms = 20000;  // WebSocket ping after this much silence; 0 disables
+    int close_timeout_ms = 3000;  // after request_close: how long to wait for the server's close frame
     std::size_t max_message_bytes = 1 << 20;
 };
 
@@ -75,11 +78,11 @@ public:
     virtual SessionResult run_session(const SessionParams& params, SessionHooks& hooks) = 0;
     // Thread-safe: there are frames to write, or room in the receive queue again.
     virtual void wake() = 0;
-    // Thread-safe: end the current session (close 1000 when open) and make the next run_session return at
-    // once, until reset().
+    // Thread-safe: end the current session (close 1000 when open, waiting at most close_timeout_ms for the
+    // server's answer) and make every later run_session return at once.
     virtual void request_close() = 0;
-    // Called by the core before starting sessions again after request_close().
-    virtual void reset() = 0;
+    // Thread-safe: like request_close, but cut the connection now, without the closing handshake.
+    virtual void abort() = 0;
 };
 
 std::unique_ptr<Transport> make_transport();

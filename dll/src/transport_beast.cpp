@@ -1,5 +1,16 @@
 // Linux transport: Boost.Beast WebSocket over Boost.Asio, TLS with OpenSSL. One io_context per session,
-// run on the core's background thread; wake() and request_close() post into it from other threads.
+// run on the core's background thread; wake(), request_close() and abort() post into it from other threads.
+
+// Masking keys (RFC 6455 §5.3) and the Sec-WebSocket-Key come from the kernel's generator (getrandom), one
+// call per key. Beast draws both from detail::make_prng(); its own (boost/beast/websocket/detail/prng.ipp,
+// Boost 1.74 as Debian 12 ships it) is a ChaCha20 generator in user space, seeded once per process from
+// std::random_device, and it repeats: beast::detail::chacha puts ctr_ / 16 in the block counter but adds 1
+// to ctr_ per block, so each block of 16 keys comes out 16 times (64 frames carried 16 distinct keys).
+// Defining that file's include guard keeps it out, and make_prng is defined below instead. Should a later
+// Beast rename the guard, its definition and ours collide and the build fails; should it stop calling
+// make_prng, tests/dll/test_linux_session.py (test_masking_keys_come_from_getrandom) fails.
+#define BOOST_BEAST_WEBSOCKET_DETAIL_PRNG_IPP
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -15,30 +26,42 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
 #include <chrono>
-#include <cstdio>
+#include <cstdint>
 #include <functional>
 #include <mutex>
+#include <random>
 #include <type_traits>
 
 #include "platform.hpp"
 #include "transport.hpp"
 
-namespace hbws {
+namespace boost {
+namespace beast {
+namespace websocket {
+namespace detail {
 
-void pin_module() {}
-void unpin_module() {}
-
-bool read_file(const std::string& utf8_path, std::string& content) {
-    std::FILE* file = std::fopen(utf8_path.c_str(), "rb");
-    if (file == nullptr) return false;
-    content.clear();
-    char chunk[4096];
-    std::size_t got;
-    while ((got = std::fread(chunk, 1, sizeof(chunk), file)) > 0) content.append(chunk, got);
-    const bool ok = std::ferror(file) == 0;
-    std::fclose(file);
-    return ok;
+inline std::uint32_t os_random_key() {
+    std::uint32_t key = 0;
+    hbws::os_random(&key, sizeof(key));
+    return key;
 }
+
+// Only seed_prng() calls it, to seed Beast's own generator, which this build does not use.
+inline std::uint32_t const* prng_seed(std::seed_seq*) {
+    static std::uint32_t seed[8];
+    static std::once_flag once;
+    std::call_once(once, [] { hbws::os_random(seed, sizeof(seed)); });
+    return seed;
+}
+
+inline generator make_prng(bool) { return &os_random_key; }
+
+}  // namespace detail
+}  // namespace websocket
+}  // namespace beast
+}  // namespace boost
+
+namespace hbws {
 
 namespace {
 
@@ -102,11 +125,24 @@ public:
             finish();
             return;
         }
-        deadline_.expires_after(std::chrono::milliseconds(3000));  // bound the closing handshake
+        // Only our deadline bounds the closing handshake. Beast's own timer (handshake_timeout also covers the
+        // close) would end the close with a timeout while a read waits behind it, which Beast 1.74 does not
+        // expect (an assertion in read_some_op); cutting the socket ends both with operation_aborted.
+        websocket::stream_base::timeout untimed{};
+        untimed.handshake_timeout = websocket::stream_base::none();
+        untimed.idle_timeout = websocket::stream_base::none();
+        untimed.keep_alive_pings = false;
+        ws_.set_option(untimed);
+        deadline_.expires_after(std::chrono::milliseconds(params_.close_timeout_ms));
         deadline_.async_wait([this](error_code ec) {
             if (!ec && !done_) finish();
         });
         do_write();
+    }
+
+    void abort() {
+        close_requested_ = true;
+        finish();
     }
 
     SessionResult result() const { return result_; }
@@ -348,9 +384,10 @@ public:
         if (post_close_) post_close_();
     }
 
-    void reset() override {
+    void abort() override {
         std::lock_guard<std::mutex> lock(mu_);
-        closing_ = false;
+        closing_ = true;
+        if (post_abort_) post_abort_();
     }
 
 private:
@@ -363,6 +400,7 @@ private:
             if (closing_) return SessionResult{};
             post_wake_ = [&ioc, &session] { net::post(ioc, [&session] { session.wake(); }); };
             post_close_ = [&ioc, &session] { net::post(ioc, [&session] { session.request_close(); }); };
+            post_abort_ = [&ioc, &session] { net::post(ioc, [&session] { session.abort(); }); };
             session.start();
         }
         ioc.run();
@@ -370,6 +408,7 @@ private:
             std::lock_guard<std::mutex> lock(mu_);
             post_wake_ = nullptr;
             post_close_ = nullptr;
+            post_abort_ = nullptr;
         }
         return session.result();
     }
@@ -378,6 +417,7 @@ private:
     bool closing_ = false;
     std::function<void()> post_wake_;
     std::function<void()> post_close_;
+    std::function<void()> post_abort_;
 };
 
 }  // namespace

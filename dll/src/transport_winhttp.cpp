@@ -8,6 +8,7 @@
 #include <wincrypt.h>
 #include <winhttp.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdio>
@@ -27,49 +28,11 @@
 namespace hbws {
 
 namespace {
-HMODULE self_module() {
-    HMODULE module = nullptr;
-    GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
-                       reinterpret_cast<LPCWSTR>(&self_module), &module);
-    return module;
-}
-}  // namespace
-
-// A reference on this module while the background thread exists: FreeLibrary by the host cannot unload code
-// that is still running. The caller of DisconnectWebSocket holds its own reference, so the count never
-// reaches zero inside unpin_module.
-void pin_module() {
-    HMODULE module = nullptr;
-    GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS, reinterpret_cast<LPCWSTR>(&pin_module), &module);
-}
-
-void unpin_module() {
-    HMODULE module = self_module();
-    if (module != nullptr) FreeLibrary(module);
-}
-
-namespace {
 
 std::wstring widen(const std::string& utf8) {
     const std::u16string u16 = utf8_to_utf16(utf8);
     return std::wstring(u16.begin(), u16.end());
 }
-
-}  // namespace
-
-bool read_file(const std::string& utf8_path, std::string& content) {
-    std::FILE* file = _wfopen(widen(utf8_path).c_str(), L"rb");
-    if (file == nullptr) return false;
-    content.clear();
-    char chunk[4096];
-    std::size_t got;
-    while ((got = std::fread(chunk, 1, sizeof(chunk), file)) > 0) content.append(chunk, got);
-    const bool ok = std::ferror(file) == 0;
-    std::fclose(file);
-    return ok;
-}
-
-namespace {
 
 std::string narrow(const wchar_t* text, std::size_t length) {
     return utf16_to_utf8(reinterpret_cast<const char16_t*>(text), length);
@@ -91,6 +54,11 @@ std::string describe(DWORD code) {
     if (text != nullptr) LocalFree(text);
     return (message.empty() ? std::string("error") : message) + " (" + std::to_string(code) + ")";
 }
+
+}  // namespace
+
+
+namespace {
 
 Error classify(DWORD code) {
     switch (code) {
@@ -285,9 +253,12 @@ public:
         // when open, the writer thread sends the close frame
     }
 
-    void reset() override {
-        std::lock_guard<std::mutex> lock(mu_);
-        closing_ = false;
+    void abort() override {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            aborting_ = true;  // the writer cuts the socket right after the close frame
+        }
+        request_close();
     }
 
 private:
@@ -435,7 +406,7 @@ private:
         result.opened = true;
         hooks.on_open();
 
-        std::thread writer([&] { write_loop(ws, hooks, result); });
+        std::thread writer([&] { write_loop(ws, params, hooks, result); });
         read_loop(ws, params, hooks, result);
         {
             std::lock_guard<std::mutex> lock(mu_);
@@ -496,7 +467,7 @@ private:
         }
     }
 
-    void write_loop(HINTERNET ws, SessionHooks& hooks, SessionResult& result) {
+    void write_loop(HINTERNET ws, const SessionParams& params, SessionHooks& hooks, SessionResult& result) {
         std::string frame;
         for (;;) {
             {
@@ -526,7 +497,8 @@ private:
             WinHttpWebSocketShutdown(ws, WINHTTP_WEB_SOCKET_SUCCESS_CLOSE_STATUS, nullptr, 0);
         }
         std::unique_lock<std::mutex> lock(mu_);
-        if (!cv_.wait_for(lock, std::chrono::milliseconds(3000), [&] { return session_done_; })) {
+        const auto wait = std::chrono::milliseconds(aborting_ ? 0 : params.close_timeout_ms);
+        if (!cv_.wait_for(lock, wait, [&] { return session_done_; })) {
             if (ws_ != nullptr) WinHttpCloseHandle(ws_);  // unblocks the receive
             ws_ = nullptr;
         }
@@ -541,6 +513,7 @@ private:
     HINTERNET request_ = nullptr;
     HINTERNET ws_ = nullptr;
     bool closing_ = false;
+    bool aborting_ = false;
     bool wake_ = false;
     bool session_done_ = false;
 };

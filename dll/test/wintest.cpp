@@ -1,7 +1,13 @@
 // A console program that loads hedgebridge_ws.dll the way MetaTrader does (LoadLibrary + GetProcAddress,
-// wide-character functions), connects, waits for WELCOME, sends a HEARTBEAT and waits for its reply.
+// wide-character functions), connects, waits for WELCOME, sends a HEARTBEAT and waits for its reply, then
+// disconnects and at once connects again (the first connection's thread still closing) for a second WELCOME.
 //
 //   wintest.exe <path to hedgebridge_ws.dll> <ws://host:port/ea> <token> [<ca_file.pem> | --no-verify]
+//   wintest.exe <path to hedgebridge_ws.dll> --close-check <ws://host:port/ea>
+//
+// --close-check: connect (to a server that need not speak the protocol), DisconnectWebSocket with
+// close_timeout_ms=60000, print "RETURNED" as soon as it has returned, then wait for a line on stdin before
+// FreeLibrary: the test checks that the call returned while the server had not answered the close.
 //
 // For wss, a fourth argument makes a PEM file the trusted roots (WsSetOptionW ca_file) or turns
 // verification off.
@@ -35,6 +41,7 @@ struct Api {
     ReceiveW last_error_message;
     IntFn close_code;
     OptionW set_option;
+    IntFn pending;
 };
 
 template <typename T>
@@ -87,9 +94,31 @@ bool wait_frame(const Api& api, const std::vector<std::wstring>& needles, int ti
     return false;
 }
 
+int close_check(const Api& api, HMODULE dll, const wchar_t* url) {
+    if (api.set_option(L"close_timeout_ms", L"60000") != 1 || api.connect(url, L"t0ken") != 1) {
+        std::printf("FAIL %s\n", last_error(api).c_str());
+        return 1;
+    }
+    const ULONGLONG deadline = GetTickCount64() + 15000;
+    while (api.is_connected() != 1 && GetTickCount64() < deadline) Sleep(10);
+    if (api.is_connected() != 1) {
+        std::printf("FAIL not connected: %s\n", last_error(api).c_str());
+        return 1;
+    }
+    api.disconnect();
+    std::printf("RETURNED\n");
+    std::fflush(stdout);
+    char line[16];
+    if (std::fgets(line, sizeof(line), stdin) == nullptr) return 1;
+    FreeLibrary(dll);  // the retired thread keeps the DLL loaded until it has ended
+    std::printf("OK\n");
+    return 0;
+}
+
 }  // namespace
 
 int wmain(int argc, wchar_t** argv) {
+    const bool check = argc == 4 && std::wcscmp(argv[2], L"--close-check") == 0;
     if (argc != 4 && argc != 5) {
         std::printf("usage: wintest.exe <hedgebridge_ws.dll> <url> <token> [<ca_file.pem> | --no-verify]\n");
         return 2;
@@ -104,9 +133,11 @@ int wmain(int argc, wchar_t** argv) {
         !resolve(dll, "ReceiveMessageW", api.receive) || !resolve(dll, "IsConnected", api.is_connected) ||
         !resolve(dll, "DisconnectWebSocket", api.disconnect) || !resolve(dll, "WsGetLastError", api.last_error) ||
         !resolve(dll, "WsGetLastErrorMessageW", api.last_error_message) ||
-        !resolve(dll, "WsGetCloseCode", api.close_code) || !resolve(dll, "WsSetOptionW", api.set_option)) {
+        !resolve(dll, "WsGetCloseCode", api.close_code) || !resolve(dll, "WsSetOptionW", api.set_option) ||
+        !resolve(dll, "WsPendingMessages", api.pending)) {
         return 1;
     }
+    if (check) return close_check(api, dll, argv[3]);
     if (argc == 5) {
         const bool insecure = std::wcscmp(argv[4], L"--no-verify") == 0;
         const int ok = insecure ? api.set_option(L"verify_tls", L"0") : api.set_option(L"ca_file", argv[4]);
@@ -132,6 +163,10 @@ int wmain(int argc, wchar_t** argv) {
     wchar_t tiny[4];
     const int small = api.receive(tiny, 4);
     if (small != 0) std::printf("note: a frame is waiting (%d)\n", small);
+    if (small < 0 && api.pending() < 1) {  // too small: the frame was not consumed
+        std::printf("FAIL ReceiveMessageW said %d but WsPendingMessages says none is waiting\n", small);
+        return 1;
+    }
     if (api.send(L"{\"type\":\"HEARTBEAT\",\"timestamp\":\"2026-01-01T00:00:00Z\",\"seq\":41}") != 1) {
         std::printf("FAIL WsSendW: %s\n", last_error(api).c_str());
         return 1;
@@ -146,6 +181,17 @@ int wmain(int argc, wchar_t** argv) {
         std::printf("FAIL IsConnected is not 0 after DisconnectWebSocket\n");
         return 1;
     }
+    // DisconnectWebSocket returned without waiting for the closing handshake: connect again at once
+    if (api.connect(argv[2], argv[3]) != 1) {
+        std::printf("FAIL ConnectWebSocketW again: %s\n", last_error(api).c_str());
+        return 1;
+    }
+    if (!wait_frame(api, {L"\"type\":\"WELCOME\""}, 15000, frame)) {
+        std::printf("FAIL no second WELCOME: %s\n", last_error(api).c_str());
+        return 1;
+    }
+    std::printf("WELCOME again\n");
+    api.disconnect();
     api.disconnect();  // idempotent
     FreeLibrary(dll);
     std::printf("OK\n");

@@ -37,6 +37,7 @@ WS_ERR_CLOSED_BY_SERVER = 9
 WS_ERR_HANDSHAKE_REFUSED = 10
 WS_STATE_IDLE = 0
 WS_STATE_OPEN = 2
+WS_STATE_BACKOFF = 3
 
 
 def header_functions() -> set[str]:
@@ -65,8 +66,14 @@ class DllClient:
         self.log_dir = log_dir
 
     @classmethod
-    async def start(cls, library: Path, log_dir: Path) -> DllClient:
+    async def start(
+        cls, library: Path, log_dir: Path, *, preload: Path | None = None, env: dict[str, str] | None = None
+    ) -> DllClient:
+        """The driver with ``library`` loaded; ``preload`` is one more library for LD_PRELOAD (after ASan's)."""
         log_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a local directory, once per test
+        environment = {**sanitizer_env(log_dir / "sanitizer"), **(env or {})}
+        if preload is not None:
+            environment["LD_PRELOAD"] += f":{preload}"
         with (log_dir / "stderr.txt").open("wb") as stderr:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -75,7 +82,7 @@ class DllClient:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
-                env=sanitizer_env(log_dir / "sanitizer"),
+                env=environment,
             )
         client = cls(process, log_dir)
         ready = await client._read()
@@ -150,6 +157,21 @@ class DllClient:
 
     async def disconnect(self) -> None:
         await self.call("disconnect")
+
+    async def pending(self) -> int:
+        return await self._int("pending")
+
+    async def reconnect_count(self) -> int:
+        return await self._int("reconnect_count")
+
+    async def reload(self) -> None:
+        """dlclose the library and dlopen it again."""
+        await self.call("reload")
+
+    async def watch_reconnects(self, count: int, timeout_s: float = 20.0) -> list[tuple[int, int]]:
+        """(reconnect number, its delay in ms) for each reconnect seen until ``count`` were scheduled."""
+        answer = await self.call("watch_reconnects", count=count, timeout_s=timeout_s)
+        return [(int(n), int(d)) for n, d in answer["result"]]
 
     async def describe(self) -> str:
         message = await self.error_message()

@@ -42,12 +42,41 @@ def _load(path: str) -> ctypes.CDLL:
         "WsSetOption": ([text, text], ctypes.c_int),
         "WsSetOptionW": ([wide, wide], ctypes.c_int),
         "WsGetState": ([], ctypes.c_int),
+        "WsPendingMessages": ([], ctypes.c_int),
+        "WsGetReconnectCount": ([], ctypes.c_int),
+        "WsGetReconnectDelayMs": ([], ctypes.c_int),
     }
     for name, (args, result) in signatures.items():
-        function = getattr(lib, name)
+        try:
+            function = getattr(lib, name)
+        except AttributeError:
+            continue  # an older library: the ops that need it answer with an error naming it
         function.argtypes = args
         function.restype = result
     return lib
+
+
+def _reload(lib: ctypes.CDLL, path: str) -> ctypes.CDLL:
+    """dlclose the library and dlopen it again (the Linux build is linked with -z nodelete: it stays mapped)."""
+    import _ctypes
+
+    _ctypes.dlclose(lib._handle)
+    return _load(path)
+
+
+def _watch_reconnects(lib: ctypes.CDLL, count: int, timeout_s: float) -> dict[str, Any]:
+    """Poll every millisecond until ``count`` reconnects were scheduled: each (number, delay) seen."""
+    seen: dict[int, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        before = lib.WsGetReconnectCount()
+        delay = lib.WsGetReconnectDelayMs()
+        if lib.WsGetReconnectCount() == before and before > 0:
+            seen.setdefault(before, delay)
+        if before >= count:
+            break
+        time.sleep(0.001)
+    return {"result": sorted(seen.items())}
 
 
 def _wide(text: str | None) -> ctypes.Array[ctypes.c_char] | None:
@@ -192,7 +221,15 @@ def handle(lib: ctypes.CDLL, request: dict[str, Any]) -> dict[str, Any]:
         "last_error": "WsGetLastError",
         "close_code": "WsGetCloseCode",
         "state": "WsGetState",
+        "pending": "WsPendingMessages",
+        "reconnect_count": "WsGetReconnectCount",
+        "reconnect_delay": "WsGetReconnectDelayMs",
     }
+    needed = {"watch_reconnects": "WsGetReconnectCount", **simple}
+    if op in needed and not hasattr(lib, needed[op]):
+        return {"error": f"the library does not export {needed[op]}"}
+    if op == "watch_reconnects":
+        return _watch_reconnects(lib, int(request["count"]), float(request["timeout_s"]))
     if op in simple:
         return {"result": getattr(lib, simple[op])()}
     return {"error": f"unknown op {op}"}
@@ -204,7 +241,12 @@ def main() -> None:
     for line in sys.stdin:
         if not line.strip():
             continue
-        print(json.dumps(handle(lib, json.loads(line))), flush=True)
+        request = json.loads(line)
+        if request["op"] == "reload":
+            lib = _reload(lib, sys.argv[1])
+            print(json.dumps({"result": None}), flush=True)
+            continue
+        print(json.dumps(handle(lib, request)), flush=True)
 
 
 if __name__ == "__main__":

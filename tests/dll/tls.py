@@ -55,8 +55,8 @@ class TestCa:
         self.pem = directory / f"{name}.pem"
         self.pem.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def server_context(self, names: list[str], ips: list[str]) -> ssl.SSLContext:
-        """A server-side SSLContext with a certificate for ``names`` and ``ips`` signed by this CA."""
+    def issue(self, names: list[str], ips: list[str]) -> tuple[x509.Certificate, Path, Path]:
+        """A server certificate for ``names`` and ``ips`` signed by this CA: (certificate, its file, its key's file)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         alt: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
@@ -84,6 +84,11 @@ class TestCa:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
         )
+        return cert, cert_path, key_path
+
+    def server_context(self, names: list[str], ips: list[str]) -> ssl.SSLContext:
+        """A server-side SSLContext with a certificate for ``names`` and ``ips`` signed by this CA."""
+        _, cert_path, key_path = self.issue(names, ips)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert_path, key_path)
         return context

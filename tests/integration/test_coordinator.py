@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 
 from hedgebridge.common import streams
 from hedgebridge.common.servers import NatsServer, ValkeyServer
@@ -43,8 +45,18 @@ pytestmark = pytest.mark.integration
 
 
 async def act(nc: NatsClient, request: ActionRequest, timeout_s: float = 30.0) -> ActionState:
-    reply = await nc.request(subjects.ACTION_REQUEST, pack(request), timeout=timeout_s)
-    return unpack(reply.data, ActionState)
+    """The action's final state. A coordinator that just started may not be known on this connection yet ("no
+    responders" while its subscription's interest travels): asked again until a deadline."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            reply = await nc.request(subjects.ACTION_REQUEST, pack(request), timeout=timeout_s)
+        except NoRespondersError:
+            if time.monotonic() > deadline:
+                raise
+            await nc.flush()
+            continue
+        return unpack(reply.data, ActionState)
 
 
 def hedge(action_id: str, policy: str = "COMPENSATE", a: str = "A", b: str = "B") -> ActionRequest:

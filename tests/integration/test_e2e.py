@@ -8,8 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import sysconfig
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,12 +20,9 @@ from websockets.asyncio.client import connect
 from hedgebridge.cli import state
 from hedgebridge.common.servers import NatsServer, free_port
 
+from ..helpers import hedgebridge_command
+
 pytestmark = pytest.mark.integration
-
-
-def hedgebridge_command() -> list[str]:
-    script = Path(sysconfig.get_path("scripts")) / "hedgebridge"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "hedgebridge.cli"]
 
 
 @dataclass

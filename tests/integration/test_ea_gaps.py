@@ -1,9 +1,10 @@
 """Terminal-side rules of the compiled EA that the contract suite does not provoke: two EAs for one account, an
-EA started before its terminal logged in, a position closed while the EA was disconnected."""
+EA started before its terminal logged in, a position closed while the EA was disconnected, and the DLL
+transport's connect timeout and reconnect backoff taken from the EA's inputs."""
 
 from __future__ import annotations
 
-import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ from nats.aio.msg import Msg
 
 from hedgebridge.executor.service import Executor
 from hedgebridge.protocol import ClosedEvent, OpenOrder, subjects, unpack_event
-from hedgebridge.sim.ea.launch import EaSettings
+from hedgebridge.sim.ea.launch import CompiledEa, EaSettings
 
+from ..dll.wsserver import WsTestServer
 from ..helpers import order, wait_for
+from ..mt5.terminals import EaBuild
 from .conftest import StartEa
 
 pytestmark = pytest.mark.integration
@@ -28,9 +31,10 @@ async def test_an_ea_replaced_by_another_for_its_account_backs_off_and_says_so(s
         lambda: any("another terminal took over account A1" in line for line in first.process.journal),
         "the replaced EA to say why it stopped",
     )
-    # it waits the longest reconnect delay instead of taking the account back at once (which would replace
-    # the other EA, which would replace it, for ever)
-    await asyncio.sleep(1.5)
+    # it waits the longest reconnect delay (4 s) instead of taking the account back at once (which would replace
+    # the other EA, which would replace it, for ever): no new connection within the first 1.5 s of it
+    with pytest.raises(AssertionError, match="timed out"):
+        await wait_for(lambda: first.proxy.connections > 1, "a reconnect of the replaced EA", timeout_s=1.5)
     assert first.proxy.connections == 1
     assert second.proxy.connections == 1
     assert second.proxy.active
@@ -68,3 +72,47 @@ async def test_a_position_closed_while_the_ea_was_disconnected_is_reported_after
     (report,) = closed
     assert (report.position_id, report.mt_ticket, report.reason) == (opened.position_id, opened.mt_ticket, "stop_loss")
     assert report.profit is not None
+
+
+RECONNECT = re.compile(r"the dll transport reconnects in (\d+) ms \(reconnect (\d+)\)")
+
+
+async def test_the_dll_transport_takes_the_connect_timeout_and_backoff_inputs(
+    ea_dll_build: EaBuild, tmp_path: Path
+) -> None:
+    """Against a server that accepts TCP and never answers the upgrade, each attempt ends after the EA's connect
+    timeout (not the DLL's default of 10 s), and the reconnect delays the EA announces keep to its inputs."""
+    settings = EaSettings(connect_timeout_ms=300, reconnect_min_ms=100, reconnect_max_ms=400)
+    async with WsTestServer(silent=True) as silent:
+        ea = await CompiledEa.start(
+            ea_dll_build.binary,
+            "dll",
+            account="A1",
+            token="t0ken",
+            gateway_host="127.0.0.1",
+            gateway_port=silent.port,
+            files_dir=tmp_path / "silent",
+            dll_path=ea_dll_build.dll_path,
+            settings=settings,
+            wait_connected=False,
+        )
+
+        def announced() -> list[str]:
+            return [line for line in ea.process.journal if RECONNECT.search(line)]
+
+        try:
+            await wait_for(
+                lambda: len(announced()) >= 6,
+                lambda: "six reconnects announced; journal:\n" + "\n".join(ea.process.journal[-10:]),
+                timeout_s=60,
+            )
+        finally:
+            await ea.stop()
+        lines = announced()
+        assert len(silent.connections) >= len(lines)  # every attempt reached the server
+    assert all("timed out after 300 ms" in line for line in lines), lines
+    delays = {int(m[2]): int(m[1]) for m in map(RECONNECT.search, lines) if m}
+    assert all(100 <= d <= 400 for d in delays.values()), delays
+    for n, d in delays.items():  # decorrelated jitter: at most three times the delay before
+        if n - 1 in delays:
+            assert d <= 3 * delays[n - 1], delays

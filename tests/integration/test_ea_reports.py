@@ -148,3 +148,16 @@ async def test_a_position_whose_ticket_changed_is_still_named_by_its_identifier(
     closed = await order(nc, CloseOrder(account_id="A1", position_id=opened.position_id, action_id="reopen-c"))
     assert (closed.status, closed.mt_ticket) == ("FILLED", opened.mt_ticket)
     assert await ea.positions() == {}
+
+
+async def test_a_close_whose_deal_is_not_in_the_history_yet_says_its_profit_is_estimated(
+    start_ea: StartEa, nc: NatsClient, executor: Executor, events: list[Message]
+) -> None:
+    await start_ea("A1", "late-deal", EaSettings(trade_config={"history_delay_ms": 3000}))
+    opened = await order(nc, buy("late-open"))
+    closed = await order(nc, CloseOrder(account_id="A1", position_id=opened.position_id, action_id="late-close"))
+    assert closed.status == "FILLED"
+    await wait_for(lambda: any(isinstance(e, ClosedEvent) for e in events), "the CLOSED report")
+    (report,) = [e for e in events if isinstance(e, ClosedEvent)]
+    assert report.error_message is not None
+    assert "profit estimated" in report.error_message  # the commission is not in it: never passed off as the deal's

@@ -184,6 +184,7 @@ async def test_a_restarted_bridge_finds_earlier_executions_in_positions_and_hist
     assert mt5.sent(readme_comment("r-open", "")[:14]) == 1
     assert mt5.sent(readme_comment("r-close", "")[:14]) == 1
     assert third.received == ["r-close", "r-open"]
+    assert third.bridge._book.entries == {}  # found only in the history: closed, so not booked (no second CLOSED)
 
 
 async def test_orders_the_ea_sent_are_recognised(bridges: Bridges, seen: Seen, nc: NatsClient) -> None:

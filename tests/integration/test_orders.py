@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from hedgebridge.common import executor_client
 from hedgebridge.common.cache import RedisCache
 from hedgebridge.common.servers import NatsServer, ValkeyServer
 from hedgebridge.executor.service import Executor
@@ -170,6 +172,37 @@ async def test_the_record_survives_an_executor_restart_and_a_cache_flush(
 async def test_offline_account_expires_unsent(executor: Executor, nc: NatsClient, gateway: Gateway) -> None:
     result = await order(nc, buy(account="GHOST"))
     assert (result.status, result.code, result.state) == ("EXPIRED", errors.EXPIRED, "EXPIRED")
+
+
+async def test_expired_means_ask_again_with_the_same_action_id_whoever_said_it(
+    nats_server: NatsServer, cache_server: ValkeyServer, gateway: Gateway, nc: NatsClient, ea_url: str, secret: str
+) -> None:
+    request = buy(account="EXP", action_id="exp-1", ttl_ms=100)
+    # no executor at all: the caller is told EXPIRED (EXECUTOR_UNAVAILABLE), nothing was recorded
+    unanswered = await executor_client.ask(nc, request, 2.0)
+    assert (unanswered.result.status, unanswered.result.code) == ("EXPIRED", errors.EXECUTOR_UNAVAILABLE)
+    executor = Executor(executor_config(nats_server.url, f"{cache_server.url}/0", id="ex-exp"))
+    await executor.start()
+    stop = asyncio.Event()
+    try:
+        # the executor's own EXPIRED: the account stayed offline past the time-to-live (recorded)
+        expired = await order(nc, request)
+        assert (expired.status, expired.code, expired.duplicate) == ("EXPIRED", errors.EXPIRED, False)
+        # before: a request with the same actionId got that EXPIRED again, forever; now, as after the
+        # gateway's EXPIRED, asking again runs the order (once)
+        (terminal,) = make_terminals(ea_url, ["EXP"], lambda a: ea_token(secret, a), SimConfig(fill_latency_ms=0))
+        runner = asyncio.create_task(run_terminals([terminal], stop))
+        await wait_for(terminal.connected.is_set, "the terminal")
+        again = await order(nc, msgspec.structs.replace(request, ttl_ms=3000))
+        assert (again.status, again.duplicate) == ("FILLED", False)
+        repeated = await order(nc, request)
+        assert (repeated.status, repeated.duplicate, repeated.mt_ticket) == ("FILLED", True, again.mt_ticket)
+        assert terminal.account.received == ["exp-1"]
+        stop.set()
+        await runner
+    finally:
+        stop.set()
+        await executor.stop()
 
 
 async def test_a_stale_command_is_never_delivered_late(

@@ -392,17 +392,22 @@ async def _read_close(reader: asyncio.StreamReader, timeout_s: float = 10.0) -> 
                 return int(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else None
 
 
+def _bomb() -> bytes:
+    """256 MiB of zeros deflated to a few hundred KiB: a frame within max_frame_bytes (made before connecting, so
+    that a slow machine's seconds of compressing do not run into the heartbeat timeout)."""
+    squeezer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = bytes(1 << 20)
+    return b"".join(squeezer.compress(chunk) for _ in range(256)) + squeezer.flush(zlib.Z_SYNC_FLUSH)[:-4]
+
+
 async def test_deflate_is_off_so_a_decompression_bomb_cannot_inflate(start_gateway: StartGateway, secret: str) -> None:
+    bomb = _bomb()
     gateway = await start_gateway(max_frame_bytes=1_048_576)
     reader, writer, head = await _raw_handshake(
         gateway.port, ea_token(secret, "A1"), "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
     )
     assert head.startswith("HTTP/1.1 101")
     assert "sec-websocket-extensions" not in head.lower()  # the offer is declined
-    # 256 MiB of zeros deflated to a few hundred KiB: a frame within max_frame_bytes
-    squeezer = zlib.compressobj(9, zlib.DEFLATED, -15)
-    chunk = bytes(1 << 20)
-    bomb = b"".join(squeezer.compress(chunk) for _ in range(256)) + squeezer.flush(zlib.Z_SYNC_FLUSH)[:-4]
     assert len(bomb) < 1_048_576
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     writer.write(_client_frame(bomb, rsv1=True))
@@ -418,15 +423,13 @@ async def test_deflate_is_off_so_a_decompression_bomb_cannot_inflate(start_gatew
 
 async def test_with_deflate_on_a_bomb_is_cut_at_the_frame_size_limit(start_gateway: StartGateway, secret: str) -> None:
     # the throughput profile turns permessage-deflate on: max_frame_bytes then bounds the inflated size
+    bomb = _bomb()
     gateway = await start_gateway(max_frame_bytes=1_048_576, compression=True)
     reader, writer, head = await _raw_handshake(
         gateway.port, ea_token(secret, "A1"), "Sec-WebSocket-Extensions: permessage-deflate\r\n"
     )
     assert head.startswith("HTTP/1.1 101")
     assert "permessage-deflate" in head.lower()  # negotiated
-    squeezer = zlib.compressobj(9, zlib.DEFLATED, -15)
-    chunk = bytes(1 << 20)
-    bomb = b"".join(squeezer.compress(chunk) for _ in range(256)) + squeezer.flush(zlib.Z_SYNC_FLUSH)[:-4]
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     writer.write(_client_frame(bomb, rsv1=True))
     await writer.drain()

@@ -13,8 +13,17 @@ Behaviour, as a trade server and terminal answer:
 - ``order_send`` checks its arguments' types (``None`` and ``last_error`` ``(-2, 'Invalid "x" argument')``),
   the comment's length (31), the volume against the symbol's min/max/step (10014), the filling mode against
   the symbol's (10030), the price against the market and ``deviation`` (10004 requote), a close's position
-  (10036) and volume (10038); a fill opens or reduces a position (position ticket = the opening order's
-  ticket) and writes deals (entry IN/OUT, magic, comment, position id, profit) to the history;
+  (10036) and volume (10038); a fill opens or reduces a position (its ticket and identifier = the opening
+  order's ticket) and writes deals (entry IN/OUT, magic, comment, position id = the identifier, profit, swap) to
+  the history;
+- a position is named by two numbers, as in MT5: ``identifier`` (POSITION_IDENTIFIER, the deals'
+  ``position_id``) never changes, while ``ticket`` (POSITION_TICKET) can: ``reopen()`` is the trade server's
+  service operation that charges swap by re-opening the position under a new ticket (MQL5 reference, Position
+  Properties: the ticket "usually matches the ticket of an order used to open the position except when the
+  ticket is changed as a result of service operations on the server, for example, when charging swaps with
+  position re-opening"). ``positions_get(ticket=)`` and a request's ``position`` name the current ticket
+  (POSITION_TICKET "corresponds to MqlTradeRequest::position"); the swap is in the position's ``swap`` and the
+  equity, and moves to the closing deal's ``swap`` (its share of the volume) when the position closes;
 - prices come from ``hedgebridge.sim``'s random-walk feed; ``step()`` moves them;
 - faults (``FakeFault``), one per ``order_send``: a retcode (nothing executes), a partial fill (10010), a lost
   result (it executes but ``order_send`` returns None, as when the link to the terminal breaks mid-call), and a
@@ -24,7 +33,8 @@ Behaviour, as a trade server and terminal answer:
   answer, the closing deal especially (MQL5's ``OrderSend`` reference: the deals of an order "may happen after
   sending a response"; ``result.deal`` may then be 0); positions and the balance change at once;
 - ``lose_terminal()`` breaks the link: every call fails with ``(-10004, 'No IPC connection')`` until
-  ``restore_terminal()``; ``close_outside()`` closes a position as a stop loss or a person would.
+  ``restore_terminal()``; ``close_outside()`` closes a position as a stop loss or a person would;
+  ``open_positions()`` names the open positions by identifier (what the protocol's mtTicket is).
 
 Times are the trade server's clock, as the real package gives them. MetaQuotes' reference of the Python
 package (``copy_rates_from``, ``copy_ticks_from``, ``history_deals_get``…) says the terminal keeps times "in UTC
@@ -112,7 +122,8 @@ class FakeFault:
 
 @dataclass
 class _Position:
-    ticket: int
+    ticket: int  # the current ticket: the identifier until a reopen()
+    identifier: int
     type: int
     magic: int
     volume: float
@@ -120,7 +131,8 @@ class _Position:
     symbol: str
     comment: str
     time_msc: int  # server time
-    update_msc: int  # server time of the last change (a partial close)
+    update_msc: int  # server time of the last change (a partial close, a reopen)
+    swap: float = 0.0  # charged so far
 
 
 @dataclass
@@ -321,11 +333,24 @@ class FakeMT5:
             return sum(1 for r in self.requests if str(r.get("comment", "")).startswith(comment_prefix))
 
     def open_positions(self) -> dict[int, float]:
+        """The open positions' volumes by identifier."""
         with self._lock:
-            return {t: p.volume for t, p in self._book.positions.items()}
+            return {p.identifier: p.volume for p in self._book.positions.values()}
+
+    def reopen(self, ticket: int, swap: float = 0.0) -> int:
+        """The trade server charges ``swap`` by re-opening the position of ``ticket``: it gets a new ticket (returned)
+        and keeps its identifier, volume and opening price."""
+        with self._lock:
+            position = self._book.positions.pop(ticket)
+            position.ticket = self._next_order
+            self._next_order += 1
+            position.swap = round(position.swap + swap, 2)
+            position.update_msc = self.server_msc()
+            self._book.positions[position.ticket] = position
+            return position.ticket
 
     def close_outside(self, ticket: int, reason: int = 4) -> None:
-        """Close a position without a request from the bridge (default reason: stop loss)."""
+        """Close the position of ``ticket`` without a request from the bridge (default reason: stop loss)."""
         with self._lock:
             position = self._book.positions[ticket]
             bid, ask = self._feed.quote(position.symbol)
@@ -387,7 +412,7 @@ class FakeMT5:
         with self._lock:
             if not self._linked():
                 return None
-            floating = sum(self._floating(p) for p in self._book.positions.values())
+            floating = sum(self._floating(p) + p.swap for p in self._book.positions.values())
             equity = round(self._balance + floating, 2)
             margin = self._margin()
             return AccountInfo(
@@ -453,6 +478,8 @@ class FakeMT5:
         with self._lock:
             if not self._linked():
                 return None
+            if symbol is not None:
+                ticket = None  # the reference: ``ticket``, "Position ticket (POSITION_TICKET)", is ignored then
             found = [
                 self._position_tuple(p)
                 for p in sorted(self._book.positions.values(), key=lambda p: p.ticket)
@@ -601,7 +628,8 @@ class FakeMT5:
             deal = self._fill_close(position, volume, market, magic, comment, self.DEAL_REASON_EXPERT, order)
             return self._answer(request, retcode, _deal_ticket(deal, fault), order, volume, market)
         now_ms = self.server_msc()
-        self._book.positions[order] = _Position(order, side, magic, volume, market, symbol, comment, now_ms, now_ms)
+        self._book.positions[order] = _Position(order, order, side, magic, volume, market, symbol, comment, now_ms,
+                                                now_ms)  # fmt: skip
         deal = self._deal(order, symbol, side, self.DEAL_ENTRY_IN, magic, order, self.DEAL_REASON_EXPERT, volume,
                           market, 0.0, comment)  # fmt: skip
         return self._answer(request, retcode, _deal_ticket(deal, fault), order, volume, market)
@@ -611,23 +639,25 @@ class FakeMT5:
     ) -> TradeDeal:
         profit = self._profit(position, volume, price)
         commission = -round(2 * self._commission_per_lot * volume, 2)
-        self._balance = round(self._balance + profit + commission, 2)
+        swap = round(position.swap * volume / position.volume, 2) if position.volume > 0 else 0.0
+        self._balance = round(self._balance + profit + commission + swap, 2)
         remaining = round(position.volume - volume, 8)
         if remaining > 1e-9:
             position.volume = remaining
+            position.swap = round(position.swap - swap, 2)
             position.update_msc = self.server_msc()
         else:
             del self._book.positions[position.ticket]
         side = self.DEAL_TYPE_SELL if position.type == self.POSITION_TYPE_BUY else self.DEAL_TYPE_BUY
-        return self._deal(order, position.symbol, side, self.DEAL_ENTRY_OUT, magic, position.ticket, reason, volume,
-                          price, profit, comment, commission)  # fmt: skip
+        return self._deal(order, position.symbol, side, self.DEAL_ENTRY_OUT, magic, position.identifier, reason,
+                          volume, price, profit, comment, commission, swap)  # fmt: skip
 
     def _deal(self, order: int, symbol: str, side: int, entry: int, magic: int, position: int, reason: int,
-              volume: float, price: float, profit: float, comment: str,
-              commission: float = 0.0) -> TradeDeal:  # fmt: skip
+              volume: float, price: float, profit: float, comment: str, commission: float = 0.0,
+              swap: float = 0.0) -> TradeDeal:  # fmt: skip
         now_ms = self.server_msc()
         deal = TradeDeal(self._next_deal, order, now_ms // 1000, now_ms, side, entry, magic, position, reason, volume,
-                         price, commission, 0.0, profit, 0.0, symbol, comment, "")  # fmt: skip
+                         price, commission, swap, profit, 0.0, symbol, comment, "")  # fmt: skip
         self._next_deal += 1
         self._book.deals.append(deal)
         delay = self.deal_delay_s if self._order_deal_delay_s is None else self._order_deal_delay_s
@@ -660,9 +690,9 @@ class FakeMT5:
     def _position_tuple(self, p: _Position) -> TradePosition:
         return TradePosition(
             ticket=p.ticket, time=p.time_msc // 1000, time_msc=p.time_msc, time_update=p.update_msc // 1000,
-            time_update_msc=p.update_msc, type=p.type, magic=p.magic, identifier=p.ticket,
+            time_update_msc=p.update_msc, type=p.type, magic=p.magic, identifier=p.identifier,
             reason=self.DEAL_REASON_EXPERT, volume=p.volume, price_open=p.price_open, sl=0.0, tp=0.0,
-            price_current=self._mark(p), swap=0.0, profit=self._floating(p), symbol=p.symbol, comment=p.comment,
+            price_current=self._mark(p), swap=p.swap, profit=self._floating(p), symbol=p.symbol, comment=p.comment,
             external_id="",
         )  # fmt: skip
 

@@ -132,17 +132,42 @@ class EaBuild:
     dll_path: Path | None = None
 
 
+_BUILT: dict[Transport, EaBuild | launch.EaUnavailable] = {}
+
+
+def prebuild_eas() -> None:
+    """Build both EAs (and the WebSocket library) once, before the tests run: a build takes minutes on a loaded
+    machine and must not count against the first test's timeout. What fails is kept for the tests that need it."""
+    if not launch.runtime_present():
+        return
+    for transport in ("native", "dll"):
+        if transport not in _BUILT:
+            try:
+                _BUILT[transport] = _build(transport)
+            except launch.EaUnavailable as exc:
+                _BUILT[transport] = exc
+
+
+def _build(transport: Transport) -> EaBuild:
+    binary = launch.build(transport)
+    dll_path = launch.dll_library() if transport == "dll" else None
+    return EaBuild(binary, transport, dll_path)
+
+
 def build_ea_for_tests(transport: Transport) -> EaBuild:
     """The compiled EA for a session: skipped where the tree has no MQL5 runtime, a failure (naming what is
     missing) where the runtime is present and the EA does not build."""
     if not launch.runtime_present():
         pytest.skip(launch.NO_RUNTIME)
-    try:
-        binary = launch.build(transport)
-        dll_path = launch.dll_library() if transport == "dll" else None
-    except launch.EaUnavailable as exc:
-        pytest.fail(f"the compiled EA ({transport} transport) cannot run: {exc}", pytrace=False)
-    return EaBuild(binary, transport, dll_path)
+    built = _BUILT.get(transport)
+    if built is None:
+        try:
+            built = _BUILT[transport] = _build(transport)
+        except launch.EaUnavailable as exc:
+            built = _BUILT[transport] = exc
+    if isinstance(built, launch.EaUnavailable):
+        pytest.fail(f"the compiled EA ({transport} transport) cannot run: {built}", pytrace=False)
+    return built
 
 
 class EaTerminals:

@@ -178,3 +178,29 @@ def test_deals_reach_the_history_after_order_send_answers() -> None:
     late = _buy(mt5, ask)
     assert (late.retcode, late.deal) == (10009, 0)
     assert mt5.history_deals_get(ticket=late.order) == ()
+
+
+def test_a_reopen_gives_the_position_a_new_ticket_and_keeps_its_identifier() -> None:
+    mt5 = FakeMT5(deal_delay_s=0)
+    mt5.initialize()
+    opened = _buy(mt5, mt5.symbol_info_tick("EURUSD").ask)  # type: ignore[union-attr]
+    balance = mt5.account_info().balance  # type: ignore[union-attr]
+    ticket = mt5.reopen(opened.order, swap=-1.25)  # the broker charges swap by re-opening the position
+    assert ticket != opened.order
+    (position,) = mt5.positions_get() or ()
+    assert (position.ticket, position.identifier, position.swap) == (ticket, opened.order, -1.25)
+    assert mt5.positions_get(ticket=opened.order) == ()  # ``ticket`` selects by POSITION_TICKET
+    assert mt5.positions_get(ticket=ticket) == (position,)
+    assert mt5.positions_get(symbol="EURUSD", ticket=opened.order) == (position,)  # with a symbol, ticket is ignored
+    assert mt5.open_positions() == {opened.order: 0.1}
+    info = mt5.account_info()
+    assert info is not None
+    assert info.equity == pytest.approx(balance + position.profit - 1.25, abs=0.011)
+    bid = mt5.symbol_info_tick("EURUSD").bid  # type: ignore[union-attr]
+    close = {"action": 1, "position": opened.order, "symbol": "EURUSD", "volume": 0.1, "type": 1, "price": bid,
+             "deviation": 10, "magic": 7, "comment": "hb-close", "type_filling": 0}  # fmt: skip
+    assert mt5.order_send(close).retcode == FakeMT5.TRADE_RETCODE_POSITION_CLOSED  # type: ignore[union-attr]
+    assert mt5.order_send(close | {"position": ticket}).retcode == 10009  # type: ignore[union-attr]
+    (_, out) = mt5.history_deals_get(position=opened.order) or ()
+    assert (out.entry, out.position_id, out.swap) == (FakeMT5.DEAL_ENTRY_OUT, opened.order, -1.25)
+    assert mt5.account_info().balance == pytest.approx(balance + out.profit + out.commission - 1.25)  # type: ignore[union-attr]

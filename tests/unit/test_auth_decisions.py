@@ -251,3 +251,59 @@ def test_jwks_keys_are_chosen_by_kid() -> None:
         auth.keys_from_jwks("ES256", {"keys": [_jwk(public_1, "RS256", "k1")]})
     with pytest.raises(ValueError, match="not a usable JWKS"):
         auth.keys_from_jwks("RS256", b"[1, 2]")
+
+
+# --- claims that name things are checked with the protocol's rules ----------------------------------------
+
+
+def _system(**changes: object) -> str:
+    claims = _claims(**{"role": "system", "sub": "hedge-1", "accounts": ["A1"], **changes})
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+@pytest.mark.parametrize("account", ["*", ">", "A1.>", "A.B", "A B", "A1\n", "", "x" * 65, 7])
+def test_a_scope_that_names_no_account_is_refused(account: object) -> None:
+    with pytest.raises(AuthError, match=r"token claim 'accounts' (holds a name that is not valid|must be a list)"):
+        auth.authorize_client(f"Bearer {_system(accounts=['A1', account])}", SECRET)
+
+
+def test_users_sub_and_jti_are_checked_and_a_scope_gives_only_what_it_names() -> None:
+    for bad_user in ("", "u" * 129):
+        with pytest.raises(AuthError, match="'users' holds a name that is not valid"):
+            auth.verify_token(_system(users=[bad_user]), SECRET)
+    with pytest.raises(AuthError, match="must be a list of names"):
+        auth.verify_token(_system(accounts=["A1"] * 10_001), SECRET)
+    for bad_subject in ("", "s" * 129):
+        with pytest.raises(AuthError, match="subject is not a valid user name"):
+            auth.verify_token(_system(sub=bad_subject), SECRET)
+    for bad_jti in ("a b", "*", ">", "a..b", ".a", "a.", "j" * 129, "a/b"):
+        with pytest.raises(AuthError, match=r"token id \(jti\) is not valid"):
+            auth.verify_token(_system(jti=bad_jti), SECRET)
+    # a user named "*" is a user called "*": users are compared exactly
+    starred = auth.verify_token(_system(users=["*"]), SECRET)
+    assert starred.may_watch_user("*")
+    assert not starred.may_watch_user("u-1")
+    # only a system token has a scope: accounts and users on other roles give nothing
+    ea = auth.verify_token(jwt.encode(_claims(accounts=["B2"], users=["u"]), SECRET, algorithm="HS256"), SECRET)
+    assert (ea.accounts, ea.users, ea.may_use("B2"), ea.may_use("A1")) == (frozenset(), frozenset(), False, True)
+    admin = auth.verify_token(_system(role="admin", accounts=["A1"]), SECRET)
+    assert admin.accounts == frozenset()
+    assert admin.is_admin
+
+
+def test_every_token_id_a_token_may_carry_can_be_revoked_and_no_other() -> None:
+    for jti in ("t-1", "a.b.c", "x=y_z-0", "J" * 128, "0.1"):
+        principal = auth.verify_token(_system(jti=jti), SECRET)
+        assert auth.check_token_id(principal.token_id) == jti
+    for jti in ("a..b", ".a", "a.", "a b", "a*", "j" * 129, "", "a/b"):
+        with pytest.raises(ValueError, match="token id"):
+            auth.check_token_id(jti)
+
+
+def test_minting_refuses_what_the_gateway_would_refuse() -> None:
+    with pytest.raises(ValueError, match="not valid account ids"):
+        auth.mint_token(SECRET, role="system", subject="s", accounts=["*"])
+    with pytest.raises(ValueError, match="user names"):
+        auth.mint_token(SECRET, role="system", subject="s", users=[""])
+    with pytest.raises(ValueError, match="subject"):
+        auth.mint_token(SECRET, role="admin", subject="")

@@ -114,7 +114,12 @@ def test_imports_become_bound_wrappers(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("decl", "message"),
-    [("int F(CObj &o);", "cannot marshal 'CObj'"), ("string F(void);", "cannot marshal the result type 'string'")],
+    [
+        ("int F(CObj &o);", "cannot marshal 'CObj'"),
+        ("string F(void);", "cannot marshal the result type 'string'"),
+        ("int F(int &count);", "cannot marshal the reference parameter 'int &count'"),
+        ("int F(string &out);", "cannot marshal the reference parameter 'string &out'"),
+    ],
 )
 def test_imports_it_cannot_marshal_are_refused(tmp_path: Path, decl: str, message: str) -> None:
     with pytest.raises(TransformError, match=message):

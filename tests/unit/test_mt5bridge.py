@@ -60,9 +60,9 @@ def close_command(**fields: Any) -> CloseCommand:
 
 def position(ticket: int = 500, comment: str = "", magic: int = MAGIC, **fields: Any) -> TradePosition:
     values: dict[str, Any] = dict.fromkeys(TradePosition._fields, 0)
-    values.update(ticket=ticket, time_msc=1_764_000_000_000, type=0, magic=magic, volume=0.3, price_open=1.085,
-                  price_current=1.086, profit=3.0, symbol="EURUSD", comment=comment, external_id="", sl=0.0, tp=0.0,
-                  swap=0.0)  # fmt: skip
+    values.update(ticket=ticket, identifier=ticket, time_msc=1_764_000_000_000, type=0, magic=magic, volume=0.3,
+                  price_open=1.085, price_current=1.086, profit=3.0, symbol="EURUSD", comment=comment,
+                  external_id="", sl=0.0, tp=0.0, swap=0.0)  # fmt: skip
     values.update(fields)
     return TradePosition(**values)
 
@@ -163,7 +163,7 @@ def test_a_fill_becomes_opened_with_the_deals_position_ticket() -> None:
 
 def test_a_close_fill_becomes_closed_with_profit_and_remaining_volume() -> None:
     outcome = tr.fill_outcome(
-        send_result(10009, volume=0.1), 0.1, [deal(10, tr.DEAL_ENTRY_OUT, "")], closing=True, position_ticket=500,
+        send_result(10009, volume=0.1), 0.1, [deal(10, tr.DEAL_ENTRY_OUT, "")], closing=True, position_identifier=500,
         remaining=0.2,
     )  # fmt: skip
     event = tr.closed_event("A1", close_command(), outcome, NOW)
@@ -175,9 +175,9 @@ def test_a_close_fill_becomes_closed_with_profit_and_remaining_volume() -> None:
         deal(10, tr.DEAL_ENTRY_OUT, "", volume=0.1, price=1.1),
         deal(11, tr.DEAL_ENTRY_OUT, "", volume=0.3, price=1.3),
     ]
-    split = tr.fill_outcome(send_result(10009, volume=0.0, price=0.0), 0.4, two, closing=True, position_ticket=500)
+    split = tr.fill_outcome(send_result(10009, volume=0.0, price=0.0), 0.4, two, closing=True, position_identifier=500)
     assert (split.volume, round(split.price, 6), split.profit) == (0.4, 1.25, 2.8)  # an order filled by two deals
-    estimated = tr.fill_outcome(send_result(10009), 0.3, (), closing=True, position_ticket=500, profit_estimate=3)
+    estimated = tr.fill_outcome(send_result(10009), 0.3, (), closing=True, position_identifier=500, profit_estimate=3)
     assert (estimated.ticket, estimated.profit, estimated.message) == (500, 3, tr.ESTIMATED_PROFIT)  # said so
     assert tr.closed_event("A1", close_command(), estimated, NOW).error_message == tr.ESTIMATED_PROFIT
 
@@ -232,6 +232,19 @@ def test_snapshots_name_the_systems_positions_and_skip_what_the_protocol_cannot_
         ("500", "p-1", "a-1"), ("501", None, None)]  # fmt: skip
     assert update.sync_id == "s-1"
     assert update.positions[0].open_time == datetime.fromtimestamp(1_764_000_000, UTC)
+
+
+def test_a_position_is_named_by_its_identifier_and_closed_by_its_current_ticket() -> None:
+    moved = position(900, identifier=500, comment=tr.order_comment("a-1", "p-1"))  # re-opened: a new ticket
+    (listed,) = tr.position_update("A1", [moved], {500: ("p-1", "a-1")}, NOW, 0).positions
+    assert (listed.mt_ticket, listed.position_id, listed.action_id) == ("500", "p-1", "a-1")
+    found = tr.find_open("a-1", MAGIC, [moved], [])
+    assert found is not None
+    assert found.ticket == 500
+    request = tr.close_request(
+        close_command(), moved, volume=0.3, bid=1.1, ask=1.2, filling=0, magic=MAGIC, deviation=5, volume_step=0.01
+    )
+    assert request["position"] == 900
 
 
 def test_snapshots_and_prices_carry_utc_times_from_the_servers_clock() -> None:

@@ -1,5 +1,5 @@
-"""The pure cores (executor, coordinator, monitor, the terminal link's rules, the client API's rules) stay
-pure: neither they nor any project module they
+"""The pure cores (executor, coordinator, monitor, the terminal link's rules, the client API's rules, the
+supervision rules of ``hedgebridge up``) stay pure: neither they nor any project module they
 import (transitively) imports asyncio, NATS, a cache client or a WebSocket library, and none of them reads
 the clock (``time``): they are given the time."""
 
@@ -30,6 +30,7 @@ PURE = [
     "hedgebridge.monitor.picture",
     "hedgebridge.monitor.rules",
     "hedgebridge.monitor.latency",
+    "hedgebridge.cli.supervision",
 ]
 IO_LIBRARIES = {"asyncio", "nats", "redis", "valkey", "websockets", "aiohttp"}
 

@@ -8,7 +8,7 @@ import msgspec
 
 from hedgebridge.executor import orders
 from hedgebridge.executor.lifecycle import OrderState
-from hedgebridge.executor.repeat import CheckOrphan, Poll, Repeat
+from hedgebridge.executor.repeat import CheckOrphan, Poll, Repeat, Rerun
 from hedgebridge.executor.run_actions import Answer
 from hedgebridge.protocol import OpenOrder, OrderRecord, OrderResult, errors
 
@@ -81,3 +81,20 @@ def test_a_record_gone_from_the_bucket_is_a_mismatch() -> None:
     (answer,) = repeat().on_record(None, 10.1)
     assert isinstance(answer, Answer)
     assert (answer.result.code, answer.result.action_id) == (errors.DUPLICATE_MISMATCH, None)
+
+
+def test_an_order_that_expired_before_the_repeat_came_runs_again() -> None:
+    expired = orders.failure("EXPIRED", errors.EXPIRED, "unreachable", COMMAND, 3.0, state="EXPIRED")
+    stored = record(expired, OrderState.EXPIRED)
+    assert repeat().on_record(stored, 10.1) == [Rerun(stored)]  # EXPIRED: ask again with the same actionId
+    # a repeat that came while the first one ran gets the first one's result, EXPIRED included
+    waiting = repeat()
+    assert waiting.on_record(record(), 10.1) == [CheckOrphan(record()), Poll()]
+    (answer,) = waiting.on_record(stored, 10.2)
+    assert isinstance(answer, Answer)
+    assert (answer.result.status, answer.result.duplicate) == ("EXPIRED", True)
+    # a different request is still a mismatch, expired or not
+    other = Repeat("a-1", msgspec.structs.replace(REQUEST, volume=2.0), started=10.0, deadline=11.0)
+    (mismatch,) = other.on_record(stored, 10.1)
+    assert isinstance(mismatch, Answer)
+    assert mismatch.result.code == errors.DUPLICATE_MISMATCH

@@ -9,6 +9,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -31,6 +32,7 @@ from hedgebridge.protocol import (
     to_builtins,
     unpack,
 )
+from hedgebridge.protocol import errors as codes
 from hedgebridge.sim import SimConfig
 from hedgebridge.sim.terminal import make_terminals, run_terminals
 
@@ -142,7 +144,10 @@ def explain(result: OrderResult) -> str:
             f"actionId returns the reconciled result {ids}. ({result.message})"
         )
     if result.status == "EXPIRED":
-        return f"order not sent: {where} stayed unreachable past the order's time-to-live; nothing was executed"
+        reason = f"{where} stayed unreachable past the order's time-to-live"
+        if result.code == codes.EXECUTOR_UNAVAILABLE:
+            reason = "no executor answered"
+        return f"order not sent: {reason}; nothing was executed (the same --action-id may be used again)"
     if result.status == "PARTIALLY_FILLED":
         return f"order partially filled on {where}: {result.message} {ids}"
     if result.status == "IN_FLIGHT":
@@ -299,11 +304,39 @@ def format_status(snapshot: MonitorSnapshot) -> str:
     return "\n".join(lines)
 
 
+def format_services(services: dict[str, state.ServiceState]) -> str:
+    """The processes of the local stack: state, pid, restarts, when last restarted and how each last ended."""
+    lines = [f"{'process':<12} {'state':<11} {'pid':>8} {'restarts':>8}  {'last restart':<20}  last exit"]
+    for name, service in services.items():
+        pid = str(service.pid) if service.pid else "-"
+        lines.append(
+            f"{name:<12} {service.state:<11} {pid:>8} {service.restarts:>8}  {service.last_restart or '-':<20}  "
+            f"{service.last_exit or '-'}"
+        )
+    return "\n".join(lines)
+
+
+def _local_services(args: argparse.Namespace, base: Path) -> dict[str, state.ServiceState]:
+    """The processes of the stack ``up`` runs from ``base``, unless the command was pointed at another NATS."""
+    running = state.read_state(base)
+    if running is None:
+        return {}
+    chosen = args.nats_url or os.environ.get("HEDGEBRIDGE_NATS_URL")
+    return running.services if chosen in (None, "", running.nats_url) else {}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    url = state.resolve_nats_url(args.nats_url, state.home(args.home))
+    base = state.home(args.home)
+    url = state.resolve_nats_url(args.nats_url, base)
+    services = _local_services(args, base)
+    if services and not args.json:
+        print(format_services(services) + "\n", flush=True)  # shown even when the monitor does not answer
     snapshot = asyncio.run(fetch_status(url))
     if args.json:
-        print(json.dumps(to_builtins(snapshot)))
+        shown = to_builtins(snapshot)
+        if services and isinstance(shown, dict):
+            shown["processes"] = msgspec.to_builtins(services)
+        print(json.dumps(shown))
     else:
         print(format_status(snapshot))
     return 0

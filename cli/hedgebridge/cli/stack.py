@@ -3,8 +3,15 @@
 Starts nats-server (JetStream, data in ``<home>/nats``) and valkey-server from the pip-installed binaries
 unless ``--nats-url`` / ``--redis-url`` name running ones, then the gateway, executor, monitor and coordinator
 as separate processes (and, with ``--demo``, simulated terminals). A default port that is taken is never
-shared: ``up`` says so and takes a free one. Servers it did not start are never stopped. Ctrl-C stops
-everything in order.
+shared: ``up`` says so and takes a free one. Servers it did not start are never stopped.
+
+Every process ``up`` started is supervised (``hedgebridge.cli.supervise``, rules in
+``hedgebridge.cli.supervision``): one that exits is restarted after a growing delay — NATS on the same port
+with the same JetStream store, the cache empty (the services rebuild it from the terminals' snapshots) — and
+one that keeps exiting is given up on while the rest keeps running; ``<home>/stack.json`` says which, for
+``hedgebridge status``. Servers and services run in sessions of their own, so that a Ctrl-C in the terminal
+reaches ``up`` alone; Ctrl-C, SIGTERM or SIGHUP stops the clients and services first, then the cache and
+NATS.
 
 The NATS server ``up`` starts requires a login: user ``hedgebridge`` with a password generated once and kept
 in ``<home>/nats-password`` (mode 0600); the services get it in ``HEDGEBRIDGE_NATS_USER`` /
@@ -27,7 +34,6 @@ from pathlib import Path
 
 import nats
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 
 from hedgebridge.common.servers import (
     NatsServer,
@@ -38,26 +44,17 @@ from hedgebridge.common.servers import (
     terminate,
     wait_for_port,
 )
-from hedgebridge.protocol import (
-    ClosedEvent,
-    OpenedEvent,
-    ProtocolError,
-    TerminalStatus,
-    subjects,
-    unpack,
-    unpack_event,
-)
+from hedgebridge.protocol import subjects
 
 from . import state
+from .activity import Activity, say
 from .state import CliError
+from .supervise import Supervision
 
 DEFAULT_NATS_PORT = 4222
 DEFAULT_REDIS_PORT = 6379
 DEFAULT_GATEWAY_PORT = 8765
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
+READY_TIMEOUT_S = 60.0
 
 
 def choose_port(explicit: int | None, default: int, what: str, flag: str, host: str) -> int:
@@ -74,17 +71,20 @@ def choose_port(explicit: int | None, default: int, what: str, flag: str, host: 
 
 @dataclass
 class Child:
+    """A service (or the simulated terminals) as a process of its own, its output appended to ``log_path``."""
+
     name: str
     argv: list[str]
     log_path: Path
+    env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
 
-    def start(self, env: dict[str, str]) -> None:
+    def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.argv,
-                env=env,
+                env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -101,6 +101,33 @@ class Child:
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.process is not None:
             terminate(self.process, timeout_s)
+
+
+@dataclass
+class ServerUnit:
+    """A server ``up`` started (NATS or the cache), as the supervision drives it: restarted on the same port
+    with the same data directory (NATS's JetStream store survives; the cache is volatile)."""
+
+    name: str
+    server: NatsServer | ValkeyServer
+
+    @property
+    def pid(self) -> int:
+        return self.server.pid or 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.server.log_path
+
+    def start(self) -> None:
+        self.server.start()
+
+    def exit_code(self) -> int | None:
+        process = self.server.process
+        return process.poll() if process is not None else None
+
+    def stop(self) -> None:
+        self.server.stop()
 
 
 @dataclass
@@ -145,6 +172,7 @@ class Stack:
             )
         else:
             server = ValkeyServer(self.base / "cache", port=chosen, host=host)
+        server.new_session = True  # a Ctrl-C reaches up alone, which stops the servers last
         server.start()
         self.servers.append(server)
         if isinstance(server, NatsServer):
@@ -156,31 +184,11 @@ class Stack:
         say(f"{label:<10} {server.url}/0  (started, valkey-server, volatile)")
         return f"{server.url}/0"
 
-    def check_alive(self) -> None:
-        """Raise CliError naming the first process of the stack that has ended."""
-        for child in self.children:
-            code = child.exit_code()
-            if code is not None:
-                raise CliError(f"{child.name} exited with code {code} (log: {child.log_path})", 1)
-        for server in self.servers:
-            if not server.running:
-                raise CliError(f"{server.name} stopped unexpectedly (log: {server.log_path})", 1)
-
     def stop(self) -> None:
         for child in reversed(self.children):
             child.stop()
         for server in reversed(self.servers):
             server.stop()
-
-
-async def _wait_until(stack: Stack, check: Callable[[], Awaitable[bool]], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        stack.check_alive()
-        await asyncio.sleep(0.1)
-    raise CliError(f"{what} did not become ready within {timeout_s:g}s (logs in {stack.base / 'logs'})", 1)
 
 
 async def _responds(nc: NatsClient, subject: str) -> bool:
@@ -189,38 +197,6 @@ async def _responds(nc: NatsClient, subject: str) -> bool:
     except Exception:
         return False
     return True
-
-
-class Activity:
-    """Prints what happens on the stack: terminals coming and going, orders filled or failed."""
-
-    def __init__(self) -> None:
-        self.online: set[str] = set()
-
-    async def on_status(self, msg: Msg) -> None:
-        with contextlib.suppress(ProtocolError):
-            status = unpack(msg.data, TerminalStatus)
-            if status.status == "CONNECTED":
-                self.online.add(status.account_id)
-                say(f"  terminal {status.account_id} connected ({status.gateway_id})")
-            else:
-                self.online.discard(status.account_id)
-                say(f"  terminal {status.account_id} disconnected: {status.reason}")
-
-    async def on_result(self, msg: Msg) -> None:
-        with contextlib.suppress(ProtocolError):
-            event = unpack_event(msg.data)
-            if isinstance(event, OpenedEvent):
-                if event.status == "SUCCESS":
-                    lots = f"{event.volume:g} lots " if event.volume else ""
-                    say(f"  OPENED   {event.account_id} ticket {event.mt_ticket} {lots}@ {event.price}")
-                else:
-                    say(f"  OPEN FAILED  {event.account_id}: {event.error_message} ({event.error_code})")
-            elif isinstance(event, ClosedEvent):
-                if event.status == "SUCCESS":
-                    say(f"  CLOSED   {event.account_id} ticket {event.mt_ticket} @ {event.price} profit {event.profit}")
-                else:
-                    say(f"  CLOSE FAILED {event.account_id}: {event.error_message} ({event.error_code})")
 
 
 async def _run(stack: Stack, stop: asyncio.Event) -> int:
@@ -247,17 +223,45 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
         env.update(HEDGEBRIDGE_NATS_USER=state.NATS_USER, HEDGEBRIDGE_NATS_PASSWORD=stack.nats_password)
         login_url = state.with_credentials(nats_url, state.NATS_USER, stack.nats_password)
     logs_dir = base / "logs"
+    accounts = [f"SIM-{i:03d}" for i in range(1, args.accounts + 1)] if args.demo else []
+    published = False
+
+    def publish() -> None:
+        if published:
+            state.write_state(
+                base,
+                state.StackState(
+                    nats_url=nats_url,
+                    redis_url=redis_url,
+                    gateway_url=gateway_url,
+                    supervisor_pid=os.getpid(),
+                    pids={name: unit.pid for name, unit in supervision.core.units.items() if unit.pid},
+                    accounts=accounts,
+                    nats_auth=bool(stack.nats_password),
+                    services=supervision.services(),
+                ),
+            )
+
+    supervision = Supervision(say, publish)
+    for server in stack.servers:
+        await supervision.add(ServerUnit("nats" if isinstance(server, NatsServer) else "cache", server), running=True)
     for name, module in (
         ("gateway", "hedgebridge.gateway"),
         ("executor", "hedgebridge.executor"),
         ("monitor", "hedgebridge.monitor"),
         ("coordinator", "hedgebridge.coordinator"),
     ):
-        child = Child(name, stack.python(module), logs_dir / f"{name}.log")
-        child.start(env)
+        child = Child(name, stack.python(module), logs_dir / f"{name}.log", env)
         stack.children.append(child)
+        await supervision.add(child)
+    supervising = asyncio.create_task(supervision.run(stop))
 
-    nc = await nats.connect(servers=login_url.split(","), name="hedgebridge-up", max_reconnect_attempts=-1)
+    async def quiet(_: Exception) -> None:
+        return None
+
+    nc = await nats.connect(
+        servers=login_url.split(","), name="hedgebridge-up", max_reconnect_attempts=-1, error_cb=quiet
+    )
     try:
         activity = Activity()
         await nc.subscribe(subjects.ALL_STATUS, cb=activity.on_status)
@@ -267,18 +271,20 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
         async def gateway_ready() -> bool:
             return await asyncio.to_thread(wait_for_port, shown_host, gw_port, 0.2)
 
-        await _wait_until(stack, gateway_ready, "the gateway", 20)
-        await _wait_until(stack, lambda: _responds(nc, subjects.ORDER_REQUEST), "the executor", 20)
-        await _wait_until(stack, lambda: _responds(nc, subjects.MONITOR_STATUS), "the monitor", 20)
-        await _wait_until(stack, lambda: _responds(nc, subjects.ACTION_REQUEST), "the coordinator", 20)
-        say(f"gateway    {gateway_url}  (pid {stack.children[0].pid}); clients: {gateway_url[:-3]}/client")
-        say(f"executor   ready  (pid {stack.children[1].pid})")
-        say(f"monitor    ready  (pid {stack.children[2].pid})")
-        say(f"coordinator ready  (pid {stack.children[3].pid})")
+        checks: dict[str, Callable[[], Awaitable[bool]]] = {
+            "gateway": gateway_ready,
+            "executor": lambda: _responds(nc, subjects.ORDER_REQUEST),
+            "monitor": lambda: _responds(nc, subjects.MONITOR_STATUS),
+            "coordinator": lambda: _responds(nc, subjects.ACTION_REQUEST),
+        }
+        ready = {name: await _ready(supervision, name, check, stop) for name, check in checks.items()}
+        if ready["gateway"]:
+            say(f"gateway    {gateway_url}  (pid {supervision.pid('gateway')}); clients: {gateway_url[:-3]}/client")
+        for name in ("executor", "monitor", "coordinator"):
+            if ready[name]:
+                say(f"{name:<10} ready  (pid {supervision.pid(name)})")
 
-        accounts: list[str] = []
-        if args.demo:
-            accounts = [f"SIM-{i:03d}" for i in range(1, args.accounts + 1)]
+        if accounts and not stop.is_set():
             sim = Child(
                 "sim",
                 stack.python(
@@ -291,56 +297,65 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
                     *[a for account in accounts for a in ("--account", account)],
                 ),
                 logs_dir / "sim.log",
+                env,
             )
-            sim.start(env)
             stack.children.append(sim)
-            await _wait_until(stack, lambda: _all_online(activity, accounts), "the simulated terminals", 20)
-            say(f"sim        {len(accounts)} simulated terminal(s): {', '.join(accounts)}  (pid {sim.pid})")
+            await supervision.add(sim)
+            if await _ready(supervision, "sim", lambda: _all_online(activity, accounts), stop):
+                say(f"sim        {len(accounts)} simulated terminal(s): {', '.join(accounts)}  (pid {sim.pid})")
 
-        state.write_state(
-            base,
-            state.StackState(
-                nats_url=nats_url,
-                redis_url=redis_url,
-                gateway_url=gateway_url,
-                supervisor_pid=os.getpid(),
-                pids={c.name: c.pid for c in stack.children},
-                accounts=accounts,
-                nats_auth=bool(stack.nats_password),
-            ),
-        )
-        example = accounts[0] if accounts else "ACCOUNT"
-        say("")
-        say("hedgebridge is up. In another shell:")
-        say(f"  hedgebridge token --role ea --account {example}      # a token terminals connect with")
-        say(f"  hedgebridge order open --account {example} --symbol EURUSD --side BUY --volume 0.1")
-        say("  hedgebridge status")
-        if len(accounts) >= 2:
-            say(f"  hedgebridge action hedge --leg {accounts[0]}:EURUSD:BUY:1 --leg {accounts[1]}:EURUSD:SELL:1")
-        say("  hedgebridge watch --topic trades --topic actions")
-        say(f"Logs in {logs_dir}. Ctrl-C stops everything.")
-        say("")
-        return await _supervise(stack, stop)
+        if not stop.is_set():  # else a Ctrl-C came while the stack was starting
+            published = True
+            publish()
+            missing = [name for name, unit in supervision.core.units.items() if unit.phase == "given up"]
+            _announce(accounts, missing, logs_dir)
+        await supervising
+        return 0
     finally:
+        if not supervising.done():
+            stop.set()
+            await supervising
         with contextlib.suppress(Exception):
             await nc.close()
 
 
+def _announce(accounts: list[str], missing: list[str], logs_dir: Path) -> None:
+    example = accounts[0] if accounts else "ACCOUNT"
+    say("")
+    without = f", without {', '.join(missing)} (given up)" if missing else ""
+    say(f"hedgebridge is up{without}. In another shell:")
+    say(f"  hedgebridge token --role ea --account {example}      # a token terminals connect with")
+    say(f"  hedgebridge order open --account {example} --symbol EURUSD --side BUY --volume 0.1")
+    say("  hedgebridge status                                 # also each process's restarts")
+    if len(accounts) >= 2:
+        say(f"  hedgebridge action hedge --leg {accounts[0]}:EURUSD:BUY:1 --leg {accounts[1]}:EURUSD:SELL:1")
+    say("  hedgebridge watch --topic trades --topic actions")
+    say(f"Logs in {logs_dir}. A process that exits is restarted. Ctrl-C stops everything.")
+    say("")
+
+
+async def _ready(
+    supervision: Supervision,
+    name: str,
+    check: Callable[[], Awaitable[bool]],
+    stop: asyncio.Event,
+    timeout_s: float = READY_TIMEOUT_S,
+) -> bool:
+    """Whether ``name`` became ready (False: it was given up, did not within ``timeout_s``, or a stop came)."""
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set() and not supervision.given_up(name):
+        if await check():
+            return True
+        if time.monotonic() > deadline:
+            log = supervision.processes[name].log_path
+            say(f"{name} is not ready after {timeout_s:g}s (log: {log}); up keeps supervising it")
+            return False
+        await asyncio.sleep(0.1)
+    return False
+
+
 async def _all_online(activity: Activity, accounts: list[str]) -> bool:
     return all(a in activity.online for a in accounts)
-
-
-async def _supervise(stack: Stack, stop: asyncio.Event) -> int:
-    while not stop.is_set():
-        try:
-            stack.check_alive()
-        except CliError as exc:
-            say(f"{exc}; stopping the stack")
-            return 1
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
-    say("stopping…")
-    return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -359,7 +374,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         return await _run(stack, stop)
 

@@ -1,7 +1,8 @@
 """Where a running ``hedgebridge up`` stack is, so that other commands find it.
 
-``up`` writes ``<home>/stack.json`` (addresses, pids) and keeps the JWT key in ``<home>/jwt-secret`` and the
-password of the NATS server it starts (user ``hedgebridge``) in ``<home>/nats-password`` (both mode 0600).
+``up`` writes ``<home>/stack.json`` (addresses, pids, each process's state and restarts; rewritten at every
+change) and keeps the JWT key in ``<home>/jwt-secret`` and the password of the NATS server it starts (user
+``hedgebridge``) in ``<home>/nats-password`` (both mode 0600).
 Commands that find NATS through the state file log in with that password. ``<home>`` is ``$HEDGEBRIDGE_HOME``
 or ``~/.hedgebridge``. Flags and environment variables always win over what the state file says.
 """
@@ -18,14 +19,26 @@ import msgspec
 from hedgebridge.common import auth
 
 
+class ServiceState(msgspec.Struct, kw_only=True):
+    """One process ``up`` supervises: its state (starting, running, restarting, given up, stopped), its pid
+    (0 when not running), how often it was restarted, when last (ISO 8601, UTC) and how it last ended."""
+
+    state: str
+    pid: int = 0
+    restarts: int = 0
+    last_restart: str = ""
+    last_exit: str = ""
+
+
 class StackState(msgspec.Struct, kw_only=True):
     nats_url: str
     redis_url: str
     gateway_url: str
     supervisor_pid: int
-    pids: dict[str, int] = {}
+    pids: dict[str, int] = {}  # the processes running now
     accounts: list[str] = []
     nats_auth: bool = False  # the NATS server up started requires the password in <home>/nats-password
+    services: dict[str, ServiceState] = {}  # every process up supervises, in start order
 
 
 class CliError(Exception):

@@ -679,7 +679,8 @@ public:
       r.success = true;
       r.price = result.price;
       r.volume = result.volume > 0.0 ? result.volume : request.volume;
-      if(WaitForDeal(result.deal))
+      bool estimated = !WaitForDeal(result.deal);
+      if(!estimated)
         {
          if(r.price <= 0.0)
             r.price = HistoryDealGetDouble(result.deal, DEAL_PRICE);
@@ -696,6 +697,9 @@ public:
                                   HbJsonNumber(request.volume, 8));
       else
          r.retcode = 0;
+      if(estimated)  // said, never passed off as the deal's: no commission or swap in it
+         r.message = (r.message != "" ? r.message + "; " : "")
+                     + "profit estimated from the position's floating profit: its closing deal was not in the history yet";
       if(r.remaining <= 0.0)
          m_book.Forget(identifier);
       RememberResult(HB_MSG_CLOSE, actionId, r);

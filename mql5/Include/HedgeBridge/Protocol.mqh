@@ -192,6 +192,7 @@ bool HbIsKnownType(const string type)
 #define HB_ERR_UNEXPECTED_TYPE         "UNEXPECTED_TYPE"  // WARNING, FIX_INPUT: A known message sent in the wrong direction (a terminal sending a command).
 #define HB_ERR_UNKNOWN_TYPE            "UNKNOWN_TYPE"  // WARNING, FIX_INPUT: The message's `type` is not one this protocol knows.
 #define HB_ERR_UNREADABLE_EVENT        "UNREADABLE_EVENT"  // ERROR, ESCALATE: An event on NATS failed validation and was skipped.
+#define HB_ERR_UNSOLICITED_REPORT      "UNSOLICITED_REPORT"  // ERROR, RECONCILE: A terminal reported a trade (OPENED, or CLOSED without a reason) that answers no command the system sent to its account; it is not published as a trade, and a position it describes is found by reconciliation.
 #define HB_ERR_WEBSOCKET_SLOW          "WEBSOCKET_SLOW"  // WARNING, RECONNECT: A terminal's WebSocket round trip (Ping to Pong) exceeded the WebSocket latency threshold.
 
 // the recovery an error code declares (FIX_INPUT, RETRY, RECONNECT, RECONCILE, ESCALATE), '' when unknown
@@ -237,6 +238,7 @@ string HbErrorRecovery(const string code)
    if(code == HB_ERR_UNEXPECTED_TYPE) return("FIX_INPUT");
    if(code == HB_ERR_UNKNOWN_TYPE) return("FIX_INPUT");
    if(code == HB_ERR_UNREADABLE_EVENT) return("ESCALATE");
+   if(code == HB_ERR_UNSOLICITED_REPORT) return("RECONCILE");
    if(code == HB_ERR_WEBSOCKET_SLOW) return("RECONNECT");
    return("");
   }

@@ -7,7 +7,7 @@
 //  - CNativeTransport: MQL5's own sockets (SocketCreate/SocketConnect/SocketTlsHandshake/...). Speaks the
 //    WebSocket client protocol itself (RFC 6455: handshake, masking, fragments, ping/pong, close). Needs
 //    the gateway host in Tools > Options > Expert Advisors > "Allow WebRequest for listed URL".
-// CWebSocketManager adds what both need: reconnect with exponential backoff and jitter, heartbeats at
+// CWebSocketManager adds what both need: reconnect with backoff ("decorrelated jitter"), heartbeats at
 // the interval WELCOME gives, answers to the gateway's heartbeats, and a silence timeout.
 #ifndef HEDGEBRIDGE_WEBSOCKETMANAGER_MQH
 #define HEDGEBRIDGE_WEBSOCKETMANAGER_MQH
@@ -29,6 +29,9 @@ int  WsGetLastErrorMessageW(ushort &buffer[], int bufferSize);
 int  WsGetCloseCode(void);
 int  WsGetState(void);
 int  WsSetOption(uchar &name[], uchar &value[]);
+int  WsPendingMessages(void);
+int  WsGetReconnectCount(void);
+int  WsGetReconnectDelayMs(void);
 #import
 #endif
 
@@ -60,6 +63,9 @@ public:
    virtual void      Close(void) = 0;
    // the close code of the server's last close frame, 0 if none
    virtual int       CloseCode(void) = 0;
+   // a transport that reconnects by itself: true once for each reconnect it scheduled, with its number
+   // (since Open) and delay
+   virtual bool      RetryScheduled(int &count, int &delayMs) { return(false); }
    virtual string    LastError(void) = 0;
    virtual string    Name(void) = 0;
   };
@@ -73,7 +79,21 @@ class CDllTransport : public CWsTransport
 private:
    ushort            m_buffer[];
    string            m_options;
+   int               m_backoffMinMs;
+   int               m_backoffMaxMs;
+   int               m_retriesSeen;
 
+   void              SetOption(const string key, const string value)
+     {
+      uchar k[];
+      uchar v[];
+      StringToCharArray(key, k, 0, WHOLE_ARRAY, CP_UTF8);
+      StringToCharArray(value, v, 0, WHOLE_ARRAY, CP_UTF8);
+      if(WsSetOption(k, v) != 1)
+         PrintFormat("hedgebridge: the DLL refused option %s=%s", key, value);
+     }
+
+   // InpDllOptions: name=value;... set after the inputs, so that they can override them
    void              ApplyOptions(void)
      {
       string pairs[];
@@ -89,29 +109,51 @@ private:
          StringTrimRight(key);
          StringTrimLeft(value);
          StringTrimRight(value);
-         uchar k[];
-         uchar v[];
-         StringToCharArray(key, k, 0, WHOLE_ARRAY, CP_UTF8);
-         StringToCharArray(value, v, 0, WHOLE_ARRAY, CP_UTF8);
-         if(WsSetOption(k, v) != 1)
-            PrintFormat("hedgebridge: the DLL refused option %s=%s", key, value);
+         SetOption(key, value);
         }
      }
 
 public:
-                     CDllTransport(const string options) : m_options(options) { ArrayResize(m_buffer, 65536); }
+                     CDllTransport(const string options, const int backoffMinMs, const int backoffMaxMs)
+                     : m_options(options), m_backoffMinMs(backoffMinMs), m_backoffMaxMs(backoffMaxMs),
+                     m_retriesSeen(0) { ArrayResize(m_buffer, 65536); }
 
    virtual bool      Open(const string url, const string token, const int timeoutMs)
      {
+      // the EA's connect timeout and backoff inputs, in the DLL's ranges; the DLL reconnects by itself
+      SetOption("connect_timeout_ms", IntegerToString(MathMax(100, MathMin(timeoutMs, 600000))));
+      SetOption("reconnect_min_ms", IntegerToString(MathMax(1, MathMin(m_backoffMinMs, 3600000))));
+      SetOption("reconnect_max_ms", IntegerToString(MathMax(1, MathMin(m_backoffMaxMs, 3600000))));
       if(m_options != "")
          ApplyOptions();
+      m_retriesSeen = 0;
       return(ConnectWebSocketW(url, token) == 1);
+     }
+
+   virtual bool      RetryScheduled(int &count, int &delayMs)
+     {
+      // the delay belongs to the count when the count is the same before and after reading it
+      for(int i = 0; i < 3; i++)
+        {
+         count = WsGetReconnectCount();
+         delayMs = WsGetReconnectDelayMs();
+         if(WsGetReconnectCount() == count)
+            break;
+        }
+      if(count == m_retriesSeen)
+         return(false);
+      m_retriesSeen = count;
+      return(count > 0);
      }
 
    virtual bool      Write(const string text) { return(WsSendW(text) == 1); }
 
    virtual bool      Read(string &text)
      {
+      // ReceiveMessageW returns 0 for an empty frame as well as for none: ask first (this EA is the only
+      // reader, so a waiting frame is still there when it reads)
+      if(WsPendingMessages() <= 0)
+         return(false);
       int n = ReceiveMessageW(m_buffer, ArraySize(m_buffer));
       if(n < 0)
         {
@@ -119,9 +161,9 @@ public:
          ArrayResize(m_buffer, -n);
          n = ReceiveMessageW(m_buffer, ArraySize(m_buffer));
         }
-      if(n <= 0)
+      if(n < 0)
          return(false);
-      text = ShortArrayToString(m_buffer, 0, n);
+      text = n > 0 ? ShortArrayToString(m_buffer, 0, n) : "";
       return(true);
      }
 
@@ -662,12 +704,17 @@ private:
    int               m_heartbeatTimeoutMs;
    int               m_maxFrameBytes;
 
-   void              Schedule(void)
+   // "decorrelated jitter", as the DLL does: a random delay between the shortest and three times the previous
+   // one, capped at the longest; terminals that lost the gateway together spread out
+   int               Schedule(void)
      {
-      // exponential backoff with jitter: half to all of the current delay
-      int delay = (int)(m_backoffMs * (0.5 + MathRand() / 65534.0));
+      long hi = 3 * (long)MathMax(m_backoffMs, m_backoffMinMs);
+      if(hi > m_backoffMaxMs)
+         hi = m_backoffMaxMs;
+      int delay = m_backoffMinMs + (int)((hi - m_backoffMinMs) * (MathRand() / 32767.0));
       m_nextAttempt = GetTickCount64() + (ulong)delay;
-      m_backoffMs = MathMin(m_backoffMs * 2, m_backoffMaxMs);
+      m_backoffMs = delay;
+      return(delay);
      }
 
 public:
@@ -697,7 +744,7 @@ public:
       m_transport = new CNativeTransport();
 #else
       if(kind == HB_TRANSPORT_DLL)
-         m_transport = new CDllTransport(dllOptions);
+         m_transport = new CDllTransport(dllOptions, m_backoffMinMs, m_backoffMaxMs);
       else
          m_transport = new CNativeTransport();
 #endif
@@ -724,8 +771,9 @@ public:
          return(false);
       if(!m_transport.Open(m_url, m_token, m_timeoutMs))
         {
-         PrintFormat("hedgebridge: cannot connect (%s transport): %s", m_transport.Name(), m_transport.LastError());
-         Schedule();
+         int delay = Schedule();
+         PrintFormat("hedgebridge: cannot connect (%s transport): %s; next attempt in %d ms", m_transport.Name(),
+                     m_transport.LastError(), delay);
          return(false);
         }
       return(true);
@@ -744,6 +792,12 @@ public:
       if(m_transport == NULL)
          return(HB_WS_NONE);
       ulong now = GetTickCount64();
+      // a transport that reconnects by itself says when it will; not after 4002, which stops it (below)
+      int retry = 0;
+      int retryDelayMs = 0;
+      if(m_transport.CloseCode() != HB_CLOSE_SESSION_REPLACED && m_transport.RetryScheduled(retry, retryDelayMs))
+         PrintFormat("hedgebridge: %s; the %s transport reconnects in %d ms (reconnect %d)", m_transport.LastError(),
+                     m_transport.Name(), retryDelayMs, retry);
       bool isOpen = m_transport.IsOpen();
       if(isOpen && !m_connected)
         {

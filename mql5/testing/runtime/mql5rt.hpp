@@ -4,6 +4,7 @@
 #include "mql5rt/base.hpp"
 #include "mql5rt/core.hpp"
 #include "mql5rt/io.hpp"
+#include "mql5rt/socket.hpp"
 #include "mql5rt/trade.hpp"
 #include "mql5rt/trade_api.hpp"
 #include "mql5rt/trade_control.hpp"

@@ -18,16 +18,17 @@ on what they hold (``keys_from_jwks``, ``session_end_reason``) are here.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import time
 import uuid
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from hedgebridge.protocol import names
 
 ALGORITHM = "HS256"
 ALGORITHMS = ("HS256", "RS256", "ES256")
@@ -38,7 +39,6 @@ ROLES = ("ea", "system", "admin")
 Role = Literal["ea", "system", "admin"]
 MIN_SECRET_BYTES = 32
 DEFAULT_LEEWAY_S = 5.0
-_ACCOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class AuthError(Exception):
@@ -168,11 +168,18 @@ def mint_token(
     check_secret(secret)
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    if role == "ea" and not _ACCOUNT.match(subject):
+    if role == "ea" and not names.is_account_id(subject):
         raise ValueError("an ea token's subject is an account id: 1-64 of A-Z a-z 0-9 _ -")
-    bad = [a for a in accounts if not _ACCOUNT.match(a)]
+    if role != "ea" and not names.is_user_name(subject):
+        raise ValueError(f"a token's subject is 1-{names.USER_ID_MAX} characters")
+    bad = [a for a in accounts if not names.is_account_id(a)]
     if bad:
         raise ValueError(f"not valid account ids: {', '.join(bad)}")
+    bad = [u for u in users if not names.is_user_name(u)]
+    if bad:
+        raise ValueError(f"user names are 1-{names.USER_ID_MAX} characters")
+    if max(len(accounts), len(users)) > names.SCOPE_MAX:
+        raise ValueError(f"a token names at most {names.SCOPE_MAX} accounts and {names.SCOPE_MAX} users")
     if role == "system" and not accounts and not users:
         raise ValueError("a system token names the accounts (or users) it may act for")
     issued = time.time() if now is None else now
@@ -240,24 +247,46 @@ def verify_token(token: str, keys: Keys, *, leeway_s: float = DEFAULT_LEEWAY_S) 
 
 
 def _principal(claims: dict[str, Any]) -> Principal:
+    """The principal a verified token's claims describe. Every claim that names something is checked with the
+    rules the rest of the system uses (``hedgebridge.protocol.names``), so no claim can name more than it
+    says: ``accounts`` holds account ids (a ``*`` or ``>`` is not one), ``users`` and a client's ``sub``
+    user names, an ``ea`` token's ``sub`` an account id, and ``jti`` a token id the revocation list can hold.
+    Only a ``system`` token has a scope: ``accounts`` and ``users`` on an ``ea`` or ``admin`` token are
+    checked but give it nothing."""
     role = claims.get("role")
     if role not in ROLES:
         raise AuthError("token has no valid role")
+    subject = claims.get("sub")
+    if role == "ea":
+        if not names.is_account_id(subject):
+            raise AuthError("token subject is not a valid account id")
+    elif not names.is_user_name(subject):
+        raise AuthError("token subject is not a valid user name")
+    token_id = claims.get("jti")
+    if not names.is_token_id(token_id):
+        raise AuthError("token id (jti) is not valid: 1-128 of A-Z a-z 0-9 _ = - in parts joined by dots")
+    accounts = _names(claims.get("accounts"), "accounts", names.is_account_id)
+    users = _names(claims.get("users"), "users", names.is_user_name)
+    scoped = role == "system"
     return Principal(
-        subject=str(claims["sub"]),
+        subject=str(subject),
         role=str(role),
-        token_id=str(claims.get("jti", "")),
+        token_id=str(token_id),
         expires_at=float(claims["exp"]),
-        accounts=_names(claims.get("accounts"), "accounts"),
-        users=_names(claims.get("users"), "users"),
+        accounts=accounts if scoped else frozenset(),
+        users=users if scoped else frozenset(),
     )
 
 
-def _names(value: object, claim: str) -> frozenset[str]:
+def _names(value: object, claim: str, valid: Callable[[object], bool]) -> frozenset[str]:
     if value is None:
         return frozenset()
-    if not isinstance(value, list) or not all(isinstance(v, str) and 0 < len(v) <= 128 for v in value):
+    if not isinstance(value, list) or len(value) > names.SCOPE_MAX or not all(isinstance(v, str) for v in value):
         raise AuthError(f"token claim {claim!r} must be a list of names")
+    bad = next((v for v in value if not valid(v)), None)
+    if bad is not None:
+        what = "account ids" if claim == "accounts" else "user names"
+        raise AuthError(f"token claim {claim!r} holds a name that is not valid ({what} only)")
     return frozenset(value)
 
 
@@ -275,8 +304,6 @@ def authorize_terminal(authorization: str | None, keys: Keys) -> Principal:
     principal = verify_token(bearer_token(authorization), keys)
     if principal.role != "ea":
         raise AuthError("token role is not 'ea'")
-    if not _ACCOUNT.match(principal.subject):
-        raise AuthError("token subject is not a valid account id")
     return principal
 
 
@@ -310,11 +337,9 @@ def session_end_reason(principal: Principal, now: float, revoked: Container[str]
     return None
 
 
-_JTI = re.compile(r"^[A-Za-z0-9_.=-]{1,128}$")
-
-
 def check_token_id(jti: str) -> str:
-    """A ``jti`` usable as a key of the revocation bucket; ValueError otherwise."""
-    if not _JTI.match(jti):
-        raise ValueError("a token id (jti) is 1-128 of A-Z a-z 0-9 _ . = -")
+    """A ``jti`` usable as a key of the revocation bucket (exactly the ids a token may carry); ValueError
+    otherwise."""
+    if not names.is_token_id(jti):
+        raise ValueError("a token id (jti) is 1-128 of A-Z a-z 0-9 _ = - in parts joined by single dots")
     return jti

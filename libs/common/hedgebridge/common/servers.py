@@ -92,6 +92,7 @@ class ServerProcess:
 
     name = "server"
     scheme = "tcp"
+    new_session = False  # True: in a session of its own, so that a Ctrl-C in the terminal does not reach it
 
     def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
         self.host = host
@@ -115,7 +116,13 @@ class ServerProcess:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                self.argv(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=self.new_session,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -1,6 +1,6 @@
 """hedgebridge's wire protocol: messages, codecs, NATS subjects, error codes and versions."""
 
-from . import errors, retcodes, subjects
+from . import errors, names, retcodes, subjects
 from .codec import (
     ProtocolError,
     decode_frame,
@@ -136,6 +136,7 @@ __all__ = [
     "decode_frame",
     "encode_frame",
     "errors",
+    "names",
     "pack",
     "parse_subprotocol",
     "retcodes",

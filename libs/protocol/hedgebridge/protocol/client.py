@@ -55,6 +55,7 @@ from .messages import (
     CloseOrder,
     Conflict,
     ConsistencyStatus,
+    Count,
     ErrorMessage,
     Heartbeat,
     Message,
@@ -67,10 +68,11 @@ from .messages import (
     TerminalStatus,
     _Body,
 )
+from .names import SCOPE_MAX
 
 RequestId = Annotated[str, Meta(min_length=1, max_length=128)]
 Epoch = Annotated[str, Meta(min_length=1, max_length=128)]
-Seq = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+Seq = Count  # a stream sequence (JSON clients read integers exactly up to 2**53 - 1)
 
 Topic = Literal[
     "prices", "positions", "balances", "trades", "terminals", "orders", "actions", "consistency", "alerts", "monitor"
@@ -125,7 +127,7 @@ class ClientRequest(Message, frozen=True, kw_only=True, tag="REQUEST"):
 class Subscribe(Message, frozen=True, kw_only=True, tag="SUBSCRIBE"):
     request_id: RequestId
     topics: Annotated[list[Topic], Meta(min_length=1, max_length=len(TOPICS))]
-    accounts: Annotated[list[AccountId], Meta(max_length=10_000)] | None = None
+    accounts: Annotated[list[AccountId], Meta(max_length=SCOPE_MAX)] | None = None
     resume: Annotated[dict[Topic, Cursor], Meta(max_length=len(TOPICS))] | None = None
     recent: Annotated[int, Meta(ge=0, le=RECENT_MAX)] | None = None
 
@@ -142,13 +144,13 @@ class Unsubscribe(Message, frozen=True, kw_only=True, tag="UNSUBSCRIBE"):
 
 
 class ClientWelcome(Message, frozen=True, kw_only=True, tag="CLIENT_WELCOME"):
-    protocol_version: int
+    protocol_version: Count
     session_id: str
     role: str
     subject: str
     accounts: list[str] | None  # None: every account (admin)
     users: list[str] = []
-    heartbeat_interval_ms: int
+    heartbeat_interval_ms: Count
     server_time: datetime
 
 
@@ -185,7 +187,7 @@ class Push(Message, frozen=True, kw_only=True, tag="EVENT"):
     topic: str
     data: EventData
     epoch: str | None = None
-    seq: int | None = None
+    seq: Seq | None = None
 
 
 class CaughtUp(Message, frozen=True, kw_only=True, tag="CAUGHT_UP"):
@@ -196,9 +198,9 @@ class CaughtUp(Message, frozen=True, kw_only=True, tag="CAUGHT_UP"):
     request_id: str
     topic: str
     epoch: str | None = None
-    seq: int | None = None
-    replayed: int = 0
-    snapshot: int = 0
+    seq: Seq | None = None
+    replayed: Count = 0
+    snapshot: Count = 0
 
 
 class Resync(Message, frozen=True, kw_only=True, tag="RESYNC"):
@@ -210,7 +212,7 @@ class Resync(Message, frozen=True, kw_only=True, tag="RESYNC"):
     reason: ResyncReason
     message: str
     epoch: str
-    first_seq: int = 0
+    first_seq: Seq = 0
 
 
 class SlowConsumerWarning(Message, frozen=True, kw_only=True, tag="SLOW_CONSUMER"):
@@ -218,9 +220,9 @@ class SlowConsumerWarning(Message, frozen=True, kw_only=True, tag="SLOW_CONSUMER
     consumer") when ``limit`` frames wait. Sent once per crossing."""
 
     timestamp: datetime
-    queued: int
-    high_water: int
-    limit: int
+    queued: Count
+    high_water: Count
+    limit: Count
 
 
 ClientFrame = Auth | ClientRequest | Subscribe | Unsubscribe | Heartbeat

@@ -1,7 +1,9 @@
 """Encoding and decoding: JSON on the EA wire, msgpack on NATS.
 
 Decoding never raises anything but ``ProtocolError``, which carries an error code from the registry and
-the path of the offending field.
+the path of the offending field. JSON nested deeper than ``MAX_DEPTH`` levels (arrays and objects) is
+refused before it is parsed (MALFORMED_FRAME): no message of the protocol nests more than a few levels, and a
+parser recursing through a thousand levels of ``[`` would exhaust the stack.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ _json_encoder = msgspec.json.Encoder()
 _loose_json = msgspec.json.Decoder()
 _mp_encoder = msgspec.msgpack.Encoder()
 _mp_decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+
+MAX_DEPTH = 32
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_BRACKETS = bytes.maketrans(b"{}", b"[]")  # only the depth matters: one kind of bracket
+_NOT_BRACKET_OR_QUOTE = bytes(b for b in range(256) if b not in b'[]{}"')
+TOO_DEEP = f"the frame nests arrays and objects deeper than {MAX_DEPTH} levels"
 
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _AT_KEY = re.compile(r" - at `key` in `\$(?P<path>[^`]*)`$")  # a bad key of a map: the map is the field
@@ -96,6 +104,52 @@ def _reference(raw: Any) -> tuple[str | None, str | None]:
     )
 
 
+def nesting_depth_over(data: bytes | str, limit: int = MAX_DEPTH) -> bool:
+    """Whether the JSON text ``data`` nests arrays and objects deeper than ``limit`` (strings do not count).
+
+    Cheap for what terminals and clients send: a frame with at most ``limit`` brackets cannot be deeper, and
+    otherwise it is all C code: escapes dropped, the text reduced to its brackets outside strings, then
+    each pass removes the innermost pairs (one level: ``bytes.replace`` does not rescan what it joined), so it
+    stops after at most ``limit + 1`` passes. Unbalanced text is judged by its run of open brackets (it is
+    malformed anyway; what matters is that a deep one never reaches the parser)."""
+    if isinstance(data, str):
+        if data.count("[") + data.count("{") <= limit:
+            return False
+        raw = data.encode(errors="surrogatepass")
+    elif data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    else:
+        raw = data
+    if b"\\" in raw:
+        raw = _ESCAPE.sub(b"", raw)
+    # brackets and quotes only; two quotes in a row are an empty string or two strings with nothing between
+    # them, so dropping them keeps every bracket inside or outside the strings it was in
+    skeleton = raw.translate(_BRACKETS, _NOT_BRACKET_OR_QUOTE).replace(b'""', b"")
+    if b'"' in skeleton:  # strings holding brackets: keep what is outside them
+        skeleton = b"".join(skeleton.split(b'"')[::2])
+    for passes in range(limit + 1):
+        if not skeleton:
+            return False
+        stripped = skeleton.replace(b"[]", b"")
+        if stripped == skeleton:  # unbalanced: the open brackets left in a row
+            return b"[" * (limit - passes + 1) in skeleton
+        if passes == limit:  # a level below the limit still holds pairs
+            return True
+        skeleton = stripped
+    return False
+
+
+def read_loosely(data: bytes | str) -> Any:
+    """``data`` parsed as any JSON value, or None when it is not JSON (or nests too deep): for reading what
+    a refused frame names (its type, requestId, actionId)."""
+    if nesting_depth_over(data):
+        return None
+    try:
+        return _loose_json.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+
+
 def decode_frame(data: bytes | str) -> Frame:
     """Decode one EA-wire JSON frame into its message. Raises ProtocolError only."""
     result: Frame = decode_with(_json_decoder, data)
@@ -104,15 +158,13 @@ def decode_frame(data: bytes | str) -> Frame:
 
 def decode_with(decoder: msgspec.json.Decoder[Any], data: bytes | str) -> Any:
     """Decode a JSON frame with ``decoder``, turning every failure into a ProtocolError."""
+    if nesting_depth_over(data):
+        raise ProtocolError(errors.MALFORMED_FRAME, TOO_DEEP)
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
         code, field, message = _classify(exc)
-        try:
-            raw = _loose_json.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            raw = None
-        ref_type, ref_id = _reference(raw)
+        ref_type, ref_id = _reference(read_loosely(data))
         if code == errors.UNKNOWN_TYPE and ref_type is not None:
             message = f"unknown message type {ref_type!r}"
         raise ProtocolError(code, message, field=field, ref_type=ref_type, ref_id=ref_id) from None
@@ -120,6 +172,8 @@ def decode_with(decoder: msgspec.json.Decoder[Any], data: bytes | str) -> Any:
         raise ProtocolError(errors.MALFORMED_FRAME, f"frame is not valid JSON: {exc}") from None
     except UnicodeDecodeError:
         raise ProtocolError(errors.MALFORMED_FRAME, "frame is not valid UTF-8") from None
+    except RecursionError:  # the stack ran out below MAX_DEPTH (a deep caller): the same answer
+        raise ProtocolError(errors.MALFORMED_FRAME, TOO_DEEP) from None
 
 
 def encode_frame(message: Message) -> bytes:
@@ -140,6 +194,8 @@ def _unpack_with(decoder: msgspec.msgpack.Decoder[Any], data: bytes) -> Any:
         raise ProtocolError(code, message, field=field) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(errors.MALFORMED_FRAME, f"payload is not valid msgpack: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(errors.MALFORMED_FRAME, "payload nests too deep") from None
 
 
 def unpack(data: bytes, kind: type[T]) -> T:

@@ -151,6 +151,13 @@ DUPLICATE_MISMATCH = _register(
     Recovery.FIX_INPUT,
     "The actionId was already used for a different request.",
 )
+UNSOLICITED_REPORT = _register(
+    "UNSOLICITED_REPORT",
+    Severity.ERROR,
+    Recovery.RECONCILE,
+    "A terminal reported a trade (OPENED, or CLOSED without a reason) that answers no command the system sent "
+    "to its account; it is not published as a trade, and a position it describes is found by reconciliation.",
+)
 CACHE_INCOMPLETE = _register(
     "CACHE_INCOMPLETE",
     Severity.WARNING,
@@ -269,6 +276,7 @@ _CATEGORIES: dict[Category, tuple[str, ...]] = {
         IN_FLIGHT,
         RECONCILED_NOT_EXECUTED,
         DUPLICATE_MISMATCH,
+        UNSOLICITED_REPORT,
         CACHE_INCOMPLETE,
     ),
     Category.COORDINATION: (

@@ -21,19 +21,27 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-AccountId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-Symbol = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._#+-]{1,32}$")]
+from .names import ACCOUNT_ID_PATTERN, ACTION_ID_PATTERN, SYMBOL_PATTERN, USER_ID_MAX
+
+AccountId = Annotated[str, Meta(pattern=ACCOUNT_ID_PATTERN)]
+Symbol = Annotated[str, Meta(pattern=SYMBOL_PATTERN)]
 Ident = Annotated[str, Meta(min_length=1, max_length=128)]
 # An idempotency key: also a JetStream KV key and a NATS subject token, hence the restricted alphabet.
-ActionId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+ActionId = Annotated[str, Meta(pattern=ACTION_ID_PATTERN)]
 Volume = Annotated[float, Meta(gt=0, le=1_000_000)]
 PriceValue = Annotated[float, Meta(ge=0)]
 Text = Annotated[str, Meta(max_length=1024)]
 Side = Literal["BUY", "SELL"]
 Status = Literal["SUCCESS", "FAILED"]
-UserId = Annotated[str, Meta(max_length=128)]
+UserId = Annotated[str, Meta(max_length=USER_ID_MAX)]
+# Integers on the wire: a count, sequence number or duration is 0..2^53-1, exact in every JSON reader (a
+# JavaScript client, an EA parsing numbers as doubles) and within msgpack's 64 bits; a return or error code
+# (MT5 retcodes, GetLastError, the MetaTrader5 package's negative codes) is a 32-bit signed int.
+MAX_SAFE_INT = 2**53 - 1
+Count = Annotated[int, Meta(ge=0, le=MAX_SAFE_INT)]
+Code = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
 # W3C trace context of the order's trace: commands carry it, the terminal echoes it in its report (optional)
-TraceParent = Annotated[str, Meta(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
+TraceParent = Annotated[str, Meta(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}\Z")]
 
 
 def utcnow() -> datetime:
@@ -53,12 +61,12 @@ class Message(_Body, frozen=True, kw_only=True, tag_field="type"):
 
 class OpenMetadata(_Body, frozen=True, kw_only=True):
     execution_type: Literal["ENTRY", "EXIT"]
-    user_id: Annotated[str, Meta(max_length=128)]
+    user_id: UserId
 
 
 class CloseMetadata(_Body, frozen=True, kw_only=True):
     exit_reason: Text
-    user_id: Annotated[str, Meta(max_length=128)]
+    user_id: UserId
 
 
 class OpenCommand(Message, frozen=True, kw_only=True, tag="OPEN"):
@@ -80,7 +88,8 @@ class OpenCommand(Message, frozen=True, kw_only=True, tag="OPEN"):
 
 class CloseCommand(Message, frozen=True, kw_only=True, tag="CLOSE"):
     """Close a position, found by ``mtTicket`` when given, else by ``positionId``. ``volume`` closes part
-    of it; absent, the whole position is closed."""
+    of it; absent, the whole position is closed. With ``mtTicket`` the ``positionId`` may be one the terminal
+    never issued (``mt-<ticket>`` when the request named only the ticket): the terminal echoes it as given."""
 
     timestamp: datetime
     account_id: AccountId
@@ -94,8 +103,10 @@ class CloseCommand(Message, frozen=True, kw_only=True, tag="CLOSE"):
 
 
 class SyncCommand(Message, frozen=True, kw_only=True, tag="SYNC"):
-    """Ask a terminal for a fresh POSITION_UPDATE (echoing ``syncId``) and ACCOUNT_UPDATE. A terminal
-    handles commands one at a time, so the snapshot shows the effect of every command sent before it."""
+    """Ask a terminal for a fresh POSITION_UPDATE and ACCOUNT_UPDATE. ``syncId`` is optional: when given, the
+    POSITION_UPDATE echoes it unchanged; without it (the gateway's own SYNCs) the snapshot carries none. A
+    terminal handles commands one at a time, so the snapshot shows the effect of every command sent before
+    it."""
 
     timestamp: datetime
     account_id: AccountId
@@ -123,7 +134,7 @@ class OpenedEvent(Message, frozen=True, kw_only=True, tag="OPENED"):
     volume: Volume | None = None  # the filled volume; below the requested volume for a partial fill
     status: Status
     error_message: Text | None = None
-    error_code: int | None = None  # MT5 trade server return code (retcode)
+    error_code: Code | None = None  # MT5 trade server return code (retcode)
     already_executed: bool = False  # the actionId had been executed before: this is the first result again
     symbol: Symbol | None = None  # the position's, so that a report alone describes it
     side: Side | None = None
@@ -145,7 +156,7 @@ class ClosedEvent(Message, frozen=True, kw_only=True, tag="CLOSED"):
     remaining_volume: Annotated[float, Meta(ge=0)] | None = None  # left open after a partial close
     status: Status
     error_message: Text | None = None
-    error_code: int | None = None
+    error_code: Code | None = None
     already_executed: bool = False
     # why the position closed when no command asked for it (stop loss, take profit, stop out, manual)
     reason: Annotated[str, Meta(max_length=64)] | None = None
@@ -204,7 +215,7 @@ class Heartbeat(Message, frozen=True, kw_only=True, tag="HEARTBEAT"):
     and ``reply`` true; terminals send one every ``heartbeatIntervalMs`` from WELCOME."""
 
     timestamp: datetime
-    seq: Annotated[int, Meta(ge=0)] = 0
+    seq: Count = 0
     reply: bool = False
     account_id: AccountId | None = None
 
@@ -222,12 +233,12 @@ class ErrorMessage(Message, frozen=True, kw_only=True, tag="ERROR"):
 class Welcome(Message, frozen=True, kw_only=True, tag="WELCOME"):
     """First frame after the handshake: what the gateway expects of this terminal."""
 
-    protocol_version: int
+    protocol_version: Count
     account_id: AccountId
     session_id: Ident
-    heartbeat_interval_ms: int
-    heartbeat_timeout_ms: int
-    max_frame_bytes: int
+    heartbeat_interval_ms: Count
+    heartbeat_timeout_ms: Count
+    max_frame_bytes: Count
     server_time: datetime
 
 
@@ -276,7 +287,7 @@ class TerminalStatus(Message, frozen=True, kw_only=True, tag="TERMINAL_STATUS"):
     session_id: Ident
     gateway_id: Ident
     reason: Text = ""
-    protocol_version: int = 0
+    protocol_version: Count = 0
     remote: Annotated[str, Meta(max_length=128)] = ""
 
 
@@ -358,7 +369,9 @@ class OrderResult(Message, frozen=True, kw_only=True, tag="ORDER_RESULT"):
     - FILLED: executed (for a CLOSE: closed); ``mtTicket``, ``price`` and ``volume`` say how.
     - PARTIALLY_FILLED: executed for ``volume`` out of ``requestedVolume``; the rest is not re-sent.
     - REJECTED: the terminal or the trade server refused it; ``retcode`` and ``retcodeClass`` say why.
-    - EXPIRED: never sent: the account stayed unreachable past the order's time-to-live. Safe to retry.
+    - EXPIRED: not executed and nothing pending: the account stayed unreachable past the order's time-to-live
+      (or, ``EXECUTOR_UNAVAILABLE``, no executor took the request). A request with the same actionId runs it
+      afresh.
     - OUTCOME_UNKNOWN: sent, but no result in time. Never resend: the reconciled result follows on
       ``hb.exec.result.<account>`` (``reconciled`` true) and is what a repeated request returns.
     - INVALID: the request failed validation.
@@ -379,10 +392,10 @@ class OrderResult(Message, frozen=True, kw_only=True, tag="ORDER_RESULT"):
     volume: float | None = None  # filled (or closed) volume
     requested_volume: float | None = None
     profit: float | None = None
-    retcode: int | None = None  # the MT5 trade server return code, when the terminal gave one
+    retcode: Code | None = None  # the MT5 trade server return code, when the terminal gave one
     retcode_class: str | None = None
     state: str = ""  # the order's lifecycle state (see executor.lifecycle)
-    attempts: int = 0
+    attempts: Count = 0
     reconciled: bool = False
     duplicate: bool = False  # this answer is the recorded result of an earlier request with this actionId
     event: OpenedEvent | ClosedEvent | None = None
@@ -495,7 +508,7 @@ LegStatus = Literal["PENDING", "RUNNING"] | OrderStatus
 
 
 class LegState(_Body, frozen=True, kw_only=True):
-    index: int
+    index: Count
     role: LegRole
     account_id: str
     order_action_id: str  # the executor order's actionId: ``<actionId>-<role initial><index>``
@@ -518,7 +531,7 @@ class ActionState(Message, frozen=True, kw_only=True, tag="ACTION_STATE"):
     action_id: str
     kind: ActionKind
     state: ActionStateName
-    seq: int
+    seq: Count
     timestamp: datetime
     policy: ActionPolicy = "COMPENSATE"
     user_id: str = ""
@@ -557,8 +570,8 @@ class Conflict(Message, frozen=True, kw_only=True, tag="CONFLICT"):
 class ConsistencyStatus(Message, frozen=True, kw_only=True, tag="CONSISTENCY"):
     timestamp: datetime
     consistent: bool
-    accounts_checked: int
-    open_conflicts: int
+    accounts_checked: Count
+    open_conflicts: Count
     conflicts: list[Conflict] = []
 
 
@@ -580,9 +593,9 @@ class GatewayLiveness(Message, frozen=True, kw_only=True, tag="GATEWAY_LIVENESS"
 
     timestamp: datetime
     gateway_id: str
-    interval_ms: int
+    interval_ms: Count
     terminals: list[TerminalLiveness] = []
-    clients: int = 0
+    clients: Count = 0
 
 
 class HealthCheck(_Body, frozen=True, kw_only=True):
@@ -624,14 +637,14 @@ class Alert(Message, frozen=True, kw_only=True, tag="ALERT"):
     opened_at: datetime
     updated_at: datetime
     resolved_at: datetime | None = None
-    seq: int  # always sent (a default would be omitted on the wire)
+    seq: Count  # always sent (a default would be omitted on the wire)
 
 
 class LatencyHop(_Body, frozen=True, kw_only=True):
     """Latency figures of one hop over the monitor's recent window (milliseconds)."""
 
     hop: str
-    count: int
+    count: Count
     last_ms: float
     p50_ms: float
     p99_ms: float
@@ -666,7 +679,7 @@ class TerminalView(_Body, frozen=True, kw_only=True):
     balance: float | None = None
     equity: float | None = None
     margin_level: float | None = None
-    open_positions: int = 0
+    open_positions: Count = 0
     last_heartbeat: datetime | None = None  # the last frame the gateway saw from it (liveness reports)
     rtt_ms: float | None = None  # the gateway's last WebSocket Ping/Pong round trip to it
 
@@ -676,11 +689,11 @@ class MonitorSnapshot(_Body, frozen=True, kw_only=True):
 
     started_at: datetime
     terminals: list[TerminalView]
-    orders_succeeded: int = 0
-    orders_failed: int = 0
+    orders_succeeded: Count = 0
+    orders_failed: Count = 0
     alerts: list[Alert] = []  # the open alerts
     health: HealthReport | None = None
-    order_results: dict[str, int] = {}  # ORDER_RESULT count by status (hb.exec.result.*)
-    action_outcomes: dict[str, int] = {}  # final ACTION_STATE count by state
-    conflicts: int = 0  # CONFLICTs published since the monitor started
-    open_conflicts: int | None = None  # from the last CONSISTENCY status
+    order_results: dict[str, Count] = {}  # ORDER_RESULT count by status (hb.exec.result.*)
+    action_outcomes: dict[str, Count] = {}  # final ACTION_STATE count by state
+    conflicts: Count = 0  # CONFLICTs published since the monitor started
+    open_conflicts: Count | None = None  # from the last CONSISTENCY status

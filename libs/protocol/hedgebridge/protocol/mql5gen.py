@@ -131,7 +131,7 @@ def _max_length(t: inspect.Type) -> int | None:
     if isinstance(t, inspect.StrType):
         limits = [t.max_length] if t.max_length is not None else []
         if t.pattern is not None:
-            bounded = re.search(r"\{\d+,(\d+)\}\$$", t.pattern)
+            bounded = re.search(r"\{\d+,(\d+)\}(?:\$|\\Z)$", t.pattern)
             if bounded:
                 limits.append(int(bounded.group(1)))
         return min(limits) if limits else None

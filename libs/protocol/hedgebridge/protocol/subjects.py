@@ -32,10 +32,9 @@ POSITION_UPDATE, ACCOUNT_UPDATE and TERMINAL_STATUS of every account: the snapsh
 
 from __future__ import annotations
 
-import re
+from .names import is_account_id, is_action_id
 
 PREFIX = "hb"
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 ORDER_REQUEST = f"{PREFIX}.exec.order"
 EXECUTOR_QUEUE = "hb-executor"
@@ -81,7 +80,7 @@ ALL_STATUS = f"{PREFIX}.ea.*.status"
 
 
 def _account(account_id: str) -> str:
-    if not _TOKEN.match(account_id):
+    if not is_account_id(account_id):
         raise ValueError(f"account id {account_id!r} is not a valid subject token")
     return account_id
 
@@ -120,12 +119,9 @@ def action(action_id: str) -> str:
 
 
 def _account_or_action(token: str) -> str:
-    if not _ACTION.match(token):
+    if not is_action_id(token):
         raise ValueError(f"{token!r} is not a valid subject token")
     return token
-
-
-_ACTION = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 def health(service: str) -> str:

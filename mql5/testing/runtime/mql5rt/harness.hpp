@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "io.hpp"
+#include "socket.hpp"
 #include "trade_api.hpp"
 #include "trade_control.hpp"
 
@@ -118,6 +119,10 @@ inline int run(int argc, char **argv, const Handlers &h) {
             io::options().dll_path = value();
         } else if (a == "--allowed-host") {
             io::options().allowed_hosts.push_back(value());
+        } else if (a == "--ca-file") {
+            io::options().ca_file = value();
+            if (io::options().ca_file.empty() || tls::context() == nullptr)
+                return usage("--ca-file takes a PEM file of certificates, not '" + io::options().ca_file + "'");
         } else if (a == "--server-offset-s") {
             long n = 0;
             if (!parse_long(value(), n)) return usage("--server-offset-s takes whole seconds");

@@ -1,15 +1,9 @@
-// io.hpp - files (sandboxed to the terminal's MQL5/Files), CryptEncode, sockets over real TCP, the terminal's
-// and the program's properties, and the binding of #import'ed DLL functions, for the test runtime.
+// io.hpp - files (sandboxed to the terminal's MQL5/Files), CryptEncode, the terminal's and the program's
+// properties, and the binding of #import'ed DLL functions, for the test runtime (sockets: socket.hpp).
 #pragma once
-#include <arpa/inet.h>
 #include <dlfcn.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -29,6 +23,7 @@ struct Options {
     bool allow_dll = false;
     std::string dll_path;
     std::vector<std::string> allowed_hosts;  // "host:port" or "host"; the terminal's "Allow WebRequest" list
+    std::string ca_file;                     // PEM certificates trusted for TLS besides the system's CA store
 };
 inline Options &options() {
     static Options o;
@@ -259,185 +254,6 @@ MQL_BUILTIN int CryptEncode(ENUM_CRYPT_METHOD method, const MqlArray<uchar> &dat
     }
     result.vec() = out;
     return result.size();
-}
-
-// --- sockets --------------------------------------------------------------------------------------------------
-#define ERR_NETSOCKET_INVALIDHANDLE 5270
-#define ERR_NETSOCKET_TOO_MANY_OPENED 5271
-#define ERR_NETSOCKET_CANNOT_CONNECT 5272
-#define ERR_NETSOCKET_IO_ERROR 5273
-#define ERR_NETSOCKET_HANDSHAKE_FAILED 5274
-#define ERR_NETSOCKET_NO_CERTIFICATE 5275
-#define SOCKET_DEFAULT 0
-
-namespace mqlrt::io {
-struct Socket {
-    int fd = -1;
-    bool connected = false;
-    uint send_timeout = 0, recv_timeout = 0;
-};
-inline std::map<int, Socket> &sockets() {
-    static std::map<int, Socket> open;
-    return open;
-}
-inline Socket *sock(int h) {
-    auto it = sockets().find(h);
-    if (it == sockets().end()) {
-        set_last_error(ERR_NETSOCKET_INVALIDHANDLE);
-        return nullptr;
-    }
-    return &it->second;
-}
-inline bool host_allowed(const std::string &host, uint port) {
-    for (const std::string &a : options().allowed_hosts)
-        if (a == host || a == host + ":" + std::to_string(port)) return true;
-    return false;
-}
-inline void drop(Socket &s) {
-    if (s.fd >= 0) ::close(s.fd);
-    s.fd = -1;
-    s.connected = false;
-}
-}  // namespace mqlrt::io
-
-MQL_BUILTIN int SocketCreate(uint flags = SOCKET_DEFAULT) {
-    (void)flags;
-    if (mqlrt::io::sockets().size() >= 128) {
-        mqlrt::set_last_error(ERR_NETSOCKET_TOO_MANY_OPENED);
-        return INVALID_HANDLE;
-    }
-    static int next = 1;
-    int h = next++;
-    mqlrt::io::sockets()[h] = mqlrt::io::Socket();
-    return h;
-}
-MQL_BUILTIN bool SocketClose(const int socket) {
-    auto *s = mqlrt::io::sock(socket);
-    if (!s) return false;
-    mqlrt::io::drop(*s);
-    mqlrt::io::sockets().erase(socket);
-    return true;
-}
-MQL_BUILTIN bool SocketConnect(int socket, const string &server, uint port, uint timeout_receive_ms) {
-    auto *s = mqlrt::io::sock(socket);
-    if (!s) return false;
-    std::string host = server.utf8();
-    if (!mqlrt::io::host_allowed(host, port)) {
-        mqlrt::journal() << "'" << host << ":" << port << "' is not in the list of allowed URLs" << std::endl;
-        mqlrt::set_last_error(ERR_FUNCTION_NOT_ALLOWED);
-        return false;
-    }
-    if (port == 443) throw mqlrt::critical_error("SocketConnect: TLS on port 443 is not supported yet by the test runtime");
-    addrinfo hints{}, *res = nullptr;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0 || res == nullptr) {
-        mqlrt::set_last_error(ERR_NETSOCKET_CANNOT_CONNECT);
-        return false;
-    }
-    int fd = ::socket(res->ai_family, SOCK_STREAM, 0);
-    fcntl(fd, F_SETFL, O_NONBLOCK);
-    int rc = ::connect(fd, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    if (rc != 0 && errno == EINPROGRESS) {
-        pollfd p{fd, POLLOUT, 0};
-        rc = ::poll(&p, 1, static_cast<int>(timeout_receive_ms)) == 1 ? 0 : -1;
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (rc == 0 && (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0)) rc = -1;
-    }
-    if (rc != 0) {
-        ::close(fd);
-        mqlrt::set_last_error(ERR_NETSOCKET_CANNOT_CONNECT);
-        return false;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    s->fd = fd;
-    s->connected = true;
-    return true;
-}
-MQL_BUILTIN bool SocketTimeouts(int socket, uint timeout_send_ms, uint timeout_receive_ms) {
-    auto *s = mqlrt::io::sock(socket);
-    if (!s) return false;
-    s->send_timeout = timeout_send_ms;
-    s->recv_timeout = timeout_receive_ms;
-    return true;
-}
-MQL_BUILTIN bool SocketIsConnected(const int socket) {
-    auto *s = mqlrt::io::sock(socket);
-    if (!s || !s->connected) return false;
-    pollfd p{s->fd, POLLIN, 0};
-    if (::poll(&p, 1, 0) == 1) {
-        char c;
-        ssize_t n = ::recv(s->fd, &c, 1, MSG_PEEK);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) s->connected = false;
-    }
-    return s->connected;
-}
-MQL_BUILTIN uint SocketIsReadable(const int socket) {
-    auto *s = mqlrt::io::sock(socket);
-    if (!s || s->fd < 0) return 0;
-    int n = 0;
-    if (ioctl(s->fd, FIONREAD, &n) != 0) return 0;
-    return static_cast<uint>(n);
-}
-MQL_BUILTIN int SocketSend(int socket, const MqlArray<uchar> &buffer, uint buffer_len) {
-    auto *s = mqlrt::io::sock(socket);
-    if (!s || !s->connected) {
-        mqlrt::set_last_error(ERR_NETSOCKET_IO_ERROR);
-        return -1;
-    }
-    uint len = std::min(buffer_len, static_cast<uint>(buffer.size()));
-    pollfd p{s->fd, POLLOUT, 0};
-    if (::poll(&p, 1, static_cast<int>(s->send_timeout ? s->send_timeout : 1000)) != 1) return 0;
-    ssize_t n = ::send(s->fd, buffer.data(), len, MSG_NOSIGNAL);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-        mqlrt::io::drop(*s);
-        mqlrt::set_last_error(ERR_NETSOCKET_IO_ERROR);
-        return -1;
-    }
-    return static_cast<int>(n);
-}
-MQL_BUILTIN int SocketRead(int socket, MqlArray<uchar> &buffer, uint buffer_maxlen, uint timeout) {
-    auto *s = mqlrt::io::sock(socket);
-    if (!s || !s->connected) {
-        mqlrt::set_last_error(ERR_NETSOCKET_IO_ERROR);
-        return -1;
-    }
-    pollfd p{s->fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(timeout)) != 1) {
-        buffer.resize(0, 0);
-        return 0;
-    }
-    std::vector<uchar> tmp(buffer_maxlen);
-    ssize_t n = ::recv(s->fd, tmp.data(), buffer_maxlen, 0);
-    if (n <= 0) {
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
-        mqlrt::io::drop(*s);
-        mqlrt::set_last_error(ERR_NETSOCKET_IO_ERROR);
-        return -1;
-    }
-    tmp.resize(static_cast<size_t>(n));
-    buffer.vec() = tmp;
-    return static_cast<int>(n);
-}
-MQL_BUILTIN bool SocketTlsCertificate(int socket, string &subject, string &issuer, string &serial, string &thumbprint, datetime &expiration) {
-    (void)socket; (void)subject; (void)issuer; (void)serial; (void)thumbprint; (void)expiration;
-    mqlrt::set_last_error(ERR_NETSOCKET_NO_CERTIFICATE);
-    return false;
-}
-MQL_BUILTIN bool SocketTlsHandshake(int socket, const string &host) {
-    (void)socket; (void)host;
-    throw mqlrt::critical_error("SocketTlsHandshake: TLS is not supported yet by the test runtime (use ws://)");
-}
-MQL_BUILTIN int SocketTlsSend(int socket, const MqlArray<uchar> &buffer, uint buffer_len) {
-    (void)socket; (void)buffer; (void)buffer_len;
-    throw mqlrt::critical_error("SocketTlsSend: TLS is not supported yet by the test runtime");
-}
-MQL_BUILTIN int SocketTlsReadAvailable(int socket, MqlArray<uchar> &buffer, const uint buffer_maxlen) {
-    (void)socket; (void)buffer; (void)buffer_maxlen;
-    throw mqlrt::critical_error("SocketTlsReadAvailable: TLS is not supported yet by the test runtime");
 }
 
 // --- #import ----------------------------------------------------------------------------------------------------

@@ -3,10 +3,8 @@ fault (``ActionInvalid``) a request that cannot run as asked is refused with."""
 
 from __future__ import annotations
 
-import re
-
 from hedgebridge.common.faults import Final
-from hedgebridge.protocol import ActionRequest
+from hedgebridge.protocol import ActionRequest, names
 from hedgebridge.protocol import errors as codes
 
 
@@ -22,24 +20,21 @@ class ActionInvalid(Final):
         self.field = field
 
 
-_ACCOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SYMBOL = re.compile(r"^[A-Za-z0-9._#+-]{1,32}$")
-_ACTION = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 MAX_VOLUME = 1_000_000.0
 
 
 def valid_action_id(value: str) -> bool:
-    return bool(_ACTION.match(value))
+    return names.is_action_id(value)
 
 
 def validate(request: ActionRequest) -> None:
     """Raise ActionInvalid (ACTION_INVALID, with the offending field) unless the request can be planned."""
-    if request.action_id is not None and not _ACTION.match(request.action_id):
+    if request.action_id is not None and not names.is_action_id(request.action_id):
         raise ActionInvalid("`actionId` must be 1-128 of A-Z a-z 0-9 _ -", field="actionId")
     if request.kind == "HEDGE_ENTRY":
         _validate_entry(request)
     elif request.kind == "EXIT":
-        if request.target_action_id is None or not _ACTION.match(request.target_action_id):
+        if request.target_action_id is None or not names.is_action_id(request.target_action_id):
             raise ActionInvalid("EXIT needs a valid `targetActionId`", field="targetActionId")
         if request.target_action_id == request.action_id:
             raise ActionInvalid("an EXIT cannot target itself", field="targetActionId")
@@ -49,7 +44,7 @@ def validate(request: ActionRequest) -> None:
             raise ActionInvalid("CLOSE_ALL needs `accountIds`", field="accountIds")
         seen: set[str] = set()
         for i, account in enumerate(request.account_ids):
-            if not _ACCOUNT.match(account):
+            if not names.is_account_id(account):
                 raise ActionInvalid(f"`accountIds[{i}]` is not a valid account id", field=f"accountIds[{i}]")
             if account in seen:
                 raise ActionInvalid(f"`accountIds[{i}]` names {account} twice", field=f"accountIds[{i}]")
@@ -62,9 +57,9 @@ def _validate_entry(request: ActionRequest) -> None:
         raise ActionInvalid("HEDGE_ENTRY needs `legs`", field="legs")
     seen: dict[tuple[str, str, str], int] = {}
     for i, leg in enumerate(request.legs):
-        if not _ACCOUNT.match(leg.account_id):
+        if not names.is_account_id(leg.account_id):
             raise ActionInvalid(f"`legs[{i}].accountId` is not a valid account id", field=f"legs[{i}].accountId")
-        if not _SYMBOL.match(leg.symbol):
+        if not names.is_symbol(leg.symbol):
             raise ActionInvalid(f"`legs[{i}].symbol` is not a valid symbol", field=f"legs[{i}].symbol")
         if leg.side not in ("BUY", "SELL"):
             raise ActionInvalid(f"`legs[{i}].side` must be BUY or SELL", field=f"legs[{i}].side")

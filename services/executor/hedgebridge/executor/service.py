@@ -55,7 +55,7 @@ from .lifecycle import OrderState
 from .order_run import Limits, OrderRun
 from .projection import Projection
 from .records import Records, Stored
-from .repeat import CheckOrphan, Repeat
+from .repeat import CheckOrphan, Repeat, Rerun
 from .run_actions import (
     Action,
     Answer,
@@ -73,6 +73,8 @@ class HandedOver(Exception):
 
 
 CACHE_QUEUE = "hb-cache"
+# what a rerun of an expired order writes over its record (the actionId stays)
+_RERUN_FIELDS = ("request", "command", "state", "owner", "created_at", "updated_at", "reply_to", "result")
 _RESULT_SUBJECTS = ("opened", "closed")
 
 
@@ -256,13 +258,18 @@ class Executor:
     async def execute(self, request: OrderRequest, started: float, *, reply_to: str = "") -> OrderResult:
         """Run ``request`` once per actionId and return its definite result (``HandedOver`` when its lease was
         lost before an answer: the new owner answers ``reply_to``)."""
+        record = self._new_record(request, reply_to)
+        stored = await self.records.claim(record)
+        if stored is None:
+            return await self._repeat(record.action_id, request, started, reply_to)
+        return await self._run(stored, request, started, reply_to)
+
+    def _new_record(self, request: OrderRequest, reply_to: str) -> OrderRecord:
         now = utcnow()
         command = orders.build_command(request, now)
         assert command.action_id is not None
-        action_id = command.action_id
-        timeout_s = (request.timeout_ms or self.config.order_timeout_ms) / 1000
-        record = OrderRecord(
-            action_id=action_id,
+        return OrderRecord(
+            action_id=command.action_id,
             request=request,
             command=command,
             state=OrderState.ACCEPTED,
@@ -271,9 +278,11 @@ class Executor:
             updated_at=now,
             reply_to=reply_to,
         )
-        stored = await self.records.claim(record)
-        if stored is None:
-            return await self._repeat(action_id, request, timeout_s, started)
+
+    async def _run(self, stored: Stored, request: OrderRequest, started: float, reply_to: str) -> OrderResult:
+        """Send the recorded order and answer it (the record was just claimed, or renewed for a rerun)."""
+        command, action_id = stored.record.command, stored.record.action_id
+        timeout_s = (request.timeout_ms or self.config.order_timeout_ms) / 1000
         ttl_s = (request.ttl_ms if request.ttl_ms is not None else self.config.command_ttl_ms) / 1000
         run = OrderRun(command, started, timeout_s, ttl_s, self.limits, reply_to=reply_to)
         order = RunningOrder(run, stored)
@@ -305,13 +314,22 @@ class Executor:
     def _awaited(self, action_id: str) -> OrderCommand | None:
         return self.driver.awaited(action_id)
 
-    async def _repeat(self, action_id: str, request: OrderRequest, timeout_s: float, started: float) -> OrderResult:
-        """A second request with a known actionId: the first one's result, or its state while it runs."""
+    async def _repeat(self, action_id: str, request: OrderRequest, started: float, reply_to: str) -> OrderResult:
+        """A second request with a known actionId: the first one's result, or its state while it runs; an order
+        that had expired before it came runs again."""
+        timeout_s = (request.timeout_ms or self.config.order_timeout_ms) / 1000
         repeat = Repeat(action_id, request, started, time.perf_counter() + timeout_s)
         while True:
             stored = await self.records.get(action_id)
             for action in repeat.on_record(stored.record if stored else None, time.perf_counter()):
-                if isinstance(action, CheckOrphan):
+                if isinstance(action, Rerun):
+                    assert stored is not None
+                    fresh = self._new_record(request, reply_to)
+                    renewed = await self.records.save(stored, **{f: getattr(fresh, f) for f in _RERUN_FIELDS})
+                    if renewed is not None:
+                        log.info("running an expired order again", action=action_id)
+                        return await self._run(renewed, request, started, reply_to)
+                elif isinstance(action, CheckOrphan):
                     assert stored is not None
                     revision = await self.leases.orphaned(stored, utcnow())
                     if revision is not None:

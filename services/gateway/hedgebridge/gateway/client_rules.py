@@ -34,6 +34,7 @@ from hedgebridge.protocol import (
     unpack_event,
 )
 from hedgebridge.protocol.client import TOPIC_DELIVERY, ClientWelcome, EventData
+from hedgebridge.protocol.codec import read_loosely
 from hedgebridge.protocol.messages import Conflict
 
 from .config import GatewayConfig
@@ -204,10 +205,7 @@ def complete_body(body: RequestBody, principal: Principal) -> RequestBody:
 
 def request_id_of(data: str | bytes) -> str | None:
     """The requestId of a frame that failed validation, when it can be read, for the ERROR's refId."""
-    try:
-        raw = msgspec.json.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None
+    raw = read_loosely(data)  # None when it is not JSON or nests too deep
     rid = raw.get("requestId") if isinstance(raw, dict) else None
     return rid[:128] if isinstance(rid, str) and rid else None
 

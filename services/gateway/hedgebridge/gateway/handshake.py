@@ -8,10 +8,12 @@ A system or admin client connects to ``/client`` with the same subprotocol and e
 frame must be ``AUTH`` (browsers cannot set headers). A bad token is refused with 401, a valid token of
 another role with 403.
 
-Tokens are checked against the configured key set (``auth.KeySet``) and the revocation list (a revoked
-``jti`` is 401 "token revoked"). A browser on ``/client`` sends ``Origin``: it must be on the allow-list when
-one is configured (else 403); requests without ``Origin`` (terminals, SDKs, servers) are not browsers and are
-not checked. Too many connections from one IP are refused earlier, with 429 (``limits.py``).
+Tokens are checked against the configured key set (``auth.KeySet``), their claims against the rules every
+name follows (``hedgebridge.protocol.names``: a scope naming ``*`` or ``>`` is 401, never a wildcard), and the
+revocation list (a revoked ``jti`` is 401 "token revoked"). A browser on ``/client`` sends ``Origin``: it must
+be on the allow-list when one is configured (else 403); requests without ``Origin`` (terminals, SDKs,
+servers) are not browsers and are not checked. Too many connections from one IP are refused earlier, with
+429 (``limits.py``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ side in ``hedgebridge.common.terminal_link``):
   replica directly and on others through the TERMINAL_STATUS events every replica listens to.
 - A terminal silent for longer than the heartbeat timeout is closed with 4001; every connect and disconnect
   is published as TERMINAL_STATUS.
-- OPENED/CLOSED reports carry a de-duplication id (``Nats-Msg-Id``): HB_EVENTS keeps each report once.
+- OPENED/CLOSED reports carry a de-duplication id (``Nats-Msg-Id``): HB_EVENTS keeps each report once. A
+  report that answers no command sent to the account (and is no outside close with a reason) is refused
+  with ERROR UNSOLICITED_REPORT and not published (``reports.py``).
 - ``hb.gw.sync`` makes every gateway send SYNC to all its terminals (the cache is being rebuilt).
 - At start it makes sure the streams clients resume from exist (HB_EVENTS, HB_ALERTS, HB_SNAPSHOTS; created
   with the defaults when absent, never changed when present).

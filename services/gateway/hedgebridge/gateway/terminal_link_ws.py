@@ -4,7 +4,8 @@
 It owns what a terminal connection is beyond the bus side: writing frames (a terminal that does not read
 within ``send_timeout_ms`` is closed with 1008 "slow consumer"), closing (4002 when replaced, 1001 on stop…),
 the rate bucket and the last frame's time, and each frame read: a bad frame is answered with an ERROR frame,
-a HEARTBEAT with its reply, and the terminal's events go to the bus side to be published.
+a HEARTBEAT with its reply, and the terminal's events go to the bus side to be published — a trade report
+only when a command (or its reason, for an outside close) explains it (``reports.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from hedgebridge.common import logs
+from hedgebridge.common.obs import metrics
 from hedgebridge.common.terminal_link import REPLACED, Delivery, TerminalBus, rules
 from hedgebridge.protocol import (
     FROM_TERMINAL,
@@ -47,6 +49,7 @@ from . import telemetry
 from .config import GatewayConfig
 from .handshake import Accept
 from .limits import TokenBucket
+from .reports import ReportCheck, Verdict, refusal
 
 SLOW_CONSUMER = "slow consumer"
 CLOSE_TIMEOUT_S = 5.0
@@ -67,6 +70,7 @@ class TerminalSession:
         config: GatewayConfig,
         bus: TerminalBus[TerminalSession],
         spawn: Spawn,
+        reports: ReportCheck,
     ) -> None:
         self.connection = connection
         self.account_id = accept.principal.subject
@@ -84,6 +88,7 @@ class TerminalSession:
         self._send_timeout_s = config.send_timeout_ms / 1000
         self._bus = bus
         self._spawn = spawn
+        self._reports = reports
 
     async def send(self, message: Message) -> None:
         """Write one frame; a terminal that does not take it within the send timeout is closed (1008)."""
@@ -138,6 +143,7 @@ class TerminalSession:
     async def deliver(self, command: Command, msg: Msg) -> Delivery:
         """Write a command from NATS to the terminal."""
         command = telemetry.command_received(self, msg, command)  # its trace context and timing
+        self._reports.sent(command)  # its report is explained, whenever and wherever it comes
         try:
             async with asyncio.timeout(self._send_timeout_s):
                 await self.send(command)
@@ -188,7 +194,25 @@ class TerminalSession:
             )
             return
         if isinstance(message, OpenedEvent | ClosedEvent):  # kept in HB_EVENTS: a repeat is dropped there
+            verdict = await self._reports.check(message)
+            if verdict in (Verdict.UNSOLICITED, Verdict.UNCHECKED):
+                await self._refuse_report(message, verdict)
+                return
             with telemetry.report(self, message, rules.report_headers(message)) as headers:
                 await self._bus.publish_event(self.account_id, message, headers)
             return
         await self._bus.publish_event(self.account_id, message)
+
+    async def _refuse_report(self, report: OpenedEvent | ClosedEvent, verdict: Verdict) -> None:
+        """A report no command explains is not a trade: an ERROR to the terminal, a warning, and nothing else."""
+        kind = type_name(report)
+        metrics.UNSOLICITED_REPORTS.labels(kind).inc()
+        log.warning(
+            "report refused", account=self.account_id, type=kind, action=report.action_id, verdict=verdict.value
+        )
+        await self.send_error(
+            errors.UNSOLICITED_REPORT if verdict is Verdict.UNSOLICITED else errors.INTERNAL,
+            refusal(report, verdict),
+            ref_type=kind,
+            ref_id=report.action_id or report.position_id,
+        )

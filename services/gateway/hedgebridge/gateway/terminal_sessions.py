@@ -27,6 +27,7 @@ from hedgebridge.protocol.errors import CloseCode
 from .config import GatewayConfig
 from .handshake import Accept
 from .limits import RATE_LIMIT
+from .reports import ReportCheck
 from .terminal_link_ws import Spawn, TerminalSession
 
 log = logs.get("gateway")
@@ -45,6 +46,7 @@ class TerminalSessions:
             config.gateway_id, nats, log, status_subject=subjects.ALL_STATUS
         )
         self.sessions = self.bus.links  # the live session of each account
+        self.reports = ReportCheck(nats)  # which trade reports answer a command (reports.py)
         self._spawn = spawn
         self._on_connected = on_connected
 
@@ -60,7 +62,7 @@ class TerminalSessions:
 
     async def serve(self, connection: ServerConnection, accept: Accept) -> None:
         """One terminal connection, from the accepted handshake until it ends."""
-        session = TerminalSession(connection, accept, self.config, self.bus, self._spawn)
+        session = TerminalSession(connection, accept, self.config, self.bus, self._spawn, self.reports)
         account = session.account_id
         previous = self.sessions.get(account)
         if previous is not None:

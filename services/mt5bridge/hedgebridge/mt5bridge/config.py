@@ -17,9 +17,9 @@ from typing import Annotated
 
 from hedgebridge.common.config import ConfigError, HealthConfig, load, setting
 from hedgebridge.common.config_docs import with_table
+from hedgebridge.protocol import names
 
 PREFIX = "HEDGEBRIDGE_MT5BRIDGE_"
-_ACCOUNT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _OFFSET = re.compile(r"^([+-])(\d{1,2})(?::(\d{2}))?$")
 
 
@@ -68,7 +68,8 @@ class Mt5BridgeConfig(HealthConfig, frozen=True, kw_only=True):
     book_dir: Annotated[
         str,
         setting(
-            "where book_<account>.jsonl keeps the positionId/actionId of each open ticket",
+            "where book_<account>.jsonl keeps the positionId/actionId of each position (by identifier) until its"
+            " close is reported",
             default="$HEDGEBRIDGE_HOME/mt5bridge",
         ),
     ] = ""
@@ -123,7 +124,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Mt5BridgeConfig:
 
 def check(cfg: Mt5BridgeConfig) -> Mt5BridgeConfig:
     """Reject values the bridge cannot run with; the message names the variable."""
-    if not _ACCOUNT.match(cfg.account_id):
+    if not names.is_account_id(cfg.account_id):
         raise ConfigError(f"{PREFIX}ACCOUNT_ID is required: 1-64 of A-Z a-z 0-9 _ - (got {cfg.account_id!r})")
     if cfg.login < 0:
         raise ConfigError(f"{PREFIX}LOGIN must not be negative")
@@ -154,7 +155,7 @@ def check(cfg: Mt5BridgeConfig) -> Mt5BridgeConfig:
         raise ConfigError(f"{PREFIX}DEAL_WAIT_MS must not be negative")
     if cfg.backoff_max_ms < cfg.backoff_initial_ms:
         raise ConfigError(f"{PREFIX}BACKOFF_MAX_MS must not be below BACKOFF_INITIAL_MS")
-    bad = [s for s in cfg.price_symbols if not re.match(r"^[A-Za-z0-9._#+-]{1,32}$", s)]
+    bad = [s for s in cfg.price_symbols if not names.is_symbol(s)]
     if bad:
         raise ConfigError(f"{PREFIX}SYMBOLS: {bad[0]!r} is not a protocol symbol (1-32 of A-Z a-z 0-9 . _ # + -)")
     return cfg

@@ -191,8 +191,7 @@ class Mt5Bridge:
             log.warning(
                 "not a hedging account: positions on one symbol are netted into one ticket", account=self.account_id
             )
-        positions = await self._terminal.query(mt5.positions_get)
-        self._book.load(p.ticket for p in positions or ())
+        self._book.load()  # positions closed while the bridge was stopped too: the first poll reports them
         self.attachments += 1
         log.info("terminal attached", account=self.account_id, login=info.login, server=info.server)
 

@@ -20,6 +20,7 @@ from .terminal import Terminal
 log = logs.get("mt5bridge")
 
 _CLOCK_INTERVAL_S = 10.0
+_PATIENCE = 40  # polls a closed position's closing deal is looked for at each poll
 
 
 class Snapshots:
@@ -39,13 +40,13 @@ class Snapshots:
         self._account_id = config.account_id
         self._publish = publish
         self.lock = lock
-        self._positions_sig: tuple[tuple[int, float], ...] | None = None
+        self._positions_sig: tuple[tuple[int, int, float], ...] | None = None
         self._positions_sent = 0.0
         self._account_sig: tuple[float, float, float] | None = None
         self._account_sent = 0.0
         self._prices: dict[str, tuple[float, float]] = {}
         self._clock_due = 0.0  # loop time of the next read of the positions' ticks for the clock
-        self._missing: dict[int, int] = {}  # book tickets gone from the positions, polls without a closing deal
+        self._missing: dict[int, int] = {}  # book identifiers gone from the positions, polls without a closing deal
 
     async def send(self, sync_id: str | None = None) -> None:
         """POSITION_UPDATE (echoing ``sync_id``) and ACCOUNT_UPDATE, now."""
@@ -71,7 +72,7 @@ class Snapshots:
             await asyncio.sleep(interval)
             async with self.lock:
                 positions = await self._terminal.positions()
-                await self._outside_closes({p.ticket for p in positions})
+                await self._outside_closes({p.identifier for p in positions})
                 await self._watch_clock({p.symbol for p in positions}, loop.time())
                 now = utcnow()
                 signature = _signature(positions)
@@ -105,21 +106,32 @@ class Snapshots:
         for symbol in sorted(symbols - set(self.config.price_symbols)):
             await self._terminal.tick(symbol)
 
-    async def _outside_closes(self, open_tickets: set[int]) -> None:
-        for ticket in [t for t in self._book.entries if t not in open_tickets]:
-            position_id, action_id = self._book.entries[ticket]
-            deals = await self._terminal.query(self._terminal.mt5.history_deals_get, position=ticket)
-            event = tr.outside_close(self._account_id, ticket, position_id, action_id, deals or (), utcnow())
+    async def _outside_closes(self, open_identifiers: set[int]) -> None:
+        """The book's positions that are no longer open (closed while the bridge ran, or while it was stopped: the
+        book keeps them across restarts) are reported as CLOSED from their closing deals, then forgotten. While
+        the history has no closing deal (a terminal whose history lags) the position stays in the book: asked at
+        every poll, then, past ``_PATIENCE`` polls, at every ``_PATIENCE``-th."""
+        for identifier in [i for i in self._book.entries if i not in open_identifiers]:
+            polls = self._missing.get(identifier, 0)
+            if polls >= _PATIENCE and polls % _PATIENCE:
+                self._missing[identifier] = polls + 1
+                continue
+            position_id, action_id = self._book.entries[identifier]
+            deals = await self._terminal.query(self._terminal.mt5.history_deals_get, position=identifier)
+            event = tr.outside_close(self._account_id, identifier, position_id, action_id, deals or (), utcnow())
             if event is None:
-                self._missing[ticket] = self._missing.get(ticket, 0) + 1
-                if self._missing[ticket] < 40:
-                    continue
-                log.warning("a position closed without a closing deal in the history", ticket=ticket)
-            else:
-                log.info("position closed outside the system", ticket=ticket, reason=event.reason)
-                await self._publish(event)
-            self._missing.pop(ticket, None)
-            self._book.forget(ticket)
+                self._missing[identifier] = polls + 1
+                if polls + 1 == _PATIENCE:
+                    log.warning(
+                        "a position of the book is closed and its closing deal is not in the history yet; "
+                        "it is looked for less often",
+                        ticket=identifier,
+                    )
+                continue
+            log.info("position closed outside the system", ticket=identifier, reason=event.reason)
+            await self._publish(event)
+            self._missing.pop(identifier, None)
+            self._book.forget(identifier)
 
     async def poll_prices(self) -> None:
         symbols = self.config.price_symbols
@@ -139,5 +151,6 @@ class Snapshots:
             await asyncio.sleep(interval)
 
 
-def _signature(positions: tuple[Any, ...]) -> tuple[tuple[int, float], ...]:
-    return tuple(sorted((int(p.ticket), float(p.volume)) for p in positions))
+def _signature(positions: tuple[Any, ...]) -> tuple[tuple[int, int, float], ...]:
+    """What a change of sends a POSITION_UPDATE: the positions, their volumes and current tickets."""
+    return tuple(sorted((int(p.identifier), int(p.ticket), float(p.volume)) for p in positions))

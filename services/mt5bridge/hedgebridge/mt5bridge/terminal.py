@@ -98,6 +98,15 @@ class Terminal:
             raise TerminalLost(f"positions_get: {text} ({code})")
         return tuple(positions)
 
+    async def position(self, identifier: int) -> Any:
+        """The open position whose identifier (POSITION_IDENTIFIER) is ``identifier``, None when there is none.
+        The package's ``positions_get(ticket=)`` selects by the current ticket (its reference: "Position ticket
+        (POSITION_TICKET)"), which a trade server's service operation can change (a swap charged by re-opening
+        the position): so the positions are read and their identifiers compared."""
+        if identifier <= 0:
+            return None
+        return next((p for p in await self.positions() if p.identifier == identifier), None)
+
 
 def _complete(deals: tuple[Any, ...], deal: int, volume: float) -> bool:
     """Whether ``deals`` hold the deal ``deal`` (when known) and as much volume as was filled (when known)."""

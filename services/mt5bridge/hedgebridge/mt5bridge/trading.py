@@ -58,10 +58,11 @@ class Trader:
             if known is not None:
                 return tr.again(known)
             earlier = tr.find_open(action_id, magic, await self._terminal.positions(), ())
+            if earlier is not None and earlier.ticket not in self._book.entries:  # open: the book names it
+                self._book.remember(earlier.ticket, command.position_id, command.action_id)
+            # only in the history: it closed already, and is not booked (which would report that close again)
             earlier = earlier or tr.find_open(action_id, magic, (), await self._terminal.history())
             if earlier is not None:
-                if earlier.ticket not in self._book.entries:
-                    self._book.remember(earlier.ticket, command.position_id, command.action_id)
                 self._remember("OPEN", action_id, earlier)
                 return earlier
         symbol = command.symbol
@@ -104,11 +105,12 @@ class Trader:
         return outcome
 
     async def _placed(self, order: int) -> Outcome:
-        """Exchange execution: the order waits for its deal; its position appears under the order's ticket."""
+        """Exchange execution: the order waits for its deal; its position appears with the order's ticket as its
+        identifier."""
         for _ in range(100):
-            found = await self._terminal.query(self._terminal.mt5.positions_get, ticket=order)
-            if found:
-                return Outcome(success=True, ticket=order, price=found[0].price_open, volume=found[0].volume)
+            found = await self._terminal.position(order)
+            if found is not None:
+                return Outcome(success=True, ticket=order, price=found.price_open, volume=found.volume)
             await asyncio.sleep(0.03)
         return Outcome(success=False, answered=False, message="order placed, no deal yet")
 
@@ -125,25 +127,24 @@ class Trader:
                     action_id, self.config.magic, await self._terminal.positions(), await self._terminal.history()
                 )
             else:
-                volumes = {p.ticket: p.volume for p in await self._terminal.positions()}
+                volumes = {p.identifier: p.volume for p in await self._terminal.positions()}
                 found = tr.find_close(action_id, self.config.magic, await self._terminal.history(), volumes)
             if found is not None:
                 return dataclasses.replace(found, already_executed=False)
         return tr.failed(retcodes.ERROR, f"order_send returned no result ({text}, {code}); the order may have executed")
 
     async def _find_position(self, command: CloseCommand) -> Any:
-        """The position a CLOSE names: ``mtTicket`` when given, else ``positionId`` (book, then comments)."""
-        mt5 = self._terminal.mt5
+        """The open position a CLOSE names: ``mtTicket`` (its identifier) when given, else ``positionId`` (book,
+        then comments)."""
         if command.mt_ticket is not None:
             if not command.mt_ticket.isdigit():
                 return None
-            found = await self._terminal.query(mt5.positions_get, ticket=int(command.mt_ticket))
-            return found[0] if found else None
-        known = self._book.ticket_of(command.position_id)
+            return await self._terminal.position(int(command.mt_ticket))
+        known = self._book.identifier_of(command.position_id)
         if known is not None:
-            found = await self._terminal.query(mt5.positions_get, ticket=known)
-            if found:
-                return found[0]
+            found = await self._terminal.position(known)
+            if found is not None:
+                return found
         wanted = tr.tag(command.position_id)
         return next((p for p in await self._terminal.positions() if tr.position_tag(p.comment) == wanted), None)
 
@@ -155,7 +156,7 @@ class Trader:
             known = self._done.get(("CLOSE", action_id))
             if known is not None:
                 return tr.again(known)
-            volumes = {p.ticket: p.volume for p in await self._terminal.positions()}
+            volumes = {p.identifier: p.volume for p in await self._terminal.positions()}
             earlier = tr.find_close(action_id, magic, await self._terminal.history(), volumes)
             if earlier is not None:
                 self._remember("CLOSE", action_id, earlier)
@@ -202,15 +203,15 @@ class Trader:
                     order=result.order,
                     waited_ms=self.config.deal_wait_ms,
                 )
-            after = await self._terminal.query(mt5.positions_get, ticket=position.ticket)
+            after = await self._terminal.position(position.identifier)
             share = request["volume"] / position.volume if position.volume > 0 else 0.0
             outcome = tr.fill_outcome(
                 result,
                 request["volume"],
                 deals,
                 closing=True,
-                position_ticket=position.ticket,
-                remaining=after[0].volume if after else 0.0,
+                position_identifier=position.identifier,
+                remaining=after.volume if after is not None else 0.0,
                 profit_estimate=position.profit * share,
             )
         else:

@@ -76,6 +76,11 @@ FRAMES = Counter(
     "Gateway: WebSocket frames by direction (in, out), endpoint (ea, client) and message type",
     ["direction", "endpoint", "type"],
 )
+UNSOLICITED_REPORTS = Counter(
+    "hedgebridge_unsolicited_reports",
+    "Gateway: trade reports (OPENED, CLOSED) that answer no command sent to the account, refused and not published",
+    ["type"],
+)
 RECONNECTS = Counter(
     "hedgebridge_reconnects",
     "Reconnections: terminal = an account connected again to this gateway; nats = the NATS client reconnected",

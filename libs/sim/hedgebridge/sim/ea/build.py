@@ -24,7 +24,8 @@ RUNTIME = MQL5 / "testing" / "runtime"
 BUILD = REPO / "build" / "ea"
 EXPERTS = {"dll": "HedgeSystemConnector.mq5", "native": "HedgeSystemConnector.mq5"}
 FLAGS = ["-std=c++17", "-O1", "-g", "-w", "-fno-strict-aliasing"]
-LIBS = ["-lcrypto", "-ldl"]
+LIBS = ["-lssl", "-lcrypto", "-ldl"]
+BUILD_TIMEOUT_S = 1800  # a loaded 2-core machine compiles the EA in minutes; a hung compiler stops here
 
 
 class BuildError(RuntimeError):
@@ -82,7 +83,10 @@ def build_expert(expert: Path, include_root: Path, *, out_dir: Path | None = Non
     if os.environ.get("HEDGEBRIDGE_EA_SANITIZE"):
         flags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
     command = ["nice", compiler, *flags, f"-I{RUNTIME}", f"-I{src}", str(unit), "-o", str(binary) + ".tmp", *LIBS]
-    made = subprocess.run(command, capture_output=True, text=True)
+    try:
+        made = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"compiling the EA took more than {BUILD_TIMEOUT_S} s") from None
     if made.returncode != 0:
         errors = [line for line in made.stderr.splitlines() if "error" in line][:15]
         raise BuildError("cannot compile the EA:\n" + "\n".join(errors or made.stderr.splitlines()[:30]))

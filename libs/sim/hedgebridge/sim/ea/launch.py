@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import shutil
+import ssl
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,11 +96,28 @@ def dll_library() -> Path:
     """``make -C dll linux``: the WebSocket library the DLL transport imports."""
     if shutil.which("make") is None or shutil.which("g++") is None:
         raise EaUnavailable("cannot build the WebSocket library: g++ or make is not installed")
-    made = subprocess.run(["nice", "make", "-C", str(DLL_DIR), "-j2", "linux"], capture_output=True, text=True)
+    try:
+        made = subprocess.run(
+            ["nice", "make", "-C", str(DLL_DIR), "-j2", "linux"], capture_output=True, text=True, timeout=1800
+        )
+    except subprocess.TimeoutExpired:
+        raise EaUnavailable("building the WebSocket library took more than 30 minutes") from None
     if made.returncode != 0 or not DLL_LIBRARY.exists():
         tail = (made.stderr or made.stdout)[-2000:]
         raise EaUnavailable(f"cannot build the WebSocket library (make -C dll linux):\n{tail}")
     return DLL_LIBRARY
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalTls:
+    """wss between the terminal and its proxy: the proxy serves TLS with ``server`` (a certificate for ``host``,
+    the name in the EA's URL) and the terminal trusts ``ca_file`` besides the system's CA store; ``upstream``
+    (a client context) when the gateway serves wss itself."""
+
+    server: ssl.SSLContext
+    ca_file: Path
+    host: str = "localhost"
+    upstream: ssl.SSLContext | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +130,10 @@ class EaSettings:
     poll_interval_ms: int = 5
     reconnect_min_ms: int = 50
     reconnect_max_ms: int = 1000
-    connect_timeout_s: float = 20.0
+    connect_timeout_ms: int = 5000  # the EA's own connect timeout (InpConnectTimeoutMs)
+    connect_timeout_s: float = 20.0  # how long ``CompiledEa.start`` waits for the EA to say it is connected
     trade_config: dict[str, object] | None = None
+    tls: TerminalTls | None = None  # wss (the native transport); ws when None
 
 
 def ea_inputs(url: str, token: str, account: str, transport: Transport, settings: EaSettings) -> dict[str, str]:
@@ -127,6 +147,7 @@ def ea_inputs(url: str, token: str, account: str, transport: Transport, settings
         "InpPollIntervalMs": str(settings.poll_interval_ms),
         "InpReconnectMinMs": str(settings.reconnect_min_ms),
         "InpReconnectMaxMs": str(settings.reconnect_max_ms),
+        "InpConnectTimeoutMs": str(settings.connect_timeout_ms),
     }
 
 
@@ -153,11 +174,19 @@ class CompiledEa:
         gateway_path: str = "/ea",
         dll_path: Path | None = None,
         settings: EaSettings | None = None,
+        wait_connected: bool = True,
     ) -> CompiledEa:
+        """Start the EA behind a new proxy to the gateway; unless ``wait_connected`` is False, wait until it says
+        it is connected (``EaUnavailable`` with its journal when it does not)."""
         settings = settings or EaSettings()
         if transport == "dll" and dll_path is None:
             raise ValueError("the DLL transport needs dll_path (the WebSocket library)")
-        proxy = WsProxy(gateway_host, gateway_port)
+        tls = settings.tls
+        proxy = (
+            WsProxy(gateway_host, gateway_port)
+            if tls is None
+            else WsProxy(gateway_host, gateway_port, tls=tls.server, upstream_tls=tls.upstream, name=tls.host)
+        )
         await proxy.start()
         try:
             url = proxy.url(gateway_path)
@@ -166,6 +195,8 @@ class CompiledEa:
             await proxy.close()
             raise
         ea = cls(account, transport, proxy, process)
+        if not wait_connected:
+            return ea
         try:
             await process.wait_journal(CONNECTED, settings.connect_timeout_s)
         except BaseException as exc:
@@ -225,7 +256,8 @@ async def _launch(
         symbol=settings.symbol,
         trade_config=settings.trade_config,
         trade_state=trade_state_file(files_dir),
-        allowed_hosts=[f"{proxy.host}:{proxy.port}"],
+        allowed_hosts=[f"{proxy.name}:{proxy.port}"],
+        ca_file=settings.tls.ca_file if settings.tls is not None else None,
     )
     return cast(EaProcessLike, process)
 

@@ -59,6 +59,7 @@ class EaProcess:
         trade_config: Mapping[str, object] | None = None,
         trade_state: Path | None = None,
         allowed_hosts: list[str] | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         args = [str(binary), "--files-dir", str(files_dir), "--server-offset-s", str(server_offset_s)]
         args += ["--symbol", symbol]
@@ -74,6 +75,8 @@ class EaProcess:
             args += ["--trade-config", json.dumps(dict(trade_config))]
         if trade_state is not None:
             args += ["--trade-state", str(trade_state)]
+        if ca_file is not None:  # trusted for TLS besides the system's CA store
+            args += ["--ca-file", str(ca_file)]
         self._proc = await asyncio.create_subprocess_exec(
             *args,
             stdin=asyncio.subprocess.PIPE,

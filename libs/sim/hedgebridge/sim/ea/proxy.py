@@ -15,6 +15,9 @@ and both sides of the connection are cut, as when the network fails right after 
 ``before_next_welcome(message)`` writes a frame of its own to the terminal on the next connection, ahead of the
 gateway's WELCOME (what a terminal reads there belongs to no session).
 
+With ``tls`` it serves wss (TLS ends at the proxy, as at a load balancer in front of the gateway) under the host
+name ``name``, the one its certificate is for; with ``upstream_tls`` it reaches a gateway that serves wss itself.
+
 ``FrameParser`` is the pure part: bytes in, complete frames out, ``FrameError`` on a malformed stream (the proxy
 then stops reading that direction and only forwards).
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -221,10 +225,22 @@ class _Connection:
 class WsProxy:
     """``async with WsProxy(host, port) as proxy:`` then point the terminal at ``proxy.url("/ea")``."""
 
-    def __init__(self, upstream_host: str, upstream_port: int, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        upstream_host: str,
+        upstream_port: int,
+        *,
+        host: str = "127.0.0.1",
+        tls: ssl.SSLContext | None = None,
+        upstream_tls: ssl.SSLContext | None = None,
+        name: str | None = None,
+    ) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.host = host
+        self.name = name or host  # the host name in its URL
+        self.tls = tls
+        self.upstream_tls = upstream_tls
         self.received: list[str] = []
         self.dropped: list[str] = []
         self.reports: list[tuple[int, str, str | None]] = []
@@ -248,10 +264,10 @@ class WsProxy:
         return len(self._live)
 
     def url(self, path: str = "/ea") -> str:
-        return f"ws://{self.host}:{self.port}{path}"
+        return f"{'wss' if self.tls else 'ws'}://{self.name}:{self.port}{path}"
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, 0)
+    async def start(self) -> None:  # with tls, a connection whose handshake fails is never accepted
+        self._server = await asyncio.start_server(self._accept, self.host, 0, ssl=self.tls)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -259,6 +275,8 @@ class WsProxy:
         for conn in list(self._live):
             conn.abort()
         tasks = [t for conn in list(self._live) for t in conn.tasks]
+        for task in tasks:  # a pump still waiting for the upstream's handshake response does not see the abort
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
@@ -297,8 +315,10 @@ class WsProxy:
 
     async def _accept(self, t_reader: asyncio.StreamReader, t_writer: asyncio.StreamWriter) -> None:
         try:
-            g_reader, g_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)
-        except OSError as exc:
+            g_reader, g_writer = await asyncio.open_connection(
+                self.upstream_host, self.upstream_port, ssl=self.upstream_tls
+            )
+        except OSError as exc:  # ssl.SSLError included
             log.warning("cannot reach the gateway", error=str(exc))
             t_writer.transport.abort()
             return

@@ -217,13 +217,19 @@ def _imports(path: str, text: str, program: Program) -> str:
                 raise TransformError(f"{_line(path, text, m.start())}: cannot read the imported declaration {decl!r}")
             params: list[tuple[str, str]] = []
             for p in [s.strip() for s in d.group(3).split(",") if s.strip() and s.strip() != "void"]:
-                pm = re.fullmatch(rf"(?:const\s+)?({IDENT})\s*(&)?\s*({IDENT})\s*(\[\s*\])?", p)
+                pm = re.fullmatch(rf"(const\s+)?({IDENT})\s*(&)?\s*({IDENT})\s*(\[\s*\])?", p)
                 if pm is None:
                     raise TransformError(f"{_line(path, text, m.start())}: cannot marshal the parameter {p!r}")
-                kind = pm.group(1) + ("[]" if pm.group(4) else "")
+                kind = pm.group(2) + ("[]" if pm.group(5) else "")
                 if kind not in {"string", "int", "uint", "long", "double", "ushort[]", "uchar[]"}:
                     raise TransformError(f"{_line(path, text, m.start())}: cannot marshal '{kind}' to {library}")
-                params.append((kind, pm.group(3)))
+                if pm.group(3) and not pm.group(5) and not (pm.group(1) and kind == "string"):
+                    # an output through a reference (int &n, string &s): the wrappers pass values only
+                    raise TransformError(
+                        f"{_line(path, text, m.start())}: cannot marshal the reference parameter {p!r} to {library}"
+                        " (not supported yet)"
+                    )
+                params.append((kind, pm.group(4)))
             if d.group(1) not in _C_TYPES:
                 raise TransformError(f"{_line(path, text, m.start())}: cannot marshal the result type {d.group(1)!r}")
             found.append(Import(library, d.group(1), d.group(2), tuple(params)))

@@ -45,7 +45,7 @@ class Outcome:
     success: bool
     answered: bool = True
     already_executed: bool = False
-    ticket: int = 0
+    ticket: int = 0  # the position's identifier (POSITION_IDENTIFIER): mtTicket
     price: float = 0.0
     volume: float = 0.0
     remaining: float = 0.0
@@ -77,17 +77,17 @@ def fill_outcome(
     deals: Sequence[TradeDealLike],
     *,
     closing: bool,
-    position_ticket: int = 0,
+    position_identifier: int = 0,
     remaining: float = 0.0,
     profit_estimate: float = 0.0,
 ) -> Outcome:
     """A filled ``order_send`` result (DONE or DONE_PARTIAL), completed from its deals when the history has them
-    (all of them, or none): the position ticket, the price, the volume and, for a close, the profit (profit +
-    swap + commission + fee). Without its deals a close's profit is the share of the position's floating profit,
-    and the message says it is an estimate."""
+    (all of them, or none): the position's identifier, the price, the volume and, for a close, the profit (profit
+    + swap + commission + fee). Without its deals a close's profit is the share of the position's floating
+    profit, and the message says it is an estimate."""
     volume_in_deals = sum(d.volume for d in deals)
-    # a position's ticket is the ticket of the order that opened it
-    ticket = next((d.position_id for d in deals if d.position_id), 0) or position_ticket or result.order
+    # a position's identifier is the ticket of the order that opened it, and its deals' position_id
+    ticket = next((d.position_id for d in deals if d.position_id), 0) or position_identifier or result.order
     price = result.price
     if price <= 0 and volume_in_deals > 0:
         price = sum(d.price * d.volume for d in deals) / volume_in_deals
@@ -129,7 +129,7 @@ def find_open(
             return Outcome(
                 success=True,
                 already_executed=True,
-                ticket=position.ticket,
+                ticket=position.identifier,
                 price=position.price_open,
                 volume=position.volume,
             )
@@ -145,7 +145,8 @@ def find_close(
     action_id: str, magic: int, deals: Iterable[TradeDealLike], open_volume: Mapping[int, float]
 ) -> Outcome | None:
     """An earlier execution of the CLOSE ``action_id``: its closing deals in the history (volume-weighted
-    price, summed profit). ``open_volume`` is what is left open of each position (absent: closed)."""
+    price, summed profit). ``open_volume`` is what is left open of each position, by identifier (absent:
+    closed)."""
     if not action_id:
         return None
     volume = notional = profit = 0.0
@@ -238,7 +239,8 @@ def close_request(
     deviation: int,
     volume_step: float,
 ) -> dict[str, Any]:
-    """The ``order_send`` request of a CLOSE: the opposite deal on the position's ticket."""
+    """The ``order_send`` request of a CLOSE: the opposite deal on the position's current ticket (``position``
+    is POSITION_TICKET, the one thing that names a position by ticket rather than by identifier)."""
     buy = position.type == POSITION_TYPE_BUY
     return {
         "action": TRADE_ACTION_DEAL,

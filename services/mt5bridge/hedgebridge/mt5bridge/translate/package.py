@@ -41,8 +41,13 @@ RES_E_INTERNAL_FAIL_LAST = -10000
 
 
 class TradePositionLike(Protocol):
+    """``identifier`` (POSITION_IDENTIFIER) names the position for its whole life; ``ticket`` (POSITION_TICKET) is
+    the current one, which a swap charged by re-opening the position changes, and only a trade request names it."""
+
     @property
     def ticket(self) -> int: ...
+    @property
+    def identifier(self) -> int: ...
     @property
     def time_msc(self) -> int: ...
     @property

@@ -10,7 +10,6 @@ sent, rather than with a time hours off.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
@@ -23,6 +22,7 @@ from hedgebridge.protocol import (
     Position,
     PositionUpdate,
     PriceTick,
+    names,
 )
 
 from .orders import Outcome
@@ -42,8 +42,6 @@ from .package import (
     TradeDealLike,
     TradePositionLike,
 )
-
-_WIRE_SYMBOL = re.compile(r"^[A-Za-z0-9._#+-]{1,32}$")
 
 # --- reports ------------------------------------------------------------------------------------------------
 
@@ -122,11 +120,17 @@ def deal_reason(reason: int) -> str:
 
 
 def outside_close(
-    account_id: str, ticket: int, position_id: str, action_id: str | None, deals: Iterable[TradeDealLike], now: datetime
+    account_id: str,
+    identifier: int,
+    position_id: str,
+    action_id: str | None,
+    deals: Iterable[TradeDealLike],
+    now: datetime,
 ) -> ClosedEvent | None:
-    """CLOSED for a position of the hedge system that closed without a command (stop loss, take profit,
-    stop out, by hand), from its closing deals; None while the history has none yet."""
-    closing = [d for d in deals if d.position_id == ticket and d.entry in (DEAL_ENTRY_OUT, DEAL_ENTRY_OUT_BY)]
+    """CLOSED for a position of the hedge system (its ``identifier``, the deals' ``position_id``) that closed
+    without a command (stop loss, take profit, stop out, by hand), from its closing deals; None while the history
+    has none yet."""
+    closing = [d for d in deals if d.position_id == identifier and d.entry in (DEAL_ENTRY_OUT, DEAL_ENTRY_OUT_BY)]
     if not closing:
         return None
     volume = sum(d.volume for d in closing)
@@ -136,7 +140,7 @@ def outside_close(
         account_id=account_id,
         position_id=position_id,
         action_id=action_id,
-        mt_ticket=str(ticket),
+        mt_ticket=str(identifier),
         price=last.price,
         profit=round(sum(d.profit + d.swap + d.commission for d in closing), 2),
         volume=round(volume, 8) if volume > 0 else None,
@@ -158,19 +162,19 @@ def server_time(msc: int, offset_s: int | None) -> datetime | None:
 
 
 def is_wire_symbol(symbol: str) -> bool:
-    return bool(_WIRE_SYMBOL.match(symbol))
+    return names.is_symbol(symbol)
 
 
 def position_of(
     position: TradePositionLike, known: tuple[str, str | None] | None, offset_s: int | None
 ) -> Position | None:
-    """A position for POSITION_UPDATE; ``known`` is its (positionId, actionId) when the system opened it.
-    None for a position the protocol cannot carry (a symbol outside its alphabet, no volume)."""
+    """A position for POSITION_UPDATE, named by its identifier; ``known`` is its (positionId, actionId) when the
+    system opened it. None for a position the protocol cannot carry (a symbol outside its alphabet, no volume)."""
     if not is_wire_symbol(position.symbol) or not position.volume > 0 or not math.isfinite(position.volume):
         return None
     position_id, action_id = known if known is not None else (None, None)
     return Position(
-        mt_ticket=str(position.ticket),
+        mt_ticket=str(position.identifier),
         position_id=position_id,
         action_id=action_id,
         symbol=position.symbol,
@@ -191,7 +195,9 @@ def position_update(
     offset_s: int | None,
     sync_id: str | None = None,
 ) -> PositionUpdate:
-    listed = [position_of(p, book.get(p.ticket), offset_s) for p in sorted(positions, key=lambda p: p.ticket)]
+    """``book``: (positionId, actionId) by identifier."""
+    ordered = sorted(positions, key=lambda p: p.identifier)
+    listed = [position_of(p, book.get(p.identifier), offset_s) for p in ordered]
     return PositionUpdate(
         timestamp=now, account_id=account_id, positions=[p for p in listed if p is not None], sync_id=sync_id
     )
