@@ -1,6 +1,8 @@
 """The admin dashboard in a real headless Chromium (Debian's chromium and chromium-driver, driven by Selenium):
 log in with an admin token, see a simulated terminal appear, submit an order, see it filled, and see an alert
-open and resolve. The servers and services run in this test's event loop; the browser calls run in a thread.
+open and resolve; open the page on a desk that already traded and see the recent orders at once, and come
+back from a dropped connection with exactly the events missed. The servers and services run in this test's
+event loop; the browser calls run in a thread.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from hedgebridge.common.servers import NatsServer, ValkeyServer
 from hedgebridge.gateway.server import Gateway
 from hedgebridge.monitor.config import MonitorConfig
 from hedgebridge.monitor.service import Monitor
-from hedgebridge.protocol import CloseOrder
+from hedgebridge.protocol import CloseOrder, OpenOrder
+from hedgebridge.protocol.errors import CloseCode
 
 from ..conftest import StartSims
 from ..helpers import order, wait_for
@@ -237,3 +240,59 @@ async def test_log_in_see_a_terminal_order_and_an_alert_open_and_resolve(
         return bool(await browser.texts('#latency tr[data-hop="execution"]'))
 
     await wait_for(latency_shown, "the execution hop in the latency table")
+
+
+async def test_the_page_opens_with_recent_orders_and_resumes_after_a_reconnect_without_gaps(
+    gateway: Gateway, secret: str, sims: StartSims, nc: NatsClient, browser: Browser
+) -> None:
+    [terminal] = await sims(["WEB-2"], fill_latency_ms=1, tick_interval_ms=0)
+    before = await order(nc, OpenOrder(account_id="WEB-2", symbol="EURUSD", side="BUY", volume=0.1))
+    assert before.status == "FILLED"
+
+    await browser.call(browser.driver.get, f"http://127.0.0.1:{gateway.port}/admin")
+
+    async def has_form() -> bool:
+        return bool(await browser.texts("#login-form"))
+
+    await wait_for(has_form, "the login form")
+    await browser.type_into("#login-token", auth.mint_token(secret, role="admin", subject="admin-browser"))
+    await browser.click("#login-button")
+
+    async def feed() -> list[str]:
+        return await browser.texts("#feed li")
+
+    async def shows_the_earlier_order() -> bool:
+        return any("ORDER_RESULT WEB-2 FILLED OPEN EURUSD BUY" in line for line in await feed())
+
+    # the order filled before the page opened is in "Orders and actions" at once, from the stream's history
+    await wait_for(shows_the_earlier_order, lambda: "the earlier order in the feed", timeout_s=20)
+    kept = await browser.texts("#feed li.history[data-kind=ORDER_RESULT][data-seq]")
+    assert len(kept) == 1
+
+    async def row_connected() -> bool:
+        rows = await browser.texts('#terminals tr[data-account="WEB-2"]')
+        return bool(rows) and "connected" in rows[0] and "disconnected" not in rows[0]
+
+    await wait_for(row_connected, "the terminal's row from the last TERMINAL_STATUS")
+
+    # the connection drops; an order fills while the page is away; it comes back with exactly that
+    for session in list(gateway.clients.sessions):
+        session.retire(CloseCode.GOING_AWAY, "gateway shutting down")
+    missed = await order(nc, OpenOrder(account_id="WEB-2", symbol="EURUSD", side="SELL", volume=0.2))
+    assert missed.status == "FILLED"
+
+    async def resumed() -> bool:
+        status = " ".join(await browser.texts("#status"))
+        return "resumed" in status and "0 events replayed" not in status
+
+    await wait_for(resumed, lambda: "the page to resume after the reconnect", timeout_s=20)
+
+    async def shows_the_missed_order() -> bool:
+        return any("ORDER_RESULT WEB-2 FILLED OPEN EURUSD SELL" in line for line in await feed())
+
+    await wait_for(shows_the_missed_order, "the order filled while the page was away")
+    script = "return Array.from(document.querySelectorAll('#feed li[data-seq]'), (e) => e.dataset.seq);"
+    seqs = [int(s) for s in await browser.call(browser.driver.execute_script, script)]
+    assert len(seqs) == len(set(seqs))  # nothing twice
+    assert sorted(seqs, reverse=True) == seqs  # newest on top, in the stream's order
+    assert terminal.connected.is_set()

@@ -243,6 +243,7 @@ def test_status_lists_the_open_alerts() -> None:
 def test_client_api_shows_alerts_within_scope_and_the_report_to_admins() -> None:
     from hedgebridge.common import auth
     from hedgebridge.gateway.client_rules import decode_feed, feed_keys, feed_subjects, visible
+    from hedgebridge.gateway.stream_rules import STREAM_SOURCES
     from hedgebridge.protocol import HealthReport, MonitorReport, pack
 
     secret = auth.new_secret()
@@ -254,7 +255,9 @@ def test_client_api_shows_alerts_within_scope_and_the_report_to_admins() -> None
     book.action_state(action("x", "RUNNING", 2, 0), at(0))
     [system_wide] = book.action_state(action("x", "COMPLETED", 3, 900), at(1))
     assert feed_keys(system, "alerts", None) == {("alerts", "*")}
-    assert feed_subjects(("alerts", "*")) == (subjects.ALL_ALERTS,)
+    assert feed_subjects(("alerts", "*")) == ()  # read from HB_ALERTS, numbered
+    assert STREAM_SOURCES["alerts"].subjects == (subjects.ALL_ALERTS,)
+    assert STREAM_SOURCES["alerts"].stream == subjects.ALERTS_STREAM
     assert decode_feed("alerts", subjects.alert(mine.rule, "A1"), pack(mine)) == mine
     assert visible(system, None, "alerts", mine)
     assert not visible(system, None, "alerts", other)

@@ -30,6 +30,7 @@ from hedgebridge.gateway.client_rules import (
 )
 from hedgebridge.gateway.config import GatewayConfig
 from hedgebridge.gateway.handshake import Accept, ClientAccept, Refuse, authenticate_client, decide
+from hedgebridge.gateway.stream_rules import STREAM_SOURCES
 from hedgebridge.protocol import (
     ActionLeg,
     ActionRequest,
@@ -175,7 +176,10 @@ def test_feed_keys_per_account_for_systems_and_one_wildcard_for_admins() -> None
     assert feed_keys(principal, "prices", None) == {("prices", "A"), ("prices", "B")}
     assert feed_keys(principal, "prices", frozenset({"A"})) == {("prices", "A")}
     assert feed_keys(ADMIN, "prices", None) == {("prices", ANY)}
-    assert feed_keys(ADMIN, "trades", frozenset({"X"})) == {("trades", "X")}
+    assert feed_keys(ADMIN, "positions", frozenset({"X"})) == {("positions", "X")}
+    # topics kept in JetStream: one stream consumer for every account, filtered per client
+    assert feed_keys(ADMIN, "trades", frozenset({"X"})) == {("trades", ANY)}
+    assert feed_keys(principal, "orders", None) == {("orders", ANY)}
     assert feed_keys(principal, "actions", frozenset({"A"})) == {("actions", ANY)}
     assert feed_keys(principal, "consistency", None) == {("consistency", ANY)}
 
@@ -183,14 +187,18 @@ def test_feed_keys_per_account_for_systems_and_one_wildcard_for_admins() -> None
 def test_feed_subjects() -> None:
     assert feed_subjects(("prices", "A")) == (subjects.event("A", "PRICE"),)
     assert feed_subjects(("prices", ANY)) == ("hb.ea.*.evt.price",)
-    assert feed_subjects(("trades", "A")) == ("hb.ea.A.evt.opened", "hb.ea.A.evt.closed")
     assert feed_subjects(("positions", "A")) == ("hb.ea.A.evt.position_update",)
     assert feed_subjects(("balances", ANY)) == ("hb.ea.*.evt.account_update",)
     assert feed_subjects(("terminals", "A")) == (subjects.status("A"),)
     assert feed_subjects(("terminals", ANY)) == (subjects.ALL_STATUS,)
-    assert feed_subjects(("orders", "A")) == (subjects.result("A"),)
-    assert feed_subjects(("actions", ANY)) == (subjects.ALL_ACTIONS,)
-    assert feed_subjects(("consistency", ANY)) == (subjects.CONFLICTS, subjects.CONSISTENCY_STATUS)
+    # STREAM topics come from their stream; of the consistency topic only the overall status is core NATS
+    for topic in ("trades", "orders", "actions", "alerts"):
+        assert feed_subjects((topic, ANY)) == ()
+    assert feed_subjects(("consistency", ANY)) == (subjects.CONSISTENCY_STATUS,)
+    assert STREAM_SOURCES["trades"].subjects == ("hb.ea.*.evt.opened", "hb.ea.*.evt.closed")
+    assert STREAM_SOURCES["orders"].subjects == (subjects.ALL_RESULTS,)
+    assert STREAM_SOURCES["actions"].subjects == (subjects.ALL_ACTIONS,)
+    assert STREAM_SOURCES["consistency"].subjects == (subjects.CONFLICTS,)
     with pytest.raises(ValueError, match="unknown topic"):
         feed_subjects(("nope", ANY))
 
@@ -353,6 +361,14 @@ def test_readme_client_api_examples_are_valid_frames() -> None:
         "Push",
         "Unsubscribe",
         "Subscribed",
+        # resuming a stream
+        "Subscribe",
+        "Subscribed",
+        "Push",
+        "CaughtUp",
+        "Push",
+        "CaughtUp",
+        "Resync",
     ]
 
 

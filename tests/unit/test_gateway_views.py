@@ -65,6 +65,7 @@ class Client:
 class Clients:
     sessions: set[Client]
     slow_consumers: int = 0
+    slow_warnings: int = 0
 
 
 @dataclass(eq=False)
@@ -74,13 +75,14 @@ class Observed:
 
 
 def test_scrape_time_readers_see_sessions_queues_and_slow_consumers() -> None:
-    gateway = Observed(Clients({Client(Queue(2)), Client(Queue(5))}, slow_consumers=3))
+    gateway = Observed(Clients({Client(Queue(2)), Client(Queue(5))}, slow_consumers=3, slow_warnings=4))
     telemetry.register(gateway)
     try:
         connections = metrics.CONNECTIONS.values()
         assert (connections["terminal"], connections["client"]) == (0, 2)
         assert metrics.QUEUE_DEPTH.values()["client_outgoing"] == 7
         assert metrics.SLOW_CONSUMERS.values()[""] == 3
+        assert metrics.SLOW_WARNINGS.values()[""] == 4
         assert "" not in metrics.TERMINAL_SILENCE.values()  # no terminal: no silence to report
     finally:
         telemetry.unregister(gateway)

@@ -15,8 +15,11 @@ Both find the gateway and a token the way the other commands find the stack: ``-
 | 5 | REJECTED, or refused by the gateway (FORBIDDEN, INVALID_FIELD…) |
 | 6 | the gateway or the coordinator is unreachable |
 
-``watch`` prints one JSON line per event (``{"topic": …, "data": {…}}``) until Ctrl-C or SIGTERM (exit 0),
-or until ``--count`` events were printed; 5 when the subscription is refused, 6 when the connection ends.
+``watch`` prints one JSON line per event (``{"topic": …, "data": {…}}``, with ``epoch`` and ``seq`` on
+STREAM topics) until Ctrl-C or SIGTERM (exit 0), or until ``--count`` events were printed; 5 when the
+subscription is refused, 6 when the connection ends for good. A connection that ends is opened again and
+every topic resumes from the last event printed; each reconnect, each RESYNC (the history did not reach
+back: events may be missing) and each resumed topic is told on stderr.
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from hedgebridge.client import ClientError, ConnectionLost, HedgebridgeClient, Leg, parse_leg
+from hedgebridge.client import ClientError, ConnectionLost, HedgebridgeClient, Leg, Notice, Reconnected, parse_leg
 from hedgebridge.common import auth
 from hedgebridge.protocol import FINAL_ACTION_STATES, ActionRequest, ActionState, errors, to_builtins
-from hedgebridge.protocol.client import TOPICS
+from hedgebridge.protocol.client import RECENT_MAX, TOPICS, Push, Resync
 
 from . import state
 from .state import CliError
@@ -80,11 +83,11 @@ def resolve_token(flag: str | None, home: str | None) -> str:
     return auth.mint_token(secret, role="admin", subject="hedgebridge-cli", ttl_s=86_400.0)
 
 
-async def _connect(args: argparse.Namespace) -> HedgebridgeClient:
+async def _connect(args: argparse.Namespace, *, reconnect: bool = False) -> HedgebridgeClient:
     url = resolve_url(args.url, args.home)
     token = resolve_token(args.token, args.home)
     try:
-        return await HedgebridgeClient.connect(url, token, open_timeout_s=5.0)
+        return await HedgebridgeClient.connect(url, token, open_timeout_s=5.0, reconnect=reconnect)
     except ClientError as exc:
         raise CliError(f"the gateway refused the connection: {exc}", EXIT_REFUSED) from None
     except (OSError, TimeoutError) as exc:
@@ -176,23 +179,22 @@ async def _watch(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        client = await _connect(args)
+        client = await _connect(args, reconnect=True)
         async with client:
             try:
-                feed = await client.subscribe(args.topic or list(TOPICS), args.account)
+                feed = await client.subscribe(args.topic or list(TOPICS), args.account, recent=args.recent)
             except ClientError as exc:
                 raise CliError(f"subscription refused: {exc}", EXIT_REFUSED) from None
-            print(
-                f"hedgebridge: watching {', '.join(feed.topics)} on "
-                + (", ".join(feed.accounts) if feed.accounts is not None else "every account"),
-                file=sys.stderr,
-                flush=True,
+            _note(
+                f"watching {', '.join(feed.topics)} on "
+                + (", ".join(feed.accounts) if feed.accounts is not None else "every account")
             )
             printed = 0
             stopped = asyncio.ensure_future(stop.wait())
+            resumed = False
             try:
                 while args.count is None or printed < args.count:
-                    nxt = asyncio.ensure_future(feed.next())
+                    nxt = asyncio.ensure_future(feed.next_item())
                     await asyncio.wait({nxt, stopped}, return_when=asyncio.FIRST_COMPLETED)
                     if not nxt.done():
                         nxt.cancel()
@@ -200,21 +202,45 @@ async def _watch(args: argparse.Namespace) -> int:
                             await nxt
                         break
                     try:
-                        push = nxt.result()
+                        item = nxt.result()
                     except ConnectionLost as exc:
                         raise CliError(
                             f"connection lost: {exc.close_code} {exc.close_reason}", EXIT_UNAVAILABLE
                         ) from None
                     except StopAsyncIteration:
                         break
-                    _print({"topic": push.topic, "data": to_builtins(push.data)})
-                    printed += 1
+                    if isinstance(item, Push):
+                        line: dict[str, Any] = {"topic": item.topic, "data": to_builtins(item.data)}
+                        if item.seq is not None:
+                            line.update(epoch=item.epoch, seq=item.seq)
+                        _print(line)
+                        printed += 1
+                    else:
+                        resumed = _tell(item, resumed)
             finally:
                 stopped.cancel()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     return EXIT_OK
+
+
+def _note(text: str) -> None:
+    print(f"hedgebridge: {text}", file=sys.stderr, flush=True)
+
+
+def _tell(notice: Notice, resumed: bool) -> bool:
+    """A line on stderr for a reconnect, a RESYNC, and each topic resumed after a reconnect; whether the
+    topics' starts that follow are resumptions."""
+    if isinstance(notice, Reconnected):
+        why = " ".join(str(p) for p in (notice.close_code, notice.close_reason) if p)
+        _note(f"connection lost ({why or 'no close frame'}); reconnected, resuming")
+        return True
+    if isinstance(notice, Resync):
+        _note(f"RESYNC {notice.topic}: {notice.reason}: {notice.message}; events may be missing, a fresh start follows")
+    elif resumed and notice.epoch is not None:
+        _note(f"{notice.topic} resumed at {notice.epoch}:{notice.seq} ({notice.replayed} events replayed)")
+    return resumed
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -235,6 +261,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _recent(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= RECENT_MAX:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {RECENT_MAX}, got {text}")
     return value
 
 
@@ -287,4 +320,11 @@ def register(sub: Any) -> None:
     )
     watch.add_argument("--account", action="append", help="repeatable (default: every account the token may see)")
     watch.add_argument("--count", type=_positive_int, help="stop after this many events")
+    watch.add_argument(
+        "--recent",
+        type=_recent,
+        default=0,
+        metavar="N",
+        help="start with the last N events of each topic kept in JetStream (trades, orders, actions, alerts…)",
+    )
     watch.set_defaults(func=cmd_watch)

@@ -12,18 +12,23 @@ async with await HedgebridgeClient.connect("ws://127.0.0.1:8765/client", token) 
 ```
 
 Errors the gateway answers with an ERROR frame are raised as ``ClientError(code, message, field)``.
+``HedgebridgeClient.connect(url, token, reconnect=True)`` connects again after a connection ends and resumes
+every subscription from the last (epoch, seq) it saw; ``subscription.items()`` also yields its notices
+(``CaughtUp``, ``Resync``, ``Reconnected``).
 """
 
 from .client import HedgebridgeClient
 from .errors import ClientError, ConnectionLost, SlowSubscriber
 from .legs import Leg, parse_leg
-from .subscription import Subscription
+from .subscription import Notice, Reconnected, Subscription
 
 __all__ = [
     "ClientError",
     "ConnectionLost",
     "HedgebridgeClient",
     "Leg",
+    "Notice",
+    "Reconnected",
     "SlowSubscriber",
     "Subscription",
     "parse_leg",

@@ -6,9 +6,16 @@
   so repeating a call with the same ``action_id`` after a lost answer never executes twice.
 - HEARTBEAT is sent every ``heartbeatIntervalMs`` from CLIENT_WELCOME, and the gateway's heartbeats are
   answered, in the background.
-- No automatic reconnect: when the connection ends, pending calls raise ``ConnectionLost`` (an order in
-  flight then has an unknown outcome — repeat it with the same ``action_id`` on a new client to learn it)
-  and subscriptions end with ``ConnectionLost``. Connect again to resume.
+- When the connection ends, pending calls raise ``ConnectionLost`` (an order in flight then has an unknown
+  outcome — repeat it with the same ``action_id`` to learn it). Without ``reconnect`` the subscriptions end
+  with it too. With ``reconnect=True`` the client connects again (jittered backoff, for at most
+  ``reconnect_for_s`` of failed attempts) after an end that may heal (gateway restart, network, heartbeat,
+  slow consumer), and every subscription resumes: its STREAM topics from the last (epoch, seq) the client
+  saw, its snapshot topics with a fresh snapshot; they are told ``Reconnected``, then ``RESYNC`` for a topic
+  whose history no longer reaches back.
+- Subscriptions ask the gateway for stream delivery (``recent``, 0 by default): every topic's start ends with
+  CAUGHT_UP, which gives the client a cursor even before the first event; snapshot topics start with the
+  last state of each account.
 """
 
 from __future__ import annotations
@@ -17,66 +24,85 @@ import asyncio
 import contextlib
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
-from typing import TypeVar
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from hedgebridge.protocol import (
-    FINAL_ACTION_STATES,
-    ActionLeg,
     ActionRequest,
-    ActionState,
-    BatchItem,
-    BatchResult,
     CloseBatch,
     CloseOrder,
     ErrorMessage,
     Heartbeat,
     Message,
     OpenOrder,
-    OrderResult,
     ProtocolError,
     encode_frame,
-    subprotocol,
     utcnow,
 )
 from hedgebridge.protocol.client import (
-    Auth,
+    TOPIC_DELIVERY,
+    CaughtUp,
     ClientReply,
     ClientRequest,
     ClientWelcome,
+    Cursor,
     Push,
+    Resync,
+    SlowConsumerWarning,
     Subscribe,
     Subscribed,
     Unsubscribe,
     decode_server_frame,
 )
 
-from .errors import UNEXPECTED_REPLY, ClientError, ConnectionLost
-from .legs import Leg, Policy, Side
-from .subscription import Subscription
+from .calls import Calls, Result
+from .connection import (
+    Cursors,
+    Options,
+    attempt_failed_for_good,
+    backoff_s,
+    open_connection,
+    resume_frames,
+    worth_reconnecting,
+)
+from .errors import ClientError, ConnectionLost
+from .subscription import Reconnected, Subscription
 
-Result = OrderResult | BatchResult | ActionState
-R = TypeVar("R", OrderResult, BatchResult, ActionState)
 
-
-class HedgebridgeClient:
+class HedgebridgeClient(Calls):
     """A connection to ``/client``. Use ``await HedgebridgeClient.connect(url, token)``, as an async context
     manager or closed with ``aclose()``. (``close()`` closes a *position*.)"""
 
-    def __init__(self, ws: ClientConnection, welcome: ClientWelcome, *, subscription_queue_max: int) -> None:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        welcome: ClientWelcome,
+        *,
+        subscription_queue_max: int,
+        options: Options | None = None,
+        reconnect: bool = False,
+        reconnect_for_s: float = 60.0,
+    ) -> None:
         self.ws = ws
         self.welcome = welcome
         self.subscription_queue_max = subscription_queue_max
         self.errors: list[ClientError] = []  # ERROR frames that answered no request of this client
+        self.warnings: list[SlowConsumerWarning] = []  # the gateway's: this client reads too slowly
+        self.cursors = Cursors()  # the last (epoch, seq) of every STREAM topic
+        self.reconnects = 0
+        self._options = options
+        self._reconnect = reconnect and options is not None
+        self._reconnect_for_s = reconnect_for_s
+        self._closing = False
         self._pending: dict[str, asyncio.Future[Message]] = {}
         self._subscriptions: set[Subscription] = set()
         self._seq = itertools.count(1)
         self._lost: ConnectionLost | None = None
         self._tasks: set[asyncio.Future[None]] = set()
+        self._reconnector: asyncio.Task[None] | None = None
         self._reader = asyncio.create_task(self._read())
         self._beater = asyncio.create_task(self._beat())
 
@@ -90,37 +116,22 @@ class HedgebridgeClient:
         open_timeout_s: float = 10.0,
         max_frame_bytes: int | None = 64 * 1024 * 1024,
         subscription_queue_max: int = 10_000,
+        reconnect: bool = False,
+        reconnect_for_s: float = 60.0,
     ) -> HedgebridgeClient:
         """Connect and authenticate: with the ``Authorization`` header, or with an AUTH frame when
-        ``auth_frame`` is true (as a browser must). Raises ``ClientError`` when the gateway refuses."""
-        headers = {} if auth_frame else {"Authorization": f"Bearer {token}"}
-        ws = await connect(
-            url,
-            additional_headers=headers,
-            subprotocols=[subprotocol()],  # type: ignore[list-item]
-            open_timeout=open_timeout_s,
-            ping_interval=None,  # liveness is the protocol's HEARTBEAT
-            max_size=max_frame_bytes,
-            compression=None,
+        ``auth_frame`` is true (as a browser must). Raises ``ClientError`` when the gateway refuses. With
+        ``reconnect``, a connection that ends is opened again and the subscriptions resume (see the module)."""
+        options = Options(url, token, auth_frame, open_timeout_s, max_frame_bytes)
+        ws, welcome = await open_connection(options)
+        return cls(
+            ws,
+            welcome,
+            subscription_queue_max=subscription_queue_max,
+            options=options,
+            reconnect=reconnect,
+            reconnect_for_s=reconnect_for_s,
         )
-        try:
-            if auth_frame:
-                await ws.send(encode_frame(Auth(token=token)).decode())
-            async with asyncio.timeout(open_timeout_s):
-                first = decode_server_frame(await ws.recv())
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else None
-            raise ConnectionLost(code, exc.rcvd.reason if exc.rcvd else "") from None
-        except (ProtocolError, TimeoutError):
-            await ws.close()
-            raise
-        if isinstance(first, ErrorMessage):
-            await ws.close()
-            raise ClientError.from_frame(first)
-        if not isinstance(first, ClientWelcome):
-            await ws.close()
-            raise ClientError(UNEXPECTED_REPLY, f"expected CLIENT_WELCOME, got {type(first).__name__}")
-        return cls(ws, first, subscription_queue_max=subscription_queue_max)
 
     async def __aenter__(self) -> HedgebridgeClient:
         return self
@@ -131,8 +142,14 @@ class HedgebridgeClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection (normal closure)."""
+        """Close the connection (normal closure); no reconnect follows."""
+        self._closing = True
         self._beater.cancel()
+        if self._reconnector is not None:
+            self._reconnector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnector
+            self._end_subscriptions(self._lost or ConnectionLost(1000, "closed by the client"))
         await self.ws.close()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
@@ -160,170 +177,84 @@ class HedgebridgeClient:
         assert isinstance(reply, ClientReply)
         return reply.result
 
-    async def _typed(self, body: OpenOrder | CloseOrder | CloseBatch | ActionRequest, kind: type[R]) -> R:
-        result = await self.request(body)
-        if not isinstance(result, kind):
-            raise ClientError(UNEXPECTED_REPLY, f"expected {kind.__name__}, got {type(result).__name__}")
-        return result
-
-    async def open(
-        self,
-        account: str,
-        symbol: str,
-        side: Side,
-        volume: float,
-        *,
-        action_id: str | None = None,
-        user_id: str = "",
-        timeout_ms: int | None = None,
-    ) -> OrderResult:
-        """Open a market position; returns the executor's definite OrderResult (FILLED, REJECTED, EXPIRED…)."""
-        body = OpenOrder(
-            account_id=account,
-            symbol=symbol,
-            side=side,
-            volume=volume,
-            action_id=action_id or uuid.uuid4().hex,
-            user_id=user_id,
-            timeout_ms=timeout_ms,
-        )
-        return await self._typed(body, OrderResult)
-
-    async def close(
-        self,
-        account: str,
-        *,
-        position_id: str | None = None,
-        mt_ticket: str | None = None,
-        volume: float | None = None,
-        action_id: str | None = None,
-        user_id: str = "",
-        exit_reason: str = "",
-        timeout_ms: int | None = None,
-    ) -> OrderResult:
-        """Close a position by ``position_id`` or ``mt_ticket`` (``volume`` closes part of it)."""
-        if position_id is None and mt_ticket is None:
-            raise ValueError("close needs position_id or mt_ticket")
-        body = CloseOrder(
-            account_id=account,
-            position_id=position_id,
-            mt_ticket=mt_ticket,
-            volume=volume,
-            action_id=action_id or uuid.uuid4().hex,
-            user_id=user_id,
-            exit_reason=exit_reason,
-            timeout_ms=timeout_ms,
-        )
-        return await self._typed(body, OrderResult)
-
-    async def close_batch(
-        self,
-        items: Iterable[BatchItem],
-        *,
-        action_id: str | None = None,
-        exit_reason: str = "",
-        timeout_ms: int | None = None,
-    ) -> BatchResult:
-        """Close many positions at once; one OrderResult per item."""
-        body = CloseBatch(
-            items=list(items), action_id=action_id or uuid.uuid4().hex, exit_reason=exit_reason, timeout_ms=timeout_ms
-        )
-        return await self._typed(body, BatchResult)
-
-    async def action(self, body: ActionRequest, *, follow: bool = False, timeout_s: float = 60.0) -> ActionState:
-        """Submit an action. With ``follow``, wait (at most ``timeout_s``) for its final state, read from the
-        ``actions`` topic (subscribed before the request is sent, so no state is missed)."""
-        if not follow:
-            return await self._typed(body, ActionState)
-        if body.action_id is None:
-            raise ValueError("follow needs an action_id")
-        async with await self.subscribe(["actions"]) as feed:
-            state = await self._typed(body, ActionState)
-            async with asyncio.timeout(timeout_s):
-                while state.state not in FINAL_ACTION_STATES:
-                    push = await feed.next()
-                    data = push.data
-                    if isinstance(data, ActionState) and data.action_id == body.action_id and data.seq > state.seq:
-                        state = data
-            return state
-
-    async def hedge(
-        self,
-        legs: Sequence[Leg | ActionLeg],
-        *,
-        policy: Policy = "COMPENSATE",
-        action_id: str | None = None,
-        user_id: str = "",
-        timeout_ms: int | None = None,
-        follow: bool = False,
-    ) -> ActionState:
-        """Open every leg concurrently (a hedge entry); ``policy`` says what happens when some legs fail."""
-        body = ActionRequest(
-            kind="HEDGE_ENTRY",
-            legs=[leg.to_message() if isinstance(leg, Leg) else leg for leg in legs],
-            policy=policy,
-            action_id=action_id or uuid.uuid4().hex,
-            user_id=user_id,
-            timeout_ms=timeout_ms,
-        )
-        return await self.action(body, follow=follow)
-
-    async def exit(
-        self, target_action_id: str, *, action_id: str | None = None, user_id: str = "", follow: bool = False
-    ) -> ActionState:
-        """Close every open leg of the earlier action ``target_action_id``."""
-        body = ActionRequest(
-            kind="EXIT", target_action_id=target_action_id, action_id=action_id or uuid.uuid4().hex, user_id=user_id
-        )
-        return await self.action(body, follow=follow)
-
-    async def close_all(
-        self, accounts: Sequence[str], *, action_id: str | None = None, user_id: str = "", follow: bool = False
-    ) -> ActionState:
-        """Close every open position on ``accounts``."""
-        body = ActionRequest(
-            kind="CLOSE_ALL", account_ids=list(accounts), action_id=action_id or uuid.uuid4().hex, user_id=user_id
-        )
-        return await self.action(body, follow=follow)
-
     # --- subscriptions -----------------------------------------------------------------------------------
 
-    async def subscribe(self, topics: Sequence[str], accounts: Sequence[str] | None = None) -> Subscription:
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        accounts: Sequence[str] | None = None,
+        *,
+        recent: int | None = 0,
+        resume: Mapping[str, Cursor] | None = None,
+    ) -> Subscription:
         """Subscribe to live events of ``topics`` (prices, positions, balances, trades, terminals, orders,
-        actions, consistency), limited to ``accounts`` (every account the token may see when None).
+        actions, consistency, alerts, monitor), limited to ``accounts`` (every account the token may see when
+        None). A topic this client does not follow yet starts in stream mode: from ``resume`` (its cursor,
+        e.g. saved by an earlier process) or with its last ``recent`` events, snapshot topics with the last
+        state of each account, then CAUGHT_UP (``recent=None`` and no ``resume``: live events only).
         Raises ClientError (e.g. FORBIDDEN, field ``accounts[0]``) when the gateway refuses."""
         if self._lost is not None:
             raise self._lost
-        request_id = uuid.uuid4().hex
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        followed = {t for s in self._subscriptions for t in s.topics}
+        new = [t for t in dict.fromkeys(topics) if t not in followed]
+        again = [t for t in dict.fromkeys(topics) if t in followed]
+        listed = None if accounts is None else list(accounts)
+        subscription = Subscription(self._forget, list(dict.fromkeys(topics)), listed, self.subscription_queue_max)
+        self._subscriptions.add(subscription)  # before SUBSCRIBE: the topic's start follows its answer at once
         try:
-            await self._send(
-                Subscribe(
-                    request_id=request_id,
-                    topics=list(topics),  # type: ignore[arg-type]
-                    accounts=None if accounts is None else list(accounts),
-                )
-            )
-            reply = await future
-        finally:
-            self._pending.pop(request_id, None)
-        assert isinstance(reply, Subscribed)
-        subscription = Subscription(self._forget, list(reply.topics), reply.accounts, self.subscription_queue_max)
-        self._subscriptions.add(subscription)
+            frames: list[Subscribe] = []
+            if new:
+                cursors = {t: c for t, c in (resume or {}).items() if t in new and TOPIC_DELIVERY.get(t) == "STREAM"}
+                stream = recent is not None or bool(cursors)
+                self.cursors.seed(cursors)
+                frames.append(self._subscribe_frame(new, listed, cursors or None, recent if stream else None))
+            if again:  # followed already on this connection: its accounts are added, live only
+                frames.append(self._subscribe_frame(again, listed, None, None))
+            for frame in frames:
+                reply = await self._exchange(frame)
+                assert isinstance(reply, Subscribed)
+                subscription.accounts = reply.accounts
+        except BaseException:
+            self._subscriptions.discard(subscription)
+            raise
         return subscription
+
+    @staticmethod
+    def _subscribe_frame(
+        topics: list[str], accounts: list[str] | None, resume: dict[str, Cursor] | None, recent: int | None
+    ) -> Subscribe:
+        return Subscribe(
+            request_id=uuid.uuid4().hex,
+            topics=topics,  # type: ignore[arg-type]
+            accounts=accounts,
+            resume=resume,  # type: ignore[arg-type]
+            recent=recent,
+        )
+
+    async def _exchange(self, frame: Subscribe) -> Message:
+        """Send a SUBSCRIBE and wait for its SUBSCRIBED (ClientError for an ERROR)."""
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[frame.request_id] = future
+        try:
+            await self._send(frame)
+            return await future
+        finally:
+            self._pending.pop(frame.request_id, None)
 
     async def _forget(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
         still = {t for s in self._subscriptions for t in s.topics}
         unused = [t for t in subscription.topics if t not in still]
+        self.cursors.forget(unused)
         if unused and self._lost is None:
-            with contextlib.suppress(ConnectionClosed):
+            with contextlib.suppress(ConnectionClosed, ClientError):
                 await self._send(Unsubscribe(request_id=uuid.uuid4().hex, topics=unused))  # type: ignore[arg-type]
 
     # --- I/O ---------------------------------------------------------------------------------------------
 
     async def _send(self, message: Message) -> None:
+        if self._lost is not None:
+            raise self._lost
         try:
             await self.ws.send(encode_frame(message).decode())
         except ConnectionClosed:
@@ -350,18 +281,65 @@ class HedgebridgeClient:
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(lost)
-            for subscription in list(self._subscriptions):
-                subscription._end(lost)
             self._beater.cancel()
+            if self._reconnect and not self._closing and worth_reconnecting(lost):
+                self._reconnector = asyncio.create_task(self._reconnect_loop(lost))
+            else:
+                self._end_subscriptions(lost)
+
+    def _end_subscriptions(self, reason: ClientError) -> None:
+        for subscription in list(self._subscriptions):
+            subscription._end(reason)
+
+    async def _reconnect_loop(self, lost: ConnectionLost) -> None:
+        """Connect again until it works (or cannot: the token is refused, or ``reconnect_for_s`` passed),
+        then follow again what the subscriptions followed, each topic from its cursor."""
+        assert self._options is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._reconnect_for_s
+        attempt = 0
+        while True:
+            attempt += 1
+            await asyncio.sleep(backoff_s(attempt))
+            try:
+                ws, welcome = await open_connection(self._options)
+                break
+            except Exception as exc:
+                if attempt_failed_for_good(exc) or loop.time() > deadline:
+                    self._end_subscriptions(lost)
+                    return
+        self.ws, self.welcome, self._lost = ws, welcome, None
+        self.reconnects += 1
+        self._reader = asyncio.create_task(self._read())
+        self._beater = asyncio.create_task(self._beat())
+        for subscription in list(self._subscriptions):
+            subscription._notice(Reconnected(lost.close_code, lost.close_reason, attempt))
+        followed = [(s.topics, None if s.accounts is None else list(s.accounts)) for s in self._subscriptions]
+        try:
+            for frame in resume_frames(followed, self.cursors):
+                await self._exchange(frame)
+        except ConnectionLost:
+            return  # lost again: the reader starts the next reconnect
+        except ClientError as exc:  # the gateway refuses to follow them again (the token's scope changed)
+            self._end_subscriptions(exc)
+            await self.ws.close()
 
     def _dispatch(self, frame: Message) -> None:
         if isinstance(frame, Push):
+            self.cursors.seen(frame)
             for subscription in list(self._subscriptions):
                 subscription._offer(frame)
+        elif isinstance(frame, CaughtUp | Resync):
+            if isinstance(frame, CaughtUp):
+                self.cursors.seen(frame)
+            for subscription in list(self._subscriptions):
+                subscription._notice(frame)
         elif isinstance(frame, ClientReply | Subscribed):
             future = self._pending.get(frame.request_id)
             if future is not None and not future.done():
                 future.set_result(frame)
+        elif isinstance(frame, SlowConsumerWarning):
+            self.warnings.append(frame)
         elif isinstance(frame, ErrorMessage):
             error = ClientError.from_frame(frame)
             future = self._pending.get(frame.ref_id or "")

@@ -19,12 +19,13 @@ import importlib.util
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
 import msgspec
 import nats
 from nats.aio.client import Client
+from nats.errors import SlowConsumerError
 
 from . import config, logs
 from .faults import Fatal
@@ -125,6 +126,7 @@ async def connect(
     *,
     startup_timeout_s: float = 30.0,
     security: NatsSecurity | None = None,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
     **options: Any,
 ) -> Client:
     """Connect to NATS (``url`` may be a comma-separated list of servers; credentials and TLS from
@@ -132,19 +134,24 @@ async def connect(
 
     The first connection must succeed within ``startup_timeout_s`` (else NatsUnreachable, so that a
     supervisor restarts the service with a clear message); once connected, the client reconnects forever.
-    Connection errors are logged at most once every few seconds."""
+    Connection errors are logged at most once every few seconds; ``on_reconnect`` is awaited after each
+    reconnect."""
     last_logged = 0.0
     refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def on_disconnect() -> None:
         _log.warning("nats disconnected", client=name)
 
-    async def on_reconnect() -> None:
+    async def reconnected() -> None:
         metrics.RECONNECTS.labels("nats").inc()
         _log.info("nats reconnected", client=name)
+        if on_reconnect is not None:
+            await on_reconnect()
 
     async def on_error(exc: Exception) -> None:
         nonlocal last_logged
+        if isinstance(exc, SlowConsumerError):  # nats-py dropped a message of a subscription that lags
+            metrics.NATS_DROPPED.inc()
         if not refused.done() and _refused_credentials(exc):
             refused.set_result(redact(str(exc)))
         now = time.monotonic()
@@ -160,7 +167,7 @@ async def connect(
         "connect_timeout": 2,
         "allow_reconnect": True,
         "disconnected_cb": on_disconnect,
-        "reconnected_cb": on_reconnect,
+        "reconnected_cb": reconnected,
         "error_cb": on_error,
     }
     defaults.update(connect_options(security_from_env() if security is None else security))

@@ -2,6 +2,12 @@
 
 Each service calls ``ensure`` at start; creating what exists already is a no-op, so any service may come
 up first. ``replicas`` is 1 on a single server and 3 on a three-node cluster (HEDGEBRIDGE_STREAM_REPLICAS).
+The gateway, which reads the streams' history for resuming clients, calls ``ensure_present``: it creates a
+stream that does not exist yet, with these defaults, and never changes one that does (its owner configures
+it).
+
+A stream's ``epoch`` names its history: its name and creation time. Sequences only grow within an epoch; a
+stream deleted and created again starts a new epoch (and its sequences from 1).
 
 ``hb_revoked`` holds the ids (``jti``) of revoked tokens, one key each; gateways watch it and refuse or close
 what it names (``hedgebridge token revoke JTI`` writes it).
@@ -13,9 +19,9 @@ import contextlib
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NatsClient
-from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig, StreamInfo
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
 from hedgebridge.protocol import subjects
@@ -34,6 +40,68 @@ class State:
     book: KeyValue
 
 
+ALERTS_PER_KEY = 100  # transitions HB_ALERTS keeps per alert key (the last one is the alert's state)
+
+
+def events_stream(replicas: int = 1, max_age_days: float = 30.0) -> StreamConfig:
+    """HB_EVENTS: trade reports, order results, action states and conflicts."""
+    return StreamConfig(
+        name=subjects.EVENTS_STREAM,
+        subjects=list(subjects.EVENTS_STREAM_SUBJECTS),
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        max_age=max_age_days * DAY_S,
+        duplicate_window=120.0,
+        discard=DiscardPolicy.OLD,
+    )
+
+
+def alerts_stream(replicas: int = 1) -> StreamConfig:
+    """HB_ALERTS: every alert transition, the last ``ALERTS_PER_KEY`` of each alert key (the monitor's)."""
+    return StreamConfig(
+        name=subjects.ALERTS_STREAM,
+        subjects=[subjects.ALL_ALERTS],
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        max_msgs_per_subject=ALERTS_PER_KEY,
+        duplicate_window=120.0,
+        discard=DiscardPolicy.OLD,
+    )
+
+
+def snapshots_stream(replicas: int = 1) -> StreamConfig:
+    """HB_SNAPSHOTS: the last POSITION_UPDATE, ACCOUNT_UPDATE and TERMINAL_STATUS of every account, in memory
+    (the terminals send them again after a restart of NATS)."""
+    return StreamConfig(
+        name=subjects.SNAPSHOTS_STREAM,
+        subjects=list(subjects.SNAPSHOTS_STREAM_SUBJECTS),
+        storage=StorageType.MEMORY,
+        num_replicas=replicas,
+        max_msgs_per_subject=1,
+        discard=DiscardPolicy.OLD,
+    )
+
+
+async def ensure_present(js: JetStreamContext, config: StreamConfig) -> StreamInfo:
+    """The stream ``config`` names: created with ``config`` when absent, left as it is when present."""
+    assert config.name is not None
+    try:
+        return await js.stream_info(config.name)
+    except NotFoundError:
+        pass
+    try:
+        return await js.add_stream(config)
+    except BadRequestError:  # created meanwhile by another service
+        return await js.stream_info(config.name)
+
+
+def epoch(info: StreamInfo) -> str:
+    """The name of a stream's history: ``<name>@<creation time in microseconds>``."""
+    created = info.created
+    stamp = int(created.timestamp() * 1_000_000) if created is not None else 0
+    return f"{info.config.name}@{stamp}"
+
+
 async def ensure(
     nc: NatsClient,
     *,
@@ -43,15 +111,7 @@ async def ensure(
 ) -> State:
     """Create (or find) the events stream and the KV buckets; return handles to them."""
     js = nc.jetstream()
-    stream = StreamConfig(
-        name=subjects.EVENTS_STREAM,
-        subjects=list(subjects.EVENTS_STREAM_SUBJECTS),
-        storage=StorageType.FILE,
-        num_replicas=replicas,
-        max_age=events_max_age_days * DAY_S,
-        duplicate_window=120.0,
-        discard=DiscardPolicy.OLD,
-    )
+    stream = events_stream(replicas, events_max_age_days)
     try:
         await js.add_stream(stream)
     except BadRequestError:  # exists with another configuration: bring it to this one

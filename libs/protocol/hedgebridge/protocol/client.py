@@ -5,12 +5,34 @@ Client → gateway:
 - ``AUTH`` {token}: the first frame, for clients that cannot set an Authorization header (browsers).
 - ``REQUEST`` {requestId, body}: ``body`` is an OPEN_ORDER, CLOSE_ORDER, CLOSE_BATCH or ACTION. Answered by
   one ``REPLY`` with the same requestId (or an ``ERROR`` whose ``refId`` is the requestId).
-- ``SUBSCRIBE`` {requestId, topics, accounts?}: live events of those topics, limited to ``accounts`` (all
-  the token may see when absent). Answered by ``SUBSCRIBED``. ``UNSUBSCRIBE`` {requestId, topics}.
+- ``SUBSCRIBE`` {requestId, topics, accounts?, resume?, recent?}: live events of those topics, limited to
+  ``accounts`` (all the token may see when absent). Answered by ``SUBSCRIBED``. ``UNSUBSCRIBE``
+  {requestId, topics}.
 - ``HEARTBEAT``: as on the EA wire.
 
 Gateway → client: ``CLIENT_WELCOME`` (after authentication), ``REPLY``, ``SUBSCRIBED``, ``EVENT``
-{topic, data}, ``HEARTBEAT``, ``ERROR``.
+{topic, data, epoch?, seq?}, ``CAUGHT_UP``, ``RESYNC``, ``SLOW_CONSUMER``, ``HEARTBEAT``, ``ERROR``.
+
+Delivery of each topic (``TOPIC_DELIVERY``) after a reconnect:
+
+- ``STREAM`` (trades, orders, actions, consistency conflicts, alerts): every event is kept in JetStream and
+  numbered: ``EVENT.seq`` is its stream sequence (growing, not contiguous: the topic is a filtered view of
+  the stream), ``EVENT.epoch`` names the stream's history (it changes when that history restarts). A
+  SUBSCRIBE with ``resume`` {topic: {epoch, seq}} gets exactly the events after ``seq`` (replayed), then
+  ``CAUGHT_UP`` {topic, epoch, seq}, then the live events, without gap or duplicate; ``recent`` N asks for
+  the last N events of a topic without a cursor. When the history no longer reaches back (the epoch
+  changed, the events after ``seq`` expired, ``seq`` is unknown, or the gap is longer than the gateway
+  replays) the topic gets ``RESYNC`` {topic, reason} first, then its most recent events (100, or
+  ``recent`` when larger), then ``CAUGHT_UP``.
+- ``SNAPSHOT`` (positions, balances, terminals): each event is the whole state of an account; a stream-mode
+  SUBSCRIBE (with ``resume`` or ``recent``) starts with the last event of every account, then
+  ``CAUGHT_UP``.
+- ``LATEST`` (prices, monitor): latest wins, nothing is replayed; the next event is the current value.
+
+``resume`` and ``recent`` are optional: a SUBSCRIBE without them is answered as before (live events only;
+no CAUGHT_UP, RESYNC or snapshot), so older clients keep working. A client whose frames wait past the
+gateway's high-water mark gets ``SLOW_CONSUMER`` {queued, highWater, limit} before it is ever closed (1008
+"slow consumer" once the queue is full).
 """
 
 from __future__ import annotations
@@ -44,10 +66,13 @@ from .messages import (
     PositionUpdate,
     PriceTick,
     TerminalStatus,
+    _Body,
 )
 from .names import SCOPE_MAX
 
 RequestId = Annotated[str, Meta(min_length=1, max_length=128)]
+Epoch = Annotated[str, Meta(min_length=1, max_length=128)]
+Seq = Count  # a stream sequence (JSON clients read integers exactly up to 2**53 - 1)
 
 Topic = Literal[
     "prices", "positions", "balances", "trades", "terminals", "orders", "actions", "consistency", "alerts", "monitor"
@@ -65,6 +90,30 @@ TOPICS: tuple[str, ...] = (
     "monitor",
 )
 
+Delivery = Literal["STREAM", "SNAPSHOT", "LATEST"]
+TOPIC_DELIVERY: dict[str, Delivery] = {
+    "prices": "LATEST",
+    "positions": "SNAPSHOT",
+    "balances": "SNAPSHOT",
+    "trades": "STREAM",
+    "terminals": "SNAPSHOT",
+    "orders": "STREAM",
+    "actions": "STREAM",
+    "consistency": "STREAM",  # conflicts are kept; the overall CONSISTENCY status is latest-wins
+    "alerts": "STREAM",
+    "monitor": "LATEST",
+}
+ResyncReason = Literal["EPOCH_CHANGED", "HISTORY_EXPIRED", "UNKNOWN_SEQUENCE", "TOO_FAR_BEHIND"]
+RECENT_MAX = 1000  # events a SUBSCRIBE may ask per topic with ``recent``
+RESYNC_RECENT = 100  # events of a topic sent after a RESYNC (``recent`` when the SUBSCRIBE asks more)
+
+
+class Cursor(_Body, frozen=True, kw_only=True):
+    """Where a client is in a STREAM topic: the last event it has (``seq``) in the history ``epoch``."""
+
+    epoch: Epoch
+    seq: Seq
+
 
 class Auth(Message, frozen=True, kw_only=True, tag="AUTH"):
     token: Annotated[str, Meta(min_length=1, max_length=8192)]
@@ -79,6 +128,14 @@ class Subscribe(Message, frozen=True, kw_only=True, tag="SUBSCRIBE"):
     request_id: RequestId
     topics: Annotated[list[Topic], Meta(min_length=1, max_length=len(TOPICS))]
     accounts: Annotated[list[AccountId], Meta(max_length=SCOPE_MAX)] | None = None
+    resume: Annotated[dict[Topic, Cursor], Meta(max_length=len(TOPICS))] | None = None
+    recent: Annotated[int, Meta(ge=0, le=RECENT_MAX)] | None = None
+
+    @property
+    def stream_mode(self) -> bool:
+        """Whether the client asked for history and snapshots (then every topic ends its start with
+        CAUGHT_UP)."""
+        return self.resume is not None or self.recent is not None
 
 
 class Unsubscribe(Message, frozen=True, kw_only=True, tag="UNSUBSCRIBE"):
@@ -125,12 +182,53 @@ EventData = (
 
 
 class Push(Message, frozen=True, kw_only=True, tag="EVENT"):
+    """A live or replayed event. On STREAM topics ``epoch`` and ``seq`` number it (see the module's doc)."""
+
     topic: str
     data: EventData
+    epoch: str | None = None
+    seq: Seq | None = None
+
+
+class CaughtUp(Message, frozen=True, kw_only=True, tag="CAUGHT_UP"):
+    """The start of a topic asked in stream mode is complete: what follows is live. On a STREAM topic
+    ``epoch``/``seq`` are the client's cursor from here (the stream's head at the hand-over) even when no
+    event was sent; ``replayed`` counts the events sent from history, ``snapshot`` the snapshot events."""
+
+    request_id: str
+    topic: str
+    epoch: str | None = None
+    seq: Seq | None = None
+    replayed: Count = 0
+    snapshot: Count = 0
+
+
+class Resync(Message, frozen=True, kw_only=True, tag="RESYNC"):
+    """The history of a STREAM topic does not reach back to the client's cursor: events may be missing
+    between the cursor and what follows. ``epoch``/``firstSeq`` are the stream's history now."""
+
+    request_id: str
+    topic: str
+    reason: ResyncReason
+    message: str
+    epoch: str
+    first_seq: Seq = 0
+
+
+class SlowConsumerWarning(Message, frozen=True, kw_only=True, tag="SLOW_CONSUMER"):
+    """The client's frames wait past the high-water mark: read faster, or it is closed (1008 "slow
+    consumer") when ``limit`` frames wait. Sent once per crossing."""
+
+    timestamp: datetime
+    queued: Count
+    high_water: Count
+    limit: Count
 
 
 ClientFrame = Auth | ClientRequest | Subscribe | Unsubscribe | Heartbeat
-ServerFrame = ClientWelcome | ClientReply | Subscribed | Push | Heartbeat | ErrorMessage
+ServerFrame = (
+    ClientWelcome | ClientReply | Subscribed | Push | CaughtUp | Resync | SlowConsumerWarning | Heartbeat | ErrorMessage
+)
 
 _client_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)
 _server_decoder: msgspec.json.Decoder[ServerFrame] = msgspec.json.Decoder(ServerFrame)

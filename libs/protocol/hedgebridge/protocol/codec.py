@@ -31,6 +31,7 @@ _NOT_BRACKET_OR_QUOTE = bytes(b for b in range(256) if b not in b'[]{}"')
 TOO_DEEP = f"the frame nests arrays and objects deeper than {MAX_DEPTH} levels"
 
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_AT_KEY = re.compile(r" - at `key` in `\$(?P<path>[^`]*)`$")  # a bad key of a map: the map is the field
 _MISSING = re.compile(r"Object missing required field `(?P<name>[^`]+)`")
 _BACKTICK = re.compile(r"`(?P<name>[A-Za-z0-9_]+)`")
 
@@ -66,7 +67,7 @@ class ProtocolError(Exception):
 def _classify(exc: msgspec.ValidationError) -> tuple[str, str | None, str]:
     text = str(exc)
     path = ""
-    at = _AT.search(text)
+    at = _AT.search(text) or _AT_KEY.search(text)
     if at:
         path = at.group("path").lstrip(".")
         text_core = text[: at.start()]

@@ -25,7 +25,9 @@ conflicts; the KV buckets hb_orders (order records by actionId), hb_inflight (or
 their owner's lease), hb_actions (action records by actionId), hb_actions_running (the actionIds not final
 yet, so a takeover scan reads only those) and hb_book (positions the system believes
 open, by ``<account>.<ticket>``) are the persisted state. The stream HB_ALERTS keeps every alert transition
-(the last one per subject is an alert's current state).
+(the last one per subject is an alert's current state). The stream HB_SNAPSHOTS (in memory) keeps the last
+POSITION_UPDATE, ACCOUNT_UPDATE and TERMINAL_STATUS of every account: the snapshot a client resuming the
+``positions``, ``balances`` or ``terminals`` topic starts with.
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ EVENTS_STREAM_SUBJECTS = (
     ALL_RESULTS,
     ALL_ACTIONS,
     CONFLICTS,
+)
+SNAPSHOTS_STREAM = "HB_SNAPSHOTS"
+# What HB_SNAPSHOTS keeps, the last message of each subject: every account's latest state.
+SNAPSHOTS_STREAM_SUBJECTS = (
+    f"{PREFIX}.ea.*.evt.position_update",
+    f"{PREFIX}.ea.*.evt.account_update",
+    f"{PREFIX}.ea.*.status",
 )
 ORDERS_BUCKET = "hb_orders"
 INFLIGHT_BUCKET = "hb_inflight"

@@ -8,8 +8,11 @@
   concurrently (up to ``client_max_in_flight`` per connection) and are answered with ``REPLY``.
 - ``SUBSCRIBE``: live events, fanned out in-process from ONE NATS subscription per (topic, account) — or
   per topic for an admin's "everything" — shared by every client of this gateway and reference-counted.
-- Every frame to a client goes through a queue of at most ``client_queue_max`` frames; a client that lets it
-  fill up is closed with 1008 "slow consumer" (the other clients are not slowed down).
+- Every frame to a client goes through a queue of at most ``client_queue_max`` frames; a client whose queue
+  reaches the high-water mark gets SLOW_CONSUMER first, one that lets it fill up is closed with 1008 "slow
+  consumer" (the other clients are not slowed down).
+- ``resume`` / ``recent`` in a SUBSCRIBE: the topics start from JetStream (history, snapshots) and hand over
+  to live events without gap or duplicate (``client_streams``).
 - A client silent for longer than the heartbeat timeout is closed with 4001; a bad frame is answered with a
   typed ERROR and the connection stays up.
 - A client sending more frames than its rate (``message_rate``/``message_burst``) is closed with 1008
@@ -77,6 +80,7 @@ class ClientHub:
         self.feeds = FeedRegistry(nats)
         self.sessions: set[ClientSession] = set()
         self.slow_consumers = 0
+        self.slow_warnings = 0  # clients told their queue passed the high-water mark
         self._background: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.keys: Callable[[], Keys] = lambda: config.jwt_secret  # the gateway sets its key provider

@@ -33,7 +33,7 @@ from hedgebridge.protocol import (
     unpack,
     unpack_event,
 )
-from hedgebridge.protocol.client import ClientWelcome, EventData
+from hedgebridge.protocol.client import TOPIC_DELIVERY, ClientWelcome, EventData
 from hedgebridge.protocol.codec import read_loosely
 from hedgebridge.protocol.messages import Conflict
 
@@ -94,8 +94,10 @@ def check_subscribe_scope(principal: Principal, accounts: list[str] | None) -> R
 
 def feed_keys(principal: Principal, topic: str, selection: frozenset[str] | None) -> set[FeedKey]:
     """The shared feeds a client needs for ``topic``. ``selection`` None means everything in scope: the
-    wildcard feed for an admin, one feed per account of a system token."""
-    if topic in SHARED_TOPICS:
+    wildcard feed for an admin, one feed per account of a system token. A topic kept in JetStream (STREAM
+    delivery) has one feed for every account, read from the stream, whose events are filtered per client
+    (``sees``)."""
+    if topic in SHARED_TOPICS or TOPIC_DELIVERY.get(topic) == "STREAM":
         return {(topic, ANY)}
     if selection is None:
         if principal.is_admin:
@@ -105,22 +107,20 @@ def feed_keys(principal: Principal, topic: str, selection: frozenset[str] | None
 
 
 def feed_subjects(key: FeedKey) -> tuple[str, ...]:
+    """The core NATS subjects of a feed (a STREAM topic's events come from its stream instead, see
+    ``stream_rules.STREAM_SOURCES``; of the consistency topic only the overall status is core)."""
     topic, account = key
-    if topic in EVENT_TOPICS:
+    if topic in EVENT_TOPICS and topic != "trades":
         kinds = EVENT_TOPICS[topic]
         if account == ANY:
             return tuple(subjects.event_any_account(kind) for kind in kinds)
         return tuple(subjects.event(account, kind) for kind in kinds)
     if topic == "terminals":
         return (subjects.ALL_STATUS if account == ANY else subjects.status(account),)
-    if topic == "orders":
-        return (subjects.ALL_RESULTS if account == ANY else subjects.result(account),)
-    if topic == "actions":
-        return (subjects.ALL_ACTIONS,)
+    if topic in ("trades", "orders", "actions", "alerts"):
+        return ()
     if topic == "consistency":
-        return (subjects.CONFLICTS, subjects.CONSISTENCY_STATUS)
-    if topic == "alerts":
-        return (subjects.ALL_ALERTS,)
+        return (subjects.CONSISTENCY_STATUS,)
     if topic == "monitor":
         return (subjects.MONITOR_REPORT,)
     raise ValueError(f"unknown topic {topic!r}")
@@ -142,6 +142,16 @@ def decode_feed(topic: str, subject: str, data: bytes) -> EventData:
     if subject == subjects.CONSISTENCY_STATUS:
         return unpack(data, ConsistencyStatus)
     return unpack(data, Conflict)
+
+
+def sees(
+    principal: Principal, selection: frozenset[str] | None, topic: str, account: str | None, data: EventData
+) -> bool:
+    """Whether a client may see an event: one of an account (``account``, from its subject) when the account
+    is in scope and in its selection (None: every account in scope); any other by ``visible``."""
+    if account is not None:
+        return principal.may_use(account) and (selection is None or account in selection)
+    return visible(principal, selection, topic, data)
 
 
 def visible(principal: Principal, selection: frozenset[str] | None, topic: str, data: EventData) -> bool:

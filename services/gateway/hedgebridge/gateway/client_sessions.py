@@ -5,6 +5,11 @@ ERROR, a heartbeat, SUBSCRIBED) or hands a request to its hub (``SessionHub.forw
 ``client_max_in_flight`` at a time. Everything it sends goes through one bounded queue, written by one task;
 a client that lets the queue fill up is closed as a slow consumer. Its subscriptions are memberships of the
 hub's shared feeds (``client_feeds``).
+
+When the queue reaches its high-water mark (``client_queue_high_water_pct`` of the limit) the client gets a
+SLOW_CONSUMER frame, in front of the queue, and the warning is counted; only a full queue closes it. A
+SUBSCRIBE with ``resume`` or ``recent`` starts its topics from history or a snapshot (``client_streams``):
+each such topic has a ``Handover`` that keeps its live events until the start is sent.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from hedgebridge.protocol.client import (
     ClientReply,
     ClientRequest,
     EventData,
+    SlowConsumerWarning,
     Subscribe,
     Subscribed,
     Unsubscribe,
@@ -63,11 +69,14 @@ from .client_rules import (
     merge_selection,
     remaining_accounts,
     request_id_of,
+    sees,
     subscribed_accounts,
-    visible,
 )
+from .client_streams import start_topics
 from .config import GatewayConfig
+from .handover import BufferFull, Handover
 from .limits import TokenBucket
+from .stream_rules import check_stream_request
 
 log = logs.get("gateway")
 
@@ -78,6 +87,7 @@ class SessionHub(Protocol):
     config: GatewayConfig
     feeds: FeedRegistry
     slow_consumers: int
+    slow_warnings: int
 
     @property
     def nats(self) -> NatsClient: ...
@@ -98,9 +108,13 @@ class ClientSession:
         self.principal = principal
         self.version = version
         self.session_id = uuid.uuid4().hex
-        self.queue = outgoing.OutgoingQueue(hub.config.client_queue_max, priority=hub.config.client_priority)
+        self.config = hub.config
+        limit = hub.config.client_queue_max
+        high_water = max(1, limit * hub.config.client_queue_high_water_pct // 100)
+        self.queue = outgoing.OutgoingQueue(limit, priority=hub.config.client_priority, high_water=high_water)
         self.selections: dict[str, frozenset[str] | None] = {}  # topic -> accounts subscribed (None: all)
         self.keys: dict[str, set[FeedKey]] = {}
+        self.handovers: dict[str, Handover[str]] = {}  # topics started in stream mode
         self.close_code: int | None = None
         self.close_reason = ""
         self.last_seen = asyncio.get_running_loop().time()
@@ -121,19 +135,36 @@ class ClientSession:
             while True:
                 await outgoing.write(self.connection, await self.queue.get_batch(self.hub.config.client_batch_max))
 
-    def enqueue(self, message: Message) -> None:
+    @property
+    def nats(self) -> NatsClient:
+        return self.hub.nats
+
+    def enqueue(self, message: Message, urgent: bool = True) -> None:
         telemetry.frame_out("client", type_name(message))
-        self.enqueue_text(encode_frame(message).decode())
+        self.enqueue_text(encode_frame(message).decode(), urgent)
 
     def enqueue_text(self, text: str, urgent: bool = True) -> None:
         if self.close_code is not None:
             return
         try:
-            self.queue.put_nowait(text, urgent)
+            crossed = self.queue.put_nowait(text, urgent)
         except asyncio.QueueFull:
-            self.hub.slow_consumers += 1
-            log.warning("slow consumer closed", session=self.session_id, subject=self.principal.subject)
-            self.retire(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER)
+            self._slow()
+            return
+        if crossed:
+            self.hub.slow_warnings += 1
+            queued, limit = self.queue.qsize(), self.queue.maxsize
+            log.warning("slow consumer warned", session=self.session_id, subject=self.principal.subject, queued=queued)
+            warning = SlowConsumerWarning(
+                timestamp=utcnow(), queued=queued, high_water=self.queue.high_water, limit=limit
+            )
+            telemetry.frame_out("client", type_name(warning))
+            self.queue.put_front(encode_frame(warning).decode())
+
+    def _slow(self) -> None:
+        self.hub.slow_consumers += 1
+        log.warning("slow consumer closed", session=self.session_id, subject=self.principal.subject)
+        self.retire(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER)
 
     def error(
         self, refusal: Refusal | ProtocolError, *, ref_type: str | None = None, ref_id: str | None = None
@@ -156,10 +187,22 @@ class ClientSession:
         self.close_code, self.close_reason = code, reason
         self.hub.spawn(self.connection.close(code, close_reason(reason)))
 
-    def wants(self, topic: str, data: EventData) -> bool:
-        if topic not in self.selections:
-            return False
-        return visible(self.principal, self.selections[topic], topic, data)
+    def offer(self, topic: str, account: str | None, data: EventData, seq: int | None, text: str, urgent: bool) -> None:
+        """A live event of a feed this session joined: queued when the client may see it (through the topic's
+        hand-over while its start is being sent)."""
+        if topic not in self.selections or not sees(self.principal, self.selections[topic], topic, account, data):
+            return
+        handover = self.handovers.get(topic)
+        if handover is None:
+            self.enqueue_text(text, urgent)
+            return
+        try:
+            texts = handover.live(seq, text)
+        except BufferFull:
+            self._slow()
+            return
+        for kept in texts:
+            self.enqueue_text(kept, urgent)
 
     # incoming
 
@@ -211,22 +254,42 @@ class ClientSession:
             tracing.finish(span, **{"hedgebridge.request_id": frame.request_id})
 
     async def _subscribe(self, frame: Subscribe) -> None:
-        refusal = check_subscribe_scope(self.principal, frame.accounts)
+        refusal = check_subscribe_scope(self.principal, frame.accounts) or check_stream_request(frame, self.selections)
         if refusal is not None:
             self.error(refusal, ref_type="SUBSCRIBE", ref_id=frame.request_id)
             return
         asked = None if frame.accounts is None else frozenset(frame.accounts)
-        async with self._subscribe_lock:
-            for topic in dict.fromkeys(frame.topics):
-                await self._select(topic, merge_selection(self.selections.get(topic, frozenset()), asked))
-            await self.hub.nats.flush()  # events published after SUBSCRIBED reach this client
         topics: list[str] = list(dict.fromkeys(frame.topics))
+        async with self._subscribe_lock:
+            if frame.stream_mode:  # before joining the feeds: their live events wait for the topic's start
+                for topic in topics:
+                    self.handovers[topic] = Handover(limit=self.queue.maxsize)
+            before = set(self.selections)
+            try:
+                for topic in topics:
+                    await self._select(topic, merge_selection(self.selections.get(topic, frozenset()), asked))
+            except Exception as exc:  # a stream feed that JetStream could not open: undo this SUBSCRIBE's topics
+                log.warning("subscribe failed", session=self.session_id, error=repr(exc))
+                for topic in topics:
+                    if topic not in before:
+                        self.handovers.pop(topic, None)
+                        with contextlib.suppress(Exception):
+                            await self._select(topic, frozenset(), keep=False)
+                refused = Refusal(errors.NATS_UNREACHABLE, f"could not subscribe ({type(exc).__name__}); try again")
+                self.error(refused, ref_type="SUBSCRIBE", ref_id=frame.request_id)
+                return
+            await self.hub.nats.flush()  # events published after SUBSCRIBED reach this client
         accounts = subscribed_accounts(self.principal, frame.accounts)
         self.enqueue(Subscribed(request_id=frame.request_id, topics=topics, accounts=accounts))
+        if frame.stream_mode:
+            task = asyncio.create_task(start_topics(self, frame, topics))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _unsubscribe(self, frame: Unsubscribe) -> None:
         async with self._subscribe_lock:
             for topic in frame.topics:
+                self.handovers.pop(topic, None)
                 await self._select(topic, frozenset(), keep=False)
         accounts = remaining_accounts(self.principal, self.selections)
         self.enqueue(Subscribed(request_id=frame.request_id, topics=sorted(self.selections), accounts=accounts))
@@ -252,4 +315,5 @@ class ClientSession:
                 await self.hub.feeds.detach(key, self)
         self.keys.clear()
         self.selections.clear()
+        self.handovers.clear()
         await cancel_and_wait(self._writer)

@@ -79,6 +79,12 @@ class GatewayConfig(ServiceConfig, frozen=True, kw_only=True):
     client_queue_max: Annotated[int, setting("frames waiting for one client; beyond, closed 1008 'slow consumer'")] = (
         10_000
     )
+    client_queue_high_water_pct: Annotated[
+        int, setting("share (%) of CLIENT_QUEUE_MAX waiting at which a client gets SLOW_CONSUMER (warned once)")
+    ] = 80
+    client_replay_max: Annotated[
+        int, setting("events replayed at most for one topic of a resuming client; more: RESYNC TOO_FAR_BEHIND")
+    ] = 100_000
     client_max_in_flight: Annotated[int, setting("requests one client may have running")] = 256
     client_request_timeout_ms: Annotated[int, setting("an order's timeout when the request has none")] = 10_000
     client_action_timeout_ms: Annotated[int, setting("an action's timeout when the request has none")] = 30_000
@@ -145,8 +151,10 @@ def check(cfg: GatewayConfig) -> GatewayConfig:
         raise ConfigError("HEDGEBRIDGE_GATEWAY_MAX_FRAME_BYTES must be at least 1024")
     if not 1 <= cfg.client_batch_max <= 1000:
         raise ConfigError("HEDGEBRIDGE_GATEWAY_CLIENT_BATCH_MAX must be between 1 and 1000")
-    if min(cfg.client_auth_timeout_ms, cfg.client_queue_max, cfg.client_max_in_flight) < 1:
+    if min(cfg.client_auth_timeout_ms, cfg.client_queue_max, cfg.client_max_in_flight, cfg.client_replay_max) < 1:
         raise ConfigError("HEDGEBRIDGE_GATEWAY_CLIENT_* limits must be at least 1")
+    if not 1 <= cfg.client_queue_high_water_pct <= 100:
+        raise ConfigError("HEDGEBRIDGE_GATEWAY_CLIENT_QUEUE_HIGH_WATER_PCT must be between 1 and 100")
     if cfg.liveness_interval_ms < 100:
         raise ConfigError("HEDGEBRIDGE_GATEWAY_LIVENESS_INTERVAL_MS must be at least 100")
     return cfg

@@ -19,6 +19,8 @@ side in ``hedgebridge.common.terminal_link``):
   report that answers no command sent to the account (and is no outside close with a reason) is refused
   with ERROR UNSOLICITED_REPORT and not published (``reports.py``).
 - ``hb.gw.sync`` makes every gateway send SYNC to all its terminals (the cache is being rebuilt).
+- At start it makes sure the streams clients resume from exist (HB_EVENTS, HB_ALERTS, HB_SNAPSHOTS; created
+  with the defaults when absent, never changed when present).
 - Security (see SECURITY.md): wss when given a certificate; tokens checked with the configured keys
   (``keys.py``) and the revocation list; a session whose token expires or is revoked is closed with 1008;
   a handshake must finish within ``handshake_timeout_ms``; too many new connections from one IP get 429;
@@ -43,7 +45,7 @@ from nats.aio.client import Client as NatsClient
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from hedgebridge.common import auth, bus, logs
+from hedgebridge.common import auth, bus, logs, streams
 from hedgebridge.protocol import SUPPORTED_SUBPROTOCOLS
 
 from . import admin, http_routes, telemetry
@@ -117,10 +119,14 @@ class Gateway:
     async def start(self) -> None:
         await self.key_provider.start()
         self._nats = await bus.connect(
-            self.config.nats_url, name=self.gateway_id, startup_timeout_s=self.config.nats_startup_timeout_s
+            self.config.nats_url,
+            name=self.gateway_id,
+            startup_timeout_s=self.config.nats_startup_timeout_s,
+            on_reconnect=self._nats_reconnected,
         )
         try:
             await self.revocations.start(self.nats, self.config.stream_replicas)
+            await self._ensure_streams()
         except BaseException:
             await self.nats.close()
             await self.key_provider.stop()
@@ -137,6 +143,26 @@ class Gateway:
         self.clients.start()
         self.liveness.start()
         log.info("listening", host=self.config.host, port=self.port, gateway=self.gateway_id, tls=self.config.tls)
+
+    async def _nats_reconnected(self) -> None:
+        """A restarted NATS lost the in-memory HB_SNAPSHOTS: create it again (in the background)."""
+        self.spawn(self._ensure_streams_quietly())
+
+    async def _ensure_streams_quietly(self) -> None:
+        try:
+            await self._ensure_streams()
+        except Exception as exc:  # JetStream not ready yet: the next reconnect or stream read tries again
+            log.warning("streams not ensured after a reconnect", error=repr(exc))
+
+    async def _ensure_streams(self) -> None:
+        """The streams clients resume from: created with the defaults when no service created them yet."""
+        js, replicas = self.nats.jetstream(), self.config.stream_replicas
+        for config in (
+            streams.events_stream(replicas),
+            streams.alerts_stream(replicas),
+            streams.snapshots_stream(replicas),
+        ):
+            await streams.ensure_present(js, config)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if not self.config.tls:

@@ -76,13 +76,17 @@ class QueuedClient(Protocol):
 
 
 class Clients(Protocol):
-    """What telemetry reads of the client sessions: how many, their queues, the slow consumers closed."""
+    """What telemetry reads of the client sessions: how many, their queues, the slow consumers warned and
+    closed."""
 
     @property
     def sessions(self) -> Collection[QueuedClient]: ...
 
     @property
     def slow_consumers(self) -> int: ...
+
+    @property
+    def slow_warnings(self) -> int: ...
 
 
 class Observed(Hashable, Protocol):
@@ -131,6 +135,7 @@ def register(gateway: Observed) -> None:
     metrics.CONNECTIONS.add(gateway, _clients, "client")
     metrics.QUEUE_DEPTH.add(gateway, _client_queue_depth, "client_outgoing")
     metrics.SLOW_CONSUMERS.add(gateway, _slow_consumers)
+    metrics.SLOW_WARNINGS.add(gateway, _slow_warnings)
     metrics.TERMINAL_SILENCE.add(gateway, _longest_silence)
     metrics.MARGIN_LEVEL.add(gateway, _lowest_margin_level)
     _seen_accounts[gateway] = set()
@@ -141,6 +146,7 @@ def unregister(gateway: Observed) -> None:
         metrics.CONNECTIONS,
         metrics.QUEUE_DEPTH,
         metrics.SLOW_CONSUMERS,
+        metrics.SLOW_WARNINGS,
         metrics.TERMINAL_SILENCE,
         metrics.MARGIN_LEVEL,
     ):
@@ -161,6 +167,10 @@ def _client_queue_depth(gateway: Observed) -> int:
 
 def _slow_consumers(gateway: Observed) -> int:
     return gateway.clients.slow_consumers
+
+
+def _slow_warnings(gateway: Observed) -> int:
+    return gateway.clients.slow_warnings
 
 
 def _longest_silence(gateway: Observed) -> float | None:

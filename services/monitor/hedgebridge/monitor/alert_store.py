@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
-from hedgebridge.common import logs
+from hedgebridge.common import logs, streams
 from hedgebridge.protocol import Alert, ProtocolError, errors, pack, subjects, unpack
 
 log = logs.get("monitor")
-ALERTS_PER_KEY = 100  # transitions HB_ALERTS keeps per alert key (the last one is the alert's state)
+ALERTS_PER_KEY = streams.ALERTS_PER_KEY
 STORE_TIMEOUT_S = 2.0
 
 
@@ -35,15 +34,7 @@ class AlertStore:
     async def open(self, js: JetStreamContext) -> list[Alert]:
         """Create (or update) HB_ALERTS and read back the last transition of every alert key."""
         self.js = js
-        config = StreamConfig(
-            name=subjects.ALERTS_STREAM,
-            subjects=[subjects.ALL_ALERTS],
-            storage=StorageType.FILE,
-            num_replicas=self.replicas,
-            max_msgs_per_subject=ALERTS_PER_KEY,
-            duplicate_window=120.0,
-            discard=DiscardPolicy.OLD,
-        )
+        config = streams.alerts_stream(self.replicas)
         try:
             await js.add_stream(config)
         except BadRequestError:

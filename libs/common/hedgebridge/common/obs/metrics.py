@@ -52,6 +52,19 @@ SYNC_DURATION = Histogram(
     ["kind"],
     buckets=_LATENCY_BUCKETS,
 )
+CLIENT_RESYNCS = Counter(
+    "hedgebridge_client_resyncs",
+    "Gateway: RESYNC sent to a resuming client, by reason (EPOCH_CHANGED, HISTORY_EXPIRED, UNKNOWN_SEQUENCE, "
+    "TOO_FAR_BEHIND)",
+    ["reason"],
+)
+CLIENT_REPLAYED = Counter(
+    "hedgebridge_client_replayed_events", "Gateway: events sent to clients from a stream's history (resume, recent)"
+)
+NATS_DROPPED = Counter(
+    "hedgebridge_nats_slow_consumer",
+    "Messages the service's NATS client dropped because a subscription did not keep up (nats-py slow consumer)",
+)
 HOP_LATENCY = Histogram(
     "hedgebridge_hop_latency_seconds",
     "Time spent in one hop of an order, measured on one clock (see deploy/README.md for the hops)",
@@ -174,6 +187,11 @@ CACHE_REBUILDS = Live(
 )
 SLOW_CONSUMERS = Live(
     "hedgebridge_client_slow_consumers", "Gateway: client connections closed for not reading their frames", "counter"
+)
+SLOW_WARNINGS = Live(
+    "hedgebridge_client_slow_warnings",
+    "Gateway: SLOW_CONSUMER warnings sent to clients whose queue reached the high-water mark",
+    "counter",
 )
 TERMINAL_SILENCE = Live(
     "hedgebridge_terminal_silence_max_seconds",

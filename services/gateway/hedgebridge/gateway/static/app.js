@@ -1,11 +1,15 @@
 // hedgebridge admin dashboard: a client of the gateway's /client WebSocket (no build step, no library).
 // The token is kept in memory only: it is sent in the AUTH frame and never put in a URL or in storage.
 // Fields at their default value are absent from the gateway's JSON (an empty list, "", 0, null): read them so.
+// Streams: the first SUBSCRIBE asks for the last RECENT events of the topics kept in JetStream (orders,
+// actions, alerts, trades, conflicts) and the last state of every account; after a dropped connection the
+// page subscribes again with the last (epoch, seq) it saw of each topic and gets exactly what it missed.
 "use strict";
 
 (() => {
   const $ = (id) => document.getElementById(id);
   const FEED_MAX = 200;
+  const RECENT = 50; // events of each stream topic shown when the page opens
   const CHART_POINTS = 60;
   const TOPICS = ["terminals", "balances", "positions", "prices", "trades", "orders", "actions", "alerts", "monitor", "consistency"];
   const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
@@ -13,8 +17,11 @@
   let ws = null;
   let beat = null;
   let token = null; // in memory only, for reconnecting after a dropped connection
-  const RECONNECT = new Set([1001, 1006, 4001]); // gateway restart, network, heartbeat timeout (hidden tab)
+  const RECONNECT = new Set([1001, 1006, 1011, 4001]); // gateway restart, network, fault, heartbeat (hidden tab)
   let nextId = 1;
+  const cursors = new Map(); // stream topic -> {epoch, seq}: the last event seen (or CAUGHT_UP's cursor)
+  const starting = new Set(); // topics whose start (history, snapshot) is still arriving
+  let resumed = null; // after a reconnect: events replayed so far, shown in the status line
   const terminals = new Map(); // account -> row state
   const alerts = new Map(); // key -> ALERT (open ones)
   const alertSeq = new Map(); // key -> last seq seen
@@ -44,7 +51,8 @@
     ws.onclose = (ev) => {
       clearInterval(beat);
       ws = null;
-      if (token && RECONNECT.has(ev.code) && !$("dashboard").hidden) {
+      const slow = ev.code === 1008 && ev.reason === "slow consumer"; // resumes from where it was
+      if (token && (RECONNECT.has(ev.code) || slow) && !$("dashboard").hidden) {
         setStatus(`connection lost (${ev.code}); reconnecting…`);
         setTimeout(connect, 1000);
         return;
@@ -54,6 +62,7 @@
       $("login-panel").hidden = false;
       $("logout").hidden = true;
       setStatus("not connected");
+      cursors.clear();
       if (ev.code !== 1000) $("login-error").textContent = `connection closed (${ev.code}) ${ev.reason || ""}`;
     };
   }
@@ -66,7 +75,17 @@
       case "HEARTBEAT":
         if (!frame.reply) send({ type: "HEARTBEAT", timestamp: new Date().toISOString(), seq: frame.seq || 0, reply: true });
         return;
-      case "EVENT": return onEvent(frame.topic, frame.data);
+      case "EVENT":
+        if (frame.seq !== undefined) cursors.set(frame.topic, { epoch: frame.epoch, seq: frame.seq });
+        return onEvent(frame.topic, frame.data, frame.seq, starting.has(frame.topic));
+      case "CAUGHT_UP": return caughtUp(frame);
+      case "RESYNC":
+        addFeed("RESYNC", frame.topic, `${frame.reason}: ${frame.message}`);
+        return;
+      case "SLOW_CONSUMER":
+        setStatus(`falling behind: ${frame.queued} of ${frame.limit} frames waiting`);
+        addFeed("SLOW_CONSUMER", "", `${frame.queued} of ${frame.limit} frames waiting`);
+        return;
       case "REPLY": return onReply(frame);
       case "ERROR":
         $("order-result").textContent = `${frame.code}: ${frame.message}${frame.field ? " (" + frame.field + ")" : ""}`;
@@ -84,7 +103,20 @@
     let seq = 0;
     beat = setInterval(() => send({ type: "HEARTBEAT", timestamp: new Date().toISOString(), seq: ++seq }),
       Math.max(200, frame.heartbeatIntervalMs || 1000));
-    send({ type: "SUBSCRIBE", requestId: `s-${nextId++}`, topics: TOPICS });
+    // the first time: the recent history; after a reconnect: everything after the last event seen
+    const resume = Object.fromEntries(cursors);
+    resumed = cursors.size ? 0 : null;
+    for (const topic of TOPICS) starting.add(topic);
+    send({ type: "SUBSCRIBE", requestId: `s-${nextId++}`, topics: TOPICS, resume, recent: cursors.size ? 0 : RECENT });
+  }
+
+  function caughtUp(frame) {
+    starting.delete(frame.topic);
+    if (frame.epoch !== undefined && frame.seq !== undefined) cursors.set(frame.topic, { epoch: frame.epoch, seq: frame.seq });
+    if (resumed !== null) {
+      resumed += frame.replayed || 0;
+      if (!starting.size) setStatus(`${$("status").textContent.split(";")[0]}; resumed, ${resumed} events replayed`);
+    }
   }
 
   function row(account) {
@@ -100,7 +132,8 @@
     return t;
   }
 
-  function onEvent(topic, data) {
+  function onEvent(topic, data, seq, old) {
+    const when = old ? data.timestamp || data.updatedAt || data.detectedAt || (data.event && data.event.timestamp) || "" : null;
     switch (data.type) {
       case "TERMINAL_STATUS": {
         const t = row(data.accountId);
@@ -118,14 +151,14 @@
       case "POSITION_UPDATE": row(data.accountId).positions = data.positions.length; break;
       case "PRICE": prices.set(data.symbol, data); renderPrices(); return;
       case "OPENED": case "CLOSED":
-        addFeed(data.type, data.accountId, `${data.status} ticket ${text(data.mtTicket)} @ ${text(data.price)}${data.errorMessage ? " " + data.errorMessage : ""}`);
+        addFeed(data.type, data.accountId, `${data.status} ticket ${text(data.mtTicket)} @ ${text(data.price)}${data.errorMessage ? " " + data.errorMessage : ""}`, seq, when);
         return;
-      case "ORDER_RESULT": addFeed("ORDER_RESULT", data.accountId, orderText(data)); return;
+      case "ORDER_RESULT": addFeed("ORDER_RESULT", data.accountId, orderText(data), seq, when); return;
       case "ACTION_STATE":
-        addFeed("ACTION", (data.accountIds || []).join(","), `${data.kind} ${data.actionId} ${data.state}${data.message ? " " + data.message : ""}`);
+        addFeed("ACTION", (data.accountIds || []).join(","), `${data.kind} ${data.actionId} ${data.state}${data.message ? " " + data.message : ""}`, seq, when);
         return;
-      case "CONFLICT": addFeed("CONFLICT", data.accountId, `${data.kind} ticket ${data.mtTicket} ${data.resolution || "REPORTED"}`); return;
-      case "ALERT": onAlert(data); return;
+      case "CONFLICT": addFeed("CONFLICT", data.accountId, `${data.kind} ticket ${data.mtTicket} ${data.resolution || "REPORTED"}`, seq, when); return;
+      case "ALERT": onAlert(data, seq, when); return;
       case "MONITOR_REPORT": onReport(data); return;
       default: return;
     }
@@ -146,11 +179,11 @@
     else if (r.type === "ACTION_STATE") $("order-result").textContent = `${r.actionId}: ${r.state}`;
   }
 
-  function onAlert(a) {
+  function onAlert(a, seq, when) {
     if ((alertSeq.get(a.key) || 0) >= a.seq) return; // a late transition of an alert already past it
     alertSeq.set(a.key, a.seq);
     if (a.state === "OPEN") alerts.set(a.key, a); else alerts.delete(a.key);
-    addFeed(`ALERT ${a.state}`, a.accountId || "system", `${a.rule}: ${a.message}`);
+    addFeed(`ALERT ${a.state}`, a.accountId || "system", `${a.rule}: ${a.message}`, seq, when);
     renderAlerts();
   }
 
@@ -276,10 +309,14 @@
     ctx.lineWidth = 1;
   }
 
-  function addFeed(kind, account, detail) {
+  // when: null for a live event (now), the event's own time for one from history ("" when it has none)
+  function addFeed(kind, account, detail, seq, when = null) {
     const li = document.createElement("li");
-    li.textContent = `${new Date().toLocaleTimeString()} ${kind} ${account || ""} ${detail}`;
+    const at = when === null ? new Date().toLocaleTimeString() : when ? time(when) : "earlier";
+    li.textContent = `${at} ${kind} ${account || ""} ${detail}`;
     li.dataset.kind = kind;
+    if (seq !== undefined && seq !== null) li.dataset.seq = String(seq);
+    if (when !== null) li.className = "history";
     const feed = $("feed");
     feed.prepend(li);
     while (feed.children.length > FEED_MAX) feed.lastChild.remove();
