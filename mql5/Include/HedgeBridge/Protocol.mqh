@@ -251,5 +251,6 @@ string HbErrorRecovery(const string code)
 #define HB_CLOSE_NORMAL            1000
 #define HB_CLOSE_POLICY_VIOLATION  1008
 #define HB_CLOSE_SESSION_REPLACED  4002
+#define HB_CLOSE_TRY_AGAIN_LATER   1013
 
 #endif // HEDGEBRIDGE_PROTOCOL_MQH

@@ -321,5 +321,6 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009  # a frame exceeded the configured size limit
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013  # a backend the session needs is unavailable now (a history to replay): reconnect
     HEARTBEAT_TIMEOUT = 4001  # no frame from the terminal within the heartbeat timeout
     SESSION_REPLACED = 4002  # a newer connection for the same account took over

@@ -13,7 +13,7 @@ each topic starts (concurrently):
   reconnects) and holds each account's state again from its next report.
 - LATEST: CAUGHT_UP at once (latest wins: nothing to replay).
 
-A history that cannot be read (JetStream unavailable) ends the connection with an ERROR and 1011: the client
+A history that cannot be read (JetStream unavailable) ends the connection with an ERROR and 1013: the client
 reconnects and resumes from its last sequence, so nothing is skipped silently.
 """
 
@@ -102,7 +102,7 @@ async def _start_one(client: StreamClient, frame: Subscribe, topic: str) -> None
             ref_type="SUBSCRIBE",
             ref_id=frame.request_id,
         )
-        client.retire(CloseCode.INTERNAL_ERROR, STREAM_UNAVAILABLE)
+        client.retire(CloseCode.TRY_AGAIN_LATER, STREAM_UNAVAILABLE)
 
 
 async def _start(client: StreamClient, frame: Subscribe, topic: str, handover: Handover[str]) -> None:

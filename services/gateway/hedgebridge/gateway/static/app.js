@@ -17,7 +17,7 @@
   let ws = null;
   let beat = null;
   let token = null; // in memory only, for reconnecting after a dropped connection
-  const RECONNECT = new Set([1001, 1006, 1011, 4001]); // gateway restart, network, fault, heartbeat (hidden tab)
+  const RECONNECT = new Set([1001, 1006, 1011, 1013, 4001]); // gateway restart, network, fault, history unavailable, heartbeat (hidden tab)
   let nextId = 1;
   const cursors = new Map(); // stream topic -> {epoch, seq}: the last event seen (or CAUGHT_UP's cursor)
   const starting = new Set(); // topics whose start (history, snapshot) is still arriving
