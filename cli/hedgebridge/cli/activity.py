@@ -8,9 +8,7 @@ from nats.aio.msg import Msg
 
 from hedgebridge.protocol import ClosedEvent, OpenedEvent, ProtocolError, TerminalStatus, unpack, unpack_event
 
-
-def say(text: str) -> None:
-    print(text, flush=True)
+from .output import say
 
 
 class Activity:

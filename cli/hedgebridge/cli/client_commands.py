@@ -40,7 +40,7 @@ from hedgebridge.common import auth
 from hedgebridge.protocol import FINAL_ACTION_STATES, ActionRequest, ActionState, errors, to_builtins
 from hedgebridge.protocol.client import RECENT_MAX, TOPICS, Push, Resync
 
-from . import state
+from . import output, state
 from .state import CliError
 
 EXIT_OK = 0
@@ -179,46 +179,47 @@ async def _watch(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        client = await _connect(args, reconnect=True)
-        async with client:
-            try:
-                feed = await client.subscribe(args.topic or list(TOPICS), args.account, recent=args.recent)
-            except ClientError as exc:
-                raise CliError(f"subscription refused: {exc}", EXIT_REFUSED) from None
-            _note(
-                f"watching {', '.join(feed.topics)} on "
-                + (", ".join(feed.accounts) if feed.accounts is not None else "every account")
-            )
-            printed = 0
-            stopped = asyncio.ensure_future(stop.wait())
-            resumed = False
-            try:
-                while args.count is None or printed < args.count:
-                    nxt = asyncio.ensure_future(feed.next_item())
-                    await asyncio.wait({nxt, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                    if not nxt.done():
-                        nxt.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await nxt
-                        break
-                    try:
-                        item = nxt.result()
-                    except ConnectionLost as exc:
-                        raise CliError(
-                            f"connection lost: {exc.close_code} {exc.close_reason}", EXIT_UNAVAILABLE
-                        ) from None
-                    except StopAsyncIteration:
-                        break
-                    if isinstance(item, Push):
-                        line: dict[str, Any] = {"topic": item.topic, "data": to_builtins(item.data)}
-                        if item.seq is not None:
-                            line.update(epoch=item.epoch, seq=item.seq)
-                        _print(line)
-                        printed += 1
-                    else:
-                        resumed = _tell(item, resumed)
-            finally:
-                stopped.cancel()
+        with output.stop_when_closed(stop.set):  # watch | head -1: stop once head has gone, even between events
+            client = await _connect(args, reconnect=True)
+            async with client:
+                try:
+                    feed = await client.subscribe(args.topic or list(TOPICS), args.account, recent=args.recent)
+                except ClientError as exc:
+                    raise CliError(f"subscription refused: {exc}", EXIT_REFUSED) from None
+                _note(
+                    f"watching {', '.join(feed.topics)} on "
+                    + (", ".join(feed.accounts) if feed.accounts is not None else "every account")
+                )
+                printed = 0
+                stopped = asyncio.ensure_future(stop.wait())
+                resumed = False
+                try:
+                    while args.count is None or printed < args.count:
+                        nxt = asyncio.ensure_future(feed.next_item())
+                        await asyncio.wait({nxt, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                        if not nxt.done():
+                            nxt.cancel()
+                            with contextlib.suppress(asyncio.CancelledError):
+                                await nxt
+                            break
+                        try:
+                            item = nxt.result()
+                        except ConnectionLost as exc:
+                            raise CliError(
+                                f"connection lost: {exc.close_code} {exc.close_reason}", EXIT_UNAVAILABLE
+                            ) from None
+                        except StopAsyncIteration:
+                            break
+                        if isinstance(item, Push):
+                            line: dict[str, Any] = {"topic": item.topic, "data": to_builtins(item.data)}
+                            if item.seq is not None:
+                                line.update(epoch=item.epoch, seq=item.seq)
+                            _print(line)
+                            printed += 1
+                        else:
+                            resumed = _tell(item, resumed)
+                finally:
+                    stopped.cancel()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -36,7 +36,7 @@ from hedgebridge.protocol import errors as codes
 from hedgebridge.sim import SimConfig
 from hedgebridge.sim.terminal import make_terminals, run_terminals
 
-from . import sim_ea, state
+from . import output, sim_ea, state
 from .state import CliError
 
 # Exit codes of `hedgebridge order`.
@@ -264,7 +264,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_terminals(terminals, stop)
+        with output.stop_when_closed(stop.set):  # sim | head -1: the reader gone, the terminals stop
+            await run_terminals(terminals, stop)
 
     asyncio.run(main())
     return 0

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from hedgebridge.common import auth
 
-from . import bench, client_commands, commands, stack
+from . import bench, client_commands, commands, output, stack
 from .state import CliError
 
 
@@ -163,6 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Its output may go to a pipe whose reader stops early (``| head -3``): the command then
+    ends with 141, as one SIGPIPE ended, without a traceback (``output``)."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a reader gone is noticed here, not in Python's flush at exit
+    except BrokenPipeError:
+        if not output.reader_gone():
+            raise
+        output.silence()
+        return output.EXIT_BROKEN_PIPE
+    return output.EXIT_BROKEN_PIPE if output.closed() else code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "command", None) == "sim" and args.reject_rate is not None and not 0 <= args.reject_rate <= 1:

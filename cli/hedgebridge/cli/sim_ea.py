@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from hedgebridge.sim.ea import launch
 
+from . import output
 from .state import CliError
 
 EXIT_USAGE = 2
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace, url: str, accounts: list[str], token_for: Call
             names = ", ".join(ea.account_id for ea in eas)
             print(f"running {len(eas)} compiled EA(s), {transport} transport, against {url}: {names}", flush=True)
             try:
-                await stop.wait()
+                with output.stop_when_closed(stop.set):
+                    await stop.wait()
             finally:
                 await asyncio.gather(*(ea.stop("hedgebridge sim stopped") for ea in eas), return_exceptions=True)
 

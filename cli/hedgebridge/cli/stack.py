@@ -10,8 +10,8 @@ Every process ``up`` started is supervised (``hedgebridge.cli.supervise``, rules
 with the same JetStream store, the cache empty (the services rebuild it from the terminals' snapshots) — and
 one that keeps exiting is given up on while the rest keeps running; ``<home>/stack.json`` says which, for
 ``hedgebridge status``. Servers and services run in sessions of their own, so that a Ctrl-C in the terminal
-reaches ``up`` alone; Ctrl-C, SIGTERM or SIGHUP stops the clients and services first, then the cache and
-NATS.
+reaches ``up`` alone; Ctrl-C, SIGTERM or SIGHUP — or the reader of ``up``'s output going away (``up | head``;
+``up`` then exits with 141) — stops the clients and services first, then the cache and NATS.
 
 The NATS server ``up`` starts requires a login: user ``hedgebridge`` with a password generated once and kept
 in ``<home>/nats-password`` (mode 0600); the services get it in ``HEDGEBRIDGE_NATS_USER`` /
@@ -46,8 +46,9 @@ from hedgebridge.common.servers import (
 )
 from hedgebridge.protocol import subjects
 
-from . import state
-from .activity import Activity, say
+from . import output, state
+from .activity import Activity
+from .output import say
 from .state import CliError
 from .supervise import Supervision
 
@@ -376,7 +377,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
-        return await _run(stack, stop)
+        with output.stop_when_closed(stop.set):  # up | head -3: stop as on SIGTERM once head has gone
+            return await _run(stack, stop)
 
     try:
         return asyncio.run(main())
