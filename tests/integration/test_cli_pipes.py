@@ -1,7 +1,7 @@
 """The command line's output in a pipe whose reader stops early (``hedgebridge status | head -3``): the command
 ends with 141, as a program SIGPIPE ended, and prints no traceback — the one-shot commands, the streaming
-ones (``watch``, ``sim``) and ``up``, which first stops its stack in order. The CLI runs as a process of its
-own against real servers."""
+ones (``watch``, ``sim``) and ``up``, which first stops its stack in order. And ``--json`` where a table is
+printed, with every documented key. The CLI runs as a process of its own against real servers."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from hedgebridge.monitor.config import MonitorConfig
 from hedgebridge.monitor.service import Monitor
 
 from ..conftest import StartSims
-from ..helpers import hedgebridge_command
+from ..helpers import hedgebridge_command, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -183,6 +183,57 @@ async def test_up_stops_its_stack_when_its_reader_does(tmp_path: Path) -> None:
     assert not state.state_path(tmp_path).exists()
     for port in ports.values():
         assert not _listening(port), f"something still listens on {port} after up exited"
+
+
+async def test_status_json_has_every_key(
+    tmp_path: Path, nats_server: NatsServer, monitor: Monitor, sims: StartSims
+) -> None:
+    await sims(["P1"], tick_interval_ms=0)
+    env = _env(tmp_path, HEDGEBRIDGE_NATS_URL=nats_server.url)
+
+    async def status() -> dict[str, object]:
+        process = await asyncio.create_subprocess_exec(
+            *hedgebridge_command(), "status", "--json", env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        shown: dict[str, object] = json.loads(out)
+        return shown
+
+    async def listed() -> bool:
+        terminals = (await status())["terminals"]
+        return isinstance(terminals, list) and any(t["accountId"] == "P1" for t in terminals)
+
+    await wait_for(listed, "the monitor to list P1", timeout_s=20)
+    shown = await status()
+    assert set(shown) == {
+        "startedAt", "terminals", "ordersSucceeded", "ordersFailed", "alerts", "health", "orderResults",
+        "actionOutcomes", "conflicts", "openConflicts", "processes",
+    }  # fmt: skip
+    assert (shown["ordersSucceeded"], shown["ordersFailed"], shown["processes"]) == (0, 0, {})
+    terminals = shown["terminals"]
+    assert isinstance(terminals, list)
+    assert set(terminals[0]) == {
+        "accountId", "connected", "sessionId", "gatewayId", "since", "reason", "lastEvent", "balance", "equity",
+        "marginLevel", "openPositions", "lastHeartbeat", "rttMs",
+    }  # fmt: skip
+
+    # the processes of a stack up runs from this home, when status looks at its NATS
+    state.write_state(
+        tmp_path,
+        state.StackState(
+            nats_url=nats_server.url,
+            redis_url="",
+            gateway_url="",
+            supervisor_pid=os.getpid(),
+            services={"executor": state.ServiceState(state="running", pid=12)},
+        ),
+    )
+    processes = (await status())["processes"]
+    assert processes == {
+        "executor": {"state": "running", "pid": 12, "restarts": 0, "last_restart": "", "last_exit": ""}
+    }
 
 
 @pytest.mark.parametrize(("reader", "gone"), [("closed", True), ("open", False), ("file", False)])

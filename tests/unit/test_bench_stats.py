@@ -30,3 +30,19 @@ def test_rows_report_ratios_to_their_baseline() -> None:
     lines = list(table([baseline, row]))
     assert lines[3] == "| measured | 100 | 3.000 | 3.000 | 3.00x | 3.00x | p99 < 5 ms | NO |"
     assert lines[-1].endswith("orders not FILLED, action states not delivered: 2")
+
+
+def test_json_rows_have_every_key() -> None:
+    baseline = Row("base", [1.0] * 100)
+    row = Row("measured", [2.0] * 100, baseline, "p99 < 5 ms", met=True, errors=1)
+    skipped = Row("dll", [], skipped="the library is not built")
+    assert row.as_json() == {
+        "name": "measured", "samples": 100, "p50_ms": 2.0, "p99_ms": 2.0, "p50_ratio": 2.0, "p99_ratio": 2.0,
+        "target": "p99 < 5 ms", "met": True, "errors": 1, "skipped": "",
+    }  # fmt: skip
+    assert baseline.as_json()["p50_ratio"] is None
+    assert baseline.as_json()["met"] is None
+    assert skipped.as_json() == {
+        "name": "dll", "samples": 0, "p50_ms": None, "p99_ms": None, "p50_ratio": None, "p99_ratio": None,
+        "target": "", "met": None, "errors": 0, "skipped": "the library is not built",
+    }  # fmt: skip

@@ -396,13 +396,7 @@ def main(args: argparse.Namespace) -> int:
         finally:
             procs.stop()
     if args.json:
-        print(json.dumps([
-            {"name": r.name, "samples": len(r.samples), "p50_ms": r.p50 if r.samples else None,
-             "p99_ms": r.p99 if r.samples else None, "p50_ratio": r.ratio(50) if r.samples else None,
-             "p99_ratio": r.ratio(99) if r.samples else None, "target": r.target, "met": r.met,
-             "errors": r.errors, "skipped": r.skipped}
-            for r in rows
-        ]))  # fmt: skip
+        print(json.dumps([row.as_json() for row in rows]))
     else:
         print(header(args))
         print("\n".join(table(rows)))

@@ -45,6 +45,23 @@ class Row:
             return None
         return percentile(self.samples, q) / percentile(self.baseline.samples, q)
 
+    def as_json(self) -> dict[str, object]:
+        """The row in ``bench --json``: every key always present, null where the row has no figure (a skipped
+        measurement, a row without a baseline or a target)."""
+        measured = bool(self.samples)
+        return {
+            "name": self.name,
+            "samples": len(self.samples),
+            "p50_ms": self.p50 if measured else None,
+            "p99_ms": self.p99 if measured else None,
+            "p50_ratio": self.ratio(50) if measured else None,
+            "p99_ratio": self.ratio(99) if measured else None,
+            "target": self.target,
+            "met": self.met,
+            "errors": self.errors,
+            "skipped": self.skipped,
+        }
+
 
 @dataclass
 class Processes:

@@ -10,7 +10,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -326,6 +326,14 @@ def _local_services(args: argparse.Namespace, base: Path) -> dict[str, state.Ser
     return running.services if chosen in (None, "", running.nats_url) else {}
 
 
+def status_json(snapshot: MonitorSnapshot, services: dict[str, state.ServiceState]) -> dict[str, Any]:
+    """``status --json``: the monitor's snapshot with every field (README, "Commands"), and ``processes``, the
+    local stack's processes by name (empty when the command is not looking at the stack ``up`` runs here)."""
+    shown: dict[str, Any] = output.full(snapshot)
+    shown["processes"] = output.full(services)
+    return shown
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     base = state.home(args.home)
     url = state.resolve_nats_url(args.nats_url, base)
@@ -334,10 +342,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(format_services(services) + "\n", flush=True)  # shown even when the monitor does not answer
     snapshot = asyncio.run(fetch_status(url))
     if args.json:
-        shown = to_builtins(snapshot)
-        if services and isinstance(shown, dict):
-            shown["processes"] = msgspec.to_builtins(services)
-        print(json.dumps(shown))
+        print(json.dumps(status_json(snapshot, services)))
     else:
         print(format_status(snapshot))
     return 0

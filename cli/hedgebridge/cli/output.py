@@ -1,4 +1,4 @@
-"""What the commands print: standard output that its reader may close early.
+"""What the commands print: standard output that its reader may close early, and the ``--json`` forms.
 
 Python ignores SIGPIPE, so a write to a pipe nobody reads any more (``hedgebridge status | head -3``) raises
 BrokenPipeError. ``main`` turns it, wherever a command raises it, into the status the shell reports for a
@@ -6,6 +6,9 @@ program SIGPIPE ended (141 = 128 + 13), without a traceback: ``silence`` points 
 device, so that what is still buffered, and Python's own flush at exit, goes nowhere. The commands that run
 until stopped (``up``, ``watch``, ``sim``) take the reader's going away as a request to stop, as a SIGTERM
 is (``stop_when_closed``): ``up`` stops its processes in order first; each then exits with the same status.
+
+``--json`` prints a table's rows as JSON with every field present (``full``), defaults included, where the
+wire omits fields at their default: a script finds every documented key in every answer.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import select
 import stat
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgspec
 
 EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE: what a shell reports for a program a closed pipe ended
 
@@ -112,3 +118,19 @@ def reader_gone() -> bool:
         if any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)):
             return True
     return False
+
+
+def full(value: Any) -> Any:
+    """``value`` in the JSON-ready form of ``msgspec.to_builtins`` (renamed keys, a tagged message's tag first,
+    ISO timestamps) but with every field of every Struct in it, those at their default included."""
+    if isinstance(value, msgspec.Struct):
+        config = value.__struct_config__
+        shown: dict[str, Any] = {} if config.tag_field is None else {config.tag_field: config.tag}
+        for field in msgspec.structs.fields(value):
+            shown[field.encode_name] = full(getattr(value, field.name))
+        return shown
+    if isinstance(value, list | tuple):
+        return [full(item) for item in value]
+    if isinstance(value, dict):
+        return {msgspec.to_builtins(key): full(item) for key, item in value.items()}
+    return msgspec.to_builtins(value)
