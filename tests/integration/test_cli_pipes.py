@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,56 +53,80 @@ def _no_traceback(stderr: str) -> None:
         assert sign not in stderr, stderr
 
 
-async def _finish(process: asyncio.subprocess.Process, timeout_s: float) -> str:
-    """``process``'s standard error once it exited (killed, and the test failed, past ``timeout_s``)."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            _, err = await process.communicate()
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise AssertionError(f"the command did not exit within {timeout_s}s") from None
-    return err.decode()
+class Cli:
+    """Runs ``hedgebridge`` into pipes; what still runs at the test's end (a failed test's) is stopped."""
 
+    def __init__(self) -> None:
+        self.started: list[asyncio.subprocess.Process] = []
 
-async def _into_closed_pipe(env: dict[str, str], *args: str, timeout_s: float = 60) -> tuple[int, str]:
-    """Run ``hedgebridge ARGS`` with its output on a pipe whose reader is already gone: (exit status, stderr)."""
-    read, write = os.pipe()
-    os.close(read)
-    try:
-        process = await asyncio.create_subprocess_exec(
-            *hedgebridge_command(), *args, env=env, stdout=write, stderr=asyncio.subprocess.PIPE
-        )
-    finally:
-        os.close(write)
-    err = await _finish(process, timeout_s)
-    assert process.returncode is not None
-    return process.returncode, err
+    async def start(self, *argv: str, **options: Any) -> asyncio.subprocess.Process:
+        process = await asyncio.create_subprocess_exec(*argv, **options)
+        self.started.append(process)
+        return process
 
-
-async def _into_reader(env: dict[str, str], lines: int, *args: str, timeout_s: float = 60) -> tuple[int, str, str]:
-    """``hedgebridge ARGS | (a reader of LINES lines)``: (the command's exit status, its stderr, what was read)."""
-    read, write = os.pipe()
-    try:
-        reader = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", READ_LINES, str(lines), stdin=read, stdout=asyncio.subprocess.PIPE
-        )
-        command = await asyncio.create_subprocess_exec(
-            *hedgebridge_command(), *args, env=env, stdout=write, stderr=asyncio.subprocess.PIPE
-        )
-    finally:
+    async def into_closed_pipe(self, env: dict[str, str], *args: str, timeout_s: float = 60) -> tuple[int, str]:
+        """``hedgebridge ARGS`` with its output on a pipe whose reader is already gone: (exit status, stderr)."""
+        read, write = os.pipe()
         os.close(read)
-        os.close(write)
-    try:
-        async with asyncio.timeout(timeout_s):
-            taken, _ = await reader.communicate()
-    except TimeoutError:
-        reader.kill()
-        command.kill()
-        raise AssertionError(f"the reader did not get {lines} lines within {timeout_s}s") from None
-    err = await _finish(command, timeout_s)
-    assert command.returncode is not None
-    return command.returncode, err, taken.decode()
+        try:
+            command = await self.start(
+                *hedgebridge_command(), *args, env=env, stdout=write, stderr=asyncio.subprocess.PIPE
+            )
+        finally:
+            os.close(write)
+        return await self._finish(command, timeout_s)
+
+    async def into_reader(
+        self, env: dict[str, str], lines: int, *args: str, timeout_s: float = 60
+    ) -> tuple[int, str, str]:
+        """``hedgebridge ARGS | (a reader of LINES lines)``: (the command's exit status, stderr, what was read)."""
+        read, write = os.pipe()
+        try:
+            reader = await self.start(
+                sys.executable, "-c", READ_LINES, str(lines), stdin=read, stdout=asyncio.subprocess.PIPE
+            )
+            command = await self.start(
+                *hedgebridge_command(), *args, env=env, stdout=write, stderr=asyncio.subprocess.PIPE
+            )
+        finally:
+            os.close(read)
+            os.close(write)
+        try:
+            async with asyncio.timeout(timeout_s):
+                taken, _ = await reader.communicate()
+        except TimeoutError:
+            raise AssertionError(f"the reader did not get {lines} lines within {timeout_s}s") from None
+        code, err = await self._finish(command, timeout_s)
+        return code, err, taken.decode()
+
+    @staticmethod
+    async def _finish(command: asyncio.subprocess.Process, timeout_s: float) -> tuple[int, str]:
+        """The command's exit status and standard error, read while it runs."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                _, err = await command.communicate()
+        except TimeoutError:
+            raise AssertionError(f"the command did not exit within {timeout_s}s") from None
+        assert command.returncode is not None
+        return command.returncode, err.decode()
+
+    async def end(self) -> None:
+        for process in self.started:  # SIGINT first: up stops its stack in order on it
+            if process.returncode is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    async with asyncio.timeout(30):
+                        await process.wait()
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+
+
+@pytest.fixture
+async def cli() -> AsyncIterator[Cli]:
+    runner = Cli()
+    yield runner
+    await runner.end()
 
 
 @pytest.fixture
@@ -111,22 +137,26 @@ async def monitor(nats_server: NatsServer) -> AsyncIterator[Monitor]:
     await service.stop()
 
 
-async def test_a_printed_token_to_a_closed_pipe(tmp_path: Path, secret: str) -> None:
-    code, err = await _into_closed_pipe(_env(tmp_path), "token", "--role", "admin", "--secret", secret)
+async def test_a_printed_token_to_a_closed_pipe(cli: Cli, tmp_path: Path, secret: str) -> None:
+    code, err = await cli.into_closed_pipe(_env(tmp_path), "token", "--role", "admin", "--secret", secret)
     assert (code, err) == (EXIT_BROKEN_PIPE, "")
 
 
-async def test_the_simulator_to_a_closed_pipe(tmp_path: Path, secret: str) -> None:
+async def test_the_simulator_to_a_closed_pipe(cli: Cli, tmp_path: Path, secret: str) -> None:
     url = f"ws://127.0.0.1:{free_port()}/ea"
-    code, err = await _into_closed_pipe(_env(tmp_path), "sim", "--account", "P1", "--url", url, "--secret", secret)
+    code, err = await cli.into_closed_pipe(_env(tmp_path), "sim", "--account", "P1", "--url", url, "--secret", secret)
     assert code == EXIT_BROKEN_PIPE, err
     _no_traceback(err)
 
 
-async def test_the_simulator_stops_when_its_reader_does(tmp_path: Path, gateway: Gateway, secret: str) -> None:
+async def test_the_simulator_stops_when_its_reader_does(
+    cli: Cli, tmp_path: Path, gateway: Gateway, secret: str
+) -> None:
     """``sim`` prints one line and then nothing: the pipe's reader going away is noticed without a write."""
     url = f"ws://127.0.0.1:{gateway.port}/ea"
-    code, err, taken = await _into_reader(_env(tmp_path), 1, "sim", "--account", "P1", "--url", url, "--secret", secret)
+    code, err, taken = await cli.into_reader(
+        _env(tmp_path), 1, "sim", "--account", "P1", "--url", url, "--secret", secret
+    )
     assert taken.startswith("simulating 1 terminal(s)")
     assert code == EXIT_BROKEN_PIPE, err
     _no_traceback(err)
@@ -134,27 +164,29 @@ async def test_the_simulator_stops_when_its_reader_does(tmp_path: Path, gateway:
 
 @pytest.mark.parametrize("json_flag", [(), ("--json",)])
 async def test_status_to_a_closed_pipe(
-    tmp_path: Path, nats_server: NatsServer, monitor: Monitor, json_flag: tuple[str, ...]
+    cli: Cli, tmp_path: Path, nats_server: NatsServer, monitor: Monitor, json_flag: tuple[str, ...]
 ) -> None:
-    code, err = await _into_closed_pipe(_env(tmp_path, HEDGEBRIDGE_NATS_URL=nats_server.url), "status", *json_flag)
+    code, err = await cli.into_closed_pipe(_env(tmp_path, HEDGEBRIDGE_NATS_URL=nats_server.url), "status", *json_flag)
     assert code == EXIT_BROKEN_PIPE, err
     _no_traceback(err)
 
 
-async def test_an_order_to_a_closed_pipe(tmp_path: Path, nats_server: NatsServer, sims: StartSims) -> None:
+async def test_an_order_to_a_closed_pipe(cli: Cli, tmp_path: Path, nats_server: NatsServer, sims: StartSims) -> None:
     await sims(["P1"], fill_latency_ms=1, tick_interval_ms=0)
     env = _env(tmp_path, HEDGEBRIDGE_NATS_URL=nats_server.url)
     args = ("order", "open", "--account", "P1", "--symbol", "EURUSD", "--side", "BUY", "--volume", "0.1")
-    code, err = await _into_closed_pipe(env, *args)
+    code, err = await cli.into_closed_pipe(env, *args)
     assert code == EXIT_BROKEN_PIPE, err
     _no_traceback(err)
 
 
-async def test_watch_stops_when_its_reader_does(tmp_path: Path, gateway: Gateway, secret: str, sims: StartSims) -> None:
+async def test_watch_stops_when_its_reader_does(
+    cli: Cli, tmp_path: Path, gateway: Gateway, secret: str, sims: StartSims
+) -> None:
     await sims(["P1"], tick_interval_ms=20)  # a steady stream of prices
     url = f"ws://127.0.0.1:{gateway.port}/client"
     token = auth.mint_token(secret, role="admin", subject="pipes")
-    code, err, taken = await _into_reader(
+    code, err, taken = await cli.into_reader(
         _env(tmp_path), 2, "watch", "--topic", "prices", "--url", url, "--token", token
     )
     assert [json.loads(line)["topic"] for line in taken.splitlines()] == ["prices", "prices"]
@@ -163,19 +195,21 @@ async def test_watch_stops_when_its_reader_does(tmp_path: Path, gateway: Gateway
     _no_traceback(err)
 
 
-async def test_watch_of_a_quiet_topic_stops_when_its_reader_does(tmp_path: Path, gateway: Gateway, secret: str) -> None:
+async def test_watch_of_a_quiet_topic_stops_when_its_reader_does(
+    cli: Cli, tmp_path: Path, gateway: Gateway, secret: str
+) -> None:
     """No event comes, so nothing is written: watch notices the reader's going away from the pipe itself."""
     url = f"ws://127.0.0.1:{gateway.port}/client"
     token = auth.mint_token(secret, role="admin", subject="pipes")
-    code, err = await _into_closed_pipe(_env(tmp_path), "watch", "--topic", "alerts", "--url", url, "--token", token)
+    code, err = await cli.into_closed_pipe(_env(tmp_path), "watch", "--topic", "alerts", "--url", url, "--token", token)
     assert code == EXIT_BROKEN_PIPE, err
     _no_traceback(err)
 
 
-async def test_up_stops_its_stack_when_its_reader_does(tmp_path: Path) -> None:
+async def test_up_stops_its_stack_when_its_reader_does(cli: Cli, tmp_path: Path) -> None:
     ports = {"--nats-port": free_port(), "--redis-port": free_port(), "--gateway-port": free_port()}
     args = [text for flag, port in ports.items() for text in (flag, str(port))]
-    code, err, taken = await _into_reader(_env(tmp_path), 3, "up", *args, timeout_s=120)
+    code, err, taken = await cli.into_reader(_env(tmp_path), 3, "up", *args, timeout_s=120)
     assert [line.split()[0] for line in taken.splitlines()] == ["NATS", "cache", "gateway"]
     assert code == EXIT_BROKEN_PIPE, err
     _no_traceback(err)
