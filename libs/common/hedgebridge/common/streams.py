@@ -3,6 +3,8 @@
 Each service calls ``ensure`` at start; creating what exists already is a no-op, so any service may come
 up first. ``replicas`` is 1 on a single server and 3 on a three-node cluster (HEDGEBRIDGE_STREAM_REPLICAS).
 
+``hb_symbols`` holds the latest trading rules of every symbol each account's terminals reported (SYMBOL_SPECS),
+one key per account (written by the executor, read by it before sending an order and by ``hedgebridge symbols``).
 ``hb_revoked`` holds the ids (``jti``) of revoked tokens, one key each; gateways watch it and refuse or close
 what it names (``hedgebridge token revoke JTI`` writes it).
 """
@@ -32,6 +34,7 @@ class State:
     actions: KeyValue
     running_actions: KeyValue
     book: KeyValue
+    symbols: KeyValue
 
 
 async def ensure(
@@ -62,7 +65,10 @@ async def ensure(
     actions = await _bucket(js, subjects.ACTIONS_BUCKET, replicas, records_max_age_days * DAY_S, "action records")
     running = await _bucket(js, subjects.RUNNING_ACTIONS_BUCKET, replicas, None, "actions not final yet")
     book = await _bucket(js, subjects.BOOK_BUCKET, replicas, None, "positions the system believes open")
-    return State(js=js, orders=orders, inflight=inflight, actions=actions, running_actions=running, book=book)
+    symbols = await _bucket(js, subjects.SYMBOLS_BUCKET, replicas, None, "the symbols' rules terminals reported")
+    return State(
+        js=js, orders=orders, inflight=inflight, actions=actions, running_actions=running, book=book, symbols=symbols
+    )
 
 
 async def _bucket(js: JetStreamContext, name: str, replicas: int, ttl: float | None, what: str) -> KeyValue:
