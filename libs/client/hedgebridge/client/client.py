@@ -176,8 +176,11 @@ class HedgebridgeClient:
         action_id: str | None = None,
         user_id: str = "",
         timeout_ms: int | None = None,
+        round_volume: bool = False,
     ) -> OrderResult:
-        """Open a market position; returns the executor's definite OrderResult (FILLED, REJECTED, EXPIRED…)."""
+        """Open a market position; returns the executor's definite OrderResult (FILLED, REJECTED, EXPIRED…).
+        ``round_volume``: a volume off the symbol's step is rounded down to it (``rounded_from`` says from what)
+        instead of being INVALID."""
         body = OpenOrder(
             account_id=account,
             symbol=symbol,
@@ -186,6 +189,7 @@ class HedgebridgeClient:
             action_id=action_id or uuid.uuid4().hex,
             user_id=user_id,
             timeout_ms=timeout_ms,
+            round_volume=round_volume,
         )
         return await self._typed(body, OrderResult)
 
@@ -200,8 +204,10 @@ class HedgebridgeClient:
         user_id: str = "",
         exit_reason: str = "",
         timeout_ms: int | None = None,
+        round_volume: bool = False,
     ) -> OrderResult:
-        """Close a position by ``position_id`` or ``mt_ticket`` (``volume`` closes part of it)."""
+        """Close a position by ``position_id`` or ``mt_ticket`` (``volume`` closes part of it; ``round_volume``
+        as for ``open``)."""
         if position_id is None and mt_ticket is None:
             raise ValueError("close needs position_id or mt_ticket")
         body = CloseOrder(
@@ -213,6 +219,7 @@ class HedgebridgeClient:
             user_id=user_id,
             exit_reason=exit_reason,
             timeout_ms=timeout_ms,
+            round_volume=round_volume,
         )
         return await self._typed(body, OrderResult)
 
