@@ -376,6 +376,22 @@ async def test_an_off_step_volume_is_invalid_before_anything_reaches_the_termina
     assert await terminal.positions() == {rounded.mt_ticket: pytest.approx(0.01)}
 
 
+async def test_a_symbol_traded_has_its_rules_reported(
+    terminals: StartTerminals, nc: NatsClient, executor: Executor
+) -> None:
+    """Rules are reported for the symbols a terminal trades and holds, not only those it quotes (the EA and the
+    bridge quote EURUSD alone here)."""
+    await terminals(["A1"])
+    sold = await order(nc, OpenOrder(account_id="A1", symbol="USDJPY", side="SELL", volume=0.1))
+    assert sold.status == "FILLED"
+
+    def reported() -> bool:
+        spec = executor.symbols.spec("A1", "USDJPY")
+        return spec is not None and (spec.digits, spec.contract_size, spec.trade_mode) == (3, 100_000, "FULL")
+
+    await wait_for(reported, "USDJPY's rules after it was traded")
+
+
 async def test_a_changed_symbol_rule_is_reported_and_applied_before_sending(
     terminals: StartTerminals, nc: NatsClient, executor: Executor
 ) -> None:
