@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -22,6 +23,7 @@ from hedgebridge.protocol import (
     ErrorMessage,
     OpenCommand,
     OpenOrder,
+    SymbolSpec,
     SymbolSpecs,
     Welcome,
     errors,
@@ -29,6 +31,7 @@ from hedgebridge.protocol import (
     unpack,
     unpack_event,
 )
+from hedgebridge.protocol.messages import SymbolTradeMode
 
 from ..conftest import StartSims, executor_config
 from ..helpers import RawEa, ea_token, hedgebridge_command, order, wait_for
@@ -160,6 +163,40 @@ async def test_the_rules_outlive_the_executor_and_a_new_one_reads_them_before_se
         assert terminal.account.received == []
     finally:
         await second.stop()
+
+
+async def test_an_expired_order_asked_again_is_checked_against_the_rules_of_now(
+    nc: NatsClient, executor: Executor
+) -> None:
+    """Its rules are kept while the account is offline; an EXPIRED order runs afresh when asked again, checked
+    first (here a report arriving meanwhile disabled trading)."""
+    first = datetime.now(UTC)
+    await executor.symbols.record(SymbolSpecs(timestamp=first, account_id="OFF1", symbols=[spec_of("FULL")]))
+    await rules_known(executor, account="OFF1")
+    request = buy(0.1, account="OFF1", action_id="exp-1", ttl_ms=100)
+    expired = await order(nc, request)
+    assert expired.status == "EXPIRED"
+    later = SymbolSpecs(timestamp=first + timedelta(seconds=1), account_id="OFF1", symbols=[spec_of("DISABLED")])
+    await executor.symbols.record(later)
+    await rules_known(executor, account="OFF1", trade_mode="DISABLED")
+    again = await order(nc, request)
+    assert (again.status, again.code) == ("REJECTED", errors.TRADE_DISABLED)
+    stored = await executor.records.get("exp-1")
+    assert stored is not None
+    assert stored.record.result is not None
+    assert stored.record.result.status == "EXPIRED"  # not run again
+
+
+def spec_of(trade_mode: SymbolTradeMode) -> SymbolSpec:
+    return SymbolSpec(
+        symbol="EURUSD",
+        volume_min=0.01,
+        volume_max=100,
+        volume_step=0.01,
+        contract_size=100_000,
+        digits=5,
+        trade_mode=trade_mode,
+    )
 
 
 async def test_a_terminal_that_reports_no_rules_is_not_checked(
