@@ -2,7 +2,8 @@
 //| HedgeSystemConnector.mq5 - the hedgebridge Expert Advisor        |
 //+------------------------------------------------------------------+
 // Connects this terminal to a hedgebridge gateway over WebSocket, executes the OPEN and CLOSE commands
-// it receives (each actionId at most once), and reports fills, positions, account figures and prices.
+// it receives (each actionId at most once), and reports fills, positions, account figures, prices and the
+// trading rules of the symbols it uses.
 // Protocol: the top-level README ("Connecting a terminal") and Include/HedgeBridge/Protocol.mqh, which is
 // generated from libs/protocol. Install guide: mql5/README.md.
 #property copyright   "hedgebridge contributors"
@@ -15,6 +16,7 @@
 #include <HedgeBridge\OrderManager.mqh>
 #include <HedgeBridge\PositionMonitor.mqh>
 #include <HedgeBridge\AccountMonitor.mqh>
+#include <HedgeBridge\SymbolMonitor.mqh>
 #include <HedgeBridge\Outbox.mqh>
 
 input string            InpGatewayUrl = "ws://127.0.0.1:8765/ea";  // Gateway URL (ws:// or wss://)
@@ -48,6 +50,7 @@ private:
    COrderManager     m_orderManager;
    CPositionMonitor  m_positionMonitor;
    CAccountMonitor   m_accountMonitor;
+   CSymbolMonitor    m_symbolMonitor;
    CJsonParser       m_parser;
    CReportOutbox     m_outbox;
    string            m_expectedAccount;  // the account this terminal is logged in to (or InpAccountId)
@@ -179,6 +182,7 @@ private:
       // this EA could not see it
       SendAccountUpdate();
       MonitorPositions();
+      SendSymbolSpecs(true);
       SendOutbox();
       string vanished[];
       for(int i = m_positionMonitor.ReportVanished(m_accountId, vanished) - 1; i >= 0; i--)
@@ -202,7 +206,10 @@ private:
       if(symbol == "" || volume <= 0.0)
          r.message = "an OPEN needs a symbol and a positive volume";
       else
+        {
+         m_symbolMonitor.Track(symbol);  // a symbol traded: its rules are reported from now on
          m_orderManager.Open(actionId, positionId, symbol, side, volume, r);
+        }
       if(!r.answered)
         {
          PrintFormat("hedgebridge: OPEN %s (%s): %s; the positions report will show the outcome", positionId,
@@ -212,6 +219,7 @@ private:
       SendOrderEvent(HB_MSG_OPENED, positionId, actionId, "", r, symbol, side, msg.GetString(HB_FIELD_TRACEPARENT));
       MonitorPositions();
       SendAccountUpdate();
+      SendSymbolSpecs(false);
      }
 
    void              OnClose(CJsonValue *msg)
@@ -380,6 +388,8 @@ private:
          SendAccountUpdate();
       if(m_positionMonitor.Due())
          MonitorPositions();
+      if(m_symbolMonitor.Due())
+         SendSymbolSpecs(false);
       SendPrices();
      }
 
@@ -435,6 +445,9 @@ public:
       m_outbox.Init("HedgeBridge\\outbox_" + IntegerToString(login) + ".jsonl");
       m_positionMonitor.Init(GetPointer(m_orderManager), InpPositionIntervalMs, 100);
       m_accountMonitor.Init(InpAccountIntervalMs, 250);
+      m_symbolMonitor.Init(1000);  // rules are read again every second: a change is reported within it
+      for(int i = 0; i < ArraySize(m_priceSymbols); i++)
+         m_symbolMonitor.Track(m_priceSymbols[i]);
       m_ready = true;
       return(true);
      }
@@ -472,6 +485,16 @@ public:
      {
       if(m_welcomed)
          Send(m_accountMonitor.BuildUpdate(m_accountId));
+     }
+
+   // SYMBOL_SPECS when a symbol's rules changed (force: in any case, a new session)
+   void              SendSymbolSpecs(const bool force)
+     {
+      if(!m_welcomed)
+         return;
+      string frame = m_symbolMonitor.Build(m_accountId, force);
+      if(frame != "")
+         Send(frame);
      }
   };
 

@@ -353,6 +353,68 @@ async def _orders(nc: NatsClient, n: int) -> list[OrderResult]:
     return [await order(nc, buy(account="A1")) for _ in range(n)]
 
 
+async def test_an_off_step_volume_is_invalid_before_anything_reaches_the_terminal(
+    terminals: StartTerminals, nc: NatsClient, executor: Executor
+) -> None:
+    """The terminal reports its symbols' rules after WELCOME; the executor checks orders against them before
+    sending: an off-step volume never reaches the terminal, and a rounded one reaches it rounded."""
+    (terminal,) = await terminals(["A1"])
+    await wait_for(lambda: executor.symbols.spec("A1", "EURUSD") is not None, "the terminal's EURUSD rules")
+    spec = executor.symbols.spec("A1", "EURUSD")
+    assert spec is not None
+    assert (spec.volume_min, spec.volume_max, spec.volume_step, spec.trade_mode) == (0.01, 100, 0.01, "FULL")
+    assert spec.contract_size == 100_000
+    assert spec.digits == 5
+    assert "FOK" in spec.filling_modes
+    refused = await order(nc, buy(volume=0.015, action_id="off-step"))
+    assert (refused.status, refused.code) == ("INVALID", errors.INVALID_VOLUME)
+    assert "allowed: 0.01 to 100 in steps of 0.01 (the nearest are 0.01 and 0.02" in refused.message
+    assert terminal.received == []
+    rounded = await order(nc, buy(volume=0.015, action_id="off-step", round_volume=True))
+    assert (rounded.status, rounded.volume, rounded.rounded_from) == ("FILLED", 0.01, 0.015)
+    assert terminal.received == ["off-step"]
+    assert await terminal.positions() == {rounded.mt_ticket: pytest.approx(0.01)}
+
+
+async def test_a_symbol_traded_has_its_rules_reported(
+    terminals: StartTerminals, nc: NatsClient, executor: Executor
+) -> None:
+    """Rules are reported for the symbols a terminal trades and holds, not only those it quotes (the EA and the
+    bridge quote EURUSD alone here)."""
+    await terminals(["A1"])
+    sold = await order(nc, OpenOrder(account_id="A1", symbol="USDJPY", side="SELL", volume=0.1))
+    assert sold.status == "FILLED"
+
+    def reported() -> bool:
+        spec = executor.symbols.spec("A1", "USDJPY")
+        return spec is not None and (spec.digits, spec.contract_size, spec.trade_mode) == (3, 100_000, "FULL")
+
+    await wait_for(reported, "USDJPY's rules after it was traded")
+
+
+async def test_a_changed_symbol_rule_is_reported_and_applied_before_sending(
+    terminals: StartTerminals, nc: NatsClient, executor: Executor
+) -> None:
+    (terminal,) = await terminals(["A1"])
+    await wait_for(lambda: executor.symbols.spec("A1", "EURUSD") is not None, "the terminal's EURUSD rules")
+    await terminal.change_symbol("EURUSD", trade_mode="CLOSE_ONLY", volume_step=0.1, volume_min=0.1)
+
+    def changed() -> bool:
+        spec = executor.symbols.spec("A1", "EURUSD")
+        return spec is not None and (spec.trade_mode, spec.volume_step) == ("CLOSE_ONLY", 0.1)
+
+    await wait_for(changed, "the changed EURUSD rules at the executor")
+    refused = await order(nc, buy(action_id="close-only"))
+    assert (refused.status, refused.code) == ("REJECTED", errors.TRADE_DISABLED)
+    await terminal.change_symbol("EURUSD", trade_mode="FULL")
+    await wait_for(lambda: getattr(executor.symbols.spec("A1", "EURUSD"), "trade_mode", "") == "FULL", "FULL again")
+    coarse = await order(nc, buy(volume=0.25, action_id="coarse"))
+    assert (coarse.status, coarse.code) == ("INVALID", errors.INVALID_VOLUME)
+    assert terminal.received == []
+    assert (await order(nc, buy(volume=0.3, action_id="fine"))).status == "FILLED"
+    assert terminal.received == ["fine"]
+
+
 async def test_reports_are_kept_in_the_events_stream(terminals: StartTerminals, nc: NatsClient) -> None:
     await terminals(["A1"])
     result = await order(nc, buy(action_id="kept"))

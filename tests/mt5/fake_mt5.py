@@ -11,7 +11,8 @@ constructor; shipped code never imports it.
 Behaviour, as a trade server and terminal answer:
 
 - ``order_send`` checks its arguments' types (``None`` and ``last_error`` ``(-2, 'Invalid "x" argument')``),
-  the comment's length (31), the volume against the symbol's min/max/step (10014), the filling mode against
+  the comment's length (31), the volume against the symbol's min/max/step (10014), the symbol's trade mode
+  (10017 disabled, 10042 long only, 10043 short only, 10044 close only), the filling mode against
   the symbol's (10030), the price against the market and ``deviation`` (10004 requote), a close's position
   (10036) and volume (10038); a fill opens or reduces a position (its ticket and identifier = the opening
   order's ticket) and writes deals (entry IN/OUT, magic, comment, position id = the identifier, profit, swap) to
@@ -32,6 +33,8 @@ Behaviour, as a trade server and terminal answer:
   ``FakeFault(deal_delay_s=...)`` for one order), as in a terminal, whose history can lag ``order_send``'s
   answer, the closing deal especially (MQL5's ``OrderSend`` reference: the deals of an order "may happen after
   sending a response"; ``result.deal`` may then be 0); positions and the balance change at once;
+- each symbol's rules (``symbol_info``: volume 0.01 to 100 in steps of 0.01, trade mode full) change with
+  ``set_symbol()``, as a broker changes them;
 - ``lose_terminal()`` breaks the link: every call fails with ``(-10004, 'No IPC connection')`` until
   ``restore_terminal()``; ``close_outside()`` closes a position as a stop loss or a person would;
   ``open_positions()`` names the open positions by identifier (what the protocol's mtTicket is).
@@ -293,10 +296,26 @@ class FakeMT5:
         self.trade_allowed = True  # the terminal's "Algo Trading" button
         self.expert_allowed = True  # the trade server allows expert trading on the account
         self.faults: deque[FakeFault] = deque()
+        self._rules: dict[str, dict[str, float]] = {}  # per symbol: the rules set_symbol changed
         self.requests: list[dict[str, Any]] = []  # every order_send request, refused ones included
         self.initialize_calls = 0
 
     # --- what tests do to the terminal -------------------------------------------------------------------
+
+    def set_symbol(self, symbol: str, **rules: float | str) -> None:
+        """The broker changes a symbol's rules: ``volume_min``, ``volume_max``, ``volume_step``, ``trade_mode`` (a
+        SYMBOL_TRADE_MODE number, or the protocol's name: DISABLED, LONG_ONLY, SHORT_ONLY, CLOSE_ONLY, FULL)."""
+        names = {"DISABLED": 0, "LONG_ONLY": 1, "SHORT_ONLY": 2, "CLOSE_ONLY": 3, "FULL": 4}
+        with self._lock:
+            changed = dict(self._rules.get(symbol, {}))
+            for key, value in rules.items():
+                if key not in _RULES:
+                    raise ValueError(f"{key}: not a rule of the fake terminal")
+                changed[key] = float(names[value]) if isinstance(value, str) else float(value)
+            self._rules[symbol] = changed
+
+    def _rule(self, symbol: str, name: str) -> float:
+        return self._rules.get(symbol, {}).get(name, _RULES[name])
 
     def lose_terminal(self) -> None:
         with self._lock:
@@ -453,9 +472,11 @@ class FakeMT5:
             digits = len(f"{inst.point:.10f}".rstrip("0").split(".")[1])
             values.update(
                 select=symbol in self._selected, visible=True, time=self._tick_msc[symbol] // 1000, digits=digits,
-                spread=inst.spread_points, trade_mode=4, trade_exemode=2, filling_mode=self._filling_mode,
-                order_mode=127, bid=bid, ask=ask, point=inst.point, trade_tick_size=inst.point,
-                trade_contract_size=inst.contract_size, volume_min=0.01, volume_max=100.0, volume_step=0.01,
+                spread=inst.spread_points, trade_mode=int(self._rule(symbol, "trade_mode")), trade_exemode=2,
+                filling_mode=self._filling_mode, order_mode=127, bid=bid, ask=ask, point=inst.point,
+                trade_tick_size=inst.point, trade_contract_size=inst.contract_size,
+                volume_min=self._rule(symbol, "volume_min"), volume_max=self._rule(symbol, "volume_max"),
+                volume_step=self._rule(symbol, "volume_step"),
                 currency_base=symbol[:3], currency_profit=symbol[3:6], currency_margin=symbol[:3], name=symbol,
                 path=f"Forex\\{symbol}", description=symbol,
             )  # fmt: skip
@@ -592,8 +613,9 @@ class FakeMT5:
         if not self.trade_allowed:
             return self._answer(request, self.TRADE_RETCODE_CLIENT_DISABLES_AT)
         volume = float(request.get("volume", 0.0))
-        steps = volume / 0.01
-        if volume < 0.01 - 1e-9 or volume > 100.0 + 1e-9 or abs(steps - round(steps)) > 1e-6:
+        step, low, high = (self._rule(symbol, n) for n in ("volume_step", "volume_min", "volume_max"))
+        steps = volume / step
+        if volume < low - 1e-9 or volume > high + 1e-9 or abs(steps - round(steps)) > 1e-6:
             return self._answer(request, self.TRADE_RETCODE_INVALID_VOLUME)
         filling = int(request.get("type_filling", self.ORDER_FILLING_FOK))
         allowed = {self.ORDER_FILLING_FOK: 1, self.ORDER_FILLING_IOC: 2}
@@ -602,6 +624,9 @@ class FakeMT5:
         side = int(request.get("type", -1))
         if side not in (self.ORDER_TYPE_BUY, self.ORDER_TYPE_SELL):
             return self._answer(request, self.TRADE_RETCODE_INVALID)
+        refused = self._trade_mode(symbol, side, opening=not request.get("position"))
+        if refused:
+            return self._answer(request, refused)
         bid, ask = self._feed.quote(symbol)
         market = ask if side == self.ORDER_TYPE_BUY else bid
         asked = float(request.get("price", 0.0))
@@ -633,6 +658,19 @@ class FakeMT5:
         deal = self._deal(order, symbol, side, self.DEAL_ENTRY_IN, magic, order, self.DEAL_REASON_EXPERT, volume,
                           market, 0.0, comment)  # fmt: skip
         return self._answer(request, retcode, _deal_ticket(deal, fault), order, volume, market)
+
+    def _trade_mode(self, symbol: str, side: int, *, opening: bool) -> int:
+        """The retcode a symbol's trade mode refuses the order with, 0 when it allows it."""
+        mode = int(self._rule(symbol, "trade_mode"))
+        if mode == 0:
+            return self.TRADE_RETCODE_TRADE_DISABLED
+        if opening and mode == 3:
+            return self.TRADE_RETCODE_CLOSE_ONLY
+        if opening and mode == 1 and side == self.ORDER_TYPE_SELL:
+            return self.TRADE_RETCODE_LONG_ONLY
+        if opening and mode == 2 and side == self.ORDER_TYPE_BUY:
+            return self.TRADE_RETCODE_SHORT_ONLY
+        return 0
 
     def _fill_close(
         self, position: _Position, volume: float, price: float, magic: int, comment: str, reason: int, order: int
@@ -695,6 +733,9 @@ class FakeMT5:
             price_current=self._mark(p), swap=p.swap, profit=self._floating(p), symbol=p.symbol, comment=p.comment,
             external_id="",
         )  # fmt: skip
+
+
+_RULES: dict[str, float] = {"volume_min": 0.01, "volume_max": 100.0, "volume_step": 0.01, "trade_mode": 4.0}
 
 
 def _deal_ticket(deal: TradeDeal, fault: FakeFault | None) -> int:

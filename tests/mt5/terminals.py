@@ -52,6 +52,11 @@ class Terminal(Protocol):
         """Open positions on the trade server: ticket -> volume."""
         ...
 
+    async def change_symbol(self, symbol: str, **rules: float | str) -> None:
+        """The broker changes a symbol's rules (``volume_min``, ``volume_max``, ``volume_step``, ``trade_mode`` by
+        its protocol name): the terminal reports them as it reports any change."""
+        ...
+
 
 StartTerminals = Callable[..., Awaitable[list[Terminal]]]
 
@@ -76,6 +81,9 @@ class SimEa:
     async def positions(self) -> dict[str, float]:
         return {str(t): p.volume for t, p in self.terminal.account.positions.items()}
 
+    async def change_symbol(self, symbol: str, **rules: float | str) -> None:
+        await self.terminal.change_symbol(symbol, **rules)
+
 
 class BridgedTerminal:
     def __init__(self, bridge: Mt5Bridge, mt5: FakeMT5) -> None:
@@ -96,6 +104,9 @@ class BridgedTerminal:
 
     async def positions(self) -> dict[str, float]:
         return {str(t): v for t, v in self.mt5.open_positions().items()}
+
+    async def change_symbol(self, symbol: str, **rules: float | str) -> None:
+        self.mt5.set_symbol(symbol, **rules)
 
 
 class EaTerminal:
@@ -123,6 +134,11 @@ class EaTerminal:
 
     async def positions(self) -> dict[str, float]:
         return await self.ea.positions()
+
+    async def change_symbol(self, symbol: str, **rules: float | str) -> None:
+        reply = await self.ea.control("trade.symbol", symbol=symbol, **rules)
+        if not reply.get("ok"):
+            raise AssertionError(f"trade.symbol refused: {reply}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -204,3 +204,26 @@ def test_a_reopen_gives_the_position_a_new_ticket_and_keeps_its_identifier() -> 
     (_, out) = mt5.history_deals_get(position=opened.order) or ()
     assert (out.entry, out.position_id, out.swap) == (FakeMT5.DEAL_ENTRY_OUT, opened.order, -1.25)
     assert mt5.account_info().balance == pytest.approx(balance + out.profit + out.commission - 1.25)  # type: ignore[union-attr]
+
+
+def test_a_symbols_rules_change_and_the_trade_server_keeps_to_them() -> None:
+    mt5 = FakeMT5()
+    mt5.initialize()
+    info = mt5.symbol_info("EURUSD")
+    assert info is not None
+    assert (info.volume_min, info.volume_max, info.volume_step, info.trade_mode) == (0.01, 100.0, 0.01, 4)
+    mt5.set_symbol("EURUSD", volume_step=0.1, volume_min=0.1, trade_mode="LONG_ONLY")
+    changed = mt5.symbol_info("EURUSD")
+    assert changed is not None
+    assert (changed.volume_min, changed.volume_step, changed.trade_mode) == (0.1, 0.1, 1)
+    ask = mt5.symbol_info_tick("EURUSD").ask  # type: ignore[union-attr]
+    assert _buy(mt5, ask, volume=0.15).retcode == FakeMT5.TRADE_RETCODE_INVALID_VOLUME
+    bid = mt5.symbol_info_tick("EURUSD").bid  # type: ignore[union-attr]
+    assert _buy(mt5, bid, type=1).retcode == FakeMT5.TRADE_RETCODE_LONG_ONLY
+    assert _buy(mt5, ask).retcode == FakeMT5.TRADE_RETCODE_DONE
+    mt5.set_symbol("EURUSD", trade_mode="CLOSE_ONLY")
+    assert _buy(mt5, ask).retcode == FakeMT5.TRADE_RETCODE_CLOSE_ONLY
+    mt5.set_symbol("EURUSD", trade_mode="DISABLED")
+    assert _buy(mt5, ask).retcode == FakeMT5.TRADE_RETCODE_TRADE_DISABLED
+    with pytest.raises(ValueError, match="not a rule"):
+        mt5.set_symbol("EURUSD", swap_long=1.0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from hedgebridge.common.auth import Principal
 from hedgebridge.gateway.client_rules import (
     SHARED_TOPICS,
@@ -27,6 +29,9 @@ from hedgebridge.protocol import (
     Alert,
     ConsistencyStatus,
     OrderResult,
+    ProtocolError,
+    SymbolSpec,
+    SymbolSpecs,
     errors,
     pack,
     subjects,
@@ -120,6 +125,16 @@ def test_shared_feed_events_decode_by_topic_and_subject() -> None:
         seq=1,
     )
     assert decode_feed("alerts", subjects.ALL_ALERTS, pack(alert)) == alert
+
+
+def test_the_symbols_rules_are_no_client_event() -> None:
+    spec = SymbolSpec(
+        symbol="EURUSD", volume_min=0.01, volume_max=1, volume_step=0.01, contract_size=1, digits=5, trade_mode="FULL"
+    )
+    specs = SymbolSpecs(timestamp=NOW, account_id="A", symbols=[spec])
+    with pytest.raises(ProtocolError) as refused:
+        decode_feed("prices", subjects.event("A", "PRICE"), pack(specs))
+    assert refused.value.code == errors.UNEXPECTED_TYPE
 
 
 def test_every_shared_topic_is_one_wildcard_feed_whatever_the_selection() -> None:

@@ -106,6 +106,8 @@ def _schema_properties() -> tuple[set[str], dict[str, set[str]]]:
         values = {v for v in schema.get("enum", []) if isinstance(v, str)}
         for alternative in schema.get("anyOf", []):
             values |= enum_values(alternative)
+        if schema.get("type") == "array":  # a list of enumerated values (fillingModes)
+            values |= enum_values(schema.get("items", {}))
         return values
 
     for component in components.values():

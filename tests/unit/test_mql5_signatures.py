@@ -27,6 +27,8 @@ FUNCTIONS: dict[str, list[dict[str, object]]] = REFERENCE["functions"]
 KNOWN_CONSTANTS = {
     "SYMBOL_FILLING_FOK": "docs/constants/environment_state/marketinfoconstants#symbol_filling_mode",
     "SYMBOL_FILLING_IOC": "docs/constants/environment_state/marketinfoconstants#symbol_filling_mode",
+    "SYMBOL_FILLING_BOC": "docs/constants/environment_state/marketinfoconstants#symbol_filling_mode",
+    "ENUM_SYMBOL_TRADE_MODE": "docs/constants/environment_state/marketinfoconstants#enum_symbol_trade_mode",
     "LOG_LEVEL_ERRORS": "docs/standardlibrary/tradeclasses/ctrade/ctradeloglevel (the standard library's CTrade)",
     "CRYPT_BASE64": "docs/constants/namedconstants/enum_crypt_method",
     "CRYPT_HASH_SHA1": "docs/constants/namedconstants/enum_crypt_method",

@@ -29,7 +29,7 @@ from hedgebridge.protocol import (
     retcodes,
 )
 
-from ..mt5.fake_mt5 import OrderSendResult, Tick, TradeDeal, TradePosition, TradeRequest
+from ..mt5.fake_mt5 import FakeMT5, OrderSendResult, Tick, TradeDeal, TradePosition, TradeRequest
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 MAGIC = 7_700_101
@@ -345,3 +345,30 @@ def test_every_variable_is_in_the_documented_table() -> None:
     documented = config_module.__doc__ or ""
     missing = [var for var in env_names(Mt5BridgeConfig, config_module.PREFIX).values() if var not in documented]
     assert missing == []
+
+
+def test_symbol_info_becomes_the_symbols_rules() -> None:
+    mt5 = FakeMT5(filling_mode=3)
+    mt5.initialize()
+    spec = tr.symbol_spec("XAUUSD", mt5.symbol_info("XAUUSD"))  # type: ignore[arg-type]
+    assert spec is not None
+    assert (spec.volume_min, spec.volume_max, spec.volume_step, spec.contract_size, spec.digits) == (
+        0.01,
+        100.0,
+        0.01,
+        100,
+        2,
+    )
+    assert (spec.trade_mode, spec.filling_modes) == ("FULL", ["FOK", "IOC"])
+    for mode, name in ((0, "DISABLED"), (1, "LONG_ONLY"), (2, "SHORT_ONLY"), (3, "CLOSE_ONLY")):
+        mt5.set_symbol("EURUSD", trade_mode=mode)
+        changed = tr.symbol_spec("EURUSD", mt5.symbol_info("EURUSD"))  # type: ignore[arg-type]
+        assert changed is not None
+        assert changed.trade_mode == name
+    mt5.set_symbol("EURUSD", trade_mode=7)  # a mode the protocol does not know: not reported
+    assert tr.symbol_spec("EURUSD", mt5.symbol_info("EURUSD")) is None  # type: ignore[arg-type]
+    assert tr.symbol_spec("EUR USD", mt5.symbol_info("XAUUSD")) is None  # type: ignore[arg-type]
+    message = tr.symbol_specs("A1", [spec], NOW)
+    assert message is not None
+    assert (message.account_id, message.symbols) == ("A1", [spec])
+    assert tr.symbol_specs("A1", [], NOW) is None

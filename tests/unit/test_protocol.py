@@ -29,6 +29,8 @@ from hedgebridge.protocol import (
     PositionUpdate,
     PriceTick,
     ProtocolError,
+    SymbolSpec,
+    SymbolSpecs,
     TerminalStatus,
     TerminalView,
     Welcome,
@@ -106,6 +108,31 @@ WIRE_MESSAGES: list[Message] = [
         max_frame_bytes=1 << 20,
         server_time=T,
     ),
+    SymbolSpecs(
+        timestamp=T,
+        account_id="A1",
+        symbols=[
+            SymbolSpec(
+                symbol="EURUSD",
+                volume_min=0.01,
+                volume_max=100,
+                volume_step=0.01,
+                contract_size=100_000,
+                digits=5,
+                trade_mode="FULL",
+                filling_modes=["FOK", "IOC"],
+            ),
+            SymbolSpec(
+                symbol="XAUUSD.m",
+                volume_min=0.1,
+                volume_max=50,
+                volume_step=0.1,
+                contract_size=100,
+                digits=2,
+                trade_mode="CLOSE_ONLY",
+            ),
+        ],
+    ),
 ]
 
 
@@ -158,6 +185,33 @@ def test_unknown_fields_are_ignored() -> None:
     raw["comment"] = "from a newer EA"
     raw["extra"] = {"nested": [1, 2]}
     assert decode_frame(json.dumps(raw)) == WIRE_MESSAGES[2]
+    specs = json.loads(encode_frame(WIRE_MESSAGES[-1]))
+    specs["symbols"][0]["volumeLimit"] = 500  # a rule a newer terminal reports
+    specs["symbols"][1]["swapLong"] = -1.5
+    assert decode_frame(json.dumps(specs)) == WIRE_MESSAGES[-1]
+
+
+def test_symbol_specs_on_the_wire() -> None:
+    frame = json.loads(encode_frame(WIRE_MESSAGES[-1]))
+    assert frame["type"] == "SYMBOL_SPECS"
+    assert frame["symbols"][0] == {
+        "symbol": "EURUSD", "volumeMin": 0.01, "volumeMax": 100.0, "volumeStep": 0.01, "contractSize": 100000.0,
+        "digits": 5, "tradeMode": "FULL", "fillingModes": ["FOK", "IOC"],
+    }  # fmt: skip
+    assert "fillingModes" not in frame["symbols"][1]  # none reported: omitted
+    assert unpack_event(pack(WIRE_MESSAGES[-1])) == WIRE_MESSAGES[-1]
+    assert subjects.event("A1", "SYMBOL_SPECS") == "hb.ea.A1.evt.symbol_specs"
+    empty = json.dumps({"type": "SYMBOL_SPECS", "timestamp": "2026-11-24T10:00:00Z", "accountId": "A1", "symbols": []})
+    assert _error(empty).field == "symbols"
+
+
+def test_order_requests_may_ask_for_rounding() -> None:
+    order = OpenOrder(account_id="A1", symbol="EURUSD", side="BUY", volume=0.123, round_volume=True)
+    assert msgspec.msgpack.decode(pack(order))["roundVolume"] is True
+    assert unpack_order_request(pack(order)) == order
+    assert "roundVolume" not in msgspec.msgpack.decode(pack(CloseOrder(account_id="A1", mt_ticket="5")))
+    result = OrderResult(status="FILLED", requested_volume=0.12, rounded_from=0.123)
+    assert msgspec.json.decode(msgspec.json.encode(result))["roundedFrom"] == 0.123
 
 
 def _error(frame: str | bytes) -> ProtocolError:
@@ -186,6 +240,25 @@ def _with(**changes: object) -> str:
             del frame[key]
         else:
             frame[key] = value
+    return json.dumps(frame)
+
+
+def _specs(**changes: object) -> str:
+    spec: dict[str, object] = {
+        "symbol": "EURUSD",
+        "volumeMin": 0.01,
+        "volumeMax": 100,
+        "volumeStep": 0.01,
+        "contractSize": 100000,
+        "digits": 5,
+        "tradeMode": "FULL",
+    }
+    for key, value in changes.items():
+        if value is None:
+            del spec[key]
+        else:
+            spec[key] = value
+    frame = {"type": "SYMBOL_SPECS", "timestamp": "2026-11-24T10:00:00Z", "accountId": "A1", "symbols": [spec]}
     return json.dumps(frame)
 
 
@@ -224,6 +297,11 @@ def _with(**changes: object) -> str:
             errors.MISSING_FIELD,
             "positions[0].symbol",
         ),
+        (_specs(volumeStep=0), errors.INVALID_FIELD, "symbols[0].volumeStep"),
+        (_specs(tradeMode="SOMETIMES"), errors.INVALID_FIELD, "symbols[0].tradeMode"),
+        (_specs(fillingModes=["FOK", "LATER"]), errors.INVALID_FIELD, "symbols[0].fillingModes[1]"),
+        (_specs(volumeMin=5, volumeMax=1), errors.INVALID_FIELD, "symbols[0]"),  # the message names both
+        (_specs(digits=None), errors.MISSING_FIELD, "symbols[0].digits"),
     ],
 )
 def test_bad_frames_raise_one_typed_error_naming_the_field(frame: str | bytes, code: str, field: str | None) -> None:

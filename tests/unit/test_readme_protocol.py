@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hedgebridge.protocol import CloseCommand, ClosedEvent, OpenCommand, OpenedEvent, decode_frame
+from hedgebridge.protocol import CloseCommand, ClosedEvent, OpenCommand, OpenedEvent, SymbolSpecs, decode_frame
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -26,7 +26,11 @@ def readme_json_frames() -> list[bytes]:
 
 def test_readme_examples_decode_as_the_messages_they_show() -> None:
     messages = [decode_frame(frame) for frame in readme_json_frames()]
-    assert [type(m) for m in messages] == [OpenCommand, OpenedEvent, CloseCommand, ClosedEvent]
+    assert [type(m) for m in messages] == [OpenCommand, OpenedEvent, CloseCommand, ClosedEvent, SymbolSpecs]
     opened = messages[1]
     assert isinstance(opened, OpenedEvent)
     assert (opened.mt_ticket, opened.status) == ("50000000", "SUCCESS")
+    specs = messages[4]
+    assert isinstance(specs, SymbolSpecs)
+    (eurusd,) = specs.symbols
+    assert (eurusd.symbol, eurusd.volume_step, eurusd.trade_mode) == ("EURUSD", 0.01, "FULL")

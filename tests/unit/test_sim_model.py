@@ -121,3 +121,46 @@ def test_account_report() -> None:
     assert report.free_margin == round(report.equity - report.margin, 2)
     floating = sim.position_update(T).positions[0].profit
     assert report.equity == round(report.balance + floating, 2)
+
+
+def test_the_account_reports_the_rules_of_what_it_quotes_trades_and_holds() -> None:
+    sim = account(symbols=("EURUSD", "XAUUSD"), max_volume=50)
+    specs = sim.symbol_specs(T)
+    assert (specs.account_id, [s.symbol for s in specs.symbols]) == ("A1", ["EURUSD", "XAUUSD"])
+    eurusd, gold = specs.symbols
+    assert (eurusd.volume_min, eurusd.volume_max, eurusd.volume_step) == (0.01, 50, 0.01)
+    assert (eurusd.contract_size, eurusd.digits, eurusd.trade_mode) == (100_000, 5, "FULL")
+    assert (gold.contract_size, gold.digits, eurusd.filling_modes) == (100, 2, ["FOK", "IOC"])
+    sim.open(open_cmd(symbol="GBPUSD", action="g"), T)
+    assert [s.symbol for s in sim.symbol_specs(T).symbols] == ["EURUSD", "GBPUSD", "XAUUSD"]
+    sim.set_spec("EURUSD", volume_step=0.1, volume_min=0.1)
+    assert sim.symbol_specs(T, ["EURUSD"]).symbols == [sim.spec("EURUSD")]
+    assert sim.spec("EURUSD").volume_step == 0.1
+
+
+def test_the_trade_server_keeps_to_the_symbols_rules() -> None:
+    sim = account()
+    for volume in (0.015, 0.001, 100.01):
+        refused = sim.open(open_cmd(volume=volume, action=f"v{volume}"), T)
+        assert (refused.status, refused.error_code) == ("FAILED", 10014)
+    assert sim.open(open_cmd(volume=0.1 + 0.2, action="noise"), T).status == "SUCCESS"
+    sim.set_spec("EURUSD", trade_mode="LONG_ONLY")
+    assert sim.open(open_cmd("SELL", action="s"), T).error_code == 10042
+    assert sim.open(open_cmd("BUY", action="b"), T).status == "SUCCESS"
+    sim.set_spec("EURUSD", trade_mode="SHORT_ONLY")
+    assert sim.open(open_cmd("BUY", action="b2"), T).error_code == 10043
+    sim.set_spec("EURUSD", trade_mode="CLOSE_ONLY")
+    assert sim.open(open_cmd("SELL", action="s2"), T).error_code == 10044
+    partial = CloseCommand(
+        timestamp=T,
+        account_id="A1",
+        position_id="p-b",
+        action_id="c-part",
+        volume=0.055,
+        metadata=CloseMetadata(exit_reason="test", user_id="u"),
+    )
+    assert sim.close(partial, T).error_code == 10014
+    assert sim.close(close_cmd("p-b", action="c-b"), T).status == "SUCCESS"  # closing is allowed
+    sim.set_spec("EURUSD", trade_mode="DISABLED")
+    assert sim.open(open_cmd("BUY", action="b3"), T).error_code == 10017
+    assert sim.close(close_cmd("p-noise", action="c-n"), T).error_code == 10017

@@ -115,6 +115,7 @@ def build_request(args: argparse.Namespace) -> OrderRequest:
                 user_id=args.user_id,
                 timeout_ms=int(args.timeout * 1000),
                 ttl_ms=None if args.ttl is None else int(args.ttl * 1000),
+                round_volume=args.round_volume,
             )
         return CloseOrder(
             account_id=args.account,
@@ -126,6 +127,7 @@ def build_request(args: argparse.Namespace) -> OrderRequest:
             exit_reason=args.reason,
             timeout_ms=int(args.timeout * 1000),
             ttl_ms=None if args.ttl is None else int(args.ttl * 1000),
+            round_volume=args.round_volume,
         )
     except (TypeError, ValueError, msgspec.ValidationError) as exc:
         raise CliError(f"invalid order: {exc}", EXIT_INVALID) from None
@@ -223,6 +225,8 @@ async def _order(args: argparse.Namespace, request: OrderRequest) -> int:
         print(json.dumps(to_builtins(result)), file=sys.stderr)
     if result.status != "FILLED":
         print(f"hedgebridge: {explain(result)}", file=sys.stderr)
+    elif result.rounded_from is not None:
+        print(f"hedgebridge: {result.message}", file=sys.stderr)
     return _EXIT_BY_STATUS[result.status]
 
 

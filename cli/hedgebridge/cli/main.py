@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from hedgebridge.common import auth
 
-from . import bench, client_commands, commands, output, stack
+from . import bench, client_commands, commands, output, stack, symbols
 from .state import CliError
 
 
@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--nats-url", help="default $HEDGEBRIDGE_NATS_URL or the local stack's")
     common.add_argument("--result", action="store_true", help="also print the executor's full result on stderr")
+    common.add_argument(
+        "--round-volume",
+        action="store_true",
+        help="round a volume off the symbol's step down to it (else the order is INVALID)",
+    )
     open_ = order_sub.add_parser("open", parents=[common], help="open a position")
     open_.add_argument("--symbol", required=True)
     open_.add_argument("--side", required=True, type=str.upper, choices=("BUY", "SELL"))
@@ -159,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.set_defaults(func=bench.main)
 
     client_commands.register(sub)  # action, watch
+    symbols.register(sub)  # symbols specs
     return parser
 
 

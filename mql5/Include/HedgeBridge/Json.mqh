@@ -521,6 +521,8 @@ public:
    void              Int(const string key, const long value) { Key(key); m_out += IntegerToString(value); }
    void              Bool(const string key, const bool value) { Key(key); m_out += (value ? "true" : "false"); }
    void              Null(const string key) { Key(key); m_out += "null"; }
+   // a string as an element of the current array
+   void              Item(const string value) { Separate(); m_out += HbJsonQuote(value); }
    // a value already in JSON form
    void              Raw(const string key, const string json) { Key(key); m_out += json; }
   };

@@ -22,6 +22,7 @@
 #define HB_MSG_OPENED          "OPENED"  // terminal -> gateway
 #define HB_MSG_POSITION_UPDATE "POSITION_UPDATE"  // terminal -> gateway
 #define HB_MSG_PRICE           "PRICE"  // terminal -> gateway
+#define HB_MSG_SYMBOL_SPECS    "SYMBOL_SPECS"  // terminal -> gateway
 #define HB_MSG_SYNC            "SYNC"  // gateway -> terminal
 #define HB_MSG_WELCOME         "WELCOME"  // gateway -> terminal
 
@@ -35,6 +36,7 @@
 // OPENED: timestamp, accountId, positionId, actionId?, mtTicket?, price?, volume?, status, errorMessage?, errorCode?, alreadyExecuted?, symbol?, side?, traceparent?
 // POSITION_UPDATE: timestamp, accountId, positions{mtTicket, positionId?, actionId?, symbol, side, volume, openPrice, currentPrice, profit, openTime?}, syncId?
 // PRICE: accountId, symbol, bid, ask, time
+// SYMBOL_SPECS: timestamp, accountId, symbols{symbol, volumeMin, volumeMax, volumeStep, contractSize, digits, tradeMode, fillingModes?}
 // SYNC: timestamp, accountId, syncId?, reason?, traceparent?
 // WELCOME: protocolVersion, accountId, sessionId, heartbeatIntervalMs, heartbeatTimeoutMs, maxFrameBytes, serverTime
 
@@ -47,14 +49,17 @@
 #define HB_FIELD_BALANCE               "balance"
 #define HB_FIELD_BID                   "bid"
 #define HB_FIELD_CODE                  "code"
+#define HB_FIELD_CONTRACT_SIZE         "contractSize"
 #define HB_FIELD_CURRENCY              "currency"
 #define HB_FIELD_CURRENT_PRICE         "currentPrice"
+#define HB_FIELD_DIGITS                "digits"
 #define HB_FIELD_EQUITY                "equity"
 #define HB_FIELD_ERROR_CODE            "errorCode"
 #define HB_FIELD_ERROR_MESSAGE         "errorMessage"
 #define HB_FIELD_EXECUTION_TYPE        "executionType"
 #define HB_FIELD_EXIT_REASON           "exitReason"
 #define HB_FIELD_FIELD                 "field"
+#define HB_FIELD_FILLING_MODES         "fillingModes"
 #define HB_FIELD_FREE_MARGIN           "freeMargin"
 #define HB_FIELD_HEARTBEAT_INTERVAL_MS "heartbeatIntervalMs"
 #define HB_FIELD_HEARTBEAT_TIMEOUT_MS  "heartbeatTimeoutMs"
@@ -82,20 +87,33 @@
 #define HB_FIELD_SIDE                  "side"
 #define HB_FIELD_STATUS                "status"
 #define HB_FIELD_SYMBOL                "symbol"
+#define HB_FIELD_SYMBOLS               "symbols"
 #define HB_FIELD_SYNC_ID               "syncId"
 #define HB_FIELD_TIME                  "time"
 #define HB_FIELD_TIMESTAMP             "timestamp"
 #define HB_FIELD_TRACEPARENT           "traceparent"
+#define HB_FIELD_TRADE_MODE            "tradeMode"
 #define HB_FIELD_USER_ID               "userId"
 #define HB_FIELD_VOLUME                "volume"
+#define HB_FIELD_VOLUME_MAX            "volumeMax"
+#define HB_FIELD_VOLUME_MIN            "volumeMin"
+#define HB_FIELD_VOLUME_STEP           "volumeStep"
 
 // --- values of enumerated fields
-#define HB_EXECUTION_TYPE_ENTRY "ENTRY"
-#define HB_EXECUTION_TYPE_EXIT  "EXIT"
-#define HB_SIDE_BUY             "BUY"
-#define HB_SIDE_SELL            "SELL"
-#define HB_STATUS_FAILED        "FAILED"
-#define HB_STATUS_SUCCESS       "SUCCESS"
+#define HB_EXECUTION_TYPE_ENTRY  "ENTRY"
+#define HB_EXECUTION_TYPE_EXIT   "EXIT"
+#define HB_FILLING_MODES_BOC     "BOC"
+#define HB_FILLING_MODES_FOK     "FOK"
+#define HB_FILLING_MODES_IOC     "IOC"
+#define HB_SIDE_BUY              "BUY"
+#define HB_SIDE_SELL             "SELL"
+#define HB_STATUS_FAILED         "FAILED"
+#define HB_STATUS_SUCCESS        "SUCCESS"
+#define HB_TRADE_MODE_CLOSE_ONLY "CLOSE_ONLY"
+#define HB_TRADE_MODE_DISABLED   "DISABLED"
+#define HB_TRADE_MODE_FULL       "FULL"
+#define HB_TRADE_MODE_LONG_ONLY  "LONG_ONLY"
+#define HB_TRADE_MODE_SHORT_ONLY "SHORT_ONLY"
 
 // --- longest string the gateway accepts in a field the terminal sends (characters)
 #define HB_MAXLEN_ACCOUNT_ID    64
@@ -133,7 +151,8 @@ bool HbIsFromTerminal(const string type)
       || type == HB_MSG_HEARTBEAT
       || type == HB_MSG_OPENED
       || type == HB_MSG_POSITION_UPDATE
-      || type == HB_MSG_PRICE);
+      || type == HB_MSG_PRICE
+      || type == HB_MSG_SYMBOL_SPECS);
   }
 // a type of the EA wire
 bool HbIsKnownType(const string type)
@@ -147,6 +166,7 @@ bool HbIsKnownType(const string type)
       || type == HB_MSG_OPENED
       || type == HB_MSG_POSITION_UPDATE
       || type == HB_MSG_PRICE
+      || type == HB_MSG_SYMBOL_SPECS
       || type == HB_MSG_SYNC
       || type == HB_MSG_WELCOME);
   }
@@ -172,6 +192,7 @@ bool HbIsKnownType(const string type)
 #define HB_ERR_INTERNAL                "INTERNAL"  // CRITICAL, ESCALATE: An unexpected fault inside a service.
 #define HB_ERR_INVALID_FIELD           "INVALID_FIELD"  // WARNING, FIX_INPUT: A field has the wrong type or an invalid value.
 #define HB_ERR_INVALID_REQUEST         "INVALID_REQUEST"  // WARNING, FIX_INPUT: An order request failed validation.
+#define HB_ERR_INVALID_VOLUME          "INVALID_VOLUME"  // WARNING, FIX_INPUT: The volume is below the symbol's minimum, over its maximum or not a multiple of its step; nothing was sent.
 #define HB_ERR_IN_FLIGHT               "IN_FLIGHT"  // INFO, RETRY: An order or action with this actionId is still running; ask again for its result.
 #define HB_ERR_LEG_FAILED              "LEG_FAILED"  // WARNING, ESCALATE: Some legs of an action failed; the action's policy decided what happened to the others.
 #define HB_ERR_MALFORMED_FRAME         "MALFORMED_FRAME"  // WARNING, FIX_INPUT: The frame is not a JSON object.
@@ -188,6 +209,7 @@ bool HbIsKnownType(const string type)
 #define HB_ERR_SYNC_SLOW               "SYNC_SLOW"  // WARNING, ESCALATE: An action took longer than the sync latency threshold.
 #define HB_ERR_TERMINAL_DOWN           "TERMINAL_DOWN"  // CRITICAL, RECONNECT: A terminal has been disconnected too long.
 #define HB_ERR_TERMINAL_SILENT         "TERMINAL_SILENT"  // ERROR, RECONNECT: A connected terminal has reported no event (price, account, position, trade) for too long.
+#define HB_ERR_TRADE_DISABLED          "TRADE_DISABLED"  // WARNING, FIX_INPUT: The symbol's trade mode does not allow this order (disabled, long only, short only, close only); nothing was sent.
 #define HB_ERR_UNAUTHENTICATED         "UNAUTHENTICATED"  // WARNING, FIX_INPUT: The client has not presented a valid token.
 #define HB_ERR_UNEXPECTED_TYPE         "UNEXPECTED_TYPE"  // WARNING, FIX_INPUT: A known message sent in the wrong direction (a terminal sending a command).
 #define HB_ERR_UNKNOWN_TYPE            "UNKNOWN_TYPE"  // WARNING, FIX_INPUT: The message's `type` is not one this protocol knows.
@@ -218,6 +240,7 @@ string HbErrorRecovery(const string code)
    if(code == HB_ERR_INTERNAL) return("ESCALATE");
    if(code == HB_ERR_INVALID_FIELD) return("FIX_INPUT");
    if(code == HB_ERR_INVALID_REQUEST) return("FIX_INPUT");
+   if(code == HB_ERR_INVALID_VOLUME) return("FIX_INPUT");
    if(code == HB_ERR_IN_FLIGHT) return("RETRY");
    if(code == HB_ERR_LEG_FAILED) return("ESCALATE");
    if(code == HB_ERR_MALFORMED_FRAME) return("FIX_INPUT");
@@ -234,6 +257,7 @@ string HbErrorRecovery(const string code)
    if(code == HB_ERR_SYNC_SLOW) return("ESCALATE");
    if(code == HB_ERR_TERMINAL_DOWN) return("RECONNECT");
    if(code == HB_ERR_TERMINAL_SILENT) return("RECONNECT");
+   if(code == HB_ERR_TRADE_DISABLED) return("FIX_INPUT");
    if(code == HB_ERR_UNAUTHENTICATED) return("FIX_INPUT");
    if(code == HB_ERR_UNEXPECTED_TYPE) return("FIX_INPUT");
    if(code == HB_ERR_UNKNOWN_TYPE) return("FIX_INPUT");

@@ -67,8 +67,11 @@ class Calls(ABC):
         action_id: str | None = None,
         user_id: str = "",
         timeout_ms: int | None = None,
+        round_volume: bool = False,
     ) -> OrderResult:
-        """Open a market position; returns the executor's definite OrderResult (FILLED, REJECTED, EXPIRED…)."""
+        """Open a market position; returns the executor's definite OrderResult (FILLED, REJECTED, EXPIRED…).
+        ``round_volume``: a volume off the symbol's step is rounded down to it (``rounded_from`` says from what)
+        instead of being INVALID."""
         body = OpenOrder(
             account_id=account,
             symbol=symbol,
@@ -77,6 +80,7 @@ class Calls(ABC):
             action_id=action_id or uuid.uuid4().hex,
             user_id=user_id,
             timeout_ms=timeout_ms,
+            round_volume=round_volume,
         )
         return await self._typed(body, OrderResult)
 
@@ -91,8 +95,10 @@ class Calls(ABC):
         user_id: str = "",
         exit_reason: str = "",
         timeout_ms: int | None = None,
+        round_volume: bool = False,
     ) -> OrderResult:
-        """Close a position by ``position_id`` or ``mt_ticket`` (``volume`` closes part of it)."""
+        """Close a position by ``position_id`` or ``mt_ticket`` (``volume`` closes part of it; ``round_volume``
+        as for ``open``)."""
         if position_id is None and mt_ticket is None:
             raise ValueError("close needs position_id or mt_ticket")
         body = CloseOrder(
@@ -104,6 +110,7 @@ class Calls(ABC):
             user_id=user_id,
             exit_reason=exit_reason,
             timeout_ms=timeout_ms,
+            round_volume=round_volume,
         )
         return await self._typed(body, OrderResult)
 

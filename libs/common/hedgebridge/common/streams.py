@@ -9,6 +9,8 @@ it).
 A stream's ``epoch`` names its history: its name and creation time. Sequences only grow within an epoch; a
 stream deleted and created again starts a new epoch (and its sequences from 1).
 
+``hb_symbols`` holds the latest trading rules of every symbol each account's terminals reported (SYMBOL_SPECS),
+one key per account (written by the executor, read by it before sending an order and by ``hedgebridge symbols``).
 ``hb_revoked`` holds the ids (``jti``) of revoked tokens, one key each; gateways watch it and refuse or close
 what it names (``hedgebridge token revoke JTI`` writes it).
 """
@@ -38,6 +40,7 @@ class State:
     actions: KeyValue
     running_actions: KeyValue
     book: KeyValue
+    symbols: KeyValue
 
 
 ALERTS_PER_KEY = 100  # transitions HB_ALERTS keeps per alert key (the last one is the alert's state)
@@ -122,7 +125,10 @@ async def ensure(
     actions = await _bucket(js, subjects.ACTIONS_BUCKET, replicas, records_max_age_days * DAY_S, "action records")
     running = await _bucket(js, subjects.RUNNING_ACTIONS_BUCKET, replicas, None, "actions not final yet")
     book = await _bucket(js, subjects.BOOK_BUCKET, replicas, None, "positions the system believes open")
-    return State(js=js, orders=orders, inflight=inflight, actions=actions, running_actions=running, book=book)
+    symbols = await _bucket(js, subjects.SYMBOLS_BUCKET, replicas, None, "the symbols' rules terminals reported")
+    return State(
+        js=js, orders=orders, inflight=inflight, actions=actions, running_actions=running, book=book, symbols=symbols
+    )
 
 
 async def _bucket(js: JetStreamContext, name: str, replicas: int, ttl: float | None, what: str) -> KeyValue:

@@ -84,6 +84,12 @@ ACCOUNT_MISMATCH = _register(
 INVALID_REQUEST = _register(
     "INVALID_REQUEST", Severity.WARNING, Recovery.FIX_INPUT, "An order request failed validation."
 )
+INVALID_VOLUME = _register(
+    "INVALID_VOLUME",
+    Severity.WARNING,
+    Recovery.FIX_INPUT,
+    "The volume is below the symbol's minimum, over its maximum or not a multiple of its step; nothing was sent.",
+)
 # Delivery and execution
 ACCOUNT_OFFLINE = _register(
     "ACCOUNT_OFFLINE",
@@ -120,6 +126,13 @@ ALREADY_CLOSED = _register(
     Severity.INFO,
     Recovery.FIX_INPUT,
     "The position to close does not exist any more (closed earlier, or never opened).",
+)
+TRADE_DISABLED = _register(
+    "TRADE_DISABLED",
+    Severity.WARNING,
+    Recovery.FIX_INPUT,
+    "The symbol's trade mode does not allow this order (disabled, long only, short only, close only); "
+    "nothing was sent.",
 )
 PARTIAL_FILL = _register(
     "PARTIAL_FILL",
@@ -257,6 +270,7 @@ _CATEGORIES: dict[Category, tuple[str, ...]] = {
         UNEXPECTED_TYPE,
         ACCOUNT_MISMATCH,
         INVALID_REQUEST,
+        INVALID_VOLUME,
         UNREADABLE_EVENT,
     ),
     Category.AUTH: (UNAUTHENTICATED, FORBIDDEN),
@@ -269,7 +283,7 @@ _CATEGORIES: dict[Category, tuple[str, ...]] = {
         CACHE_UNREACHABLE,
         GATEWAY_UNREACHABLE,
     ),
-    Category.MT5: (ORDER_REJECTED, RETRIES_EXHAUSTED, ALREADY_CLOSED, PARTIAL_FILL),
+    Category.MT5: (ORDER_REJECTED, RETRIES_EXHAUSTED, ALREADY_CLOSED, PARTIAL_FILL, TRADE_DISABLED),
     Category.EXECUTION: (
         OUTCOME_UNKNOWN,
         EXPIRED,

@@ -3,7 +3,8 @@
 EA wire (JSON, ``type`` as the tag, camelCase field names, as in the design's §5):
 
 - commands, gateway → terminal: ``OPEN``, ``CLOSE``
-- events, terminal → gateway: ``OPENED``, ``CLOSED``, ``ACCOUNT_UPDATE``, ``POSITION_UPDATE``, ``PRICE``
+- events, terminal → gateway: ``OPENED``, ``CLOSED``, ``ACCOUNT_UPDATE``, ``POSITION_UPDATE``, ``PRICE``,
+  ``SYMBOL_SPECS``
 - both ways: ``HEARTBEAT``, ``ERROR``
 - gateway → terminal after the handshake: ``WELCOME``
 
@@ -207,6 +208,38 @@ class PriceTick(Message, frozen=True, kw_only=True, tag="PRICE"):
     time: datetime
 
 
+SymbolTradeMode = Literal["DISABLED", "LONG_ONLY", "SHORT_ONLY", "CLOSE_ONLY", "FULL"]  # MT5's SYMBOL_TRADE_MODE_*
+FillingMode = Literal["FOK", "IOC", "BOC"]  # the flags of MT5's SYMBOL_FILLING_MODE
+
+
+class SymbolSpec(_Body, frozen=True, kw_only=True):
+    """One symbol's trading rules as the terminal's trade server states them (MT5's SymbolInfoDouble/Integer:
+    SYMBOL_VOLUME_MIN/MAX/STEP, SYMBOL_TRADE_CONTRACT_SIZE, SYMBOL_DIGITS, SYMBOL_TRADE_MODE, SYMBOL_FILLING_MODE).
+    A volume is tradable when it lies in [volumeMin, volumeMax] and is a multiple of volumeStep."""
+
+    symbol: Symbol
+    volume_min: Annotated[float, Meta(ge=0)]
+    volume_max: Annotated[float, Meta(gt=0)]
+    volume_step: Annotated[float, Meta(gt=0)]
+    contract_size: Annotated[float, Meta(ge=0)]
+    digits: Annotated[int, Meta(ge=0, le=16)]
+    trade_mode: SymbolTradeMode
+    filling_modes: Annotated[list[FillingMode], Meta(max_length=3)] = []
+
+    def __post_init__(self) -> None:
+        if self.volume_min > self.volume_max:
+            raise ValueError("`volumeMin` is above `volumeMax`")
+
+
+class SymbolSpecs(Message, frozen=True, kw_only=True, tag="SYMBOL_SPECS"):
+    """The rules of the symbols a terminal quotes or trades: sent after WELCOME (every such symbol) and again
+    when any of them changes (at least the changed ones). A symbol not listed keeps the rules reported last."""
+
+    timestamp: datetime
+    account_id: AccountId
+    symbols: Annotated[list[SymbolSpec], Meta(min_length=1, max_length=1000)]
+
+
 # --- both ways ---------------------------------------------------------------------------------------------
 
 
@@ -252,16 +285,24 @@ Frame = (
     | AccountUpdate
     | PositionUpdate
     | PriceTick
+    | SymbolSpecs
     | Heartbeat
     | ErrorMessage
     | Welcome
 )
 Command = OpenCommand | CloseCommand | SyncCommand
 OrderCommand = OpenCommand | CloseCommand
-Event = OpenedEvent | ClosedEvent | AccountUpdate | PositionUpdate | PriceTick
+Event = OpenedEvent | ClosedEvent | AccountUpdate | PositionUpdate | PriceTick | SymbolSpecs
 
 COMMAND_TYPES: tuple[type[Message], ...] = (OpenCommand, CloseCommand, SyncCommand)
-EVENT_TYPES: tuple[type[Message], ...] = (OpenedEvent, ClosedEvent, AccountUpdate, PositionUpdate, PriceTick)
+EVENT_TYPES: tuple[type[Message], ...] = (
+    OpenedEvent,
+    ClosedEvent,
+    AccountUpdate,
+    PositionUpdate,
+    PriceTick,
+    SymbolSpecs,
+)
 # What a terminal may send to the gateway, and what the gateway may send to a terminal.
 FROM_TERMINAL: tuple[type[Message], ...] = (*EVENT_TYPES, Heartbeat, ErrorMessage)
 TO_TERMINAL: tuple[type[Message], ...] = (*COMMAND_TYPES, Heartbeat, ErrorMessage, Welcome)
@@ -303,7 +344,8 @@ class DeliveryAck(_Body, frozen=True, kw_only=True):
 class OpenOrder(Message, frozen=True, kw_only=True, tag="OPEN_ORDER"):
     """Open a market position. ``actionId`` is the idempotency key end to end: a second request with the
     same actionId never sends a second command. ``ttlMs`` bounds how long the order may wait for its
-    account to be reachable before it expires unsent."""
+    account to be reachable before it expires unsent. ``roundVolume``: a volume off the symbol's step is
+    rounded down to it (and the result says so) instead of being INVALID."""
 
     account_id: AccountId
     symbol: Symbol
@@ -314,10 +356,12 @@ class OpenOrder(Message, frozen=True, kw_only=True, tag="OPEN_ORDER"):
     execution_type: Literal["ENTRY", "EXIT"] = "ENTRY"
     timeout_ms: Annotated[int, Meta(gt=0, le=600_000)] | None = None
     ttl_ms: Annotated[int, Meta(ge=0, le=600_000)] | None = None
+    round_volume: bool = False
 
 
 class CloseOrder(Message, frozen=True, kw_only=True, tag="CLOSE_ORDER"):
-    """Close a position by ``positionId`` or MT5 ``mtTicket``; ``volume`` closes part of it."""
+    """Close a position by ``positionId`` or MT5 ``mtTicket``; ``volume`` closes part of it (``roundVolume``
+    as for OPEN_ORDER)."""
 
     account_id: AccountId
     position_id: Ident | None = None
@@ -328,6 +372,7 @@ class CloseOrder(Message, frozen=True, kw_only=True, tag="CLOSE_ORDER"):
     exit_reason: Text = ""
     timeout_ms: Annotated[int, Meta(gt=0, le=600_000)] | None = None
     ttl_ms: Annotated[int, Meta(ge=0, le=600_000)] | None = None
+    round_volume: bool = False
 
     def __post_init__(self) -> None:
         if self.position_id is None and self.mt_ticket is None:
@@ -355,6 +400,7 @@ class CloseBatch(Message, frozen=True, kw_only=True, tag="CLOSE_BATCH"):
     exit_reason: Text = ""
     timeout_ms: Annotated[int, Meta(gt=0, le=600_000)] | None = None
     ttl_ms: Annotated[int, Meta(ge=0, le=600_000)] | None = None
+    round_volume: bool = False  # each item's volume, as CLOSE_ORDER's
 
 
 OrderRequest = OpenOrder | CloseOrder
@@ -374,7 +420,7 @@ class OrderResult(Message, frozen=True, kw_only=True, tag="ORDER_RESULT"):
       afresh.
     - OUTCOME_UNKNOWN: sent, but no result in time. Never resend: the reconciled result follows on
       ``hb.exec.result.<account>`` (``reconciled`` true) and is what a repeated request returns.
-    - INVALID: the request failed validation.
+    - INVALID: the request failed validation (a volume off the symbol's rules among others); nothing was sent.
     - IN_FLIGHT: answered to a repeated request while the first is still running; ``state`` says where.
     """
 
@@ -390,7 +436,8 @@ class OrderResult(Message, frozen=True, kw_only=True, tag="ORDER_RESULT"):
     side: Side | None = None
     price: float | None = None
     volume: float | None = None  # filled (or closed) volume
-    requested_volume: float | None = None
+    requested_volume: float | None = None  # the volume sent (after roundVolume rounded it)
+    rounded_from: float | None = None  # the request's volume, when roundVolume rounded it down to the step
     profit: float | None = None
     retcode: Code | None = None  # the MT5 trade server return code, when the terminal gave one
     retcode_class: str | None = None
@@ -443,6 +490,15 @@ class BookEntry(_Body, frozen=True, kw_only=True):
     volume: Volume
     open_price: PriceValue
     opened_at: datetime
+
+
+class AccountSymbols(_Body, frozen=True, kw_only=True):
+    """The latest rules of every symbol an account's terminals reported (KV bucket ``hb_symbols``, key = account):
+    each symbol's rules are the last SYMBOL_SPECS that named it; ``changedAt`` says when they last changed."""
+
+    account_id: AccountId
+    symbols: list[SymbolSpec] = []  # sorted by symbol
+    changed_at: dict[str, datetime] = {}  # symbol -> the timestamp of the report that set its current rules
 
 
 # --- actions (coordinator) ---------------------------------------------------------------------------------

@@ -124,6 +124,8 @@ def _literals(t: inspect.Type) -> tuple[str, ...]:
         return tuple(v for v in t.values if isinstance(v, str))
     if isinstance(t, inspect.UnionType):
         return tuple(v for member in t.types for v in _literals(member))
+    if isinstance(t, inspect.ListType):  # a list of enumerated values (fillingModes)
+        return _literals(t.item_type)
     return ()
 
 

@@ -6,6 +6,11 @@ refused attempt is not an execution, so the same actionId may be sent again afte
 
 Faults are injected per command through ``faults`` (a queue of ``SimFault``): a trade server retcode, a
 partial fill, an execution whose report is lost, or a command that is never answered.
+
+Each symbol has its trading rules (``SymbolSpec``: volume min/max/step, contract size, digits, trade mode,
+filling modes; by default 0.01 to ``max_volume`` in steps of 0.01, trading allowed). The account reports them
+(``symbol_specs``) and its trade server keeps to them as MT5's does: a volume off them is 10014, a trade mode
+that forbids the order 10017 (disabled), 10042 (long only), 10043 (short only) or 10044 (close only).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from hedgebridge.protocol import (
     Position,
     PositionUpdate,
     PriceTick,
+    SymbolSpec,
+    SymbolSpecs,
     retcodes,
 )
 
@@ -44,6 +51,10 @@ _RETCODE_TEXT = {
     retcodes.TOO_MANY_REQUESTS: "Too frequent requests",
     retcodes.CONNECTION: "No connection with the trade server",
     retcodes.POSITION_CLOSED: "Position with the specified identifier has already been closed",
+    retcodes.TRADE_DISABLED: "Trade is disabled",
+    retcodes.LONG_ONLY: "The request is rejected, because only long positions are allowed",
+    retcodes.SHORT_ONLY: "The request is rejected, because only short positions are allowed",
+    retcodes.CLOSE_ONLY: "The request is rejected, because only position closing is allowed",
 }
 
 
@@ -102,6 +113,7 @@ class SimAccount:
     next_ticket: int = 0
     faults: deque[SimFault] = field(default_factory=deque)
     received: list[str] = field(default_factory=list)  # actionIds of every command received, repeats included
+    specs: dict[str, SymbolSpec] = field(default_factory=dict)  # rules changed from the defaults, or traded
 
     def __post_init__(self) -> None:
         self.balance = self.balance or self.config.balance
@@ -114,6 +126,7 @@ class SimAccount:
 
     def open(self, cmd: OpenCommand, now: datetime, fault: SimFault | None = None) -> OpenedEvent:
         self.received.append(cmd.action_id or "")
+        self.specs.setdefault(cmd.symbol, self.spec(cmd.symbol))  # a symbol traded is one the account reports
         if cmd.action_id is not None and cmd.action_id in self.executed:
             previous = self.executed[cmd.action_id]
             if isinstance(previous, OpenedEvent):  # already executed: the first result, never a second fill
@@ -137,8 +150,9 @@ class SimAccount:
 
         if fault is not None and fault.retcode is not None:
             return failed(fault.retcode, _RETCODE_TEXT.get(fault.retcode, "Request failed"))
-        if cmd.volume > self.config.max_volume:
-            return failed(retcodes.INVALID_VOLUME, _RETCODE_TEXT[retcodes.INVALID_VOLUME])
+        refusal = self._refusal(cmd.symbol, cmd.volume, cmd.side)
+        if refusal is not None:
+            return failed(refusal, _RETCODE_TEXT[refusal])
         if self.rng.random() < self.config.reject_rate:
             return failed(retcodes.REJECT, _RETCODE_TEXT[retcodes.REJECT])
         volume = cmd.volume
@@ -211,6 +225,9 @@ class SimAccount:
         position = self._find(cmd)
         if position is None:
             return failed(retcodes.POSITION_CLOSED)
+        refusal = self._refusal(position.symbol, cmd.volume, None)
+        if refusal is not None:
+            return failed(refusal)
         if cmd.volume is not None and cmd.volume > position.volume + 1e-9:
             return failed(retcodes.INVALID_CLOSE_VOLUME)
         bid, ask = self.feed.quote(position.symbol)
@@ -247,6 +264,57 @@ class SimAccount:
             remaining_volume=remaining if remaining > 1e-9 else 0.0,
             status="SUCCESS",
         )
+
+    # --- symbols' rules ----------------------------------------------------------------------------------------
+
+    def spec(self, symbol: str) -> SymbolSpec:
+        """The rules of ``symbol`` on this account's trade server."""
+        known = self.specs.get(symbol)
+        if known is not None:
+            return known
+        inst = instrument(symbol)
+        return SymbolSpec(
+            symbol=symbol,
+            volume_min=0.01,
+            volume_max=self.config.max_volume,
+            volume_step=0.01,
+            contract_size=inst.contract_size,
+            digits=len(f"{inst.point:.10f}".rstrip("0").split(".")[1]),
+            trade_mode="FULL",
+            filling_modes=["FOK", "IOC"],
+        )
+
+    def set_spec(self, symbol: str, **rules: object) -> SymbolSpec:
+        """Change the rules of ``symbol`` (``volume_step=0.1``, ``trade_mode="CLOSE_ONLY"``…), as a broker does."""
+        self.specs[symbol] = msgspec.structs.replace(self.spec(symbol), **rules)
+        return self.specs[symbol]
+
+    def symbols(self) -> list[str]:
+        """The symbols the account reports rules for: the ones it quotes, trades and holds."""
+        held = {p.symbol for p in self.positions.values()}
+        return sorted(set(self.config.symbols) | set(self.specs) | held)
+
+    def symbol_specs(self, now: datetime, symbols: list[str] | None = None) -> SymbolSpecs:
+        """SYMBOL_SPECS for ``symbols`` (default: every symbol the account quotes, trades or holds)."""
+        names = self.symbols() if symbols is None else symbols
+        return SymbolSpecs(timestamp=now, account_id=self.account_id, symbols=[self.spec(s) for s in names])
+
+    def _refusal(self, symbol: str, volume: float | None, opening: str | None) -> int | None:
+        """The retcode the trade server refuses an order with under the symbol's rules (None: it may go)."""
+        rules = self.spec(symbol)
+        mode = rules.trade_mode
+        if mode == "DISABLED":
+            return retcodes.TRADE_DISABLED
+        if opening is not None and mode == "CLOSE_ONLY":
+            return retcodes.CLOSE_ONLY
+        if (opening, mode) in (("SELL", "LONG_ONLY"), ("BUY", "SHORT_ONLY")):
+            return retcodes.LONG_ONLY if mode == "LONG_ONLY" else retcodes.SHORT_ONLY
+        if volume is None:
+            return None
+        steps = volume / rules.volume_step
+        if volume < rules.volume_min - 1e-9 or volume > rules.volume_max + 1e-9 or abs(steps - round(steps)) > 1e-7:
+            return retcodes.INVALID_VOLUME
+        return None
 
     # --- reports ----------------------------------------------------------------------------------------------
 

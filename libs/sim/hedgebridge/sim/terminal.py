@@ -1,11 +1,12 @@
 """The simulated terminal's I/O: one WebSocket connection per account, exactly as the EA speaks.
 
 Connects with ``Authorization: Bearer <token>`` and the ``hedgebridge.v1`` subprotocol, waits for WELCOME,
-then sends ACCOUNT_UPDATE and POSITION_UPDATE snapshots, HEARTBEAT every interval the gateway asked for,
-PRICE ticks, and answers OPEN/CLOSE after the configured fill latency and SYNC at once (one command at a time,
-in arrival order, as an EA's single thread does). A report that cannot be sent because the connection went
-away is kept and sent after the next connect, behind the fresh snapshots. Reconnects with exponential
-backoff when the connection drops.
+then sends ACCOUNT_UPDATE and POSITION_UPDATE snapshots and SYMBOL_SPECS (the rules of every symbol it quotes,
+trades or holds; again for a symbol first traded, and when a rule changes: ``change_symbol``), HEARTBEAT every
+interval the gateway asked for, PRICE ticks, and answers OPEN/CLOSE after the configured fill latency and SYNC
+at once (one command at a time, in arrival order, as an EA's single thread does). A report that cannot be sent
+because the connection went away is kept and sent after the next connect, behind the fresh snapshots.
+Reconnects with exponential backoff when the connection drops.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from hedgebridge.protocol import (
     OpenCommand,
     PositionUpdate,
     ProtocolError,
+    SymbolSpecs,
     SyncCommand,
     Welcome,
     decode_frame,
@@ -71,6 +73,7 @@ class SimTerminal:
         self._ws: ClientConnection | None = None
         self._lock = asyncio.Lock()
         self.outbox: list[Message] = []  # reports not yet sent (connection lost)
+        self._reported: set[str] = set()  # symbols whose rules this session reported
 
     @property
     def account_id(self) -> str:
@@ -123,6 +126,9 @@ class SimTerminal:
             now = utcnow()
             await self.send(self.account.account_update(now))
             await self.send(self.account.position_update(now))
+            specs = self.account.symbol_specs(now)
+            await self.send(specs)
+            self._reported = {s.symbol for s in specs.symbols}
             while self.outbox:
                 await self.send(self.outbox[0])
                 self.outbox.pop(0)
@@ -174,6 +180,9 @@ class SimTerminal:
             now = utcnow()
             if isinstance(command, OpenCommand):
                 report: Message = self.account.open(command, now, fault)
+                if command.symbol not in self._reported:  # a symbol first traded: its rules
+                    await self._report(self.account.symbol_specs(now, [command.symbol]))
+                    self._reported.add(command.symbol)
             else:
                 report = self.account.close(command, now, fault)
             if command.traceparent is not None:  # echoed, as the EA does, so the report joins the trace
@@ -190,8 +199,16 @@ class SimTerminal:
                 raise ConnectionError("not connected")
             await self.send(message)
         except (ConnectionClosed, ConnectionError):
-            if not isinstance(message, PositionUpdate | AccountUpdate):  # snapshots are sent fresh on connect
+            if not isinstance(message, PositionUpdate | AccountUpdate | SymbolSpecs):  # sent fresh on connect
                 self.outbox.append(message)
+
+    async def change_symbol(self, symbol: str, **rules: object) -> None:
+        """The broker changes a symbol's rules (``volume_step=0.1``, ``trade_mode="CLOSE_ONLY"``…): the terminal
+        reports them at once (or at its next connect)."""
+        async with self._lock:
+            self.account.set_spec(symbol, **rules)
+            await self._report(self.account.symbol_specs(utcnow(), [symbol]))
+            self._reported.add(symbol)
 
     async def _heartbeats(self, interval_s: float) -> None:
         seq = 0

@@ -31,6 +31,7 @@ enum ENUM_ACCOUNT_INFO_INTEGER { ACCOUNT_LOGIN = 0, ACCOUNT_TRADE_MODE = 32, ACC
 enum ENUM_ACCOUNT_INFO_DOUBLE { ACCOUNT_BALANCE = 37, ACCOUNT_CREDIT = 38, ACCOUNT_PROFIT = 39, ACCOUNT_EQUITY = 40, ACCOUNT_MARGIN = 41, ACCOUNT_MARGIN_FREE = 42, ACCOUNT_MARGIN_LEVEL = 43, ACCOUNT_MARGIN_SO_CALL = 45, ACCOUNT_MARGIN_SO_SO = 46 };
 enum ENUM_ACCOUNT_INFO_STRING { ACCOUNT_NAME = 1, ACCOUNT_SERVER = 3, ACCOUNT_CURRENCY = 36, ACCOUNT_COMPANY = 2 };
 enum ENUM_SYMBOL_INFO_INTEGER { SYMBOL_SELECT = 0, SYMBOL_DIGITS = 17, SYMBOL_SPREAD = 18, SYMBOL_TRADE_MODE = 29, SYMBOL_FILLING_MODE = 50, SYMBOL_TIME = 15 };
+enum ENUM_SYMBOL_TRADE_MODE { SYMBOL_TRADE_MODE_DISABLED = 0, SYMBOL_TRADE_MODE_LONGONLY = 1, SYMBOL_TRADE_MODE_SHORTONLY = 2, SYMBOL_TRADE_MODE_CLOSEONLY = 3, SYMBOL_TRADE_MODE_FULL = 4 };
 enum ENUM_SYMBOL_INFO_DOUBLE { SYMBOL_BID = 1, SYMBOL_ASK = 4, SYMBOL_POINT = 16, SYMBOL_TRADE_CONTRACT_SIZE = 28, SYMBOL_VOLUME_MIN = 34, SYMBOL_VOLUME_MAX = 35, SYMBOL_VOLUME_STEP = 36 };
 #define SYMBOL_FILLING_FOK 1
 #define SYMBOL_FILLING_IOC 2
@@ -59,6 +60,9 @@ enum ENUM_SYMBOL_INFO_DOUBLE { SYMBOL_BID = 1, SYMBOL_ASK = 4, SYMBOL_POINT = 16
 #define TRADE_RETCODE_CONNECTION 10031
 #define TRADE_RETCODE_POSITION_CLOSED 10036
 #define TRADE_RETCODE_INVALID_CLOSE_VOLUME 10038
+#define TRADE_RETCODE_LONG_ONLY 10042
+#define TRADE_RETCODE_SHORT_ONLY 10043
+#define TRADE_RETCODE_CLOSE_ONLY 10044
 
 struct MqlTradeRequest {
     ENUM_TRADE_REQUEST_ACTIONS action;
@@ -127,6 +131,7 @@ struct Symbol {
     int digits = 5;
     double point = 0.00001, contract = 100000, vmin = 0.01, vmax = 100, vstep = 0.01;
     long filling = SYMBOL_FILLING_FOK | SYMBOL_FILLING_IOC;
+    int trade_mode = SYMBOL_TRADE_MODE_FULL;
     double bid = 0, ask = 0;
     long time_msc = 0;
     bool ticked = false;
@@ -330,6 +335,13 @@ inline bool order_send(const MqlTradeRequest &request, MqlTradeResult &result) {
     Symbol *s = symbol(sym);
     if (s == nullptr) return refuse(TRADE_RETCODE_INVALID, "Invalid request (unknown symbol)");
     if (request.type != ORDER_TYPE_BUY && request.type != ORDER_TYPE_SELL) return refuse(TRADE_RETCODE_INVALID, "Invalid request");
+    if (s->trade_mode == SYMBOL_TRADE_MODE_DISABLED) return refuse(TRADE_RETCODE_TRADE_DISABLED, "Trade is disabled");
+    if (request.position == 0 && s->trade_mode == SYMBOL_TRADE_MODE_CLOSEONLY)
+        return refuse(TRADE_RETCODE_CLOSE_ONLY, "Only position closing is allowed");
+    if (request.position == 0 && s->trade_mode == SYMBOL_TRADE_MODE_LONGONLY && request.type == ORDER_TYPE_SELL)
+        return refuse(TRADE_RETCODE_LONG_ONLY, "Only long positions are allowed");
+    if (request.position == 0 && s->trade_mode == SYMBOL_TRADE_MODE_SHORTONLY && request.type == ORDER_TYPE_BUY)
+        return refuse(TRADE_RETCODE_SHORT_ONLY, "Only short positions are allowed");
     double steps = request.volume / s->vstep;
     if (request.volume < s->vmin - 1e-9 || request.volume > s->vmax + 1e-9 || std::fabs(steps - std::round(steps)) > 1e-7)
         return refuse(TRADE_RETCODE_INVALID_VOLUME, "Invalid volume");

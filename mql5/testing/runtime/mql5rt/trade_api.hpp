@@ -243,7 +243,7 @@ MQL_BUILTIN long SymbolInfoInteger(const string &name, ENUM_SYMBOL_INFO_INTEGER 
         case SYMBOL_SELECT: return 1;
         case SYMBOL_DIGITS: return s->digits;
         case SYMBOL_SPREAD: return static_cast<long>(std::round((s->ask - s->bid) / s->point));
-        case SYMBOL_TRADE_MODE: return 4;  // SYMBOL_TRADE_MODE_FULL
+        case SYMBOL_TRADE_MODE: return s->trade_mode;
         case SYMBOL_FILLING_MODE: return s->filling;
         case SYMBOL_TIME: return s->time_msc / 1000;
     }

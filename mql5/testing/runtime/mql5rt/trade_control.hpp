@@ -13,6 +13,33 @@ inline nlohmann::json position_json(const Position &p) {
             {"profit", profit_of(p)}, {"magic", p.magic}, {"comment", p.comment}};
 }
 
+// a symbol's rules from {"volume_min", "volume_max", "volume_step", "contract_size", "trade_mode", "filling"}:
+// trade_mode is the protocol's name (DISABLED, LONG_ONLY, SHORT_ONLY, CLOSE_ONLY, FULL) or MQL5's number; an
+// empty string when they were applied, else what is wrong
+inline std::string set_rules(Symbol &s, const nlohmann::json &rules) {
+    static const std::map<std::string, int> modes = {
+        {"DISABLED", SYMBOL_TRADE_MODE_DISABLED}, {"LONG_ONLY", SYMBOL_TRADE_MODE_LONGONLY},
+        {"SHORT_ONLY", SYMBOL_TRADE_MODE_SHORTONLY}, {"CLOSE_ONLY", SYMBOL_TRADE_MODE_CLOSEONLY},
+        {"FULL", SYMBOL_TRADE_MODE_FULL}};
+    Symbol next = s;
+    for (auto it = rules.begin(); it != rules.end(); ++it) {
+        const std::string &key = it.key();
+        if (key == "symbol" || key == "op" || key == "id") continue;  // the control op's own fields
+        if (key == "volume_min") next.vmin = it->get<double>();
+        else if (key == "volume_max") next.vmax = it->get<double>();
+        else if (key == "volume_step") next.vstep = it->get<double>();
+        else if (key == "contract_size") next.contract = it->get<double>();
+        else if (key == "filling") next.filling = it->get<long>();
+        else if (key == "trade_mode" && it->is_number_integer()) next.trade_mode = it->get<int>();
+        else if (key == "trade_mode" && it->is_string() && modes.count(it->get<std::string>())) next.trade_mode = modes.at(it->get<std::string>());
+        else return "cannot set " + key + " to " + it->dump() + " (not supported yet)";
+    }
+    if (next.vstep <= 0 || next.vmax <= 0 || next.vmin > next.vmax || next.trade_mode < 0 || next.trade_mode > 4)
+        return "inconsistent rules for " + s.name;
+    s = next;
+    return "";
+}
+
 inline void configure(const nlohmann::json &o) {
     Server &S = server();
     if (S.symbols.empty()) {
@@ -35,6 +62,13 @@ inline void configure(const nlohmann::json &o) {
         S.connect_at = utc_ms() + o["connect_after_ms"].get<long>();
     }
     if (o.contains("seed")) S.rng.seed(o["seed"].get<ulong>());
+    if (o.contains("symbols"))  // {"EURUSD": {"volume_step": 0.1, "trade_mode": "CLOSE_ONLY", ...}, ...}
+        for (auto it = o["symbols"].begin(); it != o["symbols"].end(); ++it) {
+            Symbol *s = symbol(it.key());
+            if (s == nullptr) throw std::runtime_error("symbols: unknown symbol " + it.key());
+            std::string problem = set_rules(*s, *it);
+            if (!problem.empty()) throw std::runtime_error("symbols: " + problem);
+        }
 }
 
 // --- the broker's side survives restarts (--trade-state FILE) ---------------------------------------------------
@@ -194,6 +228,13 @@ inline nlohmann::json control(const nlohmann::json &cmd) {
             return {{"ok", true}, {"ticket", p.ticket}};
         }
         return {{"ok", false}, {"error", "no such position"}};
+    }
+    if (op == "trade.symbol") {  // the broker changes a symbol's rules (see set_rules)
+        Symbol *s = symbol(cmd.value("symbol", ""));
+        if (s == nullptr) return {{"ok", false}, {"error", "unknown symbol"}};
+        std::string problem = set_rules(*s, cmd);
+        if (!problem.empty()) return {{"ok", false}, {"error", problem}};
+        return {{"ok", true}};
     }
     if (op == "trade.disconnect" || op == "trade.reconnect") {
         S.connected = op == "trade.reconnect";

@@ -93,6 +93,7 @@ class OrderRun:
     limits: Limits
     new_id: Callable[[], str] = orders.new_id
     reply_to: str = ""  # the caller's inbox (a taken-over order answers its first caller here)
+    rounded_from: float | None = None  # the request's volume, when the command's was rounded down to the step
     state: OrderState = OrderState.ACCEPTED
     phase: Phase = Phase.IDLE
     attempt: int = 0
@@ -238,7 +239,8 @@ class OrderRun:
         if self._early:  # the caller still waits: it gets the reconciled result
             self.state = lifecycle.advance(self.state, Trigger.RECONCILED)
             result = orders.reconciled_result(self.command, outcome, self.state, self.attempt + 1, self._ms(now))
-            return [act.Answer(result), *self._reconciled(result)]
+            actions = self._reconciled(result)  # the result as recorded (noting a rounded volume)
+            return [act.Answer(self.result or result), *actions]
         return self._reconciled(orders.reconciled_result(self.command, outcome, OrderState.RECONCILED, 1))
 
     def on_recorded(self, now: float) -> list[act.Action]:
@@ -363,6 +365,7 @@ class OrderRun:
 
     def _conclude(self, result: OrderResult, *, unknown: bool) -> list[act.Action]:
         """Answer first; the record is written right after (a repeat waits for it)."""
+        result = orders.noted(self.rounded_from, self.command.volume, result)
         self.result, self.outcome_unknown = result, unknown
         self.phase = Phase.RECORDING
         return [act.Answer(result), act.Record(self.state, result, keep_lease=unknown)]
@@ -400,6 +403,7 @@ class OrderRun:
         return [act.Pause(pause)]
 
     def _reconciled(self, result: OrderResult) -> list[act.Action]:
+        result = orders.noted(self.rounded_from, self.command.volume, result)
         self.listening = False
         self.state, self.result, self.phase = OrderState.RECONCILED, result, Phase.RECORDING
         log = act.Log("info", "order reconciled", {"status": result.status, **self.fields})

@@ -17,13 +17,15 @@ from hedgebridge.protocol import (
     OpenMetadata,
     OpenOrder,
     OrderCommand,
+    OrderRecord,
     OrderRequest,
     OrderResult,
     retcodes,
 )
 from hedgebridge.protocol.messages import OrderStatus
 
-from .lifecycle import Reconciled, Verdict
+from .lifecycle import OrderState, Reconciled, Verdict
+from .symbol_rules import number
 
 
 def new_id() -> str:
@@ -54,6 +56,38 @@ def build_command(request: OrderRequest, now: datetime) -> OrderCommand:
         volume=request.volume,
         metadata=CloseMetadata(exit_reason=request.exit_reason, user_id=request.user_id),
     )
+
+
+def new_record(request: OrderRequest, command: OrderCommand, owner: str, reply_to: str, now: datetime) -> OrderRecord:
+    """The record an accepted order starts with (``hb_orders``, key = its actionId)."""
+    assert command.action_id is not None
+    return OrderRecord(
+        action_id=command.action_id,
+        request=request,
+        command=command,
+        state=OrderState.ACCEPTED,
+        owner=owner,
+        created_at=now,
+        updated_at=now,
+        reply_to=reply_to,
+    )
+
+
+def rounded_from(request: OrderRequest, command: OrderCommand) -> float | None:
+    """The request's volume when the command carries it rounded down to the symbol's step (``roundVolume``)."""
+    if not request.round_volume or request.volume is None or command.volume in (None, request.volume):
+        return None
+    return request.volume
+
+
+def noted(rounded: float | None, volume: float | None, result: OrderResult) -> OrderResult:
+    """``result`` of an order whose volume was rounded down from ``rounded`` to ``volume``, saying so
+    (``roundedFrom`` and the message); as it is when nothing was rounded or it says so already."""
+    if rounded is None or volume is None or result.rounded_from is not None:
+        return result
+    note = f"volume {number(rounded)} rounded down to {number(volume)} (the symbol's step)"
+    message = f"{result.message}; {note}" if result.message else note
+    return msgspec.structs.replace(result, rounded_from=rounded, message=message)
 
 
 def same_request(first: OrderRequest, second: OrderRequest) -> bool:

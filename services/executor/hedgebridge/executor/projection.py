@@ -2,6 +2,7 @@
 
 - Trade reports (OPENED, CLOSED) keep the book: a filled OPEN puts its position, a CLOSE removes it or leaves
   the remaining volume; reconciled fills (which never came as reports) are applied by ``apply_reconciled``.
+- SYMBOL_SPECS reports go to the symbols' rules (``symbols.SymbolBook.record``, bucket ``hb_symbols``).
 - Every other event goes to the realtime cache. When the cache was flushed or restarted (no epoch), every
   terminal is asked for fresh snapshots (``hb.gw.sync``).
 
@@ -11,8 +12,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -34,6 +36,7 @@ from hedgebridge.protocol import (
     OrderCommand,
     OrderResult,
     ProtocolError,
+    SymbolSpecs,
     pack,
     subjects,
     unpack,
@@ -98,8 +101,10 @@ class Projection:
         records: Callable[[], Records],
         nats: Callable[[], NatsClient],
         command_of: Callable[[str], OrderCommand | None],
+        on_specs: Callable[[SymbolSpecs], Awaitable[None]],
     ) -> None:
         self.cache = cache
+        self._on_specs = on_specs
         self.owner = owner
         self._book = book
         self._records = records
@@ -116,10 +121,12 @@ class Projection:
         try:
             if isinstance(event, OpenedEvent | ClosedEvent):
                 await self.book(event)
+            elif isinstance(event, SymbolSpecs):
+                await self._on_specs(event)
             else:
                 await self.cache.apply(event)
         except Exception as exc:  # the cache is rebuildable: a failed write must not stop the executor
-            self._warn("cache or book write failed", exc)
+            self._warn("cache, book or symbol rules write failed", exc)
 
     async def book(self, event: Event) -> None:
         """Keep the book of positions the system believes open from the terminals' trade reports."""
@@ -173,6 +180,23 @@ class Projection:
         except KeyNotFoundError:
             return None
         return unpack(entry.value, BookEntry).volume if entry.value else None
+
+    async def position_symbol(self, command: CloseCommand) -> str | None:
+        """The symbol of the position a CLOSE targets: the book's (by ticket), else the cache's positions."""
+        if command.mt_ticket is not None:
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await self._book().get(orders.book_key(command.account_id, command.mt_ticket))
+                if entry.value:
+                    return unpack(entry.value, BookEntry).symbol
+        try:
+            positions = await self.cache.positions(command.account_id)
+        except Exception as exc:  # the cache is a projection: without it the terminal's own checks apply
+            self._warn("cache read failed", exc)
+            return None
+        for p in positions or ():
+            if p.mt_ticket == command.mt_ticket or (command.mt_ticket is None and p.position_id == command.position_id):
+                return p.symbol
+        return None
 
     async def watch_cache(self, interval_s: float) -> None:
         while True:

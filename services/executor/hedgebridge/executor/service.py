@@ -10,7 +10,8 @@
   orders over and reconciles them, answering the original caller if it still waits (``leases``). A replica
   that finds its lease lost stops the order at once and leaves the caller's inbox to the new owner.
 - Terminal events are projected into the realtime cache and the book (``projection``; queue group: each
-  event is applied once).
+  event is applied once); the symbols' rules they report are kept in ``hb_symbols`` and every order is checked
+  against them before anything is recorded or sent (``symbols``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from hedgebridge.protocol import (
     CloseBatch,
     CloseOrder,
     OrderCommand,
-    OrderRecord,
     OrderRequest,
     OrderResult,
     ProtocolError,
@@ -51,7 +51,6 @@ from .config import ExecutorConfig
 from .driver import Driver, RunningOrder
 from .errors import InvalidOrder
 from .leases import Leases
-from .lifecycle import OrderState
 from .order_run import Limits, OrderRun
 from .projection import Projection
 from .records import Records, Stored
@@ -60,6 +59,7 @@ from .run_actions import (
     Action,
     Answer,
 )
+from .symbols import SymbolBook
 
 log = logs.get("executor")
 
@@ -100,8 +100,15 @@ class Executor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._requests: list[Subscription] = []
+        self.symbols = SymbolBook(lambda: self.state.symbols)
         self.projection = Projection(
-            self.cache, self.id, lambda: self.state.book, lambda: self.records, lambda: self.nats, self._awaited
+            self.cache,
+            self.id,
+            lambda: self.state.book,
+            lambda: self.records,
+            lambda: self.nats,
+            self._awaited,
+            self.symbols.record,
         )
         self.driver = Driver(
             self.id,
@@ -163,6 +170,7 @@ class Executor:
             self.config.nats_url, name=self.id, startup_timeout_s=self.config.nats_startup_timeout_s
         )
         self._state = await streams.ensure(self.nats, replicas=self.config.stream_replicas)
+        await self.symbols.start()  # every account's rules before the first order is checked
         self._records = Records(self.state.orders, self.state.inflight, self.id, self.config.lease_ms / 1000)
         self._leases = Leases(
             self.records,
@@ -203,6 +211,7 @@ class Executor:
         """Stop at once, abandoning running orders (what a crash does; their leases lapse)."""
         await cancel_all([*self._background, *self._tasks], log)
         self._background = []
+        await self.symbols.stop()
         if self._nats is not None:
             with contextlib.suppress(Exception):
                 await self._nats.close()
@@ -258,33 +267,28 @@ class Executor:
     async def execute(self, request: OrderRequest, started: float, *, reply_to: str = "") -> OrderResult:
         """Run ``request`` once per actionId and return its definite result (``HandedOver`` when its lease was
         lost before an answer: the new owner answers ``reply_to``)."""
-        record = self._new_record(request, reply_to)
+        command = await self._screen(request, started)
+        if isinstance(command, OrderResult):  # refused by the symbol's rules: nothing recorded, nothing sent
+            known = request.action_id is not None and await self.records.get(request.action_id) is not None
+            return await self._repeat(request.action_id or "", request, started, reply_to) if known else command
+        record = orders.new_record(request, command, self.id, reply_to, utcnow())
         stored = await self.records.claim(record)
         if stored is None:
             return await self._repeat(record.action_id, request, started, reply_to)
         return await self._run(stored, request, started, reply_to)
 
-    def _new_record(self, request: OrderRequest, reply_to: str) -> OrderRecord:
-        now = utcnow()
-        command = orders.build_command(request, now)
-        assert command.action_id is not None
-        return OrderRecord(
-            action_id=command.action_id,
-            request=request,
-            command=command,
-            state=OrderState.ACCEPTED,
-            owner=self.id,
-            created_at=now,
-            updated_at=now,
-            reply_to=reply_to,
-        )
+    async def _screen(self, request: OrderRequest, started: float) -> OrderCommand | OrderResult:
+        """The command for ``request`` checked against its symbol's rules (``symbols``), or the refusal."""
+        command = orders.build_command(request, utcnow())
+        return await self.symbols.screen(request, command, self.projection.position_symbol, _ms(started))
 
     async def _run(self, stored: Stored, request: OrderRequest, started: float, reply_to: str) -> OrderResult:
         """Send the recorded order and answer it (the record was just claimed, or renewed for a rerun)."""
         command, action_id = stored.record.command, stored.record.action_id
         timeout_s = (request.timeout_ms or self.config.order_timeout_ms) / 1000
         ttl_s = (request.ttl_ms if request.ttl_ms is not None else self.config.command_ttl_ms) / 1000
-        run = OrderRun(command, started, timeout_s, ttl_s, self.limits, reply_to=reply_to)
+        rounded = orders.rounded_from(request, command)
+        run = OrderRun(command, started, timeout_s, ttl_s, self.limits, reply_to=reply_to, rounded_from=rounded)
         order = RunningOrder(run, stored)
         self._running[action_id] = order
         self._spawn(self.leases.when_slow(action_id))
@@ -324,7 +328,10 @@ class Executor:
             for action in repeat.on_record(stored.record if stored else None, time.perf_counter()):
                 if isinstance(action, Rerun):
                     assert stored is not None
-                    fresh = self._new_record(request, reply_to)
+                    command = await self._screen(request, started)
+                    if isinstance(command, OrderResult):  # the rules refuse it now: it stays expired
+                        return command
+                    fresh = orders.new_record(request, command, self.id, reply_to, utcnow())
                     renewed = await self.records.save(stored, **{f: getattr(fresh, f) for f in _RERUN_FIELDS})
                     if renewed is not None:
                         log.info("running an expired order again", action=action_id)
@@ -345,6 +352,7 @@ class Executor:
         """Reconcile an order this replica now owns (its lease taken over, or it had none)."""
         record = stored.record
         run = OrderRun.taken_over(record.command, record.reply_to, self.limits, time.perf_counter())
+        run.rounded_from = orders.rounded_from(record.request, record.command)
         order = RunningOrder(run, stored, lease_revision)
         self._running[run.action_id] = order
 
@@ -384,6 +392,7 @@ class Executor:
                 exit_reason=batch.exit_reason,
                 timeout_ms=batch.timeout_ms,
                 ttl_ms=batch.ttl_ms,
+                round_volume=batch.round_volume,
             )
             for i, item in enumerate(batch.items)
         ]

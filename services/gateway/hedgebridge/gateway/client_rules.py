@@ -27,6 +27,8 @@ from hedgebridge.protocol import (
     MonitorReport,
     OpenOrder,
     OrderResult,
+    ProtocolError,
+    SymbolSpecs,
     TerminalStatus,
     errors,
     subjects,
@@ -128,7 +130,10 @@ def feed_subjects(key: FeedKey) -> tuple[str, ...]:
 
 def decode_feed(topic: str, subject: str, data: bytes) -> EventData:
     if topic in EVENT_TOPICS:
-        return unpack_event(data)
+        event = unpack_event(data)
+        if isinstance(event, SymbolSpecs):  # no topic carries the symbols' rules
+            raise ProtocolError(errors.UNEXPECTED_TYPE, f"SYMBOL_SPECS is not an event of the {topic} topic")
+        return event
     if topic == "terminals":
         return unpack(data, TerminalStatus)
     if topic == "orders":

@@ -7,8 +7,9 @@ To the rest of the system the bridge is a gateway holding one EA connection:
 - it executes OPEN and CLOSE one at a time, in arrival order, as the EA does (same magic number, same order
   comment, same "already executed" search among positions and deals, same retcodes), and answers SYNC (and
   ``hb.gw.sync``) with POSITION_UPDATE (echoing ``syncId``) and ACCOUNT_UPDATE behind the commands before it;
-- it publishes OPENED/CLOSED (with the gateway's ``Nats-Msg-Id``), POSITION_UPDATE, ACCOUNT_UPDATE and PRICE
-  on ``hb.ea.<account>.evt.<type>``, CLOSED with a ``reason`` for positions closed without a command, and
+- it publishes OPENED/CLOSED (with the gateway's ``Nats-Msg-Id``), POSITION_UPDATE, ACCOUNT_UPDATE, PRICE and
+  SYMBOL_SPECS (the rules of the symbols it quotes, trades and holds, from ``symbol_info``) on
+  ``hb.ea.<account>.evt.<type>``, CLOSED with a ``reason`` for positions closed without a command, and
   TERMINAL_STATUS CONNECTED / DISCONNECTED on ``hb.ea.<account>.status``;
 - when the package loses its link to the terminal it publishes DISCONNECTED, drops the commands it had not
   started (the executor reconciles them; nothing runs late), and attaches again with backoff;
@@ -205,6 +206,7 @@ class Mt5Bridge:
         try:
             async with self._lock:
                 await self._guard(link, self._snapshots.send())
+                await self._guard(link, self._snapshots.send_specs(force=True))  # a new session: every symbol
             self.connected.set()
             log.info("taking commands", account=self.account_id, session=link.session_id)
             tasks = [
@@ -281,3 +283,5 @@ class Mt5Bridge:
         else:
             log.warning("no result for the order yet; the executor reconciles it", action=command.action_id)
         await self._snapshots.send()
+        if isinstance(command, OpenCommand) and self._snapshots.track(command.symbol):  # a symbol first traded
+            await self._snapshots.send_specs()

@@ -1,6 +1,8 @@
 """The terminal's state on the bus: POSITION_UPDATE and ACCOUNT_UPDATE now (a snapshot, echoing a SYNC's
 ``syncId``) and polled (sent when they change, and at least every interval), PRICE for the configured
-symbols, and CLOSED with its reason for a position of the system that closed without a command.
+symbols, CLOSED with its reason for a position of the system that closed without a command, and SYMBOL_SPECS:
+the rules of the symbols quoted, traded and held, at each session's start, for a symbol first traded, and
+when a poll (every ``SPECS_INTERVAL_S``) finds one changed.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hedgebridge.common import logs
-from hedgebridge.protocol import Message, utcnow
+from hedgebridge.protocol import Message, SymbolSpec, utcnow
 
 from . import translate as tr
 from .book import Book
@@ -20,6 +22,7 @@ from .terminal import Terminal
 log = logs.get("mt5bridge")
 
 _CLOCK_INTERVAL_S = 10.0
+SPECS_INTERVAL_S = 1.0  # how often the symbols' rules are read again (a change is reported within it)
 _PATIENCE = 40  # polls a closed position's closing deal is looked for at each poll
 
 
@@ -47,6 +50,33 @@ class Snapshots:
         self._prices: dict[str, tuple[float, float]] = {}
         self._clock_due = 0.0  # loop time of the next read of the positions' ticks for the clock
         self._missing: dict[int, int] = {}  # book identifiers gone from the positions, polls without a closing deal
+        self._traded: set[str] = set()  # symbols traded in this run: their rules are reported
+        self._specs_sent: dict[str, SymbolSpec] = {}  # the rules last reported, by symbol
+        self._specs_due = 0.0  # loop time of the next read of the rules
+
+    def track(self, symbol: str) -> bool:
+        """Report the rules of ``symbol`` from now on; True when it was not reported yet."""
+        known = symbol in self._traded or symbol in self._specs_sent
+        self._traded.add(symbol)
+        return not known
+
+    async def send_specs(self, held: set[str] | None = None, *, force: bool = False) -> None:
+        """SYMBOL_SPECS of the symbols quoted, traded and held (``held``: the open positions' symbols; None:
+        read them) when a rule differs from the last report (``force``: in any case, a new session)."""
+        self._specs_due = asyncio.get_running_loop().time() + SPECS_INTERVAL_S
+        if held is None:
+            held = {p.symbol for p in await self._terminal.positions()}
+        specs: dict[str, SymbolSpec] = {}
+        for symbol in sorted(set(self.config.price_symbols) | self._traded | held):
+            info = await self._terminal.query(self._terminal.mt5.symbol_info, symbol)
+            spec = tr.symbol_spec(symbol, info) if info is not None else None
+            if spec is not None:
+                specs[symbol] = spec
+        changed = specs if force else {k: v for k, v in specs.items() if self._specs_sent.get(k) != v}
+        message = tr.symbol_specs(self._account_id, changed.values(), utcnow())
+        if message is not None:
+            await self._publish(message)
+            self._specs_sent.update(changed)
 
     async def send(self, sync_id: str | None = None) -> None:
         """POSITION_UPDATE (echoing ``sync_id``) and ACCOUNT_UPDATE, now."""
@@ -74,6 +104,8 @@ class Snapshots:
                 positions = await self._terminal.positions()
                 await self._outside_closes({p.identifier for p in positions})
                 await self._watch_clock({p.symbol for p in positions}, loop.time())
+                if loop.time() >= self._specs_due:
+                    await self.send_specs({p.symbol for p in positions})
                 now = utcnow()
                 signature = _signature(positions)
                 due = loop.time() - self._positions_sent >= self.config.positions_interval_ms / 1000

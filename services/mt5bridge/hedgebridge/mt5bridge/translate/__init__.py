@@ -5,7 +5,8 @@
 - ``orders.py``: OPEN / CLOSE commands to ``order_send`` requests, results and deals to outcomes (the EA's
   retcode rules), and the "already executed" search among positions and deals;
 - ``reports.py``: outcomes to OPENED / CLOSED, positions closed without a command to CLOSED with their
-  reason, and positions, account figures and ticks to POSITION_UPDATE, ACCOUNT_UPDATE and PRICE.
+  reason, and positions, account figures and ticks to POSITION_UPDATE, ACCOUNT_UPDATE and PRICE;
+- ``symbols.py``: ``symbol_info`` to the symbols' rules (SYMBOL_SPECS).
 
 The trade reports' de-duplication id is the terminal link's (``report_id``), the one a gateway gives an EA's
 reports. The bridge reads all of these through this package (``from . import translate as tr``).
@@ -86,6 +87,7 @@ from .reports import (
     price_tick,
     server_time,
 )
+from .symbols import symbol_spec, symbol_specs
 
 __all__ = [
     "ACCOUNT_MARGIN_MODE_RETAIL_HEDGING",
@@ -151,6 +153,8 @@ __all__ = [
     "refused_outcome",
     "report_id",
     "server_time",
+    "symbol_spec",
+    "symbol_specs",
     "tag",
     "volume_digits",
     "volume_problem",

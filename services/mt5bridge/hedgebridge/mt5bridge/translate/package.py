@@ -33,6 +33,7 @@ ACCOUNT_MARGIN_MODE_RETAIL_HEDGING = 2
 # SymbolInfo.filling_mode is a bit set of MQL5's SYMBOL_FILLING_* flags, which the package does not define
 SYMBOL_FILLING_FOK = 1
 SYMBOL_FILLING_IOC = 2
+SYMBOL_FILLING_BOC = 4
 # last_error() codes of the package's inter-process link to the terminal: the terminal is gone
 RES_E_INTERNAL_FAIL_FIRST = -10005
 RES_E_INTERNAL_FAIL_LAST = -10000
