@@ -8,15 +8,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
 from hedgebridge.common.servers import NatsServer, ValkeyServer
 from hedgebridge.coordinator.config import CoordinatorConfig
 from hedgebridge.coordinator.service import Coordinator
 from hedgebridge.gateway.server import Gateway
+from hedgebridge.protocol import Event, subjects, unpack_event
 from hedgebridge.sim.ea.launch import CompiledEa, EaSettings
 
 from ..helpers import ea_token
-from ..mt5.terminals import EaBuild
+from ..mt5.terminals import Bridges, EaBuild
 
 StartCoordinator = Callable[..., Awaitable[Coordinator]]
 StartEa = Callable[[str, str, EaSettings], Awaitable[CompiledEa]]
@@ -90,3 +93,25 @@ async def start_ea(ea_build: EaBuild, gateway: Gateway, secret: str, tmp_path: P
 
     yield start
     await asyncio.gather(*(ea.stop() for ea in running), return_exceptions=True)
+
+
+@pytest.fixture
+async def bridges(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Bridges]:
+    """MT5 bridges on the simulated package, their books under ``tmp_path/books``; all stopped at the end."""
+    running = Bridges(nats_server.url, tmp_path / "books")
+    yield running
+    await running.close()
+
+
+@pytest.fixture
+async def events(nc: NatsClient) -> AsyncIterator[list[Event]]:
+    """Every terminal event published (``hb.ea.*.evt.>``), in order."""
+    seen: list[Event] = []
+
+    async def collect(msg: Msg) -> None:
+        seen.append(unpack_event(msg.data))
+
+    sub = await nc.subscribe(subjects.ALL_EVENTS, cb=collect)
+    await nc.flush()
+    yield seen
+    await sub.unsubscribe()

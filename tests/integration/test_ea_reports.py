@@ -4,12 +4,10 @@ before a session's WELCOME, and positions whose ticket changed (POSITION_IDENTIF
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 
 from hedgebridge.executor.service import Executor
 from hedgebridge.protocol import (
@@ -19,8 +17,6 @@ from hedgebridge.protocol import (
     OpenedEvent,
     OpenOrder,
     PositionUpdate,
-    subjects,
-    unpack_event,
     utcnow,
 )
 from hedgebridge.sim.ea.launch import EaSettings
@@ -31,19 +27,6 @@ from .conftest import StartEa
 pytestmark = pytest.mark.integration
 
 LOGIN = 1000001  # the simulated trade server's account
-
-
-@pytest.fixture
-async def events(nc: NatsClient) -> AsyncIterator[list[Message]]:
-    seen: list[Message] = []
-
-    async def collect(msg: Msg) -> None:
-        seen.append(unpack_event(msg.data))
-
-    sub = await nc.subscribe(subjects.ALL_EVENTS, cb=collect)
-    await nc.flush()
-    yield seen
-    await sub.unsubscribe()
 
 
 def buy(action_id: str, **fields: object) -> OpenOrder:

@@ -51,13 +51,6 @@ from ..mt5.terminals import Bridges, bridge_config
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def bridges(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Bridges]:
-    running = Bridges(nats_server.url, tmp_path / "books")
-    yield running
-    await running.close()
-
-
 class Seen:
     """Everything published for one account: events and TERMINAL_STATUS."""
 

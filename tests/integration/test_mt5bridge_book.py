@@ -5,15 +5,12 @@ stopped, so that the next start reports that close."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 
-from hedgebridge.common.servers import NatsServer
 from hedgebridge.executor.service import Executor
 from hedgebridge.protocol import (
     ClosedEvent,
@@ -22,7 +19,6 @@ from hedgebridge.protocol import (
     OpenOrder,
     PositionUpdate,
     SyncCommand,
-    unpack_event,
     utcnow,
 )
 
@@ -31,26 +27,6 @@ from ..mt5.fake_mt5 import FakeMT5
 from ..mt5.terminals import Bridges
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def bridges(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Bridges]:
-    running = Bridges(nats_server.url, tmp_path / "books")
-    yield running
-    await running.close()
-
-
-@pytest.fixture
-async def events(nc: NatsClient) -> AsyncIterator[list[Event]]:
-    seen: list[Event] = []
-
-    async def collect(msg: Msg) -> None:
-        seen.append(unpack_event(msg.data))
-
-    sub = await nc.subscribe("hb.ea.A1.evt.>", cb=collect)
-    await nc.flush()
-    yield seen
-    await sub.unsubscribe()
 
 
 def buy(action_id: str) -> OpenOrder:

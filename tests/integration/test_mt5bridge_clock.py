@@ -4,16 +4,13 @@ HISTORY_DAYS of the server's time."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 
-from hedgebridge.common.servers import NatsServer
-from hedgebridge.protocol import ClosedEvent, Event, OpenedEvent, PositionUpdate, PriceTick, unpack_event, utcnow
+from hedgebridge.protocol import ClosedEvent, Event, OpenedEvent, PositionUpdate, PriceTick, utcnow
 
 from ..helpers import deliver, wait_for
 from ..mt5.fake_mt5 import FakeMT5
@@ -21,26 +18,6 @@ from ..mt5.terminals import Bridges
 from .test_mt5bridge import close_command, open_command, readme_comment
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def bridges(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Bridges]:
-    running = Bridges(nats_server.url, tmp_path / "books")
-    yield running
-    await running.close()
-
-
-@pytest.fixture
-async def events(nc: NatsClient) -> AsyncIterator[list[Event]]:
-    seen: list[Event] = []
-
-    async def collect(msg: Msg) -> None:
-        seen.append(unpack_event(msg.data))
-
-    sub = await nc.subscribe("hb.ea.A1.evt.>", cb=collect)
-    await nc.flush()
-    yield seen
-    await sub.unsubscribe()
 
 
 def off_utc_s(moment: datetime | None) -> float:
