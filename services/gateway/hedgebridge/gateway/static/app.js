@@ -318,7 +318,14 @@
     if (seq !== undefined && seq !== null) li.dataset.seq = String(seq);
     if (when !== null) li.className = "history";
     const feed = $("feed");
-    feed.prepend(li);
+    // newest on top, in the stream's order: topics replay one after another, so an event goes below the ones
+    // of a higher sequence already shown
+    let before = feed.firstChild;
+    if (li.dataset.seq) {
+      const n = Number(li.dataset.seq);
+      while (before && before.dataset.seq && Number(before.dataset.seq) > n) before = before.nextSibling;
+    }
+    feed.insertBefore(li, before);
     while (feed.children.length > FEED_MAX) feed.lastChild.remove();
   }
 
