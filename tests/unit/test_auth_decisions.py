@@ -307,3 +307,10 @@ def test_minting_refuses_what_the_gateway_would_refuse() -> None:
         auth.mint_token(SECRET, role="system", subject="s", users=[""])
     with pytest.raises(ValueError, match="subject"):
         auth.mint_token(SECRET, role="admin", subject="")
+
+
+def test_a_new_secret_never_begins_with_a_dash() -> None:
+    # a secret given as `--secret VALUE` must not look like an option (1 in 64 base64 strings begins with "-")
+    made = [auth.new_secret() for _ in range(2000)]
+    assert not [s for s in made if s.startswith("-")]
+    assert all(len(s.encode()) >= auth.MIN_SECRET_BYTES for s in made)

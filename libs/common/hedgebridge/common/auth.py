@@ -147,7 +147,11 @@ class Principal:
 
 
 def new_secret() -> str:
-    return secrets.token_urlsafe(MIN_SECRET_BYTES)
+    """A random secret (URL-safe base64 of MIN_SECRET_BYTES bytes) that never begins with "-", so it can be given
+    on a command line as ``--secret VALUE``."""
+    while (secret := secrets.token_urlsafe(MIN_SECRET_BYTES)).startswith("-"):
+        pass
+    return secret
 
 
 def check_secret(secret: str) -> None:
