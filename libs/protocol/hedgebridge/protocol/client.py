@@ -66,8 +66,8 @@ from .messages import (
     PositionUpdate,
     PriceTick,
     TerminalStatus,
-    _Body,
 )
+from .messages.base import _Body
 from .names import SCOPE_MAX
 
 RequestId = Annotated[str, Meta(min_length=1, max_length=128)]
