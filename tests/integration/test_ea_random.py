@@ -29,7 +29,9 @@ async def printed(binary: Path, files: Path) -> dict[str, str]:
         await ea.wait_journal("expert loaded successfully", 10)
     finally:
         await ea.stop()
-    return dict(line.split(" ", 1) for line in ea.journal if line.split(" ", 1)[0] in {"random", "mathrand", "distinct"})
+    return dict(
+        line.split(" ", 1) for line in ea.journal if line.split(" ", 1)[0] in {"random", "mathrand", "distinct"}
+    )
 
 
 async def test_two_runs_from_the_same_mathrand_state_get_different_keys(probe: Path, tmp_path: Path) -> None:
@@ -37,5 +39,6 @@ async def test_two_runs_from_the_same_mathrand_state_get_different_keys(probe: P
     second = await printed(probe, tmp_path / "two")
     assert first["mathrand"] == second["mathrand"]  # the same MathRand state in both runs...
     assert first["random"] != second["random"]  # ...and still different keys
-    assert len(first["random"]) == 96 and first["random"] != first["mathrand"]
+    assert len(first["random"]) == 96
+    assert first["random"] != first["mathrand"]
     assert first["distinct"] == "256"
