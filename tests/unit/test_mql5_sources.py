@@ -359,4 +359,5 @@ def test_the_native_transport_takes_keys_from_the_hashed_generator_not_mathrand(
     start = code.index("class CNativeTransport")
     native = code[start : code.index("\nclass ", start + 1)]
     assert "MathRand" not in native
-    assert "m_random.Fill(mask" in native and "m_random.Fill(nonce" in native
+    assert "m_random.Fill(mask" in native
+    assert "m_random.Fill(nonce" in native
