@@ -28,7 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from hedgebridge.cli import bench_dll, bench_ea, bench_obs, bench_orders
 from hedgebridge.cli.bench_rows import Processes, Row
 from hedgebridge.cli.bench_sync import measure_action_sync, measure_client_sync
-from hedgebridge.common import auth
+from hedgebridge.common import auth, loop
 from hedgebridge.common.servers import NatsServer, ServerError, ValkeyServer, free_port, wait_for_port
 from hedgebridge.protocol import (
     ActionLeg,
@@ -340,14 +340,21 @@ def _fmt(value: float | None, suffix: str = "") -> str:
 
 
 def header(args: argparse.Namespace) -> str:
-    return (
+    machine = (
         f"hedgebridge bench — {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
-        f"python {platform.python_version()}, websockets {version('websockets')}, nats-py {version('nats-py')}; "
-        f"{args.samples} heartbeats, {args.orders} orders at {args.rate:g}/s, "
-        f"{args.load_orders} orders at {args.load_rate:g}/s open loop, "
-        f"{args.actions} hedge entries and exits watched by {args.subscribers} clients; "
+        f"python {platform.python_version()}, websockets {version('websockets')}, nats-py {version('nats-py')}, "
+        f"event loop {loop.choice()}; "
+    )
+    orders = (
         f"{args.client_orders} client API orders at {args.client_rate:g}/s, sustained steps at {args.knee_rates}/s "
         f"of {args.knee_seconds:g}s over {args.knee_terminals} terminals"
+    )
+    if args.only == "orders":
+        return machine + orders
+    return (
+        machine + f"{args.samples} heartbeats, {args.orders} orders at {args.rate:g}/s, "
+        f"{args.load_orders} orders at {args.load_rate:g}/s open loop, "
+        f"{args.actions} hedge entries and exits watched by {args.subscribers} clients; " + orders
     )
 
 

@@ -218,9 +218,8 @@ class Step:
         return self.lost == 0 and self.achieved >= 0.95 * self.rate and ratio <= KNEE_RATIO
 
 
-async def _step(nc: NatsClient, orders: Alternating, rate: float, seconds: float) -> Step:
-    """An open loop at ``rate`` for ``seconds``: each start sends an order and a plain request together."""
-    count = max(50, int(rate * seconds))
+async def _step(nc: NatsClient, orders: Alternating, rate: float, count: int) -> Step:
+    """An open loop of ``count`` starts at ``rate``: each start sends an order and a plain request together."""
     lost_before = orders.lost
     started = time.perf_counter()
     plain_tasks: list[asyncio.Task[float]] = []
@@ -241,7 +240,7 @@ async def _knee(
     rows: list[Row] = []
     best: Step | None = None
     for rate in rates:
-        step = await _step(nc, orders, rate, seconds)
+        step = await _step(nc, orders, rate, max(50, int(rate * seconds)))
         rows.append(step.row(len(orders.accounts), executors))
         if not step.held():
             break
@@ -261,7 +260,7 @@ async def _cpu_rows(stack: Stack, nc: NatsClient, orders: Alternating, rate: flo
     """CPU time per order over every process of the stack, next to a plain request/reply's (server + responder)."""
     roles = stack.pids()
     before = stack.cpu(roles)
-    await _step(nc, orders, rate, count / rate)  # orders with their plain twins: the twins' cost is subtracted
+    await _step(nc, orders, rate, count)  # orders with their plain twins: the twins' cost is subtracted
     after = stack.cpu(roles)
     echo = stack.roles["baseline"][0].pid
     plain_roles = {"nats": roles["nats"], "baseline": [echo]}
@@ -305,8 +304,8 @@ async def measure(args: argparse.Namespace, workdir: Path, procs: Processes) -> 
                 await wait_ready(nc, account, f"the terminal {account}")
             orders = Alternating(accounts)
             steps = rates(args.knee_rates)
+            cpu = await _cpu_rows(stack, nc, orders, args.client_rate, args.cpu_orders)  # before any overload
             steps1, knee1 = await _knee(nc, orders, steps, args.knee_seconds, 1)
-            cpu = await _cpu_rows(stack, nc, orders, args.client_rate, args.cpu_orders)
             stack.start("executors", ["-m", "hedgebridge.executor"])
             await _wait_executors(stack, 2)
             steps2, knee2 = await _knee(nc, orders, steps, args.knee_seconds, 2)

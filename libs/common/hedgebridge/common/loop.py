@@ -1,8 +1,8 @@
 """The event loop a service process runs on: asyncio's own, or uvloop where it is installed and chosen.
 
-``HEDGEBRIDGE_EVENT_LOOP`` chooses: ``asyncio`` (the standard library's loop), ``uvloop`` (an error when the
-package is not installed) or ``auto`` (the default: uvloop when it is installed, else asyncio). Every service
-and the bench's processes start their loop through ``run``, so the choice is made in one place.
+``HEDGEBRIDGE_EVENT_LOOP`` chooses: ``asyncio`` (the default, the standard library's loop) or ``uvloop`` (a
+configuration error when the package is not installed: ``pip install uvloop``). Every service and the simulator
+start their loop through ``run``, so the choice is made in one place; the bench passes it on to its processes.
 """
 
 from __future__ import annotations
@@ -19,19 +19,18 @@ from .config import ConfigError
 T = TypeVar("T")
 ENV = "HEDGEBRIDGE_EVENT_LOOP"
 Choice = Literal["asyncio", "uvloop"]
-CHOICES = ("auto", "asyncio", "uvloop")
+CHOICES: tuple[Choice, ...] = ("asyncio", "uvloop")
 
 
 def choice(environ: dict[str, str] | None = None) -> Choice:
-    """The loop ``HEDGEBRIDGE_EVENT_LOOP`` asks for, resolved against what is installed."""
-    asked = (environ if environ is not None else os.environ).get(ENV, "auto").strip().lower() or "auto"
-    if asked not in CHOICES:
-        raise ConfigError(f"{ENV} must be one of {', '.join(CHOICES)}, not {asked!r}")
-    installed = importlib.util.find_spec("uvloop") is not None
-    if asked == "uvloop" and not installed:
-        raise ConfigError(f"{ENV}=uvloop, but the uvloop package is not installed (pip install uvloop)")
-    if asked == "asyncio" or not installed:
+    """The loop ``HEDGEBRIDGE_EVENT_LOOP`` asks for (``ConfigError`` for an unknown one or a missing uvloop)."""
+    asked = (environ if environ is not None else os.environ).get(ENV, "").strip().lower() or "asyncio"
+    if asked == "asyncio":
         return "asyncio"
+    if asked != "uvloop":
+        raise ConfigError(f"{ENV} must be one of {', '.join(CHOICES)}, not {asked!r}")
+    if importlib.util.find_spec("uvloop") is None:
+        raise ConfigError(f"{ENV}=uvloop, but the uvloop package is not installed (pip install uvloop)")
     return "uvloop"
 
 
