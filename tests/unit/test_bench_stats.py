@@ -53,7 +53,7 @@ def test_json_rows_have_every_key() -> None:
 def test_the_knee_rates_are_positive_and_rising() -> None:
     assert rates("200,500,1000") == [200.0, 500.0, 1000.0]
     for bad in ("", "a,b", "0,100", "500,200"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"not a list of numbers|must be positive and rising"):
             rates(bad)
 
 
