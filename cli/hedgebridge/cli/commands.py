@@ -19,7 +19,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from hedgebridge.common import auth, bus, executor_client, logs, streams
+from hedgebridge.common import auth, bus, executor_client, logs, loop, streams
 from hedgebridge.common.config import ConfigError
 from hedgebridge.common.executor_client import Silence
 from hedgebridge.protocol import (
@@ -271,7 +271,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
         with output.stop_when_closed(stop.set):  # sim | head -1: the reader gone, the terminals stop
             await run_terminals(terminals, stop)
 
-    asyncio.run(main())
+    loop.run(main())
     return 0
 
 

@@ -189,22 +189,28 @@ class Driver:
         return order.run.on_delivery(ack, time.perf_counter())
 
     async def _record(self, order: RunningOrder, action: act.Record) -> None:
-        """Record the result, publish it (HB_EVENTS keeps it), and end the lease unless still reconciling."""
+        """Record the result and publish it (HB_EVENTS keeps it) together: both writes leave in one flush and
+        their acks come back together. The lease ends after the record is written, unless still reconciling."""
         stored, state, result = order.stored, action.state, action.result
         action_id = stored.record.action_id
         records = self._records()
-        changes = {"state": str(state), "result": result, "owner": self.owner}
-        saved = await records.save(stored, updated_at=utcnow(), **changes)
-        if saved is None:  # written meanwhile (a takeover after a long pause): read and write over it
-            fresh = await records.get(action_id)
-            saved = await records.save(fresh, updated_at=utcnow(), **changes) if fresh is not None else None
-        ops: list[Awaitable[object]] = [
+        published = asyncio.ensure_future(
             self._js().publish(
                 subjects.result(result.account_id),
                 pack(result),
                 headers={"Nats-Msg-Id": f"{action_id}:{state}:{result.status}"},
             )
-        ]
+        )
+        changes = {"state": str(state), "result": result, "owner": self.owner}
+        try:
+            saved = await records.save(stored, updated_at=utcnow(), **changes)
+            if saved is None:  # written meanwhile (a takeover after a long pause): read and write over it
+                fresh = await records.get(action_id)
+                saved = await records.save(fresh, updated_at=utcnow(), **changes) if fresh is not None else None
+        except BaseException:
+            published.cancel()  # not recorded: the order is reconciled when its actionId is asked again
+            raise
+        ops: list[Awaitable[object]] = [published]
         if not action.keep_lease and order.run.release_lease():
             ops.append(self._leases().drop(order))
         outcomes = await asyncio.gather(*ops, return_exceptions=True)

@@ -291,7 +291,7 @@ class Executor:
         run = OrderRun(command, started, timeout_s, ttl_s, self.limits, reply_to=reply_to, rounded_from=rounded)
         order = RunningOrder(run, stored)
         self._running[action_id] = order
-        self._spawn(self.leases.when_slow(action_id))
+        lease_timer = self.leases.when_slow(action_id, self._spawn)
         settling = False
         try:
             async with self._locks[command.account_id]:  # one order at a time per terminal
@@ -306,6 +306,7 @@ class Executor:
             return answer.result
         finally:
             if not settling:  # failed inside: the lease lapses and another replica reconciles the order
+                lease_timer.cancel()
                 self.driver.forget(order)
 
     async def _settle(self, order: RunningOrder, actions: list[Action]) -> None:
