@@ -195,7 +195,7 @@ def test_feed_subjects() -> None:
     for topic in ("trades", "orders", "actions", "alerts"):
         assert feed_subjects((topic, ANY)) == ()
     assert feed_subjects(("consistency", ANY)) == (subjects.CONSISTENCY_STATUS,)
-    assert STREAM_SOURCES["trades"].subjects == ("hb.ea.*.evt.opened", "hb.ea.*.evt.closed")
+    assert STREAM_SOURCES["trades"].subjects == ("hb.ea.*.evt.opened", "hb.ea.*.evt.closed", "hb.ea.*.evt.modified")
     assert STREAM_SOURCES["orders"].subjects == (subjects.ALL_RESULTS,)
     assert STREAM_SOURCES["actions"].subjects == (subjects.ALL_ACTIONS,)
     assert STREAM_SOURCES["consistency"].subjects == (subjects.CONFLICTS,)
