@@ -31,6 +31,7 @@ from hedgebridge.protocol import (
     CloseCommand,
     ClosedEvent,
     Event,
+    ModifiedEvent,
     OpenCommand,
     OpenedEvent,
     OrderCommand,
@@ -121,6 +122,8 @@ class Projection:
         try:
             if isinstance(event, OpenedEvent | ClosedEvent):
                 await self.book(event)
+            elif isinstance(event, ModifiedEvent):  # stops are not in the book; the next snapshot shows them
+                return
             elif isinstance(event, SymbolSpecs):
                 await self._on_specs(event)
             else:

@@ -27,9 +27,10 @@ from hedgebridge.common.tasks import cancel_and_wait
 from hedgebridge.protocol import (
     AccountSymbols,
     CloseCommand,
+    CloseOrder,
     OpenCommand,
+    OpenOrder,
     OrderCommand,
-    OrderRequest,
     OrderResult,
     ProtocolError,
     SymbolSpec,
@@ -129,7 +130,11 @@ class SymbolBook:
     # --- the check before sending ---------------------------------------------------------------------------
 
     async def screen(
-        self, request: OrderRequest, command: OrderCommand, position_symbol: PositionSymbol, elapsed_ms: float
+        self,
+        request: OpenOrder | CloseOrder,
+        command: OpenCommand | CloseCommand,
+        position_symbol: PositionSymbol,
+        elapsed_ms: float,
     ) -> OrderCommand | OrderResult:
         """The command to send (its volume rounded down when the request asked), or the result that refuses it."""
         rules = self.known.get(command.account_id)
