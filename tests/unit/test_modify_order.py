@@ -20,6 +20,7 @@ from hedgebridge.protocol import (
     ModifyCommand,
     ModifyMetadata,
     ModifyOrder,
+    OpenCommand,
     OpenOrder,
     Position,
     ProtocolError,
@@ -98,6 +99,7 @@ def test_a_request_becomes_a_modify_command_by_ticket_or_position() -> None:
     opened = orders.build_command(
         OpenOrder(account_id="A1", symbol="EURUSD", side="BUY", volume=1, stop_loss=1.0, take_profit=0), T
     )
+    assert isinstance(opened, OpenCommand)
     assert (opened.stop_loss, opened.take_profit) == (1.0, None)  # 0 on an OPEN is no stop: not sent
 
 
