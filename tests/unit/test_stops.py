@@ -134,7 +134,7 @@ def test_a_modified_report_answers_a_modify_command_and_has_its_own_report_id() 
 def test_the_bridge_sends_both_stops_keeping_the_one_the_command_leaves_out() -> None:
     position = SimpleNamespace(ticket=80, identifier=70, symbol="EURUSD", sl=1.09, tp=1.12)
     command = modify(70, take_profit=0)
-    request = tr.sltp_request(position, tr.stops_after(command, position), digits=5, magic=7)  # type: ignore[arg-type]
+    request = tr.sltp_request(position, tr.stops_after(command, position), digits=5, magic=7)
     assert request == {
         "action": tr.TRADE_ACTION_SLTP,
         "position": 80,  # the current ticket, not the identifier
