@@ -351,6 +351,10 @@ def test_readme_client_api_examples_are_valid_frames() -> None:
         decoded = decode_client_frame(frame) if kind in ("AUTH", "REQUEST", "SUBSCRIBE", "UNSUBSCRIBE") else None
         kinds.append(type(decoded or decode_server_frame(frame)).__name__)
     assert kinds == [
+        # stop loss and take profit: a MODIFY_ORDER
+        "ClientRequest",
+        "ClientReply",
+        # authentication, requests, live events
         "ClientWelcome",
         "ClientRequest",
         "ClientReply",

@@ -4,8 +4,9 @@ Layout (``<account>`` is a token-safe account id, see ``messages.AccountId``)::
 
     hb.ea.<account>.cmd            commands for a terminal; the gateway holding its connection replies
                                    with a DeliveryAck (no responders: nobody holds it, not sent)
-    hb.ea.<account>.evt.<type>     events a terminal reported (msgpack of the EA message), type lowercase;
-                                   ``evt.error``: a terminal's ERROR about a command it did not execute
+    hb.ea.<account>.evt.<type>     events a terminal reported (msgpack of the EA message), type lowercase
+    hb.ea.<account>.refused        a terminal's ERROR about a command it did not execute (an EA that does not know
+                                   the command): the executor answers that order at once
     hb.ea.<account>.status         TERMINAL_STATUS: connected / disconnected
     hb.exec.order                  order requests (request/reply), served by the executors' queue group
     hb.exec.batch                  batch close requests (request/reply), same queue group
@@ -81,6 +82,7 @@ BOOK_BUCKET = "hb_book"
 SYMBOLS_BUCKET = "hb_symbols"
 ALL_EVENTS = f"{PREFIX}.ea.*.evt.>"
 ALL_STATUS = f"{PREFIX}.ea.*.status"
+ALL_REFUSED = f"{PREFIX}.ea.*.refused"
 
 
 def _account(account_id: str) -> str:
@@ -100,6 +102,10 @@ def event(account_id: str, message_type: str) -> str:
 def event_any_account(message_type: str) -> str:
     """The events of one type from every account (``hb.ea.*.evt.<type>``)."""
     return f"{PREFIX}.ea.*.evt.{message_type.lower()}"
+
+
+def refused(account_id: str) -> str:
+    return f"{PREFIX}.ea.{_account(account_id)}.refused"
 
 
 def status(account_id: str) -> str:

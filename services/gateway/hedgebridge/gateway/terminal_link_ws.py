@@ -6,7 +6,7 @@ within ``send_timeout_ms`` is closed with 1008 "slow consumer"), closing (4002 w
 the rate bucket and the last frame's time, and each frame read: a bad frame is answered with an ERROR frame,
 a HEARTBEAT with its reply, and the terminal's events go to the bus side to be published — a trade report
 only when a command (or its reason, for an outside close) explains it (``reports.py``), and a terminal's ERROR
-only when it is about a command (``refType``): the terminal did not execute it (``hb.ea.<account>.evt.error``).
+only when it is about a command (``refType``): the terminal did not execute it (``hb.ea.<account>.refused``).
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ class TerminalSession:
         if isinstance(message, ErrorMessage):
             log.warning("terminal reported an error", account=self.account_id, code=message.code, text=message.message)
             if message.ref_type in COMMAND_NAMES:  # a command it did not execute: the executor answers at once
-                await self._bus.publish_event(self.account_id, message)
+                await self._bus.publish_refusal(self.account_id, message)
             return
         claimed = getattr(message, "account_id", None)
         if claimed != self.account_id:
