@@ -12,6 +12,7 @@ import pytest
 from hedgebridge.executor import orders
 from hedgebridge.executor.lifecycle import Trigger, judge, reconcile
 from hedgebridge.executor.order_run import Limits, OrderRun
+from hedgebridge.executor.projection import reconciled_change
 from hedgebridge.executor.run_actions import Answer, Record, SendSync, Wait
 from hedgebridge.protocol import (
     DeliveryAck,
@@ -228,3 +229,9 @@ def test_a_refusal_while_reconciling_settles_the_order_as_not_executed() -> None
     actions = run.on_wake(T0 + 10.3, T)
     result = next(a.result for a in actions if isinstance(a, Record))
     assert (result.status, result.code, result.reconciled) == ("REJECTED", errors.TERMINAL_REFUSED, True)
+
+
+def test_a_reconciled_modify_leaves_the_book_alone() -> None:
+    result = orders.reconciled_result(MODIFY, reconcile(MODIFY, [position(sl=1.08)], None), "RECONCILED", 1)
+    assert result.status == "FILLED"
+    assert reconciled_change(MODIFY, result, T) is None  # its position stays booked as it was

@@ -32,6 +32,7 @@ from hedgebridge.protocol import (
     ClosedEvent,
     Event,
     ModifiedEvent,
+    ModifyCommand,
     OpenCommand,
     OpenedEvent,
     OrderCommand,
@@ -82,8 +83,9 @@ class BookChange:
 
 
 def reconciled_change(command: OrderCommand, result: OrderResult, now: datetime) -> BookChange | None:
-    """What a reconciled result changes in the book: a filled OPEN's position, a filled CLOSE's removal."""
-    if result.status not in ("FILLED", "PARTIALLY_FILLED"):
+    """What a reconciled result changes in the book: a filled OPEN's position, a filled CLOSE's removal (a MODIFY's
+    stops are not in the book: nothing)."""
+    if result.status not in ("FILLED", "PARTIALLY_FILLED") or isinstance(command, ModifyCommand):
         return None
     if isinstance(command, OpenCommand):
         entry = orders.book_entry(result, command, now)
