@@ -3,7 +3,8 @@
 ``Driver.drive`` performs what an ``OrderRun`` asks (requests on the account's command subject, waits, the
 record in ``hb_orders`` and the result on ``hb.exec.result.<account>`` with its ``Nats-Msg-Id``, leases, the book,
 metrics and logs) and feeds the run each outcome with the current time. Terminal reports and snapshots are
-offered to the run they belong to (``on_report``, ``on_snapshot``), which wakes the run's Wait; so is a terminal's
+offered to the run they belong to (``on_report``, ``on_snapshot``; a terminal's ERROR about a command it did not
+execute, ``on_refusal``), which wakes the run's Wait; so is a terminal's
 new session (``on_status``): a run waiting for a report its old session can no longer send reconciles at once.
 
 A run whose lease is lost (a compare-and-set lease write failed: another replica took the order over) is woken
@@ -29,6 +30,8 @@ from hedgebridge.common.obs import metrics, tracing
 from hedgebridge.protocol import (
     ClosedEvent,
     DeliveryAck,
+    ErrorMessage,
+    ModifiedEvent,
     OpenedEvent,
     OrderCommand,
     PositionUpdate,
@@ -227,11 +230,23 @@ class Driver:
         except ProtocolError as exc:
             log.warning("undecodable event", subject=msg.subject, error=exc.message)
             return
-        if not isinstance(event, OpenedEvent | ClosedEvent) or event.action_id is None:
+        if not isinstance(event, OpenedEvent | ClosedEvent | ModifiedEvent) or event.action_id is None:
             return
         order = self.running.get(event.action_id)
         if order is not None and order.run.offer_report(event):
             order.wake.set()
+
+    async def on_refusal(self, msg: Msg) -> None:
+        """A terminal's ERROR about a command it did not execute: the run awaiting that command's report."""
+        try:
+            error = unpack(msg.data, ErrorMessage)
+        except ProtocolError:
+            return
+        account = subjects.account_of(msg.subject)
+        for order in list(self.running.values()):
+            if order.run.command.account_id == account and order.run.offer_refusal(error):
+                order.wake.set()
+                return
 
     async def on_status(self, msg: Msg) -> None:
         try:

@@ -25,9 +25,10 @@ from hedgebridge.common.kv_mirror import KvMirror
 from hedgebridge.protocol import (
     AccountSymbols,
     CloseCommand,
+    CloseOrder,
     OpenCommand,
+    OpenOrder,
     OrderCommand,
-    OrderRequest,
     OrderResult,
     ProtocolError,
     SymbolSpec,
@@ -114,7 +115,11 @@ class SymbolBook:
     # --- the check before sending ---------------------------------------------------------------------------
 
     async def screen(
-        self, request: OrderRequest, command: OrderCommand, position_symbol: PositionSymbol, elapsed_ms: float
+        self,
+        request: OpenOrder | CloseOrder,
+        command: OpenCommand | CloseCommand,
+        position_symbol: PositionSymbol,
+        elapsed_ms: float,
     ) -> OrderCommand | OrderResult:
         """The command to send (its volume rounded down when the request asked), or the result that refuses it."""
         rules = self.known.get(command.account_id)

@@ -2,8 +2,8 @@
 
 EA wire (JSON, ``type`` as the tag, camelCase field names, as in the design's §5):
 
-- commands, gateway → terminal: ``OPEN``, ``CLOSE``
-- events, terminal → gateway: ``OPENED``, ``CLOSED``, ``ACCOUNT_UPDATE``, ``POSITION_UPDATE``, ``PRICE``,
+- commands, gateway → terminal: ``OPEN``, ``CLOSE``, ``MODIFY``, ``SYNC``
+- events, terminal → gateway: ``OPENED``, ``CLOSED``, ``MODIFIED``, ``ACCOUNT_UPDATE``, ``POSITION_UPDATE``, ``PRICE``,
   ``SYMBOL_SPECS``
 - both ways: ``HEARTBEAT``, ``ERROR``
 - gateway → terminal after the handshake: ``WELCOME``
@@ -75,17 +75,21 @@ from .orders import (
     CloseOrder,
     DeliveryAck,
     InflightMark,
+    ModifyOrder,
     OpenOrder,
+    OrderKind,
     OrderRecord,
     OrderRequest,
     OrderResult,
     OrderStatus,
     TerminalStatus,
+    order_kind,
 )
 from .wire import (
     COMMAND_TYPES,
     EVENT_TYPES,
     FROM_TERMINAL,
+    REPORT_TYPES,
     TO_TERMINAL,
     AccountUpdate,
     CloseCommand,
@@ -97,6 +101,9 @@ from .wire import (
     FillingMode,
     Frame,
     Heartbeat,
+    ModifiedEvent,
+    ModifyCommand,
+    ModifyMetadata,
     OpenCommand,
     OpenedEvent,
     OpenMetadata,
@@ -104,6 +111,8 @@ from .wire import (
     Position,
     PositionUpdate,
     PriceTick,
+    Report,
+    StopPrice,
     SymbolSpec,
     SymbolSpecs,
     SymbolTradeMode,
@@ -119,6 +128,7 @@ __all__ = [
     "FINAL_STATUSES",
     "FROM_TERMINAL",
     "MAX_SAFE_INT",
+    "REPORT_TYPES",
     "TO_TERMINAL",
     "AccountId",
     "AccountSymbols",
@@ -162,6 +172,10 @@ __all__ = [
     "LegState",
     "LegStatus",
     "Message",
+    "ModifiedEvent",
+    "ModifyCommand",
+    "ModifyMetadata",
+    "ModifyOrder",
     "MonitorReport",
     "MonitorSnapshot",
     "OpenCommand",
@@ -169,6 +183,7 @@ __all__ = [
     "OpenOrder",
     "OpenedEvent",
     "OrderCommand",
+    "OrderKind",
     "OrderRecord",
     "OrderRequest",
     "OrderResult",
@@ -177,8 +192,10 @@ __all__ = [
     "PositionUpdate",
     "PriceTick",
     "PriceValue",
+    "Report",
     "Side",
     "Status",
+    "StopPrice",
     "Symbol",
     "SymbolSpec",
     "SymbolSpecs",
@@ -192,6 +209,7 @@ __all__ = [
     "UserId",
     "Volume",
     "Welcome",
+    "order_kind",
     "to_builtins",
     "type_name",
     "utcnow",

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta
 
-from .base import AccountId, ActionId, Count, Message, Side, Symbol, UserId, Volume, _Body
+from .base import AccountId, ActionId, Count, Message, PriceValue, Side, Symbol, UserId, Volume, _Body
 from .orders import OrderStatus
 
 # --- actions (coordinator) ---------------------------------------------------------------------------------
@@ -34,6 +34,8 @@ class ActionLeg(_Body, frozen=True, kw_only=True):
     side: Side
     volume: Volume
     user_id: UserId = ""
+    stop_loss: PriceValue | None = None  # set on the leg's position as it opens (absent or 0: none)
+    take_profit: PriceValue | None = None
 
 
 class ActionRequest(Message, frozen=True, kw_only=True, tag="ACTION"):
@@ -81,6 +83,8 @@ class LegState(_Body, frozen=True, kw_only=True):
     symbol: str | None = None
     side: Side | None = None
     volume: float | None = None
+    stop_loss: float | None = None  # an entry leg's stops, as its OPEN sets them
+    take_profit: float | None = None
     mt_ticket: str | None = None
     position_id: str | None = None
     price: float | None = None

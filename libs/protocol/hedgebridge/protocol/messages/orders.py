@@ -22,7 +22,16 @@ from .base import (
     Volume,
     _Body,
 )
-from .wire import CloseCommand, ClosedEvent, OpenCommand, OpenedEvent, SymbolSpec
+from .wire import (
+    CloseCommand,
+    ClosedEvent,
+    ModifiedEvent,
+    ModifyCommand,
+    OpenCommand,
+    OpenedEvent,
+    StopPrice,
+    SymbolSpec,
+)
 
 # --- backbone-only messages (msgpack on NATS) --------------------------------------------------------------
 
@@ -53,7 +62,8 @@ class OpenOrder(Message, frozen=True, kw_only=True, tag="OPEN_ORDER"):
     """Open a market position. ``actionId`` is the idempotency key end to end: a second request with the
     same actionId never sends a second command. ``ttlMs`` bounds how long the order may wait for its
     account to be reachable before it expires unsent. ``roundVolume``: a volume off the symbol's step is
-    rounded down to it (and the result says so) instead of being INVALID."""
+    rounded down to it (and the result says so) instead of being INVALID. ``stopLoss`` / ``takeProfit``:
+    prices set on the position as it opens (absent or 0: none)."""
 
     account_id: AccountId
     symbol: Symbol
@@ -65,6 +75,8 @@ class OpenOrder(Message, frozen=True, kw_only=True, tag="OPEN_ORDER"):
     timeout_ms: Annotated[int, Meta(gt=0, le=600_000)] | None = None
     ttl_ms: Annotated[int, Meta(ge=0, le=600_000)] | None = None
     round_volume: bool = False
+    stop_loss: StopPrice | None = None
+    take_profit: StopPrice | None = None
 
 
 class CloseOrder(Message, frozen=True, kw_only=True, tag="CLOSE_ORDER"):
@@ -85,6 +97,30 @@ class CloseOrder(Message, frozen=True, kw_only=True, tag="CLOSE_ORDER"):
     def __post_init__(self) -> None:
         if self.position_id is None and self.mt_ticket is None:
             raise ValueError("`positionId` or `mtTicket` is required")
+
+
+class ModifyOrder(Message, frozen=True, kw_only=True, tag="MODIFY_ORDER"):
+    """Set the stop loss and take profit of a position named by ``positionId`` or ``mtTicket``:
+    ``stopLoss`` / ``takeProfit`` absent keeps the position's, ``0`` removes it, a price sets it (at least one
+    is given). FILLED when the position has the asked stops afterwards (also when it had them already: MT5's
+    10025 NO_CHANGES); REJECTED with INVALID_STOPS (10016), ALREADY_CLOSED (the position is gone) or
+    TERMINAL_REFUSED (a terminal that does not know MODIFY)."""
+
+    account_id: AccountId
+    position_id: Ident | None = None
+    mt_ticket: Ident | None = None
+    stop_loss: StopPrice | None = None
+    take_profit: StopPrice | None = None
+    action_id: ActionId | None = None
+    user_id: UserId = ""
+    timeout_ms: Annotated[int, Meta(gt=0, le=600_000)] | None = None
+    ttl_ms: Annotated[int, Meta(ge=0, le=600_000)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.position_id is None and self.mt_ticket is None:
+            raise ValueError("`positionId` or `mtTicket` is required")
+        if self.stop_loss is None and self.take_profit is None:
+            raise ValueError("`stopLoss` or `takeProfit` is required: nothing to modify")
 
 
 class BatchItem(_Body, frozen=True, kw_only=True):
@@ -111,7 +147,29 @@ class CloseBatch(Message, frozen=True, kw_only=True, tag="CLOSE_BATCH"):
     round_volume: bool = False  # each item's volume, as CLOSE_ORDER's
 
 
-OrderRequest = OpenOrder | CloseOrder
+OrderRequest = OpenOrder | CloseOrder | ModifyOrder
+
+OrderKind = Literal["OPEN", "CLOSE", "MODIFY"]
+
+
+def order_kind(
+    item: OpenOrder
+    | CloseOrder
+    | ModifyOrder
+    | OpenCommand
+    | CloseCommand
+    | ModifyCommand
+    | OpenedEvent
+    | ClosedEvent
+    | ModifiedEvent,
+) -> OrderKind:
+    """The kind of order a request, a command or a terminal's report is about."""
+    if isinstance(item, OpenOrder | OpenCommand | OpenedEvent):
+        return "OPEN"
+    if isinstance(item, CloseOrder | CloseCommand | ClosedEvent):
+        return "CLOSE"
+    return "MODIFY"
+
 
 OrderStatus = Literal["FILLED", "PARTIALLY_FILLED", "REJECTED", "EXPIRED", "OUTCOME_UNKNOWN", "INVALID", "IN_FLIGHT"]
 FINAL_STATUSES: frozenset[str] = frozenset({"FILLED", "PARTIALLY_FILLED", "REJECTED", "EXPIRED", "INVALID"})
@@ -120,7 +178,9 @@ FINAL_STATUSES: frozenset[str] = frozenset({"FILLED", "PARTIALLY_FILLED", "REJEC
 class OrderResult(Message, frozen=True, kw_only=True, tag="ORDER_RESULT"):
     """The executor's definite answer to an order request.
 
-    - FILLED: executed (for a CLOSE: closed); ``mtTicket``, ``price`` and ``volume`` say how.
+    - FILLED: executed (for a CLOSE: closed; for a MODIFY: the position has the asked stops, ``stopLoss`` and
+      ``takeProfit``, also when it had them already: ``retcode`` 10025, ``retcodeClass`` NO_CHANGES);
+      ``mtTicket``, ``price`` and ``volume`` say how.
     - PARTIALLY_FILLED: executed for ``volume`` out of ``requestedVolume``; the rest is not re-sent.
     - REJECTED: the terminal or the trade server refused it; ``retcode`` and ``retcodeClass`` say why.
     - EXPIRED: not executed and nothing pending: the account stayed unreachable past the order's time-to-live
@@ -135,7 +195,7 @@ class OrderResult(Message, frozen=True, kw_only=True, tag="ORDER_RESULT"):
     status: OrderStatus
     message: str = ""
     code: str | None = None  # an error code from the registry when the order did not fill
-    kind: Literal["OPEN", "CLOSE", ""] = ""
+    kind: Literal["OPEN", "CLOSE", "MODIFY", ""] = ""
     account_id: str = ""
     position_id: str | None = None
     action_id: str | None = None
@@ -153,8 +213,10 @@ class OrderResult(Message, frozen=True, kw_only=True, tag="ORDER_RESULT"):
     attempts: Count = 0
     reconciled: bool = False
     duplicate: bool = False  # this answer is the recorded result of an earlier request with this actionId
-    event: OpenedEvent | ClosedEvent | None = None
+    event: OpenedEvent | ClosedEvent | ModifiedEvent | None = None
     elapsed_ms: float = 0.0
+    stop_loss: float | None = None  # the position's stop loss after the order (0: none), when known
+    take_profit: float | None = None
 
 
 class BatchResult(Message, frozen=True, kw_only=True, tag="BATCH_RESULT"):
@@ -167,8 +229,8 @@ class OrderRecord(_Body, frozen=True, kw_only=True):
     """What JetStream keeps of an accepted order (KV bucket ``hb_orders``, key = actionId)."""
 
     action_id: ActionId
-    request: OpenOrder | CloseOrder
-    command: OpenCommand | CloseCommand
+    request: OpenOrder | CloseOrder | ModifyOrder
+    command: OpenCommand | CloseCommand | ModifyCommand
     state: str
     owner: str  # the executor replica that ran it
     created_at: datetime

@@ -38,6 +38,14 @@ class CloseMetadata(_Body, frozen=True, kw_only=True):
     user_id: UserId
 
 
+class ModifyMetadata(_Body, frozen=True, kw_only=True):
+    user_id: UserId
+
+
+# A stop loss or take profit price: absent keeps what the position has, 0 means none (removes it).
+StopPrice = PriceValue
+
+
 class OpenCommand(Message, frozen=True, kw_only=True, tag="OPEN"):
     """Open a market position. ``actionId`` is the idempotency key: a terminal that already executed it
     answers with the first result and ``alreadyExecuted`` true instead of executing again. ``attempt``
@@ -53,6 +61,8 @@ class OpenCommand(Message, frozen=True, kw_only=True, tag="OPEN"):
     metadata: OpenMetadata
     attempt: Annotated[int, Meta(ge=0, le=100)] = 0
     traceparent: TraceParent | None = None
+    stop_loss: StopPrice | None = None  # set on the position as it opens (absent or 0: none)
+    take_profit: StopPrice | None = None
 
 
 class CloseCommand(Message, frozen=True, kw_only=True, tag="CLOSE"):
@@ -69,6 +79,27 @@ class CloseCommand(Message, frozen=True, kw_only=True, tag="CLOSE"):
     metadata: CloseMetadata
     attempt: Annotated[int, Meta(ge=0, le=100)] = 0
     traceparent: TraceParent | None = None
+
+
+class ModifyCommand(Message, frozen=True, kw_only=True, tag="MODIFY"):
+    """Set a position's stop loss and take profit (MT5's TRADE_ACTION_SLTP), the position found as for CLOSE:
+    by ``mtTicket`` when given, else by ``positionId``. ``stopLoss`` / ``takeProfit``: absent keeps the
+    position's, ``0`` removes it, a price sets it; at least one is given. Answered by MODIFIED."""
+
+    timestamp: datetime
+    account_id: AccountId
+    position_id: Ident
+    action_id: ActionId | None = None
+    mt_ticket: Ident | None = None
+    stop_loss: StopPrice | None = None
+    take_profit: StopPrice | None = None
+    metadata: ModifyMetadata
+    attempt: Annotated[int, Meta(ge=0, le=100)] = 0
+    traceparent: TraceParent | None = None
+
+    def __post_init__(self) -> None:
+        if self.stop_loss is None and self.take_profit is None:
+            raise ValueError("`stopLoss` or `takeProfit` is required")
 
 
 class SyncCommand(Message, frozen=True, kw_only=True, tag="SYNC"):
@@ -108,6 +139,8 @@ class OpenedEvent(Message, frozen=True, kw_only=True, tag="OPENED"):
     symbol: Symbol | None = None  # the position's, so that a report alone describes it
     side: Side | None = None
     traceparent: TraceParent | None = None  # the command's, echoed
+    stop_loss: StopPrice | None = None  # the position's stops as it opened (absent or 0: none)
+    take_profit: StopPrice | None = None
 
     def __post_init__(self) -> None:
         _require_on_success(self.status, mtTicket=self.mt_ticket, price=self.price)
@@ -135,6 +168,28 @@ class ClosedEvent(Message, frozen=True, kw_only=True, tag="CLOSED"):
         _require_on_success(self.status, mtTicket=self.mt_ticket, price=self.price, profit=self.profit)
 
 
+class ModifiedEvent(Message, frozen=True, kw_only=True, tag="MODIFIED"):
+    """The answer to MODIFY: the position's stops after it (``0``: none), or why they did not change
+    (``errorCode``: the trade server's retcode, e.g. 10016 invalid stops, 10025 no changes, 10036 the position
+    is gone)."""
+
+    timestamp: datetime
+    account_id: AccountId
+    position_id: Ident
+    action_id: ActionId | None = None
+    mt_ticket: Ident | None = None
+    stop_loss: StopPrice | None = None
+    take_profit: StopPrice | None = None
+    status: Status
+    error_message: Text | None = None
+    error_code: Code | None = None
+    already_executed: bool = False
+    traceparent: TraceParent | None = None  # the command's, echoed
+
+    def __post_init__(self) -> None:
+        _require_on_success(self.status, mtTicket=self.mt_ticket)
+
+
 class AccountUpdate(Message, frozen=True, kw_only=True, tag="ACCOUNT_UPDATE"):
     timestamp: datetime
     account_id: AccountId
@@ -157,6 +212,8 @@ class Position(_Body, frozen=True, kw_only=True):
     current_price: PriceValue
     profit: float
     open_time: datetime | None = None
+    stop_loss: StopPrice | None = None  # absent or 0: none
+    take_profit: StopPrice | None = None
 
 
 class PositionUpdate(Message, frozen=True, kw_only=True, tag="POSITION_UPDATE"):
@@ -247,9 +304,11 @@ class Welcome(Message, frozen=True, kw_only=True, tag="WELCOME"):
 Frame = (
     OpenCommand
     | CloseCommand
+    | ModifyCommand
     | SyncCommand
     | OpenedEvent
     | ClosedEvent
+    | ModifiedEvent
     | AccountUpdate
     | PositionUpdate
     | PriceTick
@@ -258,14 +317,17 @@ Frame = (
     | ErrorMessage
     | Welcome
 )
-Command = OpenCommand | CloseCommand | SyncCommand
-OrderCommand = OpenCommand | CloseCommand
-Event = OpenedEvent | ClosedEvent | AccountUpdate | PositionUpdate | PriceTick | SymbolSpecs
+Command = OpenCommand | CloseCommand | ModifyCommand | SyncCommand
+OrderCommand = OpenCommand | CloseCommand | ModifyCommand
+Report = OpenedEvent | ClosedEvent | ModifiedEvent  # a terminal's answer to an order command
+Event = OpenedEvent | ClosedEvent | ModifiedEvent | AccountUpdate | PositionUpdate | PriceTick | SymbolSpecs
 
-COMMAND_TYPES: tuple[type[Message], ...] = (OpenCommand, CloseCommand, SyncCommand)
+COMMAND_TYPES: tuple[type[Message], ...] = (OpenCommand, CloseCommand, ModifyCommand, SyncCommand)
+REPORT_TYPES: tuple[type[Message], ...] = (OpenedEvent, ClosedEvent, ModifiedEvent)
 EVENT_TYPES: tuple[type[Message], ...] = (
     OpenedEvent,
     ClosedEvent,
+    ModifiedEvent,
     AccountUpdate,
     PositionUpdate,
     PriceTick,
