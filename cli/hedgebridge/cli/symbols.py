@@ -48,8 +48,9 @@ def number(value: float) -> str:
 
 
 def row(spec: SymbolSpec, changed: str) -> tuple[str, ...]:
+    broker = f" ({spec.broker_symbol})" if spec.broker_symbol and spec.broker_symbol != spec.symbol else ""
     return (
-        spec.symbol,
+        spec.symbol + broker,
         number(spec.volume_min),
         number(spec.volume_max),
         number(spec.volume_step),
@@ -64,7 +65,7 @@ def row(spec: SymbolSpec, changed: str) -> tuple[str, ...]:
 def format_table(rules: AccountSymbols) -> str:
     rows: list[tuple[str, ...]] = [COLUMNS]
     for spec in rules.symbols:
-        changed = rules.changed_at.get(spec.symbol)
+        changed = rules.changed_at.get(spec.broker_symbol or spec.symbol)
         rows.append(row(spec, changed.isoformat(timespec="seconds").replace("+00:00", "Z") if changed else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
@@ -75,7 +76,7 @@ def as_json(rules: AccountSymbols) -> dict[str, object]:
     for spec in rules.symbols:
         shown = to_builtins(spec)
         assert isinstance(shown, dict)
-        changed = rules.changed_at.get(spec.symbol)
+        changed = rules.changed_at.get(spec.broker_symbol or spec.symbol)
         if changed is not None:
             shown["changedAt"] = msgspec.to_builtins(changed)
         symbols.append(shown)

@@ -37,10 +37,10 @@
 // MODIFIED: timestamp, accountId, positionId, actionId?, mtTicket?, stopLoss?, takeProfit?, status, errorMessage?, errorCode?, alreadyExecuted?, traceparent?
 // MODIFY: timestamp, accountId, positionId, actionId?, mtTicket?, stopLoss?, takeProfit?, metadata{userId}, attempt?, traceparent?
 // OPEN: timestamp, accountId, positionId, actionId?, symbol, side, volume, metadata{executionType, userId}, attempt?, traceparent?, stopLoss?, takeProfit?
-// OPENED: timestamp, accountId, positionId, actionId?, mtTicket?, price?, volume?, status, errorMessage?, errorCode?, alreadyExecuted?, symbol?, side?, traceparent?, stopLoss?, takeProfit?
-// POSITION_UPDATE: timestamp, accountId, positions{mtTicket, positionId?, actionId?, symbol, side, volume, openPrice, currentPrice, profit, openTime?, stopLoss?, takeProfit?}, syncId?
-// PRICE: accountId, symbol, bid, ask, time
-// SYMBOL_SPECS: timestamp, accountId, symbols{symbol, volumeMin, volumeMax, volumeStep, contractSize, digits, tradeMode, fillingModes?}
+// OPENED: timestamp, accountId, positionId, actionId?, mtTicket?, price?, volume?, status, errorMessage?, errorCode?, alreadyExecuted?, symbol?, brokerSymbol?, side?, traceparent?, stopLoss?, takeProfit?
+// POSITION_UPDATE: timestamp, accountId, positions{mtTicket, positionId?, actionId?, symbol, brokerSymbol?, side, volume, openPrice, currentPrice, profit, openTime?, stopLoss?, takeProfit?}, syncId?
+// PRICE: accountId, symbol, brokerSymbol?, bid, ask, time
+// SYMBOL_SPECS: timestamp, accountId, symbols{symbol, brokerSymbol?, volumeMin, volumeMax, volumeStep, contractSize, digits, tradeMode, fillingModes?}
 // SYNC: timestamp, accountId, syncId?, reason?, traceparent?
 // WELCOME: protocolVersion, accountId, sessionId, heartbeatIntervalMs, heartbeatTimeoutMs, maxFrameBytes, serverTime
 
@@ -52,6 +52,7 @@
 #define HB_FIELD_ATTEMPT               "attempt"
 #define HB_FIELD_BALANCE               "balance"
 #define HB_FIELD_BID                   "bid"
+#define HB_FIELD_BROKER_SYMBOL         "brokerSymbol"
 #define HB_FIELD_CODE                  "code"
 #define HB_FIELD_CONTRACT_SIZE         "contractSize"
 #define HB_FIELD_CURRENCY              "currency"
@@ -124,6 +125,7 @@
 // --- longest string the gateway accepts in a field the terminal sends (characters)
 #define HB_MAXLEN_ACCOUNT_ID    64
 #define HB_MAXLEN_ACTION_ID     128
+#define HB_MAXLEN_BROKER_SYMBOL 32
 #define HB_MAXLEN_CODE          64
 #define HB_MAXLEN_CURRENCY      8
 #define HB_MAXLEN_ERROR_MESSAGE 1024
@@ -217,6 +219,7 @@ bool HbIsKnownType(const string type)
 #define HB_ERR_POSITION_CONFLICT       "POSITION_CONFLICT"  // ERROR, RECONCILE: What the system believes open differs from what a terminal reports.
 #define HB_ERR_RECONCILED_NOT_EXECUTED "RECONCILED_NOT_EXECUTED"  // WARNING, FIX_INPUT: Reconciliation found that an order whose outcome was unknown did not execute.
 #define HB_ERR_RETRIES_EXHAUSTED       "RETRIES_EXHAUSTED"  // WARNING, RETRY: The trade server kept asking for a retry (requote, price changed, busy) until the attempts ran out.
+#define HB_ERR_SYMBOL_MAP_CONFLICT     "SYMBOL_MAP_CONFLICT"  // WARNING, FIX_INPUT: A symbol map change would give two canonical symbols one broker symbol (or a broker name outside the symbol pattern); nothing was changed.
 #define HB_ERR_SYNC_SLOW               "SYNC_SLOW"  // WARNING, ESCALATE: An action took longer than the sync latency threshold.
 #define HB_ERR_TERMINAL_DOWN           "TERMINAL_DOWN"  // CRITICAL, RECONNECT: A terminal has been disconnected too long.
 #define HB_ERR_TERMINAL_REFUSED        "TERMINAL_REFUSED"  // ERROR, ESCALATE: The terminal answered the command with an ERROR instead of executing it (an older EA that does not know the command, or a field it cannot read); nothing was executed.
@@ -224,6 +227,7 @@ bool HbIsKnownType(const string type)
 #define HB_ERR_TRADE_DISABLED          "TRADE_DISABLED"  // WARNING, FIX_INPUT: The symbol's trade mode does not allow this order (disabled, long only, short only, close only); nothing was sent.
 #define HB_ERR_UNAUTHENTICATED         "UNAUTHENTICATED"  // WARNING, FIX_INPUT: The client has not presented a valid token.
 #define HB_ERR_UNEXPECTED_TYPE         "UNEXPECTED_TYPE"  // WARNING, FIX_INPUT: A known message sent in the wrong direction (a terminal sending a command).
+#define HB_ERR_UNKNOWN_SYMBOL          "UNKNOWN_SYMBOL"  // WARNING, FIX_INPUT: The account's terminal does not know the symbol (not among the symbols it reported, under the account's symbol map); nothing was sent.
 #define HB_ERR_UNKNOWN_TYPE            "UNKNOWN_TYPE"  // WARNING, FIX_INPUT: The message's `type` is not one this protocol knows.
 #define HB_ERR_UNREADABLE_EVENT        "UNREADABLE_EVENT"  // ERROR, ESCALATE: An event on NATS failed validation and was skipped.
 #define HB_ERR_UNSOLICITED_REPORT      "UNSOLICITED_REPORT"  // ERROR, RECONCILE: A terminal reported a trade (OPENED, or CLOSED without a reason) that answers no command the system sent to its account; it is not published as a trade, and a position it describes is found by reconciliation.
@@ -267,6 +271,7 @@ string HbErrorRecovery(const string code)
    if(code == HB_ERR_POSITION_CONFLICT) return("RECONCILE");
    if(code == HB_ERR_RECONCILED_NOT_EXECUTED) return("FIX_INPUT");
    if(code == HB_ERR_RETRIES_EXHAUSTED) return("RETRY");
+   if(code == HB_ERR_SYMBOL_MAP_CONFLICT) return("FIX_INPUT");
    if(code == HB_ERR_SYNC_SLOW) return("ESCALATE");
    if(code == HB_ERR_TERMINAL_DOWN) return("RECONNECT");
    if(code == HB_ERR_TERMINAL_REFUSED) return("ESCALATE");
@@ -274,6 +279,7 @@ string HbErrorRecovery(const string code)
    if(code == HB_ERR_TRADE_DISABLED) return("FIX_INPUT");
    if(code == HB_ERR_UNAUTHENTICATED) return("FIX_INPUT");
    if(code == HB_ERR_UNEXPECTED_TYPE) return("FIX_INPUT");
+   if(code == HB_ERR_UNKNOWN_SYMBOL) return("FIX_INPUT");
    if(code == HB_ERR_UNKNOWN_TYPE) return("FIX_INPUT");
    if(code == HB_ERR_UNREADABLE_EVENT) return("ESCALATE");
    if(code == HB_ERR_UNSOLICITED_REPORT) return("RECONCILE");

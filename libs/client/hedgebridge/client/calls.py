@@ -20,9 +20,15 @@ from hedgebridge.protocol import (
     BatchResult,
     CloseBatch,
     CloseOrder,
+    ListSymbolMaps,
     ModifyOrder,
     OpenOrder,
     OrderResult,
+    RemoveSymbolMap,
+    SetSymbolMap,
+    SymbolMap,
+    SymbolMapRequest,
+    SymbolMaps,
 )
 from hedgebridge.protocol.client import Cursor
 
@@ -30,9 +36,9 @@ from .errors import UNEXPECTED_REPLY, ClientError
 from .legs import Leg, Policy, Side
 from .subscription import Subscription
 
-Result = OrderResult | BatchResult | ActionState
-Body = OpenOrder | CloseOrder | ModifyOrder | CloseBatch | ActionRequest
-R = TypeVar("R", OrderResult, BatchResult, ActionState)
+Result = OrderResult | BatchResult | ActionState | SymbolMaps
+R = TypeVar("R", OrderResult, BatchResult, ActionState, SymbolMaps)
+Body = OpenOrder | CloseOrder | ModifyOrder | CloseBatch | ActionRequest | SymbolMapRequest
 
 
 class Calls(ABC):
@@ -221,3 +227,28 @@ class Calls(ABC):
             kind="CLOSE_ALL", account_ids=list(accounts), action_id=action_id or uuid.uuid4().hex, user_id=user_id
         )
         return await self.action(body, follow=follow)
+
+    # --- symbol maps (admin tokens only: others get ClientError FORBIDDEN) ----------------------------------
+
+    async def set_symbols(
+        self,
+        account: str,
+        symbols: Mapping[str, str] | None = None,
+        *,
+        prefix: str | None = None,
+        suffix: str | None = None,
+    ) -> SymbolMap:
+        """Add or replace entries (canonical -> broker symbol) of ``account``'s symbol map, and set its prefix
+        or suffix when given (``""`` removes it); returns the map as written. ClientError SYMBOL_MAP_CONFLICT
+        when two canonical symbols would share a broker symbol."""
+        body = SetSymbolMap(account_id=account, symbols=dict(symbols or {}), prefix=prefix, suffix=suffix)
+        return (await self._typed(body, SymbolMaps)).maps[0]
+
+    async def remove_symbols(self, account: str, symbols: Iterable[str]) -> SymbolMap:
+        """Remove entries (by canonical symbol) of ``account``'s symbol map; returns the map as written."""
+        body = RemoveSymbolMap(account_id=account, symbols=list(symbols))
+        return (await self._typed(body, SymbolMaps)).maps[0]
+
+    async def symbol_maps(self, account: str | None = None) -> list[SymbolMap]:
+        """The symbol map of ``account`` (an empty list when it has none), or of every account."""
+        return (await self._typed(ListSymbolMaps(account_id=account), SymbolMaps)).maps

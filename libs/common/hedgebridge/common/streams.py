@@ -11,6 +11,8 @@ stream deleted and created again starts a new epoch (and its sequences from 1).
 
 ``hb_symbols`` holds the latest trading rules of every symbol each account's terminals reported (SYMBOL_SPECS),
 one key per account (written by the executor, read by it before sending an order and by ``hedgebridge symbols``).
+``hb_symbol_map`` holds each account's symbol map (canonical -> broker symbol, ``symbol_maps``), one key per
+account (written by ``hedgebridge symbols set/rm`` and the client API, watched by every service that translates).
 ``hb_revoked`` holds the ids (``jti``) of revoked tokens, one key each; gateways watch it and refuse or close
 what it names (``hedgebridge token revoke JTI`` writes it).
 """
@@ -144,6 +146,11 @@ async def _bucket(js: JetStreamContext, name: str, replicas: int, ttl: float | N
 async def revocations(js: JetStreamContext, replicas: int = 1) -> KeyValue:
     """The revocation list (created when absent)."""
     return await _bucket(js, REVOKED_BUCKET, replicas, None, "revoked token ids (jti)")
+
+
+async def symbol_map_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    """The symbol maps (created when absent)."""
+    return await _bucket(js, subjects.SYMBOL_MAP_BUCKET, replicas, None, "each account's symbol map")
 
 
 async def revoke(js: JetStreamContext, jti: str, replicas: int = 1, note: str = "") -> int:

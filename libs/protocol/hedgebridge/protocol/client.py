@@ -3,8 +3,9 @@
 Client → gateway:
 
 - ``AUTH`` {token}: the first frame, for clients that cannot set an Authorization header (browsers).
-- ``REQUEST`` {requestId, body}: ``body`` is an OPEN_ORDER, CLOSE_ORDER, MODIFY_ORDER, CLOSE_BATCH or ACTION.
-  Answered by one ``REPLY`` with the same requestId (or an ``ERROR`` whose ``refId`` is the requestId).
+- ``REQUEST`` {requestId, body}: ``body`` is an OPEN_ORDER, CLOSE_ORDER, MODIFY_ORDER, CLOSE_BATCH or ACTION,
+  or (admin tokens only) SET_SYMBOL_MAP, REMOVE_SYMBOL_MAP or LIST_SYMBOL_MAPS. Answered by one ``REPLY`` with
+  the same requestId (or an ``ERROR`` whose ``refId`` is the requestId).
 - ``SUBSCRIBE`` {requestId, topics, accounts?, resume?, recent?}: live events of those topics, limited to
   ``accounts`` (all the token may see when absent). Answered by ``SUBSCRIBED``. ``UNSUBSCRIBE``
   {requestId, topics}.
@@ -67,6 +68,8 @@ from .messages import (
     OrderResult,
     PositionUpdate,
     PriceTick,
+    SymbolMapRequest,
+    SymbolMaps,
     TerminalStatus,
 )
 from .messages.base import _Body
@@ -123,7 +126,7 @@ class Auth(Message, frozen=True, kw_only=True, tag="AUTH"):
 
 class ClientRequest(Message, frozen=True, kw_only=True, tag="REQUEST"):
     request_id: RequestId
-    body: OpenOrder | CloseOrder | ModifyOrder | CloseBatch | ActionRequest
+    body: OpenOrder | CloseOrder | ModifyOrder | CloseBatch | ActionRequest | SymbolMapRequest
 
 
 class Subscribe(Message, frozen=True, kw_only=True, tag="SUBSCRIBE"):
@@ -158,7 +161,7 @@ class ClientWelcome(Message, frozen=True, kw_only=True, tag="CLIENT_WELCOME"):
 
 class ClientReply(Message, frozen=True, kw_only=True, tag="REPLY"):
     request_id: str
-    result: OrderResult | BatchResult | ActionState
+    result: OrderResult | BatchResult | ActionState | SymbolMaps
 
 
 class Subscribed(Message, frozen=True, kw_only=True, tag="SUBSCRIBED"):

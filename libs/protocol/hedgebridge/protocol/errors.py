@@ -90,6 +90,20 @@ INVALID_VOLUME = _register(
     Recovery.FIX_INPUT,
     "The volume is below the symbol's minimum, over its maximum or not a multiple of its step; nothing was sent.",
 )
+UNKNOWN_SYMBOL = _register(
+    "UNKNOWN_SYMBOL",
+    Severity.WARNING,
+    Recovery.FIX_INPUT,
+    "The account's terminal does not know the symbol (not among the symbols it reported, under the account's "
+    "symbol map); nothing was sent.",
+)
+SYMBOL_MAP_CONFLICT = _register(
+    "SYMBOL_MAP_CONFLICT",
+    Severity.WARNING,
+    Recovery.FIX_INPUT,
+    "A symbol map change would give two canonical symbols one broker symbol (or a broker name outside the symbol "
+    "pattern); nothing was changed.",
+)
 # Delivery and execution
 ACCOUNT_OFFLINE = _register(
     "ACCOUNT_OFFLINE",
@@ -285,6 +299,8 @@ _CATEGORIES: dict[Category, tuple[str, ...]] = {
         ACCOUNT_MISMATCH,
         INVALID_REQUEST,
         INVALID_VOLUME,
+        UNKNOWN_SYMBOL,
+        SYMBOL_MAP_CONFLICT,
         UNREADABLE_EVENT,
     ),
     Category.AUTH: (UNAUTHENTICATED, FORBIDDEN),

@@ -7,7 +7,7 @@ is accepted everywhere and one refused anywhere is refused at the door:
 - an **account id** is a NATS subject token and a KV key part: 1-64 of ``A-Z a-z 0-9 _ -`` (no ``*``, ``>``,
   ``.`` or spaces, which would change what a subject matches);
 - an **actionId** is a subject token and a KV key: 1-128 of the same alphabet;
-- a **symbol** is 1-32 of ``A-Z a-z 0-9 . _ # + -``;
+- a **symbol** is 1-32 of ``A-Z a-z 0-9 . _ # + -``; a symbol map's prefix or suffix is 0-16 of the same;
 - a **user id** is free text up to 128 characters (compared exactly, never part of a subject); the name of a
   user in a token's scope is not empty;
 - a **token id** (a JWT's ``jti``) is a key of the revocation bucket: 1-128 of ``A-Z a-z 0-9 _ = -`` in parts
@@ -26,6 +26,7 @@ ACTION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}\Z"
 USER_ID_MAX = 128
 TOKEN_ID_PATTERN = r"^(?=.{1,128}\Z)[A-Za-z0-9_=-]+(\.[A-Za-z0-9_=-]+)*\Z"
 SYMBOL_PATTERN = r"^[A-Za-z0-9._#+-]{1,32}\Z"
+AFFIX_PATTERN = r"^[A-Za-z0-9._#+-]{0,16}\Z"
 SCOPE_MAX = 10_000  # the most accounts (or users) a token's scope or a SUBSCRIBE may name
 
 _ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN)

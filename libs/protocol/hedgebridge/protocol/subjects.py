@@ -27,7 +27,8 @@ conflicts; the KV buckets hb_orders (order records by actionId), hb_inflight (or
 their owner's lease), hb_actions (action records by actionId), hb_actions_running (the actionIds not final
 yet, so a takeover scan reads only those) and hb_book (positions the system believes
 open, by ``<account>.<ticket>``) are the persisted state; hb_symbols keeps the latest rules of every symbol each
-account's terminals reported (SYMBOL_SPECS), by account. The stream HB_ALERTS keeps every alert transition
+account's terminals reported (SYMBOL_SPECS), by account; hb_symbol_map keeps each account's symbol map
+(canonical -> broker symbol, SYMBOL_MAP), by account. The stream HB_ALERTS keeps every alert transition
 (the last one per subject is an alert's current state). The stream HB_SNAPSHOTS (in memory) keeps the last
 POSITION_UPDATE, ACCOUNT_UPDATE and TERMINAL_STATUS of every account: the snapshot a client resuming the
 ``positions``, ``balances`` or ``terminals`` topic starts with.
@@ -80,6 +81,7 @@ ACTIONS_BUCKET = "hb_actions"
 RUNNING_ACTIONS_BUCKET = "hb_actions_running"
 BOOK_BUCKET = "hb_book"
 SYMBOLS_BUCKET = "hb_symbols"
+SYMBOL_MAP_BUCKET = "hb_symbol_map"
 ALL_EVENTS = f"{PREFIX}.ea.*.evt.>"
 ALL_STATUS = f"{PREFIX}.ea.*.status"
 ALL_REFUSED = f"{PREFIX}.ea.*.refused"

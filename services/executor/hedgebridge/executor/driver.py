@@ -2,10 +2,12 @@
 
 ``Driver.drive`` performs what an ``OrderRun`` asks (requests on the account's command subject, waits, the
 record in ``hb_orders`` and the result on ``hb.exec.result.<account>`` with its ``Nats-Msg-Id``, leases, the book,
-metrics and logs) and feeds the run each outcome with the current time. Terminal reports and snapshots are
-offered to the run they belong to (``on_report``, ``on_snapshot``; a terminal's ERROR about a command it did not
-execute, ``on_refusal``), which wakes the run's Wait; so is a terminal's
-new session (``on_status``): a run waiting for a report its old session can no longer send reconciles at once.
+metrics and logs) and feeds the run each outcome with the current time. The run speaks canonical symbols; an
+OPEN is sent under the broker symbol its record holds (``OrderRecord.brokerSymbol``), and its results name it.
+Terminal reports and snapshots are offered to the run they belong to (``on_report``, ``on_snapshot``; a
+terminal's ERROR about a command it did not execute, ``on_refusal``), which wakes the run's Wait; so is a
+terminal's new session (``on_status``): a run waiting for a report its old session can no longer send
+reconciles at once.
 
 A run whose lease is lost (a compare-and-set lease write failed: another replica took the order over) is woken
 from its Pause or Wait and fed ``on_lease_lost`` before any further action: nothing it asked for is performed.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,6 +48,7 @@ from hedgebridge.protocol import (
     utcnow,
 )
 
+from . import orders
 from . import run_actions as act
 from .leases import Leases
 from .order_run import OrderRun
@@ -112,7 +116,7 @@ class Driver:
                     answer = [a for a in pending if isinstance(a, act.Answer)]  # the caller still gets it
                     pending = [*answer, *order.run.on_lease_lost(time.perf_counter())]  # nothing else asked
                     continue
-                action = pending.pop(0)
+                action = _named(pending.pop(0), order.stored.record.broker_symbol)
                 if isinstance(action, act.Answer):
                     return action, pending
                 pending[:0] = await self._perform(order, action)
@@ -177,8 +181,8 @@ class Driver:
             )
             order.sync_id = action.sync_id
             self.syncs[action.sync_id] = order
-        else:
-            command = action.command
+        else:  # an OPEN goes out under the broker's name the record holds (fixed when the order was accepted)
+            command = orders.outbound(action.command, order.stored.record.broker_symbol)
         try:
             reply = await self._nats().request(
                 subjects.command(command.account_id), pack(command), action.timeout_s, headers=tracing.headers()
@@ -269,3 +273,10 @@ class Driver:
         order = self.syncs.get(event.sync_id or "")
         if order is not None and order.run.offer_snapshot(event):
             order.wake.set()
+
+
+def _named(action: act.Action, broker_symbol: str | None) -> act.Action:
+    """An action carrying a result, the result naming the broker symbol the OPEN was sent as."""
+    if broker_symbol is None or not isinstance(action, act.Answer | act.Record | act.Reply):
+        return action
+    return dataclasses.replace(action, result=orders.named(action.result, broker_symbol))

@@ -9,6 +9,7 @@ import msgspec
 
 from hedgebridge.protocol import (
     BookEntry,
+    CloseBatch,
     CloseCommand,
     ClosedEvent,
     CloseMetadata,
@@ -35,6 +36,19 @@ from hedgebridge.protocol.messages import OrderStatus
 
 from .lifecycle import OrderState, Reconciled, Verdict
 from .symbol_rules import number
+
+# what a rerun of an expired order writes over its record (the actionId stays)
+RERUN_FIELDS = (
+    "request",
+    "command",
+    "broker_symbol",
+    "state",
+    "owner",
+    "created_at",
+    "updated_at",
+    "reply_to",
+    "result",
+)
 
 
 def new_id() -> str:
@@ -80,8 +94,16 @@ def build_command(request: OrderRequest, now: datetime) -> OrderCommand:
     )
 
 
-def new_record(request: OrderRequest, command: OrderCommand, owner: str, reply_to: str, now: datetime) -> OrderRecord:
-    """The record an accepted order starts with (``hb_orders``, key = its actionId)."""
+def new_record(
+    request: OrderRequest,
+    command: OrderCommand,
+    owner: str,
+    reply_to: str,
+    now: datetime,
+    broker_symbol: str | None = None,
+) -> OrderRecord:
+    """The record an accepted order starts with (``hb_orders``, key = its actionId); ``broker_symbol``: the name
+    an OPEN is sent as, when the account's symbol map renames its symbol."""
     assert command.action_id is not None
     return OrderRecord(
         action_id=command.action_id,
@@ -92,12 +114,46 @@ def new_record(request: OrderRequest, command: OrderCommand, owner: str, reply_t
         created_at=now,
         updated_at=now,
         reply_to=reply_to,
+        broker_symbol=broker_symbol,
     )
 
 
 def volume_of(command: OrderCommand) -> float | None:
     """The volume a command trades (None: all of a position, or a MODIFY, which trades none)."""
     return None if isinstance(command, ModifyCommand) else command.volume
+
+
+def outbound(command: OrderCommand, broker_symbol: str | None) -> OrderCommand:
+    """The command as the terminal gets it: an OPEN under the broker's name of its symbol."""
+    if broker_symbol is None or not isinstance(command, OpenCommand):
+        return command
+    return msgspec.structs.replace(command, symbol=broker_symbol)
+
+
+def named(result: OrderResult, broker_symbol: str | None) -> OrderResult:
+    """``result`` naming the broker symbol its OPEN was sent as (``brokerSymbol``)."""
+    if broker_symbol is None or result.broker_symbol is not None or result.kind != "OPEN":
+        return result
+    return msgspec.structs.replace(result, broker_symbol=broker_symbol)
+
+
+def batch_requests(batch: CloseBatch, batch_id: str) -> list[CloseOrder]:
+    """The CLOSE_ORDER of each item of ``batch``: item ``i`` runs as ``<batch_id>-<i>``."""
+    return [
+        CloseOrder(
+            account_id=item.account_id,
+            position_id=item.position_id,
+            mt_ticket=item.mt_ticket,
+            volume=item.volume,
+            action_id=f"{batch_id}-{i}",
+            user_id=batch.user_id,
+            exit_reason=batch.exit_reason,
+            timeout_ms=batch.timeout_ms,
+            ttl_ms=batch.ttl_ms,
+            round_volume=batch.round_volume,
+        )
+        for i, item in enumerate(batch.items)
+    ]
 
 
 def rounded_from(request: OrderRequest, command: OrderCommand) -> float | None:

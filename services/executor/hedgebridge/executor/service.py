@@ -10,8 +10,9 @@
   orders over and reconciles them, answering the original caller if it still waits (``leases``). A replica
   that finds its lease lost stops the order at once and leaves the caller's inbox to the new owner.
 - Terminal events are projected into the realtime cache and the book (``projection``; queue group: each
-  event is applied once); the symbols' rules they report are kept in ``hb_symbols`` and every order is checked
-  against them before anything is recorded or sent (``symbols``).
+  event is applied once); the symbols' rules they report are kept in ``hb_symbols`` and every order is named by
+  its account's symbol map (``hb_symbol_map``) and checked against them before anything is recorded or sent
+  (``symbols``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from nats.aio.subscription import Subscription
 
 from hedgebridge.common import bus, logs, streams
 from hedgebridge.common.cache import RealtimeCache, RedisCache
+from hedgebridge.common.symbol_maps import MapMirror
 from hedgebridge.common.tasks import cancel_all
 from hedgebridge.protocol import (
     BatchResult,
     CloseBatch,
-    CloseOrder,
     ModifyCommand,
     ModifyOrder,
     OrderCommand,
@@ -61,7 +62,7 @@ from .run_actions import (
     Action,
     Answer,
 )
-from .symbols import SymbolBook
+from .symbols import Screened, SymbolBook
 
 log = logs.get("executor")
 
@@ -76,7 +77,17 @@ class HandedOver(Exception):
 
 CACHE_QUEUE = "hb-cache"
 # what a rerun of an expired order writes over its record (the actionId stays)
-_RERUN_FIELDS = ("request", "command", "state", "owner", "created_at", "updated_at", "reply_to", "result")
+_RERUN_FIELDS = (
+    "request",
+    "command",
+    "broker_symbol",
+    "state",
+    "owner",
+    "created_at",
+    "updated_at",
+    "reply_to",
+    "result",
+)
 _RESULT_SUBJECTS = ("opened", "closed", "modified")
 
 
@@ -103,6 +114,7 @@ class Executor:
         self._background: list[asyncio.Task[None]] = []
         self._requests: list[Subscription] = []
         self.symbols = SymbolBook(lambda: self.state.symbols)
+        self.maps = MapMirror()  # every account's symbol map (hb_symbol_map), watched
         self.projection = Projection(
             self.cache,
             self.id,
@@ -173,6 +185,7 @@ class Executor:
         )
         self._state = await streams.ensure(self.nats, replicas=self.config.stream_replicas)
         await self.symbols.start()  # every account's rules before the first order is checked
+        await self.maps.start(self.nats, self.config.stream_replicas)  # and every account's symbol map
         self._records = Records(self.state.orders, self.state.inflight, self.id, self.config.lease_ms / 1000)
         self._leases = Leases(
             self.records,
@@ -215,6 +228,7 @@ class Executor:
         await cancel_all([*self._background, *self._tasks], log)
         self._background = []
         await self.symbols.stop()
+        await self.maps.stop()
         if self._nats is not None:
             with contextlib.suppress(Exception):
                 await self._nats.close()
@@ -270,23 +284,23 @@ class Executor:
     async def execute(self, request: OrderRequest, started: float, *, reply_to: str = "") -> OrderResult:
         """Run ``request`` once per actionId and return its definite result (``HandedOver`` when its lease was
         lost before an answer: the new owner answers ``reply_to``)."""
-        command = await self._screen(request, started)
-        if isinstance(command, OrderResult):  # refused by the symbol's rules: nothing recorded, nothing sent
+        screened = await self._screen(request, started)
+        if isinstance(screened, OrderResult):  # refused by the symbol's rules: nothing recorded, nothing sent
             known = request.action_id is not None and await self.records.get(request.action_id) is not None
-            return await self._repeat(request.action_id or "", request, started, reply_to) if known else command
-        record = orders.new_record(request, command, self.id, reply_to, utcnow())
+            return await self._repeat(request.action_id or "", request, started, reply_to) if known else screened
+        record = orders.new_record(request, screened.command, self.id, reply_to, utcnow(), screened.broker_symbol)
         stored = await self.records.claim(record)
         if stored is None:
             return await self._repeat(record.action_id, request, started, reply_to)
         return await self._run(stored, request, started, reply_to)
 
-    async def _screen(self, request: OrderRequest, started: float) -> OrderCommand | OrderResult:
-        """The command for ``request`` checked against its symbol's rules (``symbols``), or the refusal (a MODIFY
-        trades no volume: the trade server checks its stops)."""
-        command = orders.build_command(request, utcnow())
+    async def _screen(self, request: OrderRequest, started: float) -> Screened | OrderResult:
+        """The command named by the account's symbol map (``maps``) and checked against its symbol's rules, or the
+        refusal (a MODIFY trades no volume and names no symbol: the trade server checks its stops)."""
+        command, mapping = orders.build_command(request, utcnow()), self.maps.mapping(request.account_id)
         if isinstance(command, ModifyCommand) or isinstance(request, ModifyOrder):
-            return command
-        return await self.symbols.screen(request, command, self.projection.position_symbol, _ms(started))
+            return Screened(command)
+        return await self.symbols.screen(request, command, self.projection.position_symbol, _ms(started), mapping)
 
     async def _run(self, stored: Stored, request: OrderRequest, started: float, reply_to: str) -> OrderResult:
         """Send the recorded order and answer it (the record was just claimed, or renewed for a rerun)."""
@@ -335,11 +349,13 @@ class Executor:
             for action in repeat.on_record(stored.record if stored else None, time.perf_counter()):
                 if isinstance(action, Rerun):
                     assert stored is not None
-                    command = await self._screen(request, started)
-                    if isinstance(command, OrderResult):  # the rules refuse it now: it stays expired
-                        return command
-                    fresh = orders.new_record(request, command, self.id, reply_to, utcnow())
-                    renewed = await self.records.save(stored, **{f: getattr(fresh, f) for f in _RERUN_FIELDS})
+                    screened = await self._screen(request, started)
+                    if isinstance(screened, OrderResult):  # the rules refuse it now: it stays expired
+                        return screened
+                    fresh = orders.new_record(
+                        request, screened.command, self.id, reply_to, utcnow(), screened.broker_symbol
+                    )
+                    renewed = await self.records.save(stored, **{f: getattr(fresh, f) for f in orders.RERUN_FIELDS})
                     if renewed is not None:
                         log.info("running an expired order again", action=action_id)
                         return await self._run(renewed, request, started, reply_to)
@@ -388,21 +404,7 @@ class Executor:
     async def close_batch(self, batch: CloseBatch, started: float) -> BatchResult:
         """Close every item concurrently (one at a time per terminal); item ``i`` runs as ``<actionId>-<i>``."""
         batch_id = batch.action_id or orders.new_id()
-        requests = [
-            CloseOrder(
-                account_id=item.account_id,
-                position_id=item.position_id,
-                mt_ticket=item.mt_ticket,
-                volume=item.volume,
-                action_id=f"{batch_id}-{i}",
-                user_id=batch.user_id,
-                exit_reason=batch.exit_reason,
-                timeout_ms=batch.timeout_ms,
-                ttl_ms=batch.ttl_ms,
-                round_volume=batch.round_volume,
-            )
-            for i, item in enumerate(batch.items)
-        ]
+        requests = orders.batch_requests(batch, batch_id)
         results = await asyncio.gather(*(self.execute(r, started) for r in requests))
         return BatchResult(action_id=batch_id, results=list(results), elapsed_ms=_ms(started))
 

@@ -124,25 +124,34 @@ def screen_close(spec: SymbolSpec, account: str, volume: float | None, *, round_
     return Allowed(None) if volume is None else _volume(spec, account, volume, round_volume)
 
 
-def find(rules: AccountSymbols | None, symbol: str) -> SymbolSpec | None:
+def broker_name(spec: SymbolSpec) -> str:
+    """The name the trade server knows ``spec``'s symbol by (``symbol`` is the canonical name, which a symbol map
+    change may change): what the rules are kept and looked up by."""
+    return spec.broker_symbol or spec.symbol
+
+
+def find(rules: AccountSymbols | None, broker_symbol: str) -> SymbolSpec | None:
+    """The rules of the symbol the trade server calls ``broker_symbol``."""
     if rules is None:
         return None
-    return next((s for s in rules.symbols if s.symbol == symbol), None)
+    return next((s for s in rules.symbols if broker_name(s) == broker_symbol), None)
 
 
 def merge(stored: AccountSymbols | None, report: SymbolSpecs) -> AccountSymbols | None:
     """The account's rules once ``report`` is applied; None when it changes nothing. A symbol takes the report's
     rules unless they are the same as known, or the rules known were set by a later report (two reports of one
-    account can be applied out of order)."""
-    specs = {s.symbol: s for s in stored.symbols} if stored is not None else {}
+    account can be applied out of order). Symbols are kept by their broker name (``broker_name``), and so is
+    ``changedAt``; they are listed in that order."""
+    specs = {broker_name(s): s for s in stored.symbols} if stored is not None else {}
     changed_at = dict(stored.changed_at) if stored is not None else {}
     touched = False
     for spec in report.symbols:
-        since = changed_at.get(spec.symbol)
-        if (since is not None and since > report.timestamp) or specs.get(spec.symbol) == spec:
+        name = broker_name(spec)
+        since = changed_at.get(name)
+        if (since is not None and since > report.timestamp) or specs.get(name) == spec:
             continue
-        specs[spec.symbol] = spec
-        changed_at[spec.symbol] = report.timestamp
+        specs[name] = spec
+        changed_at[name] = report.timestamp
         touched = True
     if not touched:
         return None
@@ -151,6 +160,22 @@ def merge(stored: AccountSymbols | None, report: SymbolSpecs) -> AccountSymbols 
         symbols=[specs[name] for name in sorted(specs)],
         changed_at={name: changed_at[name] for name in sorted(changed_at)},
     )
+
+
+def unknown_symbol(rules: AccountSymbols, account: str, symbol: str, broker: str | None) -> Refused | None:
+    """An OPEN of ``symbol`` (sent as ``broker`` when the account's symbol map renames it) that the account's
+    terminal does not know: none of the symbols it reported has that name. None when it reported none (an EA
+    that does not report them: its own checks apply)."""
+    if not rules.symbols:
+        return None
+    sent = f"{symbol} (sent as {broker} by the account's symbol map)" if broker else symbol
+    known = sorted(broker_name(s) for s in rules.symbols)
+    listed = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if len(known) > 10 else "")
+    message = (
+        f"symbol {sent} is not known to the terminal of account {account} (it reports {listed}); map it with "
+        f"`hedgebridge symbols set --account {account} {symbol}=BROKER_SYMBOL`; nothing was sent"
+    )
+    return Refused("INVALID", errors.UNKNOWN_SYMBOL, message)
 
 
 def trading_disabled(rules: AccountSymbols | None) -> bool:

@@ -6,15 +6,19 @@
   memory through a watch, so checking an order costs no round trip, and a replica that starts reads every
   account's rules before it serves. The rules outlive a cache flush and an executor restart: they are what the
   trade server said last, not a projection to rebuild.
-- ``screen``: an OPEN is checked against its symbol's rules (trade mode, volume); a CLOSE against its position's
-  symbol (the book by ticket, else the cache's positions) when it closes part of a position or when a symbol
-  of the account is DISABLED. No rules known for the account or the symbol (an older EA that never reports
-  them, a terminal that has not reported yet): nothing is checked here, the terminal's own checks apply.
+- ``screen``: an OPEN's symbol is first given its broker name by the account's symbol map (``Mapping``), then
+  checked against that symbol's rules (trade mode, volume); a symbol the terminal does not know (not among the
+  symbols it reported) is INVALID ``UNKNOWN_SYMBOL``, naming the symbol and the account. A CLOSE is checked
+  against its position's symbol (the book by ticket, else the cache's positions) when it closes part of a
+  position or when a symbol of the account is DISABLED. No rules known for the account (an older EA that never
+  reports them, a terminal that has not reported yet), or for a CLOSE's symbol: nothing is checked here, the
+  terminal's own checks apply. Rules are found by the broker's name of the symbol (``symbol_rules.find``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -22,6 +26,7 @@ from nats.js.kv import KeyValue
 
 from hedgebridge.common import logs
 from hedgebridge.common.kv_mirror import KvMirror
+from hedgebridge.common.symbol_map import Mapping, MapRefused
 from hedgebridge.protocol import (
     AccountSymbols,
     CloseCommand,
@@ -81,8 +86,8 @@ class SymbolBook:
     def rules(self, account_id: str) -> AccountSymbols | None:
         return self.known.get(account_id)
 
-    def spec(self, account_id: str, symbol: str) -> SymbolSpec | None:
-        return symbol_rules.find(self.known.get(account_id), symbol)
+    def spec(self, account_id: str, broker_symbol: str) -> SymbolSpec | None:
+        return symbol_rules.find(self.known.get(account_id), broker_symbol)
 
     # --- reports --------------------------------------------------------------------------------------------
 
@@ -120,32 +125,66 @@ class SymbolBook:
         command: OpenCommand | CloseCommand,
         position_symbol: PositionSymbol,
         elapsed_ms: float,
-    ) -> OrderCommand | OrderResult:
-        """The command to send (its volume rounded down when the request asked), or the result that refuses it."""
+        mapping: Mapping | None = None,
+    ) -> Screened | OrderResult:
+        """The command to send (its volume rounded down when the request asked) with the broker symbol an OPEN
+        goes out as (None: the canonical name), or the result that refuses it."""
+        broker: str | None = None
+        if isinstance(command, OpenCommand) and mapping is not None:
+            try:
+                broker = mapping.to_broker(command.symbol)
+            except MapRefused as exc:
+                return _refused(Refused("INVALID", exc.code, exc.message), command, elapsed_ms)
+        named = None if broker == getattr(command, "symbol", None) else broker
         rules = self.known.get(command.account_id)
         if rules is None:
-            return command
+            return Screened(command, named)
         if isinstance(command, OpenCommand):
-            spec = symbol_rules.find(rules, command.symbol)
+            spec = symbol_rules.find(rules, broker or command.symbol)
             if spec is None:
-                return command
+                unknown = symbol_rules.unknown_symbol(rules, command.account_id, command.symbol, named)
+                return Screened(command, named) if unknown is None else _refused(unknown, command, elapsed_ms, named)
             screened = symbol_rules.screen_open(
                 spec, command.account_id, command.side, command.volume, round_volume=request.round_volume
             )
         else:
             if command.volume is None and not symbol_rules.trading_disabled(rules):
-                return command
+                return Screened(command)
             symbol = await position_symbol(command)
-            spec = symbol_rules.find(rules, symbol) if symbol is not None else None
+            spec = symbol_rules.find(rules, _broker_of(mapping, symbol)) if symbol is not None else None
             if spec is None:
-                return command
+                return Screened(command)
             screened = symbol_rules.screen_close(
                 spec, command.account_id, command.volume, round_volume=request.round_volume
             )
         if isinstance(screened, Refused):
-            refused = orders.failure(screened.status, screened.code, screened.message, command, elapsed_ms)
-            # an OPEN refused here opened nothing: no positionId names it
-            return msgspec.structs.replace(refused, position_id=None) if isinstance(command, OpenCommand) else refused
+            return _refused(screened, command, elapsed_ms, named)
         if screened.rounded_from is None or screened.volume is None:
-            return command
-        return msgspec.structs.replace(command, volume=screened.volume)
+            return Screened(command, named)
+        return Screened(msgspec.structs.replace(command, volume=screened.volume), named)
+
+
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """An order the rules let go: ``command`` (in canonical symbols, as recorded) and ``broker_symbol``, the
+    name an OPEN is sent as when the account's symbol map renames its symbol."""
+
+    command: OrderCommand
+    broker_symbol: str | None = None
+
+
+def _broker_of(mapping: Mapping | None, canonical: str) -> str:
+    if mapping is None:
+        return canonical
+    try:
+        return mapping.to_broker(canonical)
+    except MapRefused:
+        return canonical
+
+
+def _refused(refusal: Refused, command: OrderCommand, elapsed_ms: float, broker: str | None = None) -> OrderResult:
+    refused = orders.failure(refusal.status, refusal.code, refusal.message, command, elapsed_ms)
+    # an OPEN refused here opened nothing: no positionId names it
+    if isinstance(command, OpenCommand):
+        return msgspec.structs.replace(refused, position_id=None, broker_symbol=broker)
+    return refused

@@ -5,7 +5,8 @@
   Then ``CLIENT_WELCOME``.
 - ``REQUEST``: every account the body names must be in the token's scope, else an ERROR FORBIDDEN whose
   ``field`` names the offending field and whose ``refId`` is the requestId. Accepted requests go to NATS
-  concurrently (up to ``client_max_in_flight`` per connection) and are answered with ``REPLY``.
+  concurrently (up to ``client_max_in_flight`` per connection) and are answered with ``REPLY``. Symbol map
+  requests (admin tokens only) are applied to ``hb_symbol_map`` here and answered with SYMBOL_MAPS.
 - ``SUBSCRIBE``: live events, fanned out in-process from ONE NATS subscription per (topic, account) — or
   per topic for an admin's "everything" — shared by every client of this gateway and reference-counted.
 - Every frame to a client goes through a queue of at most ``client_queue_max`` frames; a client whose queue
@@ -33,15 +34,17 @@ from nats.js.errors import NotFoundError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from hedgebridge.common import executor_client, logs
+from hedgebridge.common import executor_client, logs, symbol_maps
 from hedgebridge.common.auth import Keys, Principal
 from hedgebridge.common.obs import tracing
+from hedgebridge.common.symbol_map import MapRefused
 from hedgebridge.protocol import (
     ActionRequest,
     ActionState,
     BatchResult,
     OrderResult,
     ProtocolError,
+    SymbolMaps,
     errors,
     pack,
     subjects,
@@ -53,6 +56,7 @@ from hedgebridge.protocol.errors import CloseCode
 
 from .client_feeds import FeedRegistry
 from .client_rules import (
+    MapBody,
     Refusal,
     RequestBody,
     check_exit_target,
@@ -192,7 +196,9 @@ class ClientHub:
 
     async def forward(
         self, body: RequestBody, principal: Principal
-    ) -> OrderResult | BatchResult | ActionState | Refusal:
+    ) -> OrderResult | BatchResult | ActionState | SymbolMaps | Refusal:
+        if isinstance(body, MapBody):
+            return await self._symbol_maps(body, principal)
         timeout_s = request_timeout_s(body, self.config)
         if isinstance(body, ActionRequest):
             return await self._action(body, principal, timeout_s)
@@ -203,6 +209,14 @@ class ClientHub:
         except executor_client.UnreadableAnswer as exc:
             return Refusal(errors.INTERNAL, str(exc))
         return answer.result
+
+    async def _symbol_maps(self, body: MapBody, principal: Principal) -> SymbolMaps | Refusal:
+        """A symbol map request, applied to the bucket (the checks are ``symbol_map``'s)."""
+        try:
+            kv = await symbol_maps.bucket(self.nats.jetstream(), self.config.stream_replicas)
+            return await symbol_maps.handle(kv, body, principal.subject)
+        except MapRefused as exc:
+            return Refusal(exc.code, exc.message, f"body.{exc.field}" if exc.field else None)
 
     async def _action(self, body: ActionRequest, principal: Principal, timeout_s: float) -> ActionState | Refusal:
         target = exit_target(body, principal)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -24,11 +24,14 @@ from hedgebridge.protocol import (
     CloseBatch,
     CloseOrder,
     ConsistencyStatus,
+    ListSymbolMaps,
     ModifyOrder,
     MonitorReport,
     OpenOrder,
     OrderResult,
     ProtocolError,
+    RemoveSymbolMap,
+    SetSymbolMap,
     SymbolSpecs,
     TerminalStatus,
     errors,
@@ -42,7 +45,9 @@ from hedgebridge.protocol.messages import Conflict
 
 from .config import GatewayConfig
 
-RequestBody = OpenOrder | CloseOrder | ModifyOrder | CloseBatch | ActionRequest
+OrderBody = OpenOrder | CloseOrder | ModifyOrder | CloseBatch | ActionRequest
+MapBody = SetSymbolMap | RemoveSymbolMap | ListSymbolMaps
+RequestBody = OrderBody | MapBody
 SLOW_CONSUMER = "slow consumer"
 
 # Topics whose events belong to one account, and the terminal event types (subject suffixes) behind them.
@@ -73,8 +78,13 @@ def check_request_scope(principal: Principal, body: RequestBody) -> Refusal | No
     """The first account ``body`` names outside the principal's scope, as a FORBIDDEN refusal naming the
     field (``body.accountId``, ``body.items[1].accountId``, ``body.legs[0].accountId``, ``body.accountIds[2]``).
     An EXIT's accounts are those of its target action, checked against the recorded action (see ``ClientHub``).
+    The symbol maps are managed by admin tokens only.
     """
     named: list[tuple[str, str]] = []
+    if isinstance(body, MapBody):
+        if principal.is_admin:
+            return None
+        return Refusal(errors.FORBIDDEN, "symbol maps are managed with an admin token only", "body.type")
     if isinstance(body, OpenOrder | CloseOrder | ModifyOrder):
         named.append(("body.accountId", body.account_id))
     elif isinstance(body, CloseBatch):
@@ -186,7 +196,7 @@ def visible(principal: Principal, selection: frozenset[str] | None, topic: str, 
     return True
 
 
-def request_timeout_s(body: RequestBody, config: GatewayConfig) -> float:
+def request_timeout_s(body: OrderBody, config: GatewayConfig) -> float:
     """How long the gateway waits for the backend's answer: the request's own timeout (or the configured
     default) plus its time-to-live and a transport margin."""
     if isinstance(body, ActionRequest):
@@ -198,9 +208,14 @@ def request_timeout_s(body: RequestBody, config: GatewayConfig) -> float:
     return (base + ttl + config.client_request_margin_ms) / 1000
 
 
-def complete_body(body: RequestBody, principal: Principal) -> RequestBody:
+B = TypeVar("B", bound=RequestBody)
+
+
+def complete_body(body: B, principal: Principal) -> B:
     """Give the request an actionId when it has none (so every answer, the gateway's own included, names the
     idempotency key a retry must reuse) and the token's subject as ``userId`` when it names no user."""
+    if not isinstance(body, OrderBody):  # no actionId: a map change is applied as asked, once per request
+        return body
     changes: dict[str, Any] = {}
     if body.action_id is None:
         changes["action_id"] = uuid.uuid4().hex

@@ -36,6 +36,7 @@ from hedgebridge.protocol import (
     Message,
     OrderResult,
     ProtocolError,
+    SymbolMaps,
     encode_frame,
     errors,
     type_name,
@@ -96,7 +97,7 @@ class SessionHub(Protocol):
 
     async def forward(
         self, body: RequestBody, principal: Principal
-    ) -> OrderResult | BatchResult | ActionState | Refusal: ...
+    ) -> OrderResult | BatchResult | ActionState | SymbolMaps | Refusal: ...
 
 
 class ClientSession:

@@ -18,6 +18,8 @@ side in ``hedgebridge.common.terminal_link``):
 - OPENED/CLOSED reports carry a de-duplication id (``Nats-Msg-Id``): HB_EVENTS keeps each report once. A
   report that answers no command sent to the account (and is no outside close with a reason) is refused
   with ERROR UNSOLICITED_REPORT and not published (``reports.py``).
+- Terminal events are published in canonical symbols (each account's symbol map, ``hb_symbol_map``, mirrored
+  through a watch; the broker's name kept as ``brokerSymbol``).
 - ``hb.gw.sync`` makes every gateway send SYNC to all its terminals (the cache is being rebuilt).
 - At start it makes sure the streams clients resume from exist (HB_EVENTS, HB_ALERTS, HB_SNAPSHOTS; created
   with the defaults when absent, never changed when present).
@@ -46,6 +48,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from hedgebridge.common import auth, bus, logs, streams
+from hedgebridge.common.symbol_maps import MapMirror
 from hedgebridge.protocol import SUPPORTED_SUBPROTOCOLS
 
 from . import admin, http_routes, telemetry
@@ -65,7 +68,10 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.gateway_id = config.gateway_id
-        self.terminals = TerminalSessions(config, lambda: self.nats, self.spawn, self._terminal_connected)
+        self.symbol_maps = MapMirror()  # every account's symbol map (hb_symbol_map), for events and client requests
+        self.terminals = TerminalSessions(
+            config, lambda: self.nats, self.spawn, self._terminal_connected, self.symbol_maps
+        )
         self.sessions = self.terminals.sessions  # the live terminal session of each account
         self._accepted: weakref.WeakKeyDictionary[ServerConnection, Accept | ClientAccept] = weakref.WeakKeyDictionary()
         self.clients = ClientHub(config, lambda: self.nats)  # the /client endpoint (client_hub.py)
@@ -126,8 +132,11 @@ class Gateway:
         )
         try:
             await self.revocations.start(self.nats, self.config.stream_replicas)
+            await self.symbol_maps.start(self.nats, self.config.stream_replicas)
             await self._ensure_streams()
         except BaseException:
+            await self.revocations.stop()
+            await self.symbol_maps.stop()
             await self.nats.close()
             await self.key_provider.stop()
             raise
@@ -204,6 +213,7 @@ class Gateway:
             await self._server.wait_closed()
             self._server = None
         await self.revocations.stop()
+        await self.symbol_maps.stop()
         await self.key_provider.stop()
         if self._nats is not None:
             with contextlib.suppress(Exception):

@@ -20,6 +20,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from hedgebridge.common import auth, logs
+from hedgebridge.common.symbol_maps import MapMirror
 from hedgebridge.common.terminal_link import REPLACED, TerminalBus
 from hedgebridge.protocol import PROTOCOL_VERSION, Welcome, subjects, utcnow
 from hedgebridge.protocol.errors import CloseCode
@@ -40,10 +41,12 @@ class TerminalSessions:
         nats: Callable[[], NatsClient],
         spawn: Spawn,
         on_connected: Callable[[str], None],
+        maps: MapMirror | None = None,
     ) -> None:
         self.config = config
+        # events are published in canonical symbols (the symbol maps, ``maps``)
         self.bus: TerminalBus[TerminalSession] = TerminalBus(
-            config.gateway_id, nats, log, status_subject=subjects.ALL_STATUS
+            config.gateway_id, nats, log, status_subject=subjects.ALL_STATUS, maps=maps
         )
         self.sessions = self.bus.links  # the live session of each account
         self.reports = ReportCheck(nats)  # which trade reports answer a command (reports.py)

@@ -3,6 +3,10 @@ account, their commands on ``hb.ea.<account>.cmd`` answered with a DeliveryAck, 
 ``hb.ea.<account>.status``, the hand-over to a newer connection elsewhere, ``hb.gw.sync`` and the events
 published on ``hb.ea.<account>.evt.<type>``. The decisions are ``rules.py``'s; this module only moves
 messages between NATS and the links.
+
+Events enter the backbone here, so this is where they are translated into canonical symbols (``maps``, the
+symbol maps' mirror; ``symbol_map.inbound``): the cache, the book, the monitor, the coordinator and every
+client see canonical symbols, the broker's name kept as ``brokerSymbol``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from hedgebridge.protocol import (
+    EVENT_TYPES,
     DeliveryAck,
+    Event,
     Message,
     ProtocolError,
     TerminalStatus,
@@ -29,7 +35,8 @@ from hedgebridge.protocol import (
     utcnow,
 )
 
-from .. import logs
+from .. import logs, symbol_map
+from ..symbol_maps import MapMirror
 from . import rules
 from .link import TerminalLink
 
@@ -44,9 +51,16 @@ class TerminalBus(Generic[L]):
     subject it watches for hand-overs (every account's, or its one account's)."""
 
     def __init__(
-        self, holder_id: str, nats: Callable[[], NatsClient], log: logs.Logger, *, status_subject: str
+        self,
+        holder_id: str,
+        nats: Callable[[], NatsClient],
+        log: logs.Logger,
+        *,
+        status_subject: str,
+        maps: MapMirror | None = None,
     ) -> None:
         self.holder_id = holder_id
+        self.maps = maps
         self._nats = nats
         self._log = log
         self._status_subject = status_subject
@@ -108,7 +122,10 @@ class TerminalBus(Generic[L]):
         await self.nats.publish(subjects.status(link.account_id), pack(event))
 
     async def publish_event(self, account_id: str, message: Message, headers: Mapping[str, str] | None = None) -> None:
-        """An event of the terminal on ``hb.ea.<account>.evt.<type>``."""
+        """An event of the terminal on ``hb.ea.<account>.evt.<type>``, in canonical symbols."""
+        if self.maps is not None and isinstance(message, EVENT_TYPES):
+            event: Event = message  # type: ignore[assignment]
+            message = symbol_map.inbound(event, self.maps.mapping(account_id))
         await self.nats.publish(
             subjects.event(account_id, type_name(message)), pack(message), headers=dict(headers) if headers else None
         )

@@ -14,7 +14,8 @@ gateway returns for a command, and the executor's order requests and results.
 Unknown fields are ignored on decode, so terminals running an older EA keep working when fields are added.
 
 By family: ``base`` (field types and the base Structs), ``wire`` (the EA wire), ``orders`` (the order path on
-the backbone), ``actions`` (hedge actions and consistency), ``monitoring`` (liveness, health, alerts).
+the backbone), ``actions`` (hedge actions and consistency), ``monitoring`` (liveness, health, alerts),
+``symbol_map`` (the per-account symbol maps and the requests that manage them).
 """
 
 from __future__ import annotations
@@ -84,6 +85,14 @@ from .orders import (
     OrderStatus,
     TerminalStatus,
     order_kind,
+)
+from .symbol_map import (
+    ListSymbolMaps,
+    RemoveSymbolMap,
+    SetSymbolMap,
+    SymbolMap,
+    SymbolMapRequest,
+    SymbolMaps,
 )
 from .wire import (
     COMMAND_TYPES,
@@ -171,6 +180,7 @@ __all__ = [
     "LegRole",
     "LegState",
     "LegStatus",
+    "ListSymbolMaps",
     "Message",
     "ModifiedEvent",
     "ModifyCommand",
@@ -192,11 +202,16 @@ __all__ = [
     "PositionUpdate",
     "PriceTick",
     "PriceValue",
+    "RemoveSymbolMap",
     "Report",
+    "SetSymbolMap",
     "Side",
     "Status",
     "StopPrice",
     "Symbol",
+    "SymbolMap",
+    "SymbolMapRequest",
+    "SymbolMaps",
     "SymbolSpec",
     "SymbolSpecs",
     "SymbolTradeMode",

@@ -201,6 +201,7 @@ class OrderResult(Message, frozen=True, kw_only=True, tag="ORDER_RESULT"):
     action_id: str | None = None
     mt_ticket: str | None = None
     symbol: str | None = None
+    broker_symbol: str | None = None  # what the OPEN was sent as, when the account's symbol map renames the symbol
     side: Side | None = None
     price: float | None = None
     volume: float | None = None  # filled (or closed) volume
@@ -237,6 +238,9 @@ class OrderRecord(_Body, frozen=True, kw_only=True):
     updated_at: datetime
     reply_to: str = ""  # the first caller's reply subject, answered by whoever finishes the order
     result: OrderResult | None = None
+    # the symbol an OPEN is sent with when the account's symbol map renames ``command.symbol`` (resolved once,
+    # when the order is accepted: every send of the order uses it, whatever the map says later)
+    broker_symbol: Symbol | None = None
 
 
 class InflightMark(_Body, frozen=True, kw_only=True):
@@ -267,5 +271,6 @@ class AccountSymbols(_Body, frozen=True, kw_only=True):
     each symbol's rules are the last SYMBOL_SPECS that named it; ``changedAt`` says when they last changed."""
 
     account_id: AccountId
-    symbols: list[SymbolSpec] = []  # sorted by symbol
-    changed_at: dict[str, datetime] = {}  # symbol -> the timestamp of the report that set its current rules
+    symbols: list[SymbolSpec] = []  # sorted by broker symbol
+    # broker symbol (``brokerSymbol`` or else ``symbol``) -> the timestamp of the report that set its current rules
+    changed_at: dict[str, datetime] = {}

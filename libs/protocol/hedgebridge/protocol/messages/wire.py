@@ -137,6 +137,7 @@ class OpenedEvent(Message, frozen=True, kw_only=True, tag="OPENED"):
     error_code: Code | None = None  # MT5 trade server return code (retcode)
     already_executed: bool = False  # the actionId had been executed before: this is the first result again
     symbol: Symbol | None = None  # the position's, so that a report alone describes it
+    broker_symbol: Symbol | None = None  # the broker's name of ``symbol`` when the account's symbol map renames it
     side: Side | None = None
     traceparent: TraceParent | None = None  # the command's, echoed
     stop_loss: StopPrice | None = None  # the position's stops as it opened (absent or 0: none)
@@ -206,6 +207,7 @@ class Position(_Body, frozen=True, kw_only=True):
     position_id: Ident | None = None  # the hedge system's id, when the position was opened through it
     action_id: ActionId | None = None
     symbol: Symbol
+    broker_symbol: Symbol | None = None  # the broker's name of ``symbol`` when the account's symbol map renames it
     side: Side
     volume: Volume
     open_price: PriceValue
@@ -228,6 +230,7 @@ class PositionUpdate(Message, frozen=True, kw_only=True, tag="POSITION_UPDATE"):
 class PriceTick(Message, frozen=True, kw_only=True, tag="PRICE"):
     account_id: AccountId
     symbol: Symbol
+    broker_symbol: Symbol | None = None  # the broker's name of ``symbol`` when the account's symbol map renames it
     bid: PriceValue
     ask: PriceValue
     time: datetime
@@ -243,6 +246,7 @@ class SymbolSpec(_Body, frozen=True, kw_only=True):
     A volume is tradable when it lies in [volumeMin, volumeMax] and is a multiple of volumeStep."""
 
     symbol: Symbol
+    broker_symbol: Symbol | None = None  # the broker's name of ``symbol`` when the account's symbol map renames it
     volume_min: Annotated[float, Meta(ge=0)]
     volume_max: Annotated[float, Meta(gt=0)]
     volume_step: Annotated[float, Meta(gt=0)]
