@@ -211,3 +211,35 @@ def test_the_nearest_volumes_named_are_tradable_ones() -> None:
     # a maximum off the step: neither neighbour is tradable
     none = refused(symbol_rules.screen_open(spec(volume_min=0.6, volume_max=0.9, volume_step=0.5), "A1", "BUY", 0.7))
     assert "(roundVolume rounds down to the step)" in none.message
+
+
+def test_rules_are_kept_and_found_by_the_broker_name() -> None:
+    mapped = msgspec.structs.replace(spec("EURUSD"), broker_symbol="EURUSD.m")
+    first = symbol_rules.merge(None, report(T0, mapped, spec("GBPUSD")))
+    assert first is not None
+    assert symbol_rules.find(first, "EURUSD.m") == mapped
+    assert symbol_rules.find(first, "EURUSD") is None  # the trade server knows it as EURUSD.m
+    assert first.changed_at == {"EURUSD.m": T0, "GBPUSD": T0}
+    # the map changed (EURUSD.m is now reported under another canonical name): one entry for the broker symbol
+    renamed = msgspec.structs.replace(spec("EUR"), broker_symbol="EURUSD.m")
+    later = T0 + timedelta(seconds=1)
+    second = symbol_rules.merge(first, report(later, renamed))
+    assert second is not None
+    assert [s.symbol for s in second.symbols] == ["EUR", "GBPUSD"]
+    assert symbol_rules.find(second, "EURUSD.m") == renamed
+    assert second.changed_at == {"EURUSD.m": later, "GBPUSD": T0}
+
+
+def test_a_symbol_the_terminal_does_not_know_is_invalid_naming_symbol_and_account() -> None:
+    rules = symbol_rules.merge(None, report(T0, spec("EURUSD"), spec("GBPUSD")))
+    assert rules is not None
+    plain = symbol_rules.unknown_symbol(rules, "A1", "BTCUSD", None)
+    assert plain is not None
+    assert (plain.status, plain.code) == ("INVALID", errors.UNKNOWN_SYMBOL)
+    assert "symbol BTCUSD is not known to the terminal of account A1" in plain.message
+    assert "EURUSD, GBPUSD" in plain.message
+    assert "nothing was sent" in plain.message
+    mapped = symbol_rules.unknown_symbol(rules, "A1", "XAUUSD", "GOLD")
+    assert mapped is not None
+    assert "XAUUSD (sent as GOLD by the account's symbol map)" in mapped.message
+    assert symbol_rules.unknown_symbol(AccountSymbols(account_id="A1"), "A1", "BTCUSD", None) is None

@@ -1,4 +1,5 @@
-"""``hedgebridge symbols specs --account A [--symbol S …] [--json]``: the trading rules of every symbol the
+"""``hedgebridge symbols specs --account A [--symbol S …] [--json]`` (``set``, ``list`` and ``rm``, the symbol
+maps, are ``symbol_maps.py``'s): the trading rules of every symbol the
 account's terminals reported (SYMBOL_SPECS), as the executor checks orders against them: volume minimum,
 maximum and step, contract size, digits, trade mode, filling modes and when they last changed. Read from the
 JetStream KV bucket ``hb_symbols`` (NATS as for ``order``).
@@ -21,7 +22,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 
 from hedgebridge.protocol import AccountSymbols, ProtocolError, SymbolSpec, subjects, to_builtins, unpack
 
-from . import state
+from . import state, symbol_maps
 from .commands import EXIT_UNAVAILABLE, cli_connect
 from .state import CliError
 
@@ -30,7 +31,7 @@ COLUMNS = ("symbol", "volume min", "volume max", "step", "contract", "digits", "
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    symbols = sub.add_parser("symbols", help="the symbols' trading rules the terminals report")
+    symbols = sub.add_parser("symbols", help="the symbols' trading rules the terminals report, and the symbol maps")
     actions = symbols.add_subparsers(dest="symbols_command", required=True, metavar="ACTION")
     specs = actions.add_parser(
         "specs", help="an account's symbols: volume min/max/step, contract size, digits, trade mode, filling modes"
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     specs.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     specs.add_argument("--nats-url", help="default $HEDGEBRIDGE_NATS_URL or the local stack's")
     specs.set_defaults(func=cmd_specs)
+    symbol_maps.register(actions)  # set, list, rm: the symbol maps
 
 
 def number(value: float) -> str:
