@@ -18,6 +18,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from hedgebridge.common import symbol_maps
 from hedgebridge.common.cache import RedisCache
 from hedgebridge.common.servers import NatsServer, ValkeyServer
 from hedgebridge.executor.service import Executor
@@ -37,6 +38,7 @@ from hedgebridge.protocol import (
     OrderResult,
     Position,
     PositionUpdate,
+    SetSymbolMap,
     SyncCommand,
     errors,
     pack,
@@ -587,3 +589,48 @@ async def test_a_repeated_modify_returns_the_first_result_and_modified_is_kept_i
         return False
 
     await wait_for(kept, "the MODIFIED report in HB_EVENTS")
+
+
+async def test_a_mapped_symbol_goes_out_under_the_broker_name_and_comes_back_canonical(
+    terminals: StartTerminals,
+    nc: NatsClient,
+    cache_server: ValkeyServer,
+    executor: Executor,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The account's symbol map names canonical EURO the broker's EURUSD: the terminal gets EURUSD, and its
+    prices, positions and reports come back as EURO with ``brokerSymbol`` EURUSD, whatever holds the terminal."""
+    kv = await symbol_maps.bucket(nc.jetstream())
+    await symbol_maps.change(kv, SetSymbolMap(account_id="A1", symbols={"EURO": "EURUSD"}), "contract")
+    holders = [executor.maps]  # a bridge reads the maps when it starts; a gateway follows them
+    if request.node.callspec.params["terminals"] != "mt5bridge":
+        holders.append(request.getfixturevalue("gateway").symbol_maps)
+    await wait_for(lambda: all(h.mapping("A1") is not None for h in holders), "every service to follow the map")
+    (terminal,) = await terminals(["A1"])
+    cache = RedisCache(f"{cache_server.url}/0")
+    try:
+
+        def specs_renamed() -> bool:
+            spec = executor.symbols.spec("A1", "EURUSD")
+            return spec is not None and (spec.symbol, spec.broker_symbol) == ("EURO", "EURUSD")
+
+        await wait_for(specs_renamed, "the terminal's EURUSD rules, kept as EURO")
+        opened = await order(nc, OpenOrder(account_id="A1", symbol="EURO", side="BUY", volume=0.1, action_id="m-1"))
+        assert (opened.status, opened.symbol, opened.broker_symbol) == ("FILLED", "EURO", "EURUSD")
+        assert terminal.received == ["m-1"]
+        assert isinstance(opened.event, OpenedEvent)
+        assert opened.event.symbol in (None, "EURO")  # an EA may leave the symbol out of its report
+
+        async def cached() -> bool:
+            positions = await cache.positions("A1") or []
+            return [(p.mt_ticket, p.symbol, p.broker_symbol) for p in positions] == [
+                (opened.mt_ticket, "EURO", "EURUSD")
+            ]
+
+        await wait_for(cached, "the position as EURO (EURUSD at the broker) in the cache")
+        entry = await executor.state.book.get(f"A1.{opened.mt_ticket}")
+        assert unpack(entry.value or b"", BookEntry).symbol == "EURO"
+        assert (await order(nc, CloseOrder(account_id="A1", mt_ticket=opened.mt_ticket))).status == "FILLED"
+        assert await terminal.positions() == {}
+    finally:
+        await cache.close()

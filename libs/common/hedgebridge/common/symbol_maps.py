@@ -18,7 +18,7 @@ import contextlib
 
 from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
 from hedgebridge.protocol import (
@@ -31,6 +31,7 @@ from hedgebridge.protocol import (
     SymbolMaps,
     errors,
     pack,
+    subjects,
     unpack,
     utcnow,
 )
@@ -41,6 +42,7 @@ from .tasks import cancel_and_wait
 
 log = logs.get("symbol-map")
 
+BIND_RETRY_S = 2.0  # how often a process that makes no bucket looks for it until it exists
 WRITE_ATTEMPTS = 10  # compare-and-set rounds of one change against others writing the same account
 
 
@@ -66,17 +68,38 @@ class MapMirror:
         """The account's mapping; None when its names are the broker's."""
         return self._mappings.get(account_id)
 
-    async def start(self, nc: NatsClient, replicas: int = 1, timeout_s: float = 10.0) -> None:
-        """Read every account's map, then follow changes in the background."""
-        watcher = await (await bucket(nc.jetstream(), replicas)).watchall()
+    async def start(self, nc: NatsClient, replicas: int = 1, timeout_s: float = 10.0, *, create: bool = True) -> None:
+        """Read every account's map, then follow changes in the background. ``create`` False (a process that
+        makes no JetStream state, the MT5 bridge): a bucket that does not exist yet means that no account has a
+        map; it is followed from when a service or ``hedgebridge symbols set`` creates it."""
+        js = nc.jetstream()
+        if create:
+            kv = await bucket(js, replicas)
+        else:
+            try:
+                kv = await js.key_value(subjects.SYMBOL_MAP_BUCKET)
+            except BucketNotFoundError:
+                self._task = asyncio.create_task(self._bind_later(js))
+                return
         ready = asyncio.Event()
-        self._task = asyncio.create_task(self._follow(watcher, ready))
+        self._task = asyncio.create_task(self._follow(await kv.watchall(), ready))
         try:
             async with asyncio.timeout(timeout_s):
                 await ready.wait()
         except TimeoutError:
             await self.stop()
             raise MapsUnavailable(f"cannot read the symbol maps within {timeout_s:g}s") from None
+
+    async def _bind_later(self, js: JetStreamContext) -> None:
+        while True:
+            await asyncio.sleep(BIND_RETRY_S)
+            try:
+                kv = await js.key_value(subjects.SYMBOL_MAP_BUCKET)
+            except Exception:  # not created yet, or NATS away for a moment
+                continue
+            log.info("symbol maps found")
+            await self._follow(await kv.watchall(), asyncio.Event())
+            return
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)

@@ -7,8 +7,11 @@
   account's rules before it serves. The rules outlive a cache flush and an executor restart: they are what the
   trade server said last, not a projection to rebuild.
 - ``screen``: an OPEN's symbol is first given its broker name by the account's symbol map (``Mapping``), then
-  checked against that symbol's rules (trade mode, volume); a symbol the terminal does not know (not among the
-  symbols it reported) is INVALID ``UNKNOWN_SYMBOL``, naming the symbol and the account. A CLOSE is checked
+  checked against that symbol's rules (trade mode, volume). On an account with a symbol map, a symbol without
+  an entry of its own (named by the prefix/suffix, or as it is) that the terminal does not know (not among the
+  symbols it reported) is INVALID ``UNKNOWN_SYMBOL``, naming the symbol and the account; an entry is the
+  admin's word and goes as written. Without a map nothing changes: a terminal reports the rules of the symbols
+  it quotes, trades and holds, and may trade others. A CLOSE is checked
   against its position's symbol (the book by ticket, else the cache's positions) when it closes part of a
   position or when a symbol of the account is DISABLED. No rules known for the account (an older EA that never
   reports them, a terminal that has not reported yet), or for a CLOSE's symbol: nothing is checked here, the
@@ -141,9 +144,12 @@ class SymbolBook:
             return Screened(command, named)
         if isinstance(command, OpenCommand):
             spec = symbol_rules.find(rules, broker or command.symbol)
-            if spec is None:
+            if spec is None:  # unknown to the terminal: refused when the map names it by a rule, not an entry
+                guessed = mapping is not None and command.symbol not in mapping.symbols
                 unknown = symbol_rules.unknown_symbol(rules, command.account_id, command.symbol, named)
-                return Screened(command, named) if unknown is None else _refused(unknown, command, elapsed_ms, named)
+                if guessed and unknown is not None:
+                    return _refused(unknown, command, elapsed_ms, named)
+                return Screened(command, named)
             screened = symbol_rules.screen_open(
                 spec, command.account_id, command.side, command.volume, round_volume=request.round_volume
             )

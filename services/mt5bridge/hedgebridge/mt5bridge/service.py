@@ -33,6 +33,7 @@ from nats.aio.client import Client as NatsClient
 
 from hedgebridge.common import bus, logs
 from hedgebridge.common.obs import for_service
+from hedgebridge.common.symbol_maps import MapMirror
 from hedgebridge.common.tasks import cancel_and_wait
 from hedgebridge.common.terminal_link import TerminalBus, rules
 from hedgebridge.protocol import Command, Message, ModifyCommand, OpenCommand, SyncCommand, subjects, type_name, utcnow
@@ -69,8 +70,9 @@ class Mt5Bridge:
         self.bridge_id = config.bridge_id
         self._terminal = Terminal(mt5, config.history_days, ServerClock(config.server_offset_s))
         self._nats: NatsClient | None = None
+        self._maps = MapMirror()  # the account's symbol map: its events are published in canonical symbols
         self._bus: TerminalBus[Mt5Link] = TerminalBus(
-            self.bridge_id, lambda: self.nats, log, status_subject=subjects.status(self.account_id)
+            self.bridge_id, lambda: self.nats, log, status_subject=subjects.status(self.account_id), maps=self._maps
         )
         self._book = Book(config.book_path)
         self._lock = asyncio.Lock()  # commands and snapshot polls: a snapshot never interleaves with a command
@@ -105,6 +107,7 @@ class Mt5Bridge:
         self._nats = await bus.connect(
             self.config.nats_url, name=self.bridge_id, startup_timeout_s=self.config.nats_startup_timeout_s
         )
+        await self._maps.start(self.nats, create=False)
         await self._bus.start()  # this account's statuses (hand-overs), then sync requests
         attached = False
         try:
@@ -134,6 +137,7 @@ class Mt5Bridge:
 
     async def _close_nats(self) -> None:
         await self._bus.stop()
+        await self._maps.stop()
         if self._nats is not None:
             with contextlib.suppress(Exception):
                 await self._nats.drain()
