@@ -354,6 +354,9 @@ def test_readme_client_api_examples_are_valid_frames() -> None:
         # stop loss and take profit: a MODIFY_ORDER
         "ClientRequest",
         "ClientReply",
+        # symbol mapping
+        "ClientRequest",
+        "ClientReply",
         # authentication, requests, live events
         "ClientWelcome",
         "ClientRequest",
