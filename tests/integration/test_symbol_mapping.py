@@ -16,9 +16,10 @@ import msgspec
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from hedgebridge.client import ClientError, HedgebridgeClient
+from hedgebridge.client import ClientError, HedgebridgeClient, Leg
 from hedgebridge.common import auth
 from hedgebridge.common.servers import NatsServer
+from hedgebridge.coordinator.service import Coordinator
 from hedgebridge.executor.service import Executor
 from hedgebridge.gateway.server import Gateway
 from hedgebridge.protocol import (
@@ -273,3 +274,31 @@ async def test_cli_sets_lists_and_removes_entries_that_the_services_follow(
     code, out, err = await cli(url, "list", "--account", "NOMAP")
     assert (code, out) == (0, "")
     assert "no symbol map for account NOMAP" in err
+
+
+async def test_a_hedge_across_brokers_that_name_the_symbol_differently(
+    gateway: Gateway,
+    executor: Executor,
+    coordinator: Coordinator,
+    sims: StartSims,
+    admin: HedgebridgeClient,
+) -> None:
+    """One canonical EURUSD hedged on a broker that calls it EURUSD and on one that calls it EURUSD.m; the exit
+    closes both by the canonical positions the coordinator reads."""
+    await admin.set_symbols("SM-M", suffix=".m")
+    await wait_for(lambda: all(m.mapping("SM-M") is not None for m in (gateway.symbol_maps, executor.maps)), "maps")
+    (plain,) = await sims(["SM-P"], fill_latency_ms=0, tick_interval_ms=0)
+    (suffixed,) = await sims(["SM-M"], symbols=("EURUSD.m",), fill_latency_ms=0, tick_interval_ms=0)
+    legs = [Leg("SM-P", "EURUSD", "BUY", 0.3), Leg("SM-M", "EURUSD", "SELL", 0.3)]
+    entry = await admin.hedge(legs, action_id="map-hedge-1", follow=True)
+    assert entry.state == "COMPLETED", entry
+    assert [(leg.account_id, leg.symbol, leg.status) for leg in entry.legs] == [
+        ("SM-P", "EURUSD", "FILLED"),
+        ("SM-M", "EURUSD", "FILLED"),
+    ]
+    assert [p.symbol for p in plain.account.positions.values()] == ["EURUSD"]
+    assert [p.symbol for p in suffixed.account.positions.values()] == ["EURUSD.m"]
+    left = await admin.exit("map-hedge-1", follow=True)
+    assert (left.kind, left.state) == ("EXIT", "COMPLETED")
+    assert plain.account.positions == {}
+    assert suffixed.account.positions == {}
