@@ -17,7 +17,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from hedgebridge.client import ClientError, HedgebridgeClient, Leg
-from hedgebridge.common import auth
+from hedgebridge.common import auth, symbol_maps
 from hedgebridge.common.servers import NatsServer
 from hedgebridge.coordinator.service import Coordinator
 from hedgebridge.executor.service import Executor
@@ -27,6 +27,7 @@ from hedgebridge.protocol import (
     OpenedEvent,
     PositionUpdate,
     PriceTick,
+    SetSymbolMap,
     SymbolMap,
     errors,
     subjects,
@@ -36,6 +37,7 @@ from hedgebridge.protocol.client import Push
 
 from ..conftest import StartSims
 from ..helpers import hedgebridge_command, wait_for
+from ..mt5.terminals import Bridges
 
 pytestmark = pytest.mark.integration
 
@@ -302,3 +304,16 @@ async def test_a_hedge_across_brokers_that_name_the_symbol_differently(
     assert (left.kind, left.state) == ("EXIT", "COMPLETED")
     assert plain.account.positions == {}
     assert suffixed.account.positions == {}
+
+
+async def test_a_bridge_started_before_any_map_exists_follows_the_first_one(bridges: Bridges, nc: NatsClient) -> None:
+    """The MT5 bridge makes no JetStream state: with no bucket yet (no service made it, no map was set) it
+    starts without maps and follows the bucket once ``hedgebridge symbols set`` (here its library) makes it."""
+    terminal = await bridges.start("SM-B")
+    assert terminal.bridge.symbol_maps.mapping("SM-B") is None
+    kv = await symbol_maps.bucket(nc.jetstream())
+    await symbol_maps.change(kv, SetSymbolMap(account_id="SM-B", symbols={"EURO": "EURUSD"}), "test")
+    await wait_for(lambda: terminal.bridge.symbol_maps.mapping("SM-B") is not None, "the bridge to find the map")
+    mapping = terminal.bridge.symbol_maps.mapping("SM-B")
+    assert mapping is not None
+    assert mapping.to_canonical("EURUSD") == "EURO"

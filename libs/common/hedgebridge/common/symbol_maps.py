@@ -14,7 +14,6 @@ mirror every service that translates keeps, and the changes the CLI and the clie
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
@@ -37,6 +36,7 @@ from hedgebridge.protocol import (
 )
 
 from . import logs, streams, symbol_map
+from .kv_mirror import KvMirror
 from .symbol_map import Mapping, MapRefused
 from .tasks import cancel_and_wait
 
@@ -61,7 +61,8 @@ class MapMirror:
     def __init__(self) -> None:
         self.known: dict[str, SymbolMap] = {}
         self._mappings: dict[str, Mapping] = {}  # only the accounts whose map translates something
-        self._task: asyncio.Task[None] | None = None
+        self._mirror = KvMirror(self._on_entry)
+        self._binder: asyncio.Task[None] | None = None
         self.changes = 0  # map changes applied since start (after the initial read)
 
     def mapping(self, account_id: str) -> Mapping | None:
@@ -79,33 +80,29 @@ class MapMirror:
             try:
                 kv = await js.key_value(subjects.SYMBOL_MAP_BUCKET)
             except BucketNotFoundError:
-                self._task = asyncio.create_task(self._bind_later(js))
+                self._binder = asyncio.create_task(self._bind_later(js, timeout_s))
                 return
-        ready = asyncio.Event()
-        self._task = asyncio.create_task(self._follow(await kv.watchall(), ready))
         try:
-            async with asyncio.timeout(timeout_s):
-                await ready.wait()
+            await self._mirror.start(kv, timeout_s)
         except TimeoutError:
-            await self.stop()
             raise MapsUnavailable(f"cannot read the symbol maps within {timeout_s:g}s") from None
 
-    async def _bind_later(self, js: JetStreamContext) -> None:
+    async def _bind_later(self, js: JetStreamContext, timeout_s: float) -> None:
         while True:
             await asyncio.sleep(BIND_RETRY_S)
             try:
-                kv = await js.key_value(subjects.SYMBOL_MAP_BUCKET)
+                await self._mirror.start(await js.key_value(subjects.SYMBOL_MAP_BUCKET), timeout_s)
             except Exception:  # not created yet, or NATS away for a moment
                 continue
             log.info("symbol maps found")
-            await self._follow(await kv.watchall(), asyncio.Event())
             return
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        await cancel_and_wait(self._binder)
+        self._binder = None
+        await self._mirror.stop()
 
-    def apply(self, key: str, value: bytes | None, ready: bool) -> None:
+    def _on_entry(self, key: str, value: bytes | None, initial: bool) -> None:
         """One entry of the bucket as the watch delivers it (``value`` None: deleted)."""
         if not value:
             self.known.pop(key, None)
@@ -122,21 +119,9 @@ class MapMirror:
             self._mappings.pop(key, None)
         else:
             self._mappings[key] = built
-        if ready:
+        if not initial:
             self.changes += 1
             log.info("symbol map changed", account=key, entries=len(stored.symbols), by=stored.updated_by)
-
-    async def _follow(self, watcher: KeyValue.KeyWatcher, ready: asyncio.Event) -> None:
-        try:
-            async for entry in watcher:
-                if entry is None:  # the initial values have all been delivered
-                    ready.set()
-                    continue
-                deleted = entry.operation in ("DEL", "PURGE")
-                self.apply(entry.key, None if deleted else entry.value, ready.is_set())
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
 
 
 # --- reading and changing the maps -----------------------------------------------------------------------------

@@ -70,9 +70,13 @@ class Mt5Bridge:
         self.bridge_id = config.bridge_id
         self._terminal = Terminal(mt5, config.history_days, ServerClock(config.server_offset_s))
         self._nats: NatsClient | None = None
-        self._maps = MapMirror()  # the account's symbol map: its events are published in canonical symbols
+        self.symbol_maps = MapMirror()  # the account's symbol map: its events are published in canonical symbols
         self._bus: TerminalBus[Mt5Link] = TerminalBus(
-            self.bridge_id, lambda: self.nats, log, status_subject=subjects.status(self.account_id), maps=self._maps
+            self.bridge_id,
+            lambda: self.nats,
+            log,
+            status_subject=subjects.status(self.account_id),
+            maps=self.symbol_maps,
         )
         self._book = Book(config.book_path)
         self._lock = asyncio.Lock()  # commands and snapshot polls: a snapshot never interleaves with a command
@@ -107,7 +111,7 @@ class Mt5Bridge:
         self._nats = await bus.connect(
             self.config.nats_url, name=self.bridge_id, startup_timeout_s=self.config.nats_startup_timeout_s
         )
-        await self._maps.start(self.nats, create=False)
+        await self.symbol_maps.start(self.nats, create=False)
         await self._bus.start()  # this account's statuses (hand-overs), then sync requests
         attached = False
         try:
@@ -137,7 +141,7 @@ class Mt5Bridge:
 
     async def _close_nats(self) -> None:
         await self._bus.stop()
-        await self._maps.stop()
+        await self.symbol_maps.stop()
         if self._nats is not None:
             with contextlib.suppress(Exception):
                 await self._nats.drain()
