@@ -19,21 +19,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import msgspec
 
 from hedgebridge.protocol import (
     Event,
     OpenedEvent,
+    Position,
     PositionUpdate,
     PriceTick,
     RemoveSymbolMap,
     SetSymbolMap,
     SymbolMap,
+    SymbolSpec,
     SymbolSpecs,
     errors,
     names,
 )
+
+_Named = TypeVar("_Named", PriceTick, OpenedEvent, Position, SymbolSpec)  # what carries a symbol
 
 
 class MapRefused(Exception):
@@ -177,9 +182,15 @@ def is_empty(stored: SymbolMap) -> bool:
 # --- events in canonical symbols -----------------------------------------------------------------------------
 
 
-def _names(m: Mapping, broker: str) -> dict[str, str | None]:
+def _renamed(m: Mapping, item: _Named) -> _Named:
+    """``item`` under its canonical symbol, the broker's kept as ``brokerSymbol`` where it differs (the same
+    object when nothing changes)."""
+    broker = item.symbol
+    assert broker is not None
     canonical = m.to_canonical(broker)
-    return {"symbol": canonical, "broker_symbol": broker if canonical != broker else None}
+    if canonical == broker:
+        return item if item.broker_symbol is None else msgspec.structs.replace(item, broker_symbol=None)
+    return msgspec.structs.replace(item, symbol=canonical, broker_symbol=broker)
 
 
 def inbound(event: Event, m: Mapping | None) -> Event:
@@ -188,13 +199,11 @@ def inbound(event: Event, m: Mapping | None) -> Event:
     if m is None:
         return event
     if isinstance(event, PriceTick):
-        return msgspec.structs.replace(event, **_names(m, event.symbol))
+        return _renamed(m, event)
     if isinstance(event, OpenedEvent):
-        return event if event.symbol is None else msgspec.structs.replace(event, **_names(m, event.symbol))
+        return event if event.symbol is None else _renamed(m, event)
     if isinstance(event, PositionUpdate):
-        positions = [msgspec.structs.replace(p, **_names(m, p.symbol)) for p in event.positions]
-        return msgspec.structs.replace(event, positions=positions)
+        return msgspec.structs.replace(event, positions=[_renamed(m, p) for p in event.positions])
     if isinstance(event, SymbolSpecs):
-        specs = [msgspec.structs.replace(s, **_names(m, s.symbol)) for s in event.symbols]
-        return msgspec.structs.replace(event, symbols=specs)
+        return msgspec.structs.replace(event, symbols=[_renamed(m, s) for s in event.symbols])
     return event
