@@ -187,7 +187,9 @@ class Coordinator:
             state = await self.handle(msg.data)
         except Exception:
             log.exception("action failed inside the coordinator")
-            state = actions.rejected("", errors.INTERNAL, "internal coordinator error", utcnow())
+            action_id, kind = _loose(msg.data)
+            message = "internal coordinator error: the outcome is not known; ask again with the same actionId"
+            state = actions.unsettled(action_id, errors.INTERNAL, message, utcnow(), kind=kind)
         telemetry.action_done(span, state)
         if msg.reply:
             with contextlib.suppress(Exception):
