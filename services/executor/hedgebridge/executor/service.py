@@ -29,7 +29,7 @@ from nats.aio.subscription import Subscription
 
 from hedgebridge.common import bus, logs, streams
 from hedgebridge.common.cache import RealtimeCache, RedisCache
-from hedgebridge.common.tasks import cancel_all
+from hedgebridge.common.tasks import acquire_by, cancel_all
 from hedgebridge.protocol import (
     BatchResult,
     CloseBatch,
@@ -294,8 +294,15 @@ class Executor:
         self._spawn(self.leases.when_slow(action_id))
         settling = False
         try:
-            async with self._locks[command.account_id]:  # one order at a time per terminal
-                answer, rest = await self.driver.drive(order, order.run.start(time.perf_counter()))
+            lock = self._locks[command.account_id]  # one order at a time per terminal
+            if not await acquire_by(lock, started + min(ttl_s, timeout_s)):  # queued past its time-to-live: EXPIRED
+                why = f"queued behind other orders to account {command.account_id} past its time-to-live"
+                answer, rest = await self.driver.drive(order, run.expire(time.perf_counter(), why))
+            else:
+                try:
+                    answer, rest = await self.driver.drive(order, run.start(time.perf_counter()))
+                finally:
+                    lock.release()
             assert answer is not None
             # the caller is answered first; the record is written right after (a repeat waits for it; after a
             # crash in between, the replica that takes the order over reconciles the same outcome)
