@@ -195,6 +195,17 @@ class Nemesis:
         await until(lambda: bool(self._orders_in_flight()), "an order in flight", 30)
         await self._kill_mid(fault.target, self._orders_in_flight, "executor take-over")
 
+    async def _kill_executors(self, fault: Fault) -> None:
+        await until(lambda: bool(self._orders_in_flight()), "an order in flight", 30)
+        start = time.monotonic()
+        caught = set(self._orders_in_flight())
+        for name in ("ex-1", "ex-2"):
+            self.stack.services[name].kill()
+        for name in ("ex-1", "ex-2"):
+            self.stack.services[name].start()
+        await self._settled(caught, "executor take-over (both, same names)", start)
+        await asyncio.to_thread(self.stack.wait_ready, ["ex-1", "ex-2"], 30)
+
     def _orders_in_flight(self) -> list[str]:
         return [a for a in self.load.in_flight if not a.startswith("a-")]
 
@@ -211,15 +222,20 @@ class Nemesis:
         service.kill()
         caught = set(in_flight())
         service.start()
+        await self._settled(caught, kind, start)
+        await asyncio.to_thread(self.stack.wait_ready, [name], 30)
+
+    async def _settled(self, caught: set[str], kind: str, start: float) -> None:
+        """Wait until every submit in ``caught`` is settled (the first of: the client's answer, its final result
+        on a stream), measured as ``kind``; then until each is answered."""
 
         def settled() -> bool:
             streamed = {a for s in self.streams.values() for a in s.settled}
             return not caught & set(self.load.in_flight) - streamed
 
         await until(settled, f"{sorted(caught)} to be settled", 90)
-        self.measured(kind, start)  # the first of: the client's answer, the final result on the stream
+        self.measured(kind, start)
         await until(lambda: not caught & set(self.load.in_flight), f"{sorted(caught)} to be answered", 90)
-        await asyncio.to_thread(self.stack.wait_ready, [name], 30)
 
     async def _kill_cache(self, fault: Fault) -> None:
         start = time.monotonic()

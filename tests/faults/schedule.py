@@ -1,8 +1,9 @@
 """The nemesis's schedule: which fault comes when, deterministic from a seed (pure, no I/O).
 
 A round has every kind of fault once, in an order drawn from the seed, the terminal drops once per step of an
-order; each fault names its target (which gateway, executor, process to pause) and how many answers of the
-load to let pass before it (``after``), so that it lands in the middle of the traffic.
+order. ``kill-executors`` kills both executors at once: they come back under the same names, so each takes over
+what its earlier run held. Each fault names its target (which gateway, executor, process to pause) and how many
+answers of the load to let pass before it (``after``), so that it lands in the middle of the traffic.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ KINDS = (
     "kill-nats-node",
     "kill-gateway",
     "kill-executor",
+    "kill-executors",
     "kill-coordinator",
     "kill-cache",
     "flushall",
     "pause",
     "drop-terminal",
 )
-PAUSABLE = ("gw-1", "gw-2", "ex-1", "ex-2", "coordinator", "nats", "cache")
+PAUSABLE = ("gw-1", "gw-2", "ex-1", "ex-2", "coordinator", "nats", "cache", "terminals")
 
 
 @dataclass(frozen=True, slots=True)
