@@ -361,6 +361,8 @@ class Coordinator:
             if stored is None and now - listed_at < self.lease_s:
                 continue  # listed a moment ago: its record is about to be created
             if stored is None or actions.is_final(stored[0].state):
+                if stored is not None:  # its coordinator may have died between recording and publishing it
+                    await self.store.republish_if_missing(stored[0].state)
                 await self.store.unlist(key)
                 continue
             record, revision = stored
