@@ -9,7 +9,8 @@ the run kept every guarantee:
 - one final outcome per accepted submit (never two different ones, never none);
 - no execution twice (one fresh fill per actionId and account at most);
 - nothing executed that its caller was told was rejected, expired or invalid, and every FILLED order executed;
-- every action settled under its policy (its legs' outcomes agree with its state and with the terminals);
+- every action settled under its policy (its legs' outcomes agree with its state and with the terminals), and
+  its final state is on the actions stream;
 - no gap or duplicate in any resumed stream, unless the client was told (RESYNC);
 - the cache converged after each fault.
 """
@@ -117,6 +118,7 @@ class History:
     actions: list[ActionOutcome] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     reference: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # topic -> the stream's (epoch, seq)
+    published: set[str] | None = None  # the actions whose final state the actions stream holds (None: not read)
     cache_checks: list[CacheCheck] = field(default_factory=list)
 
 
@@ -213,6 +215,8 @@ def check_actions(history: History) -> list[str]:
                     problems.append(f"{name}: the filled leg {leg.order_action_id} was not closed again")
         if outcome.state == "REJECTED" and filled:
             problems.append(f"{name}: REJECTED with a filled leg")
+        if history.published is not None and outcome.state != "REJECTED" and outcome.action_id not in history.published:
+            problems.append(f"{name}: its final state is not on the actions stream")
         for leg in outcome.legs:
             executed = bool(fills.get((leg.account, leg.order_action_id)))
             if leg.status in EXECUTED and not executed:

@@ -145,11 +145,15 @@ class StreamClient:
             self.settled.setdefault(data.action_id, now)
 
 
-async def reference(url: str, token: str, cursors: dict[str, tuple[str, int]]) -> dict[str, list[tuple[str, int]]]:
-    """Each topic's history after ``cursors`` as a fresh client replays it (the stream's own record)."""
+async def reference(
+    url: str, token: str, cursors: dict[str, tuple[str, int]]
+) -> tuple[dict[str, list[tuple[str, int]]], set[str]]:
+    """Each topic's history after ``cursors`` as a fresh client replays it (the stream's own record), and the
+    actions whose final state it holds."""
     from hedgebridge.protocol.client import Cursor
 
     found: dict[str, list[tuple[str, int]]] = {t: [] for t in cursors}
+    finals: set[str] = set()
     client = await HedgebridgeClient.connect(url, token)
     try:
         resume = {t: Cursor(epoch=e, seq=s) for t, (e, s) in cursors.items()}
@@ -159,6 +163,8 @@ async def reference(url: str, token: str, cursors: dict[str, tuple[str, int]]) -
             async for item in subscription.items():
                 if isinstance(item, Push) and item.seq is not None and item.epoch is not None:
                     found[item.topic].append((item.epoch, item.seq))
+                    if isinstance(item.data, ActionState) and item.data.state in ACTION_FINAL:
+                        finals.add(item.data.action_id)
                 elif isinstance(item, CaughtUp):
                     waiting.discard(item.topic)
                     if not waiting:
@@ -166,4 +172,4 @@ async def reference(url: str, token: str, cursors: dict[str, tuple[str, int]]) -
     finally:
         with contextlib.suppress(Exception):
             await client.aclose()
-    return found
+    return found, finals

@@ -203,7 +203,7 @@ class Nemesis:
             self.stack.services[name].kill()
         for name in ("ex-1", "ex-2"):
             self.stack.services[name].start()
-        await self._settled(caught, "executor take-over (both, same names)", start)
+        await self._settled(caught, "executor take-over (both)", start)
         await asyncio.to_thread(self.stack.wait_ready, ["ex-1", "ex-2"], 30)
 
     def _orders_in_flight(self) -> list[str]:

@@ -70,7 +70,7 @@ async def test_guarantees_hold_under_faults(tmp_path: Path, faults_options: tupl
         }
         done = len(history.received)
         await until(lambda: len(history.received) >= done, "the stream clients", 1)
-        history.reference = await reference(stack.gateway_url("gw-1", "client"), token, cursors)
+        history.reference, history.published = await reference(stack.gateway_url("gw-1", "client"), token, cursors)
         nemesis.journal.into(history)
         print(
             f"history: {len(history.submits)} submits, {len(history.answers)} answers, {len(history.commands)} "

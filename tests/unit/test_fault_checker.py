@@ -158,6 +158,14 @@ def test_a_leg_whose_outcome_disagrees_with_its_terminal_fails() -> None:
     assert any("h-1-e1 is REJECTED but executed" in p for p in check(history))
 
 
+def test_an_action_whose_final_state_never_reached_the_actions_stream_fails() -> None:
+    history = clean()
+    history.published = {"h-1"}
+    assert check(history) == []
+    history.published = set()
+    assert any("h-1" in p and "not on the actions stream" in p for p in check(history))
+
+
 def test_a_duplicate_or_reordered_stream_event_fails() -> None:
     history = clean()
     history.received.insert(2, Received("s", "trades", "e1", 7))
