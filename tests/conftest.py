@@ -156,3 +156,41 @@ def ea_dll_build() -> EaBuild:
 def ea_native_build() -> EaBuild:
     """The compiled EA with the native (MQL5 sockets) transport, built once per session."""
     return build_ea_for_tests("native")
+
+
+# --- the fault suite (tests/faults): its options, and its recovery times in the summary --------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("faults", "the fault suite (tests/faults)")
+    group.addoption("--faults-long", action="store_true", help="run the fault suite's long mode")
+    group.addoption("--faults-rounds", type=int, default=None, help="rounds of faults (long mode; default 5)")
+    group.addoption("--faults-seed", type=int, default=1, help="the seed of the fault schedule")
+
+
+@pytest.fixture
+def faults_options(request: pytest.FixtureRequest) -> tuple[int, int]:
+    """(seed, rounds): one round in the short mode, ``--faults-rounds`` (default 5) with ``--faults-long``."""
+    config = request.config
+    rounds = config.getoption("--faults-rounds")
+    if not config.getoption("--faults-long"):
+        rounds = 1
+    return int(config.getoption("--faults-seed")), int(rounds or 5)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fault suite's test gets time for its rounds (a round takes well under a minute)."""
+    rounds = config.getoption("--faults-rounds") or 5
+    for item in items:
+        if item.get_closest_marker("faults"):
+            limit = 240 if not config.getoption("--faults-long") else 120 + 90 * rounds
+            item.add_marker(pytest.mark.timeout(limit))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from .faults.nemesis import RECOVERY, recovery_table
+
+    if RECOVERY:
+        terminalreporter.section("fault suite: recovery times")
+        for line in recovery_table(RECOVERY):
+            terminalreporter.write_line(line)

@@ -4,6 +4,7 @@ valkey Sentinel, and a three-master valkey Cluster formed here (CLUSTER MEET / A
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,17 @@ async def _exercise(url: str) -> None:
             balance = await store.balance(account)
             assert balance is not None
             assert float(balance["balance"]) == 100.0 + i
+        # a snapshot or balance older than the one applied (a replica that was slow to write it) is not applied
+        late = utcnow() - timedelta(seconds=5)
+        await store.apply(PositionUpdate(timestamp=late, account_id=ACCOUNTS[1], positions=[_position("19")]))
+        stale = AccountUpdate(timestamp=late, account_id=ACCOUNTS[1], balance=1.0, equity=1.0, margin=0, free_margin=1)
+        await store.apply(stale)
+        kept = await store.positions(ACCOUNTS[1])
+        assert kept is not None
+        assert [p.mt_ticket for p in kept] == ["13"]
+        balance = await store.balance(ACCOUNTS[1])
+        assert balance is not None
+        assert float(balance["balance"]) == 101.0
         empty = PositionUpdate(timestamp=utcnow(), account_id=ACCOUNTS[0], positions=[])
         await store.apply(empty)
         assert await store.positions(ACCOUNTS[0]) == []  # known and empty

@@ -124,11 +124,13 @@ async def test_an_order_queued_behind_another_for_longer_than_the_lease_is_not_t
     try:
         ahead = asyncio.create_task(first.submit(pack(buy(action_id="ahead", timeout_ms=2500)), time.perf_counter()))
         await wait_for(lambda: len(ea.opens()) == 1, "the first OPEN")
-        queued = asyncio.create_task(first.submit(pack(buy(action_id="queued", timeout_ms=6000)), time.perf_counter()))
+        # its time-to-live outlasts the wait in the queue (else it ends EXPIRED there, never sent)
+        request = pack(buy(action_id="queued", timeout_ms=6000, ttl_ms=6000))
+        queued = asyncio.create_task(first.submit(request, time.perf_counter()))
         await wait_for(lambda: "queued" in first._running, "the second order to wait in the account's queue")
         # queued for four leases behind an order that is never answered; asked again on B meanwhile, B must find
         # it alive (its lease held) and not take it over
-        again = pack(buy(action_id="queued", timeout_ms=6000))
+        again = pack(buy(action_id="queued", timeout_ms=6000, ttl_ms=6000))
         repeat = asyncio.create_task(second.submit(again, time.perf_counter()))
         assert (await ahead).status == "OUTCOME_UNKNOWN"
         await wait_for(lambda: len(ea.opens()) == 2, "the queued OPEN")

@@ -189,6 +189,20 @@ async def test_offline_account_expires_unsent(executor: Executor, nc: NatsClient
     assert (result.status, result.code, result.state) == ("EXPIRED", errors.EXPIRED, "EXPIRED")
 
 
+async def test_orders_queued_for_an_unreachable_account_expire_at_their_own_ttl(
+    executor: Executor, nc: NatsClient, gateway: Gateway
+) -> None:
+    """Orders behind one another for an account no gateway holds: each ends EXPIRED (never sent) when its own
+    time-to-live passes, also while it waits in the account's queue; none waits out the ones before it and
+    reaches its order timeout (OUTCOME_UNKNOWN)."""
+    requests = [buy(account="GONE", action_id=f"queued-{i}", ttl_ms=1500, timeout_ms=2500) for i in range(4)]
+    results = await asyncio.gather(*(order(nc, r, timeout_s=30) for r in requests))
+    assert [(r.status, r.code) for r in results] == [("EXPIRED", errors.EXPIRED)] * 4
+    assert sum("queued" in r.message for r in results) >= 2  # the later ones expired in the queue
+    again = await order(nc, requests[-1])
+    assert (again.status, again.duplicate) == ("EXPIRED", False)  # recorded EXPIRED: asked again, it runs afresh
+
+
 async def test_expired_means_ask_again_with_the_same_action_id_whoever_said_it(
     nats_server: NatsServer, cache_server: ValkeyServer, gateway: Gateway, nc: NatsClient, ea_url: str, secret: str
 ) -> None:

@@ -223,6 +223,18 @@ def test_no_responders_is_asked_again_until_delivered() -> None:
     assert answered(reported(run, opened())).status == "FILLED"
 
 
+def test_an_order_whose_time_to_live_passed_in_its_accounts_queue_is_expired_unsent() -> None:
+    run = run_of(ttl_s=1.5)
+    actions = run.expire(T0 + 1.5, "queued behind other orders to account A1 past its time-to-live")
+    result = answered(actions)
+    assert (result.status, result.code, result.state, result.attempts) == ("EXPIRED", errors.EXPIRED, "EXPIRED", 0)
+    assert result.message == "queued behind other orders to account A1 past its time-to-live; not sent"
+    assert one(actions, Record).state is OrderState.EXPIRED
+    assert not any(isinstance(a, Send) for a in actions)
+    assert not run.offer_report(opened())
+    assert run.on_recorded(T0 + 1.6) == [Done()]
+
+
 def test_no_responders_backs_off_doubling_to_a_fifth_of_a_second() -> None:
     run = run_of(ttl_s=60.0)
     run.start(T0)
@@ -239,7 +251,7 @@ def test_the_time_to_live_over_is_expired_and_never_sent() -> None:
     assert run.on_delivery(None, T0 + 0.001) == [Pause(0.01)]
     run.on_wake(T0 + 0.011, T)
     actions = run.on_delivery(None, T0 + 0.012)  # 0.012 + the next pause 0.02 > 0.025
-    assert one(actions, Log).event == "account unreachable until the order's time-to-live ran out"
+    assert one(actions, Log).event == "the order's time-to-live ran out before it was sent"
     result = answered(actions)
     assert (result.status, result.code, result.state, result.attempts) == ("EXPIRED", errors.EXPIRED, "EXPIRED", 0)
     assert "unreachable for 0.025s" in result.message

@@ -10,7 +10,7 @@ Keys (one account's or one symbol's data per key)::
     hb:epoch                   string  set when the cache was (re)built; gone after a flush or a restart
 
 Hash slots (Redis Cluster): the only multi-key operations are an account's positions snapshot (DEL + HSET of
-``hb:positions:{<account>}`` and SET of ``hb:synced:{<account>}`` in one MULTI) and its read (EXISTS +
+``hb:positions:{<account>}`` and SET of ``hb:synced:{<account>}`` in one script) and its read (EXISTS +
 HGETALL in one MULTI). The account id in braces is the keys' hash tag, so an account's keys always share one
 slot and these transactions work on a cluster; every other operation touches one key.
 
@@ -18,6 +18,12 @@ One URL chooses the server (``HEDGEBRIDGE_REDIS_URL``, see ``parse_url``): ``red
 / ``unix://`` for one server; ``redis+sentinel://[user:password@]host:port,host:port/<master>[/<db>]`` (or
 ``rediss+sentinel://``) for a master found through Sentinel; ``redis+cluster://[user:password@]host:port,…``
 (or ``rediss+cluster://``) for a Redis Cluster.
+
+Order (several executors write the cache, each event once, and one may be slower than another): a positions
+snapshot or a balance older than the one the cache holds for the account, by the terminal's timestamp, is not
+applied. Each write is one script that compares and writes (``hb:synced:{<account>}`` and ``lastUpdate`` hold
+the timestamp in UTC with microseconds, so that they compare as text); a snapshot as old as the one held is
+applied (the same snapshot again changes nothing).
 
 Nothing here is the record of truth: after a flush it is rebuilt from the terminals' next reports. An
 account's positions are known only once a snapshot was applied since the last flush (``positions`` returns
@@ -27,6 +33,7 @@ None before that), so nobody takes a decision from an incomplete cache.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -133,6 +140,32 @@ def connect(url: str) -> Any:
 
 
 _position_json = msgspec.json.Encoder()
+
+# KEYS: the positions hash, the synced mark; ARGV: the snapshot's stamp, then mtTicket, position JSON, ...
+_APPLY_POSITIONS = """
+local held = redis.call('GET', KEYS[2])
+if held and held > ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('SET', KEYS[2], ARGV[1])
+return 1
+"""
+# KEYS: the balance hash; ARGV: the update's stamp, then field, value, ... (lastUpdate among them)
+_APPLY_BALANCE = """
+local held = redis.call('HGET', KEYS[1], 'lastUpdate')
+if held and held > ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+
+def stamp(moment: datetime) -> str:
+    """A terminal's timestamp as the cache keeps it: UTC, microseconds, fixed width (compares as text)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 _position_decoder = msgspec.json.Decoder(Position)
 
 
@@ -165,6 +198,8 @@ class RedisCache:
     def __init__(self, url: str) -> None:
         self.target = parse_url(url)
         self._redis: Any = connect(url)
+        self._positions_script = self._redis.register_script(_APPLY_POSITIONS)
+        self._balance_script = self._redis.register_script(_APPLY_BALANCE)
 
     async def apply(self, event: Event) -> bool:
         if isinstance(event, PriceTick):
@@ -178,26 +213,22 @@ class RedisCache:
                 },
             )
         elif isinstance(event, AccountUpdate):
-            await self._redis.hset(
-                BALANCE.format(event.account_id),
-                mapping={
-                    "balance": repr(event.balance),
-                    "equity": repr(event.equity),
-                    "margin": repr(event.margin),
-                    "freeMargin": repr(event.free_margin),
-                    "marginLevel": "" if event.margin_level is None else repr(event.margin_level),
-                    "currency": event.currency or "",
-                    "lastUpdate": event.timestamp.isoformat(),
-                },
-            )
+            when = stamp(event.timestamp)
+            fields = {
+                "balance": repr(event.balance),
+                "equity": repr(event.equity),
+                "margin": repr(event.margin),
+                "freeMargin": repr(event.free_margin),
+                "marginLevel": "" if event.margin_level is None else repr(event.margin_level),
+                "currency": event.currency or "",
+                "lastUpdate": when,
+            }
+            args = [when, *(x for pair in fields.items() for x in pair)]
+            await self._balance_script(keys=[BALANCE.format(event.account_id)], args=args)
         elif isinstance(event, PositionUpdate):
-            key = POSITIONS.format(event.account_id)
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(key)
-                if event.positions:
-                    pipe.hset(key, mapping={p.mt_ticket: _position_json.encode(p).decode() for p in event.positions})
-                pipe.set(SYNCED.format(event.account_id), event.timestamp.isoformat())
-                await pipe.execute()
+            pairs = [x for p in event.positions for x in (p.mt_ticket, _position_json.encode(p).decode())]
+            keys = [POSITIONS.format(event.account_id), SYNCED.format(event.account_id)]
+            await self._positions_script(keys=keys, args=[stamp(event.timestamp), *pairs])
         else:
             return False
         return True

@@ -4,7 +4,10 @@ The CLI (``hedgebridge order``), the gateway's client API and the coordinator al
 Besides a reply, the bus answers in two ways, and each means one definite thing for the order:
 
 - **no responders**: no executor took the request, so nothing was sent. The result is ``EXPIRED`` with code
-  ``EXECUTOR_UNAVAILABLE`` (safe to ask again with the same actionId); ``silence`` is ``NO_EXECUTOR``.
+  ``EXECUTOR_UNAVAILABLE`` (safe to ask again with the same actionId); ``silence`` is ``NO_EXECUTOR``. Unless
+  the order is recorded already (a repeat, after every executor went down): then it is the recorded result
+  (``duplicate``), or ``OUTCOME_UNKNOWN`` with code ``EXECUTOR_UNAVAILABLE`` while it has none (it may have
+  been executed) or when the records cannot be read.
 - **no reply in time**: an executor may be running it. The result is ``OUTCOME_UNKNOWN`` (never resend
   blindly: asking again with the same actionId returns the recorded result); ``silence`` is ``NO_REPLY``.
 
@@ -18,14 +21,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar, overload
 
+import msgspec
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 from hedgebridge.protocol import (
+    FINAL_STATUSES,
     BatchResult,
     CloseBatch,
     OpenOrder,
+    OrderRecord,
     OrderRequest,
     OrderResult,
     ProtocolError,
@@ -40,6 +47,10 @@ from hedgebridge.protocol.messages import OrderStatus
 R = TypeVar("R", OrderResult, BatchResult)
 
 NOT_SENT_MESSAGE = "no executor answered; the request was not sent (safe to retry with the same actionId)"
+UNKNOWN_MESSAGE = (
+    "no executor answered, and the order is recorded (or its record cannot be read): its outcome is not known yet;"
+    " ask again with the same actionId"
+)
 
 
 class Silence(StrEnum):
@@ -107,6 +118,9 @@ async def ask(
     try:
         reply = await nc.request(subject, pack(body), timeout=timeout_s, headers=headers)
     except NoRespondersError:
+        recorded = None if isinstance(body, CloseBatch) else await _recorded(nc, body)
+        if recorded is not None:
+            return ExecutorAnswer(recorded, Silence.NO_EXECUTOR)
         return _silent(body, Silence.NO_EXECUTOR, errors.EXECUTOR_UNAVAILABLE, NOT_SENT_MESSAGE, "EXPIRED")
     except NatsTimeoutError:
         message = (
@@ -120,6 +134,25 @@ async def ask(
         return ExecutorAnswer(unpack(reply.data, OrderResult))
     except ProtocolError as exc:
         raise UnreadableAnswer(exc.message) from None
+
+
+async def _recorded(nc: NatsClient, body: OrderRequest) -> OrderResult | None:
+    """With no executor to ask, what the order's record says: its final result (a duplicate), OUTCOME_UNKNOWN
+    while it has none or when the records cannot be read (it may have been sent), None when there is no record
+    (nothing was ever sent)."""
+    if not body.action_id:
+        return None
+    try:
+        kv = await nc.jetstream().key_value(subjects.ORDERS_BUCKET)
+        entry = await kv.get(body.action_id)
+        record = unpack(entry.value or b"", OrderRecord)
+    except (BucketNotFoundError, KeyNotFoundError):
+        return None
+    except Exception:  # JetStream unavailable too: the order may exist
+        record = None
+    if record is not None and record.result is not None and record.result.status in FINAL_STATUSES:
+        return msgspec.structs.replace(record.result, duplicate=True)
+    return unsent_order(body, errors.EXECUTOR_UNAVAILABLE, UNKNOWN_MESSAGE, "OUTCOME_UNKNOWN")
 
 
 def _silent(

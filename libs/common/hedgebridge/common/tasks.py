@@ -1,9 +1,10 @@
-"""Stopping a service's background tasks."""
+"""Stopping a service's background tasks; taking a lock by a deadline."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,3 +30,13 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def acquire_by(lock: asyncio.Lock, deadline: float) -> bool:
+    """Take ``lock`` unless ``deadline`` (``time.perf_counter()`` seconds) passes first; True when taken."""
+    try:
+        async with asyncio.timeout(max(deadline - time.perf_counter(), 0.0)):
+            await lock.acquire()
+    except TimeoutError:
+        return False
+    return True

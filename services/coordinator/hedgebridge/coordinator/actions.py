@@ -58,7 +58,16 @@ from .model import (
     same_request,
     take_over,
 )
-from .planning import check_target, mismatch, order_for, plan_close_all, plan_entry, plan_exit, rejected
+from .planning import (
+    check_target,
+    mismatch,
+    order_for,
+    plan_close_all,
+    plan_entry,
+    plan_exit,
+    rejected,
+    unsettled,
+)
 from .validation import valid_action_id, validate
 
 __all__ = [
@@ -86,6 +95,7 @@ __all__ = [
     "start",
     "take_over",
     "timed_out",
+    "unsettled",
     "valid_action_id",
     "validate",
 ]

@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client as NatsClient
 
 from hedgebridge.common import executor_client, logs
 from hedgebridge.common.executor_client import Silence, UnreadableAnswer
 from hedgebridge.common.obs import tracing
-from hedgebridge.protocol import ActionState, OrderResult
+from hedgebridge.protocol import ActionState, OrderResult, errors
 
 from .errors import LeaseLost
 from .run import (
@@ -76,6 +77,14 @@ class Drive:
             raise
         except Exception:
             log.exception("action driver failed; its lease will lapse and it will be taken over", **fields)
+            # a waiting caller learns that the outcome is not known yet (never a stale RUNNING); the record
+            # keeps the last state written, which the coordinator that takes the action over resumes from
+            self.state = msgspec.structs.replace(
+                self.state,
+                state="UNSETTLED",
+                code=errors.INTERNAL,
+                message="internal coordinator error: the outcome is not known; ask again with the same actionId",
+            )
         finally:
             for task in self._asks:
                 task.cancel()

@@ -73,6 +73,17 @@ def rejected(
     return _state(request, action_id, "REJECTED", now, code=code, message=message, account_ids=request.accounts())
 
 
+def unsettled(
+    action_id: str, code: str, message: str, now: datetime, *, kind: ActionKind = "HEDGE_ENTRY"
+) -> ActionState:
+    """The answer to a request whose run failed inside the coordinator: its outcome is not known (legs may have
+    been sent), so it is UNSETTLED, never REJECTED; the same actionId asked again returns the action's state.
+    ``seq`` 0: below every recorded state, so it never hides one from a subscriber."""
+    return ActionState(
+        action_id=action_id, kind=kind, state="UNSETTLED", seq=0, timestamp=now, code=code, message=message
+    )
+
+
 def mismatch(stored: ActionRequest, request: ActionRequest, action_id: str, now: datetime) -> ActionState | None:
     """A repeated actionId: DUPLICATE_MISMATCH when ``request`` asks for something else than the ``stored``
     one did; None when it asks for the same (it then gets the first action's state)."""

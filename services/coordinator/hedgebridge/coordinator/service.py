@@ -187,7 +187,9 @@ class Coordinator:
             state = await self.handle(msg.data)
         except Exception:
             log.exception("action failed inside the coordinator")
-            state = actions.rejected("", errors.INTERNAL, "internal coordinator error", utcnow())
+            action_id, kind = _loose(msg.data)
+            message = "internal coordinator error: the outcome is not known; ask again with the same actionId"
+            state = actions.unsettled(action_id, errors.INTERNAL, message, utcnow(), kind=kind)
         telemetry.action_done(span, state)
         if msg.reply:
             with contextlib.suppress(Exception):
@@ -359,6 +361,8 @@ class Coordinator:
             if stored is None and now - listed_at < self.lease_s:
                 continue  # listed a moment ago: its record is about to be created
             if stored is None or actions.is_final(stored[0].state):
+                if stored is not None:  # its coordinator may have died between recording and publishing it
+                    await self.store.republish_if_missing(stored[0].state)
                 await self.store.unlist(key)
                 continue
             record, revision = stored

@@ -200,7 +200,6 @@ class Driver:
         their acks come back together. The lease ends after the record is written, unless still reconciling."""
         stored, state, result = order.stored, action.state, action.result
         action_id = stored.record.action_id
-        records = self._records()
         published = asyncio.ensure_future(
             self._js().publish(
                 subjects.result(result.account_id),
@@ -210,10 +209,7 @@ class Driver:
         )
         changes = {"state": str(state), "result": result, "owner": self.owner}
         try:
-            saved = await records.save(stored, updated_at=utcnow(), **changes)
-            if saved is None:  # written meanwhile (a takeover after a long pause): read and write over it
-                fresh = await records.get(action_id)
-                saved = await records.save(fresh, updated_at=utcnow(), **changes) if fresh is not None else None
+            saved = await self._save(order, stored, changes)
         except BaseException:
             published.cancel()  # not recorded: the order is reconciled when its actionId is asked again
             raise
@@ -227,6 +223,30 @@ class Driver:
         if isinstance(outcomes[0], BaseException):
             metrics.JETSTREAM_PUBLISH_FAILURES.labels("result").inc()
         order.stored = saved or stored
+
+    async def _save(self, order: RunningOrder, stored: Stored, changes: dict[str, object]) -> Stored | None:
+        """Write the order's result into its record, asking again (with backoff) while JetStream does not answer:
+        the caller may have its answer already, so the record must follow. Ends when written, or when the lease
+        is lost (the order's new owner records it)."""
+        records = self._records()
+        action_id = stored.record.action_id
+        pause = 0.05
+        while True:
+            try:
+                saved = await records.save(stored, updated_at=utcnow(), **changes)
+                if saved is None:  # written meanwhile (a takeover, or a write whose answer was lost): write over it
+                    fresh = await records.get(action_id)
+                    saved = await records.save(fresh, updated_at=utcnow(), **changes) if fresh is not None else None
+                return saved
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if order.lost.is_set():
+                    log.warning("recording a result failed and the lease is lost", action=action_id, error=repr(exc))
+                    return None
+                log.warning("recording a result failed; writing it again", action=action_id, error=repr(exc))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     async def on_report(self, msg: Msg) -> None:
         try:

@@ -3,7 +3,9 @@
 - An order still running after ``lease_after_ms`` gets a lease (its run decides: ``OrderRun.on_lease_timer``);
   most orders end sooner and never write one.
 - The leases held are renewed every third of ``lease_ms``; a lease that lapsed belongs to a replica that went
-  silent: this one takes the order over (compare-and-set, one replica wins) and reconciles it.
+  silent: this one takes the order over (compare-and-set, one replica wins) and reconciles it. That replica may
+  be an earlier run of this one under the same name (a fixed ``HEDGEBRIDGE_EXECUTOR_ID``): an order this run
+  does not run is taken over whatever name its lease holds.
 - A running order with no lease at all (its owner died before writing one) is taken over when its actionId is
   asked again (``orphaned``).
 - Lease lost: a replica that was only paused (a long GC, SIGSTOP, a stalled loop) may wake up after another one
@@ -162,9 +164,7 @@ class Leases:
                 continue
             if entry.value is None or entry.revision is None:
                 continue
-            mark = unpack(entry.value, InflightMark)
-            if mark.owner == self.records.owner:
-                continue
+            mark = unpack(entry.value, InflightMark)  # this replica's own name too: an earlier run of it held
             revision = await self.records.take_over(action_id, mark, entry.revision)
             if revision is None:
                 continue

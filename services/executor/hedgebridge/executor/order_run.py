@@ -5,12 +5,12 @@ wake-up after a pause or a wait, the book's volume, the record written, the leas
 (``time.perf_counter()`` seconds) and returns the actions to perform, in order. The service performs them and
 feeds the outcome back; nothing here imports asyncio, nats or redis, so every path runs in a unit test.
 
-The run sends its command (again while no gateway holds the account, until the time-to-live is over: EXPIRED;
-again after a retryable refusal, with backoff, up to ``max_attempts``), waits for the report until the order
-timeout, answers the caller, then has the result recorded. An order whose outcome is unknown (delivery
-uncertain, no report in time, the trade server unsure) is never sent again: after its record it is reconciled
-from the late report or from a snapshot that answers a SYNC sent after the command. A run taken over from a
-replica that died starts at that reconciliation and answers the first caller's inbox.
+The run sends its command (again while no gateway holds the account, until the time-to-live is over: EXPIRED,
+also when it waited in its account's queue that long: ``expire``; again after a retryable refusal, with backoff,
+up to ``max_attempts``), waits for the report until the order timeout, answers the caller, then has the result
+recorded. An order whose outcome is unknown (delivery uncertain, no report in time, the trade server unsure) is
+never sent again: after its record it is reconciled from the late report or from a snapshot that answers a SYNC
+sent after the command. A run taken over from a replica that died starts at that reconciliation.
 
 The terminal back on a new session (``offer_session``) while the report of a command delivered on an older one
 is awaited: the terminal handled (or dropped) the command before that session began, so the run asks it for a
@@ -118,6 +118,14 @@ class OrderRun:
         """Send the command (the first attempt; after HoldLease when it waited past ``lease_after_s``)."""
         return self._send_held(now, fresh=True)
 
+    def expire(self, now: float, why: str) -> list[act.Action]:
+        """Nothing was sent, the time-to-live is over (the account unreachable, or queued that long): EXPIRED."""
+        self.state, self.listening = lifecycle.advance(self.state, Trigger.TTL_OVER), False
+        log = act.Log("info", "the order's time-to-live ran out before it was sent", {"why": why, **self.fields})
+        message = f"{why}; not sent"
+        result = orders.failure("EXPIRED", errors.EXPIRED, message, self.command, self._ms(now), state=self.state)
+        return [log, *self._conclude(result, unknown=False)]
+
     def offer_report(self, report: Report) -> bool:
         """A terminal report for this actionId; True when the run takes it (wake a Wait then)."""
         if not self.listening or self.report is not None or not orders.matches(self.command, report):
@@ -160,14 +168,7 @@ class OrderRun:
         assert self.phase is Phase.DELIVERING
         if ack is None or not reached:
             if now - self._send_started + self._pause > self.ttl_s:
-                self.state = lifecycle.advance(self.state, Trigger.TTL_OVER)
-                self.listening = False
-                message = f"account {self.command.account_id} unreachable for {self.ttl_s:g}s; not sent"
-                log = act.Log("info", "account unreachable until the order's time-to-live ran out", self.fields)
-                result = orders.failure(
-                    "EXPIRED", errors.EXPIRED, message, self.command, self._ms(now), state=self.state
-                )
-                return [log, *self._conclude(result, unknown=False)]
+                return self.expire(now, f"account {self.command.account_id} unreachable for {self.ttl_s:g}s")
             self.phase = Phase.DELIVERY_PAUSE
             pause, self._pause = self._pause, min(self._pause * 2, 0.2)
             return [act.Pause(pause)]
@@ -255,10 +256,8 @@ class OrderRun:
         fields = {"action": self.action_id, "account": self.command.account_id}
         actions: list[act.Action] = [act.Log("warning", "lease lost: another replica took the order over", fields)]
         if unanswered:
-            message = (
-                "another executor took this order over; its reconciled result follows on"
-                f" {subjects.result(self.command.account_id)}"
-            )
+            follows = subjects.result(self.command.account_id)
+            message = f"another executor took this order over; its reconciled result follows on {follows}"
             result = orders.failure(
                 "IN_FLIGHT", errors.IN_FLIGHT, message, self.command, self._ms(now), state=self.state
             )

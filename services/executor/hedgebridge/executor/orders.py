@@ -26,11 +26,13 @@ from hedgebridge.protocol import (
     OrderRecord,
     OrderRequest,
     OrderResult,
+    ProtocolError,
     Report,
     errors,
     order_kind,
     retcodes,
     type_name,
+    unpack_order_request,
 )
 from hedgebridge.protocol.messages import OrderStatus
 
@@ -353,3 +355,11 @@ def book_entry(result: OrderResult, command: OpenCommand, now: datetime) -> Book
 
 def book_key(account_id: str, mt_ticket: str) -> str:
     return f"{account_id}.{mt_ticket}"
+
+
+def parse_request(data: bytes) -> OrderRequest:
+    """An order request off the wire; ValueError naming the bad field."""
+    try:
+        return unpack_order_request(data)
+    except ProtocolError as exc:
+        raise ValueError(exc.message) from None

@@ -31,7 +31,7 @@ from nats.aio.subscription import Subscription
 from hedgebridge.common import bus, logs, streams
 from hedgebridge.common.cache import RealtimeCache, RedisCache
 from hedgebridge.common.symbol_maps import MapMirror
-from hedgebridge.common.tasks import cancel_all
+from hedgebridge.common.tasks import acquire_by, cancel_all
 from hedgebridge.protocol import (
     BatchResult,
     CloseBatch,
@@ -45,7 +45,6 @@ from hedgebridge.protocol import (
     pack,
     subjects,
     unpack,
-    unpack_order_request,
     utcnow,
 )
 
@@ -276,9 +275,9 @@ class Executor:
 
     async def submit(self, data: bytes, started: float, reply_to: str = "") -> OrderResult:
         try:
-            request = _parse(data)
-        except InvalidOrder as exc:
-            return orders.failure("INVALID", exc.code, str(exc), None, _ms(started))
+            request = orders.parse_request(data)
+        except ValueError as exc:
+            return orders.failure("INVALID", InvalidOrder.code, str(exc), None, _ms(started))
         return await self.execute(request, started, reply_to=reply_to)
 
     async def execute(self, request: OrderRequest, started: float, *, reply_to: str = "") -> OrderResult:
@@ -314,8 +313,15 @@ class Executor:
         lease_timer = self.leases.when_slow(action_id, self._spawn)
         settling = False
         try:
-            async with self._locks[command.account_id]:  # one order at a time per terminal
-                answer, rest = await self.driver.drive(order, order.run.start(time.perf_counter()))
+            lock = self._locks[command.account_id]  # one order at a time per terminal
+            if not await acquire_by(lock, started + min(ttl_s, timeout_s)):  # queued past its time-to-live: EXPIRED
+                why = f"queued behind other orders to account {command.account_id} past its time-to-live"
+                answer, rest = await self.driver.drive(order, run.expire(time.perf_counter(), why))
+            else:
+                try:
+                    answer, rest = await self.driver.drive(order, run.start(time.perf_counter()))
+                finally:
+                    lock.release()
             assert answer is not None
             # the caller is answered first; the record is written right after (a repeat waits for it; after a
             # crash in between, the replica that takes the order over reconciles the same outcome)
@@ -407,13 +413,6 @@ class Executor:
         requests = orders.batch_requests(batch, batch_id)
         results = await asyncio.gather(*(self.execute(r, started) for r in requests))
         return BatchResult(action_id=batch_id, results=list(results), elapsed_ms=_ms(started))
-
-
-def _parse(data: bytes) -> OrderRequest:
-    try:
-        return unpack_order_request(data)
-    except ProtocolError as exc:
-        raise InvalidOrder(exc.message) from None
 
 
 def _ms(started: float) -> float:
