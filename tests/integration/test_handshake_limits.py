@@ -94,6 +94,20 @@ def _v2(source: str) -> bytes:
     return V2_SIGNATURE + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body
 
 
+async def _welcomed(gateway: Gateway, account: str, request: bytes, client: str) -> None:
+    """Send a raw handshake, read the 101 and the first frame (WELCOME), and check that the gateway's session
+    (and so its TERMINAL_STATUS) names ``client`` as the terminal's address."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert (await asyncio.wait_for(reader.readexactly(2), 30))[0] == 0x81  # a text frame: WELCOME
+        assert gateway.sessions[account].remote == client
+    finally:
+        writer.close()
+
+
 async def test_a_credentialless_flood_is_contained_and_valid_terminals_still_get_in(
     start_gateway: StartGateway, secret: str
 ) -> None:
@@ -166,7 +180,7 @@ async def test_x_forwarded_for_from_a_trusted_proxy_gives_each_client_its_own_bu
     assert [await _status(port, client_b) for _ in range(3)] == [401, 401, 429]
     # the proxy's own requests (no header) are the proxy's
     assert [await _status(port, _request(port)) for _ in range(3)] == [401, 401, 429]
-    assert await _status(port, _request(port, ea_token(secret, "X1"), "198.51.100.1")) == 101
+    await _welcomed(gateway, "X1", _request(port, ea_token(secret, "X1"), "198.51.100.1"), "198.51.100.1")
 
 
 async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(start_gateway: StartGateway) -> None:
@@ -187,16 +201,8 @@ async def test_the_proxy_protocol_v1_and_v2_from_a_trusted_proxy(start_gateway: 
     assert await _status(port, anonymous, _v1("198.51.100.1")) == 429  # the first one's is still spent
     # a trusted peer must send the header: without it the connection is dropped unanswered
     assert await _status(port, anonymous) is None
-    # a terminal through the balancer gets in, with its WebSocket working past the header
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(_v2("198.51.100.9") + _request(port, ea_token(secret, "P1")))
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-        assert head.startswith(b"HTTP/1.1 101")
-        assert (await asyncio.wait_for(reader.readexactly(2), 30))[0] == 0x81  # the WELCOME text frame
-    finally:
-        writer.close()
-    assert "P1" in gateway.sessions
+    # a terminal through the balancer gets in, with its WebSocket working past the header, known by its address
+    await _welcomed(gateway, "P1", _v2("198.51.100.9") + _request(port, ea_token(secret, "P1")), "198.51.100.9")
 
 
 async def test_the_proxy_protocol_from_an_untrusted_peer_is_ignored(start_gateway: StartGateway) -> None:

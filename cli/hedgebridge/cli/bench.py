@@ -25,7 +25,7 @@ from typing import Any
 import nats
 from websockets.asyncio.client import ClientConnection, connect
 
-from hedgebridge.cli import bench_dll, bench_ea, bench_obs
+from hedgebridge.cli import bench_dll, bench_ea, bench_obs, bench_storm
 from hedgebridge.cli.bench_rows import Processes, Row
 from hedgebridge.cli.bench_sync import measure_action_sync, measure_client_sync
 from hedgebridge.common import auth
@@ -118,6 +118,8 @@ def _is_heartbeat_reply(data: str | bytes, seq: int) -> bool:
 
 
 async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> list[Row]:
+    if args.only == "storm":
+        return [await bench_storm.alone(workdir, procs, args.storm_terminals)]
     library = await asyncio.to_thread(bench_dll.prepare)  # before any measurement: a build loads the machine
     ea_ready = await asyncio.to_thread(bench_ea.prepare)
     nats_server = NatsServer(workdir / "nats")
@@ -126,12 +128,18 @@ async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> list
     cache.start()
     try:
         rows = await _measure(args, nats_server, cache, procs, library, ea_ready)
-        procs.stop()  # the observability stacks run alone
+        procs.stop()  # the reconnect storm and the observability stacks run alone
+        rows.append(await _storm(args, nats_server, procs))
+        procs.stop()
         return rows + await bench_obs.measure(args, workdir, cache, procs, Row)
     finally:
         procs.stop()
         nats_server.stop()
         cache.stop()
+
+
+async def _storm(args: argparse.Namespace, nats_server: NatsServer, procs: Processes) -> Row:
+    return await bench_storm.measure(nats_server.url, auth.new_secret(), procs, args.storm_terminals)
 
 
 async def _measure(
@@ -338,12 +346,17 @@ def _fmt(value: float | None, suffix: str = "") -> str:
 
 
 def header(args: argparse.Namespace) -> str:
-    return (
+    machine = (
         f"hedgebridge bench — {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
         f"python {platform.python_version()}, websockets {version('websockets')}, nats-py {version('nats-py')}; "
+    )
+    if args.only == "storm":
+        return machine + f"a reconnect storm of {args.storm_terminals} terminals"
+    return machine + (
         f"{args.samples} heartbeats, {args.orders} orders at {args.rate:g}/s, "
         f"{args.load_orders} orders at {args.load_rate:g}/s open loop, "
-        f"{args.actions} hedge entries and exits watched by {args.subscribers} clients"
+        f"{args.actions} hedge entries and exits watched by {args.subscribers} clients, "
+        f"a reconnect storm of {args.storm_terminals} terminals"
     )
 
 
@@ -360,7 +373,7 @@ def table(rows: list[Row]) -> Iterator[str]:
             f"{_fmt(row.ratio(99), 'x')} | {row.target} | {met} |"
         )
     errors = sum(r.errors for r in rows)
-    yield f"\norders not FILLED, action states not delivered: {errors}"
+    yield f"\norders not FILLED, action states not delivered, terminals not back after the restart: {errors}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -372,13 +385,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subscribers", type=int, default=100, help="action-sync subscribers (default 100)")
     parser.add_argument("--actions", type=int, default=25, help="hedge entries and exits for action sync (default 25)")
     parser.add_argument("--warmup", type=int, default=200, help="samples discarded first (default 200)")
+    parser.add_argument(
+        "--storm-terminals", type=int, default=1000, help="terminals of the reconnect storm (default 1000)"
+    )
+    parser.add_argument("--only", choices=["storm"], help="measure only this row (storm: the reconnect storm)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     bench_obs.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     if (
-        min(args.samples, args.orders, args.load_orders, args.subscribers, args.actions, args.obs_orders) < 1
+        min(
+            args.samples,
+            args.orders,
+            args.load_orders,
+            args.subscribers,
+            args.actions,
+            args.obs_orders,
+            args.storm_terminals,
+        )
+        < 1
         or args.warmup < 0
         or min(args.rate, args.load_rate) <= 0
     ):

@@ -57,7 +57,7 @@ class SimTerminal:
         token: Callable[[], str],
         *,
         backoff_initial_s: float = 0.1,
-        backoff_max_s: float = 5.0,
+        backoff_max_s: float = 2.0,
         immediate_reconnect: bool = False,
     ) -> None:
         self.url = url

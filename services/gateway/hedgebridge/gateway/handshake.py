@@ -42,6 +42,7 @@ CLIENT_PATH = "/client"
 class Accept:
     principal: Principal
     version: int
+    client: str = ""  # the client's address when trusted proxies named it (set by the server), else empty
 
 
 @dataclass(frozen=True, slots=True)

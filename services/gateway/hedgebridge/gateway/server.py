@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import ssl
 import time
@@ -255,6 +256,9 @@ class Gateway:
             return self._refuse(connection, request, limited, address)
         if isinstance(verdict, Refuse):
             return self._refuse(connection, request, verdict, address)
+        peer = connection.remote_address
+        if isinstance(verdict, Accept) and peer and address != str(peer[0]):
+            verdict = dataclasses.replace(verdict, client=address)  # its TERMINAL_STATUS names the real client
         self._accepted[connection] = verdict
         return None
 
