@@ -1,4 +1,5 @@
-"""Test helpers: waiting with a deadline, a raw EA client, order requests over NATS, the CLI's command."""
+"""Test helpers: waiting with a deadline, a raw EA client, order requests over NATS, collecting what NATS
+carries, the CLI's command."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import sysconfig
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -139,6 +142,21 @@ async def deliver(nc: NatsClient, account: str, command: Message, timeout_s: flo
 async def order(nc: NatsClient, request: OrderRequest, timeout_s: float = 15.0) -> OrderResult:
     reply = await nc.request(subjects.ORDER_REQUEST, pack(request), timeout=timeout_s)
     return unpack(reply.data, OrderResult)
+
+
+T = TypeVar("T")
+
+
+async def collect(nc: NatsClient, subject: str, decode: Callable[[Msg], T]) -> list[T]:
+    """Every message on ``subject`` from now on (subscribed and flushed before it returns), decoded, in order."""
+    seen: list[T] = []
+
+    async def on_msg(msg: Msg) -> None:
+        seen.append(decode(msg))
+
+    await nc.subscribe(subject, cb=on_msg)
+    await nc.flush()
+    return seen
 
 
 async def http_get(port: int, path: str) -> tuple[int, bytes]:

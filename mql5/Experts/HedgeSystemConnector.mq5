@@ -1,8 +1,8 @@
 //+------------------------------------------------------------------+
 //| HedgeSystemConnector.mq5 - the hedgebridge Expert Advisor        |
 //+------------------------------------------------------------------+
-// Connects this terminal to a hedgebridge gateway over WebSocket, executes the OPEN and CLOSE commands
-// it receives (each actionId at most once), and reports fills, positions, account figures, prices and the
+// Connects this terminal to a hedgebridge gateway over WebSocket, executes the OPEN, CLOSE and MODIFY
+// commands it receives (each actionId at most once), and reports fills, positions, account figures, prices and the
 // trading rules of the symbols it uses.
 // Protocol: the top-level README ("Connecting a terminal") and Include/HedgeBridge/Protocol.mqh, which is
 // generated from libs/protocol. Install guide: mql5/README.md.
@@ -103,7 +103,7 @@ private:
       Send(w.Text());
      }
 
-   // OPENED or CLOSED for a command's result
+   // OPENED, CLOSED or MODIFIED for a command's result
    void              SendOrderEvent(const string type, const string positionId, const string actionId,
                                     const string mtTicket, SHbOrderResult &r, const string symbol = "",
                                     const string side = "", const string traceparent = "")
@@ -121,7 +121,12 @@ private:
       else
          if(mtTicket != "")
             w.Str(HB_FIELD_MT_TICKET, mtTicket);
-      if(r.success)
+      if(type == HB_MSG_MODIFIED && r.stops)  // the position's stops after the command (0: none)
+        {
+         w.Num(HB_FIELD_STOP_LOSS, r.sl, 8);
+         w.Num(HB_FIELD_TAKE_PROFIT, r.tp, 8);
+        }
+      if(r.success && type != HB_MSG_MODIFIED)
         {
          w.Num(HB_FIELD_PRICE, r.price, 8);
          if(r.volume > 0.0)
@@ -130,6 +135,11 @@ private:
            {
             w.Str(HB_FIELD_SYMBOL, symbol);  // the report alone describes the position
             w.Str(HB_FIELD_SIDE, side);
+           }
+         if(type == HB_MSG_OPENED && r.stops)
+           {
+            w.Num(HB_FIELD_STOP_LOSS, r.sl, 8);
+            w.Num(HB_FIELD_TAKE_PROFIT, r.tp, 8);
            }
          if(type == HB_MSG_CLOSED)
            {
@@ -208,7 +218,8 @@ private:
       else
         {
          m_symbolMonitor.Track(symbol);  // a symbol traded: its rules are reported from now on
-         m_orderManager.Open(actionId, positionId, symbol, side, volume, r);
+         m_orderManager.Open(actionId, positionId, symbol, side, volume, r, msg.GetDouble(HB_FIELD_STOP_LOSS, 0.0),
+                             msg.GetDouble(HB_FIELD_TAKE_PROFIT, 0.0));
         }
       if(!r.answered)
         {
@@ -240,6 +251,28 @@ private:
       SendAccountUpdate();
      }
 
+   // MODIFY: stopLoss / takeProfit absent keep the position's, 0 removes one
+   void              OnModify(CJsonValue *msg)
+     {
+      string positionId = msg.GetString(HB_FIELD_POSITION_ID);
+      string actionId = msg.GetString(HB_FIELD_ACTION_ID);
+      string mtTicket = msg.GetString(HB_FIELD_MT_TICKET);
+      bool hasSl = msg.IsNumber(HB_FIELD_STOP_LOSS);
+      bool hasTp = msg.IsNumber(HB_FIELD_TAKE_PROFIT);
+      if(positionId == "" || (!hasSl && !hasTp))
+        {
+         string missing = positionId == "" ? HB_FIELD_POSITION_ID : HB_FIELD_STOP_LOSS;
+         SendError(HB_ERR_MISSING_FIELD, "missing field `" + missing + "`", missing, HB_MSG_MODIFY, actionId);
+         return;
+        }
+      SHbOrderResult r;
+      HbResetResult(r);
+      m_orderManager.Modify(actionId, positionId, mtTicket, hasSl, msg.GetDouble(HB_FIELD_STOP_LOSS, 0.0), hasTp,
+                            msg.GetDouble(HB_FIELD_TAKE_PROFIT, 0.0), r);
+      SendOrderEvent(HB_MSG_MODIFIED, positionId, actionId, mtTicket, r, "", "", msg.GetString(HB_FIELD_TRACEPARENT));
+      MonitorPositions();
+     }
+
    void              OnGatewayError(CJsonValue *msg)
      {
       string code = msg.GetString(HB_FIELD_CODE);
@@ -261,7 +294,7 @@ private:
          return;
         }
       string type = msg.GetString(HB_TYPE_FIELD);
-      if(!m_welcomed && (type == HB_MSG_OPEN || type == HB_MSG_CLOSE || type == HB_MSG_SYNC))
+      if(!m_welcomed && (type == HB_MSG_OPEN || type == HB_MSG_CLOSE || type == HB_MSG_MODIFY || type == HB_MSG_SYNC))
         {
          // read after the connection it came on ended, before the next session's WELCOME: it belongs to no
          // session, so it is not executed; the executor reconciles it from the new session's snapshots
@@ -288,23 +321,26 @@ private:
                if(type == HB_MSG_CLOSE)
                   OnClose(msg);
                else
-                  if(type == HB_MSG_SYNC)
-                    {
-                     MonitorPositions(msg.GetString(HB_FIELD_SYNC_ID));
-                     SendAccountUpdate();
-                    }
+                  if(type == HB_MSG_MODIFY)
+                     OnModify(msg);
                   else
-                     if(type == HB_MSG_ERROR)
-                        OnGatewayError(msg);
+                     if(type == HB_MSG_SYNC)
+                       {
+                        MonitorPositions(msg.GetString(HB_FIELD_SYNC_ID));
+                        SendAccountUpdate();
+                       }
                      else
-                        if(type == "")
-                           SendError(HB_ERR_MISSING_FIELD, "missing field `type`", HB_TYPE_FIELD, "", "");
+                        if(type == HB_MSG_ERROR)
+                           OnGatewayError(msg);
                         else
-                           if(HbIsKnownType(type))
-                              SendError(HB_ERR_UNEXPECTED_TYPE, "a terminal does not accept " + type, HB_TYPE_FIELD,
-                                        type, "");
+                           if(type == "")
+                              SendError(HB_ERR_MISSING_FIELD, "missing field `type`", HB_TYPE_FIELD, "", "");
                            else
-                              SendError(HB_ERR_UNKNOWN_TYPE, "unknown message type " + type, HB_TYPE_FIELD, type, "");
+                              if(HbIsKnownType(type))
+                                 SendError(HB_ERR_UNEXPECTED_TYPE, "a terminal does not accept " + type, HB_TYPE_FIELD,
+                                           type, "");
+                              else
+                                 SendError(HB_ERR_UNKNOWN_TYPE, "unknown message type " + type, HB_TYPE_FIELD, type, "");
       delete msg;
      }
 

@@ -36,7 +36,7 @@ from hedgebridge.protocol import (
 from hedgebridge.protocol.messages import CloseCommand
 
 from ..conftest import gateway_config
-from ..helpers import RawEa, deliver, ea_token, wait_for
+from ..helpers import RawEa, collect, deliver, ea_token, wait_for
 from .client import (
     WS_ERR_CLOSED_BY_SERVER,
     WS_ERR_HANDSHAKE_REFUSED,
@@ -104,13 +104,7 @@ async def test_command_from_nats_arrives_and_the_event_goes_back(
     received = await dll.next_frame(OpenCommand)
     assert received == command
 
-    events: list[Msg] = []
-
-    async def on_event(msg: Msg) -> None:
-        events.append(msg)
-
-    await nc.subscribe(subjects.event(ACCOUNT, "OPENED"), cb=on_event)
-    await nc.flush()
+    events = await collect(nc, subjects.event(ACCOUNT, "OPENED"), lambda msg: msg)
     opened = OpenedEvent(
         timestamp=utcnow(),
         account_id=ACCOUNT,
@@ -255,13 +249,7 @@ async def test_wide_functions_round_trip_non_ascii_text(
     received = json.loads(text)
     assert received["metadata"] == {"exitReason": reason, "userId": "ユーザー😀"}
 
-    events: list[Msg] = []
-
-    async def on_event(msg: Msg) -> None:
-        events.append(msg)
-
-    await nc.subscribe(subjects.event(ACCOUNT, "OPENED"), cb=on_event)
-    await nc.flush()
+    events = await collect(nc, subjects.event(ACCOUNT, "OPENED"), lambda msg: msg)
     # the report answers an OPEN the gateway sent (a report for no command is refused as unsolicited)
     open_command = OpenCommand(
         timestamp=utcnow(),

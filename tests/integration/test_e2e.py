@@ -145,6 +145,36 @@ def test_order_open_and_close_through_the_cli(stack: Stack) -> None:
     assert "10036" in again.stderr
 
 
+def test_order_modify_through_the_cli(stack: Stack) -> None:
+    opened = stack.cli(
+        "order", "open", "--account", "SIM-002", "--symbol", "EURUSD", "--side", "SELL", "--volume", "0.1",
+        "--sl", "9", "--result",
+    )  # fmt: skip
+    assert opened.returncode == 0, opened.stderr
+    event = json.loads(opened.stdout)
+    assert (event["type"], event["stopLoss"]) == ("OPENED", 9.0)
+    ticket, price = event["mtTicket"], event["price"]
+    tp = round(price - 0.005, 5)
+    modified = stack.cli("order", "modify", "--account", "SIM-002", "--ticket", ticket, "--tp", str(tp), "--sl", "0")
+    assert modified.returncode == 0, modified.stderr
+    report = json.loads(modified.stdout)
+    assert (report["type"], report["status"], report["mtTicket"]) == ("MODIFIED", "SUCCESS", ticket)
+    assert (report["stopLoss"], report["takeProfit"]) == (0.0, tp)
+    same = stack.cli("order", "modify", "--account", "SIM-002", "--position-id", event["positionId"], "--tp", str(tp))
+    assert same.returncode == 0, same.stderr  # nothing to change: the position has these stops
+    assert "no changes" in same.stderr
+    wrong = stack.cli(
+        "order", "modify", "--account", "SIM-002", "--ticket", ticket, "--sl", str(round(price - 0.01, 5))
+    )
+    assert wrong.returncode == 1  # a SELL's stop loss below the price
+    assert "[INVALID_STOPS]" in wrong.stderr
+    assert "10016" in wrong.stderr
+    usage = stack.cli("order", "modify", "--account", "SIM-002", "--ticket", ticket)
+    assert usage.returncode == 2
+    assert "--sl or --tp" in usage.stderr
+    assert stack.cli("order", "close", "--account", "SIM-002", "--ticket", ticket).returncode == 0
+
+
 def test_order_to_an_offline_account_is_not_sent(stack: Stack) -> None:
     result = stack.cli(
         "order", "open", "--account", "NOBODY", "--symbol", "EURUSD", "--side", "BUY", "--volume", "1", "--ttl", "0.2"

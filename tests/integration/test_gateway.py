@@ -8,7 +8,6 @@ import time
 
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -38,7 +37,7 @@ from hedgebridge.protocol.errors import CloseCode
 from hedgebridge.protocol.messages import CloseCommand
 
 from ..conftest import gateway_config
-from ..helpers import RawEa, deliver, ea_token, wait_for
+from ..helpers import RawEa, collect, deliver, ea_token, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -119,13 +118,7 @@ async def test_welcome_and_heartbeat(ea_url: str, secret: str) -> None:
 
 
 async def test_events_are_published_and_bad_frames_answered(ea_url: str, secret: str, nc: NatsClient) -> None:
-    published: list[Msg] = []
-
-    async def collect(msg: Msg) -> None:
-        published.append(msg)
-
-    await nc.subscribe(subjects.ALL_EVENTS, cb=collect)
-    await nc.flush()
+    published = await collect(nc, subjects.ALL_EVENTS, lambda msg: msg)
     ea = await RawEa.connect(ea_url, ea_token(secret, "A1"))
     await ea.recv_type(Welcome)
 
@@ -212,13 +205,7 @@ async def test_newer_connection_replaces_older(ea_url: str, secret: str, nc: Nat
 
 
 async def test_silent_terminal_is_dropped_and_the_drop_published(ea_url: str, secret: str, nc: NatsClient) -> None:
-    statuses: list[TerminalStatus] = []
-
-    async def collect(msg: Msg) -> None:
-        statuses.append(unpack(msg.data, TerminalStatus))
-
-    await nc.subscribe(subjects.status("A1"), cb=collect)
-    await nc.flush()
+    statuses = await collect(nc, subjects.status("A1"), lambda msg: unpack(msg.data, TerminalStatus))
     ea = await RawEa.connect(ea_url, ea_token(secret, "A1"))
     welcome = await ea.recv_type(Welcome)
     assert isinstance(welcome, Welcome)

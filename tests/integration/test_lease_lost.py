@@ -16,7 +16,7 @@ from hedgebridge.common.servers import NatsServer, ValkeyServer
 from hedgebridge.executor.driver import RunningOrder
 from hedgebridge.executor.service import Executor
 from hedgebridge.gateway.server import Gateway
-from hedgebridge.protocol import InflightMark, OpenedEvent, OrderResult, errors, pack, subjects, utcnow
+from hedgebridge.protocol import InflightMark, OrderResult, errors, pack, subjects
 from hedgebridge.sim import SimConfig
 from hedgebridge.sim.terminal import make_terminals, run_terminals
 
@@ -134,18 +134,7 @@ async def test_an_order_queued_behind_another_for_longer_than_the_lease_is_not_t
         await wait_for(lambda: len(ea.opens()) == 2, "the queued OPEN")
         assert "queued" not in second._running
         command = ea.opens()[1]
-        await ea.ea.send(
-            OpenedEvent(
-                timestamp=utcnow(),
-                account_id="A1",
-                position_id=command.position_id,
-                action_id=command.action_id,
-                mt_ticket="555",
-                price=1.1,
-                volume=command.volume,
-                status="SUCCESS",
-            )
-        )
+        await ea.report_fill(command, "555")
         result = await queued
         assert (result.status, result.mt_ticket) == ("FILLED", "555")  # not handed over to B
         repeated = await repeat

@@ -99,6 +99,21 @@ class ScriptedEa:
         self.positions.append(position)
         return position
 
+    async def report_fill(self, command: OpenCommand, ticket: str, price: float = 1.1) -> None:
+        """Report ``command`` filled at ``price`` under ``ticket`` (the OPENED a terminal sends)."""
+        await self.ea.send(
+            OpenedEvent(
+                timestamp=utcnow(),
+                account_id=self.account,
+                position_id=command.position_id,
+                action_id=command.action_id,
+                mt_ticket=ticket,
+                price=price,
+                volume=command.volume,
+                status="SUCCESS",
+            )
+        )
+
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -227,18 +242,7 @@ async def test_an_order_waits_out_a_reconnecting_terminal_within_its_ttl(
     try:
         await wait_for(lambda: len(ea.opens()) == 1, "the OPEN")
         command = ea.opens()[0]
-        await ea.ea.send(
-            OpenedEvent(
-                timestamp=utcnow(),
-                account_id="LATE",
-                position_id=command.position_id,
-                action_id=command.action_id,
-                mt_ticket="42",
-                price=1.1,
-                volume=1.0,
-                status="SUCCESS",
-            )
-        )
+        await ea.report_fill(command, "42")
         result = await pending
         assert (result.status, result.mt_ticket) == ("FILLED", "42")
     finally:
@@ -360,18 +364,7 @@ async def test_orders_to_one_terminal_are_serialised(
 
             await wait_for(arrived, f"OPEN {i}")
             command = ea.opens()[i]
-            await ea.ea.send(
-                OpenedEvent(
-                    timestamp=utcnow(),
-                    account_id="A1",
-                    position_id=command.position_id,
-                    action_id=command.action_id,
-                    mt_ticket=str(100 + i),
-                    price=1.1,
-                    volume=1.0,
-                    status="SUCCESS",
-                )
-            )
+            await ea.report_fill(command, str(100 + i))
         answers = await asyncio.gather(*pending)
         assert sorted(a.mt_ticket or "" for a in answers) == ["100", "101"]
     finally:

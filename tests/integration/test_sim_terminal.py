@@ -16,7 +16,7 @@ from hedgebridge.sim import SimConfig
 from hedgebridge.sim.terminal import make_terminals, run_terminals
 
 from ..conftest import gateway_config
-from ..helpers import ea_token, wait_for
+from ..helpers import collect, ea_token, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -25,18 +25,8 @@ async def test_sim_sends_snapshots_ticks_and_reconnects_after_a_gateway_restart(
     nats_server: NatsServer, secret: str, nc: NatsClient
 ) -> None:
     port = free_port()
-    events: list[str] = []
-    statuses: list[TerminalStatus] = []
-
-    async def on_event(msg: Msg) -> None:
-        events.append(type(unpack_event(msg.data)).__name__)
-
-    async def on_status(msg: Msg) -> None:
-        statuses.append(unpack(msg.data, TerminalStatus))
-
-    await nc.subscribe(subjects.ALL_EVENTS, cb=on_event)
-    await nc.subscribe(subjects.ALL_STATUS, cb=on_status)
-    await nc.flush()
+    events = await collect(nc, subjects.ALL_EVENTS, lambda msg: type(unpack_event(msg.data)).__name__)
+    statuses = await collect(nc, subjects.ALL_STATUS, lambda msg: unpack(msg.data, TerminalStatus))
 
     gateway = Gateway(gateway_config(nats_server.url, secret, port=port))
     await gateway.start()

@@ -28,11 +28,16 @@ from hedgebridge.protocol import (
     BookEntry,
     CloseBatch,
     CloseOrder,
+    ModifiedEvent,
+    ModifyOrder,
     OpenCommand,
     OpenedEvent,
     OpenMetadata,
     OpenOrder,
     OrderResult,
+    Position,
+    PositionUpdate,
+    SyncCommand,
     errors,
     pack,
     retcodes,
@@ -426,3 +431,159 @@ async def test_reports_are_kept_in_the_events_stream(terminals: StartTerminals, 
         return False
 
     await wait_for(kept, "the OPENED report in HB_EVENTS")
+
+
+# --- stop loss and take profit (OPEN's stops, MODIFY) ---------------------------------------------------------
+
+FAR = 0.005  # 500 points of EURUSD from the price: a valid stop on any of the terminals' trade servers
+NEAR = 0.00005  # 5 points: nearer than the stops level (20 points) every terminal's trade server keeps
+
+
+def modify(account: str = "A1", **fields: object) -> ModifyOrder:
+    return ModifyOrder(account_id=account, **fields)  # type: ignore[arg-type]
+
+
+async def bought(nc: NatsClient, **fields: float | str) -> tuple[str, float]:
+    """A filled BUY of 0.1 EURUSD on A1: its ticket and fill price."""
+    result = await order(nc, OpenOrder(account_id="A1", symbol="EURUSD", side="BUY", volume=0.1, **fields))  # type: ignore[arg-type]
+    assert result.status == "FILLED", result.message
+    assert result.mt_ticket is not None
+    assert result.price is not None
+    return result.mt_ticket, result.price
+
+
+async def snapshot_of(nc: NatsClient, account: str) -> list[Position]:
+    """The account's positions as the terminal reports them now (the answer to a SYNC)."""
+    sync_id = f"probe-{account}"
+    seen: list[PositionUpdate] = []
+
+    async def collect(msg: Msg) -> None:
+        update = unpack(msg.data, PositionUpdate)
+        if update.sync_id == sync_id:
+            seen.append(update)
+
+    sub = await nc.subscribe(subjects.event(account, "POSITION_UPDATE"), cb=collect)
+    try:
+        await nc.flush()
+        await deliver(nc, account, SyncCommand(timestamp=utcnow(), account_id=account, sync_id=sync_id))
+        await wait_for(lambda: bool(seen), "the snapshot answering the SYNC")
+    finally:
+        await sub.unsubscribe()
+    return seen[0].positions
+
+
+async def test_an_open_sets_its_stops_and_a_stop_on_the_wrong_side_is_invalid_stops(
+    terminals: StartTerminals, nc: NatsClient
+) -> None:
+    (terminal,) = await terminals(["A1"])
+    probe, price = await bought(nc)
+    ticket, _ = await bought(nc, stop_loss=round(price - FAR, 5), take_profit=round(price + FAR, 5))
+    sl, tp = (await terminal.stops())[ticket]
+    assert (sl, tp) == pytest.approx((price - FAR, price + FAR), abs=1e-4)
+    wrong = await order(nc, buy(volume=0.1, stop_loss=round(price + FAR, 5), action_id="wrong-side"))
+    assert (wrong.status, wrong.code, wrong.retcode) == ("REJECTED", errors.INVALID_STOPS, retcodes.INVALID_STOPS)
+    assert wrong.retcode_class == "FINAL"
+    assert set(await terminal.positions()) == {probe, ticket}
+
+
+async def test_modify_sets_keeps_and_removes_stops_and_positions_carry_them(
+    terminals: StartTerminals, nc: NatsClient
+) -> None:
+    (terminal,) = await terminals(["A1"])
+    ticket, price = await bought(nc, action_id="to-modify")
+    sl, tp = round(price - FAR, 5), round(price + FAR, 5)
+    set_sl = await order(nc, modify(position_id=f"mt-{ticket}", mt_ticket=ticket, stop_loss=sl, action_id="m-sl"))
+    assert (set_sl.status, set_sl.kind, set_sl.mt_ticket, set_sl.code) == ("FILLED", "MODIFY", ticket, None)
+    assert (set_sl.stop_loss, set_sl.take_profit) == pytest.approx((sl, 0.0))
+    assert isinstance(set_sl.event, ModifiedEvent)
+    assert set_sl.event.status == "SUCCESS"
+    set_tp = await order(nc, modify(mt_ticket=ticket, take_profit=tp))  # the stop loss is kept
+    assert set_tp.status == "FILLED"
+    assert (set_tp.stop_loss, set_tp.take_profit) == pytest.approx((sl, tp))
+    assert (await terminal.stops())[ticket] == pytest.approx((sl, tp))
+    (reported,) = [p for p in await snapshot_of(nc, "A1") if p.mt_ticket == ticket]
+    assert (reported.stop_loss, reported.take_profit) == pytest.approx((sl, tp))
+    removed = await order(nc, modify(mt_ticket=ticket, stop_loss=0))
+    assert removed.status == "FILLED"
+    assert (removed.stop_loss, removed.take_profit) == pytest.approx((0.0, tp))
+    assert (await terminal.stops())[ticket] == pytest.approx((0.0, tp))
+    (reported,) = [p for p in await snapshot_of(nc, "A1") if p.mt_ticket == ticket]
+    assert (reported.stop_loss or 0.0, reported.take_profit) == pytest.approx((0.0, tp))  # absent or 0: none
+    assert terminal.received.count("m-sl") == 1
+
+
+async def test_a_position_opened_with_a_command_is_modified_by_its_position_id(
+    terminals: StartTerminals, nc: NatsClient
+) -> None:
+    await terminals(["A1"])
+    opened = await order(nc, buy(volume=0.1))
+    assert opened.price is not None
+    assert opened.position_id is not None
+    result = await order(nc, modify(position_id=opened.position_id, take_profit=round(opened.price + FAR, 5)))
+    assert (result.status, result.mt_ticket, result.position_id) == ("FILLED", opened.mt_ticket, opened.position_id)
+
+
+async def test_modify_that_changes_nothing_is_filled_with_no_changes(terminals: StartTerminals, nc: NatsClient) -> None:
+    await terminals(["A1"])
+    ticket, price = await bought(nc)
+    sl = round(price - FAR, 5)
+    assert (await order(nc, modify(mt_ticket=ticket, stop_loss=sl))).status == "FILLED"
+    again = await order(nc, modify(mt_ticket=ticket, stop_loss=sl))
+    assert (again.status, again.retcode, again.retcode_class, again.code) == (
+        "FILLED",
+        retcodes.NO_CHANGES,
+        "NO_CHANGES",
+        None,
+    )
+    assert again.stop_loss == pytest.approx(sl)
+    assert "no changes" in again.message
+
+
+async def test_modify_with_invalid_stops_or_a_gone_position_is_rejected_and_changes_nothing(
+    terminals: StartTerminals, nc: NatsClient
+) -> None:
+    (terminal,) = await terminals(["A1"])
+    ticket, price = await bought(nc)
+    for stops in ({"stop_loss": round(price + FAR, 5)}, {"take_profit": round(price - FAR, 5)}):
+        wrong = await order(nc, modify(mt_ticket=ticket, **stops))  # type: ignore[arg-type]
+        assert (wrong.status, wrong.code, wrong.retcode) == ("REJECTED", errors.INVALID_STOPS, retcodes.INVALID_STOPS)
+    (now,) = [p for p in await snapshot_of(nc, "A1") if p.mt_ticket == ticket]
+    near = await order(nc, modify(mt_ticket=ticket, stop_loss=round(now.current_price - NEAR, 5)))
+    assert (near.status, near.code, near.retcode) == ("REJECTED", errors.INVALID_STOPS, retcodes.INVALID_STOPS)
+    assert (await terminal.stops())[ticket] == (0.0, 0.0)
+    gone = await order(nc, modify(mt_ticket="99999999", stop_loss=1.0))
+    assert (gone.status, gone.code, gone.retcode, gone.retcode_class) == (
+        "REJECTED",
+        errors.ALREADY_CLOSED,
+        retcodes.POSITION_CLOSED,
+        "ALREADY_CLOSED",
+    )
+    assert (await order(nc, CloseOrder(account_id="A1", mt_ticket=ticket))).status == "FILLED"
+    closed = await order(nc, modify(mt_ticket=ticket, stop_loss=1.0))
+    assert (closed.status, closed.code) == ("REJECTED", errors.ALREADY_CLOSED)
+
+
+async def test_a_repeated_modify_returns_the_first_result_and_modified_is_kept_in_the_events_stream(
+    terminals: StartTerminals, nc: NatsClient
+) -> None:
+    (terminal,) = await terminals(["A1"])
+    ticket, price = await bought(nc)
+    request = modify(mt_ticket=ticket, take_profit=round(price + FAR, 5), action_id="m-once")
+    first = await order(nc, request)
+    again = await order(nc, request)
+    assert (first.status, again.status, again.duplicate, again.take_profit) == (
+        "FILLED",
+        "FILLED",
+        True,
+        first.take_profit,
+    )
+    assert terminal.received.count("m-once") == 1
+
+    async def kept() -> bool:
+        with contextlib.suppress(Exception):
+            report = await nc.jetstream().get_last_msg(subjects.EVENTS_STREAM, subjects.event("A1", "MODIFIED"))
+            event = unpack(report.data or b"", ModifiedEvent)
+            return (event.action_id, event.status) == ("m-once", "SUCCESS")
+        return False
+
+    await wait_for(kept, "the MODIFIED report in HB_EVENTS")

@@ -305,3 +305,30 @@ def test_a_hangup_stops_everything_in_order(tmp_path: Path) -> None:
         _end(up)
     assert up.stopped_in_order() == ["coordinator", "monitor", "executor", "gateway", "cache", "nats"], up.text()
     _until(lambda: not any(state.pid_alive(pid) for pid in pids), "every process of the stack to exit", 10)
+
+
+def test_an_up_killed_with_sigkill_leaves_nothing_running_once_the_next_up_starts(tmp_path: Path) -> None:
+    """SIGKILL gives up no chance to stop its processes (each in a session of its own): the next ``up`` on the
+    home stops them before it opens the same JetStream store; meanwhile a second ``up`` is refused."""
+    first = _start_up(tmp_path)
+    try:
+        refused = subprocess.run(
+            [*hedgebridge_command(), "up"], env=_env(tmp_path), capture_output=True, text=True, timeout=60
+        )
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert f"a stack is already running from {tmp_path} (pid {first.process.pid})" in refused.stderr
+        pids = dict(first.info().pids)
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait(60)
+        assert all(state.pid_alive(pid) for pid in pids.values())  # left running, as the record says
+    except BaseException:
+        _end(first)
+        raise
+    second = _start_up(tmp_path)
+    try:
+        text = second.text()
+        assert f"an earlier up (pid {first.process.pid}) did not stop its processes: stopping coordinator" in text
+        _until(lambda: not any(state.pid_alive(pid) for pid in pids.values()), "the earlier processes to exit", 10)
+        assert second.cli("status").returncode == 0
+    finally:
+        _end(second)

@@ -52,6 +52,10 @@ class Terminal(Protocol):
         """Open positions on the trade server: ticket -> volume."""
         ...
 
+    async def stops(self) -> dict[str, tuple[float, float]]:
+        """Open positions on the trade server: ticket -> (stop loss, take profit), 0 for none."""
+        ...
+
     async def change_symbol(self, symbol: str, **rules: float | str) -> None:
         """The broker changes a symbol's rules (``volume_min``, ``volume_max``, ``volume_step``, ``trade_mode`` by
         its protocol name): the terminal reports them as it reports any change."""
@@ -81,6 +85,9 @@ class SimEa:
     async def positions(self) -> dict[str, float]:
         return {str(t): p.volume for t, p in self.terminal.account.positions.items()}
 
+    async def stops(self) -> dict[str, tuple[float, float]]:
+        return {str(t): (p.sl, p.tp) for t, p in self.terminal.account.positions.items()}
+
     async def change_symbol(self, symbol: str, **rules: float | str) -> None:
         await self.terminal.change_symbol(symbol, **rules)
 
@@ -104,6 +111,9 @@ class BridgedTerminal:
 
     async def positions(self) -> dict[str, float]:
         return {str(t): v for t, v in self.mt5.open_positions().items()}
+
+    async def stops(self) -> dict[str, tuple[float, float]]:
+        return {str(t): stops for t, stops in self.mt5.open_stops().items()}
 
     async def change_symbol(self, symbol: str, **rules: float | str) -> None:
         self.mt5.set_symbol(symbol, **rules)
@@ -134,6 +144,10 @@ class EaTerminal:
 
     async def positions(self) -> dict[str, float]:
         return await self.ea.positions()
+
+    async def stops(self) -> dict[str, tuple[float, float]]:
+        reply = await self.ea.control("trade.positions")
+        return {str(p["ticket"]): (float(p["sl"]), float(p["tp"])) for p in reply["positions"]}
 
     async def change_symbol(self, symbol: str, **rules: float | str) -> None:
         reply = await self.ea.control("trade.symbol", symbol=symbol, **rules)

@@ -36,7 +36,7 @@ def test_the_extract_names_the_version_the_fake_claims() -> None:
 def test_every_constant_of_the_package_has_the_same_value_in_the_fake() -> None:
     constants: dict[str, int] = WHEEL["constants"]
     assert {name: getattr(FakeMT5, name, None) for name in constants} == constants
-    own = {n for n in vars(FakeMT5) if n.isupper() and n.startswith(FAMILIES)}
+    own = {n for n in dir(FakeMT5) if n.isupper() and n.startswith(FAMILIES)}
     assert own - set(constants) == set()  # the fake invents none
 
 
@@ -227,3 +227,55 @@ def test_a_symbols_rules_change_and_the_trade_server_keeps_to_them() -> None:
     assert _buy(mt5, ask).retcode == FakeMT5.TRADE_RETCODE_TRADE_DISABLED
     with pytest.raises(ValueError, match="not a rule"):
         mt5.set_symbol("EURUSD", swap_long=1.0)
+
+
+def test_sltp_sets_a_position_s_stops_as_the_package_does_awkward_parts_included() -> None:
+    mt5 = FakeMT5(deal_delay_s=0)
+    mt5.initialize()
+    tick = mt5.symbol_info_tick("EURUSD")
+    assert tick is not None
+    opened = _buy(mt5, tick.ask, sl=round(tick.bid - 0.005, 5))
+    assert opened.retcode == FakeMT5.TRADE_RETCODE_DONE
+    (position,) = mt5.positions_get() or ()
+    assert (position.sl, position.tp) == (round(tick.bid - 0.005, 5), 0.0)
+    sltp = FakeMT5.TRADE_ACTION_SLTP
+    both = {"action": sltp, "position": position.ticket, "symbol": "EURUSD", "sl": position.sl, "tp": tick.bid + 0.01}
+    done = mt5.order_send(both)
+    assert done is not None
+    assert (done.retcode, done.deal, done.order) == (FakeMT5.TRADE_RETCODE_DONE, 0, 0)  # no deal, no order
+    assert mt5.open_stops()[position.identifier] == (position.sl, tick.bid + 0.01)
+    unchanged = mt5.order_send(both)
+    assert unchanged is not None
+    assert unchanged.retcode == FakeMT5.TRADE_RETCODE_NO_CHANGES
+    only_sl = mt5.order_send({"action": sltp, "position": position.ticket, "symbol": "EURUSD", "sl": position.sl})
+    assert only_sl is not None
+    assert only_sl.retcode == FakeMT5.TRADE_RETCODE_DONE
+    assert mt5.open_stops()[position.identifier] == (position.sl, 0.0)  # the tp left out is 0.0: removed
+    for wrong in ({"sl": tick.bid + 0.01}, {"tp": tick.bid - 0.01}, {"sl": tick.bid - 0.00005}):  # 5 points: too near
+        refused = mt5.order_send({"action": sltp, "position": position.ticket, "symbol": "EURUSD", **wrong})
+        assert refused is not None
+        assert refused.retcode == FakeMT5.TRADE_RETCODE_INVALID_STOPS, wrong
+    no_position = mt5.order_send({"action": sltp, "symbol": "EURUSD", "sl": 1.0})
+    assert no_position is not None
+    assert no_position.retcode == FakeMT5.TRADE_RETCODE_INVALID
+    gone = mt5.order_send({"action": sltp, "position": 12345, "symbol": "EURUSD", "sl": 1.0})
+    assert gone is not None
+    assert gone.retcode == FakeMT5.TRADE_RETCODE_POSITION_CLOSED
+    assert mt5.order_send({"action": sltp, "position": position.ticket, "sl": "1"}) is None  # a wrong type
+    assert mt5.last_error() == (FakeMT5.RES_E_INVALID_PARAMS, 'Invalid "sl" argument')
+    wrong_open = _buy(mt5, tick.ask, tp=tick.ask - 0.01)
+    assert wrong_open.retcode == FakeMT5.TRADE_RETCODE_INVALID_STOPS
+    assert len(mt5.positions_get() or ()) == 1
+
+
+def test_a_stop_the_price_reaches_closes_the_position_with_its_reason() -> None:
+    mt5 = FakeMT5(deal_delay_s=0)
+    mt5.initialize()
+    tick = mt5.symbol_info_tick("EURUSD")
+    assert tick is not None
+    _buy(mt5, tick.ask, sl=round(tick.bid - 0.005, 5), tp=round(tick.bid + 0.005, 5))
+    (position,) = mt5.positions_get() or ()
+    mt5.move_price("EURUSD", tick.bid + 0.006)
+    assert mt5.positions_get() == ()
+    out = [d for d in mt5.history_deals_get(position=position.identifier) or () if d.entry == FakeMT5.DEAL_ENTRY_OUT]
+    assert [d.reason for d in out] == [FakeMT5.DEAL_REASON_TP]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hedgebridge.cli.bench import table
+from hedgebridge.cli.bench_orders import KNEE_RATIO, Step, rates
 from hedgebridge.cli.bench_rows import Row, percentile
 
 
@@ -28,7 +29,7 @@ def test_rows_report_ratios_to_their_baseline() -> None:
     assert row.ratio(99) == 3.0
     assert baseline.ratio(50) is None
     lines = list(table([baseline, row]))
-    assert lines[3] == "| measured | 100 | 3.000 | 3.000 | 3.00x | 3.00x | p99 < 5 ms | NO |"
+    assert lines[3] == "| measured | 100 | 3.000 | 3.000 | 8.000 | 3.00x | 3.00x | 4.00x | p99 < 5 ms | NO |"
     assert lines[-1].endswith("orders not FILLED, action states not delivered, terminals not back after the restart: 2")
 
 
@@ -37,12 +38,28 @@ def test_json_rows_have_every_key() -> None:
     row = Row("measured", [2.0] * 100, baseline, "p99 < 5 ms", met=True, errors=1)
     skipped = Row("dll", [], skipped="the library is not built")
     assert row.as_json() == {
-        "name": "measured", "samples": 100, "p50_ms": 2.0, "p99_ms": 2.0, "p50_ratio": 2.0, "p99_ratio": 2.0,
-        "target": "p99 < 5 ms", "met": True, "errors": 1, "skipped": "",
+        "name": "measured", "samples": 100, "p50_ms": 2.0, "p99_ms": 2.0, "p999_ms": 2.0, "p50_ratio": 2.0,
+        "p99_ratio": 2.0, "p999_ratio": 2.0, "target": "p99 < 5 ms", "met": True, "errors": 1, "skipped": "",
     }  # fmt: skip
     assert baseline.as_json()["p50_ratio"] is None
     assert baseline.as_json()["met"] is None
     assert skipped.as_json() == {
-        "name": "dll", "samples": 0, "p50_ms": None, "p99_ms": None, "p50_ratio": None, "p99_ratio": None,
-        "target": "", "met": None, "errors": 0, "skipped": "the library is not built",
+        "name": "dll", "samples": 0, "p50_ms": None, "p99_ms": None, "p999_ms": None, "p50_ratio": None,
+        "p99_ratio": None, "p999_ratio": None, "target": "", "met": None, "errors": 0,
+        "skipped": "the library is not built",
     }  # fmt: skip
+
+
+def test_the_knee_rates_are_positive_and_rising() -> None:
+    assert rates("200,500,1000") == [200.0, 500.0, 1000.0]
+    for bad in ("", "a,b", "0,100", "500,200"):
+        with pytest.raises(ValueError, match=r"not a list of numbers|must be positive and rising"):
+            rates(bad)
+
+
+def test_a_step_holds_only_with_none_lost_the_rate_reached_and_a_bounded_p99() -> None:
+    plain = [1.0] * 100
+    assert Step(100.0, 99.0, plain, [KNEE_RATIO] * 100, 0).held()
+    assert not Step(100.0, 99.0, plain, [KNEE_RATIO + 0.1] * 100, 0).held()  # p99 over the bound
+    assert not Step(100.0, 99.0, plain, [1.0] * 100, 1).held()  # one lost
+    assert not Step(100.0, 90.0, plain, [1.0] * 100, 0).held()  # the rate asked not reached

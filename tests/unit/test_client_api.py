@@ -195,7 +195,7 @@ def test_feed_subjects() -> None:
     for topic in ("trades", "orders", "actions", "alerts"):
         assert feed_subjects((topic, ANY)) == ()
     assert feed_subjects(("consistency", ANY)) == (subjects.CONSISTENCY_STATUS,)
-    assert STREAM_SOURCES["trades"].subjects == ("hb.ea.*.evt.opened", "hb.ea.*.evt.closed")
+    assert STREAM_SOURCES["trades"].subjects == ("hb.ea.*.evt.opened", "hb.ea.*.evt.closed", "hb.ea.*.evt.modified")
     assert STREAM_SOURCES["orders"].subjects == (subjects.ALL_RESULTS,)
     assert STREAM_SOURCES["actions"].subjects == (subjects.ALL_ACTIONS,)
     assert STREAM_SOURCES["consistency"].subjects == (subjects.CONFLICTS,)
@@ -351,6 +351,10 @@ def test_readme_client_api_examples_are_valid_frames() -> None:
         decoded = decode_client_frame(frame) if kind in ("AUTH", "REQUEST", "SUBSCRIBE", "UNSUBSCRIBE") else None
         kinds.append(type(decoded or decode_server_frame(frame)).__name__)
     assert kinds == [
+        # stop loss and take profit: a MODIFY_ORDER
+        "ClientRequest",
+        "ClientReply",
+        # authentication, requests, live events
         "ClientWelcome",
         "ClientRequest",
         "ClientReply",

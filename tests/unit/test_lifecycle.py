@@ -146,11 +146,11 @@ def test_judge_reconciles_when_the_server_may_have_executed(code: int) -> None:
         retcodes.REJECT,
         retcodes.INVALID_VOLUME,
         retcodes.INVALID_PRICE,
-        retcodes.INVALID_STOPS,
         retcodes.MARKET_CLOSED,
         retcodes.NO_MONEY,
         retcodes.TRADE_DISABLED,
         retcodes.POSITION_CLOSED,  # on an OPEN it is just final
+        retcodes.NO_CHANGES,  # likewise: only a MODIFY can change nothing
         99999,
         None,
     ],

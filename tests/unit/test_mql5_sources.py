@@ -352,3 +352,12 @@ def test_the_required_field_check_sees_nested_fields() -> None:
     assert "actionId" not in required_fields(messages.OpenedEvent)
     bodies = function_bodies("class C { void F(int a) { if(a) { x(); } } };\nint G(void)\n  {\n   return(1);\n  }\n")
     assert sorted(name for name, _, _ in bodies) == ["F", "G"]
+
+
+def test_the_native_transport_takes_keys_from_the_hashed_generator_not_mathrand() -> None:
+    code = strip((MQL5 / "Include" / "HedgeBridge" / "WebSocketManager.mqh").read_text(encoding="utf-8"))
+    start = code.index("class CNativeTransport")
+    native = code[start : code.index("\nclass ", start + 1)]
+    assert "MathRand" not in native
+    assert "m_random.Fill(mask" in native
+    assert "m_random.Fill(nonce" in native

@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hedgebridge.protocol import CloseCommand, ClosedEvent, OpenCommand, OpenedEvent, SymbolSpecs, decode_frame
+from hedgebridge.protocol import (
+    CloseCommand,
+    ClosedEvent,
+    ModifiedEvent,
+    ModifyCommand,
+    OpenCommand,
+    OpenedEvent,
+    SymbolSpecs,
+    decode_frame,
+)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -26,11 +35,24 @@ def readme_json_frames() -> list[bytes]:
 
 def test_readme_examples_decode_as_the_messages_they_show() -> None:
     messages = [decode_frame(frame) for frame in readme_json_frames()]
-    assert [type(m) for m in messages] == [OpenCommand, OpenedEvent, CloseCommand, ClosedEvent, SymbolSpecs]
+    assert [type(m) for m in messages] == [
+        OpenCommand,
+        OpenedEvent,
+        CloseCommand,
+        ClosedEvent,
+        ModifyCommand,
+        ModifiedEvent,
+        SymbolSpecs,
+    ]
     opened = messages[1]
     assert isinstance(opened, OpenedEvent)
     assert (opened.mt_ticket, opened.status) == ("50000000", "SUCCESS")
-    specs = messages[4]
+    modify, modified = messages[4], messages[5]
+    assert isinstance(modify, ModifyCommand)
+    assert (modify.stop_loss, modify.take_profit, modify.metadata.user_id) == (1.08, None, "u-1")  # tp kept
+    assert isinstance(modified, ModifiedEvent)
+    assert (modified.stop_loss, modified.take_profit, modified.status) == (1.08, 0.0, "SUCCESS")
+    specs = messages[6]
     assert isinstance(specs, SymbolSpecs)
     (eurusd,) = specs.symbols
     assert (eurusd.symbol, eurusd.volume_step, eurusd.trade_mode) == ("EURUSD", 0.01, "FULL")

@@ -182,8 +182,10 @@ def test_replays_read_exact_subjects_for_a_few_accounts_and_wildcards_otherwise(
     assert replay_subjects("trades", trades, frozenset({"B", "A"})) == (
         "hb.ea.A.evt.opened",
         "hb.ea.A.evt.closed",
+        "hb.ea.A.evt.modified",
         "hb.ea.B.evt.opened",
         "hb.ea.B.evt.closed",
+        "hb.ea.B.evt.modified",
     )
     assert replay_subjects("trades", trades, None) == trades.subjects
     many = frozenset(f"A{i}" for i in range(100))

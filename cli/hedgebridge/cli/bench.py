@@ -25,10 +25,10 @@ from typing import Any
 import nats
 from websockets.asyncio.client import ClientConnection, connect
 
-from hedgebridge.cli import bench_dll, bench_ea, bench_obs, bench_storm
+from hedgebridge.cli import bench_dll, bench_ea, bench_obs, bench_orders, bench_storm
 from hedgebridge.cli.bench_rows import Processes, Row
 from hedgebridge.cli.bench_sync import measure_action_sync, measure_client_sync
-from hedgebridge.common import auth
+from hedgebridge.common import auth, loop
 from hedgebridge.common.servers import NatsServer, ServerError, ValkeyServer, free_port, wait_for_port
 from hedgebridge.protocol import (
     ActionLeg,
@@ -128,10 +128,12 @@ async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> list
     cache.start()
     try:
         rows = await _measure(args, nats_server, cache, procs, library, ea_ready)
-        procs.stop()  # the reconnect storm and the observability stacks run alone
+        procs.stop()  # the reconnect storm, the observability stacks and the order path's stack run alone
         rows.append(await _storm(args, nats_server, procs))
         procs.stop()
-        return rows + await bench_obs.measure(args, workdir, cache, procs, Row)
+        rows += await bench_obs.measure(args, workdir, cache, procs, Row)
+        procs.stop()
+        return rows + await bench_orders.measure(args, workdir, procs)
     finally:
         procs.stop()
         nats_server.stop()
@@ -348,29 +350,37 @@ def _fmt(value: float | None, suffix: str = "") -> str:
 def header(args: argparse.Namespace) -> str:
     machine = (
         f"hedgebridge bench — {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
-        f"python {platform.python_version()}, websockets {version('websockets')}, nats-py {version('nats-py')}; "
+        f"python {platform.python_version()}, websockets {version('websockets')}, nats-py {version('nats-py')}, "
+        f"event loop {loop.choice()}; "
     )
+    orders = (
+        f"{args.client_orders} client API orders at {args.client_rate:g}/s, sustained steps at {args.knee_rates}/s "
+        f"of {args.knee_seconds:g}s over {args.knee_terminals} terminals"
+    )
+    storm = f"a reconnect storm of {args.storm_terminals} terminals"
+    if args.only == "orders":
+        return machine + orders
     if args.only == "storm":
-        return machine + f"a reconnect storm of {args.storm_terminals} terminals"
-    return machine + (
-        f"{args.samples} heartbeats, {args.orders} orders at {args.rate:g}/s, "
+        return machine + storm
+    return (
+        machine + f"{args.samples} heartbeats, {args.orders} orders at {args.rate:g}/s, "
         f"{args.load_orders} orders at {args.load_rate:g}/s open loop, "
-        f"{args.actions} hedge entries and exits watched by {args.subscribers} clients, "
-        f"a reconnect storm of {args.storm_terminals} terminals"
+        f"{args.actions} hedge entries and exits watched by {args.subscribers} clients, {storm}; " + orders
     )
 
 
 def table(rows: list[Row]) -> Iterator[str]:
-    yield "| measurement | samples | p50 ms | p99 ms | p50 ratio | p99 ratio | target | met |"
-    yield "|---|---:|---:|---:|---:|---:|---|---|"
+    yield "| measurement | samples | p50 ms | p99 ms | p999 ms | p50 ratio | p99 ratio | p999 ratio | target | met |"
+    yield "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
     for row in rows:
         if row.skipped:
-            yield f"| {row.name} | 0 | skipped: {row.skipped} |  |  |  |  |  |"
+            yield f"| {row.name} | 0 | skipped: {row.skipped} |  |  |  |  |  |  |  |"
             continue
         met = "" if row.met is None else ("yes" if row.met else "NO")
         yield (
-            f"| {row.name} | {len(row.samples)} | {row.p50:.3f} | {row.p99:.3f} | {_fmt(row.ratio(50), 'x')} | "
-            f"{_fmt(row.ratio(99), 'x')} | {row.target} | {met} |"
+            f"| {row.name} | {len(row.samples)} | {row.p50:.3f} | {row.p99:.3f} | {row.p999:.3f} | "
+            f"{_fmt(row.ratio(50), 'x')} | {_fmt(row.ratio(99), 'x')} | {_fmt(row.ratio(99.9), 'x')} | "
+            f"{row.target} | {met} |"
         )
     errors = sum(r.errors for r in rows)
     yield f"\norders not FILLED, action states not delivered, terminals not back after the restart: {errors}"
@@ -388,32 +398,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storm-terminals", type=int, default=1000, help="terminals of the reconnect storm (default 1000)"
     )
-    parser.add_argument("--only", choices=["storm"], help="measure only this row (storm: the reconnect storm)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument(
+        "--only",
+        choices=("orders", "storm"),
+        help="measure only this part: orders (the order path's rows), storm (the reconnect storm row)",
+    )
     bench_obs.add_arguments(parser)
+    bench_orders.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     if (
-        min(
-            args.samples,
-            args.orders,
-            args.load_orders,
-            args.subscribers,
-            args.actions,
-            args.obs_orders,
-            args.storm_terminals,
-        )
-        < 1
+        min(args.samples, args.orders, args.load_orders, args.subscribers, args.actions, args.obs_orders) < 1
+        or min(args.client_orders, args.knee_terminals, args.cpu_orders, args.storm_terminals) < 1
         or args.warmup < 0
-        or min(args.rate, args.load_rate) <= 0
+        or min(args.rate, args.load_rate, args.client_rate, args.knee_seconds) <= 0
     ):
         print("hedgebridge bench: counts must be >= 1, --warmup >= 0, rates > 0", file=sys.stderr)
+        return 2
+    try:
+        bench_orders.rates(args.knee_rates)
+    except ValueError as exc:
+        print(f"hedgebridge bench: --knee-rates: {exc}", file=sys.stderr)
         return 2
     procs = Processes()
     with tempfile.TemporaryDirectory(prefix="hedgebridge-bench-") as workdir:
         try:
-            rows = asyncio.run(run(args, Path(workdir), procs))
+            measured = bench_orders.measure(args, Path(workdir), procs) if args.only == "orders" else None
+            rows = asyncio.run(measured or run(args, Path(workdir), procs))
         except (ServerError, RuntimeError, OSError) as exc:
             print(f"hedgebridge bench: {exc}", file=sys.stderr)
             return 1

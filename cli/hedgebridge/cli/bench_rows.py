@@ -40,6 +40,10 @@ class Row:
     def p99(self) -> float:
         return percentile(self.samples, 99)
 
+    @property
+    def p999(self) -> float:
+        return percentile(self.samples, 99.9)
+
     def ratio(self, q: float) -> float | None:
         if self.baseline is None:
             return None
@@ -54,8 +58,10 @@ class Row:
             "samples": len(self.samples),
             "p50_ms": self.p50 if measured else None,
             "p99_ms": self.p99 if measured else None,
+            "p999_ms": self.p999 if measured else None,
             "p50_ratio": self.ratio(50) if measured else None,
             "p99_ratio": self.ratio(99) if measured else None,
+            "p999_ratio": self.ratio(99.9) if measured else None,
             "target": self.target,
             "met": self.met,
             "errors": self.errors,

@@ -300,7 +300,12 @@ def register(sub: Any) -> None:
     )
     hedge = action_sub.add_parser("hedge", parents=[common], help="open legs on several accounts at once")
     hedge.add_argument(
-        "--leg", action="append", required=True, type=_leg, metavar="ACCOUNT:SYMBOL:SIDE:VOLUME", help="repeatable"
+        "--leg",
+        action="append",
+        required=True,
+        type=_leg,
+        metavar="ACCOUNT:SYMBOL:SIDE:VOLUME[:SL[:TP]]",
+        help="repeatable; SL and TP: the leg's stop loss and take profit prices",
     )
     hedge.add_argument(
         "--policy",

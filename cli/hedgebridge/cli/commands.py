@@ -19,11 +19,12 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from hedgebridge.common import auth, bus, executor_client, logs, streams
+from hedgebridge.common import auth, bus, executor_client, logs, loop, streams
 from hedgebridge.common.config import ConfigError
 from hedgebridge.common.executor_client import Silence
 from hedgebridge.protocol import (
     CloseOrder,
+    ModifyOrder,
     MonitorSnapshot,
     OpenOrder,
     OrderRequest,
@@ -116,6 +117,20 @@ def build_request(args: argparse.Namespace) -> OrderRequest:
                 timeout_ms=int(args.timeout * 1000),
                 ttl_ms=None if args.ttl is None else int(args.ttl * 1000),
                 round_volume=args.round_volume,
+                stop_loss=args.sl,
+                take_profit=args.tp,
+            )
+        if args.order_command == "modify":
+            return ModifyOrder(
+                account_id=args.account,
+                position_id=args.position_id,
+                mt_ticket=args.ticket,
+                stop_loss=args.sl,
+                take_profit=args.tp,
+                action_id=args.action_id,
+                user_id=args.user_id,
+                timeout_ms=int(args.timeout * 1000),
+                ttl_ms=None if args.ttl is None else int(args.ttl * 1000),
             )
         return CloseOrder(
             account_id=args.account,
@@ -225,14 +240,16 @@ async def _order(args: argparse.Namespace, request: OrderRequest) -> int:
         print(json.dumps(to_builtins(result)), file=sys.stderr)
     if result.status != "FILLED":
         print(f"hedgebridge: {explain(result)}", file=sys.stderr)
-    elif result.rounded_from is not None:
+    elif result.rounded_from is not None or result.retcode_class == "NO_CHANGES":
         print(f"hedgebridge: {result.message}", file=sys.stderr)
     return _EXIT_BY_STATUS[result.status]
 
 
 def cmd_order(args: argparse.Namespace) -> int:
-    if args.order_command == "close" and not (args.position_id or args.ticket):
-        raise CliError("order close needs --position-id or --ticket")
+    if args.order_command in ("close", "modify") and not (args.position_id or args.ticket):
+        raise CliError(f"order {args.order_command} needs --position-id or --ticket")
+    if args.order_command == "modify" and args.sl is None and args.tp is None:
+        raise CliError("order modify needs --sl or --tp (0 removes a stop)")
     return asyncio.run(_order(args, build_request(args)))
 
 
@@ -271,7 +288,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
         with output.stop_when_closed(stop.set):  # sim | head -1: the reader gone, the terminals stop
             await run_terminals(terminals, stop)
 
-    asyncio.run(main())
+    loop.run(main())
     return 0
 
 

@@ -24,6 +24,14 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
+def _price(text: str) -> float:
+    """A stop's price: 0 or more (0: none)."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (none) or a price, got {text}")
+    return value
+
+
 def _service(module: str) -> Callable[[argparse.Namespace], int]:
     def run(_: argparse.Namespace) -> int:
         entry = importlib.import_module(f"hedgebridge.{module}.__main__")
@@ -80,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--nats-url", help="NATS (default $HEDGEBRIDGE_NATS_URL or the local stack's)")
     revoke.set_defaults(func=commands.cmd_token_revoke)
 
-    order = sub.add_parser("order", help="open or close a position and print the terminal's answer")
+    order = sub.add_parser("order", help="open, close or modify a position and print the terminal's answer")
     order_sub = order.add_subparsers(dest="order_command", required=True, metavar="ACTION")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--account", required=True, help="the MT5 account id")
@@ -92,16 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--nats-url", help="default $HEDGEBRIDGE_NATS_URL or the local stack's")
     common.add_argument("--result", action="store_true", help="also print the executor's full result on stderr")
-    common.add_argument(
+    volumes = argparse.ArgumentParser(add_help=False)
+    volumes.add_argument(
         "--round-volume",
         action="store_true",
         help="round a volume off the symbol's step down to it (else the order is INVALID)",
     )
-    open_ = order_sub.add_parser("open", parents=[common], help="open a position")
+    open_ = order_sub.add_parser("open", parents=[common, volumes], help="open a position")
     open_.add_argument("--symbol", required=True)
     open_.add_argument("--side", required=True, type=str.upper, choices=("BUY", "SELL"))
     open_.add_argument("--volume", required=True, type=_positive(float), help="lots")
-    close = order_sub.add_parser("close", parents=[common], help="close a position")
+    open_.add_argument("--sl", type=_price, help="stop loss price")
+    open_.add_argument("--tp", type=_price, help="take profit price")
+    modify = order_sub.add_parser("modify", parents=[common], help="set a position's stop loss and take profit")
+    modify.add_argument("--position-id", help="the positionId from OPENED")
+    modify.add_argument("--ticket", help="the MT5 ticket")
+    modify.add_argument("--sl", type=_price, help="stop loss price (0: remove it; absent: keep it)")
+    modify.add_argument("--tp", type=_price, help="take profit price (0: remove it; absent: keep it)")
+    close = order_sub.add_parser("close", parents=[common, volumes], help="close a position")
     close.add_argument("--position-id", help="the positionId from OPENED")
     close.add_argument("--ticket", help="the MT5 ticket")
     close.add_argument("--volume", type=_positive(float), help="close only this many lots (default: all)")

@@ -46,7 +46,7 @@ from hedgebridge.common.servers import (
 )
 from hedgebridge.protocol import subjects
 
-from . import output, state
+from . import leftovers, output, state
 from .activity import Activity
 from .output import say
 from .state import CliError
@@ -131,6 +131,10 @@ class ServerUnit:
         self.server.stop()
 
 
+def _unit_name(server: NatsServer | ValkeyServer) -> str:
+    return "nats" if isinstance(server, NatsServer) else "cache"
+
+
 @dataclass
 class Stack:
     args: argparse.Namespace
@@ -176,6 +180,7 @@ class Stack:
         server.new_session = True  # a Ctrl-C reaches up alone, which stops the servers last
         server.start()
         self.servers.append(server)
+        leftovers.record(self.base, {_unit_name(s): s.pid or 0 for s in self.servers})
         if isinstance(server, NatsServer):
             say(
                 f"{label:<10} {server.url}  (started, JetStream data in {server.data_dir / 'jetstream'}; "
@@ -228,6 +233,7 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
     published = False
 
     def publish() -> None:
+        leftovers.record(base, {name: unit.pid for name, unit in supervision.core.units.items()})
         if published:
             state.write_state(
                 base,
@@ -245,7 +251,7 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
 
     supervision = Supervision(say, publish)
     for server in stack.servers:
-        await supervision.add(ServerUnit("nats" if isinstance(server, NatsServer) else "cache", server), running=True)
+        await supervision.add(ServerUnit(_unit_name(server), server), running=True)
     for name, module in (
         ("gateway", "hedgebridge.gateway"),
         ("executor", "hedgebridge.executor"),
@@ -255,7 +261,6 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
         child = Child(name, stack.python(module), logs_dir / f"{name}.log", env)
         stack.children.append(child)
         await supervision.add(child)
-    supervising = asyncio.create_task(supervision.run(stop))
 
     async def quiet(_: Exception) -> None:
         return None
@@ -263,6 +268,13 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
     nc = await nats.connect(
         servers=login_url.split(","), name="hedgebridge-up", max_reconnect_attempts=-1, error_cb=quiet
     )
+
+    async def close_client() -> None:
+        # before NATS stops: a client left to reconnect to a server that is gone can hold up's exit
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 5)
+
+    supervising = asyncio.create_task(supervision.run(stop, before_shutdown=close_client))
     try:
         activity = Activity()
         await nc.subscribe(subjects.ALL_STATUS, cb=activity.on_status)
@@ -316,8 +328,7 @@ async def _run(stack: Stack, stop: asyncio.Event) -> int:
         if not supervising.done():
             stop.set()
             await supervising
-        with contextlib.suppress(Exception):
-            await nc.close()
+        await close_client()
 
 
 def _announce(accounts: list[str], missing: list[str], logs_dir: Path) -> None:
@@ -367,9 +378,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             raise CliError("HEDGEBRIDGE_GATEWAY_PORT is not a port number") from None
     base = state.home(args.home)
     base.mkdir(parents=True, exist_ok=True)
-    running = state.read_state(base)
-    if running is not None:
-        raise CliError(f"a stack is already running from {base} (pid {running.supervisor_pid})", 1)
+    lock = leftovers.hold_lock(base)  # CliError when another up runs from this home
+    leftovers.stop_leftovers(base, say)  # what an up that was killed left running, on the same store
+    state.clear_state(base)
     stack = Stack(args, base)
 
     async def main() -> int:
@@ -387,4 +398,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         stack.stop()
         state.clear_state(base)
+        leftovers.forget(base)
+        lock.close()
         say("stopped")

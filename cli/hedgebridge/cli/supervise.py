@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -67,8 +67,9 @@ class Supervision:
     def given_up(self, name: str) -> bool:
         return self.core.given_up(name)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Supervise until ``stop`` is set, then stop every process in order (nothing restarts meanwhile)."""
+    async def run(self, stop: asyncio.Event, before_shutdown: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Supervise until ``stop`` is set, then (after ``before_shutdown``) stop every process in order (nothing
+        restarts meanwhile)."""
         while not stop.is_set():
             await self.check()
             wait = self.poll_s
@@ -77,6 +78,8 @@ class Supervision:
                 wait = max(0.0, min(wait, due - time.monotonic()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
+        if before_shutdown is not None:
+            await before_shutdown()
         await self.shutdown()
 
     async def check(self) -> None:

@@ -1,5 +1,5 @@
 //+------------------------------------------------------------------+
-//| OrderManager.mqh - executes OPEN and CLOSE exactly once          |
+//| OrderManager.mqh - executes OPEN, CLOSE and MODIFY exactly once  |
 //+------------------------------------------------------------------+
 // Every order the EA sends carries the EA's magic number and a comment that identifies the command:
 //
@@ -12,6 +12,10 @@
 // first result again (alreadyExecuted true) and never sent to the trade server twice. Only executions
 // count: a command the trade server refused (requote, rejected...) leaves no deal, so the same actionId
 // sent again (the executor's retry) is executed.
+//
+// A MODIFY (TRADE_ACTION_SLTP) leaves no deal: its result is remembered for this run, and setting the same
+// stops again changes nothing (the trade server answers 10025 TRADE_RETCODE_NO_CHANGES), so a repeat is
+// harmless. Both stops are always sent: a field left 0 in the request removes that stop.
 //
 // CPositionBook remembers which hedge-system positionId/actionId each position belongs to, in
 // MQL5/Files/HedgeBridge/book_<login>.jsonl, so that reports keep naming them after a restart.
@@ -98,6 +102,9 @@ struct SHbOrderResult
    double            profit;          // CLOSE: realised profit, swap and commission included
    uint              retcode;         // MT5 trade server return code, 0 when none
    string            message;
+   bool              stops;           // sl and tp are known (OPEN with stops, MODIFY with its position)
+   double            sl;              // the position's stop loss after the command, 0 for none
+   double            tp;              // its take profit, 0 for none
   };
 
 void HbResetResult(SHbOrderResult &r)
@@ -112,6 +119,9 @@ void HbResetResult(SHbOrderResult &r)
    r.profit = 0.0;
    r.retcode = 0;
    r.message = "";
+   r.stops = false;
+   r.sl = 0.0;
+   r.tp = 0.0;
   }
 
 //+------------------------------------------------------------------+
@@ -523,9 +533,9 @@ public:
 
    CPositionBook    *Book(void) { return(GetPointer(m_book)); }
 
-   // OPEN: a market position of volume lots on symbol ("BUY" or "SELL")
+   // OPEN: a market position of volume lots on symbol ("BUY" or "SELL"), with its stops (0: none)
    void              Open(const string actionId, const string positionId, const string symbol, const string side,
-                          const double volume, SHbOrderResult &r)
+                          const double volume, SHbOrderResult &r, const double sl = 0.0, const double tp = 0.0)
      {
       HbResetResult(r);
       if(actionId != "" && (RecalledResult(HB_MSG_OPEN, actionId, r) || FindOpen(actionId, r)))
@@ -567,6 +577,9 @@ public:
       request.comment = HbOrderComment(actionId, positionId);
       request.type_filling = Filling(symbol);
       request.type_time = ORDER_TIME_GTC;
+      int digits = (int)SymbolInfoInteger(symbol, SYMBOL_DIGITS);
+      request.sl = sl > 0.0 ? NormalizeDouble(sl, digits) : 0.0;
+      request.tp = tp > 0.0 ? NormalizeDouble(tp, digits) : 0.0;
       Send(request, result);
       r.retcode = result.retcode;
       if(result.retcode == TRADE_RETCODE_PLACED)
@@ -593,6 +606,9 @@ public:
       r.ticket = result.order;
       r.price = result.price;
       r.volume = result.volume;
+      r.stops = request.sl > 0.0 || request.tp > 0.0;
+      r.sl = request.sl;
+      r.tp = request.tp;
       if(WaitForDeal(result.deal))
         {
          r.ticket = (ulong)HistoryDealGetInteger(result.deal, DEAL_POSITION_ID);
@@ -703,6 +719,53 @@ public:
       if(r.remaining <= 0.0)
          m_book.Forget(identifier);
       RememberResult(HB_MSG_CLOSE, actionId, r);
+     }
+
+   // MODIFY: the stops of the position named by mtTicket (or positionId); a stop not given is kept, 0 removes
+   void              Modify(const string actionId, const string positionId, const string mtTicket, const bool hasSl,
+                            const double sl, const bool hasTp, const double tp, SHbOrderResult &r)
+     {
+      HbResetResult(r);
+      if(actionId != "" && RecalledResult(HB_MSG_MODIFY, actionId, r))
+         return;
+      ulong identifier = FindPosition(mtTicket, positionId);
+      ulong ticket = HbSelectPosition(identifier);
+      if(ticket == 0)
+        {
+         r.retcode = TRADE_RETCODE_POSITION_CLOSED;
+         r.message = "position not found or already closed";
+         return;
+        }
+      r.ticket = identifier;
+      string symbol = PositionGetString(POSITION_SYMBOL);
+      int digits = (int)SymbolInfoInteger(symbol, SYMBOL_DIGITS);
+      r.stops = true;
+      r.sl = PositionGetDouble(POSITION_SL);
+      r.tp = PositionGetDouble(POSITION_TP);
+      if(!CheckTradingAllowed(r))
+         return;
+      MqlTradeRequest request;
+      MqlTradeResult result;
+      ZeroMemory(request);
+      ZeroMemory(result);
+      request.action = TRADE_ACTION_SLTP;
+      request.position = ticket;
+      request.symbol = symbol;
+      request.sl = hasSl ? NormalizeDouble(MathMax(sl, 0.0), digits) : r.sl;
+      request.tp = hasTp ? NormalizeDouble(MathMax(tp, 0.0), digits) : r.tp;
+      request.magic = m_magic;
+      Send(request, result);
+      r.retcode = result.retcode;
+      if(result.retcode != TRADE_RETCODE_DONE)
+        {
+         r.message = Describe(result);
+         return;
+        }
+      r.success = true;
+      r.retcode = 0;
+      r.sl = request.sl;
+      r.tp = request.tp;
+      RememberResult(HB_MSG_MODIFY, actionId, r);
      }
   };
 

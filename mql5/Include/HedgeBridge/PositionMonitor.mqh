@@ -133,6 +133,12 @@ public:
          w.Num(HB_FIELD_CURRENT_PRICE, PositionGetDouble(POSITION_PRICE_CURRENT), digits);
          w.Num(HB_FIELD_PROFIT, PositionGetDouble(POSITION_PROFIT), 2);
          w.Str(HB_FIELD_OPEN_TIME, HbServerMscToIso(PositionGetInteger(POSITION_TIME_MSC)));
+         double sl = PositionGetDouble(POSITION_SL);
+         double tp = PositionGetDouble(POSITION_TP);
+         if(sl > 0.0)
+            w.Num(HB_FIELD_STOP_LOSS, sl, digits);
+         if(tp > 0.0)
+            w.Num(HB_FIELD_TAKE_PROFIT, tp, digits);
          w.EndObject();
         }
       w.EndArray();

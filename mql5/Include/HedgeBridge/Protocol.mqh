@@ -18,6 +18,8 @@
 #define HB_MSG_CLOSED          "CLOSED"  // terminal -> gateway
 #define HB_MSG_ERROR           "ERROR"  // both ways
 #define HB_MSG_HEARTBEAT       "HEARTBEAT"  // both ways
+#define HB_MSG_MODIFIED        "MODIFIED"  // terminal -> gateway
+#define HB_MSG_MODIFY          "MODIFY"  // gateway -> terminal
 #define HB_MSG_OPEN            "OPEN"  // gateway -> terminal
 #define HB_MSG_OPENED          "OPENED"  // terminal -> gateway
 #define HB_MSG_POSITION_UPDATE "POSITION_UPDATE"  // terminal -> gateway
@@ -32,9 +34,11 @@
 // CLOSED: timestamp, accountId, positionId, actionId?, mtTicket?, price?, profit?, volume?, remainingVolume?, status, errorMessage?, errorCode?, alreadyExecuted?, reason?, traceparent?
 // ERROR: code, message, field?, refType?, refId?, accountId?, timestamp?
 // HEARTBEAT: timestamp, seq?, reply?, accountId?
-// OPEN: timestamp, accountId, positionId, actionId?, symbol, side, volume, metadata{executionType, userId}, attempt?, traceparent?
-// OPENED: timestamp, accountId, positionId, actionId?, mtTicket?, price?, volume?, status, errorMessage?, errorCode?, alreadyExecuted?, symbol?, side?, traceparent?
-// POSITION_UPDATE: timestamp, accountId, positions{mtTicket, positionId?, actionId?, symbol, side, volume, openPrice, currentPrice, profit, openTime?}, syncId?
+// MODIFIED: timestamp, accountId, positionId, actionId?, mtTicket?, stopLoss?, takeProfit?, status, errorMessage?, errorCode?, alreadyExecuted?, traceparent?
+// MODIFY: timestamp, accountId, positionId, actionId?, mtTicket?, stopLoss?, takeProfit?, metadata{userId}, attempt?, traceparent?
+// OPEN: timestamp, accountId, positionId, actionId?, symbol, side, volume, metadata{executionType, userId}, attempt?, traceparent?, stopLoss?, takeProfit?
+// OPENED: timestamp, accountId, positionId, actionId?, mtTicket?, price?, volume?, status, errorMessage?, errorCode?, alreadyExecuted?, symbol?, side?, traceparent?, stopLoss?, takeProfit?
+// POSITION_UPDATE: timestamp, accountId, positions{mtTicket, positionId?, actionId?, symbol, side, volume, openPrice, currentPrice, profit, openTime?, stopLoss?, takeProfit?}, syncId?
 // PRICE: accountId, symbol, bid, ask, time
 // SYMBOL_SPECS: timestamp, accountId, symbols{symbol, volumeMin, volumeMax, volumeStep, contractSize, digits, tradeMode, fillingModes?}
 // SYNC: timestamp, accountId, syncId?, reason?, traceparent?
@@ -86,9 +90,11 @@
 #define HB_FIELD_SESSION_ID            "sessionId"
 #define HB_FIELD_SIDE                  "side"
 #define HB_FIELD_STATUS                "status"
+#define HB_FIELD_STOP_LOSS             "stopLoss"
 #define HB_FIELD_SYMBOL                "symbol"
 #define HB_FIELD_SYMBOLS               "symbols"
 #define HB_FIELD_SYNC_ID               "syncId"
+#define HB_FIELD_TAKE_PROFIT           "takeProfit"
 #define HB_FIELD_TIME                  "time"
 #define HB_FIELD_TIMESTAMP             "timestamp"
 #define HB_FIELD_TRACEPARENT           "traceparent"
@@ -138,6 +144,7 @@ bool HbIsToTerminal(const string type)
    return(type == HB_MSG_CLOSE
       || type == HB_MSG_ERROR
       || type == HB_MSG_HEARTBEAT
+      || type == HB_MSG_MODIFY
       || type == HB_MSG_OPEN
       || type == HB_MSG_SYNC
       || type == HB_MSG_WELCOME);
@@ -149,6 +156,7 @@ bool HbIsFromTerminal(const string type)
       || type == HB_MSG_CLOSED
       || type == HB_MSG_ERROR
       || type == HB_MSG_HEARTBEAT
+      || type == HB_MSG_MODIFIED
       || type == HB_MSG_OPENED
       || type == HB_MSG_POSITION_UPDATE
       || type == HB_MSG_PRICE
@@ -162,6 +170,8 @@ bool HbIsKnownType(const string type)
       || type == HB_MSG_CLOSED
       || type == HB_MSG_ERROR
       || type == HB_MSG_HEARTBEAT
+      || type == HB_MSG_MODIFIED
+      || type == HB_MSG_MODIFY
       || type == HB_MSG_OPEN
       || type == HB_MSG_OPENED
       || type == HB_MSG_POSITION_UPDATE
@@ -176,7 +186,7 @@ bool HbIsKnownType(const string type)
 #define HB_ERR_ACCOUNT_OFFLINE         "ACCOUNT_OFFLINE"  // WARNING, RETRY: No gateway holds a connection for the account; the command was not sent.
 #define HB_ERR_ACTION_INVALID          "ACTION_INVALID"  // WARNING, FIX_INPUT: The action failed validation; nothing was sent.
 #define HB_ERR_ACTION_NOT_FOUND        "ACTION_NOT_FOUND"  // WARNING, FIX_INPUT: No action with that actionId is known.
-#define HB_ERR_ALREADY_CLOSED          "ALREADY_CLOSED"  // INFO, FIX_INPUT: The position to close does not exist any more (closed earlier, or never opened).
+#define HB_ERR_ALREADY_CLOSED          "ALREADY_CLOSED"  // INFO, FIX_INPUT: The position to close or modify does not exist any more (closed earlier, or never opened).
 #define HB_ERR_CACHE_INCOMPLETE        "CACHE_INCOMPLETE"  // WARNING, RETRY: The realtime cache is being rebuilt and has no complete picture of the account yet.
 #define HB_ERR_CACHE_UNREACHABLE       "CACHE_UNREACHABLE"  // ERROR, RECONNECT: The Redis-compatible cache does not answer.
 #define HB_ERR_COMPENSATION_FAILED     "COMPENSATION_FAILED"  // CRITICAL, ESCALATE: Closing the filled legs of a failed action did not succeed: positions may be unhedged.
@@ -192,6 +202,7 @@ bool HbIsKnownType(const string type)
 #define HB_ERR_INTERNAL                "INTERNAL"  // CRITICAL, ESCALATE: An unexpected fault inside a service.
 #define HB_ERR_INVALID_FIELD           "INVALID_FIELD"  // WARNING, FIX_INPUT: A field has the wrong type or an invalid value.
 #define HB_ERR_INVALID_REQUEST         "INVALID_REQUEST"  // WARNING, FIX_INPUT: An order request failed validation.
+#define HB_ERR_INVALID_STOPS           "INVALID_STOPS"  // WARNING, FIX_INPUT: The trade server refused the stop loss or take profit (MT5 10016): on the wrong side of the price, or closer to it than the symbol's stops level; nothing changed.
 #define HB_ERR_INVALID_VOLUME          "INVALID_VOLUME"  // WARNING, FIX_INPUT: The volume is below the symbol's minimum, over its maximum or not a multiple of its step; nothing was sent.
 #define HB_ERR_IN_FLIGHT               "IN_FLIGHT"  // INFO, RETRY: An order or action with this actionId is still running; ask again for its result.
 #define HB_ERR_LEG_FAILED              "LEG_FAILED"  // WARNING, ESCALATE: Some legs of an action failed; the action's policy decided what happened to the others.
@@ -208,6 +219,7 @@ bool HbIsKnownType(const string type)
 #define HB_ERR_RETRIES_EXHAUSTED       "RETRIES_EXHAUSTED"  // WARNING, RETRY: The trade server kept asking for a retry (requote, price changed, busy) until the attempts ran out.
 #define HB_ERR_SYNC_SLOW               "SYNC_SLOW"  // WARNING, ESCALATE: An action took longer than the sync latency threshold.
 #define HB_ERR_TERMINAL_DOWN           "TERMINAL_DOWN"  // CRITICAL, RECONNECT: A terminal has been disconnected too long.
+#define HB_ERR_TERMINAL_REFUSED        "TERMINAL_REFUSED"  // ERROR, ESCALATE: The terminal answered the command with an ERROR instead of executing it (an older EA that does not know the command, or a field it cannot read); nothing was executed.
 #define HB_ERR_TERMINAL_SILENT         "TERMINAL_SILENT"  // ERROR, RECONNECT: A connected terminal has reported no event (price, account, position, trade) for too long.
 #define HB_ERR_TRADE_DISABLED          "TRADE_DISABLED"  // WARNING, FIX_INPUT: The symbol's trade mode does not allow this order (disabled, long only, short only, close only); nothing was sent.
 #define HB_ERR_UNAUTHENTICATED         "UNAUTHENTICATED"  // WARNING, FIX_INPUT: The client has not presented a valid token.
@@ -240,6 +252,7 @@ string HbErrorRecovery(const string code)
    if(code == HB_ERR_INTERNAL) return("ESCALATE");
    if(code == HB_ERR_INVALID_FIELD) return("FIX_INPUT");
    if(code == HB_ERR_INVALID_REQUEST) return("FIX_INPUT");
+   if(code == HB_ERR_INVALID_STOPS) return("FIX_INPUT");
    if(code == HB_ERR_INVALID_VOLUME) return("FIX_INPUT");
    if(code == HB_ERR_IN_FLIGHT) return("RETRY");
    if(code == HB_ERR_LEG_FAILED) return("ESCALATE");
@@ -256,6 +269,7 @@ string HbErrorRecovery(const string code)
    if(code == HB_ERR_RETRIES_EXHAUSTED) return("RETRY");
    if(code == HB_ERR_SYNC_SLOW) return("ESCALATE");
    if(code == HB_ERR_TERMINAL_DOWN) return("RECONNECT");
+   if(code == HB_ERR_TERMINAL_REFUSED) return("ESCALATE");
    if(code == HB_ERR_TERMINAL_SILENT) return("RECONNECT");
    if(code == HB_ERR_TRADE_DISABLED) return("FIX_INPUT");
    if(code == HB_ERR_UNAUTHENTICATED) return("FIX_INPUT");

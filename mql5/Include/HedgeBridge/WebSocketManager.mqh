@@ -14,6 +14,7 @@
 
 #include "Protocol.mqh"
 #include "Json.mqh"
+#include "Random.mqh"
 
 // HB_NO_DLL (HedgeSystemConnectorNative.mq5): no #import at all, so the EA loads where DLLs are not allowed
 // (an #import is bound when the EA loads, whichever transport it then uses).
@@ -206,6 +207,7 @@ private:
    bool              m_fragmented;
    string            m_queue[];     // complete text messages, oldest first, from m_queueHead on
    int               m_queueHead;
+   CHbRandom         m_random;      // masking keys and handshake nonces
 
    bool              Fail(const string what)
      {
@@ -285,11 +287,10 @@ private:
                frame[2 + i] = (uchar)(((long)length >> (8 * (7 - i))) & 0xFF);
            }
       uchar mask[4];
+      if(!m_random.Fill(mask, 0, 4))
+         return(Fail("no random masking key (SHA-256 unavailable)"));
       for(int i = 0; i < 4; i++)
-        {
-         mask[i] = (uchar)(MathRand() & 0xFF);
          frame[header + i] = mask[i];
-        }
       for(int i = 0; i < length; i++)
          frame[header + 4 + i] = (uchar)(payload[i] ^ mask[i % 4]);
       return(SendBytes(frame, ArraySize(frame)));
@@ -519,8 +520,12 @@ public:
         }
       // the opening handshake
       uchar nonce[16];
-      for(int i = 0; i < 16; i++)
-         nonce[i] = (uchar)(MathRand() & 0xFF);
+      if(!m_random.Fill(nonce, 0, 16))
+        {
+         m_error = "no random handshake key (SHA-256 unavailable)";
+         Close();
+         return(false);
+        }
       string key = Base64(nonce);
       string request = "GET " + path + " HTTP/1.1\r\n"
                        + "Host: " + authority + "\r\n"

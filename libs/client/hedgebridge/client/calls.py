@@ -1,4 +1,4 @@
-"""The calls of ``HedgebridgeClient`` that build a request body (orders, batches, actions) on top of its
+"""The calls of ``HedgebridgeClient`` that build a request body (orders, stops, batches, actions) on top of its
 ``request`` and ``subscribe``. Every order and action gets an actionId when the caller gives none: it is
 the idempotency key, so repeating a call with the same ``action_id`` after a lost answer never executes
 twice."""
@@ -20,6 +20,7 @@ from hedgebridge.protocol import (
     BatchResult,
     CloseBatch,
     CloseOrder,
+    ModifyOrder,
     OpenOrder,
     OrderResult,
 )
@@ -30,6 +31,7 @@ from .legs import Leg, Policy, Side
 from .subscription import Subscription
 
 Result = OrderResult | BatchResult | ActionState
+Body = OpenOrder | CloseOrder | ModifyOrder | CloseBatch | ActionRequest
 R = TypeVar("R", OrderResult, BatchResult, ActionState)
 
 
@@ -37,7 +39,7 @@ class Calls(ABC):
     """Order and action calls; the class that mixes this in provides ``request`` and ``subscribe``."""
 
     @abstractmethod
-    async def request(self, body: OpenOrder | CloseOrder | CloseBatch | ActionRequest) -> Result:
+    async def request(self, body: Body) -> Result:
         """Send one REQUEST and wait for its REPLY."""
 
     @abstractmethod
@@ -51,7 +53,7 @@ class Calls(ABC):
     ) -> Subscription:
         """Subscribe to live events of ``topics``."""
 
-    async def _typed(self, body: OpenOrder | CloseOrder | CloseBatch | ActionRequest, kind: type[R]) -> R:
+    async def _typed(self, body: Body, kind: type[R]) -> R:
         result = await self.request(body)
         if not isinstance(result, kind):
             raise ClientError(UNEXPECTED_REPLY, f"expected {kind.__name__}, got {type(result).__name__}")
@@ -68,10 +70,12 @@ class Calls(ABC):
         user_id: str = "",
         timeout_ms: int | None = None,
         round_volume: bool = False,
+        stop_loss: float | None = None,
+        take_profit: float | None = None,
     ) -> OrderResult:
         """Open a market position; returns the executor's definite OrderResult (FILLED, REJECTED, EXPIRED…).
         ``round_volume``: a volume off the symbol's step is rounded down to it (``rounded_from`` says from what)
-        instead of being INVALID."""
+        instead of being INVALID. ``stop_loss`` / ``take_profit``: prices set on the position as it opens."""
         body = OpenOrder(
             account_id=account,
             symbol=symbol,
@@ -81,6 +85,40 @@ class Calls(ABC):
             user_id=user_id,
             timeout_ms=timeout_ms,
             round_volume=round_volume,
+            stop_loss=stop_loss,
+            take_profit=take_profit,
+        )
+        return await self._typed(body, OrderResult)
+
+    async def modify(
+        self,
+        account: str,
+        *,
+        position_id: str | None = None,
+        mt_ticket: str | None = None,
+        stop_loss: float | None = None,
+        take_profit: float | None = None,
+        action_id: str | None = None,
+        user_id: str = "",
+        timeout_ms: int | None = None,
+    ) -> OrderResult:
+        """Set the stops of a position named by ``position_id`` or ``mt_ticket``: ``None`` keeps a stop, ``0``
+        removes it, a price sets it. FILLED when the position has them afterwards (also when it had them
+        already: ``retcode_class`` NO_CHANGES); REJECTED with INVALID_STOPS, ALREADY_CLOSED or TERMINAL_REFUSED
+        otherwise."""
+        if position_id is None and mt_ticket is None:
+            raise ValueError("modify needs position_id or mt_ticket")
+        if stop_loss is None and take_profit is None:
+            raise ValueError("modify needs stop_loss or take_profit")
+        body = ModifyOrder(
+            account_id=account,
+            position_id=position_id,
+            mt_ticket=mt_ticket,
+            stop_loss=stop_loss,
+            take_profit=take_profit,
+            action_id=action_id or uuid.uuid4().hex,
+            user_id=user_id,
+            timeout_ms=timeout_ms,
         )
         return await self._typed(body, OrderResult)
 

@@ -31,13 +31,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from hedgebridge.protocol import (
-    ActionRequest,
-    CloseBatch,
-    CloseOrder,
     ErrorMessage,
     Heartbeat,
     Message,
-    OpenOrder,
     ProtocolError,
     encode_frame,
     utcnow,
@@ -58,7 +54,7 @@ from hedgebridge.protocol.client import (
     decode_server_frame,
 )
 
-from .calls import Calls, Result
+from .calls import Body, Calls, Result
 from .connection import (
     Cursors,
     Options,
@@ -162,7 +158,7 @@ class HedgebridgeClient(Calls):
 
     # --- requests ----------------------------------------------------------------------------------------
 
-    async def request(self, body: OpenOrder | CloseOrder | CloseBatch | ActionRequest) -> Result:
+    async def request(self, body: Body) -> Result:
         """Send one REQUEST and wait for its REPLY (``ClientError`` for an ERROR)."""
         if self._lost is not None:
             raise self._lost

@@ -30,6 +30,7 @@ ROOT = "HEDGEBRIDGE_"
 SHARED = frozenset(
     {"nats_url", "nats_startup_timeout_s", "redis_url", "jwt_secret", "log_level", "log_format", "stream_replicas"}
     | {"tracing", "otlp_endpoint", "profile"}  # observability (hedgebridge.common.obs, .profiles)
+    | {"event_loop"}  # read before the rest, when the process starts its loop (hedgebridge.common.loop)
 )
 STREAM_REPLICAS = (1, 3, 5)
 
@@ -84,6 +85,9 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     otlp_endpoint: Annotated[str, setting("export spans over OTLP/HTTP to this URL (tracing on)")] = ""
     log_level: Annotated[str, setting("logging level: DEBUG, INFO, WARNING, ERROR")] = "INFO"
     log_format: Annotated[str, setting("json (one JSON line per record, on stderr) or text")] = "json"
+    event_loop: Annotated[
+        str, setting("asyncio, or uvloop (when the uvloop package is installed): the event loop the process runs on")
+    ] = "asyncio"
 
     def check_shared(self) -> None:
         """Raise ConfigError (naming the variable) for a shared value that cannot work."""

@@ -30,6 +30,7 @@ from hedgebridge.protocol import (
     OrderResult,
     ProtocolError,
     errors,
+    order_kind,
     pack,
     subjects,
     unpack,
@@ -131,12 +132,11 @@ def _silent(
 
 def unsent_order(body: OrderRequest, code: str, message: str, status: OrderStatus = "EXPIRED") -> OrderResult:
     """The result of an order the executor did not answer (or, for ``EXPIRED``, never received)."""
-    opening = isinstance(body, OpenOrder)
     return OrderResult(
         status=status,
         code=code,
         message=message,
-        kind="OPEN" if opening else "CLOSE",
+        kind=order_kind(body),
         account_id=body.account_id,
         action_id=body.action_id,
         position_id=None if isinstance(body, OpenOrder) else body.position_id,

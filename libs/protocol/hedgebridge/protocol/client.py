@@ -3,8 +3,8 @@
 Client → gateway:
 
 - ``AUTH`` {token}: the first frame, for clients that cannot set an Authorization header (browsers).
-- ``REQUEST`` {requestId, body}: ``body`` is an OPEN_ORDER, CLOSE_ORDER, CLOSE_BATCH or ACTION. Answered by
-  one ``REPLY`` with the same requestId (or an ``ERROR`` whose ``refId`` is the requestId).
+- ``REQUEST`` {requestId, body}: ``body`` is an OPEN_ORDER, CLOSE_ORDER, MODIFY_ORDER, CLOSE_BATCH or ACTION.
+  Answered by one ``REPLY`` with the same requestId (or an ``ERROR`` whose ``refId`` is the requestId).
 - ``SUBSCRIBE`` {requestId, topics, accounts?, resume?, recent?}: live events of those topics, limited to
   ``accounts`` (all the token may see when absent). Answered by ``SUBSCRIBED``. ``UNSUBSCRIBE``
   {requestId, topics}.
@@ -59,6 +59,8 @@ from .messages import (
     ErrorMessage,
     Heartbeat,
     Message,
+    ModifiedEvent,
+    ModifyOrder,
     MonitorReport,
     OpenedEvent,
     OpenOrder,
@@ -66,8 +68,8 @@ from .messages import (
     PositionUpdate,
     PriceTick,
     TerminalStatus,
-    _Body,
 )
+from .messages.base import _Body
 from .names import SCOPE_MAX
 
 RequestId = Annotated[str, Meta(min_length=1, max_length=128)]
@@ -121,7 +123,7 @@ class Auth(Message, frozen=True, kw_only=True, tag="AUTH"):
 
 class ClientRequest(Message, frozen=True, kw_only=True, tag="REQUEST"):
     request_id: RequestId
-    body: OpenOrder | CloseOrder | CloseBatch | ActionRequest
+    body: OpenOrder | CloseOrder | ModifyOrder | CloseBatch | ActionRequest
 
 
 class Subscribe(Message, frozen=True, kw_only=True, tag="SUBSCRIBE"):
@@ -168,6 +170,7 @@ class Subscribed(Message, frozen=True, kw_only=True, tag="SUBSCRIBED"):
 EventData = (
     OpenedEvent
     | ClosedEvent
+    | ModifiedEvent
     | AccountUpdate
     | PositionUpdate
     | PriceTick

@@ -125,7 +125,7 @@ ALREADY_CLOSED = _register(
     "ALREADY_CLOSED",
     Severity.INFO,
     Recovery.FIX_INPUT,
-    "The position to close does not exist any more (closed earlier, or never opened).",
+    "The position to close or modify does not exist any more (closed earlier, or never opened).",
 )
 TRADE_DISABLED = _register(
     "TRADE_DISABLED",
@@ -133,6 +133,20 @@ TRADE_DISABLED = _register(
     Recovery.FIX_INPUT,
     "The symbol's trade mode does not allow this order (disabled, long only, short only, close only); "
     "nothing was sent.",
+)
+INVALID_STOPS = _register(
+    "INVALID_STOPS",
+    Severity.WARNING,
+    Recovery.FIX_INPUT,
+    "The trade server refused the stop loss or take profit (MT5 10016): on the wrong side of the price, or "
+    "closer to it than the symbol's stops level; nothing changed.",
+)
+TERMINAL_REFUSED = _register(
+    "TERMINAL_REFUSED",
+    Severity.ERROR,
+    Recovery.ESCALATE,
+    "The terminal answered the command with an ERROR instead of executing it (an older EA that does not know "
+    "the command, or a field it cannot read); nothing was executed.",
 )
 PARTIAL_FILL = _register(
     "PARTIAL_FILL",
@@ -283,7 +297,15 @@ _CATEGORIES: dict[Category, tuple[str, ...]] = {
         CACHE_UNREACHABLE,
         GATEWAY_UNREACHABLE,
     ),
-    Category.MT5: (ORDER_REJECTED, RETRIES_EXHAUSTED, ALREADY_CLOSED, PARTIAL_FILL, TRADE_DISABLED),
+    Category.MT5: (
+        ORDER_REJECTED,
+        RETRIES_EXHAUSTED,
+        ALREADY_CLOSED,
+        PARTIAL_FILL,
+        TRADE_DISABLED,
+        INVALID_STOPS,
+        TERMINAL_REFUSED,
+    ),
     Category.EXECUTION: (
         OUTCOME_UNKNOWN,
         EXPIRED,

@@ -7,7 +7,9 @@ one class:
 - RETRY: the price moved or the server is busy: send again with a fresh price, with a bounded backoff.
 - RECONCILE: the server may or may not have executed it: compare with the terminal's positions first.
 - FINAL: the request cannot succeed as it is (bad volume, market closed, no money…): report it.
-- ALREADY_CLOSED: a CLOSE for a position that no longer exists: the position is closed either way.
+- ALREADY_CLOSED: a CLOSE (or MODIFY) for a position that no longer exists: it is closed either way.
+- NO_CHANGES: a MODIFY that asks for the stops the position has already (10025): its goal holds, nothing
+  was changed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class RetcodeClass(StrEnum):
     RECONCILE = "RECONCILE"
     FINAL = "FINAL"
     ALREADY_CLOSED = "ALREADY_CLOSED"
+    NO_CHANGES = "NO_CHANGES"
 
 
 REQUOTE = 10004
@@ -86,16 +89,20 @@ _CLASSES: dict[int, RetcodeClass] = {
     TIMEOUT: RetcodeClass.RECONCILE,
     CONNECTION: RetcodeClass.RECONCILE,
     POSITION_CLOSED: RetcodeClass.ALREADY_CLOSED,
+    NO_CHANGES: RetcodeClass.NO_CHANGES,
 }
 
 
-def classify(retcode: int | None, *, closing: bool = False) -> RetcodeClass:
+def classify(retcode: int | None, *, closing: bool = False, modifying: bool = False) -> RetcodeClass:
     """The class of ``retcode``. Codes not listed above (REJECT, INVALID_*, MARKET_CLOSED, NO_MONEY,
-    TRADE_DISABLED, unknown codes…) are FINAL; POSITION_CLOSED is ALREADY_CLOSED only for a CLOSE."""
+    TRADE_DISABLED, unknown codes…) are FINAL; POSITION_CLOSED is ALREADY_CLOSED only for a CLOSE or a
+    MODIFY (a position it names is gone), NO_CHANGES is NO_CHANGES only for a MODIFY."""
     if retcode is None:
         return RetcodeClass.FINAL
     found = _CLASSES.get(retcode, RetcodeClass.FINAL)
-    if found is RetcodeClass.ALREADY_CLOSED and not closing:
+    if found is RetcodeClass.ALREADY_CLOSED and not (closing or modifying):
+        return RetcodeClass.FINAL
+    if found is RetcodeClass.NO_CHANGES and not modifying:
         return RetcodeClass.FINAL
     return found
 

@@ -5,6 +5,8 @@ Layout (``<account>`` is a token-safe account id, see ``messages.AccountId``)::
     hb.ea.<account>.cmd            commands for a terminal; the gateway holding its connection replies
                                    with a DeliveryAck (no responders: nobody holds it, not sent)
     hb.ea.<account>.evt.<type>     events a terminal reported (msgpack of the EA message), type lowercase
+    hb.ea.<account>.refused        a terminal's ERROR about a command it did not execute (an EA that does not know
+                                   the command): the executor answers that order at once
     hb.ea.<account>.status         TERMINAL_STATUS: connected / disconnected
     hb.exec.order                  order requests (request/reply), served by the executors' queue group
     hb.exec.batch                  batch close requests (request/reply), same queue group
@@ -20,7 +22,7 @@ Layout (``<account>`` is a token-safe account id, see ``messages.AccountId``)::
     hb.alert.<rule>.<scope>        ALERT transitions (OPEN / RESOLVED); scope is the account or ``_system``
     hb.gw.liveness                 GATEWAY_LIVENESS: every gateway's terminals, idle times, Ping/Pong round trips
 
-JetStream: the stream HB_EVENTS keeps terminals' OPENED/CLOSED reports, order results, action states and
+JetStream: the stream HB_EVENTS keeps terminals' OPENED/CLOSED/MODIFIED reports, order results, action states and
 conflicts; the KV buckets hb_orders (order records by actionId), hb_inflight (orders still running, with
 their owner's lease), hb_actions (action records by actionId), hb_actions_running (the actionIds not final
 yet, so a takeover scan reads only those) and hb_book (positions the system believes
@@ -60,6 +62,7 @@ EVENTS_STREAM = "HB_EVENTS"
 EVENTS_STREAM_SUBJECTS = (
     f"{PREFIX}.ea.*.evt.opened",
     f"{PREFIX}.ea.*.evt.closed",
+    f"{PREFIX}.ea.*.evt.modified",
     ALL_RESULTS,
     ALL_ACTIONS,
     CONFLICTS,
@@ -79,6 +82,7 @@ BOOK_BUCKET = "hb_book"
 SYMBOLS_BUCKET = "hb_symbols"
 ALL_EVENTS = f"{PREFIX}.ea.*.evt.>"
 ALL_STATUS = f"{PREFIX}.ea.*.status"
+ALL_REFUSED = f"{PREFIX}.ea.*.refused"
 
 
 def _account(account_id: str) -> str:
@@ -98,6 +102,10 @@ def event(account_id: str, message_type: str) -> str:
 def event_any_account(message_type: str) -> str:
     """The events of one type from every account (``hb.ea.*.evt.<type>``)."""
     return f"{PREFIX}.ea.*.evt.{message_type.lower()}"
+
+
+def refused(account_id: str) -> str:
+    return f"{PREFIX}.ea.{_account(account_id)}.refused"
 
 
 def status(account_id: str) -> str:

@@ -11,6 +11,10 @@ Each symbol has its trading rules (``SymbolSpec``: volume min/max/step, contract
 filling modes; by default 0.01 to ``max_volume`` in steps of 0.01, trading allowed). The account reports them
 (``symbol_specs``) and its trade server keeps to them as MT5's does: a volume off them is 10014, a trade mode
 that forbids the order 10017 (disabled), 10042 (long only), 10043 (short only) or 10044 (close only).
+
+Stop loss and take profit (an OPEN's, a MODIFY's) are checked and triggered as MT5 does (``stops``): a stop on
+the wrong side of the price or nearer than ``stops_level_points`` is 10016, a MODIFY that changes nothing 10025,
+a MODIFY of a position that is gone 10036; a stop the price reaches closes the position (``triggered``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from hedgebridge.protocol import (
     AccountUpdate,
     CloseCommand,
     ClosedEvent,
+    ModifiedEvent,
+    ModifyCommand,
     OpenCommand,
     OpenedEvent,
     Position,
@@ -36,6 +42,7 @@ from hedgebridge.protocol import (
     retcodes,
 )
 
+from . import stops
 from .feed import PriceFeed, instrument
 
 _RETCODE_TEXT = {
@@ -55,6 +62,8 @@ _RETCODE_TEXT = {
     retcodes.LONG_ONLY: "The request is rejected, because only long positions are allowed",
     retcodes.SHORT_ONLY: "The request is rejected, because only short positions are allowed",
     retcodes.CLOSE_ONLY: "The request is rejected, because only position closing is allowed",
+    retcodes.INVALID_STOPS: "Invalid stops in the request",
+    retcodes.NO_CHANGES: "No changes in request",
 }
 
 
@@ -87,6 +96,8 @@ class SimConfig:
     max_volume: float = 100.0
     first_ticket: int = 50_000_000
     disconnect_rate: float = 0.0  # chance per second that the terminal drops its connection (then reconnects)
+    stops_level_points: int = 20  # SYMBOL_TRADE_STOPS_LEVEL: the nearest a stop may be to the price, in points
+    modify: bool = True  # False: an older EA that does not know MODIFY (answers it with ERROR UNKNOWN_TYPE)
 
 
 @dataclass(slots=True)
@@ -99,6 +110,8 @@ class SimPosition:
     volume: float
     open_price: float
     open_time: datetime
+    sl: float = 0.0  # 0: none
+    tp: float = 0.0
 
 
 @dataclass
@@ -109,7 +122,7 @@ class SimAccount:
     rng: random.Random
     balance: float = 0.0
     positions: dict[int, SimPosition] = field(default_factory=dict)
-    executed: dict[str, OpenedEvent | ClosedEvent] = field(default_factory=dict)
+    executed: dict[str, OpenedEvent | ClosedEvent | ModifiedEvent] = field(default_factory=dict)
     next_ticket: int = 0
     faults: deque[SimFault] = field(default_factory=deque)
     received: list[str] = field(default_factory=list)  # actionIds of every command received, repeats included
@@ -155,6 +168,9 @@ class SimAccount:
             return failed(refusal, _RETCODE_TEXT[refusal])
         if self.rng.random() < self.config.reject_rate:
             return failed(retcodes.REJECT, _RETCODE_TEXT[retcodes.REJECT])
+        sl, tp = cmd.stop_loss or 0.0, cmd.take_profit or 0.0
+        if stops.refusal(cmd.side, sl, tp, *self.feed.quote(cmd.symbol), self._stops_level(cmd.symbol)):
+            return failed(retcodes.INVALID_STOPS, _RETCODE_TEXT[retcodes.INVALID_STOPS])
         volume = cmd.volume
         partial = fault is not None and fault.fill_ratio is not None
         if fault is not None and fault.fill_ratio is not None:
@@ -166,7 +182,7 @@ class SimAccount:
         ticket = self.next_ticket
         self.next_ticket += 1
         self.positions[ticket] = SimPosition(
-            ticket, cmd.position_id, cmd.action_id, cmd.symbol, cmd.side, volume, price, now
+            ticket, cmd.position_id, cmd.action_id, cmd.symbol, cmd.side, volume, price, now, sl, tp
         )
         return OpenedEvent(
             timestamp=now,
@@ -180,6 +196,8 @@ class SimAccount:
             error_code=retcodes.DONE_PARTIAL if partial else None,
             symbol=cmd.symbol,
             side=cmd.side,
+            stop_loss=sl or None,
+            take_profit=tp or None,
         )
 
     def open_outside(self, symbol: str, side: str, volume: float, now: datetime) -> int:
@@ -202,7 +220,7 @@ class SimAccount:
             self.executed[cmd.action_id] = event
         return event
 
-    def _find(self, cmd: CloseCommand) -> SimPosition | None:
+    def _find(self, cmd: CloseCommand | ModifyCommand) -> SimPosition | None:
         if cmd.mt_ticket is not None:
             return self.positions.get(int(cmd.mt_ticket)) if cmd.mt_ticket.isdigit() else None
         return next((p for p in self.positions.values() if p.position_id == cmd.position_id), None)
@@ -264,6 +282,78 @@ class SimAccount:
             remaining_volume=remaining if remaining > 1e-9 else 0.0,
             status="SUCCESS",
         )
+
+    def modify(self, cmd: ModifyCommand, now: datetime, fault: SimFault | None = None) -> ModifiedEvent:
+        """TRADE_ACTION_SLTP: set the position's stops (absent: kept, 0: removed)."""
+        self.received.append(cmd.action_id or "")
+        previous = self.executed.get(cmd.action_id or "")
+        if isinstance(previous, ModifiedEvent):
+            return msgspec.structs.replace(previous, already_executed=True)
+        position = self._find(cmd)
+
+        def answer(code: int | None) -> ModifiedEvent:
+            return ModifiedEvent(
+                timestamp=now,
+                account_id=self.account_id,
+                position_id=cmd.position_id,
+                action_id=cmd.action_id,
+                mt_ticket=str(position.ticket) if position is not None else cmd.mt_ticket,
+                stop_loss=position.sl if position is not None else None,
+                take_profit=position.tp if position is not None else None,
+                status="SUCCESS" if code is None else "FAILED",
+                error_code=code,
+                error_message=None if code is None else _RETCODE_TEXT.get(code, "Request failed"),
+            )
+
+        if fault is not None and fault.retcode is not None:
+            return answer(fault.retcode)
+        if position is None:
+            return answer(retcodes.POSITION_CLOSED)
+        if self.spec(position.symbol).trade_mode == "DISABLED":
+            return answer(retcodes.TRADE_DISABLED)
+        sl = position.sl if cmd.stop_loss is None else cmd.stop_loss
+        tp = position.tp if cmd.take_profit is None else cmd.take_profit
+        if (sl, tp) == (position.sl, position.tp):
+            return answer(retcodes.NO_CHANGES)
+        if stops.refusal(position.side, sl, tp, *self.feed.quote(position.symbol), self._stops_level(position.symbol)):
+            return answer(retcodes.INVALID_STOPS)
+        position.sl, position.tp = sl, tp
+        event = answer(None)
+        if cmd.action_id is not None:
+            self.executed[cmd.action_id] = event
+        return event
+
+    def triggered(self, now: datetime) -> list[ClosedEvent]:
+        """Close the positions whose stop the price has reached, as the trade server does (CLOSED with the
+        reason ``stop_loss`` or ``take_profit``)."""
+        events = []
+        for position in sorted(self.positions.values(), key=lambda p: p.ticket):
+            reason = stops.hit(position.side, position.sl, position.tp, *self.feed.quote(position.symbol))
+            if reason is None:
+                continue
+            price = stops.closing_price(position.side, *self.feed.quote(position.symbol))
+            profit = self._profit(position, price)
+            self.balance = round(self.balance + profit, 2)
+            del self.positions[position.ticket]
+            events.append(
+                ClosedEvent(
+                    timestamp=now,
+                    account_id=self.account_id,
+                    position_id=position.position_id,
+                    action_id=position.action_id,
+                    mt_ticket=str(position.ticket),
+                    price=price,
+                    profit=profit,
+                    volume=position.volume,
+                    remaining_volume=0.0,
+                    status="SUCCESS",
+                    reason=reason,
+                )
+            )
+        return events
+
+    def _stops_level(self, symbol: str) -> float:
+        return self.config.stops_level_points * instrument(symbol).point
 
     # --- symbols' rules ----------------------------------------------------------------------------------------
 
@@ -370,6 +460,8 @@ class SimAccount:
                     current_price=self._mark(p),
                     profit=self._profit(p, self._mark(p)),
                     open_time=p.open_time,
+                    stop_loss=p.sl or None,
+                    take_profit=p.tp or None,
                 )
                 for p in sorted(self.positions.values(), key=lambda p: p.ticket)
             ],

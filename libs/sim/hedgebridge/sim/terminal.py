@@ -3,9 +3,11 @@
 Connects with ``Authorization: Bearer <token>`` and the ``hedgebridge.v1`` subprotocol, waits for WELCOME,
 then sends ACCOUNT_UPDATE and POSITION_UPDATE snapshots and SYMBOL_SPECS (the rules of every symbol it quotes,
 trades or holds; again for a symbol first traded, and when a rule changes: ``change_symbol``), HEARTBEAT every
-interval the gateway asked for, PRICE ticks, and answers OPEN/CLOSE after the configured fill latency and SYNC
-at once (one command at a time, in arrival order, as an EA's single thread does). A report that cannot be sent
-because the connection went away is kept and sent after the next connect, behind the fresh snapshots.
+interval the gateway asked for, PRICE ticks, and answers OPEN/CLOSE/MODIFY after the configured fill latency
+and SYNC at once (one command at a time, in arrival order, as an EA's single thread does); a frame it cannot
+read gets an ERROR, as the EA answers it. A stop the price reaches closes its position (CLOSED with the
+reason). A report that cannot be sent because the connection went away is kept and sent after the next
+connect, behind the fresh snapshots.
 Reconnects with full-jitter backoff when the connection drops (``hedgebridge.common.backoff``), so that a
 fleet that lost its gateway together does not come back in lockstep; a 503 with ``Retry-After`` (the gateway
 is busy) is waited out, with jitter.
@@ -31,6 +33,7 @@ from hedgebridge.protocol import (
     ErrorMessage,
     Heartbeat,
     Message,
+    ModifyCommand,
     OpenCommand,
     PositionUpdate,
     ProtocolError,
@@ -162,17 +165,37 @@ class SimTerminal:
     async def _on_frame(self, frame: str | bytes) -> None:
         try:
             message = decode_frame(frame)
-        except ProtocolError as exc:
+        except ProtocolError as exc:  # answered as the EA does: an ERROR naming the frame's type
             log.warning("bad frame from gateway", account=self.account_id, error=exc.message)
+            await self._refuse(exc.code, exc.message, exc.field, exc.ref_type, exc.ref_id)
             return
-        if isinstance(message, OpenCommand | CloseCommand | SyncCommand):
+        if isinstance(message, ModifyCommand) and not self.account.config.modify:
+            # an older EA: MODIFY is a type it does not know, and it names only the type (no actionId)
+            await self._refuse("UNKNOWN_TYPE", "unknown message type MODIFY", "type", "MODIFY", None)
+            return
+        if isinstance(message, OpenCommand | CloseCommand | ModifyCommand | SyncCommand):
             await self._execute(message)
         elif isinstance(message, ErrorMessage):
             self.errors.append(message)
         elif isinstance(message, Heartbeat) and not message.reply:
             await self.send(Heartbeat(timestamp=utcnow(), seq=message.seq, reply=True))
 
-    async def _execute(self, command: OpenCommand | CloseCommand | SyncCommand) -> None:
+    async def _refuse(
+        self, code: str, message: str, field: str | None, ref_type: str | None, ref_id: str | None
+    ) -> None:
+        error = ErrorMessage(
+            code=code,
+            message=message,
+            field=field,
+            ref_type=ref_type,
+            ref_id=ref_id,
+            account_id=self.account_id,
+            timestamp=utcnow(),
+        )
+        with contextlib.suppress(ConnectionClosed, ConnectionError):
+            await self.send(error)
+
+    async def _execute(self, command: OpenCommand | CloseCommand | ModifyCommand | SyncCommand) -> None:
         async with self._lock:
             if isinstance(command, SyncCommand):
                 now = utcnow()
@@ -192,6 +215,8 @@ class SimTerminal:
                 if command.symbol not in self._reported:  # a symbol first traded: its rules
                     await self._report(self.account.symbol_specs(now, [command.symbol]))
                     self._reported.add(command.symbol)
+            elif isinstance(command, ModifyCommand):
+                report = self.account.modify(command, now, fault)
             else:
                 report = self.account.close(command, now, fault)
             if command.traceparent is not None:  # echoed, as the EA does, so the report joins the trace
@@ -236,6 +261,18 @@ class SimTerminal:
             self.account.feed.step()
             for tick in self.account.ticks(utcnow()):
                 await self.send(tick)
+            await self._stops()
+
+    async def _stops(self) -> None:
+        """Positions whose stop loss or take profit the price reached are closed by the trade server."""
+        async with self._lock:
+            now = utcnow()
+            closed = self.account.triggered(now)
+            for event in closed:
+                await self._report(event)
+            if closed:
+                await self._report(self.account.position_update(now))
+                await self._report(self.account.account_update(now))
 
     async def _random_drops(self, ws: ClientConnection) -> None:
         """Drop the connection at random (a flaky network or a terminal restart); ``run`` reconnects."""

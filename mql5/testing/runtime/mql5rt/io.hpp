@@ -45,6 +45,25 @@ MQL_BUILTIN int TerminalInfoInteger(int property_id) {
     }
     return 0;
 }
+enum ENUM_TERMINAL_INFO_STRING { TERMINAL_LANGUAGE = 13, TERMINAL_COMPANY = 0, TERMINAL_NAME = 1, TERMINAL_PATH = 2, TERMINAL_DATA_PATH = 3, TERMINAL_COMMONDATA_PATH = 4 };
+MQL_BUILTIN string TerminalInfoString(int property_id) {
+    // the data folder is the one holding MQL5/Files
+    std::string files = mqlrt::io::options().files_dir;
+    const std::string tail = "/MQL5/Files";
+    std::string data = files.size() > tail.size() && files.compare(files.size() - tail.size(), tail.size(), tail) == 0
+                           ? files.substr(0, files.size() - tail.size())
+                           : files;
+    switch (property_id) {
+        case TERMINAL_COMPANY: return string::from_utf8("hedgebridge");
+        case TERMINAL_NAME: return string::from_utf8("hedgebridge MQL5 test runtime");
+        case TERMINAL_PATH: return string::from_utf8(data);
+        case TERMINAL_DATA_PATH: return string::from_utf8(data);
+        case TERMINAL_COMMONDATA_PATH: return string::from_utf8(data + "/Common");
+        case TERMINAL_LANGUAGE: return string::from_utf8("English");
+    }
+    return string();
+}
+MQL_BUILTIN long ChartID(void) { return 131000000000000000L + static_cast<long>(getpid()); }  // one chart per process
 MQL_BUILTIN int MQLInfoInteger(int property_id) {
     switch (property_id) {
         case MQL_DLLS_ALLOWED: return mqlrt::io::options().allow_dll;

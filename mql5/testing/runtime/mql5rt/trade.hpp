@@ -1,6 +1,8 @@
 // trade.hpp - the simulated trade server behind MQL5's trade, position, history, account and symbol
 // built-ins. One hedging (or netting) account; market orders fill at the current price unless a scripted
-// fault says otherwise; a deal enters the history a configurable delay after the fill; every change queues
+// fault says otherwise; TRADE_ACTION_SLTP sets a position's stops (10016 on the wrong side of the price or
+// inside SYMBOL_TRADE_STOPS_LEVEL, 10025 when nothing changes, 10036 when the position is gone), and a stop
+// the price reaches closes its position (deal reason SL or TP); a deal enters the history a configurable delay after the fill; every change queues
 // the trade transactions MT5 sends for it. Tests script it through the harness's control ops `trade.*`.
 #pragma once
 #include <deque>
@@ -30,7 +32,7 @@ enum ENUM_DEAL_PROPERTY_STRING { DEAL_SYMBOL = 0, DEAL_COMMENT = 12, DEAL_EXTERN
 enum ENUM_ACCOUNT_INFO_INTEGER { ACCOUNT_LOGIN = 0, ACCOUNT_TRADE_MODE = 32, ACCOUNT_LEVERAGE = 35, ACCOUNT_LIMIT_ORDERS = 47, ACCOUNT_MARGIN_SO_MODE = 44, ACCOUNT_TRADE_ALLOWED = 33, ACCOUNT_TRADE_EXPERT = 34, ACCOUNT_MARGIN_MODE = 48, ACCOUNT_CURRENCY_DIGITS = 49 };
 enum ENUM_ACCOUNT_INFO_DOUBLE { ACCOUNT_BALANCE = 37, ACCOUNT_CREDIT = 38, ACCOUNT_PROFIT = 39, ACCOUNT_EQUITY = 40, ACCOUNT_MARGIN = 41, ACCOUNT_MARGIN_FREE = 42, ACCOUNT_MARGIN_LEVEL = 43, ACCOUNT_MARGIN_SO_CALL = 45, ACCOUNT_MARGIN_SO_SO = 46 };
 enum ENUM_ACCOUNT_INFO_STRING { ACCOUNT_NAME = 1, ACCOUNT_SERVER = 3, ACCOUNT_CURRENCY = 36, ACCOUNT_COMPANY = 2 };
-enum ENUM_SYMBOL_INFO_INTEGER { SYMBOL_SELECT = 0, SYMBOL_DIGITS = 17, SYMBOL_SPREAD = 18, SYMBOL_TRADE_MODE = 29, SYMBOL_FILLING_MODE = 50, SYMBOL_TIME = 15 };
+enum ENUM_SYMBOL_INFO_INTEGER { SYMBOL_SELECT = 0, SYMBOL_DIGITS = 17, SYMBOL_SPREAD = 18, SYMBOL_TRADE_MODE = 29, SYMBOL_TRADE_STOPS_LEVEL = 31, SYMBOL_TRADE_FREEZE_LEVEL = 32, SYMBOL_FILLING_MODE = 50, SYMBOL_TIME = 15 };
 enum ENUM_SYMBOL_TRADE_MODE { SYMBOL_TRADE_MODE_DISABLED = 0, SYMBOL_TRADE_MODE_LONGONLY = 1, SYMBOL_TRADE_MODE_SHORTONLY = 2, SYMBOL_TRADE_MODE_CLOSEONLY = 3, SYMBOL_TRADE_MODE_FULL = 4 };
 enum ENUM_SYMBOL_INFO_DOUBLE { SYMBOL_BID = 1, SYMBOL_ASK = 4, SYMBOL_POINT = 16, SYMBOL_TRADE_CONTRACT_SIZE = 28, SYMBOL_VOLUME_MIN = 34, SYMBOL_VOLUME_MAX = 35, SYMBOL_VOLUME_STEP = 36 };
 #define SYMBOL_FILLING_FOK 1
@@ -54,6 +56,7 @@ enum ENUM_SYMBOL_INFO_DOUBLE { SYMBOL_BID = 1, SYMBOL_ASK = 4, SYMBOL_POINT = 16
 #define TRADE_RETCODE_PRICE_CHANGED 10020
 #define TRADE_RETCODE_PRICE_OFF 10021
 #define TRADE_RETCODE_TOO_MANY_REQUESTS 10024
+#define TRADE_RETCODE_NO_CHANGES 10025
 #define TRADE_RETCODE_SERVER_DISABLES_AT 10026
 #define TRADE_RETCODE_CLIENT_DISABLES_AT 10027
 #define TRADE_RETCODE_INVALID_FILL 10030
@@ -132,6 +135,7 @@ struct Symbol {
     double point = 0.00001, contract = 100000, vmin = 0.01, vmax = 100, vstep = 0.01;
     long filling = SYMBOL_FILLING_FOK | SYMBOL_FILLING_IOC;
     int trade_mode = SYMBOL_TRADE_MODE_FULL;
+    int stops_level = 20;  // SYMBOL_TRADE_STOPS_LEVEL: a stop's least distance from the price, in points
     double bid = 0, ask = 0;
     long time_msc = 0;
     bool ticked = false;
@@ -315,6 +319,52 @@ inline void set_retcode(MqlTradeResult &result, uint code, const char *comment) 
     result.comment = comment;
 }
 
+// whether stops of a position of `type` are on the wrong side of the price it closes at (the bid for a buy,
+// the ask for a sell) or nearer to it than the symbol's stops level; 0 is no stop
+inline bool stops_invalid(const Symbol &s, int type, double sl, double tp) {
+    double price = type == POSITION_TYPE_BUY ? s.bid : s.ask;
+    double direction = type == POSITION_TYPE_BUY ? 1 : -1;
+    double level = s.stops_level * s.point, tolerance = s.point * 1e-3;
+    auto too_close = [&](double distance) { return distance <= tolerance || distance < level - tolerance; };
+    return (sl > 0 && too_close((price - sl) * direction)) || (tp > 0 && too_close((tp - price) * direction));
+}
+
+// TRADE_ACTION_SLTP: the position named by `request.position` (its ticket) gets `request.sl` and `request.tp`
+// (0: none; a field not set is 0, so a request that sets only sl removes the tp)
+inline bool modify_stops(const MqlTradeRequest &request, MqlTradeResult &result) {
+    Server &S = server();
+    auto refuse = [&](uint code, const char *comment) {
+        set_retcode(result, code, comment);
+        return false;
+    };
+    if (request.position == 0) return refuse(TRADE_RETCODE_INVALID, "Invalid request (no position)");
+    Position *p = nullptr;
+    for (Position &candidate : S.positions)
+        if (candidate.ticket == request.position) p = &candidate;
+    if (p == nullptr) return refuse(TRADE_RETCODE_POSITION_CLOSED, "Position doesn't exist");
+    if (request.symbol.utf8() != "" && request.symbol.utf8() != p->symbol) return refuse(TRADE_RETCODE_INVALID, "Invalid request");
+    Symbol *s = symbol(p->symbol);
+    if (s == nullptr) return refuse(TRADE_RETCODE_INVALID, "Invalid request (unknown symbol)");
+    if (s->trade_mode == SYMBOL_TRADE_MODE_DISABLED) return refuse(TRADE_RETCODE_TRADE_DISABLED, "Trade is disabled");
+    result.bid = s->bid;
+    result.ask = s->ask;
+    if (!S.faults.empty()) {
+        Fault fault = S.faults.front();
+        S.faults.pop_front();
+        if (fault.retcode != 0) return refuse(static_cast<uint>(fault.retcode), "scripted refusal");
+    }
+    if (std::fabs(request.sl - p->sl) < s->point * 1e-3 && std::fabs(request.tp - p->tp) < s->point * 1e-3)
+        return refuse(TRADE_RETCODE_NO_CHANGES, "No changes");
+    if (stops_invalid(*s, p->type, request.sl, request.tp)) return refuse(TRADE_RETCODE_INVALID_STOPS, "Invalid stops");
+    p->sl = request.sl;
+    p->tp = request.tp;
+    S.changes++;
+    set_retcode(result, TRADE_RETCODE_DONE, "Request executed");
+    queue(TRADE_TRANSACTION_POSITION, nullptr, 0, p->symbol, p->identifier);
+    queue(TRADE_TRANSACTION_REQUEST, nullptr, 0, p->symbol, p->identifier, &request, &result);
+    return true;
+}
+
 // OrderSend: the terminal's checks (false, last error set), then the trade server's answer
 inline bool order_send(const MqlTradeRequest &request, MqlTradeResult &result) {
     Server &S = server();
@@ -330,6 +380,7 @@ inline bool order_send(const MqlTradeRequest &request, MqlTradeResult &result) {
     };
     if (!S.connected) return refuse(TRADE_RETCODE_CONNECTION, "No connection with the trade server");
     if (!S.terminal_trade_allowed) return refuse(TRADE_RETCODE_CLIENT_DISABLES_AT, "AutoTrading disabled by client");
+    if (request.action == TRADE_ACTION_SLTP) return modify_stops(request, result);
     if (request.action != TRADE_ACTION_DEAL) return refuse(TRADE_RETCODE_INVALID, "Invalid request");
     if (request.comment.len() > 31) return refuse(TRADE_RETCODE_INVALID, "Invalid request (comment too long)");
     Symbol *s = symbol(sym);
@@ -359,6 +410,11 @@ inline bool order_send(const MqlTradeRequest &request, MqlTradeResult &result) {
     double price = request.type == ORDER_TYPE_BUY ? s->ask : s->bid;
     result.bid = s->bid;
     result.ask = s->ask;
+    int opening = request.type == ORDER_TYPE_BUY ? POSITION_TYPE_BUY : POSITION_TYPE_SELL;
+    if (request.position == 0 && stops_invalid(*s, opening, request.sl, request.tp)) {
+        set_retcode(result, TRADE_RETCODE_INVALID_STOPS, "Invalid stops");
+        return false;
+    }
     Fault fault;
     if (!S.faults.empty()) {
         fault = S.faults.front();
@@ -379,6 +435,12 @@ inline bool order_send(const MqlTradeRequest &request, MqlTradeResult &result) {
     MqlTradeResult done{};
     Deal d = fill(sym, request.type, volume, price, request.magic, request.comment.utf8(), request.position,
                   DEAL_REASON_EXPERT, order);
+    if (request.position == 0 && (request.sl > 0 || request.tp > 0))
+        for (Position &p : S.positions)
+            if (p.identifier == d.position && d.entry == DEAL_ENTRY_IN) {
+                p.sl = request.sl;
+                p.tp = request.tp;
+            }
     done.retcode = volume < request.volume - 1e-9 ? TRADE_RETCODE_DONE_PARTIAL : TRADE_RETCODE_DONE;
     done.deal = d.ticket;
     done.order = order;
@@ -420,6 +482,21 @@ inline bool close_outside(ulong ticket, int reason) {
     return false;
 }
 
+// the positions whose stop loss or take profit the price reached are closed by the server
+inline void trigger_stops() {
+    Server &S = server();
+    std::vector<std::pair<ulong, int>> hit;
+    for (const Position &p : S.positions) {
+        const Symbol *s = symbol(p.symbol);
+        if (s == nullptr) continue;
+        double price = p.type == POSITION_TYPE_BUY ? s->bid : s->ask;
+        double direction = p.type == POSITION_TYPE_BUY ? 1 : -1;
+        if (p.sl > 0 && (price - p.sl) * direction <= 0) hit.emplace_back(p.ticket, DEAL_REASON_SL);
+        else if (p.tp > 0 && (p.tp - price) * direction <= 0) hit.emplace_back(p.ticket, DEAL_REASON_TP);
+    }
+    for (const auto &h : hit) close_outside(h.first, h.second);
+}
+
 inline void step(long now_utc_ms) {
     Server &S = server();
     if (!S.logged_in && now_utc_ms >= S.connect_at) S.logged_in = S.connected = true;
@@ -435,6 +512,7 @@ inline void step(long now_utc_ms) {
         s.time_msc = server_ms();
         s.ticked = true;
     }
+    trigger_stops();
 }
 
 inline bool take_tick(const std::string &chart_symbol) {

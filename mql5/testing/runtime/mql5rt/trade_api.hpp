@@ -244,6 +244,8 @@ MQL_BUILTIN long SymbolInfoInteger(const string &name, ENUM_SYMBOL_INFO_INTEGER 
         case SYMBOL_DIGITS: return s->digits;
         case SYMBOL_SPREAD: return static_cast<long>(std::round((s->ask - s->bid) / s->point));
         case SYMBOL_TRADE_MODE: return s->trade_mode;
+        case SYMBOL_TRADE_STOPS_LEVEL: return s->stops_level;
+        case SYMBOL_TRADE_FREEZE_LEVEL: return 0;
         case SYMBOL_FILLING_MODE: return s->filling;
         case SYMBOL_TIME: return s->time_msc / 1000;
     }

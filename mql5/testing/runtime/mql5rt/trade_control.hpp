@@ -13,7 +13,8 @@ inline nlohmann::json position_json(const Position &p) {
             {"profit", profit_of(p)}, {"magic", p.magic}, {"comment", p.comment}};
 }
 
-// a symbol's rules from {"volume_min", "volume_max", "volume_step", "contract_size", "trade_mode", "filling"}:
+// a symbol's rules from {"volume_min", "volume_max", "volume_step", "contract_size", "trade_mode", "filling",
+// "stops_level"}:
 // trade_mode is the protocol's name (DISABLED, LONG_ONLY, SHORT_ONLY, CLOSE_ONLY, FULL) or MQL5's number; an
 // empty string when they were applied, else what is wrong
 inline std::string set_rules(Symbol &s, const nlohmann::json &rules) {
@@ -30,6 +31,7 @@ inline std::string set_rules(Symbol &s, const nlohmann::json &rules) {
         else if (key == "volume_step") next.vstep = it->get<double>();
         else if (key == "contract_size") next.contract = it->get<double>();
         else if (key == "filling") next.filling = it->get<long>();
+        else if (key == "stops_level") next.stops_level = it->get<int>();
         else if (key == "trade_mode" && it->is_number_integer()) next.trade_mode = it->get<int>();
         else if (key == "trade_mode" && it->is_string() && modes.count(it->get<std::string>())) next.trade_mode = modes.at(it->get<std::string>());
         else return "cannot set " + key + " to " + it->dump() + " (not supported yet)";
@@ -235,6 +237,17 @@ inline nlohmann::json control(const nlohmann::json &cmd) {
         std::string problem = set_rules(*s, cmd);
         if (!problem.empty()) return {{"ok", false}, {"error", problem}};
         return {{"ok", true}};
+    }
+    if (op == "trade.price") {  // the market jumps: {"symbol", "bid"}, the spread kept; stops it reaches trigger
+        Symbol *s = symbol(cmd.value("symbol", ""));
+        if (s == nullptr || !cmd.contains("bid")) return {{"ok", false}, {"error", "trade.price needs a known symbol and bid"}};
+        double spread = s->ask - s->bid;
+        s->bid = NormalizeDouble(cmd["bid"].get<double>(), s->digits);
+        s->ask = NormalizeDouble(s->bid + spread, s->digits);
+        s->time_msc = server_ms();
+        s->ticked = true;
+        trigger_stops();
+        return {{"ok", true}, {"bid", s->bid}, {"ask", s->ask}};
     }
     if (op == "trade.disconnect" || op == "trade.reconnect") {
         S.connected = op == "trade.reconnect";

@@ -92,6 +92,8 @@ def plan_entry(request: ActionRequest, action_id: str, now: datetime) -> ActionS
             symbol=leg.symbol,
             side=leg.side,
             volume=leg.volume,
+            stop_loss=leg.stop_loss or None,
+            take_profit=leg.take_profit or None,
         )
         for i, leg in enumerate(request.legs)
     ]
@@ -165,6 +167,8 @@ def order_for(
             execution_type="ENTRY",
             timeout_ms=timeout_ms,
             ttl_ms=ttl_ms,
+            stop_loss=leg.stop_loss,
+            take_profit=leg.take_profit,
         )
     reason = "compensation" if leg.role == "COMPENSATION" else state.kind.lower()
     return CloseOrder(

@@ -3,7 +3,8 @@
 ``Driver.drive`` performs what an ``OrderRun`` asks (requests on the account's command subject, waits, the
 record in ``hb_orders`` and the result on ``hb.exec.result.<account>`` with its ``Nats-Msg-Id``, leases, the book,
 metrics and logs) and feeds the run each outcome with the current time. Terminal reports and snapshots are
-offered to the run they belong to (``on_report``, ``on_snapshot``), which wakes the run's Wait; so is a terminal's
+offered to the run they belong to (``on_report``, ``on_snapshot``; a terminal's ERROR about a command it did not
+execute, ``on_refusal``), which wakes the run's Wait; so is a terminal's
 new session (``on_status``): a run waiting for a report its old session can no longer send reconciles at once.
 
 A run whose lease is lost (a compare-and-set lease write failed: another replica took the order over) is woken
@@ -29,6 +30,8 @@ from hedgebridge.common.obs import metrics, tracing
 from hedgebridge.protocol import (
     ClosedEvent,
     DeliveryAck,
+    ErrorMessage,
+    ModifiedEvent,
     OpenedEvent,
     OrderCommand,
     PositionUpdate,
@@ -189,22 +192,28 @@ class Driver:
         return order.run.on_delivery(ack, time.perf_counter())
 
     async def _record(self, order: RunningOrder, action: act.Record) -> None:
-        """Record the result, publish it (HB_EVENTS keeps it), and end the lease unless still reconciling."""
+        """Record the result and publish it (HB_EVENTS keeps it) together: both writes leave in one flush and
+        their acks come back together. The lease ends after the record is written, unless still reconciling."""
         stored, state, result = order.stored, action.state, action.result
         action_id = stored.record.action_id
         records = self._records()
-        changes = {"state": str(state), "result": result, "owner": self.owner}
-        saved = await records.save(stored, updated_at=utcnow(), **changes)
-        if saved is None:  # written meanwhile (a takeover after a long pause): read and write over it
-            fresh = await records.get(action_id)
-            saved = await records.save(fresh, updated_at=utcnow(), **changes) if fresh is not None else None
-        ops: list[Awaitable[object]] = [
+        published = asyncio.ensure_future(
             self._js().publish(
                 subjects.result(result.account_id),
                 pack(result),
                 headers={"Nats-Msg-Id": f"{action_id}:{state}:{result.status}"},
             )
-        ]
+        )
+        changes = {"state": str(state), "result": result, "owner": self.owner}
+        try:
+            saved = await records.save(stored, updated_at=utcnow(), **changes)
+            if saved is None:  # written meanwhile (a takeover after a long pause): read and write over it
+                fresh = await records.get(action_id)
+                saved = await records.save(fresh, updated_at=utcnow(), **changes) if fresh is not None else None
+        except BaseException:
+            published.cancel()  # not recorded: the order is reconciled when its actionId is asked again
+            raise
+        ops: list[Awaitable[object]] = [published]
         if not action.keep_lease and order.run.release_lease():
             ops.append(self._leases().drop(order))
         outcomes = await asyncio.gather(*ops, return_exceptions=True)
@@ -221,11 +230,23 @@ class Driver:
         except ProtocolError as exc:
             log.warning("undecodable event", subject=msg.subject, error=exc.message)
             return
-        if not isinstance(event, OpenedEvent | ClosedEvent) or event.action_id is None:
+        if not isinstance(event, OpenedEvent | ClosedEvent | ModifiedEvent) or event.action_id is None:
             return
         order = self.running.get(event.action_id)
         if order is not None and order.run.offer_report(event):
             order.wake.set()
+
+    async def on_refusal(self, msg: Msg) -> None:
+        """A terminal's ERROR about a command it did not execute: the run awaiting that command's report."""
+        try:
+            error = unpack(msg.data, ErrorMessage)
+        except ProtocolError:
+            return
+        account = subjects.account_of(msg.subject)
+        for order in list(self.running.values()):
+            if order.run.command.account_id == account and order.run.offer_refusal(error):
+                order.wake.set()
+                return
 
     async def on_status(self, msg: Msg) -> None:
         try:

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
@@ -119,12 +119,19 @@ class Leases:
             await self.records.unmark(order.run.action_id)
             order.lease_revision = None
 
-    async def when_slow(self, action_id: str) -> None:
-        """Put a lease on an order still running after ``lease_after_ms``."""
-        await asyncio.sleep(self.lease_after_ms / 1000)
-        order = self.running.get(action_id)
-        if order is not None and order.run.on_lease_timer():
-            await self.hold(order)
+    def when_slow(self, action_id: str, spawn: Callable[[Coroutine[Any, Any, None]], None]) -> asyncio.TimerHandle:
+        """Put a lease on the order ``action_id`` if it still runs after ``lease_after_ms``: a timer on the loop
+        (most orders end sooner, so no task is started for them), the lease written by a task ``spawn`` starts."""
+
+        def due() -> None:
+            order = self.running.get(action_id)
+            if order is not None and order.run.on_lease_timer():
+                spawn(self._hold_slow(order))
+
+        return asyncio.get_running_loop().call_later(self.lease_after_ms / 1000, due)
+
+    async def _hold_slow(self, order: Running) -> None:
+        await self.hold(order)
 
     async def keep(self) -> None:
         """Renew the leases of the orders this replica runs; take over orders whose owner went silent."""

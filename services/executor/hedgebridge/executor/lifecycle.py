@@ -20,7 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from hedgebridge.protocol import CloseCommand, ClosedEvent, OpenCommand, OpenedEvent, Position, errors, retcodes
+from hedgebridge.protocol import (
+    CloseCommand,
+    ModifiedEvent,
+    ModifyCommand,
+    OpenCommand,
+    OrderCommand,
+    Position,
+    Report,
+    errors,
+    retcodes,
+)
 from hedgebridge.protocol.retcodes import RetcodeClass
 
 
@@ -99,12 +109,15 @@ class Verdict:
     filled_volume: float | None = None
 
 
-def judge(
-    command: OpenCommand | CloseCommand, report: OpenedEvent | ClosedEvent, attempt: int, max_attempts: int
-) -> Verdict:
-    """Classify the terminal's answer to ``command`` (attempt numbers start at 0)."""
+def judge(command: OrderCommand, report: Report, attempt: int, max_attempts: int) -> Verdict:
+    """Classify the terminal's answer to ``command`` (attempt numbers start at 0). A MODIFY that changed
+    nothing because the position has the asked stops already (10025) did what it was for: FILLED."""
     closing = isinstance(command, CloseCommand)
+    modifying = isinstance(command, ModifyCommand)
     if report.status == "SUCCESS":
+        if isinstance(command, ModifyCommand) or isinstance(report, ModifiedEvent):
+            unchanged = report.error_code == retcodes.NO_CHANGES
+            return Verdict(Trigger.FILLED, "FILLED", None, RetcodeClass.NO_CHANGES if unchanged else RetcodeClass.DONE)
         requested = command.volume
         filled = report.volume
         partial = report.error_code == retcodes.DONE_PARTIAL or (
@@ -115,7 +128,9 @@ def judge(
                 Trigger.PARTIALLY_FILLED, "PARTIALLY_FILLED", errors.PARTIAL_FILL, RetcodeClass.DONE_PARTIAL, filled
             )
         return Verdict(Trigger.FILLED, "FILLED", None, RetcodeClass.DONE, filled)
-    kind = retcodes.classify(report.error_code, closing=closing)
+    kind = retcodes.classify(report.error_code, closing=closing, modifying=modifying)
+    if kind is RetcodeClass.NO_CHANGES:
+        return Verdict(Trigger.FILLED, "FILLED", None, kind)
     if kind is RetcodeClass.RETRY:
         if attempt + 1 < max_attempts:
             return Verdict(Trigger.RETRY, "", None, kind)
@@ -124,7 +139,21 @@ def judge(
         return Verdict(Trigger.TIMED_OUT, "OUTCOME_UNKNOWN", errors.OUTCOME_UNKNOWN, kind)
     if kind is RetcodeClass.ALREADY_CLOSED:
         return Verdict(Trigger.REJECTED, "REJECTED", errors.ALREADY_CLOSED, kind)
+    if report.error_code == retcodes.INVALID_STOPS:
+        return Verdict(Trigger.REJECTED, "REJECTED", errors.INVALID_STOPS, RetcodeClass.FINAL)
     return Verdict(Trigger.REJECTED, "REJECTED", errors.ORDER_REJECTED, RetcodeClass.FINAL)
+
+
+def same_price(have: float | None, want: float) -> bool:
+    """Whether a position's stop ``have`` (None or 0: none) is the price ``want`` (0: none)."""
+    have = have or 0.0
+    return abs(have - want) <= 1e-9 * max(1.0, abs(want))
+
+
+def has_stops(position: Position, command: ModifyCommand) -> bool:
+    """Whether ``position`` has the stops ``command`` asks for (a stop it leaves out is not compared)."""
+    wanted = ((position.stop_loss, command.stop_loss), (position.take_profit, command.take_profit))
+    return all(want is None or same_price(have, want) for have, want in wanted)
 
 
 def retry_delay_s(attempt: int, base_ms: int, cap_ms: int = 1000) -> float:
@@ -139,13 +168,21 @@ class Reconciled:
     position: Position | None  # the position that proves an OPEN, or what is left after a partial CLOSE
 
 
-def reconcile(
-    command: OpenCommand | CloseCommand, snapshot: list[Position], expected_volume: float | None
-) -> Reconciled:
+def reconcile(command: OrderCommand, snapshot: list[Position], expected_volume: float | None) -> Reconciled:
     """Decide an order whose outcome was unknown from a snapshot taken after it (a SYNC's answer).
 
     An OPEN executed when a position carries its actionId (or positionId). A CLOSE executed when its
-    position is gone, partly when it is still there with less volume than before (``expected_volume``)."""
+    position is gone, partly when it is still there with less volume than before (``expected_volume``). A
+    MODIFY executed when its position has the stops it asked for; its position gone is ALREADY_CLOSED."""
+    if isinstance(command, ModifyCommand):
+        for position in snapshot:
+            if (command.mt_ticket is not None and position.mt_ticket == command.mt_ticket) or (
+                command.mt_ticket is None and position.position_id == command.position_id
+            ):
+                if has_stops(position, command):
+                    return Reconciled("FILLED", None, position)
+                return Reconciled("REJECTED", errors.RECONCILED_NOT_EXECUTED, position)
+        return Reconciled("REJECTED", errors.ALREADY_CLOSED, None)
     if isinstance(command, OpenCommand):
         for position in snapshot:
             if (command.action_id is not None and position.action_id == command.action_id) or (

@@ -29,18 +29,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum, auto
 
 import msgspec
 
 from hedgebridge.protocol import (
     FINAL_STATUSES,
-    ClosedEvent,
     DeliveryAck,
-    OpenedEvent,
+    ErrorMessage,
     OrderCommand,
     OrderResult,
     PositionUpdate,
+    Report,
     errors,
     subjects,
     type_name,
@@ -49,37 +48,11 @@ from hedgebridge.protocol import (
 from . import lifecycle, orders
 from . import run_actions as act
 from .lifecycle import OrderState, Trigger
+from .run_phases import Limits, Phase
 
-Report = OpenedEvent | ClosedEvent
+__all__ = ["NOT_CONFIRMED", "Limits", "OrderRun", "Phase"]
 
 NOT_CONFIRMED = "the gateway did not confirm delivery in time; reconciling (never resent)"
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The time limits and attempt bound a run keeps (from the executor's configuration)."""
-
-    delivery_timeout_s: float
-    max_attempts: int
-    retry_base_ms: int
-    reconcile_timeout_s: float
-    sync_timeout_s: float
-    lease_after_s: float  # an order older than this may have been taken over: hold its lease before a send
-
-
-class Phase(Enum):
-    IDLE = auto()
-    DELIVERING = auto()  # a Send is out
-    DELIVERY_PAUSE = auto()  # no gateway held the account: ask again
-    HOLDING_LEASE = auto()  # a HoldLease is out; a send follows when it holds
-    AWAITING_REPORT = auto()
-    RETRY_PAUSE = auto()
-    RECORDING = auto()  # answered; the record is being written
-    SYNCING = auto()  # a SendSync is out
-    AWAITING_SNAPSHOT = auto()
-    RECONCILE_PAUSE = auto()
-    READING_VOLUME = auto()
-    DONE = auto()
 
 
 @dataclass(slots=True)
@@ -102,6 +75,7 @@ class OrderRun:
     outcome_unknown: bool = False
     listening: bool = False  # whether a report for this order is taken
     report: Report | None = None
+    refusal: ErrorMessage | None = None  # the terminal's ERROR about the command: it did not execute it
     sync_id: str | None = None
     snapshot: PositionUpdate | None = None
     result: OrderResult | None = None
@@ -149,6 +123,14 @@ class OrderRun:
         if not self.listening or self.report is not None or not orders.matches(self.command, report):
             return False
         self.report = report
+        return True
+
+    def offer_refusal(self, error: ErrorMessage) -> bool:
+        """A terminal's ERROR about this run's command (not executed); True when the run takes it (wake a Wait)."""
+        taken = self.report is not None or self.refusal is not None
+        if not self.listening or taken or not orders.refers_to(error, self.command):
+            return False
+        self.refusal = error
         return True
 
     def offer_snapshot(self, snapshot: PositionUpdate) -> bool:
@@ -315,7 +297,7 @@ class OrderRun:
 
     def _send(self, now: float) -> list[act.Action]:
         self.phase = Phase.DELIVERING
-        self.listening, self.report = True, None
+        self.listening, self.report, self.refusal = True, None, None
         self._send_started, self._pause = now, 0.01
         return [act.Send(self.command, self._delivery_s(self.timeout_s))]
 
@@ -326,6 +308,11 @@ class OrderRun:
         report = self.report
         if report is not None:
             return [act.Observe("report", now - self._delivered_at), *self._judge(report, now)]
+        if self.refusal is not None:  # a definite answer: the terminal did not execute the command
+            self.state, self.listening = lifecycle.advance(self.state, Trigger.REJECTED), False
+            result = orders.refused(self.command, self.refusal, self.state, self.attempt + 1, self._ms(now))
+            log = act.Log("warning", "the terminal refused the command", {"code": self.refusal.code, **self.fields})
+            return [log, *self._conclude(result, unknown=False)]
         deadline = self.started + self.timeout_s
         if self._back_on is not None and now < deadline:  # the session that got the command is gone
             self._back_on, self._early = None, True
@@ -365,7 +352,7 @@ class OrderRun:
 
     def _conclude(self, result: OrderResult, *, unknown: bool) -> list[act.Action]:
         """Answer first; the record is written right after (a repeat waits for it)."""
-        result = orders.noted(self.rounded_from, self.command.volume, result)
+        result = orders.noted(self.rounded_from, orders.volume_of(self.command), result)
         self.result, self.outcome_unknown = result, unknown
         self.phase = Phase.RECORDING
         return [act.Answer(result), act.Record(self.state, result, keep_lease=unknown)]
@@ -375,6 +362,9 @@ class OrderRun:
             self.listening = False
             log = act.Log("error", "order still unreconciled", self.fields)
             return [log, *self._end()]
+        if self.refusal is not None:
+            result = orders.refused(self.command, self.refusal, OrderState.RECONCILED, 1, 0.0)
+            return self._reconciled(msgspec.structs.replace(result, reconciled=True))
         report = self.report
         if report is not None:
             verdict = lifecycle.judge(self.command, report, 0, 1)
@@ -403,7 +393,7 @@ class OrderRun:
         return [act.Pause(pause)]
 
     def _reconciled(self, result: OrderResult) -> list[act.Action]:
-        result = orders.noted(self.rounded_from, self.command.volume, result)
+        result = orders.noted(self.rounded_from, orders.volume_of(self.command), result)
         self.listening = False
         self.state, self.result, self.phase = OrderState.RECONCILED, result, Phase.RECORDING
         log = act.Log("info", "order reconciled", {"status": result.status, **self.fields})

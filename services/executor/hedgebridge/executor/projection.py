@@ -31,6 +31,8 @@ from hedgebridge.protocol import (
     CloseCommand,
     ClosedEvent,
     Event,
+    ModifiedEvent,
+    ModifyCommand,
     OpenCommand,
     OpenedEvent,
     OrderCommand,
@@ -81,8 +83,9 @@ class BookChange:
 
 
 def reconciled_change(command: OrderCommand, result: OrderResult, now: datetime) -> BookChange | None:
-    """What a reconciled result changes in the book: a filled OPEN's position, a filled CLOSE's removal."""
-    if result.status not in ("FILLED", "PARTIALLY_FILLED"):
+    """What a reconciled result changes in the book: a filled OPEN's position, a filled CLOSE's removal (a MODIFY's
+    stops are not in the book: nothing)."""
+    if result.status not in ("FILLED", "PARTIALLY_FILLED") or isinstance(command, ModifyCommand):
         return None
     if isinstance(command, OpenCommand):
         entry = orders.book_entry(result, command, now)
@@ -121,6 +124,8 @@ class Projection:
         try:
             if isinstance(event, OpenedEvent | ClosedEvent):
                 await self.book(event)
+            elif isinstance(event, ModifiedEvent):  # stops are not in the book; the next snapshot shows them
+                return
             elif isinstance(event, SymbolSpecs):
                 await self._on_specs(event)
             else:

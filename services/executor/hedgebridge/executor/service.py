@@ -34,6 +34,8 @@ from hedgebridge.protocol import (
     BatchResult,
     CloseBatch,
     CloseOrder,
+    ModifyCommand,
+    ModifyOrder,
     OrderCommand,
     OrderRequest,
     OrderResult,
@@ -75,7 +77,7 @@ class HandedOver(Exception):
 CACHE_QUEUE = "hb-cache"
 # what a rerun of an expired order writes over its record (the actionId stays)
 _RERUN_FIELDS = ("request", "command", "state", "owner", "created_at", "updated_at", "reply_to", "result")
-_RESULT_SUBJECTS = ("opened", "closed")
+_RESULT_SUBJECTS = ("opened", "closed", "modified")
 
 
 class Executor:
@@ -183,6 +185,7 @@ class Executor:
         for kind in _RESULT_SUBJECTS:
             await self.nats.subscribe(f"{subjects.PREFIX}.ea.*.evt.{kind}", cb=self.driver.on_report)
         await self.nats.subscribe(f"{subjects.PREFIX}.ea.*.evt.position_update", cb=self.driver.on_snapshot)
+        await self.nats.subscribe(subjects.ALL_REFUSED, cb=self.driver.on_refusal)
         await self.nats.subscribe(subjects.ALL_STATUS, cb=self.driver.on_status)
         await self.nats.subscribe(subjects.ALL_EVENTS, queue=CACHE_QUEUE, cb=self.projection.on_event)
         for subject, handler in ((subjects.ORDER_REQUEST, self._serve), (subjects.BATCH_REQUEST, self._serve_batch)):
@@ -278,8 +281,11 @@ class Executor:
         return await self._run(stored, request, started, reply_to)
 
     async def _screen(self, request: OrderRequest, started: float) -> OrderCommand | OrderResult:
-        """The command for ``request`` checked against its symbol's rules (``symbols``), or the refusal."""
+        """The command for ``request`` checked against its symbol's rules (``symbols``), or the refusal (a MODIFY
+        trades no volume: the trade server checks its stops)."""
         command = orders.build_command(request, utcnow())
+        if isinstance(command, ModifyCommand) or isinstance(request, ModifyOrder):
+            return command
         return await self.symbols.screen(request, command, self.projection.position_symbol, _ms(started))
 
     async def _run(self, stored: Stored, request: OrderRequest, started: float, reply_to: str) -> OrderResult:
@@ -291,7 +297,7 @@ class Executor:
         run = OrderRun(command, started, timeout_s, ttl_s, self.limits, reply_to=reply_to, rounded_from=rounded)
         order = RunningOrder(run, stored)
         self._running[action_id] = order
-        self._spawn(self.leases.when_slow(action_id))
+        lease_timer = self.leases.when_slow(action_id, self._spawn)
         settling = False
         try:
             async with self._locks[command.account_id]:  # one order at a time per terminal
@@ -306,6 +312,7 @@ class Executor:
             return answer.result
         finally:
             if not settling:  # failed inside: the lease lapses and another replica reconciles the order
+                lease_timer.cancel()
                 self.driver.forget(order)
 
     async def _settle(self, order: RunningOrder, actions: list[Action]) -> None:

@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -23,13 +21,14 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from hedgebridge.common import logs
-from hedgebridge.common.tasks import cancel_and_wait
+from hedgebridge.common.kv_mirror import KvMirror
 from hedgebridge.protocol import (
     AccountSymbols,
     CloseCommand,
+    CloseOrder,
     OpenCommand,
+    OpenOrder,
     OrderCommand,
-    OrderRequest,
     OrderResult,
     ProtocolError,
     SymbolSpec,
@@ -56,41 +55,28 @@ class SymbolBook:
     def __init__(self, bucket: Callable[[], KeyValue]) -> None:
         self._bucket = bucket
         self.known: dict[str, AccountSymbols] = {}  # account -> its rules, as the bucket holds them
-        self._task: asyncio.Task[None] | None = None
+        self._mirror = KvMirror(self._on_entry)
 
     # --- the mirror -----------------------------------------------------------------------------------------
 
     async def start(self, timeout_s: float = 10.0) -> None:
         """Read every account's rules, then follow changes in the background."""
-        watcher = await self._bucket().watchall()
-        ready = asyncio.Event()
-        self._task = asyncio.create_task(self._follow(watcher, ready))
         try:
-            async with asyncio.timeout(timeout_s):
-                await ready.wait()
+            await self._mirror.start(self._bucket(), timeout_s)
         except TimeoutError:
             raise RulesUnavailable(f"cannot read the symbols' rules within {timeout_s:g}s") from None
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        await self._mirror.stop()
 
-    async def _follow(self, watcher: KeyValue.KeyWatcher, ready: asyncio.Event) -> None:
+    def _on_entry(self, account_id: str, value: bytes | None, initial: bool) -> None:
+        if not value:
+            self.known.pop(account_id, None)
+            return
         try:
-            async for entry in watcher:
-                if entry is None:  # the initial values have all been delivered
-                    ready.set()
-                    continue
-                if entry.operation in ("DEL", "PURGE") or not entry.value:
-                    self.known.pop(entry.key, None)
-                    continue
-                try:
-                    self.known[entry.key] = unpack(entry.value, AccountSymbols)
-                except ProtocolError as exc:
-                    log.warning("unreadable symbol rules", account=entry.key, error=exc.message)
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+            self.known[account_id] = unpack(value, AccountSymbols)
+        except ProtocolError as exc:
+            log.warning("unreadable symbol rules", account=account_id, error=exc.message)
 
     def rules(self, account_id: str) -> AccountSymbols | None:
         return self.known.get(account_id)
@@ -129,7 +115,11 @@ class SymbolBook:
     # --- the check before sending ---------------------------------------------------------------------------
 
     async def screen(
-        self, request: OrderRequest, command: OrderCommand, position_symbol: PositionSymbol, elapsed_ms: float
+        self,
+        request: OpenOrder | CloseOrder,
+        command: OpenCommand | CloseCommand,
+        position_symbol: PositionSymbol,
+        elapsed_ms: float,
     ) -> OrderCommand | OrderResult:
         """The command to send (its volume rounded down when the request asked), or the result that refuses it."""
         rules = self.known.get(command.account_id)

@@ -24,6 +24,7 @@ from hedgebridge.protocol import (
     CloseBatch,
     CloseOrder,
     ConsistencyStatus,
+    ModifyOrder,
     MonitorReport,
     OpenOrder,
     OrderResult,
@@ -41,7 +42,7 @@ from hedgebridge.protocol.messages import Conflict
 
 from .config import GatewayConfig
 
-RequestBody = OpenOrder | CloseOrder | CloseBatch | ActionRequest
+RequestBody = OpenOrder | CloseOrder | ModifyOrder | CloseBatch | ActionRequest
 SLOW_CONSUMER = "slow consumer"
 
 # Topics whose events belong to one account, and the terminal event types (subject suffixes) behind them.
@@ -49,7 +50,7 @@ EVENT_TOPICS: dict[str, tuple[str, ...]] = {
     "prices": ("PRICE",),
     "positions": ("POSITION_UPDATE",),
     "balances": ("ACCOUNT_UPDATE",),
-    "trades": ("OPENED", "CLOSED"),
+    "trades": ("OPENED", "CLOSED", "MODIFIED"),
 }
 ACCOUNT_TOPICS: frozenset[str] = frozenset({*EVENT_TOPICS, "terminals", "orders"})
 # Topics served by one shared subscription each; every client sees what its scope allows (see ``visible``).
@@ -74,7 +75,7 @@ def check_request_scope(principal: Principal, body: RequestBody) -> Refusal | No
     An EXIT's accounts are those of its target action, checked against the recorded action (see ``ClientHub``).
     """
     named: list[tuple[str, str]] = []
-    if isinstance(body, OpenOrder | CloseOrder):
+    if isinstance(body, OpenOrder | CloseOrder | ModifyOrder):
         named.append(("body.accountId", body.account_id))
     elif isinstance(body, CloseBatch):
         named.extend((f"body.items[{i}].accountId", item.account_id) for i, item in enumerate(body.items))

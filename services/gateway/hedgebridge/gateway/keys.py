@@ -13,17 +13,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from nats.aio.client import Client as NatsClient
-from nats.js.kv import KeyValue
 
 from hedgebridge.common import auth, logs, streams
 from hedgebridge.common.faults import Fatal
+from hedgebridge.common.kv_mirror import KvMirror
 from hedgebridge.common.tasks import cancel_and_wait
 
 from .config import GatewayConfig
@@ -116,42 +115,27 @@ class Revocations:
     def __init__(self, on_revoked: Callable[[str], None]) -> None:
         self.revoked: set[str] = set()
         self._on_revoked = on_revoked
-        self._task: asyncio.Task[None] | None = None
-        self._bucket: KeyValue | None = None
+        self._mirror = KvMirror(self._on_entry)
 
     def __contains__(self, jti: object) -> bool:
         return jti in self.revoked
 
     async def start(self, nc: NatsClient, replicas: int, timeout_s: float = 10.0) -> None:
         """Open the bucket, read every revocation in it, then follow new ones in the background."""
-        self._bucket = await streams.revocations(nc.jetstream(), replicas)
-        watcher = await self._bucket.watchall()
-        ready = asyncio.Event()
-        self._task = asyncio.create_task(self._follow(watcher, ready))
+        bucket = await streams.revocations(nc.jetstream(), replicas)
         try:
-            async with asyncio.timeout(timeout_s):
-                await ready.wait()
+            await self._mirror.start(bucket, timeout_s)
         except TimeoutError:
             raise KeysUnavailable(f"cannot read the revocation list within {timeout_s:g}s") from None
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        await self._mirror.stop()
 
-    async def _follow(self, watcher: KeyValue.KeyWatcher, ready: asyncio.Event) -> None:
-        try:
-            async for entry in watcher:
-                if entry is None:  # the initial values have all been delivered
-                    ready.set()
-                    continue
-                if entry.operation in ("DEL", "PURGE"):
-                    self.revoked.discard(entry.key)
-                    continue
-                if entry.key not in self.revoked:
-                    self.revoked.add(entry.key)
-                    if ready.is_set():
-                        log.info("token revoked", jti=entry.key)
-                    self._on_revoked(entry.key)
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+    def _on_entry(self, jti: str, value: bytes | None, initial: bool) -> None:
+        if value is None:
+            self.revoked.discard(jti)
+        elif jti not in self.revoked:
+            self.revoked.add(jti)
+            if not initial:
+                log.info("token revoked", jti=jti)
+            self._on_revoked(jti)

@@ -1,6 +1,6 @@
 """Which trade reports a terminal may send: a report is the answer to a command, or an outside close.
 
-A terminal reports OPENED and CLOSED for the commands it executed, and CLOSED with a ``reason`` for a
+A terminal reports OPENED, CLOSED and MODIFIED for the commands it executed, and CLOSED with a ``reason`` for a
 position that closed without a command (stop loss, take profit, stop out, by hand). Any other report — an
 OPENED, or a CLOSED without a reason, that answers no command the system sent to this account — is not a
 trade: it is answered with ERROR ``UNSOLICITED_REPORT`` and published nowhere (not to watchers, not to the
@@ -32,18 +32,19 @@ from hedgebridge.protocol import (
     CloseCommand,
     ClosedEvent,
     Command,
+    ModifyCommand,
     OpenCommand,
-    OpenedEvent,
     OrderRecord,
     ProtocolError,
+    Report,
+    order_kind,
     subjects,
     unpack,
 )
 
 log = logs.get("gateway")
 
-Report = OpenedEvent | ClosedEvent
-Kind = str  # "OPEN" or "CLOSE": the command a report answers
+Kind = str  # "OPEN", "CLOSE" or "MODIFY": the command a report answers
 REMEMBERED = 50_000  # commands this gateway wrote, by (account, actionId), newest kept
 LOOKUP_TIMEOUT_S = 1.0  # the frame loop waits for the lookup: keep it well below the heartbeat timeout
 
@@ -56,11 +57,11 @@ class Verdict(Enum):
 
 
 def answered_kind(report: Report) -> Kind:
-    return "OPEN" if isinstance(report, OpenedEvent) else "CLOSE"
+    return order_kind(report)
 
 
-def command_kind(command: OpenCommand | CloseCommand) -> Kind:
-    return "OPEN" if isinstance(command, OpenCommand) else "CLOSE"
+def command_kind(command: OpenCommand | CloseCommand | ModifyCommand) -> Kind:
+    return order_kind(command)
 
 
 def explains(report: Report, command: tuple[str, Kind] | None) -> Verdict:
@@ -95,7 +96,7 @@ class ReportCheck:
 
     def sent(self, command: Command) -> None:
         """Remember a command about to be written to a terminal (before it can be answered)."""
-        if isinstance(command, OpenCommand | CloseCommand) and command.action_id:
+        if isinstance(command, OpenCommand | CloseCommand | ModifyCommand) and command.action_id:
             key = (command.account_id, command.action_id)
             self._sent[key] = command_kind(command)
             self._sent.move_to_end(key)

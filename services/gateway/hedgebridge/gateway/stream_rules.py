@@ -40,7 +40,7 @@ class Source:
 
 STREAM_SOURCES: dict[str, Source] = {
     "trades": Source(
-        subjects.EVENTS_STREAM, (subjects.event_any_account("OPENED"), subjects.event_any_account("CLOSED"))
+        subjects.EVENTS_STREAM, tuple(subjects.event_any_account(kind) for kind in ("OPENED", "CLOSED", "MODIFIED"))
     ),
     "orders": Source(subjects.EVENTS_STREAM, (subjects.ALL_RESULTS,)),
     "actions": Source(subjects.EVENTS_STREAM, (subjects.ALL_ACTIONS,)),
@@ -57,7 +57,7 @@ assert {t for t, d in TOPIC_DELIVERY.items() if d == "SNAPSHOT"} == set(SNAPSHOT
 # topics whose events belong to one account (named in the subject); the others are filtered by their data
 _PER_ACCOUNT: dict[str, tuple[str, ...]] = {
     "prices": ("PRICE",),
-    "trades": ("OPENED", "CLOSED"),
+    "trades": ("OPENED", "CLOSED", "MODIFIED"),
     "orders": (),
     "positions": ("POSITION_UPDATE",),
     "balances": ("ACCOUNT_UPDATE",),

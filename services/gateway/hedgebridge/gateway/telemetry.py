@@ -31,13 +31,10 @@ from nats.aio.msg import Msg
 from hedgebridge.common.obs import metrics, tracing
 from hedgebridge.protocol import (
     AccountUpdate,
-    CloseCommand,
-    ClosedEvent,
+    Command,
     Heartbeat,
     Message,
-    OpenCommand,
-    OpenedEvent,
-    SyncCommand,
+    Report,
     type_name,
 )
 
@@ -45,7 +42,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
 SERVICE = "gateway"
-C = TypeVar("C", bound=OpenCommand | CloseCommand | SyncCommand)
+C = TypeVar("C", bound=Command)
 _PENDING_MAX = 1024  # commands awaiting a report, per connection (older ones are forgotten)
 
 
@@ -241,7 +238,7 @@ def command_received(session: Terminal, msg: Msg, command: C) -> C:
     return command
 
 
-def command_written(session: Terminal, command: OpenCommand | CloseCommand | SyncCommand) -> None:
+def command_written(session: Terminal, command: Command) -> None:
     entry = _state(session).pending.get(getattr(command, "action_id", None) or "")
     if entry is not None:
         entry.written = time.perf_counter()
@@ -251,9 +248,7 @@ def command_written(session: Terminal, command: OpenCommand | CloseCommand | Syn
 
 
 @contextlib.contextmanager
-def report(
-    session: Terminal, event: OpenedEvent | ClosedEvent, headers: Mapping[str, str] | None
-) -> Iterator[dict[str, str] | None]:
+def report(session: Terminal, event: Report, headers: Mapping[str, str] | None) -> Iterator[dict[str, str] | None]:
     """Around the publish of a trade report: round trip, hop time, and the report's span and headers."""
     received = time.perf_counter()
     entry = _state(session).pending.pop(event.action_id or "", None)

@@ -5,7 +5,8 @@ It owns what a terminal connection is beyond the bus side: writing frames (a ter
 within ``send_timeout_ms`` is closed with 1008 "slow consumer"), closing (4002 when replaced, 1001 on stop…),
 the rate bucket and the last frame's time, and each frame read: a bad frame is answered with an ERROR frame,
 a HEARTBEAT with its reply, and the terminal's events go to the bus side to be published — a trade report
-only when a command (or its reason, for an outside close) explains it (``reports.py``).
+only when a command (or its reason, for an outside close) explains it (``reports.py``), and a terminal's ERROR
+only when it is about a command (``refType``): the terminal did not execute it (``hb.ea.<account>.refused``).
 """
 
 from __future__ import annotations
@@ -27,14 +28,17 @@ from hedgebridge.common import logs
 from hedgebridge.common.obs import metrics
 from hedgebridge.common.terminal_link import REPLACED, Delivery, TerminalBus, rules
 from hedgebridge.protocol import (
+    COMMAND_TYPES,
     FROM_TERMINAL,
     ClosedEvent,
     Command,
     ErrorMessage,
     Heartbeat,
     Message,
+    ModifiedEvent,
     OpenedEvent,
     ProtocolError,
+    Report,
     SyncCommand,
     TerminalStatus,
     decode_frame,
@@ -52,6 +56,7 @@ from .limits import TokenBucket
 from .reports import ReportCheck, Verdict, refusal
 
 SLOW_CONSUMER = "slow consumer"
+COMMAND_NAMES = frozenset(type_name(c) for c in COMMAND_TYPES)
 CLOSE_TIMEOUT_S = 5.0
 CONNECTION_CLOSED = "terminal connection closed"
 
@@ -182,6 +187,8 @@ class TerminalSession:
             return
         if isinstance(message, ErrorMessage):
             log.warning("terminal reported an error", account=self.account_id, code=message.code, text=message.message)
+            if message.ref_type in COMMAND_NAMES:  # a command it did not execute: the executor answers at once
+                await self._bus.publish_refusal(self.account_id, message)
             return
         claimed = getattr(message, "account_id", None)
         if claimed != self.account_id:
@@ -193,7 +200,7 @@ class TerminalSession:
                 ref_id=getattr(message, "action_id", None) or getattr(message, "position_id", None),
             )
             return
-        if isinstance(message, OpenedEvent | ClosedEvent):  # kept in HB_EVENTS: a repeat is dropped there
+        if isinstance(message, OpenedEvent | ClosedEvent | ModifiedEvent):  # in HB_EVENTS: a repeat is dropped there
             verdict = await self._reports.check(message)
             if verdict in (Verdict.UNSOLICITED, Verdict.UNCHECKED):
                 await self._refuse_report(message, verdict)
@@ -203,7 +210,7 @@ class TerminalSession:
             return
         await self._bus.publish_event(self.account_id, message)
 
-    async def _refuse_report(self, report: OpenedEvent | ClosedEvent, verdict: Verdict) -> None:
+    async def _refuse_report(self, report: Report, verdict: Verdict) -> None:
         """A report no command explains is not a trade: an ERROR to the terminal, a warning, and nothing else."""
         kind = type_name(report)
         metrics.UNSOLICITED_REPORTS.labels(kind).inc()

@@ -37,7 +37,7 @@ from hedgebridge.common.backoff import Backoff
 from hedgebridge.common.obs import for_service
 from hedgebridge.common.tasks import cancel_and_wait
 from hedgebridge.common.terminal_link import TerminalBus, rules
-from hedgebridge.protocol import Command, Message, OpenCommand, SyncCommand, subjects, type_name, utcnow
+from hedgebridge.protocol import Command, Message, ModifyCommand, OpenCommand, SyncCommand, subjects, type_name, utcnow
 
 from . import translate as tr
 from .book import Book
@@ -247,7 +247,7 @@ class Mt5Bridge:
             link.lose(f"terminal lost: {exc}")
 
     async def _publish(self, message: Message) -> None:
-        """An event of the terminal; OPENED/CLOSED with their ``Nats-Msg-Id`` (HB_EVENTS keeps each once)."""
+        """An event of the terminal; OPENED/CLOSED/MODIFIED with their ``Nats-Msg-Id`` (HB_EVENTS keeps each once)."""
         try:
             await self._bus.publish_event(self.account_id, message, rules.report_headers(message))
         except Exception as exc:
@@ -276,6 +276,9 @@ class Mt5Bridge:
         if isinstance(command, OpenCommand):
             outcome = await self._trader.open(command)
             report: Message = tr.opened_event(self.account_id, command, outcome, utcnow())
+        elif isinstance(command, ModifyCommand):
+            outcome = await self._trader.modify(command)
+            report = tr.modified_event(self.account_id, command, outcome, utcnow())
         else:
             outcome = await self._trader.close(command)
             report = tr.closed_event(self.account_id, command, outcome, utcnow())

@@ -1,4 +1,4 @@
-"""OPEN and CLOSE on the terminal, as the EA executes them: the same magic number, order comment and
+"""OPEN, CLOSE and MODIFY on the terminal, as the EA executes them: the same magic number, order comment and
 "already executed" search among positions and deals, the same checks before ``order_send`` and the same
 retcodes; a repeated actionId is answered with its first outcome.
 """
@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any
 
 from hedgebridge.common import logs
-from hedgebridge.protocol import CloseCommand, OpenCommand, retcodes
+from hedgebridge.protocol import CloseCommand, ModifyCommand, OpenCommand, retcodes
 
 from . import translate as tr
 from .book import Book
@@ -87,6 +87,7 @@ class Trader:
             magic=magic,
             deviation=self.config.deviation,
             volume_step=info.volume_step,
+            digits=info.digits,
         )
         sent = self._terminal.clock.now_ms()
         result = await self._terminal.call(mt5.order_send, request)
@@ -133,9 +134,9 @@ class Trader:
                 return dataclasses.replace(found, already_executed=False)
         return tr.failed(retcodes.ERROR, f"order_send returned no result ({text}, {code}); the order may have executed")
 
-    async def _find_position(self, command: CloseCommand) -> Any:
-        """The open position a CLOSE names: ``mtTicket`` (its identifier) when given, else ``positionId`` (book,
-        then comments)."""
+    async def _find_position(self, command: CloseCommand | ModifyCommand) -> Any:
+        """The open position a CLOSE or MODIFY names: ``mtTicket`` (its identifier) when given, else
+        ``positionId`` (book, then comments)."""
         if command.mt_ticket is not None:
             if not command.mt_ticket.isdigit():
                 return None
@@ -220,4 +221,37 @@ class Trader:
             if outcome.remaining <= 0:
                 self._book.forget(outcome.ticket)
             self._remember("CLOSE", action_id, outcome)
+        return outcome
+
+    async def modify(self, command: ModifyCommand) -> Outcome:
+        """TRADE_ACTION_SLTP on the position the command names; the trade server's retcode is the answer (10016
+        invalid stops, 10025 no changes), with the position's stops as they are after it."""
+        mt5 = self._terminal.mt5
+        action_id = command.action_id or ""
+        known = self._done.get(("MODIFY", action_id)) if action_id else None
+        if known is not None:
+            return tr.again(known)
+        position = await self._find_position(command)
+        if position is None:
+            return tr.failed(retcodes.POSITION_CLOSED, "position not found or already closed")
+        current = (position.sl, position.tp)
+        info = await self._terminal.query(mt5.symbol_info, position.symbol)
+        if info is None:
+            return tr.failed(None, f"symbol {position.symbol} is not available on this account")
+        blocked = await self._trading_blocked()
+        if blocked is not None:
+            return dataclasses.replace(blocked, ticket=position.identifier, stops=current)
+        request = tr.sltp_request(
+            position, tr.stops_after(command, position), digits=info.digits, magic=self.config.magic
+        )
+        result = await self._terminal.call(mt5.order_send, request)
+        if result is None:  # the outcome is unknown: the executor reconciles it from the position's stops
+            code, text = await self._terminal.call(mt5.last_error)
+            return tr.failed(
+                retcodes.ERROR, f"order_send returned no result ({text}, {code}); the stops may have changed"
+            )
+        if result.retcode != retcodes.DONE:
+            return dataclasses.replace(tr.refused_outcome(result), ticket=position.identifier, stops=current)
+        outcome = Outcome(success=True, ticket=position.identifier, stops=(request["sl"], request["tp"]))
+        self._remember("MODIFY", action_id, outcome)
         return outcome

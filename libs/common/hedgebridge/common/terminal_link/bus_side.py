@@ -113,6 +113,10 @@ class TerminalBus(Generic[L]):
             subjects.event(account_id, type_name(message)), pack(message), headers=dict(headers) if headers else None
         )
 
+    async def publish_refusal(self, account_id: str, error: Message) -> None:
+        """A terminal's ERROR about a command it did not execute, on ``hb.ea.<account>.refused``."""
+        await self.nats.publish(subjects.refused(account_id), pack(error))
+
     async def successor_gone(self, account_id: str) -> None:
         """Until the connection that took ``account_id`` from here ends (at once when none did)."""
         if account_id in self._successors:

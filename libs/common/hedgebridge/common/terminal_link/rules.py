@@ -10,12 +10,12 @@ from datetime import datetime
 from typing import Literal
 
 from hedgebridge.protocol import (
-    ClosedEvent,
+    REPORT_TYPES,
     Command,
     DeliveryAck,
     Message,
-    OpenedEvent,
     ProtocolError,
+    Report,
     TerminalStatus,
     type_name,
     unpack_command,
@@ -114,7 +114,7 @@ def sync_reason(data: bytes) -> str:
     return data.decode(errors="replace")[:SYNC_REASON_MAX] or SYNC_DEFAULT_REASON
 
 
-def report_id(event: OpenedEvent | ClosedEvent) -> str:
+def report_id(event: Report) -> str:
     """The de-duplication id (``Nats-Msg-Id``) of a trade report: the same report sent twice (after a
     reconnect, or by an EA and by a bridge) is one in HB_EVENTS."""
     key = event.action_id or event.position_id
@@ -123,7 +123,7 @@ def report_id(event: OpenedEvent | ClosedEvent) -> str:
 
 
 def report_headers(message: Message) -> dict[str, str] | None:
-    """The NATS headers an event is published with: OPENED/CLOSED carry their ``report_id``."""
-    if isinstance(message, OpenedEvent | ClosedEvent):
-        return {"Nats-Msg-Id": report_id(message)}
+    """The NATS headers an event is published with: OPENED/CLOSED/MODIFIED carry their ``report_id``."""
+    if isinstance(message, REPORT_TYPES):
+        return {"Nats-Msg-Id": report_id(message)}  # type: ignore[arg-type]
     return None

@@ -4,14 +4,15 @@ It listens on a free loopback port and forwards every byte to the gateway and ba
 traffic as it goes: the HTTP upgrade in each direction, then RFC 6455 frames (client frames unmasked to be read,
 permessage-deflate messages inflated when the handshake negotiated it). What it sees:
 
-- ``received``: the actionIds of every ``OPEN``/``CLOSE`` command the gateway sent through it, repeats included;
-- ``reports``: (connection number, type, actionId) of every ``OPENED``/``CLOSED``/``ERROR`` the terminal sent
-  through it, the swallowed ones included;
+- ``received``: the actionIds of every ``OPEN``/``CLOSE``/``MODIFY`` command the gateway sent through it, repeats
+  included;
+- ``reports``: (connection number, type, actionId) of every ``OPENED``/``CLOSED``/``MODIFIED``/``ERROR`` the
+  terminal sent through it, the swallowed ones included;
 - ``connections`` (accepted), ``cuts`` (connections it cut) and ``dropped`` (the types of reports it swallowed).
 
 Faults it injects, as a network would: ``cut()`` aborts the current connections now; ``drop_next_report()`` arms
-the loss of the next report (``OPENED``/``CLOSED`` by default) from the terminal: that frame is not forwarded
-and both sides of the connection are cut, as when the network fails right after the terminal executed;
+the loss of the next report (``OPENED``/``CLOSED``/``MODIFIED`` by default) from the terminal: that frame is not
+forwarded and both sides of the connection are cut, as when the network fails right after the terminal executed;
 ``before_next_welcome(message)`` writes a frame of its own to the terminal on the next connection, ahead of the
 gateway's WELCOME (what a terminal reads there belongs to no session).
 
@@ -41,8 +42,8 @@ _DATA_OPS = {OP_CONTINUATION, OP_TEXT, OP_BINARY}
 _CONTROL_OPS = {OP_CLOSE, OP_PING, OP_PONG}
 MAX_PAYLOAD = 16 * 1024 * 1024
 MAX_HEADER = 64 * 1024
-COMMANDS = frozenset({"OPEN", "CLOSE"})
-REPORTS = frozenset({"OPENED", "CLOSED"})
+COMMANDS = frozenset({"OPEN", "CLOSE", "MODIFY"})
+REPORTS = frozenset({"OPENED", "CLOSED", "MODIFIED"})
 
 
 class FrameError(ValueError):

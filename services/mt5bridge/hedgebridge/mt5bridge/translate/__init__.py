@@ -2,9 +2,9 @@
 
 - ``package.py``: the package's constants and the read-only protocols of what it returns;
 - ``comment.py``: the order comment that carries an actionId, exactly as the EA writes it;
-- ``orders.py``: OPEN / CLOSE commands to ``order_send`` requests, results and deals to outcomes (the EA's
+- ``orders.py``: OPEN / CLOSE / MODIFY commands to ``order_send`` requests, results and deals to outcomes (the EA's
   retcode rules), and the "already executed" search among positions and deals;
-- ``reports.py``: outcomes to OPENED / CLOSED, positions closed without a command to CLOSED with their
+- ``reports.py``: outcomes to OPENED / CLOSED / MODIFIED, positions closed without a command to CLOSED with their
   reason, and positions, account figures and ticks to POSITION_UPDATE, ACCOUNT_UPDATE and PRICE;
 - ``symbols.py``: ``symbol_info`` to the symbols' rules (SYMBOL_SPECS).
 
@@ -40,6 +40,8 @@ from .orders import (
     is_fill,
     open_request,
     refused_outcome,
+    sltp_request,
+    stops_after,
     volume_digits,
     volume_problem,
 )
@@ -69,6 +71,7 @@ from .package import (
     SYMBOL_FILLING_FOK,
     SYMBOL_FILLING_IOC,
     TRADE_ACTION_DEAL,
+    TRADE_ACTION_SLTP,
     AccountInfoLike,
     OrderSendResultLike,
     TickLike,
@@ -80,6 +83,7 @@ from .reports import (
     closed_event,
     deal_reason,
     is_wire_symbol,
+    modified_event,
     opened_event,
     outside_close,
     position_of,
@@ -120,6 +124,7 @@ __all__ = [
     "SYMBOL_FILLING_IOC",
     "TAG_LENGTH",
     "TRADE_ACTION_DEAL",
+    "TRADE_ACTION_SLTP",
     "AccountInfoLike",
     "OrderSendResultLike",
     "Outcome",
@@ -142,6 +147,7 @@ __all__ = [
     "is_fill",
     "is_own_comment",
     "is_wire_symbol",
+    "modified_event",
     "open_request",
     "opened_event",
     "order_comment",
@@ -153,6 +159,8 @@ __all__ = [
     "refused_outcome",
     "report_id",
     "server_time",
+    "sltp_request",
+    "stops_after",
     "symbol_spec",
     "symbol_specs",
     "tag",

@@ -1,6 +1,9 @@
-"""OPEN and CLOSE on the package (pure code): commands to ``order_send`` request dicts (MqlTradeRequest
+"""OPEN, CLOSE and MODIFY on the package (pure code): commands to ``order_send`` request dicts (MqlTradeRequest
 fields), ``order_send`` results and deals to outcomes with the EA's retcode rules, and the earlier executions
 of an actionId found among positions and deals (the "already executed" check).
+
+A MODIFY is TRADE_ACTION_SLTP on the position's current ticket, with both stops always given: the package
+takes a stop left out of the request as 0.0, which removes it, so the one the command keeps is sent as it is.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hedgebridge.protocol import CloseCommand, OpenCommand, retcodes
+from hedgebridge.protocol import CloseCommand, ModifyCommand, OpenCommand, retcodes
 
 from .comment import carries_action, order_comment
 from .package import (
@@ -26,6 +29,7 @@ from .package import (
     SYMBOL_FILLING_FOK,
     SYMBOL_FILLING_IOC,
     TRADE_ACTION_DEAL,
+    TRADE_ACTION_SLTP,
     OrderSendResultLike,
     TradeDealLike,
     TradePositionLike,
@@ -52,6 +56,7 @@ class Outcome:
     profit: float = 0.0
     retcode: int | None = None
     message: str = ""
+    stops: tuple[float, float] | None = None  # a MODIFY's: the position's (stop loss, take profit), 0 for none
 
 
 def failed(retcode: int | None, message: str) -> Outcome:
@@ -210,10 +215,20 @@ def volume_problem(symbol: str, volume: float, low: float, high: float, step: fl
 
 
 def open_request(
-    command: OpenCommand, *, price: float, filling: int, magic: int, deviation: int, volume_step: float
+    command: OpenCommand,
+    *,
+    price: float,
+    filling: int,
+    magic: int,
+    deviation: int,
+    volume_step: float,
+    digits: int = 8,
 ) -> dict[str, Any]:
-    """The ``order_send`` request of an OPEN: a market deal carrying the magic number and the comment."""
+    """The ``order_send`` request of an OPEN: a market deal carrying the magic number and the comment (and the
+    stops it sets, in the symbol's digits)."""
+    stops = {"sl": command.stop_loss, "tp": command.take_profit}
     return {
+        **{name: round(price, digits) for name, price in stops.items() if price},
         "action": TRADE_ACTION_DEAL,
         "symbol": command.symbol,
         "volume": round(command.volume, volume_digits(volume_step)),
@@ -254,6 +269,27 @@ def close_request(
         "comment": order_comment(command.action_id, command.position_id),
         "type_time": ORDER_TIME_GTC,
         "type_filling": filling,
+    }
+
+
+def stops_after(command: ModifyCommand, position: TradePositionLike) -> tuple[float, float]:
+    """The (stop loss, take profit) a MODIFY leaves the position with: a stop it does not name is kept."""
+    sl = position.sl if command.stop_loss is None else command.stop_loss
+    tp = position.tp if command.take_profit is None else command.take_profit
+    return sl, tp
+
+
+def sltp_request(position: TradePositionLike, stops: tuple[float, float], *, digits: int, magic: int) -> dict[str, Any]:
+    """The ``order_send`` request of a MODIFY: TRADE_ACTION_SLTP on the position's current ticket, both stops
+    given (one left out would be 0.0: removed)."""
+    sl, tp = stops
+    return {
+        "action": TRADE_ACTION_SLTP,
+        "position": position.ticket,
+        "symbol": position.symbol,
+        "sl": round(sl, digits),
+        "tp": round(tp, digits),
+        "magic": magic,
     }
 
 

@@ -10,6 +10,7 @@ from typing import Protocol
 # --- the package's constants (MetaTrader5 5.0.6231) ---------------------------------------------------------
 
 TRADE_ACTION_DEAL = 1
+TRADE_ACTION_SLTP = 6
 ORDER_TYPE_BUY = 0
 ORDER_TYPE_SELL = 1
 ORDER_FILLING_FOK = 0
@@ -61,6 +62,10 @@ class TradePositionLike(Protocol):
     def price_open(self) -> float: ...
     @property
     def price_current(self) -> float: ...
+    @property
+    def sl(self) -> float: ...
+    @property
+    def tp(self) -> float: ...
     @property
     def profit(self) -> float: ...
     @property

@@ -1,4 +1,4 @@
-"""Package records to the protocol's messages (pure code): outcomes to OPENED / CLOSED reports, CLOSED for
+"""Package records to the protocol's messages (pure code): outcomes to OPENED / CLOSED / MODIFIED reports, CLOSED for
 a position closed without a command, and positions, account figures and ticks to POSITION_UPDATE,
 ACCOUNT_UPDATE and PRICE.
 
@@ -17,6 +17,8 @@ from hedgebridge.protocol import (
     AccountUpdate,
     CloseCommand,
     ClosedEvent,
+    ModifiedEvent,
+    ModifyCommand,
     OpenCommand,
     OpenedEvent,
     Position,
@@ -71,6 +73,26 @@ def opened_event(account_id: str, command: OpenCommand, outcome: Outcome, now: d
         already_executed=outcome.already_executed,
         symbol=command.symbol,
         side=command.side,
+        stop_loss=command.stop_loss,
+        take_profit=command.take_profit,
+    )
+
+
+def modified_event(account_id: str, command: ModifyCommand, outcome: Outcome, now: datetime) -> ModifiedEvent:
+    """MODIFIED: the position's stops after the command (as they are, when it changed nothing)."""
+    sl, tp = outcome.stops if outcome.stops is not None else (None, None)
+    return ModifiedEvent(
+        timestamp=now,
+        account_id=account_id,
+        position_id=command.position_id,
+        action_id=command.action_id,
+        mt_ticket=str(outcome.ticket) if outcome.ticket else command.mt_ticket,
+        stop_loss=sl,
+        take_profit=tp,
+        status="SUCCESS" if outcome.success else "FAILED",
+        error_code=outcome.retcode,
+        error_message=outcome.message or (None if outcome.success else "the stops were not changed"),
+        already_executed=outcome.already_executed,
     )
 
 
@@ -184,6 +206,8 @@ def position_of(
         current_price=max(position.price_current, 0.0),
         profit=position.profit,
         open_time=server_time(position.time_msc, offset_s),
+        stop_loss=position.sl or None,
+        take_profit=position.tp or None,
     )
 
 
