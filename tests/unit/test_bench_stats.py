@@ -30,7 +30,7 @@ def test_rows_report_ratios_to_their_baseline() -> None:
     assert baseline.ratio(50) is None
     lines = list(table([baseline, row]))
     assert lines[3] == "| measured | 100 | 3.000 | 3.000 | 8.000 | 3.00x | 3.00x | 4.00x | p99 < 5 ms | NO |"
-    assert lines[-1].endswith("orders not FILLED, action states not delivered: 2")
+    assert lines[-1].endswith("orders not FILLED, action states not delivered, terminals not back after the restart: 2")
 
 
 def test_json_rows_have_every_key() -> None:

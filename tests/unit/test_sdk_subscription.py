@@ -76,7 +76,7 @@ def test_which_ends_are_worth_reconnecting_after() -> None:
     assert not attempt_failed_for_good(ConnectionLost(1001, "gateway shutting down"))
     assert not attempt_failed_for_good(OSError("connection refused"))
     for attempt in range(1, 12):
-        assert 0.05 <= backoff_s(attempt) <= 5.0
+        assert 0.0 <= backoff_s(attempt) <= min(5.0, 0.1 * 2 ** (attempt - 1))
 
 
 async def test_notices_are_kept_and_only_yielded_by_items() -> None:

@@ -1,4 +1,4 @@
-"""The gateway's abuse limits and security settings as pure decisions: token buckets, the per-IP table, the
+"""The gateway's abuse limits and security settings as pure decisions: token buckets, the per-key table, the
 Origin allow-list, and the configuration checks."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hedgebridge.common import auth
 from hedgebridge.common.config import ConfigError
 from hedgebridge.gateway.config import from_env
 from hedgebridge.gateway.handshake import ClientAccept, Refuse, check_origin, decide
-from hedgebridge.gateway.limits import IpLimiter, TokenBucket
+from hedgebridge.gateway.limits import KeyedLimiter, TokenBucket
 
 SECRET = auth.new_secret()
 
@@ -29,15 +29,15 @@ def test_token_bucket_allows_the_burst_then_the_rate() -> None:
     assert all(unlimited.take(1.0) for _ in range(10_000))
 
 
-def test_ip_limiter_counts_per_address_and_stays_bounded() -> None:
-    limiter = IpLimiter(rate=1, burst=3, max_ips=4)
+def test_keyed_limiter_counts_per_key_and_stays_bounded() -> None:
+    limiter = KeyedLimiter(rate=1, burst=3, max_keys=4)
     assert [limiter.allow("10.0.0.1", 0.0) for _ in range(4)] == [True, True, True, False]
     assert limiter.allow("10.0.0.2", 0.0)  # another address has its own bucket
     assert limiter.allow("10.0.0.1", 1.0)  # one more after a second
     for i in range(100):
         limiter.allow(f"192.0.2.{i}", 2.0)
     assert len(limiter.buckets) <= 4
-    assert IpLimiter(rate=0, burst=1).allow("x", 0.0)
+    assert KeyedLimiter(rate=0, burst=1).allow("x", 0.0)
 
 
 def test_origin_allow_list() -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import nats
 from websockets.asyncio.client import ClientConnection, connect
 
-from hedgebridge.cli import bench_dll, bench_ea, bench_obs, bench_orders
+from hedgebridge.cli import bench_dll, bench_ea, bench_obs, bench_orders, bench_storm
 from hedgebridge.cli.bench_rows import Processes, Row
 from hedgebridge.cli.bench_sync import measure_action_sync, measure_client_sync
 from hedgebridge.common import auth, loop
@@ -118,6 +118,8 @@ def _is_heartbeat_reply(data: str | bytes, seq: int) -> bool:
 
 
 async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> list[Row]:
+    if args.only == "storm":
+        return [await bench_storm.alone(workdir, procs, args.storm_terminals)]
     library = await asyncio.to_thread(bench_dll.prepare)  # before any measurement: a build loads the machine
     ea_ready = await asyncio.to_thread(bench_ea.prepare)
     nats_server = NatsServer(workdir / "nats")
@@ -126,14 +128,20 @@ async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> list
     cache.start()
     try:
         rows = await _measure(args, nats_server, cache, procs, library, ea_ready)
-        procs.stop()  # the observability stacks run alone
+        procs.stop()  # the reconnect storm, the observability stacks and the order path's stack run alone
+        rows.append(await _storm(args, nats_server, procs))
+        procs.stop()
         rows += await bench_obs.measure(args, workdir, cache, procs, Row)
-        procs.stop()  # the order path's stack runs alone
+        procs.stop()
         return rows + await bench_orders.measure(args, workdir, procs)
     finally:
         procs.stop()
         nats_server.stop()
         cache.stop()
+
+
+async def _storm(args: argparse.Namespace, nats_server: NatsServer, procs: Processes) -> Row:
+    return await bench_storm.measure(nats_server.url, auth.new_secret(), procs, args.storm_terminals)
 
 
 async def _measure(
@@ -349,12 +357,15 @@ def header(args: argparse.Namespace) -> str:
         f"{args.client_orders} client API orders at {args.client_rate:g}/s, sustained steps at {args.knee_rates}/s "
         f"of {args.knee_seconds:g}s over {args.knee_terminals} terminals"
     )
+    storm = f"a reconnect storm of {args.storm_terminals} terminals"
     if args.only == "orders":
         return machine + orders
+    if args.only == "storm":
+        return machine + storm
     return (
         machine + f"{args.samples} heartbeats, {args.orders} orders at {args.rate:g}/s, "
         f"{args.load_orders} orders at {args.load_rate:g}/s open loop, "
-        f"{args.actions} hedge entries and exits watched by {args.subscribers} clients; " + orders
+        f"{args.actions} hedge entries and exits watched by {args.subscribers} clients, {storm}; " + orders
     )
 
 
@@ -372,7 +383,7 @@ def table(rows: list[Row]) -> Iterator[str]:
             f"{row.target} | {met} |"
         )
     errors = sum(r.errors for r in rows)
-    yield f"\norders not FILLED, action states not delivered: {errors}"
+    yield f"\norders not FILLED, action states not delivered, terminals not back after the restart: {errors}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -384,8 +395,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subscribers", type=int, default=100, help="action-sync subscribers (default 100)")
     parser.add_argument("--actions", type=int, default=25, help="hedge entries and exits for action sync (default 25)")
     parser.add_argument("--warmup", type=int, default=200, help="samples discarded first (default 200)")
+    parser.add_argument(
+        "--storm-terminals", type=int, default=1000, help="terminals of the reconnect storm (default 1000)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    parser.add_argument("--only", choices=("orders",), help="measure only this part: orders (the order path's rows)")
+    parser.add_argument(
+        "--only",
+        choices=("orders", "storm"),
+        help="measure only this part: orders (the order path's rows), storm (the reconnect storm row)",
+    )
     bench_obs.add_arguments(parser)
     bench_orders.add_arguments(parser)
 
@@ -393,7 +411,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if (
         min(args.samples, args.orders, args.load_orders, args.subscribers, args.actions, args.obs_orders) < 1
-        or min(args.client_orders, args.knee_terminals, args.cpu_orders) < 1
+        or min(args.client_orders, args.knee_terminals, args.cpu_orders, args.storm_terminals) < 1
         or args.warmup < 0
         or min(args.rate, args.load_rate, args.client_rate, args.knee_seconds) <= 0
     ):

@@ -6,7 +6,6 @@ STREAM topic (``Cursors``) and the SUBSCRIBE frames that resume what a client fo
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from hedgebridge.common.backoff import full_jitter
 from hedgebridge.protocol import ErrorMessage, ProtocolError, encode_frame, subprotocol
 from hedgebridge.protocol.client import (
     TOPIC_DELIVERY,
@@ -98,7 +98,7 @@ def attempt_failed_for_good(exc: BaseException) -> bool:
 def backoff_s(attempt: int, *, first_s: float = 0.1, longest_s: float = 5.0) -> float:
     """The wait before reconnect attempt ``attempt`` (1, 2, …): doubling from ``first_s``, at most
     ``longest_s``, with full jitter so that many clients do not come back at once."""
-    return random.uniform(first_s / 2, min(longest_s, first_s * 2 ** (attempt - 1)))
+    return full_jitter(attempt, first_s, longest_s)
 
 
 class Cursors:

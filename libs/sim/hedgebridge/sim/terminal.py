@@ -8,7 +8,9 @@ and SYNC at once (one command at a time, in arrival order, as an EA's single thr
 read gets an ERROR, as the EA answers it. A stop the price reaches closes its position (CLOSED with the
 reason). A report that cannot be sent because the connection went away is kept and sent after the next
 connect, behind the fresh snapshots.
-Reconnects with exponential backoff when the connection drops.
+Reconnects with full-jitter backoff when the connection drops (``hedgebridge.common.backoff``), so that a
+fleet that lost its gateway together does not come back in lockstep; a 503 with ``Retry-After`` (the gateway
+is busy) is waited out, with jitter.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from hedgebridge.common import logs, profiles
+from hedgebridge.common.backoff import Backoff, after_retry_after, retry_after_of
 from hedgebridge.protocol import (
     AccountUpdate,
     CloseCommand,
@@ -57,7 +60,7 @@ class SimTerminal:
         token: Callable[[], str],
         *,
         backoff_initial_s: float = 0.1,
-        backoff_max_s: float = 5.0,
+        backoff_max_s: float = 2.0,
         immediate_reconnect: bool = False,
     ) -> None:
         self.url = url
@@ -73,6 +76,7 @@ class SimTerminal:
         self.drops = 0
         self.heartbeats_paused = False  # a test can make the terminal go silent
         self.last_refusal: str | None = None
+        self.refusals = 0  # handshakes the gateway refused (HTTP status instead of 101)
         self._ws: ClientConnection | None = None
         self._lock = asyncio.Lock()
         self.outbox: list[Message] = []  # reports not yet sent (connection lost)
@@ -85,21 +89,26 @@ class SimTerminal:
     async def run(self) -> None:
         """Connect, serve, and reconnect with backoff until cancelled (at once after a drop when
         ``immediate_reconnect``; with backoff when that attempt fails too)."""
-        delay = self.backoff_initial_s
+        backoff = Backoff(self.backoff_initial_s, self.backoff_max_s)
         while True:
+            wait = backoff.next()
             try:
                 await self._session()
-                delay = 0.0 if self.immediate_reconnect else self.backoff_initial_s
+                backoff.reset()
+                wait = 0.0 if self.immediate_reconnect else backoff.next()
             except InvalidStatus as exc:
                 self.last_refusal = f"HTTP {exc.response.status_code}: {exc.response.body.decode(errors='replace')}"
+                self.refusals += 1
                 log.warning("handshake refused", account=self.account_id, detail=self.last_refusal.strip())
+                retry_after = retry_after_of(exc.response.headers.get("Retry-After"))
+                if retry_after is not None:
+                    wait = max(wait, after_retry_after(retry_after))
             except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError) as exc:
                 log.info("connection lost", account=self.account_id, error=type(exc).__name__)
             finally:
                 self.connected.clear()
                 self._ws = None
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
-            delay = min(max(delay * 2, self.backoff_initial_s), self.backoff_max_s)
+            await asyncio.sleep(wait)
 
     async def drop(self) -> None:
         """Close the current connection (the terminal reconnects by itself)."""

@@ -19,6 +19,8 @@ from hedgebridge.common import auth, profiles
 from hedgebridge.common.config import ConfigError, ServiceConfig, check_stream_replicas, load, setting
 from hedgebridge.common.config_docs import with_table
 
+from .proxies import PROXY_MODES, TrustedProxies
+
 PREFIX = "HEDGEBRIDGE_GATEWAY_"
 
 
@@ -53,9 +55,39 @@ class GatewayConfig(ServiceConfig, frozen=True, kw_only=True):
     ] = 500.0
     message_burst: Annotated[int, setting("burst of MESSAGE_RATE")] = 2000
     ip_connect_rate: Annotated[
-        float, setting("new connections per second from one IP; more: HTTP 429; 0: no limit")
+        float,
+        setting(
+            "refused or credential-less handshakes per second from one client address (valid tokens do not count);"
+            " more: HTTP 429; 0: no limit"
+        ),
     ] = 10.0
     ip_connect_burst: Annotated[int, setting("burst of IP_CONNECT_RATE")] = 100
+    connect_rate: Annotated[
+        float,
+        setting("handshakes with a valid token per second, all addresses together; more: HTTP 503 with Retry-After"),
+    ] = 500.0
+    connect_burst: Annotated[int, setting("burst of CONNECT_RATE")] = 2000
+    account_connect_rate: Annotated[
+        float, setting("terminal handshakes per second with one account's valid token; more: HTTP 429; 0: no limit")
+    ] = 5.0
+    account_connect_burst: Annotated[int, setting("burst of ACCOUNT_CONNECT_RATE")] = 30
+    trusted_proxies: Annotated[
+        str,
+        setting(
+            "comma-separated CIDRs of the load balancers and proxies whose X-Forwarded-For or PROXY header names the"
+            " client (empty: none; other peers' headers are ignored)"
+        ),
+    ] = ""
+    proxy_protocol: Annotated[
+        str,
+        setting(
+            "off, v1, v2 or any: connections from TRUSTED_PROXIES start with a PROXY protocol header of that version"
+            " (not with TLS yet)"
+        ),
+    ] = "off"
+    listen_backlog: Annotated[
+        int, setting("connections the kernel queues before the gateway accepts them (capped by net.core.somaxconn)")
+    ] = 4096
     allowed_origins: Annotated[
         str,
         setting(
@@ -114,6 +146,10 @@ class GatewayConfig(ServiceConfig, frozen=True, kw_only=True):
     def tls(self) -> bool:
         return bool(self.tls_cert)
 
+    @property
+    def proxies(self) -> TrustedProxies:
+        return TrustedProxies.parse(self.trusted_proxies)
+
 
 def from_env(environ: Mapping[str, str] | None = None) -> GatewayConfig:
     profile = profiles.current(environ)  # its defaults fill in the variables not set
@@ -141,8 +177,13 @@ def check(cfg: GatewayConfig) -> GatewayConfig:
         raise ConfigError(f"{PREFIX}TLS_CERT and {PREFIX}TLS_KEY go together")
     if cfg.handshake_timeout_ms < 100:
         raise ConfigError(f"{PREFIX}HANDSHAKE_TIMEOUT_MS must be at least 100")
-    if cfg.message_rate < 0 or cfg.ip_connect_rate < 0 or cfg.message_burst < 1 or cfg.ip_connect_burst < 1:
+    rates = (cfg.message_rate, cfg.ip_connect_rate, cfg.connect_rate, cfg.account_connect_rate)
+    bursts = (cfg.message_burst, cfg.ip_connect_burst, cfg.connect_burst, cfg.account_connect_burst)
+    if min(rates) < 0 or min(bursts) < 1:
         raise ConfigError(f"{PREFIX}*_RATE must not be negative (0: no limit) and *_BURST at least 1")
+    _check_proxies(cfg)
+    if not 1 <= cfg.listen_backlog <= 65535:
+        raise ConfigError(f"{PREFIX}LISTEN_BACKLOG must be between 1 and 65535")
     if not 0 <= cfg.port <= 65535:
         raise ConfigError("HEDGEBRIDGE_GATEWAY_PORT: not a port number")
     if cfg.heartbeat_timeout_ms <= cfg.heartbeat_interval_ms:
@@ -158,6 +199,22 @@ def check(cfg: GatewayConfig) -> GatewayConfig:
     if cfg.liveness_interval_ms < 100:
         raise ConfigError("HEDGEBRIDGE_GATEWAY_LIVENESS_INTERVAL_MS must be at least 100")
     return cfg
+
+
+def _check_proxies(cfg: GatewayConfig) -> None:
+    try:
+        proxies = cfg.proxies
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}TRUSTED_PROXIES: {exc}") from None
+    if cfg.proxy_protocol not in PROXY_MODES:
+        raise ConfigError(f"{PREFIX}PROXY_PROTOCOL must be one of {', '.join(PROXY_MODES)}")
+    if cfg.proxy_protocol != "off" and not proxies:
+        raise ConfigError(f"{PREFIX}PROXY_PROTOCOL needs {PREFIX}TRUSTED_PROXIES (the balancers that send it)")
+    if cfg.proxy_protocol != "off" and cfg.tls:
+        raise ConfigError(
+            f"{PREFIX}PROXY_PROTOCOL with TLS on the same listener is not supported yet: terminate TLS at the"
+            " balancer, or use X-Forwarded-For"
+        )
 
 
 __doc__ = with_table(__doc__, GatewayConfig, PREFIX)

@@ -12,8 +12,8 @@ Tokens are checked against the configured key set (``auth.KeySet``), their claim
 name follows (``hedgebridge.protocol.names``: a scope naming ``*`` or ``>`` is 401, never a wildcard), and the
 revocation list (a revoked ``jti`` is 401 "token revoked"). A browser on ``/client`` sends ``Origin``: it must
 be on the allow-list when one is configured (else 403); requests without ``Origin`` (terminals, SDKs,
-servers) are not browsers and are not checked. Too many connections from one IP are refused earlier, with
-429 (``limits.py``).
+servers) are not browsers and are not checked. What a handshake may cost (per client address, per gateway,
+per account) is decided around this decision, in ``limits.py``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ CLIENT_PATH = "/client"
 class Accept:
     principal: Principal
     version: int
+    client: str = ""  # the client's address when trusted proxies named it (set by the server), else empty
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class ClientAccept:
 class Refuse:
     status: HTTPStatus
     reason: str
+    retry_after_s: int | None = None  # sent as Retry-After (503: the gateway is busy)
 
 
 def offered_versions(header_values: list[str]) -> list[int]:

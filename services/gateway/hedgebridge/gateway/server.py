@@ -1,6 +1,6 @@
 """The gateway's composition root: one websockets server for terminals (``/ea``) and clients (``/client``),
-bridged to NATS. It listens, routes each request (health and metrics, the per-IP limit, the admin pages, the
-handshake decision) and hands an accepted connection to its side: ``terminal_sessions.py`` for terminals,
+bridged to NATS. It listens, routes each request (health and metrics, the handshake limits, the admin pages,
+the handshake decision) and hands an accepted connection to its side: ``terminal_sessions.py`` for terminals,
 ``client_hub.py`` for clients; it starts and stops them.
 
 What the gateway does for terminals (``terminal_sessions.py``, ``terminal_link_ws.py`` and the shared bus
@@ -25,7 +25,10 @@ side in ``hedgebridge.common.terminal_link``):
   with the defaults when absent, never changed when present).
 - Security (see SECURITY.md): wss when given a certificate; tokens checked with the configured keys
   (``keys.py``) and the revocation list; a session whose token expires or is revoked is closed with 1008;
-  a handshake must finish within ``handshake_timeout_ms``; too many new connections from one IP get 429;
+  a handshake must finish within ``handshake_timeout_ms``; handshakes are limited per client address (the
+  refused and unauthenticated ones: 429), per gateway (valid tokens: 503 with Retry-After) and per account
+  (429; ``limits.py``), the client address being the peer unless it is a trusted proxy (``proxies.py``:
+  X-Forwarded-For, the PROXY protocol in ``listener.py``); the kernel queues ``listen_backlog`` connections;
   a connection sending more than its frame rate is closed with 1008 "rate limit"; a terminal that does not
   read what it is sent within ``send_timeout_ms`` is closed with 1008 "slow consumer"; permessage-deflate
   is off, so the frame size limit bounds the memory of every frame.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import ssl
 import time
@@ -55,10 +59,12 @@ from . import admin, http_routes, telemetry
 from .client_hub import ClientHub
 from .config import GatewayConfig
 from .errors import CannotListen
-from .handshake import Accept, ClientAccept, decide
+from .handshake import Accept, ClientAccept, Refuse, decide
 from .keys import KeyProvider, Revocations
-from .limits import IpLimiter
+from .limits import HandshakeLimits
+from .listener import ProxiedConnection, connection_class
 from .liveness import Liveness
+from .proxies import forwarded_hops
 from .terminal_sessions import TerminalSessions
 
 log = logs.get("gateway")
@@ -84,7 +90,15 @@ class Gateway:
         telemetry.register(self)
         self.key_provider = KeyProvider(config)
         self.revocations = Revocations(self._on_revoked)
-        self.ip_limiter = IpLimiter(config.ip_connect_rate, config.ip_connect_burst)
+        self.limits = HandshakeLimits.of(
+            address_rate=config.ip_connect_rate,
+            address_burst=config.ip_connect_burst,
+            gateway_rate=config.connect_rate,
+            gateway_burst=config.connect_burst,
+            account_rate=config.account_connect_rate,
+            account_burst=config.account_connect_burst,
+        )
+        self.proxies = config.proxies
         self.clients.keys = lambda: self.key_provider.keys
         self.clients.revoked = self.revocations
 
@@ -198,6 +212,8 @@ class Gateway:
             open_timeout=self.config.handshake_timeout_ms / 1000,
             ssl=self._ssl_context(),
             server_header="hedgebridge-gateway",
+            create_connection=connection_class(self.proxies, self.config.proxy_protocol),
+            backlog=self.config.listen_backlog,
         )
 
     async def stop(self) -> None:
@@ -225,32 +241,60 @@ class Gateway:
         routed = http_routes.route(self, connection, request)  # /healthz, /readyz, /metrics: plain HTTP
         if routed is not None:
             return routed
-        remote = connection.remote_address
-        if remote and not self.ip_limiter.allow(str(remote[0]), time.monotonic()):
-            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many connections from this address\n")
+        now, address = time.monotonic(), self._client_address(connection, request)
+        authorization = request.headers.get("Authorization")
+        limited = self.limits.before(address, authorization is not None, now)  # a flood costs no more than this
+        if limited is not None:
+            return self._refuse(connection, request, limited, address)
         page = admin.respond(connection, request)  # the admin dashboard (admin.py): static files at /admin
         if page is not None:
-            return page
+            limited = self.limits.unauthenticated(address, now)
+            return page if limited is None else self._refuse(connection, request, limited, address)
         verdict = decide(
             request.path,
-            request.headers.get("Authorization"),
+            authorization,
             request.headers.get_all("Sec-WebSocket-Protocol"),
             self.key_provider.keys,
             revoked=self.revocations,
             origin=request.headers.get("Origin"),
             allowed_origins=self.config.origins,
         )
-        if isinstance(verdict, Accept | ClientAccept):
-            self._accepted[connection] = verdict
-            return None
-        if verdict.reason == "token key id unknown":
+        if isinstance(verdict, Refuse) and verdict.reason == "token key id unknown":
             self.key_provider.unknown_kid()
+        limited = self.limits.after(verdict, address, now)
+        if limited is not None:
+            return self._refuse(connection, request, limited, address)
+        if isinstance(verdict, Refuse):
+            return self._refuse(connection, request, verdict, address)
+        peer = connection.remote_address
+        if isinstance(verdict, Accept) and peer and address != str(peer[0]):
+            verdict = dataclasses.replace(verdict, client=address)  # its TERMINAL_STATUS names the real client
+        self._accepted[connection] = verdict
+        return None
+
+    def _client_address(self, connection: ServerConnection, request: Request) -> str:
+        """The address the limits apply to: the peer, or whom the trusted proxies in front of it name."""
+        remote = connection.remote_address
+        peer = str(remote[0]) if remote else ""
+        if not self.proxies:
+            return peer
+        proxied = connection.proxied_source if isinstance(connection, ProxiedConnection) else None
+        return self.proxies.client_address(peer, forwarded_hops(request.headers.get_all("X-Forwarded-For")), proxied)
+
+    def _refuse(self, connection: ServerConnection, request: Request, refusal: Refuse, address: str) -> Response:
         log.info(
-            "handshake refused", status=int(verdict.status), reason=verdict.reason, path=request.path.split("?")[0]
+            "handshake refused",
+            status=int(refusal.status),
+            reason=refusal.reason,
+            path=request.path.split("?")[0],
+            address=address,
         )
-        response = connection.respond(verdict.status, verdict.reason + "\n")
-        if verdict.status == HTTPStatus.UNAUTHORIZED:
+        telemetry.handshake_refused(refusal.status)
+        response = connection.respond(refusal.status, refusal.reason + "\n")
+        if refusal.status == HTTPStatus.UNAUTHORIZED:
             response.headers["WWW-Authenticate"] = 'Bearer realm="hedgebridge"'
+        if refusal.retry_after_s is not None:
+            response.headers["Retry-After"] = str(refusal.retry_after_s)
         return response
 
     async def _handle(self, connection: ServerConnection) -> None:

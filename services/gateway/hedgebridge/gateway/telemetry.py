@@ -195,6 +195,10 @@ def terminal_connected(gateway: Observed, account_id: str) -> None:
         seen.add(account_id)
 
 
+def handshake_refused(status: int) -> None:
+    metrics.HANDSHAKES_REFUSED.labels(str(int(status))).inc()
+
+
 def frame_in(endpoint: str, message: Message, session: Terminal | None = None) -> None:
     metrics.FRAMES.labels("in", endpoint, type_name(message)).inc()
     if session is None:

@@ -89,7 +89,7 @@ class TerminalSession:
         self.close_reason = ""
         self.last_seen = asyncio.get_running_loop().time()
         remote = connection.remote_address
-        self.remote = f"{remote[0]}:{remote[1]}" if remote else ""
+        self.remote = accept.client or (f"{remote[0]}:{remote[1]}" if remote else "")  # behind a proxy: the client
         self._send_timeout_s = config.send_timeout_ms / 1000
         self._bus = bus
         self._spawn = spawn

@@ -63,7 +63,9 @@ class Mt5BridgeConfig(HealthConfig, frozen=True, kw_only=True):
     ] = 250
     account_interval_ms: Annotated[int, setting("ACCOUNT_UPDATE at least this often (and on every change)")] = 2_000
     positions_interval_ms: Annotated[int, setting("POSITION_UPDATE at least this often (and on every change)")] = 5_000
-    backoff_initial_ms: Annotated[int, setting("first pause before attaching to the terminal again, doubling")] = 500
+    backoff_initial_ms: Annotated[
+        int, setting("first pause before attaching to the terminal again, doubling (full jitter below it)")
+    ] = 500
     backoff_max_ms: Annotated[int, setting("longest pause")] = 30_000
     book_dir: Annotated[
         str,

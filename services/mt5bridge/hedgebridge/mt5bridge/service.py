@@ -12,7 +12,8 @@ To the rest of the system the bridge is a gateway holding one EA connection:
   ``hb.ea.<account>.evt.<type>``, CLOSED with a ``reason`` for positions closed without a command, and
   TERMINAL_STATUS CONNECTED / DISCONNECTED on ``hb.ea.<account>.status``;
 - when the package loses its link to the terminal it publishes DISCONNECTED, drops the commands it had not
-  started (the executor reconciles them; nothing runs late), and attaches again with backoff;
+  started (the executor reconciles them; nothing runs late), and attaches again with full-jitter backoff
+  (``hedgebridge.common.backoff``);
 - a newer connection for the same account (an EA through a gateway, another bridge) replaces it, as a newer
   EA connection replaces an older one; it attaches again when that one ends.
 
@@ -32,6 +33,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 
 from hedgebridge.common import bus, logs
+from hedgebridge.common.backoff import Backoff
 from hedgebridge.common.obs import for_service
 from hedgebridge.common.symbol_maps import MapMirror
 from hedgebridge.common.tasks import cancel_and_wait
@@ -148,18 +150,17 @@ class Mt5Bridge:
             self._nats = None
 
     async def _supervise(self, attached: bool) -> None:
-        delay = self.config.backoff_initial_ms / 1000
+        backoff = Backoff(self.config.backoff_initial_ms / 1000, self.config.backoff_max_ms / 1000)
         while True:
             if not attached:
                 await self._bus.successor_gone(self.account_id)  # replaced: attach again when that one ends
                 try:
                     await self._attach()
                     attached = True
-                    delay = self.config.backoff_initial_ms / 1000
+                    backoff.reset()
                 except (TerminalUnavailable, TerminalLost, AccountMismatch) as exc:
                     log.warning("cannot attach to the terminal", account=self.account_id, error=str(exc))
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.config.backoff_max_ms / 1000)
+                    await asyncio.sleep(backoff.next())
                     continue
             link = self._link = Mt5Link(self.account_id, uuid.uuid4().hex)
             try:
@@ -169,7 +170,7 @@ class Mt5Bridge:
             except Exception:  # a fault of the bridge itself (NATS refused a subscription…): start over
                 log.exception("session failed", account=self.account_id)
                 reason = "internal error"
-                await asyncio.sleep(delay)
+                await asyncio.sleep(backoff.next())
             await self._detach(link, reason)
             attached = False
 

@@ -86,6 +86,11 @@ RECONNECTS = Counter(
     "Reconnections: terminal = an account connected again to this gateway; nats = the NATS client reconnected",
     ["peer"],
 )
+HANDSHAKES_REFUSED = Counter(
+    "hedgebridge_handshakes_refused",
+    "Gateway: handshakes refused, by HTTP status (429: a per-address or per-account limit, 503: the gateway busy)",
+    ["status"],
+)
 JETSTREAM_PUBLISH_FAILURES = Counter(
     "hedgebridge_jetstream_publish_failures",
     "JetStream publishes that failed (results, action states, conflicts)",
