@@ -13,6 +13,7 @@ import pytest
 from hedgebridge.common.history.core import (
     CURSOR_PREFIX,
     KINDS,
+    START_MARGIN,
     HistoryError,
     Keep,
     Position,
@@ -140,7 +141,7 @@ def test_a_page_reads_only_the_streams_of_its_types_per_account_when_the_subject
 
 def test_the_first_page_starts_at_since_and_the_next_after_the_cursor() -> None:
     [read] = plan(query(types=["OPENED"], since=T0, limit=7), None, {}, STATES)
-    assert (read.start_seq, read.start_time, read.wanted) == (None, T0, 7)
+    assert (read.start_seq, read.start_time, read.wanted) == (None, T0 - START_MARGIN, 7)
     [read] = plan(query(types=["OPENED"], since=T0), None, {EVENTS: Position("HB_EVENTS@1", 41)}, STATES)
     assert (read.start_seq, read.start_time, read.expired) == (42, None, False)
     gone = {EVENTS: StreamState("HB_EVENTS@1", 60, 100)}

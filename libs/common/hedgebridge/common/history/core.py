@@ -49,6 +49,9 @@ SCAN_MAX = 2000  # stored events one page reads at most from one stream
 MAX_FILTERS = 64  # beyond this many subjects a read takes the types' wildcards and filters here
 STREAMS = (subjects.EVENTS_STREAM, subjects.ALERTS_STREAM)  # the order of equal times
 CURSOR_PREFIX = "h1."
+# JetStream keeps times in nanoseconds, clients see microseconds: a read by time starts this much earlier and
+# ``Keep`` applies ``since`` exactly, to the times clients see
+START_MARGIN = timedelta(milliseconds=1)
 
 # Whether a client may see an event: (its client topic, the account its subject names or None, the event).
 Visible = Callable[[str, str | None, HistoryData], bool]
@@ -277,7 +280,7 @@ def plan(
                 epoch=state.epoch,
                 subjects=_filters(kinds, narrow),
                 start_seq=start_seq,
-                start_time=query.since if start_seq is None else None,
+                start_time=query.since - START_MARGIN if start_seq is None and query.since is not None else None,
                 until=query.until,
                 wanted=query.limit,
                 budget=budget,
