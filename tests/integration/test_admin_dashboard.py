@@ -1,8 +1,10 @@
 """The admin dashboard in a real headless Chromium (Debian's chromium and chromium-driver, driven by Selenium):
 log in with an admin token, see a simulated terminal appear, submit an order, see it filled, and see an alert
 open and resolve; open the page on a desk that already traded and see the recent orders at once, and come
-back from a dropped connection with exactly the events missed. The servers and services run in this test's
-event loop; the browser calls run in a thread.
+back from a dropped connection with exactly the events missed; close a position from its row (after a
+confirmation) and see an orphan's conflict show and clear in the consistency panel; filter the history and
+export it as CSV; read the latency chart's layout (and, with HEDGEBRIDGE_SCREENSHOT_DIR, keep screenshots to
+look at). The servers and services run in this test's event loop; the browser calls run in a thread.
 """
 
 from __future__ import annotations
