@@ -137,6 +137,10 @@ def test_a_page_reads_only_the_streams_of_its_types_per_account_when_the_subject
     reads = plan(query(), None, {}, STATES)
     assert [r.stream for r in reads] == [EVENTS, ALERTS]
     assert plan(query(types=["ALERT"]), None, {}, {EVENTS: STATES[EVENTS]}) == []  # no HB_ALERTS yet
+    # no account in scope (a token with users only): nothing read of the per-account types, never everything
+    [read] = plan(query(types=["OPENED", "ACTION_STATE"]), frozenset(), {}, STATES)
+    assert read.subjects == (subjects.ALL_ACTIONS,)
+    assert plan(query(types=["OPENED", "ALERT"]), frozenset(), {}, STATES) == []
 
 
 def test_the_first_page_starts_at_since_and_the_next_after_the_cursor() -> None:

@@ -261,6 +261,9 @@ def plan(
         if state is None:
             continue
         kinds = [KINDS[t] for t in query.types if KINDS[t].stream == stream]
+        filters = _filters(kinds, narrow)
+        if not filters:  # no account to read (an empty filter would read every subject)
+            continue
         at = cursor.get(stream)
         start_seq: int | None = None
         expired = False
@@ -278,7 +281,7 @@ def plan(
             Read(
                 stream=stream,
                 epoch=state.epoch,
-                subjects=_filters(kinds, narrow),
+                subjects=filters,
                 start_seq=start_seq,
                 start_time=query.since - START_MARGIN if start_seq is None and query.since is not None else None,
                 until=query.until,
