@@ -180,6 +180,17 @@ async def test_an_order_to_a_closed_pipe(cli: Cli, tmp_path: Path, nats_server: 
     _no_traceback(err)
 
 
+async def test_history_to_a_closed_pipe(cli: Cli, tmp_path: Path, nats_server: NatsServer, sims: StartSims) -> None:
+    await sims(["P1"], fill_latency_ms=1, tick_interval_ms=0)
+    env = _env(tmp_path, HEDGEBRIDGE_NATS_URL=nats_server.url)
+    args = ("order", "open", "--account", "P1", "--symbol", "EURUSD", "--side", "BUY", "--volume", "0.1")
+    code, err = await cli.into_closed_pipe(env, *args)
+    assert code == EXIT_BROKEN_PIPE, err  # the order ran: its events are in the history
+    code, err = await cli.into_closed_pipe(env, "history", "--account", "P1")
+    assert code == EXIT_BROKEN_PIPE, err
+    _no_traceback(err)
+
+
 async def test_watch_stops_when_its_reader_does(
     cli: Cli, tmp_path: Path, gateway: Gateway, secret: str, sims: StartSims
 ) -> None:

@@ -348,7 +348,8 @@ def test_readme_client_api_examples_are_valid_frames() -> None:
     kinds: list[str] = []
     for frame in frames:
         kind = json.loads(frame)["type"]
-        decoded = decode_client_frame(frame) if kind in ("AUTH", "REQUEST", "SUBSCRIBE", "UNSUBSCRIBE") else None
+        client_kinds = ("AUTH", "REQUEST", "SUBSCRIBE", "UNSUBSCRIBE", "HISTORY")
+        decoded = decode_client_frame(frame) if kind in client_kinds else None
         kinds.append(type(decoded or decode_server_frame(frame)).__name__)
     assert kinds == [
         # stop loss and take profit: a MODIFY_ORDER
@@ -376,6 +377,10 @@ def test_readme_client_api_examples_are_valid_frames() -> None:
         "Push",
         "CaughtUp",
         "Resync",
+        # history
+        "HistoryRequest",
+        "HistoryPage",
+        "HistoryRequest",
     ]
 
 

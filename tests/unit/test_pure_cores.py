@@ -18,6 +18,7 @@ PURE = [
     "hedgebridge.executor.lifecycle",
     "hedgebridge.executor.orders",
     "hedgebridge.common.terminal_link.rules",
+    "hedgebridge.common.history.core",
     "hedgebridge.gateway.client_rules",
     "hedgebridge.coordinator.run",
     "hedgebridge.coordinator.actions",

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from hedgebridge.common import auth
 
-from . import bench, client_commands, commands, output, stack, symbols
+from . import bench, client_commands, commands, history, output, stack, symbols
 from .state import CliError
 
 
@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     client_commands.register(sub)  # action, watch
     symbols.register(sub)  # symbols specs
+    history.register(sub)
     return parser
 
 

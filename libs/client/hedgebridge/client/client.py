@@ -13,6 +13,8 @@
   slow consumer), and every subscription resumes: its STREAM topics from the last (epoch, seq) the client
   saw, its snapshot topics with a fresh snapshot; they are told ``Reconnected``, then ``RESYNC`` for a topic
   whose history no longer reaches back.
+- ``history(...)`` reads one page of the persisted events (HISTORY), ``history_entries(...)`` every page of
+  them in turn, oldest first.
 - Subscriptions ask the gateway for stream delivery (``recent``, 0 by default): every topic's start ends with
   CAUGHT_UP, which gives the client a cursor even before the first event; snapshot topics start with the
   last state of each account.
@@ -25,6 +27,7 @@ import contextlib
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 
 from websockets.asyncio.client import ClientConnection
@@ -39,12 +42,17 @@ from hedgebridge.protocol import (
     utcnow,
 )
 from hedgebridge.protocol.client import (
+    HISTORY_LIMIT_DEFAULT,
     TOPIC_DELIVERY,
     CaughtUp,
     ClientReply,
     ClientRequest,
     ClientWelcome,
     Cursor,
+    HistoryEntry,
+    HistoryPage,
+    HistoryRequest,
+    HistoryType,
     Push,
     Resync,
     SlowConsumerWarning,
@@ -173,6 +181,55 @@ class HedgebridgeClient(Calls):
         assert isinstance(reply, ClientReply)
         return reply.result
 
+    # --- history -----------------------------------------------------------------------------------------
+
+    async def history(
+        self,
+        *,
+        accounts: Sequence[str] | None = None,
+        types: Sequence[HistoryType] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = HISTORY_LIMIT_DEFAULT,
+        cursor: str | None = None,
+    ) -> HistoryPage:
+        """One page of the persisted events (``types`` of ``accounts`` stored from ``since`` to ``until``,
+        both aware datetimes), oldest first; ``cursor`` is the previous page's ``next_cursor``. Raises
+        ClientError (FORBIDDEN ``accounts[i]``, INVALID_FIELD ``cursor``…) when the gateway refuses."""
+        frame = HistoryRequest(
+            request_id=uuid.uuid4().hex,
+            accounts=None if accounts is None else list(accounts),
+            types=None if types is None else list(types),
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=limit,
+        )
+        reply = await self._exchange(frame)
+        assert isinstance(reply, HistoryPage)
+        return reply
+
+    async def history_entries(
+        self,
+        *,
+        accounts: Sequence[str] | None = None,
+        types: Sequence[HistoryType] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = HISTORY_LIMIT_DEFAULT,
+    ) -> AsyncIterator[HistoryEntry]:
+        """Every persisted event of the query stored until now, page after page, oldest first."""
+        cursor: str | None = None
+        while True:
+            page = await self.history(
+                accounts=accounts, types=types, since=since, until=until, limit=page_size, cursor=cursor
+            )
+            for entry in page.entries:
+                yield entry
+            if not page.more:
+                return
+            cursor = page.next_cursor
+
     # --- subscriptions -----------------------------------------------------------------------------------
 
     async def subscribe(
@@ -227,8 +284,8 @@ class HedgebridgeClient(Calls):
             recent=recent,
         )
 
-    async def _exchange(self, frame: Subscribe) -> Message:
-        """Send a SUBSCRIBE and wait for its SUBSCRIBED (ClientError for an ERROR)."""
+    async def _exchange(self, frame: Subscribe | HistoryRequest) -> Message:
+        """Send a SUBSCRIBE or HISTORY and wait for its answer (ClientError for an ERROR)."""
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[frame.request_id] = future
         try:
@@ -330,7 +387,7 @@ class HedgebridgeClient(Calls):
                 self.cursors.seen(frame)
             for subscription in list(self._subscriptions):
                 subscription._notice(frame)
-        elif isinstance(frame, ClientReply | Subscribed):
+        elif isinstance(frame, ClientReply | Subscribed | HistoryPage):
             future = self._pending.get(frame.request_id)
             if future is not None and not future.done():
                 future.set_result(frame)

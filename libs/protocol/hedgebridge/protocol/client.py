@@ -9,9 +9,12 @@ Client → gateway:
 - ``SUBSCRIBE`` {requestId, topics, accounts?, resume?, recent?}: live events of those topics, limited to
   ``accounts`` (all the token may see when absent). Answered by ``SUBSCRIBED``. ``UNSUBSCRIBE``
   {requestId, topics}.
+- ``HISTORY`` {requestId, accounts?, types?, since?, until?, cursor?, limit?}: one page of the persisted
+  events (``HISTORY_TYPES``), oldest first, within the token's scope. Answered by ``HISTORY_PAGE`` {requestId,
+  entries, nextCursor, more}; the next page is asked with ``cursor`` = ``nextCursor`` (the same filters).
 - ``HEARTBEAT``: as on the EA wire.
 
-Gateway → client: ``CLIENT_WELCOME`` (after authentication), ``REPLY``, ``SUBSCRIBED``, ``EVENT``
+Gateway → client: ``CLIENT_WELCOME`` (after authentication), ``REPLY``, ``HISTORY_PAGE``, ``SUBSCRIBED``, ``EVENT``
 {topic, data, epoch?, seq?}, ``CAUGHT_UP``, ``RESYNC``, ``SLOW_CONSUMER``, ``HEARTBEAT``, ``ERROR``.
 
 Delivery of each topic (``TOPIC_DELIVERY``) after a reconnect:
@@ -231,9 +234,69 @@ class SlowConsumerWarning(Message, frozen=True, kw_only=True, tag="SLOW_CONSUMER
     limit: Count
 
 
-ClientFrame = Auth | ClientRequest | Subscribe | Unsubscribe | Heartbeat
+# --- history ------------------------------------------------------------------------------------------------
+
+HistoryType = Literal["OPENED", "CLOSED", "ORDER_RESULT", "ACTION_STATE", "CONFLICT", "ALERT"]
+HISTORY_TYPES: tuple[str, ...] = ("OPENED", "CLOSED", "ORDER_RESULT", "ACTION_STATE", "CONFLICT", "ALERT")
+HISTORY_LIMIT_MAX = 500  # entries a HISTORY page holds at most
+HISTORY_LIMIT_DEFAULT = 100
+HistoryCursor = Annotated[str, Meta(min_length=1, max_length=1024)]  # opaque: a page's ``nextCursor``
+AwareTime = Annotated[datetime, Meta(tz=True)]  # ISO 8601 with ``Z`` or an offset
+HistoryData = OpenedEvent | ClosedEvent | OrderResult | ActionState | Conflict | Alert
+
+
+class HistoryRequest(Message, frozen=True, kw_only=True, tag="HISTORY"):
+    """One page of the persisted events: those of ``types`` (all when absent) of ``accounts`` (all the token
+    may see when absent) stored from ``since`` up to ``until`` (both included), oldest first; ``cursor`` (a
+    page's ``nextCursor``) continues after that page."""
+
+    request_id: RequestId
+    accounts: Annotated[list[AccountId], Meta(max_length=SCOPE_MAX)] | None = None
+    types: Annotated[list[HistoryType], Meta(min_length=1, max_length=len(HISTORY_TYPES))] | None = None
+    since: AwareTime | None = None
+    until: AwareTime | None = None
+    cursor: HistoryCursor | None = None
+    limit: Annotated[int, Meta(ge=1, le=HISTORY_LIMIT_MAX)] = HISTORY_LIMIT_DEFAULT
+
+
+class HistoryEntry(_Body, frozen=True, kw_only=True):
+    """One persisted event: when JetStream stored it (``time``), where (``stream``, ``seq``), its type, the
+    accounts it concerns (none for a system-wide alert) and the event itself."""
+
+    time: datetime
+    stream: str
+    seq: Seq
+    type: HistoryType
+    accounts: list[str] = []
+    data: HistoryData
+
+
+class HistoryPage(Message, frozen=True, kw_only=True, tag="HISTORY_PAGE"):
+    """The answer to HISTORY. ``more`` false: every event stored when the page was read is in this page or an
+    earlier one (later events are read with ``nextCursor`` again). A page may hold fewer entries than asked,
+    none even, with ``more`` true: each page reads a bounded number of stored events (``scanned``).
+    ``expired``: events after the cursor were removed (max age) before they were read."""
+
+    request_id: str
+    entries: list[HistoryEntry]
+    next_cursor: str
+    more: bool
+    scanned: Count
+    expired: bool = False
+
+
+ClientFrame = Auth | ClientRequest | Subscribe | Unsubscribe | HistoryRequest | Heartbeat
 ServerFrame = (
-    ClientWelcome | ClientReply | Subscribed | Push | CaughtUp | Resync | SlowConsumerWarning | Heartbeat | ErrorMessage
+    ClientWelcome
+    | ClientReply
+    | HistoryPage
+    | Subscribed
+    | Push
+    | CaughtUp
+    | Resync
+    | SlowConsumerWarning
+    | Heartbeat
+    | ErrorMessage
 )
 
 _client_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)

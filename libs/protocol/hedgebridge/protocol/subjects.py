@@ -140,6 +140,11 @@ def health(service: str) -> str:
     return f"{PREFIX}.health.{_account(service)}"
 
 
+def account_alerts(account_id: str) -> str:
+    """The transitions of every alert of one account (``hb.alert.*.<account>``)."""
+    return f"{PREFIX}.alert.*.{_account(account_id)}"
+
+
 def alert(rule: str, account_id: str = "") -> str:
     """The subject of an alert's transitions: ``hb.alert.<rule>.<account or _system>``."""
     return f"{PREFIX}.alert.{_account(rule)}.{_account(account_id) if account_id else SYSTEM_SCOPE}"

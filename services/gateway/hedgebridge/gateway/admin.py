@@ -22,6 +22,8 @@ FILES: dict[str, tuple[str, str]] = {
     "/admin": ("index.html", "text/html; charset=utf-8"),
     "/admin/": ("index.html", "text/html; charset=utf-8"),
     "/admin/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/admin/chart.js": ("chart.js", "text/javascript; charset=utf-8"),
+    "/admin/history.js": ("history.js", "text/javascript; charset=utf-8"),
     "/admin/app.css": ("app.css", "text/css; charset=utf-8"),
 }
 _HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")

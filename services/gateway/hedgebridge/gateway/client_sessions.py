@@ -47,6 +47,7 @@ from hedgebridge.protocol.client import (
     ClientReply,
     ClientRequest,
     EventData,
+    HistoryRequest,
     SlowConsumerWarning,
     Subscribe,
     Subscribed,
@@ -55,7 +56,7 @@ from hedgebridge.protocol.client import (
 )
 from hedgebridge.protocol.errors import CloseCode
 
-from . import outgoing, telemetry
+from . import client_history, outgoing, telemetry
 from .client_feeds import FeedRegistry
 from .client_rules import (
     SLOW_CONSUMER,
@@ -222,21 +223,36 @@ class ClientSession:
             if refusal is not None:
                 self.error(refusal, ref_type="REQUEST", ref_id=frame.request_id)
                 return
-            self.waiting = True  # a client with too many requests running is read no further (not silence)
-            try:
-                await self.in_flight.acquire()
-            finally:
-                self.waiting = False
-                self.last_seen = asyncio.get_running_loop().time()
-            task = asyncio.create_task(self._request(frame))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            await self._run(self._request(frame))
+        elif isinstance(frame, HistoryRequest):
+            await self._run(self._history(frame))
         elif isinstance(frame, Subscribe):
             await self._subscribe(frame)
         elif isinstance(frame, Unsubscribe):
             await self._unsubscribe(frame)
         elif isinstance(frame, Auth):
             self.error(Refusal(errors.UNEXPECTED_TYPE, "already authenticated"), ref_type="AUTH")
+
+    async def _run(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a request in the background once fewer than ``client_max_in_flight`` run (``work`` releases)."""
+        self.waiting = True  # a client with too many requests running is read no further (not silence)
+        try:
+            await self.in_flight.acquire()
+        except BaseException:
+            work.close()
+            raise
+        finally:
+            self.waiting = False
+            self.last_seen = asyncio.get_running_loop().time()
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _history(self, frame: HistoryRequest) -> None:
+        try:
+            await client_history.answer(self, frame)  # answers every failure itself
+        finally:
+            self.in_flight.release()
 
     async def _request(self, frame: ClientRequest) -> None:
         span = tracing.begin("gateway.client_request", "gateway")  # the request's trace starts here

@@ -4,15 +4,15 @@
 // Streams: the first SUBSCRIBE asks for the last RECENT events of the topics kept in JetStream (orders,
 // actions, alerts, trades, conflicts) and the last state of every account; after a dropped connection the
 // page subscribes again with the last (epoch, seq) it saw of each topic and gets exactly what it missed.
+// chart.js draws the latency chart, history.js runs the history view (both loaded before this file).
 "use strict";
 
 (() => {
   const $ = (id) => document.getElementById(id);
   const FEED_MAX = 200;
   const RECENT = 50; // events of each stream topic shown when the page opens
-  const CHART_POINTS = 60;
+  const CHART_POINTS = 300; // samples kept per hop (one per monitor report)
   const TOPICS = ["terminals", "balances", "positions", "prices", "trades", "orders", "actions", "alerts", "monitor", "consistency"];
-  const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
   let ws = null;
   let beat = null;
@@ -26,7 +26,12 @@
   const alerts = new Map(); // key -> ALERT (open ones)
   const alertSeq = new Map(); // key -> last seq seen
   const prices = new Map(); // symbol -> PRICE
-  const history = new Map(); // hop -> [p50...]
+  const latency = new Map(); // hop -> [{t, v: p50 ms}], oldest first
+  const positions = new Map(); // account -> its open positions (the last POSITION_UPDATE)
+  const conflicts = new Map(); // account|ticket|kind -> CONFLICT (the open ones, as the last status says)
+  const closing = new Map(); // requestId -> what a close button asked
+  let consistency = null; // the last CONSISTENCY status
+  let historyView = null;
 
   const text = (value) => (value === null || value === undefined ? "-" : String(value));
   const num = (value, digits = 2) => (typeof value === "number" ? value.toFixed(digits) : "-");
@@ -87,10 +92,16 @@
         addFeed("SLOW_CONSUMER", "", `${frame.queued} of ${frame.limit} frames waiting`);
         return;
       case "REPLY": return onReply(frame);
-      case "ERROR":
-        $("order-result").textContent = `${frame.code}: ${frame.message}${frame.field ? " (" + frame.field + ")" : ""}`;
+      case "HISTORY_PAGE": historyView.onPage(frame); return;
+      case "ERROR": {
+        if (historyView.onError(frame)) return;
+        const problem = `${frame.code}: ${frame.message}${frame.field ? " (" + frame.field + ")" : ""}`;
+        const asked = closing.get(frame.refId);
+        if (asked) { closing.delete(frame.refId); $("positions-result").textContent = `${asked}: ${problem}`; }
+        else $("order-result").textContent = problem;
         addFeed("ERROR", frame.code, frame.message);
         return;
+      }
       default: return;
     }
   }
@@ -148,7 +159,11 @@
         if (t.connected === null) t.connected = true;
         break;
       }
-      case "POSITION_UPDATE": row(data.accountId).positions = data.positions.length; break;
+      case "POSITION_UPDATE":
+        row(data.accountId).positions = data.positions.length;
+        positions.set(data.accountId, data.positions);
+        renderPositions();
+        break;
       case "PRICE": prices.set(data.symbol, data); renderPrices(); return;
       case "OPENED": case "CLOSED":
         addFeed(data.type, data.accountId, `${data.status} ticket ${text(data.mtTicket)} @ ${text(data.price)}${data.errorMessage ? " " + data.errorMessage : ""}`, seq, when);
@@ -157,7 +172,17 @@
       case "ACTION_STATE":
         addFeed("ACTION", (data.accountIds || []).join(","), `${data.kind} ${data.actionId} ${data.state}${data.message ? " " + data.message : ""}`, seq, when);
         return;
-      case "CONFLICT": addFeed("CONFLICT", data.accountId, `${data.kind} ticket ${data.mtTicket} ${data.resolution || "REPORTED"}`, seq, when); return;
+      case "CONFLICT":
+        addFeed("CONFLICT", data.accountId, `${data.kind} ticket ${data.mtTicket} ${data.resolution || "REPORTED"}`, seq, when);
+        if (!consistency || Date.parse(data.detectedAt) > Date.parse(consistency.timestamp)) conflicts.set(conflictKey(data), data);
+        renderConflicts();
+        return;
+      case "CONSISTENCY":
+        consistency = data;
+        conflicts.clear();
+        for (const c of data.conflicts || []) conflicts.set(conflictKey(c), c);
+        renderConflicts();
+        return;
       case "ALERT": onAlert(data, seq, when); return;
       case "MONITOR_REPORT": onReport(data); return;
       default: return;
@@ -175,6 +200,12 @@
 
   function onReply(frame) {
     const r = frame.result;
+    const asked = closing.get(frame.requestId);
+    if (asked) {
+      closing.delete(frame.requestId);
+      $("positions-result").textContent = `${asked}: ${orderText(r)}${r.message ? " — " + r.message : ""}`;
+      return;
+    }
     if (r.type === "ORDER_RESULT") $("order-result").textContent = `${r.actionId}: ${orderText(r)}`;
     else if (r.type === "ACTION_STATE") $("order-result").textContent = `${r.actionId}: ${r.state}`;
   }
@@ -206,7 +237,7 @@
       });
     }
     renderTerminals();
-    renderLatency(report.hops || []);
+    renderLatency(report.hops || [], Date.parse(report.timestamp) || Date.now());
     const health = $("health");
     health.replaceChildren(...((report.health && report.health.checks) || []).map((c) => {
       const li = document.createElement("li");
@@ -261,7 +292,7 @@
     }));
   }
 
-  function renderLatency(hops) {
+  function renderLatency(hops, at) {
     const body = $("latency").tBodies[0];
     body.replaceChildren(...hops.map((h) => {
       const tr = document.createElement("tr");
@@ -270,43 +301,104 @@
       return tr;
     }));
     for (const h of hops) {
-      const series = history.get(h.hop) || [];
-      series.push(h.p50Ms);
+      const series = latency.get(h.hop) || [];
+      if (!series.length || series[series.length - 1].t < at) series.push({ t: at, v: h.p50Ms || 0 });
       if (series.length > CHART_POINTS) series.shift();
-      history.set(h.hop, series);
+      latency.set(h.hop, series);
     }
-    drawChart();
+    const layout = window.HBChart.draw($("latency-chart"), latency);
+    $("latency-legend").replaceChildren(...layout.series.map(({ name, color }) => {
+      const li = document.createElement("li");
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = color;
+      li.append(swatch, name);
+      li.dataset.hop = name;
+      return li;
+    }));
   }
 
-  function drawChart() {
-    const canvas = $("latency-chart");
-    const ctx = canvas.getContext("2d");
-    const w = canvas.width, h = canvas.height, left = 50, bottom = 20, top = 10;
-    ctx.clearRect(0, 0, w, h);
-    let max = 1;
-    for (const s of history.values()) for (const v of s) max = Math.max(max, v);
-    const logMax = Math.log10(max + 1);
-    const y = (v) => top + (h - top - bottom) * (1 - Math.log10(v + 1) / logMax);
-    ctx.strokeStyle = "#ccd"; ctx.fillStyle = "#556"; ctx.font = "11px sans-serif";
-    for (const tick of [0, 1, 10, 100, 1000, 10000]) {
-      if (tick > max) break;
-      ctx.beginPath(); ctx.moveTo(left, y(tick)); ctx.lineTo(w, y(tick)); ctx.stroke();
-      ctx.fillText(`${tick} ms`, 2, y(tick) + 4);
+  // --- positions: one row per open position, with its actions ----------------------------------------------
+
+  // The buttons of a position row, in order: {id, label, run(position, accountId)}. Another action is one
+  // more entry here (its button gets data-action=<id>).
+  const POSITION_ACTIONS = [
+    { id: "close", label: "Close", run: confirmClose },
+  ];
+
+  function renderPositions() {
+    const rows = [];
+    for (const [account, list] of [...positions.entries()].sort((a, b) => a[0].localeCompare(b[0]))) {
+      for (const p of [...list].sort((a, b) => String(a.mtTicket).localeCompare(String(b.mtTicket)))) {
+        const tr = document.createElement("tr");
+        tr.dataset.account = account;
+        tr.dataset.ticket = String(p.mtTicket);
+        const profit = typeof p.profit === "number" ? p.profit : null;
+        cells(tr, [[account], [String(p.mtTicket)], [p.symbol], [p.side], [String(p.volume)], [text(p.openPrice)],
+          [text(p.stopLoss)], [text(p.takeProfit)], [text(p.currentPrice)],
+          [num(profit), profit === null ? "" : profit < 0 ? "loss" : "gain"]]);
+        const actions = document.createElement("td");
+        actions.className = "row-actions";
+        for (const action of POSITION_ACTIONS) {
+          const button = document.createElement("button");
+          button.type = "button";
+          button.textContent = action.label;
+          button.dataset.action = action.id;
+          button.addEventListener("click", () => action.run(p, account));
+          actions.appendChild(button);
+        }
+        tr.appendChild(actions);
+        rows.push(tr);
+      }
     }
-    let i = 0;
-    for (const [hop, series] of history) {
-      const color = COLORS[i % COLORS.length];
-      ctx.strokeStyle = color; ctx.fillStyle = color; ctx.lineWidth = 2;
-      ctx.beginPath();
-      series.forEach((v, k) => {
-        const x = left + ((w - left - 10) * k) / (CHART_POINTS - 1);
-        if (k === 0) ctx.moveTo(x, y(v)); else ctx.lineTo(x, y(v));
-      });
-      ctx.stroke();
-      ctx.fillText(hop, left + 10 + (i % 4) * 150, h - 4 - Math.floor(i / 4) * 12);
-      i += 1;
+    $("positions").tBodies[0].replaceChildren(...rows);
+    $("positions-empty").hidden = rows.length > 0;
+  }
+
+  // a modal question; ``then`` runs only when the user confirms
+  function confirmThen(question, okLabel, then) {
+    const dialog = $("confirm");
+    $("confirm-text").textContent = question;
+    $("confirm-ok").textContent = okLabel;
+    dialog.returnValue = "";
+    dialog.onclose = () => { if (dialog.returnValue === "ok") then(); };
+    dialog.showModal();
+  }
+
+  function confirmClose(p, account) {
+    const what = `${p.side} ${p.volume} ${p.symbol}, ticket ${p.mtTicket}, on ${account}`;
+    confirmThen(`Close ${what}?`, "Close position", () => {
+      const requestId = `c-${nextId++}`;
+      closing.set(requestId, `close ticket ${p.mtTicket}`);
+      const body = { type: "CLOSE_ORDER", accountId: account, mtTicket: String(p.mtTicket), exitReason: "dashboard" };
+      if (p.positionId) body.positionId = p.positionId;
+      $("positions-result").textContent = `close ticket ${p.mtTicket} sent…`;
+      send({ type: "REQUEST", requestId, body });
+    });
+  }
+
+  // --- consistency: the last status and the open conflicts -------------------------------------------------
+
+  const conflictKey = (c) => `${c.accountId}|${c.mtTicket}|${c.kind}`;
+
+  function renderConflicts() {
+    const line = $("consistency-status");
+    if (consistency) {
+      const n = consistency.openConflicts || 0, checked = consistency.accountsChecked || 0;
+      line.textContent = `${consistency.consistent ? "consistent" : `${n} open conflict${n === 1 ? "" : "s"}`} — ` +
+        `${checked} account${checked === 1 ? "" : "s"} checked at ${time(consistency.timestamp)}`;
+      line.className = consistency.consistent ? "consistent" : "inconsistent";
     }
-    ctx.lineWidth = 1;
+    const open = [...conflicts.values()].sort((a, b) => a.detectedAt.localeCompare(b.detectedAt));
+    $("conflicts").tBodies[0].replaceChildren(...open.map((c) => {
+      const tr = document.createElement("tr");
+      tr.dataset.account = c.accountId;
+      tr.dataset.ticket = c.mtTicket;
+      cells(tr, [[c.kind, "down"], [c.accountId], [c.mtTicket], [text(c.symbol)], [text(c.expectedVolume)],
+        [text(c.reportedVolume)], [c.resolution || "REPORTED"], [time(c.detectedAt)], [c.message || ""]]);
+      return tr;
+    }));
+    $("conflicts-empty").hidden = open.length > 0;
   }
 
   // when: null for a live event (now), the event's own time for one from history ("" when it has none)
@@ -347,5 +439,7 @@
     $("login-form").addEventListener("submit", login);
     $("order-form").addEventListener("submit", submitOrder);
     $("logout").addEventListener("click", () => { if (ws) ws.close(1000, "logged out"); });
+    historyView = window.HBHistory.create({ $, send, nextId: () => nextId++ });
+    window.HBChart.draw($("latency-chart"), latency);
   });
 })();

@@ -1,0 +1,3 @@
+"""The history of the persisted events: ``core`` (pure: what a query reads, which stored events it keeps, how
+pages follow one another) and ``reader`` (JetStream: one page of a query). The CLI's ``hedgebridge history``,
+the gateway's ``HISTORY`` request and the admin dashboard (through the gateway) read it alike."""
