@@ -9,6 +9,7 @@ whatever is left, also when the test failed half-way.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -158,6 +159,7 @@ class FaultStack:
         return service
 
     def start(self, timeout_s: float = 60.0) -> None:
+        atexit.register(self.close)  # also when the test process ends without reaching the test's finally
         self.cluster.start(timeout_s)
         self.cache.start()
         for name in ("gw-1", "gw-2"):
@@ -272,7 +274,7 @@ class FaultStack:
         return next(n for n in self.cluster.nodes if n.port == port)
 
     def close(self) -> None:
-        """Stop everything, killing what does not stop; never raises."""
+        """Stop everything, killing what does not stop; never raises (and may be called again)."""
         for service in reversed(list(self.services.values())):
             with contextlib.suppress(Exception):
                 service.stop()
@@ -282,3 +284,4 @@ class FaultStack:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(server.process.pid, signal.SIGCONT)
                 server.stop(5)
+        atexit.unregister(self.close)
