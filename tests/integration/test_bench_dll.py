@@ -33,5 +33,5 @@ def test_a_library_that_cannot_be_built_is_a_visible_row() -> None:
     baseline = Row("python client (baseline)", [], skipped="g++ not installed")
     row = Row("DLL", [], baseline, skipped="g++ not installed")
     lines = list(table([baseline, row]))
-    assert lines[2] == "| python client (baseline) | 0 | skipped: g++ not installed |  |  |  |  |  |"
+    assert lines[2] == "| python client (baseline) | 0 | skipped: g++ not installed |  |  |  |  |  |  |  |"
     assert lines[3].startswith("| DLL | 0 | skipped: g++ not installed |")
