@@ -21,6 +21,7 @@ from hedgebridge.protocol import (
     Alert,
     CloseOrder,
     Conflict,
+    ModifyOrder,
     OpenOrder,
     errors,
     pack,
@@ -43,13 +44,15 @@ async def everything(client: HedgebridgeClient, **query: object) -> list[History
 
 @pytest.fixture
 async def desk(sims: StartSims, nc: NatsClient) -> dict[str, str]:
-    """Two accounts that traded (H-1 opened and closed, H-2 opened), an action across both, a conflict and
-    an alert of H-2 and a system alert: what the history holds."""
+    """Two accounts that traded (H-1 opened and closed, H-2 opened and set a take profit), an action across both,
+    a conflict and an alert of H-2 and a system alert: what the history holds."""
     await sims(["H-1", "H-2"], fill_latency_ms=0, tick_interval_ms=0)
     opened = await order(nc, OpenOrder(account_id="H-1", symbol="EURUSD", side="BUY", volume=0.1))
     assert opened.status == "FILLED"
     other = await order(nc, OpenOrder(account_id="H-2", symbol="GBPUSD", side="SELL", volume=0.2))
     assert other.status == "FILLED"
+    modified = await order(nc, ModifyOrder(account_id="H-2", mt_ticket=other.mt_ticket, take_profit=0.5))
+    assert modified.status == "FILLED"
     closed = await order(nc, CloseOrder(account_id="H-1", mt_ticket=opened.mt_ticket))
     assert closed.status == "FILLED"
     js = nc.jetstream()
@@ -79,11 +82,19 @@ async def test_history_pages_oldest_first_filtered_and_scoped(
 
         async def all_stored() -> bool:  # the terminals' reports are stored by the gateway, on their own time
             entries[:] = (await admin.history(limit=500)).entries
-            return len(entries) == 10
+            return len(entries) == 12
 
-        await wait_for(all_stored, lambda: f"10 events in the history, got {[e.type for e in entries]}")
+        await wait_for(all_stored, lambda: f"12 events in the history, got {[e.type for e in entries]}")
         counts = {t: [e.type for e in entries].count(t) for t in {e.type for e in entries}}
-        assert counts == {"OPENED": 2, "CLOSED": 1, "ORDER_RESULT": 3, "ACTION_STATE": 1, "CONFLICT": 1, "ALERT": 2}
+        assert counts == {
+            "OPENED": 2,
+            "CLOSED": 1,
+            "MODIFIED": 1,
+            "ORDER_RESULT": 4,
+            "ACTION_STATE": 1,
+            "CONFLICT": 1,
+            "ALERT": 2,
+        }
         times = [e.time for e in entries]
         assert times == sorted(times)  # oldest first, across both streams
         assert {e.stream for e in entries} == {subjects.EVENTS_STREAM, subjects.ALERTS_STREAM}
@@ -122,7 +133,7 @@ async def test_history_pages_oldest_first_filtered_and_scoped(
     token = auth.mint_token(secret, role="system", subject="s", accounts=["H-2"])
     async with await HedgebridgeClient.connect(client_url(gateway), token) as system:
         mine = await everything(system)
-        assert {e.type for e in mine} == {"OPENED", "ORDER_RESULT", "CONFLICT", "ALERT"}
+        assert {e.type for e in mine} == {"OPENED", "MODIFIED", "ORDER_RESULT", "CONFLICT", "ALERT"}
         assert all(e.accounts == ["H-2"] for e in mine)
         with pytest.raises(ClientError) as refused:
             await system.history(accounts=["H-2", "H-1"])

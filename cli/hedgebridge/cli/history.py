@@ -1,5 +1,5 @@
 """``hedgebridge history [--account A …] [--type T,…] [--since WHEN] [--until WHEN] [--limit N]``: the
-persisted events (OPENED, CLOSED, ORDER_RESULT, ACTION_STATE, CONFLICT, ALERT) as JSON lines, oldest first,
+persisted events (OPENED, CLOSED, MODIFIED, ORDER_RESULT, ACTION_STATE, CONFLICT, ALERT) as JSON lines, oldest first,
 read from JetStream page by page (``common.history``; NATS as for ``order``, every account).
 
 Each line is one HISTORY_PAGE entry: ``time`` (when JetStream stored it), ``stream``, ``seq``, ``type``,

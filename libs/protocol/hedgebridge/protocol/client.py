@@ -236,13 +236,13 @@ class SlowConsumerWarning(Message, frozen=True, kw_only=True, tag="SLOW_CONSUMER
 
 # --- history ------------------------------------------------------------------------------------------------
 
-HistoryType = Literal["OPENED", "CLOSED", "ORDER_RESULT", "ACTION_STATE", "CONFLICT", "ALERT"]
-HISTORY_TYPES: tuple[str, ...] = ("OPENED", "CLOSED", "ORDER_RESULT", "ACTION_STATE", "CONFLICT", "ALERT")
+HistoryType = Literal["OPENED", "CLOSED", "MODIFIED", "ORDER_RESULT", "ACTION_STATE", "CONFLICT", "ALERT"]
+HISTORY_TYPES: tuple[str, ...] = ("OPENED", "CLOSED", "MODIFIED", "ORDER_RESULT", "ACTION_STATE", "CONFLICT", "ALERT")
 HISTORY_LIMIT_MAX = 500  # entries a HISTORY page holds at most
 HISTORY_LIMIT_DEFAULT = 100
 HistoryCursor = Annotated[str, Meta(min_length=1, max_length=1024)]  # opaque: a page's ``nextCursor``
 AwareTime = Annotated[datetime, Meta(tz=True)]  # ISO 8601 with ``Z`` or an offset
-HistoryData = OpenedEvent | ClosedEvent | OrderResult | ActionState | Conflict | Alert
+HistoryData = OpenedEvent | ClosedEvent | ModifiedEvent | OrderResult | ActionState | Conflict | Alert
 
 
 class HistoryRequest(Message, frozen=True, kw_only=True, tag="HISTORY"):

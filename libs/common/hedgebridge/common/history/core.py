@@ -37,6 +37,7 @@ from hedgebridge.protocol import (
     Alert,
     ClosedEvent,
     Conflict,
+    ModifiedEvent,
     OpenedEvent,
     OrderResult,
     ProtocolError,
@@ -103,6 +104,15 @@ KINDS: dict[str, Kind] = {
         subjects.event_any_account("CLOSED"),
         ClosedEvent,
         lambda a: subjects.event(a, "CLOSED"),
+        2,
+    ),
+    "MODIFIED": Kind(
+        "MODIFIED",
+        subjects.EVENTS_STREAM,
+        "trades",
+        subjects.event_any_account("MODIFIED"),
+        ModifiedEvent,
+        lambda a: subjects.event(a, "MODIFIED"),
         2,
     ),
     "ORDER_RESULT": Kind(
