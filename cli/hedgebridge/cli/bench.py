@@ -25,7 +25,7 @@ from typing import Any
 import nats
 from websockets.asyncio.client import ClientConnection, connect
 
-from hedgebridge.cli import bench_dll, bench_ea, bench_obs
+from hedgebridge.cli import bench_dll, bench_ea, bench_gateway, bench_obs
 from hedgebridge.cli.bench_rows import Processes, Row
 from hedgebridge.cli.bench_sync import measure_action_sync, measure_client_sync
 from hedgebridge.common import auth
@@ -117,7 +117,9 @@ def _is_heartbeat_reply(data: str | bytes, seq: int) -> bool:
     return isinstance(message, Heartbeat) and message.reply and message.seq == seq
 
 
-async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> list[Row]:
+async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> bench_gateway.Section:
+    if args.gateway_only:
+        return await bench_gateway.run_alone(args, workdir, procs)
     library = await asyncio.to_thread(bench_dll.prepare)  # before any measurement: a build loads the machine
     ea_ready = await asyncio.to_thread(bench_ea.prepare)
     nats_server = NatsServer(workdir / "nats")
@@ -127,7 +129,12 @@ async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> list
     try:
         rows = await _measure(args, nats_server, cache, procs, library, ea_ready)
         procs.stop()  # the observability stacks run alone
-        return rows + await bench_obs.measure(args, workdir, cache, procs, Row)
+        rows += await bench_obs.measure(args, workdir, cache, procs, Row)
+        procs.stop()
+        if args.skip_gateway:
+            return bench_gateway.Section(rows, [])
+        gateway = await bench_gateway.measure(args, nats_server, cache, procs)
+        return bench_gateway.Section(rows + gateway.rows, gateway.figures)
     finally:
         procs.stop()
         nats_server.stop()
@@ -374,6 +381,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=200, help="samples discarded first (default 200)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     bench_obs.add_arguments(parser)
+    bench_gateway.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -387,7 +395,7 @@ def main(args: argparse.Namespace) -> int:
     procs = Processes()
     with tempfile.TemporaryDirectory(prefix="hedgebridge-bench-") as workdir:
         try:
-            rows = asyncio.run(run(args, Path(workdir), procs))
+            section = asyncio.run(run(args, Path(workdir), procs))
         except (ServerError, RuntimeError, OSError) as exc:
             print(f"hedgebridge bench: {exc}", file=sys.stderr)
             return 1
@@ -396,8 +404,11 @@ def main(args: argparse.Namespace) -> int:
         finally:
             procs.stop()
     if args.json:
-        print(json.dumps([row.as_json() for row in rows]))
+        print(json.dumps([row.as_json() for row in section.rows] + [f.as_json() for f in section.figures]))
     else:
         print(header(args))
-        print("\n".join(table(rows)))
+        print("\n".join(table(section.rows)))
+        if section.figures:
+            print()
+            print("\n".join(bench_gateway.table(section.figures)))
     return 0
