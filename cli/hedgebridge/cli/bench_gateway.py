@@ -27,6 +27,7 @@ import contextlib
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -39,7 +40,7 @@ import redis.asyncio as aioredis
 
 from hedgebridge.cli.bench_rows import Processes, Row
 from hedgebridge.cli.bench_wsload import end_symbol, raise_fd_limit
-from hedgebridge.common import auth
+from hedgebridge.common import auth, loop
 from hedgebridge.common.servers import NatsServer, ValkeyServer, free_port, terminate, wait_for_port
 from hedgebridge.protocol import (
     ActionState,
@@ -221,7 +222,7 @@ class Stack:
         self.port = free_port()
         self.nats_url = nats_server.url
         self.procs = procs
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEBRIDGE_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEBRIDGE_") or k == loop.VARIABLE}
         env.update(
             HEDGEBRIDGE_NATS_URL=nats_server.url,
             HEDGEBRIDGE_REDIS_URL=f"{cache.url}/{db}",
@@ -235,14 +236,23 @@ class Stack:
         )
         self.env = env
 
+    def _start(self, module: str) -> int:
+        """A service process whose output is dropped (a pipe nobody reads would stall it once full)."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", module], env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.procs.children.append(process)
+        return process.pid
+
     async def gateway(self) -> int:
-        pid = self.procs.start([sys.executable, "-m", "hedgebridge.gateway"], self.env).pid
+        pid = self._start("hedgebridge.gateway")
         if not await asyncio.to_thread(wait_for_port, "127.0.0.1", self.port, 30):
             raise RuntimeError("the gateway did not listen")
         return pid
 
     def executor(self) -> int:
-        return self.procs.start([sys.executable, "-m", "hedgebridge.executor"], self.env).pid
+        return self._start("hedgebridge.executor")
 
     def ea_headers(self, account: str) -> dict[str, str]:
         token = auth.mint_token(self.secret, role="ea", subject=account)
@@ -310,13 +320,13 @@ async def _hold(pid: int, url: str, headers: list[dict[str, str]], window_s: flo
 async def measure_idle(
     nats_server: NatsServer, cache: ValkeyServer, procs: Processes, n: int, window_s: float
 ) -> list[Figure]:
-    pid, port = await _plain(procs, _ECHO_SERVER)
-    try:
-        plain = await _hold(pid, f"ws://127.0.0.1:{port}/", [{} for _ in range(n)], window_s)
-    finally:
-        _stop(procs, pid)
     stack = Stack(nats_server, cache, procs, 1)
     headers = [stack.ea_headers(f"IDLE-{i}") for i in range(n)]
+    pid, port = await _plain(procs, _ECHO_SERVER)
+    try:  # the same handshake (a token, the subprotocol offered) as the terminals': the same headers are kept
+        plain = await _hold(pid, f"ws://127.0.0.1:{port}/", headers, window_s)
+    finally:
+        _stop(procs, pid)
     pid = await stack.gateway()
     try:
         gateway = await _hold(pid, f"{stack.url}/ea", headers, window_s)

@@ -127,12 +127,14 @@ class RawClient(asyncio.Protocol):
             status = bytes(buffer[:end]).split(b"\r\n", 1)[0]
             del buffer[: end + 4]
             if b" 101 " not in status:
-                self.opened.set_exception(ConnectionError(status.decode(errors="replace")))
+                if not self.opened.done():
+                    self.opened.set_exception(ConnectionError(status.decode(errors="replace")))
                 assert self.transport is not None
                 self.transport.close()
                 return
             self._upgraded = True
-            self.opened.set_result(None)
+            if not self.opened.done():
+                self.opened.set_result(None)
         while len(buffer) >= 2:
             opcode, n, offset = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
             if n == 126:
@@ -158,7 +160,7 @@ class RawClient(asyncio.Protocol):
 
 
 async def open_clients(
-    url: str, headers: list[dict[str, str]], on_frame: Callable[[int, bytes], None], concurrency: int = 64
+    url: str, headers: list[dict[str, str]], on_frame: Callable[[int, bytes], None], concurrency: int = 16
 ) -> list[RawClient]:
     """One connection per entry of ``headers``, ``concurrency`` handshakes at a time."""
     parts = urlsplit(url)
@@ -173,7 +175,7 @@ async def open_clients(
                 client = RawClient(f"{host}:{port}", parts.path or "/", headers[i], lambda data: on_frame(i, data))
                 try:
                     await loop.create_connection(lambda c=client: c, host, port)  # type: ignore[misc]
-                    await asyncio.wait_for(client.opened, 30)
+                    await asyncio.wait_for(asyncio.shield(client.opened), 60)
                 except (OSError, TimeoutError) as exc:
                     if attempt == 4:
                         raise ConnectionError(f"connection {i}: {exc}") from None
@@ -199,7 +201,7 @@ async def _idle(spec: dict[str, Any]) -> Any:
 
     def count(_i: int, _data: bytes) -> None:
         nonlocal received
-        received += 1
+        received += b"HEARTBEAT" in _data
 
     clients = await open_clients(spec["url"], spec["headers"], count)
     beat = frame(spec["frame"].encode())

@@ -26,6 +26,7 @@ None before that), so nobody takes a decision from an incomplete cache.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
@@ -133,12 +134,34 @@ def connect(url: str) -> Any:
 
 
 _position_json = msgspec.json.Encoder()
+
+
+def _price_fields(event: PriceTick) -> dict[str, str]:
+    return {"bid": repr(event.bid), "ask": repr(event.ask), "time": event.time.isoformat(), "account": event.account_id}
+
+
+def _balance_fields(event: AccountUpdate) -> dict[str, str]:
+    return {
+        "balance": repr(event.balance),
+        "equity": repr(event.equity),
+        "margin": repr(event.margin),
+        "freeMargin": repr(event.free_margin),
+        "marginLevel": "" if event.margin_level is None else repr(event.margin_level),
+        "currency": event.currency or "",
+        "lastUpdate": event.timestamp.isoformat(),
+    }
+
+
 _position_decoder = msgspec.json.Decoder(Position)
 
 
 class RealtimeCache(Protocol):
     async def apply(self, event: Event) -> bool:
         """Project one terminal event; returns False for events that carry nothing to cache."""
+
+    async def apply_many(self, events: Sequence[Event]) -> int:
+        """Project several events (in order, one round trip where the server allows); returns how many
+        carried something to cache."""
 
     async def price(self, symbol: str) -> dict[str, str] | None: ...
 
@@ -167,40 +190,40 @@ class RedisCache:
         self._redis: Any = connect(url)
 
     async def apply(self, event: Event) -> bool:
-        if isinstance(event, PriceTick):
-            await self._redis.hset(
-                PRICE.format(event.symbol),
-                mapping={
-                    "bid": repr(event.bid),
-                    "ask": repr(event.ask),
-                    "time": event.time.isoformat(),
-                    "account": event.account_id,
-                },
-            )
-        elif isinstance(event, AccountUpdate):
-            await self._redis.hset(
-                BALANCE.format(event.account_id),
-                mapping={
-                    "balance": repr(event.balance),
-                    "equity": repr(event.equity),
-                    "margin": repr(event.margin),
-                    "freeMargin": repr(event.free_margin),
-                    "marginLevel": "" if event.margin_level is None else repr(event.margin_level),
-                    "currency": event.currency or "",
-                    "lastUpdate": event.timestamp.isoformat(),
-                },
-            )
-        elif isinstance(event, PositionUpdate):
-            key = POSITIONS.format(event.account_id)
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(key)
-                if event.positions:
-                    pipe.hset(key, mapping={p.mt_ticket: _position_json.encode(p).decode() for p in event.positions})
-                pipe.set(SYNCED.format(event.account_id), event.timestamp.isoformat())
+        return await self.apply_many([event]) == 1
+
+    async def apply_many(self, events: Sequence[Event]) -> int:
+        """Project several events in one round trip: the prices and balances in one pipeline, in order; each
+        positions snapshot in its own transaction (its keys share a slot); returns how many were cached."""
+        applied = 0
+        snapshots: list[PositionUpdate] = []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                if isinstance(event, PriceTick):
+                    pipe.hset(PRICE.format(event.symbol), mapping=_price_fields(event))
+                elif isinstance(event, AccountUpdate):
+                    pipe.hset(BALANCE.format(event.account_id), mapping=_balance_fields(event))
+                elif isinstance(event, PositionUpdate):
+                    snapshots.append(event)
+                    continue
+                else:
+                    continue
+                applied += 1
+            if applied:
                 await pipe.execute()
-        else:
-            return False
-        return True
+        for snapshot in snapshots:
+            await self._positions_snapshot(snapshot)
+            applied += 1
+        return applied
+
+    async def _positions_snapshot(self, event: PositionUpdate) -> None:
+        key = POSITIONS.format(event.account_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            if event.positions:
+                pipe.hset(key, mapping={p.mt_ticket: _position_json.encode(p).decode() for p in event.positions})
+            pipe.set(SYNCED.format(event.account_id), event.timestamp.isoformat())
+            await pipe.execute()
 
     async def _hash(self, key: str) -> dict[str, str]:
         value = await self._redis.hgetall(key)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from . import logs
+from . import logs, loop
 from .config import ConfigError
 from .faults import Fatal
 
@@ -17,17 +17,18 @@ EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: something the service needs (NATS, its 
 
 
 def run(name: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
-    """Run ``main(stop)`` until it returns; ``stop`` is set on SIGTERM or SIGINT. Returns the exit code."""
+    """Run ``main(stop)`` until it returns, on the chosen event loop (``loop.py``: uvloop when installed);
+    ``stop`` is set on SIGTERM or SIGINT. Returns the exit code."""
 
     async def runner() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        running = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            running.add_signal_handler(sig, stop.set)
         await main(stop)
 
     try:
-        asyncio.run(runner())
+        loop.run(runner())
     except ConfigError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return EXIT_CONFIG

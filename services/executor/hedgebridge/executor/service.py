@@ -212,6 +212,7 @@ class Executor:
         await cancel_all([*self._background, *self._tasks], log)
         self._background = []
         await self.symbols.stop()
+        await self.projection.writer.close()
         if self._nats is not None:
             with contextlib.suppress(Exception):
                 await self._nats.close()
