@@ -1,8 +1,10 @@
-"""The event loop the services run on (``service.run``): uvloop when it is installed, else asyncio's own.
+"""The event loop the services run on (``service.run``).
 
-``HEDGEBRIDGE_EVENT_LOOP`` chooses: ``auto`` (the default: uvloop when importable), ``uvloop`` (an error when
-it is not installed) or ``asyncio`` (the standard loop, uvloop or not). uvloop comes with the ``fast`` extra
-(``pip install hedgebridge[fast]``); ``hedgebridge bench --gateway-only`` measures both loops.
+``HEDGEBRIDGE_EVENT_LOOP`` chooses: ``asyncio`` (the default: the standard loop), ``uvloop`` (an error when it
+is not installed) or ``auto`` (uvloop when importable, else asyncio). uvloop comes with the ``fast`` extra
+(``pip install hedgebridge[fast]``). It is not the default because it did not win in ``hedgebridge bench
+--gateway-only`` (docs/benchmarks.md): the gateway's time goes to websockets' and nats-py's Python code, not
+to the loop.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def available() -> bool:
 def choice(environ: Mapping[str, str] | None = None) -> Choice:
     """The loop ``HEDGEBRIDGE_EVENT_LOOP`` names (``auto``: uvloop when installed); ConfigError otherwise."""
     env = os.environ if environ is None else environ
-    asked = (env.get(VARIABLE) or "auto").strip().lower()
+    asked = (env.get(VARIABLE) or "asyncio").strip().lower()
     if asked == "asyncio":
         return "asyncio"
     if asked == "uvloop":
