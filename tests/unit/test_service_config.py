@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from hedgebridge.cli import config_tables
-from hedgebridge.common import config_docs
+from hedgebridge.common import config_docs, loop
 from hedgebridge.common.config import BackendConfig, ConfigError, HealthConfig, ServiceConfig, env_names, load
 from hedgebridge.coordinator import config as coordinator_config
 from hedgebridge.executor import config as executor_config
@@ -223,6 +223,7 @@ def test_env_example_lists_the_variables_set_above_the_generated_part_once() -> 
 
 # names a README uses that no configuration Struct declares: read by the CLI (state, client commands) or the tests
 NOT_A_SERVICE_SETTING = {
+    loop.ENV,  # read by service.run before any configuration Struct is loaded (common/loop.py)
     "HEDGEBRIDGE_HOME",
     "HEDGEBRIDGE_CLIENT_URL",
     "HEDGEBRIDGE_TOKEN",

@@ -25,7 +25,7 @@ from typing import Any
 import nats
 from websockets.asyncio.client import ClientConnection, connect
 
-from hedgebridge.cli import bench_dll, bench_ea, bench_obs, bench_orders, bench_storm
+from hedgebridge.cli import bench_dll, bench_ea, bench_gateway, bench_obs, bench_orders, bench_storm
 from hedgebridge.cli.bench_rows import Processes, Row
 from hedgebridge.cli.bench_sync import measure_action_sync, measure_client_sync
 from hedgebridge.common import auth, loop
@@ -117,9 +117,11 @@ def _is_heartbeat_reply(data: str | bytes, seq: int) -> bool:
     return isinstance(message, Heartbeat) and message.reply and message.seq == seq
 
 
-async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> list[Row]:
+async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> bench_gateway.Section:
     if args.only == "storm":
-        return [await bench_storm.alone(workdir, procs, args.storm_terminals)]
+        return bench_gateway.Section([await bench_storm.alone(workdir, procs, args.storm_terminals)], [])
+    if args.gateway_only:
+        return await bench_gateway.run_alone(args, workdir, procs)
     library = await asyncio.to_thread(bench_dll.prepare)  # before any measurement: a build loads the machine
     ea_ready = await asyncio.to_thread(bench_ea.prepare)
     nats_server = NatsServer(workdir / "nats")
@@ -133,7 +135,12 @@ async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> list
         procs.stop()
         rows += await bench_obs.measure(args, workdir, cache, procs, Row)
         procs.stop()
-        return rows + await bench_orders.measure(args, workdir, procs)
+        rows += await bench_orders.measure(args, workdir, procs)
+        procs.stop()
+        if args.skip_gateway:
+            return bench_gateway.Section(rows, [])
+        gateway = await bench_gateway.measure(args, nats_server, cache, procs)
+        return bench_gateway.Section(rows + gateway.rows, gateway.figures)
     finally:
         procs.stop()
         nats_server.stop()
@@ -406,6 +413,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     bench_obs.add_arguments(parser)
     bench_orders.add_arguments(parser)
+    bench_gateway.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -425,8 +433,10 @@ def main(args: argparse.Namespace) -> int:
     procs = Processes()
     with tempfile.TemporaryDirectory(prefix="hedgebridge-bench-") as workdir:
         try:
-            measured = bench_orders.measure(args, Path(workdir), procs) if args.only == "orders" else None
-            rows = asyncio.run(measured or run(args, Path(workdir), procs))
+            if args.only == "orders":
+                section = bench_gateway.Section(asyncio.run(bench_orders.measure(args, Path(workdir), procs)), [])
+            else:
+                section = asyncio.run(run(args, Path(workdir), procs))
         except (ServerError, RuntimeError, OSError) as exc:
             print(f"hedgebridge bench: {exc}", file=sys.stderr)
             return 1
@@ -435,8 +445,11 @@ def main(args: argparse.Namespace) -> int:
         finally:
             procs.stop()
     if args.json:
-        print(json.dumps([row.as_json() for row in rows]))
+        print(json.dumps([row.as_json() for row in section.rows] + [f.as_json() for f in section.figures]))
     else:
         print(header(args))
-        print("\n".join(table(rows)))
+        print("\n".join(table(section.rows)))
+        if section.figures:
+            print()
+            print("\n".join(bench_gateway.table(section.figures)))
     return 0

@@ -32,6 +32,7 @@ None before that), so nobody takes a decision from an incomplete cache.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -166,12 +167,20 @@ def stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _price_fields(event: PriceTick) -> dict[str, str]:
+    return {"bid": repr(event.bid), "ask": repr(event.ask), "time": event.time.isoformat(), "account": event.account_id}
+
+
 _position_decoder = msgspec.json.Decoder(Position)
 
 
 class RealtimeCache(Protocol):
     async def apply(self, event: Event) -> bool:
         """Project one terminal event; returns False for events that carry nothing to cache."""
+
+    async def apply_many(self, events: Sequence[Event]) -> int:
+        """Project several events (in order, one round trip where the server allows); returns how many
+        carried something to cache."""
 
     async def price(self, symbol: str) -> dict[str, str] | None: ...
 
@@ -202,36 +211,51 @@ class RedisCache:
         self._balance_script = self._redis.register_script(_APPLY_BALANCE)
 
     async def apply(self, event: Event) -> bool:
-        if isinstance(event, PriceTick):
-            await self._redis.hset(
-                PRICE.format(event.symbol),
-                mapping={
-                    "bid": repr(event.bid),
-                    "ask": repr(event.ask),
-                    "time": event.time.isoformat(),
-                    "account": event.account_id,
-                },
-            )
-        elif isinstance(event, AccountUpdate):
-            when = stamp(event.timestamp)
-            fields = {
-                "balance": repr(event.balance),
-                "equity": repr(event.equity),
-                "margin": repr(event.margin),
-                "freeMargin": repr(event.free_margin),
-                "marginLevel": "" if event.margin_level is None else repr(event.margin_level),
-                "currency": event.currency or "",
-                "lastUpdate": when,
-            }
-            args = [when, *(x for pair in fields.items() for x in pair)]
-            await self._balance_script(keys=[BALANCE.format(event.account_id)], args=args)
-        elif isinstance(event, PositionUpdate):
-            pairs = [x for p in event.positions for x in (p.mt_ticket, _position_json.encode(p).decode())]
-            keys = [POSITIONS.format(event.account_id), SYNCED.format(event.account_id)]
-            await self._positions_script(keys=keys, args=[stamp(event.timestamp), *pairs])
-        else:
-            return False
-        return True
+        return await self.apply_many([event]) == 1
+
+    async def apply_many(self, events: Sequence[Event]) -> int:
+        """Project several events: the prices in one pipeline, in order; each balance and positions snapshot
+        by its script, which keeps a newer one the cache holds (the terminal's timestamps decide); returns how
+        many carried something to cache."""
+        applied = 0
+        guarded: list[AccountUpdate | PositionUpdate] = []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            prices = 0
+            for event in events:
+                if isinstance(event, PriceTick):
+                    pipe.hset(PRICE.format(event.symbol), mapping=_price_fields(event))
+                    prices += 1
+                elif isinstance(event, AccountUpdate | PositionUpdate):
+                    guarded.append(event)
+            if prices:
+                await pipe.execute()
+        applied += prices
+        for update in guarded:
+            if isinstance(update, AccountUpdate):
+                await self._balance(update)
+            else:
+                await self._positions_snapshot(update)
+            applied += 1
+        return applied
+
+    async def _balance(self, event: AccountUpdate) -> None:
+        when = stamp(event.timestamp)
+        fields = {
+            "balance": repr(event.balance),
+            "equity": repr(event.equity),
+            "margin": repr(event.margin),
+            "freeMargin": repr(event.free_margin),
+            "marginLevel": "" if event.margin_level is None else repr(event.margin_level),
+            "currency": event.currency or "",
+            "lastUpdate": when,
+        }
+        args = [when, *(x for pair in fields.items() for x in pair)]
+        await self._balance_script(keys=[BALANCE.format(event.account_id)], args=args)
+
+    async def _positions_snapshot(self, event: PositionUpdate) -> None:
+        pairs = [x for p in event.positions for x in (p.mt_ticket, _position_json.encode(p).decode())]
+        keys = [POSITIONS.format(event.account_id), SYNCED.format(event.account_id)]
+        await self._positions_script(keys=keys, args=[stamp(event.timestamp), *pairs])
 
     async def _hash(self, key: str) -> dict[str, str]:
         value = await self._redis.hgetall(key)

@@ -1,7 +1,8 @@
 """The event loop a service process runs on: asyncio's own, or uvloop where it is installed and chosen.
 
-``HEDGEBRIDGE_EVENT_LOOP`` chooses: ``asyncio`` (the default, the standard library's loop) or ``uvloop`` (a
-configuration error when the package is not installed: ``pip install uvloop``). Every service and the simulator
+``HEDGEBRIDGE_EVENT_LOOP`` chooses: ``asyncio`` (the default, the standard library's loop), ``uvloop`` (a
+configuration error when the package is not installed: ``pip install hedgebridge[fast]``) or ``auto`` (uvloop
+when installed, else asyncio). Every service and the simulator
 start their loop through ``run``, so the choice is made in one place; the bench passes it on to its processes.
 """
 
@@ -19,7 +20,7 @@ from .config import ConfigError
 T = TypeVar("T")
 ENV = "HEDGEBRIDGE_EVENT_LOOP"
 Choice = Literal["asyncio", "uvloop"]
-CHOICES: tuple[Choice, ...] = ("asyncio", "uvloop")
+CHOICES: tuple[str, ...] = ("asyncio", "uvloop", "auto")
 
 
 def choice(environ: dict[str, str] | None = None) -> Choice:
@@ -27,6 +28,8 @@ def choice(environ: dict[str, str] | None = None) -> Choice:
     asked = (environ if environ is not None else os.environ).get(ENV, "").strip().lower() or "asyncio"
     if asked == "asyncio":
         return "asyncio"
+    if asked == "auto":
+        return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     if asked != "uvloop":
         raise ConfigError(f"{ENV} must be one of {', '.join(CHOICES)}, not {asked!r}")
     if importlib.util.find_spec("uvloop") is None:

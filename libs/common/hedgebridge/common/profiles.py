@@ -10,6 +10,7 @@ A profile sets the defaults of individual settings; a variable set explicitly st
 | HEDGEBRIDGE_GATEWAY_HEARTBEAT_INTERVAL_MS (asked of terminals in WELCOME) | 1000 | 5000       |
 | HEDGEBRIDGE_GATEWAY_HEARTBEAT_TIMEOUT_MS         | 3500              | 15000              |
 | simulated terminals' reconnect                   | immediate         | exponential backoff |
+| the executor's cache writes (``cache_writer``)   | every event, in order | latest per key (coalesced, counted) |
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Profile:
     heartbeat_interval_ms: int
     heartbeat_timeout_ms: int
     immediate_reconnect: bool
+    coalesce_cache: bool
 
     def gateway_defaults(self) -> dict[str, str]:
         """The gateway's variables this profile gives defaults to."""
@@ -48,8 +50,8 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "latency": Profile("latency", False, 1, True, 1000, 3500, True),
-    "throughput": Profile("throughput", True, 50, False, 5000, 15000, False),
+    "latency": Profile("latency", False, 1, True, 1000, 3500, True, False),
+    "throughput": Profile("throughput", True, 50, False, 5000, 15000, False, True),
 }
 
 

@@ -17,7 +17,8 @@ EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: something the service needs (NATS, its 
 
 
 def run(name: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
-    """Run ``main(stop)`` until it returns; ``stop`` is set on SIGTERM or SIGINT. Returns the exit code."""
+    """Run ``main(stop)`` until it returns, on the chosen event loop (``loop.py``: asyncio, or uvloop when asked);
+    ``stop`` is set on SIGTERM or SIGINT. Returns the exit code."""
 
     async def runner() -> None:
         stop = asyncio.Event()

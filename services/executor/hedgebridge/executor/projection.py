@@ -3,8 +3,9 @@
 - Trade reports (OPENED, CLOSED) keep the book: a filled OPEN puts its position, a CLOSE removes it or leaves
   the remaining volume; reconciled fills (which never came as reports) are applied by ``apply_reconciled``.
 - SYMBOL_SPECS reports go to the symbols' rules (``symbols.SymbolBook.record``, bucket ``hb_symbols``).
-- Every other event goes to the realtime cache. When the cache was flushed or restarted (no epoch), every
-  terminal is asked for fresh snapshots (``hb.gw.sync``).
+- Every other event goes to the realtime cache through ``cache_writer`` (queued, written in pipelines by one
+  task: the reader never waits for the cache; coalesced per key in the throughput profile). When the cache
+  was flushed or restarted (no epoch), every terminal is asked for fresh snapshots (``hb.gw.sync``).
 
 ``opened_entry`` and ``reconciled_change`` are the pure rules; ``Projection`` is the thin I/O around them.
 """
@@ -24,7 +25,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from hedgebridge.common import logs
+from hedgebridge.common import logs, profiles
 from hedgebridge.common.cache import RealtimeCache
 from hedgebridge.protocol import (
     BookEntry,
@@ -47,6 +48,7 @@ from hedgebridge.protocol import (
 )
 
 from . import orders
+from .cache_writer import CacheWriter
 from .records import Records
 
 log = logs.get("executor")
@@ -105,8 +107,11 @@ class Projection:
         nats: Callable[[], NatsClient],
         command_of: Callable[[str], OrderCommand | None],
         on_specs: Callable[[SymbolSpecs], Awaitable[None]],
+        *,
+        coalesce: bool | None = None,  # None: as the profile says (profiles.Profile.coalesce_cache)
     ) -> None:
         self.cache = cache
+        self.writer = CacheWriter(cache, coalesce=profiles.current().coalesce_cache if coalesce is None else coalesce)
         self._on_specs = on_specs
         self.owner = owner
         self._book = book
@@ -129,7 +134,7 @@ class Projection:
             elif isinstance(event, SymbolSpecs):
                 await self._on_specs(event)
             else:
-                await self.cache.apply(event)
+                self.writer.add(event)
         except Exception as exc:  # the cache is rebuildable: a failed write must not stop the executor
             self._warn("cache, book or symbol rules write failed", exc)
 

@@ -228,6 +228,7 @@ class Executor:
         self._background = []
         await self.symbols.stop()
         await self.maps.stop()
+        await self.projection.writer.close()
         if self._nats is not None:
             with contextlib.suppress(Exception):
                 await self._nats.close()

@@ -49,6 +49,7 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from hedgebridge.common import auth, bus, logs, streams
@@ -68,6 +69,7 @@ from .proxies import forwarded_hops
 from .terminal_sessions import TerminalSessions
 
 log = logs.get("gateway")
+_NO_HEADERS = Headers()  # what an open connection keeps of its request's headers
 
 
 class Gateway:
@@ -299,6 +301,8 @@ class Gateway:
 
     async def _handle(self, connection: ServerConnection) -> None:
         accept = self._accepted.pop(connection)
+        if connection.request is not None:  # decided: the handshake's headers (the token among them) are not kept
+            connection.request.headers = _NO_HEADERS
         if isinstance(accept, ClientAccept):
             await self.clients.serve(connection, accept)
             return

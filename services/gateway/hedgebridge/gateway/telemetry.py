@@ -23,7 +23,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Collection, Hashable, Iterator, Mapping
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
@@ -199,8 +199,19 @@ def handshake_refused(status: int) -> None:
     metrics.HANDSHAKES_REFUSED.labels(str(int(status))).inc()
 
 
+_frame_counters: dict[tuple[str, str, str], Any] = {}  # the labelled counters, looked up once each
+
+
+def _frames(direction: str, endpoint: str, kind: str) -> Any:
+    key = (direction, endpoint, kind)
+    counter = _frame_counters.get(key)
+    if counter is None:
+        counter = _frame_counters[key] = metrics.FRAMES.labels(direction, endpoint, kind)
+    return counter
+
+
 def frame_in(endpoint: str, message: Message, session: Terminal | None = None) -> None:
-    metrics.FRAMES.labels("in", endpoint, type_name(message)).inc()
+    _frames("in", endpoint, type_name(message)).inc()
     if session is None:
         return
     state = _state(session)
@@ -215,7 +226,7 @@ def frame_in(endpoint: str, message: Message, session: Terminal | None = None) -
 
 
 def frame_out(endpoint: str, kind: str, count: int = 1) -> None:
-    metrics.FRAMES.labels("out", endpoint, kind).inc(count)
+    _frames("out", endpoint, kind).inc(count)
 
 
 def command_received(session: Terminal, msg: Msg, command: C) -> C:

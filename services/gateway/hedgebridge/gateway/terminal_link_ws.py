@@ -66,7 +66,28 @@ Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 
 class TerminalSession:
-    """One terminal's live connection."""
+    """One terminal's live connection (slots: an idle terminal costs as little memory as it can)."""
+
+    __slots__ = (
+        "__weakref__",
+        "_bus",
+        "_reports",
+        "_send_timeout_s",
+        "_spawn",
+        "_welcome_waiter",
+        "account_id",
+        "bucket",
+        "close_reason",
+        "connected_at",
+        "connection",
+        "last_seen",
+        "principal",
+        "remote",
+        "session_id",
+        "subscription",
+        "version",
+        "welcome_sent",
+    )
 
     def __init__(
         self,
@@ -85,7 +106,8 @@ class TerminalSession:
         self.session_id = uuid.uuid4().hex
         self.connected_at = time.time()
         self.subscription: Subscription | None = None
-        self.welcomed = asyncio.Event()  # WELCOME went out: commands may follow it
+        self.welcome_sent = False  # WELCOME went out: commands may follow it
+        self._welcome_waiter: asyncio.Event | None = None  # made only when a command waits for WELCOME
         self.close_reason = ""
         self.last_seen = asyncio.get_running_loop().time()
         remote = connection.remote_address
@@ -100,7 +122,7 @@ class TerminalSession:
         telemetry.frame_out("ea", type_name(message))
         try:
             async with asyncio.timeout(self._send_timeout_s):
-                await self.connection.send(encode_frame(message).decode())
+                await self.connection.send(encode_frame(message), text=True)  # JSON is UTF-8 already
         except TimeoutError:
             if not self.close_reason:
                 log.warning("slow consumer closed", account=self.account_id, session=self.session_id)
@@ -134,13 +156,20 @@ class TerminalSession:
             return CONNECTION_CLOSED
         return None
 
+    def mark_welcomed(self) -> None:
+        self.welcome_sent = True
+        if self._welcome_waiter is not None:
+            self._welcome_waiter.set()
+
     async def wait_ready(self) -> bool:
         """Subscribed a moment ago: a command goes after WELCOME, which must go out within the send timeout."""
-        if self.welcomed.is_set():
+        if self.welcome_sent:
             return True
+        if self._welcome_waiter is None:
+            self._welcome_waiter = asyncio.Event()
         try:
             async with asyncio.timeout(self._send_timeout_s):
-                await self.welcomed.wait()
+                await self._welcome_waiter.wait()
         except TimeoutError:
             return False
         return True
@@ -161,7 +190,7 @@ class TerminalSession:
         return Delivery.DELIVERED
 
     async def request_sync(self, reason: str) -> None:
-        if self.welcomed.is_set():  # a newer session sends its snapshots right after WELCOME anyway
+        if self.welcome_sent:  # a newer session sends its snapshots right after WELCOME anyway
             with contextlib.suppress(ConnectionClosed, TimeoutError):
                 await self.send(SyncCommand(timestamp=utcnow(), account_id=self.account_id, reason=reason))
 

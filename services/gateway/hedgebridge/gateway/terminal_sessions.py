@@ -91,7 +91,7 @@ class TerminalSessions:
                     server_time=utcnow(),
                 )
             )
-            session.welcomed.set()
+            session.mark_welcomed()
             await self._read_loop(session)
         except ConnectionClosed:
             pass

@@ -65,6 +65,11 @@ NATS_DROPPED = Counter(
     "hedgebridge_nats_slow_consumer",
     "Messages the service's NATS client dropped because a subscription did not keep up (nats-py slow consumer)",
 )
+CACHE_COALESCED = Counter(
+    "hedgebridge_cache_coalesced",
+    "Executor: terminal events replaced by a later one for the same cache key before they were written "
+    "(latest wins: the throughput profile, or a backlog past the limit)",
+)
 HOP_LATENCY = Histogram(
     "hedgebridge_hop_latency_seconds",
     "Time spent in one hop of an order, measured on one clock (see deploy/README.md for the hops)",

@@ -1,0 +1,606 @@
+"""Bench rows for the gateway's own costs, each next to a baseline measured in the same run:
+
+- Idle terminals (fan-in): ``--idle-terminals`` connections (1,000 by default; 10,000 with
+  ``--idle-terminals 1000,10000``) held by one gateway process, each sending a HEARTBEAT a second, against a
+  plain ``websockets`` echo server holding as many connections with the same traffic. Memory per connection
+  is the growth of the server's RSS from a warm start (20 connections) to all of them; CPU is the server's
+  utime+stime (``/proc/<pid>/stat``) over ``--idle-window-s``, per 1,000 connections.
+- Fan-out: action and order states (JetStream, as the coordinator and the executor publish them) to
+  ``--fanout-subscribers`` client API connections subscribed to ``actions`` and ``orders``, against a plain
+  ``websockets`` server that broadcasts the same frames from a core NATS subject (``websockets.broadcast``)
+  to as many connections; both kinds are held by the same receiver processes, and the states of both are
+  sent interleaved, so they see the same machine. Latency is publish → receipt on ``time.monotonic``.
+- Event ingest (throughput profile): ``--ingest-terminals`` terminals writing ``--ingest-events`` events in
+  all (prices, account and position updates) as fast as the gateway reads them, timed until the cache holds
+  the last event of every terminal (gateway → NATS → executor → cache), against a raw nats-py publish of the
+  same events. CPU per event of the gateway and of the executor comes from ``/proc``.
+
+The connections are raw asyncio protocols in load processes (``bench_wsload``), cheap enough that one process
+holds thousands; the server's RLIMIT_NOFILE soft limit is raised to the hard limit first (children inherit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+import redis.asyncio as aioredis
+
+from hedgebridge.cli.bench_rows import Processes, Row
+from hedgebridge.cli.bench_wsload import end_symbol, raise_fd_limit
+from hedgebridge.common import auth, loop
+from hedgebridge.common.servers import NatsServer, ValkeyServer, free_port, terminate, wait_for_port
+from hedgebridge.protocol import (
+    ActionState,
+    Heartbeat,
+    OrderResult,
+    encode_frame,
+    pack,
+    subjects,
+    subprotocol,
+    utcnow,
+)
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+WARM = 20  # connections opened before the memory baseline is read
+PER_LOAD_PROCESS = 2500
+FANOUT_RECEIVERS = 4
+FANOUT_MARKER = "fanout-"
+PLAIN_OFFSET = 1_000_000  # the baseline's message numbers, so one marker serves both
+INGEST_DB = 3
+
+_ECHO_SERVER = """
+import asyncio, resource, sys
+from websockets.asyncio.server import serve
+resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
+async def echo(ws):
+    async for message in ws:
+        await ws.send(message)
+async def main():
+    async with serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None, ping_interval=None):
+        await asyncio.Future()
+asyncio.run(main())
+"""
+
+_BROADCAST_SERVER = """
+import asyncio, sys, nats
+from websockets.asyncio.server import broadcast, serve
+async def main():
+    async def hold(ws):
+        async for _ in ws:
+            pass
+    async with serve(hold, "127.0.0.1", int(sys.argv[2]), compression=None, ping_interval=None) as server:
+        nc = await nats.connect(sys.argv[1])
+        async def forward(msg):
+            broadcast(server.connections, msg.data.decode())
+        await nc.subscribe(sys.argv[3], cb=forward)
+        await nc.flush()
+        await asyncio.Future()
+asyncio.run(main())
+"""
+
+
+@dataclass
+class Figure:
+    """A measured quantity that is not a latency (memory, CPU, a rate), next to its baseline's."""
+
+    name: str
+    value: float
+    unit: str
+    baseline: Figure | None = None
+    target: str = ""
+    met: bool | None = None
+    errors: int = 0
+    note: str = ""
+
+    def ratio(self) -> float | None:
+        if self.baseline is None or not self.baseline.value:
+            return None
+        return self.value / self.baseline.value
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "value": self.value,
+            "unit": self.unit,
+            "baseline": None if self.baseline is None else self.baseline.name,
+            "ratio": self.ratio(),
+            "target": self.target,
+            "met": self.met,
+            "errors": self.errors,
+            "note": self.note,
+        }
+
+
+@dataclass
+class Section:
+    rows: list[Row]
+    figures: list[Figure]
+
+
+def table(figures: list[Figure]) -> Iterator[str]:
+    yield "| gateway measurement | value | ratio to baseline | target | met | notes |"
+    yield "|---|---:|---:|---|---|---|"
+    for f in figures:
+        ratio = f.ratio()
+        met = "" if f.met is None else ("yes" if f.met else "NO")
+        shown = f"{f.value:,.2f} {f.unit}" if f.value < 100 else f"{f.value:,.0f} {f.unit}"
+        yield f"| {f.name} | {shown} | {'' if ratio is None else f'{ratio:.2f}x'} | {f.target} | {met} | {f.note} |"
+
+
+# --- processes --------------------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class Load:
+    """One ``bench_wsload`` process: started with its spec, ready once it says so, its JSON result at the end."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, mode: str, spec: dict[str, Any], timeout_s: float = 120) -> Load:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hedgebridge.cli.bench_wsload", mode,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        load = cls(process)
+        assert process.stdin is not None
+        assert process.stdout is not None
+        process.stdin.write(json.dumps(spec).encode() + b"\n")
+        await process.stdin.drain()
+        line = await asyncio.wait_for(process.stdout.readline(), timeout_s)
+        if line.strip() != b"ready":
+            await load.kill()
+            raise RuntimeError(f"a {mode} load process did not start")
+        return load
+
+    async def say(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def line(self, timeout_s: float = 300) -> str:
+        assert self.process.stdout is not None
+        return (await asyncio.wait_for(self.process.stdout.readline(), timeout_s)).decode().strip()
+
+    async def finish(self, timeout_s: float = 120) -> Any:
+        out, _ = await asyncio.wait_for(self.process.communicate(b""), timeout_s)
+        return json.loads(out.decode().strip().splitlines()[-1])
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def loads(mode: str, specs: list[dict[str, Any]]) -> AsyncIterator[list[Load]]:
+    started: list[Load] = []
+    try:
+        for spec in specs:
+            started.append(await Load.start(mode, spec))
+        yield started
+    finally:
+        for load in started:
+            await load.kill()
+
+
+def _split(items: list[Any], parts: int) -> list[list[Any]]:
+    return [items[i::parts] for i in range(parts) if items[i::parts]]
+
+
+class Stack:
+    """The processes of one measurement: a gateway (and an executor when asked) on the run's servers."""
+
+    def __init__(self, nats_server: NatsServer, cache: ValkeyServer, procs: Processes, db: int, **extra: str) -> None:
+        self.secret = auth.new_secret()
+        self.port = free_port()
+        self.nats_url = nats_server.url
+        self.procs = procs
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEBRIDGE_") or k == loop.ENV}
+        env.update(
+            HEDGEBRIDGE_NATS_URL=nats_server.url,
+            HEDGEBRIDGE_REDIS_URL=f"{cache.url}/{db}",
+            HEDGEBRIDGE_JWT_SECRET=self.secret,
+            HEDGEBRIDGE_GATEWAY_PORT=str(self.port),
+            HEDGEBRIDGE_GATEWAY_HEARTBEAT_TIMEOUT_MS="60000",
+            HEDGEBRIDGE_GATEWAY_MESSAGE_RATE="0",
+            HEDGEBRIDGE_GATEWAY_IP_CONNECT_RATE="0",
+            HEDGEBRIDGE_LOG_LEVEL="WARNING",
+            **extra,
+        )
+        self.env = env
+
+    def _start(self, module: str) -> int:
+        """A service process whose output is dropped (a pipe nobody reads would stall it once full)."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", module], env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.procs.children.append(process)
+        return process.pid
+
+    async def gateway(self) -> int:
+        pid = self._start("hedgebridge.gateway")
+        if not await asyncio.to_thread(wait_for_port, "127.0.0.1", self.port, 30):
+            raise RuntimeError("the gateway did not listen")
+        return pid
+
+    def executor(self) -> int:
+        return self._start("hedgebridge.executor")
+
+    def ea_headers(self, account: str) -> dict[str, str]:
+        token = auth.mint_token(self.secret, role="ea", subject=account)
+        return {"Authorization": f"Bearer {token}", "Sec-WebSocket-Protocol": subprotocol()}
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+async def _plain(procs: Processes, script: str, *argv: str) -> tuple[int, int]:
+    port = free_port()
+    pid = procs.start([sys.executable, "-c", script, *argv[:1], str(port), *argv[1:]]).pid
+    if not await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 30):
+        raise RuntimeError("a plain websockets server did not listen")
+    return pid, port
+
+
+def _stop(procs: Processes, pid: int) -> None:
+    for child in procs.children:
+        if child.pid == pid:
+            terminate(child)
+
+
+# --- idle terminals ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Held:
+    per_connection: float  # bytes
+    cpu_per_1000: float  # share of a core
+    sent: int
+    received: int
+    closed: int
+
+
+async def _hold(pid: int, url: str, headers: list[dict[str, str]], window_s: float) -> Held:
+    heartbeat = encode_frame(Heartbeat(timestamp=utcnow(), seq=1)).decode()
+
+    def spec(part: list[dict[str, str]]) -> dict[str, Any]:
+        return {"url": url, "headers": part, "frame": heartbeat, "interval_s": 1.0}
+
+    async with loads("idle", [spec(headers[:WARM])]) as warm:
+        await asyncio.sleep(1.0)
+        before = rss_bytes(pid)
+        rest = headers[WARM:]
+        async with loads("idle", [spec(p) for p in _split(rest, math.ceil(len(rest) / PER_LOAD_PROCESS))]) as held:
+            await asyncio.sleep(2.0)  # every connection beat at least once: its buffers exist
+            cpu, started = cpu_seconds(pid), time.monotonic()
+            await asyncio.sleep(window_s)
+            used = (cpu_seconds(pid) - cpu) / (time.monotonic() - started)
+            after = rss_bytes(pid)
+            results = [await load.finish() for load in held]
+        results += [await load.finish() for load in warm]
+    n = len(headers)
+    return Held(
+        per_connection=(after - before) / len(rest),
+        cpu_per_1000=used / (n / 1000),
+        sent=sum(r["sent"] for r in results),
+        received=sum(r["received"] for r in results),
+        closed=sum(r["closed"] for r in results),
+    )
+
+
+async def measure_idle(
+    nats_server: NatsServer, cache: ValkeyServer, procs: Processes, n: int, window_s: float
+) -> list[Figure]:
+    stack = Stack(nats_server, cache, procs, 1)
+    headers = [stack.ea_headers(f"IDLE-{i}") for i in range(n)]
+    pid, port = await _plain(procs, _ECHO_SERVER)
+    try:  # the same handshake (a token, the subprotocol offered) as the terminals': the same headers are kept
+        plain = await _hold(pid, f"ws://127.0.0.1:{port}/", headers, window_s)
+    finally:
+        _stop(procs, pid)
+    pid = await stack.gateway()
+    try:
+        gateway = await _hold(pid, f"{stack.url}/ea", headers, window_s)
+    finally:
+        _stop(procs, pid)
+    mem_base = Figure(
+        f"plain websockets, {n:,} connections: memory per connection (baseline)", plain.per_connection / 1024, "KB"
+    )
+    mem = Figure(
+        f"gateway, {n:,} idle terminals: memory per connection",
+        gateway.per_connection / 1024,
+        "KB",
+        mem_base,
+        "<= 1.3x plain websockets",
+        errors=gateway.closed,
+    )
+    mem.met = gateway.per_connection <= 1.3 * plain.per_connection and gateway.closed == 0
+    cpu_base = Figure(
+        f"plain websockets, {n:,} connections, heartbeat 1 s: CPU per 1,000 (baseline)",
+        plain.cpu_per_1000 * 100,
+        "% core",
+    )
+    unanswered = max(gateway.sent - gateway.received, 0)
+    cpu = Figure(
+        f"gateway, {n:,} idle terminals, heartbeat 1 s: CPU per 1,000 terminals",
+        gateway.cpu_per_1000 * 100,
+        "% core",
+        cpu_base,
+        "10,000 within one core (<= 10 % per 1,000)",
+        errors=gateway.closed,
+        note=f"{gateway.sent:,} heartbeats, {unanswered:,} unanswered at the end",
+    )
+    cpu.met = gateway.cpu_per_1000 <= 0.10 and gateway.closed == 0
+    return [mem_base, mem, cpu_base, cpu]
+
+
+# --- fan-out -----------------------------------------------------------------------------------------------------
+
+
+def _fanout_messages(k: int) -> tuple[str, bytes]:
+    """Message ``k`` of the fan-out: an action state (even) or an order result (odd), with its subject."""
+    action_id = f"{FANOUT_MARKER}{k}"
+    if k % 2 == 0:
+        state = ActionState(action_id=action_id, kind="HEDGE_ENTRY", state="RUNNING", seq=1, timestamp=utcnow())
+        return subjects.action(action_id), pack(state)
+    result = OrderResult(status="FILLED", kind="OPEN", account_id="FAN-1", action_id=action_id, mt_ticket=str(k))
+    return subjects.result("FAN-1"), pack(result)
+
+
+async def measure_fanout(
+    nats_server: NatsServer, cache: ValkeyServer, procs: Processes, counts: list[int], messages: int
+) -> tuple[list[Row], list[Figure]]:
+    stack = Stack(nats_server, cache, procs, 1)
+    gateway_pid = await stack.gateway()
+    plain_subject = f"{subjects.PREFIX}.bench.fanout"
+    plain_pid, plain_port = await _plain(procs, _BROADCAST_SERVER, nats_server.url, plain_subject)
+    admin = auth.mint_token(stack.secret, role="admin", subject="bench-fanout")
+    client_headers = {"Authorization": f"Bearer {admin}", "Sec-WebSocket-Protocol": subprotocol()}
+    subscribe = json.dumps({"type": "SUBSCRIBE", "requestId": "s", "topics": ["actions", "orders"]})
+    heartbeat = encode_frame(Heartbeat(timestamp=utcnow())).decode()
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    rows: list[Row] = []
+    figures: list[Figure] = []
+    try:
+        for n in counts:
+            specs = [
+                {
+                    "marker": FANOUT_MARKER,
+                    "frame": heartbeat,
+                    "groups": [
+                        {
+                            "url": f"{stack.url}/client",
+                            "headers": [client_headers] * len(part),
+                            "subscribe": subscribe,
+                            "answer": '"SUBSCRIBED"',
+                        },
+                        {"url": f"ws://127.0.0.1:{plain_port}/", "headers": [{}] * len(part)},
+                    ],
+                }
+                for part in _split(list(range(n)), FANOUT_RECEIVERS)
+            ]
+            interval_s = 0.05 if n <= 100 else 0.15
+            sent: dict[int, float] = {}
+            async with loads("receive", specs) as receivers:
+                cpu_gw, cpu_plain = cpu_seconds(gateway_pid), cpu_seconds(plain_pid)
+                for k in range(messages):
+                    subject, body = _fanout_messages(k)
+                    sent[k] = time.monotonic()
+                    await js.publish(subject, body)
+                    await asyncio.sleep(interval_s / 2)
+                    frame = encode_frame(_fanout_state(k + PLAIN_OFFSET))
+                    sent[k + PLAIN_OFFSET] = time.monotonic()
+                    await nc.publish(plain_subject, frame)
+                    await nc.flush()
+                    await asyncio.sleep(interval_s / 2)
+                await asyncio.sleep(2.0)
+                cpu_gw, cpu_plain = cpu_seconds(gateway_pid) - cpu_gw, cpu_seconds(plain_pid) - cpu_plain
+                seen = [pair for load in receivers for pair in await load.finish()]
+            gateway_ms = [(t - sent[k]) * 1000 for k, t in seen if k < PLAIN_OFFSET and k in sent]
+            plain_ms = [(t - sent[k]) * 1000 for k, t in seen if k >= PLAIN_OFFSET and k in sent]
+            goal = 10.0 if n <= 100 else 50.0
+            base = Row(f"plain websockets broadcast to {n:,} connections, from core NATS (baseline)", plain_ms)
+            row = Row(
+                f"action/order state to {n:,} client API subscribers (JetStream → gateway)",
+                gateway_ms,
+                base,
+                f"p99 < {goal:g} ms",
+                errors=n * messages - len(gateway_ms),
+            )
+            if not gateway_ms or not plain_ms:
+                raise RuntimeError("no fan-out message reached a subscriber")
+            row.met = row.p99 < goal and row.errors == 0
+            rows += [base, row]
+            plain_cpu = Figure(
+                f"plain websockets broadcast to {n:,}: CPU per frame delivered (baseline)",
+                cpu_plain / len(plain_ms) * 1e6,
+                "µs",
+            )
+            figures += [
+                plain_cpu,
+                Figure(
+                    f"gateway fan-out to {n:,} client API subscribers: CPU per frame delivered",
+                    cpu_gw / len(gateway_ms) * 1e6,
+                    "µs",
+                    plain_cpu,
+                    note="JetStream consumer, decode, one encode, per-subscriber rules, one broadcast",
+                ),
+            ]
+    finally:
+        await nc.close()
+        _stop(procs, plain_pid)
+        _stop(procs, gateway_pid)
+    return rows, figures
+
+
+def _fanout_state(k: int) -> ActionState:
+    return ActionState(action_id=f"{FANOUT_MARKER}{k}", kind="HEDGE_ENTRY", state="RUNNING", seq=1, timestamp=utcnow())
+
+
+# --- event ingest ------------------------------------------------------------------------------------------------
+
+
+async def measure_ingest(
+    nats_server: NatsServer, cache: ValkeyServer, procs: Processes, terminals: int, events: int
+) -> list[Figure]:
+    per = max(2, events // terminals)
+    accounts = [f"INGEST-{i}" for i in range(terminals)]
+    total = per * terminals
+    async with loads(
+        "publish", [{"nats_url": nats_server.url, "subject": f"{subjects.PREFIX}.bench.ingest", "accounts": accounts,
+                     "count": per}]
+    ) as publisher:  # fmt: skip
+        await publisher[0].say("go")
+        raw = await publisher[0].finish()
+    r = aioredis.from_url(f"{cache.url}/{INGEST_DB}", decode_responses=True)
+    await r.flushdb()
+    stack = Stack(nats_server, cache, procs, INGEST_DB, HEDGEBRIDGE_PROFILE="throughput")
+    gateway_pid = await stack.gateway()
+    executor_pid = stack.executor()
+    try:
+        deadline = time.monotonic() + 30
+        while not await r.exists("hb:epoch"):  # the executor marks the cache once it is subscribed
+            if time.monotonic() > deadline:
+                raise RuntimeError("the executor did not start")
+            await asyncio.sleep(0.05)
+        spec = {"url": f"{stack.url}/ea", "headers": [stack.ea_headers(a) for a in accounts], "accounts": accounts,
+                "count": per}  # fmt: skip
+        async with loads("blast", [spec]) as blaster:
+            cpu_gw, cpu_ex = cpu_seconds(gateway_pid), cpu_seconds(executor_pid)
+            started = time.monotonic()
+            await blaster[0].say("go")
+            keys = [f"hb:price:{end_symbol(a)}" for a in accounts]
+            deadline = started + 300
+            while await r.exists(*keys) < len(keys):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the cache did not receive the last events within 300 s")
+                await asyncio.sleep(0.005)
+            elapsed = time.monotonic() - started
+            cpu_gw, cpu_ex = cpu_seconds(gateway_pid) - cpu_gw, cpu_seconds(executor_pid) - cpu_ex
+            written = float((await blaster[0].line()).split()[1])
+            closed = (await blaster[0].finish())["closed"]
+    finally:
+        await r.aclose()
+        _stop(procs, executor_pid)
+        _stop(procs, gateway_pid)
+    base = Figure(
+        f"raw nats-py publish of the same {raw['events']:,} events (baseline)",
+        raw["events"] / raw["seconds"],
+        "events/s",
+        note=f"{raw['cpu'] / raw['events'] * 1e6:.1f} µs CPU per event",
+    )
+    rate = total / elapsed
+    row = Figure(
+        f"event ingest, {terminals} terminals → gateway → NATS → executor → cache (throughput profile)",
+        rate,
+        "events/s",
+        base,
+        ">= 50,000 events/s",
+        errors=closed,
+        note=(
+            f"{total:,} events; terminals wrote them in {written:.2f} s; CPU per event: gateway "
+            f"{cpu_gw / total * 1e6:.1f} µs, executor {cpu_ex / total * 1e6:.1f} µs"
+        ),
+    )
+    row.met = rate >= 50_000 and closed == 0
+    capacity = Figure(
+        "event ingest per second of gateway CPU (what one gateway process on a core of its own takes)",
+        total / cpu_gw if cpu_gw else 0.0,
+        "events/s",
+        Figure(
+            "raw nats-py publish per second of CPU (baseline)",
+            raw["events"] / raw["cpu"] if raw["cpu"] else 0.0,
+            "events/s",
+        ),
+        ">= 50,000 events/s",
+        note="the wall-clock row above is bound by the machine's other load when its cores are shared",
+    )
+    capacity.met = capacity.value >= 50_000 and closed == 0
+    return [base, row, capacity]
+
+
+# --- the section -------------------------------------------------------------------------------------------------
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of counts: {text!r}") from None
+    if not values or min(values) < WARM + 1:
+        raise argparse.ArgumentTypeError(f"counts must be above {WARM}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("gateway rows (bench_gateway)")
+    group.add_argument("--gateway-only", action="store_true", help="run only the gateway rows")
+    group.add_argument("--skip-gateway", action="store_true", help="leave the gateway rows out")
+    group.add_argument(
+        "--idle-terminals", type=_counts, default=[1000], help="idle terminal counts (default 1000; e.g. 1000,10000)"
+    )
+    group.add_argument("--idle-window-s", type=float, default=5.0, help="CPU window of the idle rows (default 5)")
+    group.add_argument(
+        "--fanout-subscribers", type=_counts, default=[100, 1000], help="fan-out subscriber counts (default 100,1000)"
+    )
+    group.add_argument("--fanout-messages", type=int, default=60, help="states per fan-out row (default 60)")
+    group.add_argument("--ingest-events", type=int, default=100_000, help="events of the ingest row (default 100000)")
+    group.add_argument("--ingest-terminals", type=int, default=10, help="terminals of the ingest row (default 10)")
+
+
+async def measure(args: argparse.Namespace, nats_server: NatsServer, cache: ValkeyServer, procs: Processes) -> Section:
+    limit = raise_fd_limit()
+    needed = max(max(args.idle_terminals) + 200, max(args.fanout_subscribers) * 2 + 200)
+    if limit < needed:
+        raise RuntimeError(f"RLIMIT_NOFILE is {limit}; the gateway rows need {needed} (raise the hard limit)")
+    figures: list[Figure] = []
+    for n in args.idle_terminals:
+        figures += await measure_idle(nats_server, cache, procs, n, args.idle_window_s)
+    rows, fanned = await measure_fanout(nats_server, cache, procs, args.fanout_subscribers, args.fanout_messages)
+    figures += fanned
+    figures += await measure_ingest(nats_server, cache, procs, args.ingest_terminals, args.ingest_events)
+    return Section(rows, figures)
+
+
+async def run_alone(args: argparse.Namespace, workdir: Path, procs: Processes) -> Section:
+    """Only the gateway rows, on servers of their own."""
+    nats_server = NatsServer(workdir / "nats")
+    cache = ValkeyServer(workdir / "cache")
+    nats_server.start()
+    cache.start()
+    try:
+        return await measure(args, nats_server, cache, procs)
+    finally:
+        procs.stop()
+        nats_server.stop()
+        cache.stop()
