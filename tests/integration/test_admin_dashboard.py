@@ -2,7 +2,8 @@
 log in with an admin token, see a simulated terminal appear, submit an order, see it filled, and see an alert
 open and resolve; open the page on a desk that already traded and see the recent orders at once, and come
 back from a dropped connection with exactly the events missed; close a position from its row (after a
-confirmation) and see an orphan's conflict show and clear in the consistency panel; filter the history and
+confirmation) and see an orphan's conflict show and clear in the consistency panel; set and remove its stops
+from the row (an invalid entry refused on the page); filter the history and
 export it as CSV; read the latency chart's layout (and, with HEDGEBRIDGE_SCREENSHOT_DIR, keep screenshots to
 look at). The servers and services run in this test's event loop; the browser calls run in a thread.
 """
@@ -421,6 +422,83 @@ async def _not(check: Callable[[], Awaitable[bool]]) -> bool:
 
 async def _gone(browser: Browser, css: str) -> bool:
     return not await browser.texts(css)
+
+
+async def test_positions_stops_are_modified_from_the_row_and_an_invalid_entry_is_refused(
+    gateway: Gateway, secret: str, sims: StartSims, nc: NatsClient, browser: Browser
+) -> None:
+    [terminal] = await sims(["WEB-6"], fill_latency_ms=1, tick_interval_ms=0)  # no tick: the price stays
+    opened = await order(nc, OpenOrder(account_id="WEB-6", symbol="EURUSD", side="BUY", volume=0.1))
+    assert opened.status == "FILLED"
+    assert opened.price is not None
+    ticket = str(opened.mt_ticket)
+    row = f'#positions tr[data-ticket="{ticket}"]'
+    stops = f"{row} td:nth-child(7), {row} td:nth-child(8)"
+    await log_in(browser, gateway, secret)
+
+    async def stops_are(sl: str, tp: str) -> bool:
+        return await browser.texts(stops) == [sl, tp]
+
+    await wait_for(lambda: stops_are("-", "-"), "the position, without stops, in the table")
+    assert await browser.texts(f'{row} td.row-actions button[data-action="modify"]') == ["Modify"]
+    sent_before = len(terminal.account.received)
+
+    async def open_dialog() -> list[str]:
+        """Click the row's Modify; the fields' prefilled values."""
+        await browser.click(f'{row} button[data-action="modify"]')
+        await wait_for(lambda: _dialog_open(browser, "modify"), "the modify dialog")
+        script = "return ['modify-sl', 'modify-tp'].map((id) => document.getElementById(id).value);"
+        prefilled: list[str] = await browser.call(browser.driver.execute_script, script)
+        return prefilled
+
+    async def enter(sl: str | None, tp: str | None) -> None:
+        """Enter the stops given (None: the field as it is) and confirm."""
+        for css, value in (("#modify-sl", sl), ("#modify-tp", tp)):
+            if value is not None:
+                await browser.type_into(css, value)
+        await browser.click("#modify-ok")
+
+    # refused on the page: not a number, a negative price, nothing changed; the dialog stays, nothing is sent
+    assert await open_dialog() == ["", ""]
+    for bad_sl, bad_tp, problem in (
+        ("abc", "", 'stop loss: "abc" is not a price (a number, 0 or more)'),
+        ("", "-1", 'take profit: "-1" is not a price (a number, 0 or more)'),
+        ("", "", "nothing to change"),
+    ):
+        await enter(bad_sl, bad_tp)
+        assert await browser.texts("#modify-error") == [problem]
+        assert await _dialog_open(browser, "modify")
+    await browser.click("#modify-cancel")
+    await wait_for(lambda: _not(lambda: _dialog_open(browser, "modify")), "the dialog to close")
+    assert await browser.texts("#positions-result") == [""]  # "sent…" shows the moment a request goes
+
+    # set both: MODIFY_ORDER through the client API; the result under the table, the stops in the row
+    sl, tp = round(opened.price - 0.005, 5), round(opened.price + 0.005, 5)
+    assert await open_dialog() == ["", ""]
+    await enter(str(sl), str(tp))
+    result: list[str] = []
+
+    async def modified(text: str) -> bool:
+        result[:] = await browser.texts("#positions-result")
+        return bool(result) and result[0].startswith(f"modify ticket {ticket}: FILLED MODIFY") and text in result[0]
+
+    await wait_for(lambda: modified(f"SL {sl} TP {tp}"), lambda: f"the modify's result, got {result}")
+    await wait_for(lambda: stops_are(str(sl), str(tp)), "the new stops in the table (POSITION_UPDATE)")
+    position = terminal.account.positions[int(ticket)]
+    assert (position.sl, position.tp) == (sl, tp)
+    assert len(terminal.account.received) == sent_before + 1  # the refused entries sent nothing
+
+    # prefilled with the stops now; 0 removes the stop loss, the take profit left as it is is kept
+    assert await open_dialog() == [str(sl), str(tp)]
+    await enter("0", None)
+    await wait_for(lambda: modified(f"SL none TP {tp}"), lambda: f"the second modify's result, got {result}")
+    await wait_for(lambda: stops_are("-", str(tp)), "the stop loss removed in the table")
+    assert (position.sl, position.tp) == (0.0, tp)
+
+
+async def _dialog_open(browser: Browser, dialog_id: str) -> bool:
+    script = "return document.getElementById(arguments[0]).open;"
+    return bool(await browser.call(browser.driver.execute_script, script, dialog_id))
 
 
 async def test_history_view_filters_and_exports_csv_and_the_latency_chart_reads_well(

@@ -29,7 +29,7 @@
   const latency = new Map(); // hop -> [{t, v: p50 ms}], oldest first
   const positions = new Map(); // account -> its open positions (the last POSITION_UPDATE)
   const conflicts = new Map(); // account|ticket|kind -> CONFLICT (the open ones, as the last status says)
-  const closing = new Map(); // requestId -> what a close button asked
+  const rowAsks = new Map(); // requestId -> what a position row's button asked (close, modify)
   let consistency = null; // the last CONSISTENCY status
   let historyView = null;
 
@@ -96,8 +96,8 @@
       case "ERROR": {
         if (historyView.onError(frame)) return;
         const problem = `${frame.code}: ${frame.message}${frame.field ? " (" + frame.field + ")" : ""}`;
-        const asked = closing.get(frame.refId);
-        if (asked) { closing.delete(frame.refId); $("positions-result").textContent = `${asked}: ${problem}`; }
+        const asked = rowAsks.get(frame.refId);
+        if (asked) { rowAsks.delete(frame.refId); $("positions-result").textContent = `${asked}: ${problem}`; }
         else $("order-result").textContent = problem;
         addFeed("ERROR", frame.code, frame.message);
         return;
@@ -193,6 +193,7 @@
   function orderText(r) {
     const parts = [r.status, r.kind || "", r.symbol || "", r.side || "", r.volume !== undefined ? r.volume : ""];
     if (r.price !== undefined) parts.push("@ " + r.price);
+    if (r.kind === "MODIFY") parts.push(`SL ${r.stopLoss || "none"} TP ${r.takeProfit || "none"}`); // 0 or absent: none
     if (r.code) parts.push(r.code);
     if (r.elapsedMs) parts.push(`${r.elapsedMs.toFixed(1)} ms`);
     return parts.filter((p) => p !== "").join(" ");
@@ -200,9 +201,9 @@
 
   function onReply(frame) {
     const r = frame.result;
-    const asked = closing.get(frame.requestId);
+    const asked = rowAsks.get(frame.requestId);
     if (asked) {
-      closing.delete(frame.requestId);
+      rowAsks.delete(frame.requestId);
       $("positions-result").textContent = `${asked}: ${orderText(r)}${r.message ? " — " + r.message : ""}`;
       return;
     }
@@ -324,6 +325,7 @@
   // more entry here (its button gets data-action=<id>).
   const POSITION_ACTIONS = [
     { id: "close", label: "Close", run: confirmClose },
+    { id: "modify", label: "Modify", run: modifyStops },
   ];
 
   function renderPositions() {
@@ -365,16 +367,46 @@
     dialog.showModal();
   }
 
+  const described = (p, account) => `${p.side} ${p.volume} ${p.symbol}, ticket ${p.mtTicket}, on ${account}`;
+
+  // a request about a position (CLOSE_ORDER, MODIFY_ORDER); its REPLY or ERROR shows under the table
+  function sendForRow(p, account, what, body) {
+    const requestId = `c-${nextId++}`;
+    rowAsks.set(requestId, `${what} ticket ${p.mtTicket}`);
+    Object.assign(body, { accountId: account, mtTicket: String(p.mtTicket) });
+    if (p.positionId) body.positionId = p.positionId;
+    $("positions-result").textContent = `${what} ticket ${p.mtTicket} sent…`;
+    send({ type: "REQUEST", requestId, body });
+  }
+
   function confirmClose(p, account) {
-    const what = `${p.side} ${p.volume} ${p.symbol}, ticket ${p.mtTicket}, on ${account}`;
-    confirmThen(`Close ${what}?`, "Close position", () => {
-      const requestId = `c-${nextId++}`;
-      closing.set(requestId, `close ticket ${p.mtTicket}`);
-      const body = { type: "CLOSE_ORDER", accountId: account, mtTicket: String(p.mtTicket), exitReason: "dashboard" };
-      if (p.positionId) body.positionId = p.positionId;
-      $("positions-result").textContent = `close ticket ${p.mtTicket} sent…`;
-      send({ type: "REQUEST", requestId, body });
-    });
+    confirmThen(`Close ${described(p, account)}?`, "Close position", () =>
+      sendForRow(p, account, "close", { type: "CLOSE_ORDER", exitReason: "dashboard" }));
+  }
+
+  const PRICE = /^(\d+\.?\d*|\.\d+)$/; // a non-negative decimal number
+
+  // the position's stops in a dialog, prefilled; MODIFY_ORDER with the ones changed (0 removes one)
+  function modifyStops(p, account) {
+    const fields = [["stopLoss", "modify-sl", "stop loss"], ["takeProfit", "modify-tp", "take profit"]];
+    $("modify-text").textContent = `Stop loss and take profit of ${described(p, account)}`;
+    for (const [key, id] of fields) $(id).value = p[key] ? String(p[key]) : "";
+    $("modify-error").textContent = "";
+    $("modify-form").onsubmit = (event) => {
+      if (!event.submitter || event.submitter.value !== "ok") return; // cancelled
+      const body = { type: "MODIFY_ORDER" };
+      let problem = null;
+      for (const [key, id, label] of fields) {
+        const entered = $(id).value.trim();
+        if (entered === "") continue; // kept
+        if (!PRICE.test(entered)) { problem = `${label}: "${entered}" is not a price (a number, 0 or more)`; break; }
+        if (Number(entered) !== (p[key] || 0)) body[key] = Number(entered);
+      }
+      if (!problem && !("stopLoss" in body || "takeProfit" in body)) problem = "nothing to change";
+      if (problem) { event.preventDefault(); $("modify-error").textContent = problem; return; } // the dialog stays
+      sendForRow(p, account, "modify", body);
+    };
+    $("modify").showModal();
   }
 
   // --- consistency: the last status and the open conflicts -------------------------------------------------
