@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import TypeVar
@@ -447,6 +448,33 @@ def test_a_first_send_after_waiting_past_lease_after_holds_the_lease_first() -> 
     run = run_of()
     assert run.start(T0 + 0.6) == [HoldLease("A1")]  # it waited for its terminal's previous order
     assert run.on_lease_held(T0 + 0.61) == [Send(OPEN, 2.0)]
+
+
+QUEUED = dataclasses.replace(LIMITS, queued_grace_s=2.0)  # the service gives half a lease
+
+
+def test_a_first_send_that_waited_within_the_queued_grace_with_no_lease_holds_none() -> None:
+    run = OrderRun(OPEN, T0, 10.0, 3.0, QUEUED)
+    assert run.start(T0 + 2.4) == [Send(OPEN, 2.0)]  # past lease_after_s, within lease_after_s + the grace
+    assert not run.leased
+
+
+def test_a_first_send_that_waited_past_the_queued_grace_holds_the_lease_first() -> None:
+    run = OrderRun(OPEN, T0, 10.0, 3.0, QUEUED)
+    assert run.start(T0 + 2.5) == [HoldLease("A1")]
+    assert run.on_lease_held(T0 + 2.51) == [Send(OPEN, 2.0)]
+
+
+def test_a_first_send_after_a_lease_was_put_while_it_waited_holds_it_first() -> None:
+    run = OrderRun(OPEN, T0, 10.0, 3.0, QUEUED)
+    assert run.on_lease_timer() == [PutLease("A1")]  # it waited long: its lease was put meanwhile
+    assert run.start(T0 + 0.6) == [HoldLease("A1")]
+
+
+def test_the_queued_grace_is_for_the_first_send_only() -> None:
+    run = OrderRun(OPEN, T0, 10.0, 60.0, QUEUED)
+    paused(run)
+    assert run.on_wake(T0 + 0.6, T) == [HoldLease("A1")]  # a resend past lease_after_s holds the lease first
 
 
 def test_lease_lost_while_holding_it_in_a_delivery_pause_never_sends_nor_records() -> None:

@@ -1,7 +1,9 @@
 """Leases on the orders this replica runs (``hb_inflight``) and the take-over of orders whose owner is gone.
 
-- An order still running after ``lease_after_ms`` gets a lease (its run decides: ``OrderRun.on_lease_timer``);
-  most orders end sooner and never write one.
+- An order still running ``lease_after_ms`` after its first send gets a lease (its run decides:
+  ``OrderRun.on_lease_timer``); most orders end sooner and never write one. One waiting for its terminal's
+  previous order gets it after ``lease_after_ms`` plus half a lease (``Limits.queued_grace_s``): half a lease
+  before another replica may find it orphaned, and under load the wait costs no lease writes.
 - The leases held are renewed every third of ``lease_ms``; a lease that lapsed belongs to a replica that went
   silent: this one takes the order over (compare-and-set, one replica wins) and reconciles it. That replica may
   be an earlier run of this one under the same name (a fixed ``HEDGEBRIDGE_EXECUTOR_ID``): an order this run
@@ -121,16 +123,19 @@ class Leases:
             await self.records.unmark(order.run.action_id)
             order.lease_revision = None
 
-    def when_slow(self, action_id: str, spawn: Callable[[Coroutine[Any, Any, None]], None]) -> asyncio.TimerHandle:
-        """Put a lease on the order ``action_id`` if it still runs after ``lease_after_ms``: a timer on the loop
-        (most orders end sooner, so no task is started for them), the lease written by a task ``spawn`` starts."""
+    def when_slow(
+        self, action_id: str, spawn: Callable[[Coroutine[Any, Any, None]], None], after_s: float | None = None
+    ) -> asyncio.TimerHandle:
+        """Put a lease on the order ``action_id`` if it still runs after ``after_s`` (``lease_after_ms`` unless
+        given): a timer on the loop (most orders end sooner, so no task is started for them), the lease written
+        by a task ``spawn`` starts."""
 
         def due() -> None:
             order = self.running.get(action_id)
             if order is not None and order.run.on_lease_timer():
                 spawn(self._hold_slow(order))
 
-        return asyncio.get_running_loop().call_later(self.lease_after_ms / 1000, due)
+        return asyncio.get_running_loop().call_later(self.lease_after_ms / 1000 if after_s is None else after_s, due)
 
     async def _hold_slow(self, order: Running) -> None:
         await self.hold(order)

@@ -17,11 +17,10 @@ is awaited: the terminal handled (or dropped) the command before that session be
 snapshot at once and answers with the result reconciled from it; a report that comes first is judged as usual.
 
 Lease lost: once the order is older than ``lease_after_s`` another replica may have taken it over (its owner
-looked silent: paused longer than the lease), so every (re)send from then on is preceded by ``HoldLease`` and
-made only after ``on_lease_held``; the first send right after the claim needs no check. ``on_lease_lost`` (the
-check failed, or a renewal did) stops the run at once: it never sends again and records nothing (the new owner
-reconciles and records); a caller not yet answered is left to the new owner, which answers the record's
-``reply_to`` (``Answer.handed_over``), and an item of a batch close (no inbox) is answered IN_FLIGHT.
+looked silent: paused longer than the lease), so every (re)send from then on (a first send: from ``lease_after_s +
+queued_grace_s``, or once a lease was put on it) is preceded by ``HoldLease`` and made after ``on_lease_held``.
+``on_lease_lost`` (the check failed, or a renewal did) stops the run: it never sends again and records nothing (the
+new owner reconciles, records and answers ``reply_to``: ``Answer.handed_over``); a batch item is answered IN_FLIGHT.
 """
 
 from __future__ import annotations
@@ -115,8 +114,8 @@ class OrderRun:
     # --- events --------------------------------------------------------------------------------------------
 
     def start(self, now: float) -> list[act.Action]:
-        """Send the command (the first attempt; after HoldLease when it waited past ``lease_after_s``)."""
-        return self._send_held(now, fresh=True)
+        """Send the command (the first attempt; after HoldLease if it waited long or a lease was put on it)."""
+        return self._send_held(now, fresh=True, grace_s=0.0 if self.leased else self.limits.queued_grace_s)
 
     def expire(self, now: float, why: str) -> list[act.Action]:
         """Nothing was sent, the time-to-live is over (the account unreachable, or queued that long): EXPIRED."""
@@ -282,8 +281,8 @@ class OrderRun:
 
     # --- steps ---------------------------------------------------------------------------------------------
 
-    def _send_held(self, now: float, *, fresh: bool) -> list[act.Action]:
-        if now - self.started < self.limits.lease_after_s:
+    def _send_held(self, now: float, *, fresh: bool, grace_s: float = 0.0) -> list[act.Action]:
+        if now - self.started < self.limits.lease_after_s + grace_s:
             return self._resend(now, fresh=fresh)
         self.phase, self._fresh_send, self.leased = Phase.HOLDING_LEASE, fresh, True
         return [act.HoldLease(self.command.account_id)]

@@ -16,6 +16,7 @@ class Limits:
     reconcile_timeout_s: float
     sync_timeout_s: float
     lease_after_s: float  # an order older than this may have been taken over: hold its lease before a send
+    queued_grace_s: float = 0.0  # a first send with no lease put yet holds none until lease_after_s plus this
 
 
 class Phase(Enum):

@@ -40,15 +40,13 @@ from hedgebridge.protocol import (
     OrderCommand,
     OrderRequest,
     OrderResult,
-    ProtocolError,
     errors,
     pack,
     subjects,
-    unpack,
     utcnow,
 )
 
-from . import orders, telemetry
+from . import batches, orders, telemetry
 from .config import ExecutorConfig
 from .driver import Driver, RunningOrder
 from .errors import InvalidOrder
@@ -102,6 +100,7 @@ class Executor:
             reconcile_timeout_s=config.reconcile_timeout_ms / 1000,
             sync_timeout_s=config.sync_timeout_ms / 1000,
             lease_after_s=config.lease_after_ms / 1000,
+            queued_grace_s=config.lease_ms / 2000,  # half a lease: see ``leases``
         )
         self._nats: NatsClient | None = None
         self._state: streams.State | None = None
@@ -311,7 +310,8 @@ class Executor:
         run = OrderRun(command, started, timeout_s, ttl_s, self.limits, reply_to=reply_to, rounded_from=rounded)
         order = RunningOrder(run, stored)
         self._running[action_id] = order
-        lease_timer = self.leases.when_slow(action_id, self._spawn)
+        # a lease for an order still waiting for its terminal's previous order, then for one still running
+        timers = [self.leases.when_slow(action_id, self._spawn, self.limits.lease_after_s + self.limits.queued_grace_s)]
         settling = False
         try:
             lock = self._locks[command.account_id]  # one order at a time per terminal
@@ -319,6 +319,7 @@ class Executor:
                 why = f"queued behind other orders to account {command.account_id} past its time-to-live"
                 answer, rest = await self.driver.drive(order, run.expire(time.perf_counter(), why))
             else:
+                timers.append(self.leases.when_slow(action_id, self._spawn))  # from its turn
                 try:
                     answer, rest = await self.driver.drive(order, run.start(time.perf_counter()))
                 finally:
@@ -326,20 +327,23 @@ class Executor:
             assert answer is not None
             # the caller is answered first; the record is written right after (a repeat waits for it; after a
             # crash in between, the replica that takes the order over reconciles the same outcome)
-            self._spawn(self._settle(order, rest))
+            self._spawn(self._settle(order, rest, timers))
             settling = True
             if answer.handed_over:
                 raise HandedOver(answer.result)
             return answer.result
         finally:
             if not settling:  # failed inside: the lease lapses and another replica reconciles the order
-                lease_timer.cancel()
+                for timer in timers:
+                    timer.cancel()
                 self.driver.forget(order)
 
-    async def _settle(self, order: RunningOrder, actions: list[Action]) -> None:
+    async def _settle(self, order: RunningOrder, actions: list[Action], timers: list[asyncio.TimerHandle]) -> None:
         try:
             await self.driver.drive(order, actions)
         finally:
+            for timer in timers:
+                timer.cancel()
             if not order.run.outcome_unknown:
                 self.driver.forget(order)
 
@@ -391,29 +395,12 @@ class Executor:
 
         self._spawn(reconcile())
 
-    # --- batch close ----------------------------------------------------------------------------------------
-
     async def _serve_batch(self, msg: Msg) -> None:
-        started = time.perf_counter()
-        try:
-            batch = unpack(msg.data, CloseBatch)
-        except ProtocolError as exc:
-            result = BatchResult(
-                action_id="", results=[orders.failure("INVALID", errors.INVALID_REQUEST, exc.message, None, 0)]
-            )
-        else:
-            result = await self.close_batch(batch, started)
-        telemetry.batch_done(result.results, started)
-        if msg.reply:
-            with contextlib.suppress(Exception):
-                await msg.respond(pack(result))
+        await batches.serve(self.execute, msg)
 
     async def close_batch(self, batch: CloseBatch, started: float) -> BatchResult:
         """Close every item concurrently (one at a time per terminal); item ``i`` runs as ``<actionId>-<i>``."""
-        batch_id = batch.action_id or orders.new_id()
-        requests = orders.batch_requests(batch, batch_id)
-        results = await asyncio.gather(*(self.execute(r, started) for r in requests))
-        return BatchResult(action_id=batch_id, results=list(results), elapsed_ms=_ms(started))
+        return await batches.close_batch(self.execute, batch, started)
 
 
 def _ms(started: float) -> float:
