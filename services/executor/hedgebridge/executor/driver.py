@@ -4,10 +4,10 @@
 record in ``hb_orders`` and the result on ``hb.exec.result.<account>`` with its ``Nats-Msg-Id``, leases, the book,
 metrics and logs) and feeds the run each outcome with the current time. The run speaks canonical symbols; an
 OPEN is sent under the broker symbol its record holds (``OrderRecord.brokerSymbol``), and its results name it.
-Terminal reports and snapshots are offered to the run they belong to (``on_report``, ``on_snapshot``; a
-terminal's ERROR about a command it did not execute, ``on_refusal``), which wakes the run's Wait; so is a
-terminal's new session (``on_status``): a run waiting for a report its old session can no longer send
-reconciles at once.
+Terminal reports and snapshots (taken only while a SYNC is out) are offered to the run they belong to
+(``on_report``, ``on_snapshot``; a terminal's ERROR about a command it did not execute, ``on_refusal``), which
+wakes the run's Wait; so is a terminal's new session (``on_status``): a run waiting for a report its old session
+can no longer send reconciles at once.
 
 A run whose lease is lost (a compare-and-set lease write failed: another replica took the order over) is woken
 from its Pause or Wait and fed ``on_lease_lost`` before any further action: nothing it asked for is performed.
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -92,6 +93,9 @@ class Driver:
         self.owner = owner
         self.running = running  # actionId -> the orders this replica runs
         self.syncs: dict[str, RunningOrder] = {}  # syncId -> the order waiting for that snapshot
+        self._snapshots: Subscription | None = None  # POSITION_UPDATE, subscribed only while a SYNC is out
+        self._watching = asyncio.Lock()
+        self._unsubscribing: set[asyncio.Task[None]] = set()
         self._nats = nats
         self._records = records
         self._js = js
@@ -121,14 +125,29 @@ class Driver:
                     return action, pending
                 pending[:0] = await self._perform(order, action)
                 if order.sync_id is not None and order.sync_id != order.run.sync_id:
-                    self.syncs.pop(order.sync_id, None)
-                    order.sync_id = None
+                    self._end_sync(order)
         except BaseException:
             if order.sync_id is not None:
-                self.syncs.pop(order.sync_id, None)
-                order.sync_id = None
+                self._end_sync(order)
             raise
         return None, []
+
+    async def _watch_snapshots(self) -> None:
+        """Take POSITION_UPDATE while a SYNC is out (subscribed before the SYNC is sent, on the same connection:
+        its answer cannot come first); the cache's projection takes every one of them anyway."""
+        async with self._watching:
+            if self._snapshots is None:
+                subject = subjects.event_any_account("POSITION_UPDATE")
+                self._snapshots = await self._nats().subscribe(subject, cb=self.on_snapshot)
+
+    def _end_sync(self, order: RunningOrder) -> None:
+        self.syncs.pop(order.sync_id or "", None)
+        order.sync_id = None
+        if not self.syncs and self._snapshots is not None:  # no SYNC out: no snapshot is awaited here
+            subscription, self._snapshots = self._snapshots, None
+            task = asyncio.ensure_future(_unsubscribe(subscription))
+            self._unsubscribing.add(task)
+            task.add_done_callback(self._unsubscribing.discard)
 
     async def _perform(self, order: RunningOrder, action: act.Action) -> list[act.Action]:
         run = order.run
@@ -181,6 +200,7 @@ class Driver:
             )
             order.sync_id = action.sync_id
             self.syncs[action.sync_id] = order
+            await self._watch_snapshots()
         else:  # an OPEN goes out under the broker's name the record holds (fixed when the order was accepted)
             command = orders.outbound(action.command, order.stored.record.broker_symbol)
         try:
@@ -300,3 +320,8 @@ def _named(action: act.Action, broker_symbol: str | None) -> act.Action:
     if broker_symbol is None or not isinstance(action, act.Answer | act.Record | act.Reply):
         return action
     return dataclasses.replace(action, result=orders.named(action.result, broker_symbol))
+
+
+async def _unsubscribe(subscription: Subscription) -> None:
+    with contextlib.suppress(Exception):  # closed meanwhile: nothing left to remove
+        await subscription.unsubscribe()

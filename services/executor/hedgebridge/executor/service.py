@@ -195,7 +195,6 @@ class Executor:
         )
         for kind in _RESULT_SUBJECTS:
             await self.nats.subscribe(f"{subjects.PREFIX}.ea.*.evt.{kind}", cb=self.driver.on_report)
-        await self.nats.subscribe(f"{subjects.PREFIX}.ea.*.evt.position_update", cb=self.driver.on_snapshot)
         await self.nats.subscribe(subjects.ALL_REFUSED, cb=self.driver.on_refusal)
         await self.nats.subscribe(subjects.ALL_STATUS, cb=self.driver.on_status)
         await self.nats.subscribe(subjects.ALL_EVENTS, queue=CACHE_QUEUE, cb=self.projection.on_event)
