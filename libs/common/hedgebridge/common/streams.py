@@ -113,9 +113,11 @@ async def ensure(
     replicas: int = 1,
     events_max_age_days: float = 30.0,
     records_max_age_days: float = 7.0,
+    js: JetStreamContext | None = None,
 ) -> State:
-    """Create (or find) the events stream and the KV buckets; return handles to them."""
-    js = nc.jetstream()
+    """Create (or find) the events stream and the KV buckets; return handles to them (through ``js`` when
+    given, e.g. a ``jetstream.LeanJetStream``; else the connection's own context)."""
+    js = js if js is not None else nc.jetstream()
     stream = events_stream(replicas, events_max_age_days)
     try:
         await js.add_stream(stream)
