@@ -30,6 +30,7 @@ from nats.aio.subscription import Subscription
 
 from hedgebridge.common import bus, logs, streams
 from hedgebridge.common.cache import RealtimeCache, RedisCache
+from hedgebridge.common.jetstream import LeanJetStream
 from hedgebridge.common.symbol_maps import MapMirror
 from hedgebridge.common.tasks import acquire_by, cancel_all
 from hedgebridge.protocol import (
@@ -181,7 +182,8 @@ class Executor:
         self._nats = await bus.connect(
             self.config.nats_url, name=self.id, startup_timeout_s=self.config.nats_startup_timeout_s
         )
-        self._state = await streams.ensure(self.nats, replicas=self.config.stream_replicas)
+        lean = LeanJetStream(self.nats)  # the records', leases', results' and book's writes: see ``jetstream``
+        self._state = await streams.ensure(self.nats, replicas=self.config.stream_replicas, js=lean)
         await self.symbols.start()  # every account's rules before the first order is checked
         await self.maps.start(self.nats, self.config.stream_replicas)  # and every account's symbol map
         self._records = Records(self.state.orders, self.state.inflight, self.id, self.config.lease_ms / 1000)
