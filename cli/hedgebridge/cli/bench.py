@@ -26,7 +26,7 @@ import nats
 from websockets.asyncio.client import ClientConnection, connect
 
 from hedgebridge.cli import bench_dll, bench_ea, bench_gateway, bench_obs, bench_orders, bench_storm
-from hedgebridge.cli.bench_rows import Processes, Row
+from hedgebridge.cli.bench_rows import NATS_RESPONDER, Processes, Row
 from hedgebridge.cli.bench_sync import measure_action_sync, measure_client_sync
 from hedgebridge.common import auth, loop
 from hedgebridge.common.servers import NatsServer, ServerError, ValkeyServer, free_port, wait_for_port
@@ -56,19 +56,6 @@ async def echo(ws):
 async def main():
     async with serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None, ping_interval=None):
         await asyncio.Future()
-asyncio.run(main())
-"""
-
-_NATS_RESPONDER = """
-import asyncio, sys, nats
-async def main():
-    nc = await nats.connect(sys.argv[1])
-    async def reply(msg):
-        await msg.respond(msg.data)
-    await nc.subscribe("bench.echo", cb=reply)
-    await nc.flush()
-    print("ready", flush=True)
-    await asyncio.Future()
 asyncio.run(main())
 """
 
@@ -177,7 +164,7 @@ async def _measure(
     procs.start([sys.executable, "-m", "hedgebridge.gateway"], env)
     procs.start([sys.executable, "-m", "hedgebridge.executor"], env)
     procs.start([sys.executable, "-m", "hedgebridge.coordinator"], env)
-    responder = procs.start([sys.executable, "-c", _NATS_RESPONDER, nats_server.url])
+    responder = procs.start([sys.executable, "-c", NATS_RESPONDER, nats_server.url])
     for port, what in ((echo_port, "the echo server"), (gateway_port, "the gateway")):
         if not await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 30):
             raise RuntimeError(f"{what} did not listen")

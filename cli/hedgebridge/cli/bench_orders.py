@@ -35,7 +35,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 
 from hedgebridge.cli.bench_ea import order_once, wait_ready
-from hedgebridge.cli.bench_rows import Processes, Row
+from hedgebridge.cli.bench_rows import NATS_RESPONDER, Processes, Row
 from hedgebridge.client import HedgebridgeClient
 from hedgebridge.common import auth, loop
 from hedgebridge.common.servers import NatsServer, ValkeyServer, free_port, wait_for_port
@@ -43,18 +43,6 @@ from hedgebridge.protocol import CloseOrder, OpenOrder, OrderResult, pack, subje
 
 KNEE_RATIO = 5.0  # a step holds while its p99 is at most this many times plain NATS's (the issue's goal at 1,000/s)
 QUIET, STREAMING = "ORD-QUIET", "ORD-PRICES"
-_ECHO = """
-import asyncio, sys, nats
-async def main():
-    nc = await nats.connect(sys.argv[1])
-    async def reply(msg):
-        await msg.respond(msg.data)
-    await nc.subscribe("bench.echo", cb=reply)
-    await nc.flush()
-    print("ready", flush=True)
-    await asyncio.Future()
-asyncio.run(main())
-"""
 _BODY = b"x" * 200
 
 
@@ -116,7 +104,7 @@ async def _start(workdir: Path, procs: Processes) -> Stack:
     stack = Stack(server, cache, env, f"ws://127.0.0.1:{port}", procs)
     stack.start("gateway", ["-m", "hedgebridge.gateway"])
     stack.start("executors", ["-m", "hedgebridge.executor"])
-    echo = stack.start("baseline", ["-c", _ECHO, server.url])
+    echo = stack.start("baseline", ["-c", NATS_RESPONDER, server.url])
     if not await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 30):
         raise RuntimeError("the orders bench's gateway did not listen")
     assert echo.stdout is not None

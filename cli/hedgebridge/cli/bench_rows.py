@@ -85,3 +85,18 @@ class Processes:
     def stop(self) -> None:
         for process in reversed(self.children):
             terminate(process)
+
+
+# the raw baseline: a plain NATS request/reply echo, in a process of its own (python -c)
+NATS_RESPONDER = """
+import asyncio, sys, nats
+async def main():
+    nc = await nats.connect(sys.argv[1])
+    async def reply(msg):
+        await msg.respond(msg.data)
+    await nc.subscribe("bench.echo", cb=reply)
+    await nc.flush()
+    print("ready", flush=True)
+    await asyncio.Future()
+asyncio.run(main())
+"""

@@ -74,7 +74,6 @@ class HandedOver(Exception):
 
 
 CACHE_QUEUE = "hb-cache"
-# what a rerun of an expired order writes over its record (the actionId stays)
 _RERUN_FIELDS = (
     "request",
     "command",
