@@ -2,9 +2,7 @@
 
 A feed (a topic for one account, or for every account) is shared by every member of this gateway and
 reference-counted: its subscriptions open with the first member and close with the last. Each event is
-decoded and encoded once, then offered to every member (a member keeps what its client may see); the members
-that can take it at once (nothing queued, nothing being written) get it in one ``broadcast``, the others
-through their queue.
+decoded and encoded once, then offered to every member (a member keeps what its client may see).
 
 - Latest-wins and snapshot topics (prices, positions, balances, terminals, monitor, the CONSISTENCY status)
   are core NATS subscriptions, one per subject of the feed.
@@ -27,7 +25,6 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from websockets.asyncio.server import ServerConnection, broadcast
 
 from hedgebridge.common import logs, streams
 from hedgebridge.protocol import ProtocolError, encode_frame
@@ -42,13 +39,11 @@ TAP_HEARTBEAT_S = 1.0  # a stream feed that hears nothing for two of these is re
 
 
 class FeedMember(Hashable, Protocol):
-    """What a feed needs of a subscriber: to be offered each event (it keeps what its client may see). A
-    member that can take the frame at once returns its connection: the feed writes the frame to all of those
-    in one ``broadcast`` (one encode for every subscriber, no task switch per subscriber)."""
+    """What a feed needs of a subscriber: to be offered each event (it keeps what its client may see)."""
 
     def offer(
         self, topic: str, account: str | None, data: EventData, seq: int | None, text: str, urgent: bool
-    ) -> ServerConnection | None: ...
+    ) -> None: ...
 
 
 @dataclass(eq=False)
@@ -160,13 +155,8 @@ class FeedRegistry:
             account = key_account if key_account != ANY else subject_account(topic, msg.subject)
             feed.delivered += 1
             telemetry.frame_out("client", "PUSH", len(feed.members))
-            direct: list[ServerConnection] = []
             for member in list(feed.members):
-                connection = member.offer(topic, account, data, seq, text, urgent)
-                if connection is not None:
-                    direct.append(connection)
-            if direct:
-                broadcast(direct, text)
+                member.offer(topic, account, data, seq, text, urgent)
 
         return deliver
 

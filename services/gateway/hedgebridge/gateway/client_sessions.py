@@ -125,7 +125,6 @@ class ClientSession:
         self.waiting = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._writer: asyncio.Task[None] | None = None
-        self._writing = False  # the writer holds a batch it has not written yet
         self._subscribe_lock = asyncio.Lock()
 
     # outgoing
@@ -136,21 +135,7 @@ class ClientSession:
     async def _write(self) -> None:
         with contextlib.suppress(ConnectionClosed):
             while True:
-                batch = await self.queue.get_batch(self.hub.config.client_batch_max)
-                self._writing = True
-                try:
-                    await outgoing.write(self.connection, batch)
-                finally:
-                    self._writing = False
-
-    def writable_now(self) -> bool:
-        """A frame may go straight to the socket: one frame per write (latency profile), nothing queued or
-        being written (order is kept), and the socket's buffer below its limit (a client that does not read
-        gets its frames through the queue, which closes it as a slow consumer when it fills up)."""
-        if self.close_code is not None or self._writing or self.queue.qsize() or self.hub.config.client_batch_max > 1:
-            return False
-        transport = self.connection.transport
-        return transport is not None and transport.get_write_buffer_size() < outgoing.DIRECT_BUFFER_MAX
+                await outgoing.write(self.connection, await self.queue.get_batch(self.hub.config.client_batch_max))
 
     @property
     def nats(self) -> NatsClient:
@@ -204,28 +189,22 @@ class ClientSession:
         self.close_code, self.close_reason = code, reason
         self.hub.spawn(self.connection.close(code, close_reason(reason)))
 
-    def offer(
-        self, topic: str, account: str | None, data: EventData, seq: int | None, text: str, urgent: bool
-    ) -> ServerConnection | None:
-        """A live event of a feed this session joined, when the client may see it: the connection, when the
-        frame may be written at once (``writable_now``; the feed writes it), else queued (through the topic's
+    def offer(self, topic: str, account: str | None, data: EventData, seq: int | None, text: str, urgent: bool) -> None:
+        """A live event of a feed this session joined: queued when the client may see it (through the topic's
         hand-over while its start is being sent)."""
         if topic not in self.selections or not sees(self.principal, self.selections[topic], topic, account, data):
-            return None
+            return
         handover = self.handovers.get(topic)
         if handover is None:
-            if self.writable_now():
-                return self.connection
             self.enqueue_text(text, urgent)
-            return None
+            return
         try:
             texts = handover.live(seq, text)
         except BufferFull:
             self._slow()
-            return None
+            return
         for kept in texts:
             self.enqueue_text(kept, urgent)
-        return None
 
     # incoming
 

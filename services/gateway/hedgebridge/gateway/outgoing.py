@@ -8,9 +8,6 @@
   went down to half of it), so the client can be warned before it is ever closed; the warning goes in front
   of every waiting frame (``put_front``, outside the limit). ``wait_below`` lets a producer that can wait (a
   replay) keep the queue short.
-- Straight to the socket: a feed's frame to a client with nothing queued and nothing being written goes out
-  at once (one ``broadcast`` for all such clients, ``client_feeds``) in the latency profile, without the
-  queue; a socket buffer above ``DIRECT_BUFFER_MAX`` sends frames through the queue again.
 - Batches: the writer takes up to ``batch_max`` frames waiting at once. More than one is written with the
   socket corked (Linux ``TCP_CORK``), so the kernel packs the frames into as few TCP segments as it can;
   one frame at a time (latency profile) goes out at once.
@@ -27,7 +24,6 @@ from collections.abc import Iterator
 from websockets.asyncio.server import ServerConnection
 
 BULK_TOPICS: frozenset[str] = frozenset({"prices", "positions", "balances"})
-DIRECT_BUFFER_MAX = 64 * 1024  # bytes waiting in a socket's buffer above which a feed's frame is queued
 _CORK = getattr(socket, "TCP_CORK", None)
 
 
