@@ -32,6 +32,7 @@ class CacheWriter:
         self._task: asyncio.Task[None] | None = None
         self._reported = 0  # coalesced events already counted in the metric
         self._warned = 0.0
+        self._closed = False
 
     def add(self, event: Event) -> bool:
         """Queue ``event`` for the cache (False: nothing in it for the cache); starts the writer when needed."""
@@ -43,12 +44,17 @@ class CacheWriter:
         return True
 
     async def close(self) -> None:
+        # the flag ends the loop too when a cancellation is swallowed inside the cache client's write
+        self._closed = True
+        self._wake.set()
         await cancel_and_wait(self._task)
         self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             await self._wake.wait()
+            if self._closed:
+                return
             batch = self.pending.take()
             self._count_coalesced()
             try:
