@@ -25,7 +25,7 @@ from typing import Any
 import nats
 from websockets.asyncio.client import ClientConnection, connect
 
-from hedgebridge.cli import bench_dll, bench_ea, bench_gateway, bench_obs, bench_orders, bench_storm
+from hedgebridge.cli import bench_dll, bench_ea, bench_figures, bench_gateway, bench_obs, bench_orders, bench_storm
 from hedgebridge.cli.bench_rows import NATS_RESPONDER, Processes, Row
 from hedgebridge.cli.bench_sync import measure_action_sync, measure_client_sync
 from hedgebridge.common import auth, loop
@@ -104,9 +104,9 @@ def _is_heartbeat_reply(data: str | bytes, seq: int) -> bool:
     return isinstance(message, Heartbeat) and message.reply and message.seq == seq
 
 
-async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> bench_gateway.Section:
+async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> bench_figures.Section:
     if args.only == "storm":
-        return bench_gateway.Section([await bench_storm.alone(workdir, procs, args.storm_terminals)], [])
+        return bench_figures.Section([await bench_storm.alone(workdir, procs, args.storm_terminals)], [])
     if args.gateway_only:
         return await bench_gateway.run_alone(args, workdir, procs)
     library = await asyncio.to_thread(bench_dll.prepare)  # before any measurement: a build loads the machine
@@ -125,9 +125,9 @@ async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> benc
         rows += await bench_orders.measure(args, workdir, procs)
         procs.stop()
         if args.skip_gateway:
-            return bench_gateway.Section(rows, [])
+            return bench_figures.Section(rows, [])
         gateway = await bench_gateway.measure(args, nats_server, cache, procs)
-        return bench_gateway.Section(rows + gateway.rows, gateway.figures)
+        return bench_figures.Section(rows + gateway.rows, gateway.figures)
     finally:
         procs.stop()
         nats_server.stop()
@@ -421,7 +421,7 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="hedgebridge-bench-") as workdir:
         try:
             if args.only == "orders":
-                section = bench_gateway.Section(asyncio.run(bench_orders.measure(args, Path(workdir), procs)), [])
+                section = bench_figures.Section(asyncio.run(bench_orders.measure(args, Path(workdir), procs)), [])
             else:
                 section = asyncio.run(run(args, Path(workdir), procs))
         except (ServerError, RuntimeError, OSError) as exc:
@@ -438,5 +438,5 @@ def main(args: argparse.Namespace) -> int:
         print("\n".join(table(section.rows)))
         if section.figures:
             print()
-            print("\n".join(bench_gateway.table(section.figures)))
+            print("\n".join(bench_figures.table(section.figures)))
     return 0
