@@ -34,10 +34,13 @@ class ExecutorConfig(BackendConfig, frozen=True, kw_only=True):
     lease_after_ms: Annotated[
         int,
         setting(
-            "an order running longer than this gets a lease (shorter ones are recovered when their actionId is"
-            " asked again)"
+            "an order running longer than this gets a lease (a shorter one whose executor dies is found by the"
+            " search for orders nobody owns, or when its actionId is asked again)"
         ),
     ] = 20
+    orphan_lookback_ms: Annotated[
+        int, setting("at start, look this far back for orders whose executor died before writing their lease")
+    ] = 3_600_000
     reconcile_timeout_ms: Annotated[
         int, setting("keep trying to reconcile an order whose outcome is unknown this long")
     ] = 300_000
@@ -56,8 +59,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> ExecutorConfig:
         raise ConfigError("HEDGEBRIDGE_EXECUTOR_COMMAND_TTL_MS must not be negative")
     if cfg.max_attempts < 1 or cfg.retry_base_ms < 0:
         raise ConfigError("HEDGEBRIDGE_EXECUTOR_MAX_ATTEMPTS must be at least 1, RETRY_BASE_MS not negative")
-    if cfg.lease_after_ms < 0:
-        raise ConfigError("HEDGEBRIDGE_EXECUTOR_LEASE_AFTER_MS must not be negative")
+    if cfg.lease_after_ms < 0 or cfg.orphan_lookback_ms < 0:
+        raise ConfigError("HEDGEBRIDGE_EXECUTOR_LEASE_AFTER_MS and ORPHAN_LOOKBACK_MS must not be negative")
     if min(cfg.lease_ms, cfg.reconcile_timeout_ms, cfg.sync_timeout_ms, cfg.cache_check_ms) <= 0:
         raise ConfigError("HEDGEBRIDGE_EXECUTOR_{LEASE,RECONCILE_TIMEOUT,SYNC_TIMEOUT,CACHE_CHECK}_MS must be positive")
     if cfg.order_timeout_ms <= 0 or cfg.delivery_timeout_ms <= 0:

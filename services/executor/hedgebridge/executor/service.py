@@ -8,7 +8,8 @@
   in answer to SYNC (or from its late report), and the reconciled result is published and recorded.
 - A running order carries its owner's lease in ``hb_inflight``; when a replica dies, another one takes its
   orders over and reconciles them, answering the original caller if it still waits (``leases``). A replica
-  that finds its lease lost stops the order at once and leaves the caller's inbox to the new owner.
+  that finds its lease lost stops the order at once and leaves the caller's inbox to the new owner. An order
+  whose replica died before writing its lease is found by the search for orders nobody owns (``orphans``).
 - Terminal events are projected into the realtime cache and the book (``projection``; queue group: each
   event is applied once); the symbols' rules they report are kept in ``hb_symbols`` and every order is named by
   its account's symbol map (``hb_symbol_map``) and checked against them before anything is recorded or sent
@@ -53,6 +54,7 @@ from .driver import Driver, RunningOrder
 from .errors import InvalidOrder
 from .leases import Leases
 from .order_run import Limits, OrderRun
+from .orphans import OrphanSearch
 from .projection import Projection
 from .records import Records, Stored
 from .repeat import CheckOrphan, Repeat, Rerun
@@ -106,6 +108,7 @@ class Executor:
         self._state: streams.State | None = None
         self._records: Records | None = None
         self._leases: Leases | None = None
+        self.orphans: OrphanSearch | None = None  # the search for orders nobody owns, once started
         self._running: dict[str, RunningOrder] = {}  # actionId -> the orders this replica runs
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -205,8 +208,10 @@ class Executor:
             )
         await self.nats.flush()
         await self.projection.check_cache()  # once before "ready": a rebuild at start is asked for by now
+        self.orphans = OrphanSearch(self.nats.jetstream(), self.leases, self.config.orphan_lookback_ms)
         self._background = [
             asyncio.create_task(self.leases.keep()),
+            asyncio.create_task(self.orphans.keep()),
             asyncio.create_task(self.projection.watch_cache(self.config.cache_check_ms / 1000)),
         ]
         log.info("ready", executor=self.id)
