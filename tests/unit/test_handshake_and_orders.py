@@ -15,6 +15,7 @@ from hedgebridge.protocol import (
     CloseCommand,
     ClosedEvent,
     CloseOrder,
+    ModifiedEvent,
     OpenCommand,
     OpenedEvent,
     OpenOrder,
@@ -152,6 +153,12 @@ def test_picture_follows_sessions_and_reports() -> None:
     picture.on_event(PositionUpdate(timestamp=NOW, account_id="A1", positions=[]), NOW)
     picture.on_event(_opened(), NOW)
     picture.on_event(_opened(status="FAILED", mt_ticket=None, price=None), NOW)
+    picture.on_event(
+        ModifiedEvent(timestamp=NOW, account_id="A1", position_id="p1", mt_ticket="7", status="SUCCESS"), NOW
+    )
+    picture.on_event(
+        ModifiedEvent(timestamp=NOW, account_id="A1", position_id="p1", status="FAILED", error_code=10016), NOW
+    )
     # a newer session replaces the first; the first one's disconnect must not mark the account offline
     picture.on_status(_status("CONNECTED", "s2", NOW + timedelta(seconds=1)))
     picture.on_status(_status("DISCONNECTED", "s1", NOW + timedelta(seconds=2), "replaced"))
@@ -161,4 +168,4 @@ def test_picture_follows_sessions_and_reports() -> None:
     snapshot = picture.snapshot()
     assert (snapshot.terminals[0].connected, snapshot.terminals[0].reason) == (False, "heartbeat timeout")
     assert snapshot.terminals[0].balance == 100
-    assert (snapshot.orders_succeeded, snapshot.orders_failed) == (1, 1)
+    assert (snapshot.orders_succeeded, snapshot.orders_failed) == (2, 2)  # opens, closes and modifies

@@ -17,6 +17,7 @@ from hedgebridge.protocol import (
     ConsistencyStatus,
     Event,
     HealthReport,
+    ModifiedEvent,
     MonitorSnapshot,
     OpenedEvent,
     OrderResult,
@@ -71,7 +72,7 @@ class Picture:
 
     def on_event(self, event: Event, at: datetime) -> None:
         view = self.terminals.get(event.account_id)
-        if isinstance(event, OpenedEvent | ClosedEvent):
+        if isinstance(event, OpenedEvent | ClosedEvent | ModifiedEvent):  # a terminal's answer to an order
             if event.status == "SUCCESS":
                 self.orders_succeeded += 1
             else:
