@@ -6,7 +6,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from hedgebridge.common import executor_client
+from hedgebridge.common import executor_client, streams
 from hedgebridge.common.executor_client import Silence, UnreadableAnswer
 from hedgebridge.protocol import (
     BatchItem,
@@ -98,3 +98,48 @@ async def test_an_unreadable_answer_is_an_error_naming_what_the_decoder_said(nc:
     assert str(caught.value).startswith("unreadable answer from the executor: ")
     assert caught.value.detail
     assert caught.value.detail in str(caught.value)
+
+
+async def test_a_request_lost_before_it_was_recorded_is_sent_again_to_the_same_reply_subject(
+    nc: NatsClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executor_client, "RESEND_CHECK_S", 0.05)
+    deliveries: list[Msg] = []
+
+    async def dies_first(msg: Msg) -> None:  # the first delivery dies with its executor, unrecorded
+        deliveries.append(msg)
+        if len(deliveries) > 1:
+            await msg.respond(pack(OrderResult(status="FILLED", action_id=unpack(msg.data, OpenOrder).action_id)))
+
+    await nc.subscribe(subjects.ORDER_REQUEST, queue=subjects.EXECUTOR_QUEUE, cb=dies_first)
+    await nc.flush()
+    answer = await executor_client.ask(nc, OPEN, 5.0)
+    assert answer.answered
+    assert (answer.result.status, answer.result.action_id) == ("FILLED", "act-1")
+    assert len(deliveries) == 2
+    assert deliveries[0].reply == deliveries[1].reply  # whoever answers the first delivery answers this caller
+    assert deliveries[0].data == deliveries[1].data
+
+    without_id = OpenOrder(account_id="A1", symbol="EURUSD", side="BUY", volume=0.1)
+    deliveries.clear()
+    silent = await executor_client.ask(nc, without_id, 0.3)  # no actionId: never sent twice
+    assert silent.silence is Silence.NO_REPLY
+    assert len(deliveries) == 1
+
+
+async def test_a_recorded_order_is_left_to_its_owner_and_not_sent_again(
+    nc: NatsClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executor_client, "RESEND_CHECK_S", 0.05)
+    state = await streams.ensure(nc)
+    await state.orders.put("act-1", b"recorded")
+    deliveries: list[Msg] = []
+
+    async def silent(msg: Msg) -> None:
+        deliveries.append(msg)
+
+    await nc.subscribe(subjects.ORDER_REQUEST, queue=subjects.EXECUTOR_QUEUE, cb=silent)
+    await nc.flush()
+    answer = await executor_client.ask(nc, OPEN, 0.5)
+    assert answer.silence is Silence.NO_REPLY
+    assert len(deliveries) == 1

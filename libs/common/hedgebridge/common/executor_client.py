@@ -11,20 +11,29 @@ Besides a reply, the bus answers in two ways, and each means one definite thing 
 - **no reply in time**: an executor may be running it. The result is ``OUTCOME_UNKNOWN`` (never resend
   blindly: asking again with the same actionId returns the recorded result); ``silence`` is ``NO_REPLY``.
 
+An order with an actionId whose executor died before recording it would wait for nothing: while it waits,
+``ask`` looks it up every ``RESEND_CHECK_S`` and sends it again while it has no record (see ``ask``).
+
 A reply that does not decode raises ``UnreadableAnswer``. Other transport errors (a closed connection)
 propagate unchanged: the caller decides whether the request may have left.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+import time
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar, overload
 
 import msgspec
 from nats.aio.client import Client as NatsClient
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 from hedgebridge.protocol import (
@@ -45,6 +54,9 @@ from hedgebridge.protocol import (
 from hedgebridge.protocol.messages import OrderStatus
 
 R = TypeVar("R", OrderResult, BatchResult)
+
+RESEND_CHECK_S = 1.0  # an order not answered this long is looked up (and again at each such interval)
+NO_RESPONDERS = "503"  # the server's status when no executor listens
 
 NOT_SENT_MESSAGE = "no executor answered; the request was not sent (safe to retry with the same actionId)"
 UNKNOWN_MESSAGE = (
@@ -112,28 +124,100 @@ async def ask(
     follow_on: str = "",
 ) -> ExecutorAnswer[OrderResult] | ExecutorAnswer[BatchResult]:
     """Send ``body`` to the executors' queue group and wait up to ``timeout_s`` for the answer.
-    ``follow_on`` names where the caller can follow a reconciled result (in the no-reply message)."""
+    ``follow_on`` names where the caller can follow a reconciled result (in the no-reply message).
+
+    A request is delivered to one executor and lost if that executor dies before it records the order. So an
+    order with an actionId that is not answered within ``RESEND_CHECK_S`` is looked up (and again at each such
+    interval): with no record it is sent again, to the same reply subject (the record's atomic create lets one
+    delivery run it; a recorded order is left to its owner, or to the replica that takes it over, and both
+    answer the recorded reply subject: this one)."""
     batch = isinstance(body, CloseBatch)
     subject = subjects.BATCH_REQUEST if batch else subjects.ORDER_REQUEST
-    try:
-        reply = await nc.request(subject, pack(body), timeout=timeout_s, headers=headers)
-    except NoRespondersError:
+    payload = pack(body)
+    deadline = time.monotonic() + timeout_s
+    resendable = None if isinstance(body, CloseBatch) else body.action_id
+    replies = await _replies(nc)
+    with replies.expect() as (inbox, answer):
+        await nc.publish(subject, payload, reply=inbox, headers=headers)
+        while not answer.done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                message = (
+                    f"no answer from the executor within {timeout_s:g}s: the outcome is unknown; the reconciled"
+                    f" result follows{' on ' + follow_on if follow_on else ''}, and a request with the same"
+                    " actionId returns it"
+                )
+                return _silent(body, Silence.NO_REPLY, errors.OUTCOME_UNKNOWN, message, "OUTCOME_UNKNOWN")
+            await asyncio.wait((answer,), timeout=left if resendable is None else min(left, RESEND_CHECK_S))
+            if answer.done() or resendable is None or time.monotonic() >= deadline:
+                continue
+            if not await _is_recorded(nc, resendable):
+                await nc.publish(subject, payload, reply=inbox, headers=headers)
+        reply = answer.result()
+    if reply.headers and reply.headers.get("Status") == NO_RESPONDERS:
         recorded = None if isinstance(body, CloseBatch) else await _recorded(nc, body)
         if recorded is not None:
             return ExecutorAnswer(recorded, Silence.NO_EXECUTOR)
         return _silent(body, Silence.NO_EXECUTOR, errors.EXECUTOR_UNAVAILABLE, NOT_SENT_MESSAGE, "EXPIRED")
-    except NatsTimeoutError:
-        message = (
-            f"no answer from the executor within {timeout_s:g}s: the outcome is unknown; the reconciled result "
-            f"follows{' on ' + follow_on if follow_on else ''}, and a request with the same actionId returns it"
-        )
-        return _silent(body, Silence.NO_REPLY, errors.OUTCOME_UNKNOWN, message, "OUTCOME_UNKNOWN")
     try:
         if isinstance(body, CloseBatch):
             return ExecutorAnswer(unpack(reply.data, BatchResult))
         return ExecutorAnswer(unpack(reply.data, OrderResult))
     except ProtocolError as exc:
         raise UnreadableAnswer(exc.message) from None
+
+
+class _Replies:
+    """The answers of one connection's requests: one wildcard inbox subscription, one future per request."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+        self.prefix = nc.new_inbox()
+        self.waiting: dict[str, asyncio.Future[Msg]] = {}
+        self.subscription: Subscription | None = None
+
+    async def start(self) -> None:
+        self.subscription = await self.nc.subscribe(f"{self.prefix}.*", cb=self._on_reply)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self.waiting.pop(msg.subject, None)
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    @contextlib.contextmanager
+    def expect(self) -> Iterator[tuple[str, asyncio.Future[Msg]]]:
+        inbox = f"{self.prefix}.{next(_tokens)}"
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self.waiting[inbox] = future
+        try:
+            yield inbox, future
+        finally:
+            self.waiting.pop(inbox, None)
+            future.cancel()
+
+
+_all_replies: weakref.WeakKeyDictionary[NatsClient, _Replies] = weakref.WeakKeyDictionary()
+_tokens = itertools.count(1)
+
+
+async def _replies(nc: NatsClient) -> _Replies:
+    replies = _all_replies.get(nc)
+    if replies is None or replies.subscription is None or replies.nc.is_closed:
+        replies = _all_replies[nc] = _Replies(nc)
+        await replies.start()
+    return replies
+
+
+async def _is_recorded(nc: NatsClient, action_id: str) -> bool:
+    """Whether the order has a record (True when the records cannot be read: it may have one)."""
+    try:
+        kv = await nc.jetstream().key_value(subjects.ORDERS_BUCKET)
+        await kv.get(action_id)
+    except (BucketNotFoundError, KeyNotFoundError):
+        return False
+    except Exception:
+        return True
+    return True
 
 
 async def _recorded(nc: NatsClient, body: OrderRequest) -> OrderResult | None:
