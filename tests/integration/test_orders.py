@@ -333,9 +333,17 @@ async def test_an_order_running_on_a_dead_executor_is_taken_over(
             await second.stop()
 
 
-async def test_an_order_whose_executor_died_before_its_lease_is_recovered_when_asked_again(
-    nats_server: NatsServer, cache_server: ValkeyServer, gateway: Gateway, ea_url: str, secret: str, nc: NatsClient
+@pytest.mark.parametrize("asked_again", [True, False], ids=["asked-again", "found-by-the-search"])
+async def test_an_order_whose_executor_died_before_its_lease_is_settled(
+    nats_server: NatsServer,
+    cache_server: ValkeyServer,
+    gateway: Gateway,
+    ea_url: str,
+    secret: str,
+    nc: NatsClient,
+    asked_again: bool,
 ) -> None:
+    """Taken over when its actionId is asked again, or else by another replica's search for orders nobody owns."""
     redis_url = f"{cache_server.url}/0"
     first = Executor(executor_config(nats_server.url, redis_url, id="ex-first", lease_after_ms=60_000))
     await first.start()
@@ -345,14 +353,17 @@ async def test_an_order_whose_executor_died_before_its_lease_is_recovered_when_a
         pending = asyncio.create_task(order(nc, buy(action_id="no-lease", timeout_ms=30_000), timeout_s=20))
         await wait_for(lambda: len(ea.opens()) == 1, "the OPEN")
         await first.kill()  # dies before the order had a lease: no replica knows it is running
-        ea.fill(ea.opens()[0], "9002")
+        ea.fill(ea.opens()[0], "9002")  # the terminal executed it; the report is lost with the executor
         second = Executor(executor_config(nats_server.url, redis_url, id="ex-second"))
         await second.start()
-        again = await order(nc, buy(action_id="no-lease", timeout_ms=30_000), timeout_s=20)
-        assert (again.status, again.mt_ticket, again.reconciled, again.duplicate) == ("FILLED", "9002", True, True)
-        first_answer = await pending  # the first caller is answered too
-        assert (first_answer.status, first_answer.mt_ticket) == ("FILLED", "9002")
+        if asked_again:
+            again = await order(nc, buy(action_id="no-lease", timeout_ms=30_000), timeout_s=20)
+            assert (again.status, again.mt_ticket, again.reconciled, again.duplicate) == ("FILLED", "9002", True, True)
+        first_answer = await pending  # the first caller is answered by the replica that took the order over
+        assert (first_answer.status, first_answer.mt_ticket, first_answer.reconciled) == ("FILLED", "9002", True)
         assert len(ea.opens()) == 1
+        assert second.orphans is not None
+        assert asked_again or second.orphans.found == 1
     finally:
         await ea.close()
         if second is not None:
