@@ -21,6 +21,7 @@ from hedgebridge.common.servers import NatsServer, ValkeyServer
 from hedgebridge.executor.service import Executor
 from hedgebridge.gateway.server import Gateway
 from hedgebridge.protocol import (
+    CloseCommand,
     Command,
     OpenCommand,
     OpenedEvent,
@@ -70,11 +71,14 @@ class ScriptedEa:
     def opens(self) -> list[OpenCommand]:
         return [c for c in self.commands if isinstance(c, OpenCommand)]
 
+    def closes(self) -> list[CloseCommand]:
+        return [c for c in self.commands if isinstance(c, CloseCommand)]
+
     async def _read(self) -> None:
         with contextlib.suppress(Exception):
             async for data in self.ea.ws:
                 frame = decode_frame(data)
-                if isinstance(frame, OpenCommand | SyncCommand):
+                if isinstance(frame, OpenCommand | CloseCommand | SyncCommand):
                     self.commands.append(frame)
                 if isinstance(frame, SyncCommand):
                     await self.ea.send(

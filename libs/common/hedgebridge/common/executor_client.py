@@ -155,7 +155,9 @@ async def ask(
                 await nc.publish(subject, payload, reply=inbox, headers=headers)
         reply = answer.result()
     if reply.headers and reply.headers.get("Status") == NO_RESPONDERS:
-        recorded = None if isinstance(body, CloseBatch) else await _recorded(nc, body)
+        recorded = await _recorded(nc, body)
+        if isinstance(recorded, BatchResult):
+            return ExecutorAnswer(recorded, Silence.NO_EXECUTOR)
         if recorded is not None:
             return ExecutorAnswer(recorded, Silence.NO_EXECUTOR)
         return _silent(body, Silence.NO_EXECUTOR, errors.EXECUTOR_UNAVAILABLE, NOT_SENT_MESSAGE, "EXPIRED")
@@ -208,34 +210,45 @@ async def _replies(nc: NatsClient) -> _Replies:
     return replies
 
 
-async def _is_recorded(nc: NatsClient, action_id: str) -> bool:
-    """Whether the order has a record (True when the records cannot be read: it may have one)."""
+async def _record_says(nc: NatsClient, action_id: str) -> OrderResult | bool:
+    """What the order's record says: its final result (as a duplicate), True while it has none or when the
+    records cannot be read (it may have been sent), False when there is no record (nothing was ever sent)."""
     try:
         kv = await nc.jetstream().key_value(subjects.ORDERS_BUCKET)
-        await kv.get(action_id)
+        entry = await kv.get(action_id)
+        record = unpack(entry.value or b"", OrderRecord)
     except (BucketNotFoundError, KeyNotFoundError):
         return False
-    except Exception:
+    except Exception:  # JetStream unavailable too, or an unreadable record: the order may exist
         return True
+    if record.result is not None and record.result.status in FINAL_STATUSES:
+        return msgspec.structs.replace(record.result, duplicate=True)
     return True
 
 
-async def _recorded(nc: NatsClient, body: OrderRequest) -> OrderResult | None:
-    """With no executor to ask, what the order's record says: its final result (a duplicate), OUTCOME_UNKNOWN
-    while it has none or when the records cannot be read (it may have been sent), None when there is no record
-    (nothing was ever sent)."""
+async def _is_recorded(nc: NatsClient, action_id: str) -> bool:
+    return await _record_says(nc, action_id) is not False
+
+
+async def _recorded(nc: NatsClient, body: OrderRequest | CloseBatch) -> OrderResult | BatchResult | None:
+    """With no executor to ask, what the records say: the final result (a duplicate), OUTCOME_UNKNOWN while an
+    order has none or when the records cannot be read (it may have been sent), None when nothing is recorded
+    (nothing was ever sent). A batch's items are looked up one by one (``<actionId>-<i>``)."""
     if not body.action_id:
         return None
-    try:
-        kv = await nc.jetstream().key_value(subjects.ORDERS_BUCKET)
-        entry = await kv.get(body.action_id)
-        record = unpack(entry.value or b"", OrderRecord)
-    except (BucketNotFoundError, KeyNotFoundError):
+    if isinstance(body, CloseBatch):
+        said = [await _record_says(nc, f"{body.action_id}-{i}") for i in range(len(body.items))]
+        if not any(s is not False for s in said):
+            return None
+        unsent = unsent_batch(body, errors.EXECUTOR_UNAVAILABLE, NOT_SENT_MESSAGE, "EXPIRED").results
+        unknown = unsent_batch(body, errors.EXECUTOR_UNAVAILABLE, UNKNOWN_MESSAGE, "OUTCOME_UNKNOWN").results
+        results = [s if isinstance(s, OrderResult) else (unknown[i] if s else unsent[i]) for i, s in enumerate(said)]
+        return BatchResult(action_id=body.action_id, results=results)
+    says = await _record_says(nc, body.action_id)
+    if says is False:
         return None
-    except Exception:  # JetStream unavailable too: the order may exist
-        record = None
-    if record is not None and record.result is not None and record.result.status in FINAL_STATUSES:
-        return msgspec.structs.replace(record.result, duplicate=True)
+    if isinstance(says, OrderResult):
+        return says
     return unsent_order(body, errors.EXECUTOR_UNAVAILABLE, UNKNOWN_MESSAGE, "OUTCOME_UNKNOWN")
 
 
