@@ -1,6 +1,6 @@
 """A repeated request that finds no executor (every replica down) is answered from the order's record when
-there is one (a batch's, from each item's): the recorded result, or OUTCOME_UNKNOWN while it has none — never EXPIRED, which tells the caller
-that nothing was executed although the order may have been."""
+there is one (a batch's, from each item's): the recorded result, or OUTCOME_UNKNOWN while it has none — never
+EXPIRED, which tells the caller that nothing was executed although the order may have been."""
 
 from __future__ import annotations
 
