@@ -179,40 +179,13 @@ public:
         return state_ == WS_STATE_OPEN ? 1 : 0;
     }
 
-    int state() {
-        std::lock_guard<std::mutex> lock(mu_);
-        return state_;
-    }
-
-    int last_error() {
-        std::lock_guard<std::mutex> lock(mu_);
-        return error_;
-    }
-
-    int close_code() {
-        std::lock_guard<std::mutex> lock(mu_);
-        return close_code_;
-    }
-
-    int reconnects() {
-        std::lock_guard<std::mutex> lock(mu_);
-        return reconnects_;
-    }
-
-    int last_delay_ms() {
-        std::lock_guard<std::mutex> lock(mu_);
-        return last_delay_ms_;
-    }
-
-    int http_status() {
-        std::lock_guard<std::mutex> lock(mu_);
-        return http_status_;
-    }
-
-    int retry_after_ms() {
-        std::lock_guard<std::mutex> lock(mu_);
-        return retry_after_ms_;
-    }
+    int state() { return locked(state_); }
+    int last_error() { return locked(error_); }
+    int close_code() { return locked(close_code_); }
+    int reconnects() { return locked(reconnects_); }
+    int last_delay_ms() { return locked(last_delay_ms_); }
+    int http_status() { return locked(http_status_); }
+    int retry_after_ms() { return locked(retry_after_ms_); }
 
     int set_option(const std::string& name, const char* value) {
         std::lock_guard<std::mutex> lock(mu_);
@@ -302,6 +275,12 @@ private:
         const std::unique_ptr<Transport> transport;
         bool retired = false;  // guarded by owner.mu_
     };
+
+    // One field of the state below, read under the lock.
+    int locked(const int& field) {
+        std::lock_guard<std::mutex> lock(mu_);
+        return field;
+    }
 
     int fail_locked(Error code, const std::string& message) {
         set_error_locked(code, message);
@@ -430,7 +409,7 @@ private:
     int close_code_ = 0;
     int reconnects_ = 0;     // reconnects scheduled since ConnectWebSocket
     int last_delay_ms_ = 0;  // the delay chosen for the latest one
-    int http_status_ = 0;    // the HTTP status that refused the attempt before the latest one (0: none did)
+    int http_status_ = 0;      // the HTTP status that refused the attempt the latest reconnect follows (0: none)
     int retry_after_ms_ = -1;  // that refusal's Retry-After (-1: none)
 };
 

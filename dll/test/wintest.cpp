@@ -103,17 +103,21 @@ bool wait_frame(const Api& api, const std::vector<std::wstring>& needles, int ti
     return false;
 }
 
+// Waits up to timeout_ms for the connection to open; says why not when it does not.
+bool wait_open(const Api& api, ULONGLONG timeout_ms) {
+    const ULONGLONG deadline = GetTickCount64() + timeout_ms;
+    while (api.is_connected() != 1 && GetTickCount64() < deadline) Sleep(10);
+    if (api.is_connected() == 1) return true;
+    std::printf("FAIL not connected: %s\n", last_error(api).c_str());
+    return false;
+}
+
 int close_check(const Api& api, HMODULE dll, const wchar_t* url) {
     if (api.set_option(L"close_timeout_ms", L"60000") != 1 || api.connect(url, L"t0ken") != 1) {
         std::printf("FAIL %s\n", last_error(api).c_str());
         return 1;
     }
-    const ULONGLONG deadline = GetTickCount64() + 15000;
-    while (api.is_connected() != 1 && GetTickCount64() < deadline) Sleep(10);
-    if (api.is_connected() != 1) {
-        std::printf("FAIL not connected: %s\n", last_error(api).c_str());
-        return 1;
-    }
+    if (!wait_open(api, 15000)) return 1;
     api.disconnect();
     std::printf("RETURNED\n");
     std::fflush(stdout);
@@ -146,12 +150,7 @@ int refusal_check(const Api& api, const wchar_t* url) {
     }
     std::printf("REFUSED status=%d retry_after=%d delay=%d\n", status, retry_after, delay);
     std::fflush(stdout);
-    const ULONGLONG open_deadline = GetTickCount64() + 15000 + static_cast<ULONGLONG>(delay);
-    while (api.is_connected() != 1 && GetTickCount64() < open_deadline) Sleep(10);
-    if (api.is_connected() != 1) {
-        std::printf("FAIL not connected after the refusal: %s\n", last_error(api).c_str());
-        return 1;
-    }
+    if (!wait_open(api, 15000 + static_cast<ULONGLONG>(delay))) return 1;  // the next attempt is accepted
     api.disconnect();
     std::printf("OK\n");
     return 0;

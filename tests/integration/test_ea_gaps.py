@@ -75,6 +75,22 @@ async def test_a_position_closed_while_the_ea_was_disconnected_is_reported_after
     assert report.profit is not None
 
 
+async def _start_against(build: EaBuild, server: WsTestServer, files_dir: Path, settings: EaSettings) -> CompiledEa:
+    """The EA for account A1 connecting to a test server (not a gateway), without waiting for a connection."""
+    return await CompiledEa.start(
+        build.binary,
+        build.transport,
+        account="A1",
+        token="t0ken",
+        gateway_host="127.0.0.1",
+        gateway_port=server.port,
+        files_dir=files_dir,
+        dll_path=build.dll_path,
+        settings=settings,
+        wait_connected=False,
+    )
+
+
 RECONNECT = re.compile(r"the dll transport reconnects in (\d+) ms \(reconnect (\d+)\)")
 
 
@@ -85,18 +101,7 @@ async def test_the_dll_transport_takes_the_connect_timeout_and_backoff_inputs(
     timeout (not the DLL's default of 10 s), and the reconnect delays the EA announces keep to its inputs."""
     settings = EaSettings(connect_timeout_ms=300, reconnect_min_ms=100, reconnect_max_ms=400)
     async with WsTestServer(silent=True) as silent:
-        ea = await CompiledEa.start(
-            ea_dll_build.binary,
-            "dll",
-            account="A1",
-            token="t0ken",
-            gateway_host="127.0.0.1",
-            gateway_port=silent.port,
-            files_dir=tmp_path / "silent",
-            dll_path=ea_dll_build.dll_path,
-            settings=settings,
-            wait_connected=False,
-        )
+        ea = await _start_against(ea_dll_build, silent, tmp_path / "silent", settings)
 
         def announced() -> list[str]:
             return [line for line in ea.process.journal if RECONNECT.search(line)]
@@ -128,18 +133,7 @@ async def test_the_ea_waits_out_a_busy_gateways_retry_after(ea_build: EaBuild, t
     keeps the normal backoff (within the EA's reconnect inputs)."""
     settings = EaSettings(reconnect_min_ms=50, reconnect_max_ms=200)
     async with WsTestServer(refusals=[Refusal(503, {"Retry-After": "1"}), Refusal(429)]) as server:
-        ea = await CompiledEa.start(
-            ea_build.binary,
-            ea_build.transport,
-            account="A1",
-            token="t0ken",
-            gateway_host="127.0.0.1",
-            gateway_port=server.port,
-            files_dir=tmp_path / "busy",
-            dll_path=ea_build.dll_path,
-            settings=settings,
-            wait_connected=False,
-        )
+        ea = await _start_against(ea_build, server, tmp_path / "busy", settings)
 
         def refusals() -> list[re.Match[str]]:
             return [m for m in map(REFUSED.search, ea.process.journal) if m]

@@ -72,7 +72,7 @@ public:
    // (since Open) and delay
    virtual bool      RetryScheduled(int &count, int &delayMs) { return(false); }
    // the HTTP status that refused the latest attempt's upgrade (401, 429, 503, ...), 0 when none did; for a
-   // transport that reconnects by itself, the attempt before the reconnect RetryScheduled last reported
+   // transport that reconnects by itself, the attempt that the reconnect RetryScheduled last reported follows
    virtual int       RefusalStatus(void) = 0;
    // that refusal's Retry-After in milliseconds, -1 when it had none (see HbRetryAfterMs)
    virtual int       RetryAfterMs(void) = 0;
@@ -473,7 +473,8 @@ private:
 
 public:
                      CNativeTransport(void) : m_socket(INVALID_HANDLE), m_tls(false), m_open(false), m_closeCode(0),
-                     m_refusalStatus(0), m_retryAfterMs(-1), m_maxMessageBytes(16 * 1048576), m_fragmented(false), m_queueHead(0) {}
+                     m_refusalStatus(0), m_retryAfterMs(-1), m_maxMessageBytes(16 * 1048576), m_fragmented(false),
+                     m_queueHead(0) {}
                     ~CNativeTransport(void) { Close(); }
 
    virtual bool      Open(const string url, const string token, const int timeoutMs)
