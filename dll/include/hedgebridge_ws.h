@@ -2,8 +2,9 @@
  * hedgebridge_ws — the WebSocket client the hedgebridge Expert Advisor loads.
  *
  * One connection per loaded library. A background thread owns the socket: it connects, keeps the socket
- * alive, reconnects with decorrelated-jitter backoff until DisconnectWebSocket, queues received text frames
- * for ReceiveMessage and writes the frames queued by WsSend. No function blocks on the network.
+ * alive, reconnects with decorrelated-jitter backoff (waiting out a refusal's Retry-After) until
+ * DisconnectWebSocket, queues received text frames for ReceiveMessage and writes the frames queued by WsSend.
+ * No function blocks on the network.
  *
  * Strings: the plain functions take and return UTF-8; the ...W functions take and return UTF-16 (MQL5's
  * string), converted to and from UTF-8 internally (surrogate pairs included; invalid input becomes U+FFFD).
@@ -51,7 +52,7 @@ extern "C" {
 #define WS_ERR_MESSAGE_TOO_LARGE 7  /* WsSend: over max_message_bytes (UTF-8), or a received frame over it */
 #define WS_ERR_BUFFER_TOO_SMALL 8   /* no longer set: a too small buffer is reported by the result only */
 #define WS_ERR_CLOSED_BY_SERVER 9   /* the server closed the connection; WsGetCloseCode says why */
-#define WS_ERR_HANDSHAKE_REFUSED 10 /* the upgrade was refused with another HTTP status (400, 404, ...) */
+#define WS_ERR_HANDSHAKE_REFUSED 10 /* the upgrade was refused with another HTTP status (404, 429, 503, ...) */
 #define WS_ERR_CONNECTION_LOST 11   /* the connection dropped without a closing handshake */
 #define WS_ERR_PROTOCOL 12          /* the server broke the WebSocket protocol or did not accept hedgebridge.v1 */
 #define WS_ERR_INTERNAL 13          /* unexpected failure inside the library */
@@ -113,6 +114,16 @@ HBWS_API int HBWS_CALL WsGetState(void);
    again: when both counts agree, the delay belongs to that reconnect. */
 HBWS_API int HBWS_CALL WsGetReconnectCount(void);
 HBWS_API int HBWS_CALL WsGetReconnectDelayMs(void);
+
+/* Why the latest reconnect was scheduled, when the server refused the WebSocket upgrade: its HTTP status
+   (401, 404, 429 too many connections, 503 gateway busy, ...), 0 when that attempt got no HTTP answer or the
+   connection had opened (and 0 before the first reconnect); and the refusal's Retry-After in milliseconds,
+   -1 when it had none. A Retry-After is waited out: the delay is at least that long, plus a random share of
+   up to as long again (the longer of that and the jittered delay). Only delay-seconds up to 3600 are
+   honoured; another value counts as none. Read them between two WsGetReconnectCount calls, like the delay.
+   Added after the first version: an older library does not export them. */
+HBWS_API int HBWS_CALL WsGetHttpStatus(void);
+HBWS_API int HBWS_CALL WsGetRetryAfterMs(void);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "backoff.hpp"
 #include "hedgebridge_ws.h"
 #include "platform.hpp"
 #include "transport.hpp"
@@ -58,19 +59,6 @@ inline int copy_out(const std::basic_string<Char>& text, Char* buffer, int size)
     return static_cast<int>(text.size());
 }
 
-// One random number in [0, n), from the OS's generator; only for the reconnect jitter, so a clock value will
-// do when there is no generator.
-inline long long random_below(long long n) {
-    if (n <= 1) return 0;
-    std::uint64_t value = 0;
-    try {
-        os_random(&value, sizeof(value));
-    } catch (const std::exception&) {
-        value = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-    }
-    return static_cast<long long>(value % static_cast<std::uint64_t>(n));
-}
-
 class Connection final {
 public:
     Connection() { on_process_exit(&Connection::at_exit); }
@@ -97,6 +85,8 @@ public:
             close_code_ = 0;
             reconnects_ = 0;
             last_delay_ms_ = 0;
+            http_status_ = 0;
+            retry_after_ms_ = -1;
             state_ = WS_STATE_CONNECTING;
             endpoint_ = ep;
             token_ = token;
@@ -189,30 +179,13 @@ public:
         return state_ == WS_STATE_OPEN ? 1 : 0;
     }
 
-    int state() {
-        std::lock_guard<std::mutex> lock(mu_);
-        return state_;
-    }
-
-    int last_error() {
-        std::lock_guard<std::mutex> lock(mu_);
-        return error_;
-    }
-
-    int close_code() {
-        std::lock_guard<std::mutex> lock(mu_);
-        return close_code_;
-    }
-
-    int reconnects() {
-        std::lock_guard<std::mutex> lock(mu_);
-        return reconnects_;
-    }
-
-    int last_delay_ms() {
-        std::lock_guard<std::mutex> lock(mu_);
-        return last_delay_ms_;
-    }
+    int state() { return locked(state_); }
+    int last_error() { return locked(error_); }
+    int close_code() { return locked(close_code_); }
+    int reconnects() { return locked(reconnects_); }
+    int last_delay_ms() { return locked(last_delay_ms_); }
+    int http_status() { return locked(http_status_); }
+    int retry_after_ms() { return locked(retry_after_ms_); }
 
     int set_option(const std::string& name, const char* value) {
         std::lock_guard<std::mutex> lock(mu_);
@@ -303,6 +276,12 @@ private:
         bool retired = false;  // guarded by owner.mu_
     };
 
+    // One field of the state below, read under the lock.
+    int locked(const int& field) {
+        std::lock_guard<std::mutex> lock(mu_);
+        return field;
+    }
+
     int fail_locked(Error code, const std::string& message) {
         set_error_locked(code, message);
         return 0;
@@ -359,16 +338,6 @@ private:
         exit_cv_.wait_for(lock, wait, [this] { return live_.empty(); });
     }
 
-    // "Decorrelated jitter": a random delay between reconnect_min_ms and three times the previous delay
-    // (the first: three times reconnect_min_ms), capped at reconnect_max_ms. Terminals that lost the gateway
-    // together spread out instead of reconnecting in lockstep.
-    static int backoff_ms(int previous, const Options& o) {
-        const long long lo = o.reconnect_min_ms;
-        const long long cap = std::max<long long>(o.reconnect_max_ms, lo);
-        const long long hi = std::min(cap, 3LL * std::max<long long>(previous, lo));
-        return static_cast<int>(lo + random_below(hi - lo + 1));
-    }
-
     void run(Worker& worker) {
         int previous_delay = 0;
         for (;;) {
@@ -410,10 +379,14 @@ private:
             }
             state_ = WS_STATE_BACKOFF;
             if (result.opened) previous_delay = 0;
-            const int delay = backoff_ms(previous_delay, opts);
+            const int delay = reconnect_delay_ms(
+                decorrelated_jitter_ms(previous_delay, opts.reconnect_min_ms, opts.reconnect_max_ms),
+                result.retry_after_ms);
             previous_delay = delay;
             if (reconnects_ < INT_MAX) ++reconnects_;
             last_delay_ms_ = delay;
+            http_status_ = result.http_status;
+            retry_after_ms_ = result.retry_after_ms;
             cv_.wait_for(lock, std::chrono::milliseconds(delay), [&worker] { return worker.retired; });
         }
     }
@@ -436,6 +409,8 @@ private:
     int close_code_ = 0;
     int reconnects_ = 0;     // reconnects scheduled since ConnectWebSocket
     int last_delay_ms_ = 0;  // the delay chosen for the latest one
+    int http_status_ = 0;      // the HTTP status that refused the attempt the latest reconnect follows (0: none)
+    int retry_after_ms_ = -1;  // that refusal's Retry-After (-1: none)
 };
 
 // The one connection of this library (never destroyed).

@@ -165,4 +165,12 @@ HBWS_API int HBWS_CALL WsGetReconnectDelayMs(void) {
     return guarded([] { return connection().last_delay_ms(); }, 0);
 }
 
+HBWS_API int HBWS_CALL WsGetHttpStatus(void) {
+    return guarded([] { return connection().http_status(); }, 0);
+}
+
+HBWS_API int HBWS_CALL WsGetRetryAfterMs(void) {
+    return guarded([] { return connection().retry_after_ms(); }, -1);
+}
+
 }  // extern "C"

@@ -68,7 +68,21 @@ struct SessionResult {
     std::string message;      // human-readable reason
     int close_code = 0;       // the server's close code, when it sent one
     bool opened = false;      // the WebSocket handshake succeeded
+    int http_status = 0;      // the HTTP status that refused the upgrade (401, 429, 503, ...); 0 when none did
+    int retry_after_ms = -1;  // that refusal's Retry-After, when it had one the library honours; else -1
 };
+
+// The longest Retry-After honoured, in seconds. A longer one, an HTTP date or anything but a number of
+// seconds is ignored (the normal backoff applies), as in libs/common/hedgebridge/common/backoff.py.
+inline constexpr int kRetryAfterMaxS = 3600;
+
+// The milliseconds of a Retry-After header's value (delay-seconds: "2", "1.5", blanks around), or -1 when it
+// is absent (has_header false), not a number of seconds, or over kRetryAfterMaxS.
+int parse_retry_after_ms(bool has_header, const std::string& value);
+
+// The result of an upgrade answered with `status` (not 101): 401 is kUnauthorized, any other status
+// kHandshakeRefused; the message names the status, the Retry-After and the start of the body.
+SessionResult refused_upgrade(int status, int retry_after, const std::string& body);
 
 class Transport {
 public:

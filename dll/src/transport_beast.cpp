@@ -79,12 +79,6 @@ bool is_ip_literal(const std::string& host) {
     return !ec;
 }
 
-std::string trimmed_body(const std::string& body) {
-    std::string text = body.substr(0, 300);
-    while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.pop_back();
-    return text;
-}
-
 template <bool Tls>
 class Session {
 public:
@@ -246,11 +240,17 @@ private:
     void on_handshake(error_code ec) {
         if (done_) return;
         if (ec == websocket::error::upgrade_declined) {
-            const int status = response_.result_int();
-            const std::string body = trimmed_body(response_.body());
-            if (status == 401) return fail(kUnauthorized, "the gateway refused the token (HTTP 401): " + body);
-            return fail(kHandshakeRefused, "the WebSocket upgrade was refused with HTTP " + std::to_string(status) +
-                                               ": " + body);
+            const auto header = response_.find(http::field::retry_after);
+            const bool has_retry_after = header != response_.end();
+            const std::string value =
+                has_retry_after ? std::string(header->value().data(), header->value().size()) : std::string();
+            const int retry_ms = parse_retry_after_ms(has_retry_after, value);
+            const SessionResult refusal = refused_upgrade(response_.result_int(), retry_ms, response_.body());
+            if (!close_requested_ && result_.error == kNone) {
+                result_.http_status = refusal.http_status;
+                result_.retry_after_ms = refusal.retry_after_ms;
+            }
+            return fail(refusal.error, refusal.message);
         }
         if (ec == beast::error::timeout) return fail(kConnectFailed, "the WebSocket handshake timed out");
         if (ec) return fail(kProtocol, "WebSocket handshake with " + where() + " failed: " + ec.message());

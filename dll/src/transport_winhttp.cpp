@@ -378,11 +378,18 @@ private:
             char body[300] = {};
             DWORD got = 0;
             WinHttpReadData(request, body, sizeof(body) - 1, &got);
-            std::string text(body, got);
-            while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-            if (status == 401) return fail(result, kUnauthorized, "the gateway refused the token (HTTP 401): " + text);
-            return fail(result, kHandshakeRefused,
-                        "the WebSocket upgrade was refused with HTTP " + std::to_string(status) + ": " + text);
+            wchar_t retry_after[64] = {};
+            DWORD retry_after_size = sizeof(retry_after);
+            const bool has_retry_after = WinHttpQueryHeaders(request, WINHTTP_QUERY_CUSTOM, L"Retry-After", retry_after,
+                                                             &retry_after_size, WINHTTP_NO_HEADER_INDEX);
+            const int retry_ms = parse_retry_after_ms(
+                has_retry_after, has_retry_after ? narrow(retry_after, retry_after_size / sizeof(wchar_t)) : "");
+            const SessionResult refusal = refused_upgrade(static_cast<int>(status), retry_ms, std::string(body, got));
+            if (result.error == kNone) {
+                result.http_status = refusal.http_status;
+                result.retry_after_ms = refusal.retry_after_ms;
+            }
+            return fail(result, refusal.error, refusal.message);
         }
         wchar_t selected[128] = {};
         DWORD selected_size = sizeof(selected);

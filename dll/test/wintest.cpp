@@ -4,10 +4,15 @@
 //
 //   wintest.exe <path to hedgebridge_ws.dll> <ws://host:port/ea> <token> [<ca_file.pem> | --no-verify]
 //   wintest.exe <path to hedgebridge_ws.dll> --close-check <ws://host:port/ea>
+//   wintest.exe <path to hedgebridge_ws.dll> --refusal-check <ws://host:port/ea>
 //
 // --close-check: connect (to a server that need not speak the protocol), DisconnectWebSocket with
 // close_timeout_ms=60000, print "RETURNED" as soon as it has returned, then wait for a line on stdin before
 // FreeLibrary: the test checks that the call returned while the server had not answered the close.
+//
+// --refusal-check: connect to a server that refuses the first upgrade (503 with a Retry-After) and accepts
+// the next; print "REFUSED status=<HTTP status> retry_after=<ms> delay=<ms>" for the first reconnect (from
+// WsGetHttpStatus, WsGetRetryAfterMs, WsGetReconnectDelayMs), then "OK" once the next attempt is open.
 //
 // For wss, a fourth argument makes a PEM file the trusted roots (WsSetOptionW ca_file) or turns
 // verification off.
@@ -42,6 +47,10 @@ struct Api {
     IntFn close_code;
     OptionW set_option;
     IntFn pending;
+    IntFn reconnect_count;
+    IntFn reconnect_delay;
+    IntFn http_status;
+    IntFn retry_after;
 };
 
 template <typename T>
@@ -94,17 +103,21 @@ bool wait_frame(const Api& api, const std::vector<std::wstring>& needles, int ti
     return false;
 }
 
+// Waits up to timeout_ms for the connection to open; says why not when it does not.
+bool wait_open(const Api& api, ULONGLONG timeout_ms) {
+    const ULONGLONG deadline = GetTickCount64() + timeout_ms;
+    while (api.is_connected() != 1 && GetTickCount64() < deadline) Sleep(10);
+    if (api.is_connected() == 1) return true;
+    std::printf("FAIL not connected: %s\n", last_error(api).c_str());
+    return false;
+}
+
 int close_check(const Api& api, HMODULE dll, const wchar_t* url) {
     if (api.set_option(L"close_timeout_ms", L"60000") != 1 || api.connect(url, L"t0ken") != 1) {
         std::printf("FAIL %s\n", last_error(api).c_str());
         return 1;
     }
-    const ULONGLONG deadline = GetTickCount64() + 15000;
-    while (api.is_connected() != 1 && GetTickCount64() < deadline) Sleep(10);
-    if (api.is_connected() != 1) {
-        std::printf("FAIL not connected: %s\n", last_error(api).c_str());
-        return 1;
-    }
+    if (!wait_open(api, 15000)) return 1;
     api.disconnect();
     std::printf("RETURNED\n");
     std::fflush(stdout);
@@ -115,10 +128,39 @@ int close_check(const Api& api, HMODULE dll, const wchar_t* url) {
     return 0;
 }
 
+int refusal_check(const Api& api, const wchar_t* url) {
+    if (api.set_option(L"reconnect_min_ms", L"20") != 1 || api.set_option(L"reconnect_max_ms", L"100") != 1 ||
+        api.connect(url, L"t0ken") != 1) {
+        std::printf("FAIL %s\n", last_error(api).c_str());
+        return 1;
+    }
+    int count = 0, delay = 0, status = 0, retry_after = 0;
+    const ULONGLONG deadline = GetTickCount64() + 15000;
+    while (GetTickCount64() < deadline) {
+        count = api.reconnect_count();
+        delay = api.reconnect_delay();
+        status = api.http_status();
+        retry_after = api.retry_after();
+        if (count > 0 && api.reconnect_count() == count) break;  // the values belong to that reconnect
+        Sleep(1);
+    }
+    if (count != 1) {
+        std::printf("FAIL reconnect %d seen first: %s\n", count, last_error(api).c_str());
+        return 1;
+    }
+    std::printf("REFUSED status=%d retry_after=%d delay=%d\n", status, retry_after, delay);
+    std::fflush(stdout);
+    if (!wait_open(api, 15000 + static_cast<ULONGLONG>(delay))) return 1;  // the next attempt is accepted
+    api.disconnect();
+    std::printf("OK\n");
+    return 0;
+}
+
 }  // namespace
 
 int wmain(int argc, wchar_t** argv) {
     const bool check = argc == 4 && std::wcscmp(argv[2], L"--close-check") == 0;
+    const bool refusal = argc == 4 && std::wcscmp(argv[2], L"--refusal-check") == 0;
     if (argc != 4 && argc != 5) {
         std::printf("usage: wintest.exe <hedgebridge_ws.dll> <url> <token> [<ca_file.pem> | --no-verify]\n");
         return 2;
@@ -134,10 +176,14 @@ int wmain(int argc, wchar_t** argv) {
         !resolve(dll, "DisconnectWebSocket", api.disconnect) || !resolve(dll, "WsGetLastError", api.last_error) ||
         !resolve(dll, "WsGetLastErrorMessageW", api.last_error_message) ||
         !resolve(dll, "WsGetCloseCode", api.close_code) || !resolve(dll, "WsSetOptionW", api.set_option) ||
-        !resolve(dll, "WsPendingMessages", api.pending)) {
+        !resolve(dll, "WsPendingMessages", api.pending) ||
+        !resolve(dll, "WsGetReconnectCount", api.reconnect_count) ||
+        !resolve(dll, "WsGetReconnectDelayMs", api.reconnect_delay) ||
+        !resolve(dll, "WsGetHttpStatus", api.http_status) || !resolve(dll, "WsGetRetryAfterMs", api.retry_after)) {
         return 1;
     }
     if (check) return close_check(api, dll, argv[3]);
+    if (refusal) return refusal_check(api, argv[3]);
     if (argc == 5) {
         const bool insecure = std::wcscmp(argv[4], L"--no-verify") == 0;
         const int ok = insecure ? api.set_option(L"verify_tls", L"0") : api.set_option(L"ca_file", argv[4]);

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,17 @@ def sanitizer_env(log_path: Path) -> dict[str, str]:
     env["ASAN_OPTIONS"] = f"detect_leaks=0:abort_on_error=1:log_path={log_path}"
     env["UBSAN_OPTIONS"] = f"print_stacktrace=1:halt_on_error=1:log_path={log_path}"
     return env
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """One reconnect the library scheduled (WsGetReconnectCount, WsGetReconnectDelayMs) and what refused the
+    attempt before it (WsGetHttpStatus, WsGetRetryAfterMs; None from a library without them)."""
+
+    number: int
+    delay_ms: int
+    http_status: int | None
+    retry_after_ms: int | None
 
 
 class DllClient:
@@ -170,8 +182,18 @@ class DllClient:
 
     async def watch_reconnects(self, count: int, timeout_s: float = 20.0) -> list[tuple[int, int]]:
         """(reconnect number, its delay in ms) for each reconnect seen until ``count`` were scheduled."""
+        return [(r.number, r.delay_ms) for r in await self.watch_refusals(count, timeout_s)]
+
+    async def watch_refusals(self, count: int, timeout_s: float = 20.0) -> list[Reconnect]:
+        """Each reconnect seen until ``count`` were scheduled, with the refusal that caused it (if any)."""
         answer = await self.call("watch_reconnects", count=count, timeout_s=timeout_s)
-        return [(int(n), int(d)) for n, d in answer["result"]]
+        return [Reconnect(int(n), int(d), s, r) for n, d, s, r in answer["result"]]
+
+    async def http_status(self) -> int:
+        return await self._int("http_status")
+
+    async def retry_after(self) -> int:
+        return await self._int("retry_after")
 
     async def describe(self) -> str:
         message = await self.error_message()

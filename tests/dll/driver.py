@@ -45,6 +45,8 @@ def _load(path: str) -> ctypes.CDLL:
         "WsPendingMessages": ([], ctypes.c_int),
         "WsGetReconnectCount": ([], ctypes.c_int),
         "WsGetReconnectDelayMs": ([], ctypes.c_int),
+        "WsGetHttpStatus": ([], ctypes.c_int),
+        "WsGetRetryAfterMs": ([], ctypes.c_int),
     }
     for name, (args, result) in signatures.items():
         try:
@@ -65,18 +67,22 @@ def _reload(lib: ctypes.CDLL, path: str) -> ctypes.CDLL:
 
 
 def _watch_reconnects(lib: ctypes.CDLL, count: int, timeout_s: float) -> dict[str, Any]:
-    """Poll every millisecond until ``count`` reconnects were scheduled: each (number, delay) seen."""
-    seen: dict[int, int] = {}
+    """Poll every millisecond until ``count`` reconnects were scheduled: each one seen, as (number, delay, HTTP
+    status, Retry-After in ms), the last two None when the library does not export them."""
+    refusals = hasattr(lib, "WsGetHttpStatus") and hasattr(lib, "WsGetRetryAfterMs")
+    seen: dict[int, tuple[int, int | None, int | None]] = {}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         before = lib.WsGetReconnectCount()
         delay = lib.WsGetReconnectDelayMs()
+        status = lib.WsGetHttpStatus() if refusals else None
+        retry_after = lib.WsGetRetryAfterMs() if refusals else None
         if lib.WsGetReconnectCount() == before and before > 0:
-            seen.setdefault(before, delay)
+            seen.setdefault(before, (delay, status, retry_after))
         if before >= count:
             break
         time.sleep(0.001)
-    return {"result": sorted(seen.items())}
+    return {"result": [[n, *values] for n, values in sorted(seen.items())]}
 
 
 def _wide(text: str | None) -> ctypes.Array[ctypes.c_char] | None:
@@ -224,6 +230,8 @@ def handle(lib: ctypes.CDLL, request: dict[str, Any]) -> dict[str, Any]:
         "pending": "WsPendingMessages",
         "reconnect_count": "WsGetReconnectCount",
         "reconnect_delay": "WsGetReconnectDelayMs",
+        "http_status": "WsGetHttpStatus",
+        "retry_after": "WsGetRetryAfterMs",
     }
     needed = {"watch_reconnects": "WsGetReconnectCount", **simple}
     if op in needed and not hasattr(lib, needed[op]):

@@ -168,6 +168,33 @@ async def test_wrong_path_is_a_refused_handshake(dll: DllClient, gateway: Gatewa
     assert "404" in (await dll.error_message())["text"]
 
 
+async def test_a_busy_gateways_retry_after_is_waited_out(dll: DllClient, nats_server: NatsServer, secret: str) -> None:
+    """A gateway whose handshake budget is spent (one every 2 s) answers 503 with Retry-After: the library
+    reports the status and the Retry-After, waits at least that long (plus up to as long again) and then
+    gets in."""
+    busy = Gateway(gateway_config(nats_server.url, secret, id="gw-busy", connect_rate=0.5, connect_burst=1))
+    await busy.start()
+    url = f"ws://127.0.0.1:{busy.port}/ea"
+    first = await RawEa.connect(url, ea_token(secret, "DLL-BUSY"))  # takes the one handshake of the budget
+    try:
+        assert await dll.set_option("reconnect_min_ms", "20") == 1
+        assert await dll.set_option("reconnect_max_ms", "100") == 1
+        assert await dll.connect(url, ea_token(secret, ACCOUNT)) == 1
+        refused = (await dll.watch_refusals(1))[0]
+        assert refused.http_status == 503, refused
+        assert refused.retry_after_ms in (1000, 2000), refused  # whole seconds, rounded up from the refill
+        assert refused.retry_after_ms <= refused.delay_ms <= 2 * refused.retry_after_ms, refused
+        assert await dll.last_error() == WS_ERR_HANDSHAKE_REFUSED
+        assert "HTTP 503, Retry-After" in (await dll.error_message())["text"]
+        welcome = await dll.next_frame(Welcome, timeout_s=20)
+        assert isinstance(welcome, Welcome)
+        assert welcome.account_id == ACCOUNT
+    finally:
+        await dll.disconnect()
+        await first.ws.close()
+        await busy.stop()
+
+
 async def test_oversized_message_is_closed_with_1009_and_the_library_reconnects(
     dll: DllClient, ea_url: str, secret: str
 ) -> None:

@@ -1,6 +1,7 @@
 """The library's session rules against a WebSocket server written for the tests (tests/dll/wsserver.py): a
 DisconnectWebSocket that does not wait for the peer, masking keys from the kernel's generator, an empty frame
-told apart from none, buffer sizes that leave the last error alone, and the reconnect backoff.
+told apart from none, buffer sizes that leave the last error alone, the reconnect backoff, and a refusal's
+Retry-After waited out.
 
 Like test_linux_library.py, each test drives the ASan/UBSan build in a child process (tests/dll/driver.py).
 """
@@ -26,7 +27,7 @@ from .client import (
     DllClient,
 )
 from .conftest import MakeCa, StartProxy
-from .wsserver import WsTestServer
+from .wsserver import Refusal, WsTestServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -201,3 +202,43 @@ async def test_connect_timeout_against_a_server_that_never_answers(dll: DllClien
         assert "timed out after 300 ms" in (await dll.error_message())["text"]
         assert await dll.reconnect_count() == 1
         await wait_for(lambda: bool(server.connections) and server.connections[0].eof, "the attempt's socket closed")
+
+
+async def test_a_refusal_with_retry_after_is_waited_out(dll: DllClient) -> None:
+    """503 with Retry-After: the next attempt waits at least that long, plus up to as long again; a 429 without
+    one, or a Retry-After that is not a number of seconds, keeps the normal backoff. Each refusal's status and
+    Retry-After are reported with the reconnect it caused."""
+    refusals = [
+        Refusal(503, {"Retry-After": "1"}),
+        Refusal(429),
+        Refusal(503, {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}),  # an HTTP date: ignored
+        Refusal(503, {"Retry-After": " 0.5 "}),
+    ]
+    async with WsTestServer(refusals=refusals) as server:
+        assert await dll.set_option("reconnect_min_ms", "20") == 1
+        assert await dll.set_option("reconnect_max_ms", "300") == 1
+        assert await dll.http_status() == 0
+        assert await dll.retry_after() == -1
+        assert await dll.connect(server.url, TOKEN) == 1
+        seen = {r.number: r for r in await dll.watch_refusals(4, timeout_s=30)}
+        await dll.until_equal(dll.is_connected, 1, timeout_s=20)  # the fifth attempt is accepted
+        assert "HTTP 503, Retry-After 500 ms" in (await dll.error_message())["text"]  # the last failure's reason
+    attempts = server.connections
+    assert [c.refused for c in attempts] == [503, 429, 503, 503, 0]
+    assert sorted(seen) == [1, 2, 3, 4], seen  # each reconnect lasts long enough to be seen
+
+    # what the server saw: the next attempt no earlier than Retry-After after the refusal, nor than the delay
+    for refused, retry_after_s in ((0, 1.0), (3, 0.5)):
+        waited = attempts[refused + 1].accepted_at - attempts[refused].answered_at
+        assert waited >= retry_after_s, (refused, waited)
+        assert waited >= seen[refused + 1].delay_ms / 1000 - 0.001, (refused, waited, seen)
+
+    # what the library reported: the delay is Retry-After plus a share of up to as long again
+    assert (seen[1].http_status, seen[1].retry_after_ms) == (503, 1000), seen
+    assert 1000 <= seen[1].delay_ms <= 2000, seen
+    assert (seen[4].http_status, seen[4].retry_after_ms) == (503, 500), seen
+    assert 500 <= seen[4].delay_ms <= 1000, seen
+    # no Retry-After, or one that is not seconds: the jittered delay, within reconnect_min_ms/_max_ms
+    assert (seen[2].http_status, seen[2].retry_after_ms) == (429, -1), seen
+    assert (seen[3].http_status, seen[3].retry_after_ms) == (503, -1), seen
+    assert all(20 <= seen[n].delay_ms <= 300 for n in (2, 3)), seen

@@ -19,7 +19,7 @@ from hedgebridge.gateway.server import Gateway
 from ..helpers import ea_token, wait_for
 from .client import DLL_DIR, header_functions
 from .conftest import MakeCa, StartProxy, make
-from .wsserver import WsTestServer
+from .wsserver import Refusal, WsTestServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -126,17 +126,16 @@ def _windows_path(path: Path) -> str:
     return "Z:" + str(path).replace("/", "\\")
 
 
-async def _wintest(windows_build: Path, wine_prefix: Path, url: str, token: str, *extra: str) -> tuple[int, str]:
-    """Run wintest.exe under wine; returns its exit code and stdout."""
+async def _wintest(windows_build: Path, wine_prefix: Path, *args: str) -> tuple[int, str]:
+    """Run wintest.exe under wine with ``args`` after the DLL's path (``url token [ca_file]``, or a check and
+    its url); returns its exit code and stdout."""
     wine = _wine()
     assert wine is not None
     process = await asyncio.create_subprocess_exec(
         wine,
         str(windows_build / "wintest.exe"),
         _windows_path(windows_build / "hedgebridge_ws.dll"),
-        url,
-        token,
-        *extra,
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=_wine_env(wine_prefix),
@@ -208,6 +207,21 @@ async def test_wintest_under_wine_over_wss_with_a_test_ca(
     code, output = await _wintest(windows_build, wine_prefix, url, token)
     assert code == 1
     assert "FAIL no WELCOME: error 4 " in output, output
+
+
+async def test_wintest_under_wine_waits_out_retry_after(windows_build: Path, wine_prefix: Path) -> None:
+    """503 with Retry-After through WinHTTP: the status and the Retry-After are reported, the delay is at least
+    that plus up to as long again, and the server sees the next attempt no earlier."""
+    async with WsTestServer(refusals=[Refusal(503, {"Retry-After": "1"})]) as server:
+        code, output = await _wintest(windows_build, wine_prefix, "--refusal-check", server.url)
+        attempts = list(server.connections)
+    assert code == 0, output
+    refused = next(line for line in output.splitlines() if line.startswith("REFUSED "))
+    fields = dict(item.split("=") for item in refused.split()[1:])
+    assert (fields["status"], fields["retry_after"]) == ("503", "1000"), output
+    assert 1000 <= int(fields["delay"]) <= 2000, output
+    assert [c.refused for c in attempts[:2]] == [503, 0], attempts
+    assert attempts[1].accepted_at - attempts[0].answered_at >= 1.0
 
 
 async def test_wintest_under_wine_disconnect_does_not_wait_for_the_close(

@@ -3,7 +3,10 @@
 ``WsTestServer`` accepts the library's upgrade (selecting ``hedgebridge.v1``), sends the frames it was given,
 and records every frame the client sends with its masking key (``ServerConnection.frames``). With
 ``answer_close=False`` it never answers the client's close frame and keeps the socket open until the test
-calls ``release()``; with ``silent=True`` it accepts TCP and never answers the handshake at all.
+calls ``release()``; with ``silent=True`` it accepts TCP and never answers the handshake at all. With
+``refusals`` it answers the first upgrades with those HTTP refusals (a status and its headers, e.g. 503 with a
+``Retry-After``), one per connection, and accepts the ones after. Each connection notes when it was accepted
+and when its answer was written (``time.monotonic()``), so that a test can tell how long the client waited.
 """
 
 from __future__ import annotations
@@ -12,12 +15,29 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 
 from hedgebridge.sim.ea.proxy import OP_CLOSE, FrameParser, encode_frame
 
 ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUBPROTOCOL = "hedgebridge.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An HTTP answer that refuses the upgrade: ``status`` with ``headers`` (``{"Retry-After": "2"}``)."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def response(self) -> bytes:
+        body = f"refused with {self.status}\n".encode()
+        lines = [f"HTTP/1.1 {self.status} {HTTPStatus(self.status).phrase}", "Content-Type: text/plain"]
+        lines += [f"{name}: {value}" for name, value in self.headers.items()]
+        lines += [f"Content-Length: {len(body)}", "Connection: close"]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +62,9 @@ class ServerConnection:
     close_received: bool = False
     close_answered: bool = False
     eof: bool = False  # the client closed (or cut) its side of the TCP connection, or the server released it
+    accepted_at: float = field(default_factory=time.monotonic)  # when the TCP connection was accepted
+    answered_at: float = 0.0  # when the answer to the upgrade (101 or a refusal) was written
+    refused: int = 0  # the HTTP status it was refused with, 0 when upgraded
 
     def send(self, opcode: int, payload: bytes) -> None:
         self.writer.write(encode_frame(opcode, payload))
@@ -54,11 +77,17 @@ class WsTestServer:
     """``async with WsTestServer(...) as server:`` then connect the library to ``server.url``."""
 
     def __init__(
-        self, *, on_open: list[tuple[int, bytes]] | None = None, answer_close: bool = True, silent: bool = False
+        self,
+        *,
+        on_open: list[tuple[int, bytes]] | None = None,
+        answer_close: bool = True,
+        silent: bool = False,
+        refusals: list[Refusal] | None = None,
     ) -> None:
         self.on_open = on_open or []
         self.answer_close = answer_close
         self.silent = silent
+        self.refusals = list(refusals or [])
         self.connections: list[ServerConnection] = []
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -112,6 +141,13 @@ class WsTestServer:
                     while await reader.read(65536):
                         pass
                     return
+                if self.refusals:
+                    refusal = self.refusals.pop(0)
+                    conn.refused = refusal.status
+                    conn.answered_at = time.monotonic()
+                    writer.write(refusal.response())
+                    await writer.drain()
+                    return
                 self._upgrade(conn, head)
                 for opcode, payload in self.on_open:
                     conn.send(opcode, payload)
@@ -130,6 +166,7 @@ class WsTestServer:
         key = headers["sec-websocket-key"]
         conn.handshake_key = base64.b64decode(key)
         accept = base64.b64encode(hashlib.sha1(key.encode() + ACCEPT_GUID).digest()).decode()
+        conn.answered_at = time.monotonic()
         conn.writer.write(
             (
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -1,6 +1,7 @@
 """Terminal-side rules of the compiled EA that the contract suite does not provoke: two EAs for one account, an
-EA started before its terminal logged in, a position closed while the EA was disconnected, and the DLL
-transport's connect timeout and reconnect backoff taken from the EA's inputs."""
+EA started before its terminal logged in, a position closed while the EA was disconnected, the DLL
+transport's connect timeout and reconnect backoff taken from the EA's inputs, and a busy gateway's Retry-After
+waited out by both transports."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hedgebridge.executor.service import Executor
 from hedgebridge.protocol import ClosedEvent, OpenOrder, subjects, unpack_event
 from hedgebridge.sim.ea.launch import CompiledEa, EaSettings
 
-from ..dll.wsserver import WsTestServer
+from ..dll.wsserver import Refusal, WsTestServer
 from ..helpers import order, wait_for
 from ..mt5.terminals import EaBuild
 from .conftest import StartEa
@@ -74,6 +75,22 @@ async def test_a_position_closed_while_the_ea_was_disconnected_is_reported_after
     assert report.profit is not None
 
 
+async def _start_against(build: EaBuild, server: WsTestServer, files_dir: Path, settings: EaSettings) -> CompiledEa:
+    """The EA for account A1 connecting to a test server (not a gateway), without waiting for a connection."""
+    return await CompiledEa.start(
+        build.binary,
+        build.transport,
+        account="A1",
+        token="t0ken",
+        gateway_host="127.0.0.1",
+        gateway_port=server.port,
+        files_dir=files_dir,
+        dll_path=build.dll_path,
+        settings=settings,
+        wait_connected=False,
+    )
+
+
 RECONNECT = re.compile(r"the dll transport reconnects in (\d+) ms \(reconnect (\d+)\)")
 
 
@@ -84,18 +101,7 @@ async def test_the_dll_transport_takes_the_connect_timeout_and_backoff_inputs(
     timeout (not the DLL's default of 10 s), and the reconnect delays the EA announces keep to its inputs."""
     settings = EaSettings(connect_timeout_ms=300, reconnect_min_ms=100, reconnect_max_ms=400)
     async with WsTestServer(silent=True) as silent:
-        ea = await CompiledEa.start(
-            ea_dll_build.binary,
-            "dll",
-            account="A1",
-            token="t0ken",
-            gateway_host="127.0.0.1",
-            gateway_port=silent.port,
-            files_dir=tmp_path / "silent",
-            dll_path=ea_dll_build.dll_path,
-            settings=settings,
-            wait_connected=False,
-        )
+        ea = await _start_against(ea_dll_build, silent, tmp_path / "silent", settings)
 
         def announced() -> list[str]:
             return [line for line in ea.process.journal if RECONNECT.search(line)]
@@ -116,3 +122,35 @@ async def test_the_dll_transport_takes_the_connect_timeout_and_backoff_inputs(
     for n, d in delays.items():  # decorrelated jitter: at most three times the delay before
         if n - 1 in delays:
             assert d <= 3 * delays[n - 1], delays
+
+
+REFUSED = re.compile(r" in (\d+) ms(?: \(reconnect (\d+)\))? \(HTTP (\d+)(?:, Retry-After (\d+) ms)?\)$")
+
+
+async def test_the_ea_waits_out_a_busy_gateways_retry_after(ea_build: EaBuild, tmp_path: Path) -> None:
+    """503 with Retry-After 1: the EA's next attempt comes no earlier than a second later, and its journal names
+    the status, the Retry-After and the delay (at most twice the Retry-After); a 429 without Retry-After then
+    keeps the normal backoff (within the EA's reconnect inputs)."""
+    settings = EaSettings(reconnect_min_ms=50, reconnect_max_ms=200)
+    async with WsTestServer(refusals=[Refusal(503, {"Retry-After": "1"}), Refusal(429)]) as server:
+        ea = await _start_against(ea_build, server, tmp_path / "busy", settings)
+
+        def refusals() -> list[re.Match[str]]:
+            return [m for m in map(REFUSED.search, ea.process.journal) if m]
+
+        try:
+            await wait_for(
+                lambda: len(refusals()) >= 2 and len(server.connections) >= 3,
+                lambda: "two refusals logged and a third attempt; journal:\n" + "\n".join(ea.process.journal[-10:]),
+                timeout_s=30,
+            )
+        finally:
+            await ea.stop()
+        attempts = list(server.connections)
+    busy, limited = refusals()[:2]
+    assert (busy[3], busy[4]) == ("503", "1000"), busy.string
+    assert 1000 <= int(busy[1]) <= 2000, busy.string
+    assert (limited[3], limited[4]) == ("429", None), limited.string
+    assert 50 <= int(limited[1]) <= 200, limited.string
+    assert [c.refused for c in attempts[:3]] == [503, 429, 0]
+    assert attempts[1].accepted_at - attempts[0].answered_at >= 1.0

@@ -7,14 +7,16 @@
 //  - CNativeTransport: MQL5's own sockets (SocketCreate/SocketConnect/SocketTlsHandshake/...). Speaks the
 //    WebSocket client protocol itself (RFC 6455: handshake, masking, fragments, ping/pong, close). Needs
 //    the gateway host in Tools > Options > Expert Advisors > "Allow WebRequest for listed URL".
-// CWebSocketManager adds what both need: reconnect with backoff ("decorrelated jitter"), heartbeats at
-// the interval WELCOME gives, answers to the gateway's heartbeats, and a silence timeout.
+// CWebSocketManager adds what both need: reconnect with backoff ("decorrelated jitter", a refusal's
+// Retry-After waited out: Backoff.mqh), heartbeats at the interval WELCOME gives, answers to the gateway's
+// heartbeats, and a silence timeout.
 #ifndef HEDGEBRIDGE_WEBSOCKETMANAGER_MQH
 #define HEDGEBRIDGE_WEBSOCKETMANAGER_MQH
 
 #include "Protocol.mqh"
 #include "Json.mqh"
 #include "Random.mqh"
+#include "Backoff.mqh"
 
 // HB_NO_DLL (HedgeSystemConnectorNative.mq5): no #import at all, so the EA loads where DLLs are not allowed
 // (an #import is bound when the EA loads, whichever transport it then uses).
@@ -33,6 +35,8 @@ int  WsSetOption(uchar &name[], uchar &value[]);
 int  WsPendingMessages(void);
 int  WsGetReconnectCount(void);
 int  WsGetReconnectDelayMs(void);
+int  WsGetHttpStatus(void);
+int  WsGetRetryAfterMs(void);
 #import
 #endif
 
@@ -67,6 +71,11 @@ public:
    // a transport that reconnects by itself: true once for each reconnect it scheduled, with its number
    // (since Open) and delay
    virtual bool      RetryScheduled(int &count, int &delayMs) { return(false); }
+   // the HTTP status that refused the latest attempt's upgrade (401, 429, 503, ...), 0 when none did; for a
+   // transport that reconnects by itself, the attempt that the reconnect RetryScheduled last reported follows
+   virtual int       RefusalStatus(void) = 0;
+   // that refusal's Retry-After in milliseconds, -1 when it had none (see HbRetryAfterMs)
+   virtual int       RetryAfterMs(void) = 0;
    virtual string    LastError(void) = 0;
    virtual string    Name(void) = 0;
   };
@@ -83,6 +92,8 @@ private:
    int               m_backoffMinMs;
    int               m_backoffMaxMs;
    int               m_retriesSeen;
+   int               m_refusalStatus;
+   int               m_retryAfterMs;
 
    void              SetOption(const string key, const string value)
      {
@@ -117,7 +128,7 @@ private:
 public:
                      CDllTransport(const string options, const int backoffMinMs, const int backoffMaxMs)
                      : m_options(options), m_backoffMinMs(backoffMinMs), m_backoffMaxMs(backoffMaxMs),
-                     m_retriesSeen(0) { ArrayResize(m_buffer, 65536); }
+                     m_retriesSeen(0), m_refusalStatus(0), m_retryAfterMs(-1) { ArrayResize(m_buffer, 65536); }
 
    virtual bool      Open(const string url, const string token, const int timeoutMs)
      {
@@ -128,22 +139,30 @@ public:
       if(m_options != "")
          ApplyOptions();
       m_retriesSeen = 0;
+      m_refusalStatus = 0;
+      m_retryAfterMs = -1;
       return(ConnectWebSocketW(url, token) == 1);
      }
 
    virtual bool      RetryScheduled(int &count, int &delayMs)
      {
-      // the delay belongs to the count when the count is the same before and after reading it
+      // the delay and the refusal belong to the count when the count is the same before and after reading them
+      int status = 0;
+      int retryAfterMs = -1;
       for(int i = 0; i < 3; i++)
         {
          count = WsGetReconnectCount();
          delayMs = WsGetReconnectDelayMs();
+         status = WsGetHttpStatus();
+         retryAfterMs = WsGetRetryAfterMs();
          if(WsGetReconnectCount() == count)
             break;
         }
       if(count == m_retriesSeen)
          return(false);
       m_retriesSeen = count;
+      m_refusalStatus = status;
+      m_retryAfterMs = retryAfterMs;
       return(count > 0);
      }
 
@@ -172,6 +191,8 @@ public:
    virtual bool      IsAlive(void) { return(WsGetState() != HB_DLL_STATE_IDLE); }
    virtual void      Close(void) { DisconnectWebSocket(); }
    virtual int       CloseCode(void) { return(WsGetCloseCode()); }
+   virtual int       RefusalStatus(void) { return(m_refusalStatus); }
+   virtual int       RetryAfterMs(void) { return(m_retryAfterMs); }
 
    virtual string    LastError(void)
      {
@@ -200,6 +221,8 @@ private:
    bool              m_tls;
    bool              m_open;
    int               m_closeCode;
+   int               m_refusalStatus;  // the HTTP status that refused the latest upgrade, 0 if none
+   int               m_retryAfterMs;   // its Retry-After, -1 if none
    int               m_maxMessageBytes;
    string            m_error;
    uchar             m_rx[];        // bytes received and not yet parsed
@@ -450,13 +473,16 @@ private:
 
 public:
                      CNativeTransport(void) : m_socket(INVALID_HANDLE), m_tls(false), m_open(false), m_closeCode(0),
-                     m_maxMessageBytes(16 * 1048576), m_fragmented(false), m_queueHead(0) {}
+                     m_refusalStatus(0), m_retryAfterMs(-1), m_maxMessageBytes(16 * 1048576), m_fragmented(false),
+                     m_queueHead(0) {}
                     ~CNativeTransport(void) { Close(); }
 
    virtual bool      Open(const string url, const string token, const int timeoutMs)
      {
       Close();
       m_closeCode = 0;
+      m_refusalStatus = 0;
+      m_retryAfterMs = -1;
       m_error = "";
       // ws[s]://host[:port][/path]
       string rest = url;
@@ -574,11 +600,14 @@ public:
         }
       string head = CharArrayToString(m_rx, 0, end, CP_UTF8);
       string body = CharArrayToString(m_rx, end, MathMin(ArraySize(m_rx) - end, 512), CP_UTF8);
+      StringTrimRight(body);  // one journal line
       ArrayRemove(m_rx, 0, end);
       string parts[];
       if(StringSplit(head, ' ', parts) < 2 || parts[1] != "101")
         {
          string status = ArraySize(parts) >= 2 ? parts[1] : "?";
+         m_refusalStatus = (int)StringToInteger(status);
+         m_retryAfterMs = HbRetryAfterMs(HeaderValue(head, "Retry-After"));
          m_error = "the gateway refused the connection: HTTP " + status + " " + body
                    + (status == "401" ? " (token missing, invalid or expired)" : "");
          Close();
@@ -675,6 +704,8 @@ public:
      }
 
    virtual int       CloseCode(void) { return(m_closeCode); }
+   virtual int       RefusalStatus(void) { return(m_refusalStatus); }
+   virtual int       RetryAfterMs(void) { return(m_retryAfterMs); }
    virtual string    LastError(void) { return(m_error); }
    virtual string    Name(void) { return("native"); }
   };
@@ -709,17 +740,25 @@ private:
    int               m_heartbeatTimeoutMs;
    int               m_maxFrameBytes;
 
-   // "decorrelated jitter", as the DLL does: a random delay between the shortest and three times the previous
-   // one, capped at the longest; terminals that lost the gateway together spread out
-   int               Schedule(void)
+   // the next attempt after a random delay (Backoff.mqh), at least retryAfterMs and a random share of it when
+   // the refusal named one
+   int               Schedule(const int retryAfterMs)
      {
-      long hi = 3 * (long)MathMax(m_backoffMs, m_backoffMinMs);
-      if(hi > m_backoffMaxMs)
-         hi = m_backoffMaxMs;
-      int delay = m_backoffMinMs + (int)((hi - m_backoffMinMs) * (MathRand() / 32767.0));
+      int delay = HbReconnectDelayMs(HbDecorrelatedJitterMs(m_backoffMs, m_backoffMinMs, m_backoffMaxMs),
+                                     retryAfterMs);
       m_nextAttempt = GetTickCount64() + (ulong)delay;
       m_backoffMs = delay;
       return(delay);
+     }
+
+   // " (HTTP 503, Retry-After 2000 ms)" for a log line, "" when the attempt was not refused over HTTP
+   static string     RefusalText(const int status, const int retryAfterMs)
+     {
+      if(status <= 0)
+         return("");
+      if(retryAfterMs < 0)
+         return(StringFormat(" (HTTP %d)", status));
+      return(StringFormat(" (HTTP %d, Retry-After %d ms)", status, retryAfterMs));
      }
 
 public:
@@ -776,9 +815,11 @@ public:
          return(false);
       if(!m_transport.Open(m_url, m_token, m_timeoutMs))
         {
-         int delay = Schedule();
-         PrintFormat("hedgebridge: cannot connect (%s transport): %s; next attempt in %d ms", m_transport.Name(),
-                     m_transport.LastError(), delay);
+         int status = m_transport.RefusalStatus();
+         int retryAfterMs = m_transport.RetryAfterMs();
+         int delay = Schedule(retryAfterMs);
+         PrintFormat("hedgebridge: cannot connect (%s transport): %s; next attempt in %d ms%s", m_transport.Name(),
+                     m_transport.LastError(), delay, RefusalText(status, retryAfterMs));
          return(false);
         }
       return(true);
@@ -801,8 +842,9 @@ public:
       int retry = 0;
       int retryDelayMs = 0;
       if(m_transport.CloseCode() != HB_CLOSE_SESSION_REPLACED && m_transport.RetryScheduled(retry, retryDelayMs))
-         PrintFormat("hedgebridge: %s; the %s transport reconnects in %d ms (reconnect %d)", m_transport.LastError(),
-                     m_transport.Name(), retryDelayMs, retry);
+         PrintFormat("hedgebridge: %s; the %s transport reconnects in %d ms (reconnect %d)%s", m_transport.LastError(),
+                     m_transport.Name(), retryDelayMs, retry,
+                     RefusalText(m_transport.RefusalStatus(), m_transport.RetryAfterMs()));
       bool isOpen = m_transport.IsOpen();
       if(isOpen && !m_connected)
         {
@@ -831,7 +873,7 @@ public:
             m_nextAttempt = now + (ulong)m_backoffMaxMs;
             return(HB_WS_LOST);
            }
-         Schedule();
+         Schedule(-1);
          return(HB_WS_LOST);
         }
       if(!isOpen && !m_transport.IsAlive() && now >= m_nextAttempt)
