@@ -3,12 +3,17 @@ the SUBSCRIBE frames that resume it after a reconnect."""
 
 from __future__ import annotations
 
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidStatus
+from websockets.http11 import Response
+
 from hedgebridge.client import ClientError, ConnectionLost, Reconnected, Subscription
 from hedgebridge.client.connection import (
     Cursors,
     attempt_failed_for_good,
     backoff_s,
     resume_frames,
+    wait_after_s,
     worth_reconnecting,
 )
 from hedgebridge.client.subscription import wanted
@@ -77,6 +82,19 @@ def test_which_ends_are_worth_reconnecting_after() -> None:
     assert not attempt_failed_for_good(OSError("connection refused"))
     for attempt in range(1, 12):
         assert 0.0 <= backoff_s(attempt) <= min(5.0, 0.1 * 2 ** (attempt - 1))
+
+
+def _refused(status: int, retry_after: str | None) -> InvalidStatus:
+    headers = Headers() if retry_after is None else Headers({"Retry-After": retry_after})
+    return InvalidStatus(Response(status, "refused", headers, b""))
+
+
+def test_a_busy_gateways_retry_after_is_waited_out_with_a_random_share() -> None:
+    waits = [wait_after_s(_refused(503, "2"), 1) for _ in range(200)]
+    assert all(2.0 <= w <= 4.0 for w in waits)
+    assert len(set(waits)) > 1  # jittered: many clients refused together do not come back together
+    for exc in (_refused(429, None), _refused(503, "Wed, 21 Oct 2026 07:28:00 GMT"), OSError("refused")):
+        assert 0.0 <= wait_after_s(exc, 3) <= 0.4  # the normal backoff of attempt 4
 
 
 async def test_notices_are_kept_and_only_yielded_by_items() -> None:

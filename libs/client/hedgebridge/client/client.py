@@ -8,9 +8,9 @@
   answered, in the background.
 - When the connection ends, pending calls raise ``ConnectionLost`` (an order in flight then has an unknown
   outcome — repeat it with the same ``action_id`` to learn it). Without ``reconnect`` the subscriptions end
-  with it too. With ``reconnect=True`` the client connects again (jittered backoff, for at most
-  ``reconnect_for_s`` of failed attempts) after an end that may heal (gateway restart, network, heartbeat,
-  slow consumer), and every subscription resumes: its STREAM topics from the last (epoch, seq) the client
+  with it too. With ``reconnect=True`` the client connects again (jittered backoff, a busy gateway's
+  ``Retry-After`` waited out, for at most ``reconnect_for_s`` of failed attempts) after an end that may heal
+  (gateway restart, network, heartbeat, slow consumer), and every subscription resumes: its STREAM topics from the last (epoch, seq) the client
   saw, its snapshot topics with a fresh snapshot; they are told ``Reconnected``, then ``RESYNC`` for a topic
   whose history no longer reaches back.
 - ``history(...)`` reads one page of the persisted events (HISTORY), ``history_entries(...)`` every page of
@@ -70,6 +70,7 @@ from .connection import (
     backoff_s,
     open_connection,
     resume_frames,
+    wait_after_s,
     worth_reconnecting,
 )
 from .errors import ClientError, ConnectionLost
@@ -350,10 +351,10 @@ class HedgebridgeClient(Calls):
         assert self._options is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._reconnect_for_s
-        attempt = 0
+        attempt, wait = 0, backoff_s(1)
         while True:
             attempt += 1
-            await asyncio.sleep(backoff_s(attempt))
+            await asyncio.sleep(wait)
             try:
                 ws, welcome = await open_connection(self._options)
                 break
@@ -361,6 +362,7 @@ class HedgebridgeClient(Calls):
                 if attempt_failed_for_good(exc) or loop.time() > deadline:
                     self._end_subscriptions(lost)
                     return
+                wait = wait_after_s(exc, attempt)
         self.ws, self.welcome, self._lost = ws, welcome, None
         self.reconnects += 1
         self._reader = asyncio.create_task(self._read())

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from hedgebridge.common.backoff import full_jitter
+from hedgebridge.common.backoff import after_retry_after, full_jitter, retry_after_of
 from hedgebridge.protocol import ErrorMessage, ProtocolError, encode_frame, subprotocol
 from hedgebridge.protocol.client import (
     TOPIC_DELIVERY,
@@ -99,6 +99,17 @@ def backoff_s(attempt: int, *, first_s: float = 0.1, longest_s: float = 5.0) -> 
     """The wait before reconnect attempt ``attempt`` (1, 2, …): doubling from ``first_s``, at most
     ``longest_s``, with full jitter so that many clients do not come back at once."""
     return full_jitter(attempt, first_s, longest_s)
+
+
+def wait_after_s(exc: BaseException, attempt: int) -> float:
+    """The wait after reconnect attempt ``attempt`` failed with ``exc``: the backoff of the next attempt, or
+    longer when a busy gateway refused it with ``Retry-After`` (that long plus a random share of it)."""
+    wait = backoff_s(attempt + 1)
+    if isinstance(exc, InvalidStatus):
+        retry_after = retry_after_of(exc.response.headers.get("Retry-After"))
+        if retry_after is not None:
+            wait = max(wait, after_retry_after(retry_after))
+    return wait
 
 
 class Cursors:
