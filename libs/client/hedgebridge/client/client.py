@@ -10,9 +10,9 @@
   outcome — repeat it with the same ``action_id`` to learn it). Without ``reconnect`` the subscriptions end
   with it too. With ``reconnect=True`` the client connects again (jittered backoff, a busy gateway's
   ``Retry-After`` waited out, for at most ``reconnect_for_s`` of failed attempts) after an end that may heal
-  (gateway restart, network, heartbeat, slow consumer), and every subscription resumes: its STREAM topics from the last (epoch, seq) the client
-  saw, its snapshot topics with a fresh snapshot; they are told ``Reconnected``, then ``RESYNC`` for a topic
-  whose history no longer reaches back.
+  (gateway restart, network, heartbeat, slow consumer), and every subscription resumes: its STREAM topics
+  from the last (epoch, seq) the client saw, its snapshot topics with a fresh snapshot; they are told
+  ``Reconnected``, then ``RESYNC`` for a topic whose history no longer reaches back.
 - ``history(...)`` reads one page of the persisted events (HISTORY), ``history_entries(...)`` every page of
   them in turn, oldest first.
 - Subscriptions ask the gateway for stream delivery (``recent``, 0 by default): every topic's start ends with
