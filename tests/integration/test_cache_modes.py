@@ -13,7 +13,7 @@ import redis
 from hedgebridge.common import cache
 from hedgebridge.common.cache import RedisCache
 from hedgebridge.common.servers import ValkeyCluster, ValkeySentinel, ValkeyServer
-from hedgebridge.protocol import AccountUpdate, Position, PositionUpdate, PriceTick, utcnow
+from hedgebridge.protocol import AccountUpdate, Event, Position, PositionUpdate, PriceTick, utcnow
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +131,34 @@ async def test_redis_cluster(valkey_cluster: ValkeyCluster) -> None:
         assert len(slots) == 1, account
     for client in node_clients:
         client.close()
+
+
+async def test_a_batch_of_prices_balances_and_snapshots_after_the_server_lost_its_scripts(
+    cache_server: ValkeyServer,
+) -> None:
+    """One batch (one pipeline) applies every kind of event, also when the server forgot the guard scripts
+    (restart, SCRIPT FLUSH): they are loaded again and the batch applied; the stale guard still holds."""
+    store = RedisCache(f"{cache_server.url}/0")
+    raw = redis.Redis(host=cache_server.host, port=cache_server.port, decode_responses=True)
+    try:
+        now, account = utcnow(), ACCOUNTS[2]
+        for flushed in (False, True):
+            if flushed:
+                raw.script_flush()
+            batch: list[Event] = [
+                PriceTick(account_id=account, symbol="EURUSD", bid=1.1, ask=1.1002, time=now),
+                PositionUpdate(timestamp=now, account_id=account, positions=[_position("7")]),
+                AccountUpdate(timestamp=now, account_id=account, balance=7.0, equity=7.0, margin=0.0, free_margin=7.0),
+                PositionUpdate(timestamp=now - timedelta(seconds=1), account_id=account, positions=[]),  # stale
+            ]
+            assert await store.apply_many(batch) == 4
+            positions = await store.positions(account)
+            assert positions is not None
+            assert [p.mt_ticket for p in positions] == ["7"]
+            balance = await store.balance(account)
+            assert balance is not None
+            assert float(balance["balance"]) == 7.0
+            assert await store.price("EURUSD") is not None
+    finally:
+        raw.close()
+        await store.close()

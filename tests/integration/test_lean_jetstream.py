@@ -1,10 +1,13 @@
-"""``LeanJetStream``: JetStream writes acknowledged through its own reply subscription, against a real
-nats-server: the KV compare-and-set rules, de-duplication, and each way a write fails, as nats.py reports them."""
+"""``LeanJetStream``: JetStream writes and requests answered on its own reply subscription, against a real
+nats-server: the KV compare-and-set rules, de-duplication, and each way a write or a request fails, as nats.py
+reports them."""
 
 from __future__ import annotations
 
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError
 
@@ -56,4 +59,40 @@ async def test_a_write_fails_as_nats_py_reports_it(nc: NatsClient) -> None:
     with pytest.raises(NatsTimeoutError):
         await js.publish("plain.subject", b"", timeout=0.05)
     await silent.unsubscribe()
+    assert not js._waiting  # nothing left waiting
+
+
+async def test_a_write_started_with_send_is_in_the_outgoing_buffer_and_its_ack_follows(nc: NatsClient) -> None:
+    js = LeanJetStream(nc)
+    await streams.ensure(nc, js=js)
+    pending = nc.pending_data_size
+    acked = await js.send(subjects.result("A1"), b"{}", headers={"Nats-Msg-Id": "a-2:FILLED"})
+    assert nc.pending_data_size > pending  # in the outgoing buffer when the call returned: nothing awaited yet
+    assert not acked.done()
+    first = await acked
+    assert first.stream == subjects.EVENTS_STREAM
+    again = await (await js.send(subjects.result("A1"), b"{}", headers={"Nats-Msg-Id": "a-2:FILLED"}))
+    assert (again.seq, again.duplicate) == (first.seq, True)
+    with pytest.raises(NoStreamResponseError):
+        await (await js.send("no.stream.here", b""))
+    assert not js._waiting
+
+
+async def test_a_request_is_answered_on_the_lean_reply_subscription(nc: NatsClient) -> None:
+    js = LeanJetStream(nc)
+
+    async def echo(msg: Msg) -> None:
+        await msg.respond(b"re:" + msg.data)
+
+    responder = await nc.subscribe("lean.echo", cb=echo)
+    await nc.flush()
+    reply = await js.request("lean.echo", b"ping", 2.0, headers={"h": "1"})
+    assert reply.data == b"re:ping"
+    with pytest.raises(NoRespondersError):
+        await js.request("nobody.listens", b"", 2.0)
+    silent = await nc.subscribe("lean.silent")  # takes the request, never answers
+    with pytest.raises(NatsTimeoutError):
+        await js.request("lean.silent", b"", 0.05)
+    await silent.unsubscribe()
+    await responder.unsubscribe()
     assert not js._waiting  # nothing left waiting

@@ -42,6 +42,8 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from hedgebridge.protocol import AccountUpdate, Event, Position, PositionUpdate, PriceTick
 
@@ -172,6 +174,7 @@ def _price_fields(event: PriceTick) -> dict[str, str]:
 
 
 _position_decoder = msgspec.json.Decoder(Position)
+_Guarded = tuple[AsyncScript, list[str], list[str]]  # a guarded write: its script, keys and arguments
 
 
 class RealtimeCache(Protocol):
@@ -214,31 +217,41 @@ class RedisCache:
         return await self.apply_many([event]) == 1
 
     async def apply_many(self, events: Sequence[Event]) -> int:
-        """Project several events: the prices in one pipeline, in order; each balance and positions snapshot
-        by its script, which keeps a newer one the cache holds (the terminal's timestamps decide); returns how
-        many carried something to cache."""
-        applied = 0
-        guarded: list[AccountUpdate | PositionUpdate] = []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            prices = 0
-            for event in events:
-                if isinstance(event, PriceTick):
-                    pipe.hset(PRICE.format(event.symbol), mapping=_price_fields(event))
-                    prices += 1
-                elif isinstance(event, AccountUpdate | PositionUpdate):
-                    guarded.append(event)
-            if prices:
-                await pipe.execute()
-        applied += prices
-        for update in guarded:
-            if isinstance(update, AccountUpdate):
-                await self._balance(update)
-            else:
-                await self._positions_snapshot(update)
-            applied += 1
-        return applied
+        """Project several events in order: the prices, and each balance and positions snapshot by its script,
+        which keeps a newer one the cache holds (the terminal's timestamps decide); one pipeline, one round trip
+        (on a Redis Cluster the scripts go one at a time after the prices); returns how many carried something
+        to cache."""
+        prices = [(PRICE.format(e.symbol), _price_fields(e)) for e in events if isinstance(e, PriceTick)]
+        guarded = [
+            self._balance(e) if isinstance(e, AccountUpdate) else self._snapshot(e)
+            for e in events
+            if isinstance(e, AccountUpdate | PositionUpdate)
+        ]
+        cluster = isinstance(self._redis, RedisCluster)
+        pipelined = [] if cluster else guarded
+        if prices or pipelined:
+            try:
+                await self._pipelined(prices, pipelined)
+            except NoScriptError:  # the server lost its scripts (a restart, SCRIPT FLUSH): load them, again
+                await self._load_scripts()
+                await self._pipelined(prices, pipelined)
+        for script, keys, args in guarded if cluster else ():
+            await script(keys=keys, args=args)
+        return len(prices) + len(guarded)
 
-    async def _balance(self, event: AccountUpdate) -> None:
+    async def _pipelined(self, prices: list[tuple[str, dict[str, str]]], guarded: list[_Guarded]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, mapping in prices:
+                pipe.hset(key, mapping=mapping)
+            for script, keys, args in guarded:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            await pipe.execute()
+
+    async def _load_scripts(self) -> None:
+        for script in (self._positions_script, self._balance_script):
+            await self._redis.script_load(script.script)
+
+    def _balance(self, event: AccountUpdate) -> _Guarded:
         when = stamp(event.timestamp)
         fields = {
             "balance": repr(event.balance),
@@ -250,12 +263,12 @@ class RedisCache:
             "lastUpdate": when,
         }
         args = [when, *(x for pair in fields.items() for x in pair)]
-        await self._balance_script(keys=[BALANCE.format(event.account_id)], args=args)
+        return self._balance_script, [BALANCE.format(event.account_id)], args
 
-    async def _positions_snapshot(self, event: PositionUpdate) -> None:
+    def _snapshot(self, event: PositionUpdate) -> _Guarded:
         pairs = [x for p in event.positions for x in (p.mt_ticket, _position_json.encode(p).decode())]
         keys = [POSITIONS.format(event.account_id), SYNCED.format(event.account_id)]
-        await self._positions_script(keys=keys, args=[stamp(event.timestamp), *pairs])
+        return self._positions_script, keys, [stamp(event.timestamp), *pairs]
 
     async def _hash(self, key: str) -> dict[str, str]:
         value = await self._redis.hgetall(key)

@@ -21,15 +21,16 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
 
 from hedgebridge.common import logs
+from hedgebridge.common.jetstream import LeanJetStream
 from hedgebridge.common.obs import metrics, tracing
 from hedgebridge.protocol import (
     ClosedEvent,
@@ -57,8 +58,14 @@ from .projection import Projection
 from .records import Records, Stored
 
 log = logs.get("executor")
+T = TypeVar("T")
 
-_HOPS = {"delivery": metrics.HOP_EXECUTOR_DELIVERY, "report": metrics.HOP_EXECUTOR_REPORT}
+# the histograms' children, looked up once (``labels`` takes a lock and a dict lookup per call)
+_HOPS = {
+    "delivery": metrics.HOP_LATENCY.labels(metrics.HOP_EXECUTOR_DELIVERY),
+    "report": metrics.HOP_LATENCY.labels(metrics.HOP_EXECUTOR_REPORT),
+    "sync": metrics.SYNC_DURATION.labels("snapshot"),
+}
 
 
 @dataclass(eq=False, slots=True)
@@ -86,7 +93,7 @@ class Driver:
         running: dict[str, RunningOrder],
         nats: Callable[[], NatsClient],
         records: Callable[[], Records],
-        js: Callable[[], JetStreamContext],
+        js: Callable[[], LeanJetStream],
         leases: Callable[[], Leases],
         projection: Projection,
     ) -> None:
@@ -178,10 +185,7 @@ class Driver:
         elif isinstance(action, act.ApplyToBook):
             await self.projection.apply_reconciled(action.command, action.result)
         elif isinstance(action, act.Observe):
-            if action.hop == "sync":
-                metrics.SYNC_DURATION.labels("snapshot").observe(action.seconds)
-            else:
-                metrics.HOP_LATENCY.labels(_HOPS[action.hop]).observe(action.seconds)
+            _HOPS[action.hop].observe(action.seconds)
         elif isinstance(action, act.Log):
             getattr(log, action.level)(action.event, **action.fields)
         elif isinstance(action, act.Done):
@@ -204,7 +208,7 @@ class Driver:
         else:  # an OPEN goes out under the broker's name the record holds (fixed when the order was accepted)
             command = orders.outbound(action.command, order.stored.record.broker_symbol)
         try:
-            reply = await self._nats().request(
+            reply = await self._js().request(
                 subjects.command(command.account_id), pack(command), action.timeout_s, headers=tracing.headers()
             )
         except NoRespondersError:
@@ -220,8 +224,8 @@ class Driver:
         their acks come back together. The lease ends after the record is written, unless still reconciling."""
         stored, state, result = order.stored, action.state, action.result
         action_id = stored.record.action_id
-        published = asyncio.ensure_future(
-            self._js().publish(
+        published = await _started(  # in the outgoing buffer now: it leaves in the record's socket write
+            self._js().send(
                 subjects.result(result.account_id),
                 pack(result),
                 headers={"Nats-Msg-Id": f"{action_id}:{state}:{result.status}"},
@@ -320,6 +324,17 @@ def _named(action: act.Action, broker_symbol: str | None) -> act.Action:
     if broker_symbol is None or not isinstance(action, act.Answer | act.Record | act.Reply):
         return action
     return dataclasses.replace(action, result=orders.named(action.result, broker_symbol))
+
+
+async def _started(sending: Awaitable[asyncio.Future[T]]) -> asyncio.Future[T]:
+    """The future of a write ``sending`` starts; a write that could not start is a failed future (the record
+    is written all the same)."""
+    try:
+        return await sending
+    except Exception as exc:
+        failed: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        failed.set_exception(exc)
+        return failed
 
 
 async def _unsubscribe(subscription: Subscription) -> None:

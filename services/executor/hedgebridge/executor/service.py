@@ -42,13 +42,12 @@ from hedgebridge.protocol import (
     OrderCommand,
     OrderRequest,
     OrderResult,
-    errors,
-    pack,
     subjects,
     utcnow,
 )
 
-from . import batches, orders, telemetry
+from . import answers, batches, orders, telemetry
+from .answers import Answering, HandedOver
 from .config import ExecutorConfig
 from .driver import Driver, RunningOrder
 from .errors import InvalidOrder
@@ -67,26 +66,7 @@ from .symbols import Screened, SymbolBook
 log = logs.get("executor")
 
 
-class HandedOver(Exception):
-    """The order's lease was lost before its caller was answered: the new owner answers the caller's inbox."""
-
-    def __init__(self, result: OrderResult) -> None:
-        super().__init__(result.message)
-        self.result = result
-
-
 CACHE_QUEUE = "hb-cache"
-_RERUN_FIELDS = (
-    "request",
-    "command",
-    "broker_symbol",
-    "state",
-    "owner",
-    "created_at",
-    "updated_at",
-    "reply_to",
-    "result",
-)
 _RESULT_SUBJECTS = ("opened", "closed", "modified")
 
 
@@ -105,6 +85,7 @@ class Executor:
             queued_grace_s=config.lease_ms / 2000,  # half a lease: see ``leases``
         )
         self._nats: NatsClient | None = None
+        self._lean: LeanJetStream | None = None
         self._state: streams.State | None = None
         self._records: Records | None = None
         self._leases: Leases | None = None
@@ -130,7 +111,7 @@ class Executor:
             self._running,
             lambda: self.nats,
             lambda: self.records,
-            lambda: self.state.js,
+            lambda: self.lean,
             lambda: self.leases,
             self.projection,
         )
@@ -140,6 +121,11 @@ class Executor:
     def nats(self) -> NatsClient:
         assert self._nats is not None, "executor not started"
         return self._nats
+
+    @property
+    def lean(self) -> LeanJetStream:
+        assert self._lean is not None, "executor not started"
+        return self._lean
 
     @property
     def records(self) -> Records:
@@ -184,8 +170,9 @@ class Executor:
         self._nats = await bus.connect(
             self.config.nats_url, name=self.id, startup_timeout_s=self.config.nats_startup_timeout_s
         )
-        lean = LeanJetStream(self.nats)  # the records', leases', results' and book's writes: see ``jetstream``
-        self._state = await streams.ensure(self.nats, replicas=self.config.stream_replicas, js=lean)
+        # the records', leases', results' and book's writes, and the commands' requests: see ``jetstream``
+        self._lean = LeanJetStream(self.nats)
+        self._state = await streams.ensure(self.nats, replicas=self.config.stream_replicas, js=self._lean)
         await self.symbols.start()  # every account's rules before the first order is checked
         await self.maps.start(self.nats, self.config.stream_replicas)  # and every account's symbol map
         self._records = Records(self.state.orders, self.state.inflight, self.id, self.config.lease_ms / 1000)
@@ -263,31 +250,25 @@ class Executor:
     # --- order requests -------------------------------------------------------------------------------------
 
     async def _serve(self, msg: Msg) -> None:
-        started = time.perf_counter()
-        span = telemetry.order_started(msg)  # the order's span, current in this task (None: tracing off)
-        try:
-            result = await self.submit(msg.data, started, reply_to=msg.reply or "")
-        except HandedOver as handed:
-            telemetry.order_done(span, handed.result, started)
-            return
-        except Exception:
-            log.exception("order failed inside the executor")
-            result = orders.failure("OUTCOME_UNKNOWN", errors.INTERNAL, "internal executor error", None, _ms(started))
-        telemetry.order_done(span, result, started)
-        if msg.reply:
-            with contextlib.suppress(Exception):
-                await msg.respond(pack(result))
+        await answers.serve(
+            msg, lambda data, started, reply_to, answer: self.submit(data, started, reply_to, answer=answer)
+        )
 
-    async def submit(self, data: bytes, started: float, reply_to: str = "") -> OrderResult:
+    async def submit(
+        self, data: bytes, started: float, reply_to: str = "", *, answer: Answering | None = None
+    ) -> OrderResult:
         try:
             request = orders.parse_request(data)
         except ValueError as exc:
             return orders.failure("INVALID", InvalidOrder.code, str(exc), None, _ms(started))
-        return await self.execute(request, started, reply_to=reply_to)
+        return await self.execute(request, started, reply_to=reply_to, answer=answer)
 
-    async def execute(self, request: OrderRequest, started: float, *, reply_to: str = "") -> OrderResult:
+    async def execute(
+        self, request: OrderRequest, started: float, *, reply_to: str = "", answer: Answering | None = None
+    ) -> OrderResult:
         """Run ``request`` once per actionId and return its definite result (``HandedOver`` when its lease was
-        lost before an answer: the new owner answers ``reply_to``)."""
+        lost before an answer: the new owner answers ``reply_to``). With ``answer``, a sent order's result is
+        given to it as soon as it is known, and the record is written before this returns (see ``_run``)."""
         screened = await self._screen(request, started)
         if isinstance(screened, OrderResult):  # refused by the symbol's rules: nothing recorded, nothing sent
             known = request.action_id is not None and await self.records.get(request.action_id) is not None
@@ -296,7 +277,7 @@ class Executor:
         stored = await self.records.claim(record)
         if stored is None:
             return await self._repeat(record.action_id, request, started, reply_to)
-        return await self._run(stored, request, started, reply_to)
+        return await self._run(stored, request, started, reply_to, answer)
 
     async def _screen(self, request: OrderRequest, started: float) -> Screened | OrderResult:
         """The command named by the account's symbol map (``maps``) and checked against its symbol's rules, or the
@@ -306,8 +287,13 @@ class Executor:
             return Screened(command)
         return await self.symbols.screen(request, command, self.projection.position_symbol, _ms(started), mapping)
 
-    async def _run(self, stored: Stored, request: OrderRequest, started: float, reply_to: str) -> OrderResult:
-        """Send the recorded order and answer it (the record was just claimed, or renewed for a rerun)."""
+    async def _run(
+        self, stored: Stored, request: OrderRequest, started: float, reply_to: str, answer: Answering | None = None
+    ) -> OrderResult:
+        """Send the recorded order and answer it (the record was just claimed, or renewed for a rerun). With
+        ``answer`` the caller is answered and the record written in this task, one after the other in one step:
+        the reply, the record and the result leave in one socket write; without, the record is written by a
+        task of its own after this returns."""
         command, action_id = stored.record.command, stored.record.action_id
         timeout_s = (request.timeout_ms or self.config.order_timeout_ms) / 1000
         ttl_s = (request.ttl_ms if request.ttl_ms is not None else self.config.command_ttl_ms) / 1000
@@ -322,21 +308,28 @@ class Executor:
             lock = self._locks[command.account_id]  # one order at a time per terminal
             if not await acquire_by(lock, started + min(ttl_s, timeout_s)):  # queued past its time-to-live: EXPIRED
                 why = f"queued behind other orders to account {command.account_id} past its time-to-live"
-                answer, rest = await self.driver.drive(order, run.expire(time.perf_counter(), why))
+                reached, rest = await self.driver.drive(order, run.expire(time.perf_counter(), why))
             else:
                 timers.append(self.leases.when_slow(action_id, self._spawn))  # from its turn
                 try:
-                    answer, rest = await self.driver.drive(order, run.start(time.perf_counter()))
+                    reached, rest = await self.driver.drive(order, run.start(time.perf_counter()))
                 finally:
                     lock.release()
-            assert answer is not None
+            assert reached is not None
             # the caller is answered first; the record is written right after (a repeat waits for it; after a
             # crash in between, the replica that takes the order over reconciles the same outcome)
-            self._spawn(self._settle(order, rest, timers))
             settling = True
-            if answer.handed_over:
-                raise HandedOver(answer.result)
-            return answer.result
+            if answer is None or reached.handed_over:
+                self._spawn(self._settle(order, rest, timers))
+                if reached.handed_over:
+                    raise HandedOver(reached.result)
+                return reached.result
+            await answer(reached.result)
+            try:
+                await self._settle(order, rest, timers)
+            except Exception:
+                log.exception("background order work failed")
+            return reached.result
         finally:
             if not settling:  # failed inside: the lease lapses and another replica reconciles the order
                 for timer in timers:
