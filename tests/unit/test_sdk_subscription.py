@@ -94,7 +94,7 @@ def test_a_busy_gateways_retry_after_is_waited_out_with_a_random_share() -> None
     assert all(2.0 <= w <= 4.0 for w in waits)
     assert len(set(waits)) > 1  # jittered: many clients refused together do not come back together
     for exc in (_refused(429, None), _refused(503, "Wed, 21 Oct 2026 07:28:00 GMT"), OSError("refused")):
-        assert 0.0 <= wait_after_s(exc, 3) <= 0.4  # the normal backoff of attempt 4
+        assert 0.0 <= wait_after_s(exc, 3) <= 0.8  # the normal backoff of attempt 4
 
 
 async def test_notices_are_kept_and_only_yielded_by_items() -> None:
