@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 from dataclasses import dataclass, field
 
-from hedgebridge.sim.ea.proxy import OP_CLOSE, FrameParser, encode_frame
+from hedgebridge.sim.ea.frames import OP_CLOSE, FrameParser, encode_frame
 
 ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUBPROTOCOL = "hedgebridge.v1"
