@@ -178,29 +178,20 @@ def open_cmd(action: str, volume: float = 1.0, **stops: float) -> OpenCommand:
     )
 
 
+def stop_loss_at(price: float, ticket: str | None) -> ModifyCommand:
+    return ModifyCommand(timestamp=T, account_id="A1", position_id="p-o1", action_id="m1", mt_ticket=ticket,
+                         stop_loss=price, metadata=ModifyMetadata(user_id=""))  # fmt: skip
+
+
 def test_a_closed_market_refuses_opens_closes_and_stops_until_it_opens() -> None:
     sim = account()
     opened = sim.open(open_cmd("o1"), T)
     sim.set_market("EURUSD", False)
     refused = sim.open(open_cmd("o2"), T)
     assert (refused.status, refused.error_code, refused.error_message) == ("FAILED", 10018, "Market is closed")
-    close = CloseCommand(
-        timestamp=T,
-        account_id="A1",
-        position_id="p-o1",
-        action_id="c1",
-        mt_ticket=opened.mt_ticket,
-        metadata=CloseMetadata(exit_reason="", user_id=""),
-    )
-    modify = ModifyCommand(
-        timestamp=T,
-        account_id="A1",
-        position_id="p-o1",
-        action_id="m1",
-        mt_ticket=opened.mt_ticket,
-        stop_loss=1.0,
-        metadata=ModifyMetadata(user_id=""),
-    )
+    close = CloseCommand(timestamp=T, account_id="A1", position_id="p-o1", action_id="c1", mt_ticket=opened.mt_ticket,
+                         metadata=CloseMetadata(exit_reason="", user_id=""))  # fmt: skip
+    modify = stop_loss_at(1.0, opened.mt_ticket)
     assert sim.close(close, T).error_code == retcodes.MARKET_CLOSED
     assert sim.modify(modify, T).error_code == retcodes.MARKET_CLOSED
     sim.set_market("EURUSD", True)
@@ -212,15 +203,7 @@ def test_stops_within_the_freeze_level_may_not_change() -> None:
     bid, _ = sim.feed.quote("EURUSD")
     opened = sim.open(open_cmd("o1", stop_loss=round(bid - 25 * POINT, 5)), T)
     assert opened.status == "SUCCESS"
-    modify = ModifyCommand(
-        timestamp=T,
-        account_id="A1",
-        position_id="p-o1",
-        action_id="m1",
-        mt_ticket=opened.mt_ticket,
-        stop_loss=1.0,
-        metadata=ModifyMetadata(user_id=""),
-    )
+    modify = stop_loss_at(1.0, opened.mt_ticket)
     frozen = sim.modify(modify, T)
     assert (frozen.status, frozen.error_code, frozen.stop_loss) == ("FAILED", 10029, opened.stop_loss)
     sim.feed.mids["EURUSD"] += 20 * POINT  # the stop loss is 45 points away now

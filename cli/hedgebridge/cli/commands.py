@@ -106,43 +106,29 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 def build_request(args: argparse.Namespace) -> OrderRequest:
     try:
+        # what every order of the command line carries: its account, idempotency key, user and time limits
+        common: dict[str, Any] = {
+            "account_id": args.account,
+            "action_id": args.action_id,
+            "user_id": args.user_id,
+            "timeout_ms": int(args.timeout * 1000),
+            "ttl_ms": None if args.ttl is None else int(args.ttl * 1000),
+        }
+        stops = {"stop_loss": args.sl, "take_profit": args.tp}
         if args.order_command == "open":
             return OpenOrder(
-                account_id=args.account,
                 symbol=args.symbol,
                 side=args.side,
                 volume=args.volume,
-                action_id=args.action_id,
-                user_id=args.user_id,
-                timeout_ms=int(args.timeout * 1000),
-                ttl_ms=None if args.ttl is None else int(args.ttl * 1000),
                 round_volume=args.round_volume,
-                stop_loss=args.sl,
-                take_profit=args.tp,
+                **stops,
+                **common,
             )
+        position = {"position_id": args.position_id, "mt_ticket": args.ticket}
         if args.order_command == "modify":
-            return ModifyOrder(
-                account_id=args.account,
-                position_id=args.position_id,
-                mt_ticket=args.ticket,
-                stop_loss=args.sl,
-                take_profit=args.tp,
-                action_id=args.action_id,
-                user_id=args.user_id,
-                timeout_ms=int(args.timeout * 1000),
-                ttl_ms=None if args.ttl is None else int(args.ttl * 1000),
-            )
+            return ModifyOrder(**position, **stops, **common)
         return CloseOrder(
-            account_id=args.account,
-            position_id=args.position_id,
-            mt_ticket=args.ticket,
-            volume=args.volume,
-            action_id=args.action_id,
-            user_id=args.user_id,
-            exit_reason=args.reason,
-            timeout_ms=int(args.timeout * 1000),
-            ttl_ms=None if args.ttl is None else int(args.ttl * 1000),
-            round_volume=args.round_volume,
+            **position, volume=args.volume, exit_reason=args.reason, round_volume=args.round_volume, **common
         )
     except (TypeError, ValueError, msgspec.ValidationError) as exc:
         raise CliError(f"invalid order: {exc}", EXIT_INVALID) from None
