@@ -7,6 +7,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
+from typing import TypedDict, Unpack
 
 from hedgebridge.protocol import Message
 from hedgebridge.protocol.client import (
@@ -16,6 +17,15 @@ from hedgebridge.protocol.client import (
     HistoryRequest,
     HistoryType,
 )
+
+
+class HistoryQuery(TypedDict, total=False):
+    """What a history query asks for (each left out: no limit)."""
+
+    accounts: Sequence[str] | None
+    types: Sequence[HistoryType] | None
+    since: datetime | None
+    until: datetime | None
 
 
 class HistoryCalls(ABC):
@@ -52,20 +62,13 @@ class HistoryCalls(ABC):
         return reply
 
     async def history_entries(
-        self,
-        *,
-        accounts: Sequence[str] | None = None,
-        types: Sequence[HistoryType] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        page_size: int = HISTORY_LIMIT_DEFAULT,
+        self, *, page_size: int = HISTORY_LIMIT_DEFAULT, **query: Unpack[HistoryQuery]
     ) -> AsyncIterator[HistoryEntry]:
-        """Every persisted event of the query stored until now, page after page, oldest first."""
+        """Every persisted event of the query (``accounts``, ``types``, ``since``, ``until`` as for ``history``)
+        stored until now, page after page, oldest first."""
         cursor: str | None = None
         while True:
-            page = await self.history(
-                accounts=accounts, types=types, since=since, until=until, limit=page_size, cursor=cursor
-            )
+            page = await self.history(**query, limit=page_size, cursor=cursor)
             for entry in page.entries:
                 yield entry
             if not page.more:
