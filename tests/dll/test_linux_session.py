@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hedgebridge.protocol import Heartbeat, Welcome, encode_frame, utcnow
-from hedgebridge.sim.ea.proxy import OP_TEXT
+from hedgebridge.sim.ea.frames import OP_TEXT
 
 from ..helpers import ea_token, wait_for
 from .client import (

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
-from hedgebridge.sim.ea.proxy import OP_CLOSE, FrameParser, encode_frame
+from hedgebridge.sim.ea.frames import OP_CLOSE, FrameParser, encode_frame
 
 ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUBPROTOCOL = "hedgebridge.v1"

@@ -1,7 +1,7 @@
 """The records of the simulated ``MetaTrader5`` package (``fake_mt5``): its named tuples (the package's
 PyStructSequence types, field names and order as MetaQuotes documents them, checked against the wheel by
-``test_fake_mt5.py``), the fields ``order_send`` accepts with their types, and the trade server's texts of the
-retcodes the simulation answers.
+``test_fake_mt5.py``) and the fields ``order_send`` accepts with their types (the trade server's texts of its
+retcodes are ``hedgebridge.sim.checks.TEXT``).
 """
 
 from __future__ import annotations
@@ -284,24 +284,4 @@ REQUEST_TYPES: dict[str, tuple[type, ...]] = {
     "comment": (str,),
     "position": (int,),
     "position_by": (int,),
-}
-
-RETCODE_TEXT = {
-    10004: "Requote",
-    10006: "Request rejected",
-    10009: "Request completed",
-    10010: "Only part of the request was completed",
-    10011: "Request processing error",
-    10012: "Request canceled by timeout",
-    10013: "Invalid request",
-    10014: "Invalid volume in the request",
-    10018: "Market is closed",
-    10019: "There is not enough money to complete the request",
-    10020: "Prices changed",
-    10021: "There are no quotes to process the request",
-    10024: "Too frequent requests",
-    10030: "Invalid order filling type",
-    10031: "No connection with the trade server",
-    10036: "Position with the specified POSITION_IDENTIFIER has already been closed",
-    10038: "A close volume exceeds the current position volume",
 }

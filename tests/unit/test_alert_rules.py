@@ -230,7 +230,7 @@ def test_latency_window_figures() -> None:
 
 
 def test_status_lists_the_open_alerts() -> None:
-    from hedgebridge.cli.commands import format_status
+    from hedgebridge.cli.status import format_status
     from hedgebridge.protocol import MonitorSnapshot
 
     book = AlertBook(LIMITS)

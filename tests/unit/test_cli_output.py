@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hedgebridge.cli import commands, output, state
+from hedgebridge.cli import output, state, status
 from hedgebridge.protocol import Alert, HealthReport, MonitorSnapshot, TerminalView, to_builtins
 
 NOW = datetime(2026, 12, 4, 18, 0, tzinfo=UTC)
@@ -50,6 +50,6 @@ def test_every_field_is_present_and_the_wire_form_kept() -> None:
 
 
 def test_status_json_has_the_processes_even_when_there_are_none() -> None:
-    assert commands.status_json(_snapshot(), {})["processes"] == {}
-    processes = commands.status_json(_snapshot(), {"nats": state.ServiceState(state="running", pid=7)})["processes"]
+    assert status.status_json(_snapshot(), {})["processes"] == {}
+    processes = status.status_json(_snapshot(), {"nats": state.ServiceState(state="running", pid=7)})["processes"]
     assert processes == {"nats": {"state": "running", "pid": 7, "restarts": 0, "last_restart": "", "last_exit": ""}}

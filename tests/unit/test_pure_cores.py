@@ -19,6 +19,8 @@ PURE = [
     "hedgebridge.executor.orders",
     "hedgebridge.common.terminal_link.rules",
     "hedgebridge.common.history.core",
+    "hedgebridge.sim.checks",
+    "hedgebridge.sim.book",
     "hedgebridge.gateway.client_rules",
     "hedgebridge.coordinator.run",
     "hedgebridge.coordinator.actions",

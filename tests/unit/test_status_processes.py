@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hedgebridge.cli import commands, state
+from hedgebridge.cli import state, status
 
 
 def _write(base: Path, pid: int) -> None:
@@ -43,7 +43,7 @@ def test_the_processes_are_listed_with_their_restarts() -> None:
         ),
         "coordinator": state.ServiceState(state="given up", restarts=4, last_exit="exited with code 78"),
     }
-    lines = commands.format_services(services).splitlines()
+    lines = status.format_services(services).splitlines()
     assert lines[0].split() == ["process", "state", "pid", "restarts", "last", "restart", "last", "exit"]
     assert lines[1].split() == ["executor", "running", "12", "2", "2026-12-04T18:58:33Z", "exited", "with", "code", "1"]
     assert lines[2].split() == ["coordinator", "given", "up", "-", "4", "-", "exited", "with", "code", "78"]
@@ -66,7 +66,7 @@ def test_the_local_stack_is_shown_unless_status_asks_another_nats(
         monkeypatch.delenv("HEDGEBRIDGE_NATS_URL", raising=False)
     else:
         monkeypatch.setenv("HEDGEBRIDGE_NATS_URL", variable)
-    services = commands._local_services(argparse.Namespace(nats_url=flag), tmp_path)
+    services = status._local_services(argparse.Namespace(nats_url=flag), tmp_path)
     assert (list(services) == ["nats", "executor", "coordinator"]) is shown
     assert (services != {}) is shown
 
@@ -74,4 +74,4 @@ def test_the_local_stack_is_shown_unless_status_asks_another_nats(
 def test_a_stack_whose_up_is_gone_shows_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HEDGEBRIDGE_NATS_URL", raising=False)
     _write(tmp_path, 2**22 + 12345)  # no such process
-    assert commands._local_services(argparse.Namespace(nats_url=None), tmp_path) == {}
+    assert status._local_services(argparse.Namespace(nats_url=None), tmp_path) == {}

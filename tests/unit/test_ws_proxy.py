@@ -9,7 +9,7 @@ import zlib
 import pytest
 from websockets.frames import Frame, Opcode
 
-from hedgebridge.sim.ea.proxy import (
+from hedgebridge.sim.ea.frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONTINUATION,
@@ -19,9 +19,9 @@ from hedgebridge.sim.ea.proxy import (
     FrameParser,
     MessageAssembler,
     WsFrame,
-    _response_terms,
     encode_frame,
     message_fields,
+    response_terms,
 )
 
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 70_000]
@@ -153,7 +153,7 @@ def test_message_fields_reads_type_and_action_id_and_nothing_else() -> None:
 def test_the_handshake_response_says_whether_it_upgraded_and_with_deflate() -> None:
     ok = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
     deflate = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
-    assert _response_terms(ok) == (True, False)
-    assert _response_terms(deflate) == (True, True)
-    assert _response_terms(b"HTTP/1.1 401 Unauthorized\r\n\r\n") == (False, False)
-    assert _response_terms(b"garbage") == (False, False)
+    assert response_terms(ok) == (True, False)
+    assert response_terms(deflate) == (True, True)
+    assert response_terms(b"HTTP/1.1 401 Unauthorized\r\n\r\n") == (False, False)
+    assert response_terms(b"garbage") == (False, False)

@@ -12,6 +12,7 @@ from hedgebridge.common import auth
 
 from . import bench, client_commands, commands, history, output, stack, symbols
 from .state import CliError
+from .status import cmd_ping, cmd_status
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
@@ -151,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="terminals and order counts, from the monitor")
     status.add_argument("--nats-url", help="default $HEDGEBRIDGE_NATS_URL or the local stack's")
     status.add_argument("--json", action="store_true")
-    status.set_defaults(func=commands.cmd_status)
+    status.set_defaults(func=cmd_status)
 
     ping = sub.add_parser("ping", help="exit 0 when a service answers (a health probe)")
     ping.add_argument("target", choices=("gateway", "executor", "monitor", "coordinator"))
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="probe the service's /healthz on this host (the gateway's port, or $HEDGEBRIDGE_<SERVICE>_HEALTH_PORT)",
     )
-    ping.set_defaults(func=commands.cmd_ping)
+    ping.set_defaults(func=cmd_ping)
 
     for name in ("gateway", "executor", "monitor", "coordinator"):
         svc = sub.add_parser(name, help=f"run the {name} service (configured by environment variables)")

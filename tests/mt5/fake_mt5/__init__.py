@@ -18,9 +18,10 @@ Behaviour, as a trade server and terminal answer:
   parts included: ``position`` (the current ticket) is required (0: 10013 invalid request; no such position:
   10036), ``sl``/``tp`` left out of the request are 0.0 and 0.0 means none, so a request that names only
   ``sl`` removes the take profit; a stop on the wrong side of the price (a BUY's stop loss at or above the bid,
-  its take profit at or below it; a SELL's against the ask) or nearer than the symbol's ``trade_stops_level``
-  points (``STOPS_LEVEL_POINTS``) is 10016, stops equal to the position's are 10025 (no changes), and a
-  successful change answers 10009 with no deal and no order. A market deal's ``sl``/``tp`` are checked the
+  its take profit at or below it; a SELL's against the ask), nearer than the symbol's ``trade_stops_level``
+  points (``STOPS_LEVEL_POINTS``) or negative is 10016 (these checks are ``hedgebridge.sim.checks``'), stops
+  equal to the position's are 10025 (no changes), and a successful change answers 10009 with no deal and no
+  order. A market deal's ``sl``/``tp`` are checked the
   same way against its fill price and set on the position it opens; ``step()`` closes a position whose stop
   the price reached (deal reason 4 stop loss, 5 take profit);
 - ``order_send`` checks its arguments' types (``None`` and ``last_error`` ``(-2, 'Invalid "x" argument')``),

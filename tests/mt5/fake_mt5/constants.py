@@ -1,5 +1,7 @@
 """The ``MetaTrader5`` package's constants (the values of ``MetaTrader5`` 5.0.6231; ``test_fake_mt5.py`` compares
-them with the wheel's) and the simulated terminal's defaults."""
+them with the wheel's) and the simulated terminal's defaults. The constants the bridge reads are the bridge's
+(``translate/package.py``, each defined by the package with that value); the fake keeps its own values of the
+rest."""
 
 from __future__ import annotations
 
@@ -9,15 +11,11 @@ STOPS_LEVEL_POINTS = 20  # every symbol's SYMBOL_TRADE_STOPS_LEVEL: a stop's lea
 
 
 class Constants:
-    # constants: the values of MetaTrader5 5.0.6231
-    TRADE_ACTION_DEAL = 1
+    # the package's constants that the bridge does not read (test_fake_mt5 compares all with the wheel's)
     TRADE_ACTION_PENDING = 5
-    TRADE_ACTION_SLTP = 6
     TRADE_ACTION_MODIFY = 7
     TRADE_ACTION_REMOVE = 8
     TRADE_ACTION_CLOSE_BY = 10
-    ORDER_TYPE_BUY = 0
-    ORDER_TYPE_SELL = 1
     ORDER_TYPE_BUY_LIMIT = 2
     ORDER_TYPE_SELL_LIMIT = 3
     ORDER_TYPE_BUY_STOP = 4
@@ -25,31 +23,14 @@ class Constants:
     ORDER_TYPE_BUY_STOP_LIMIT = 6
     ORDER_TYPE_SELL_STOP_LIMIT = 7
     ORDER_TYPE_CLOSE_BY = 8
-    ORDER_FILLING_FOK = 0
-    ORDER_FILLING_IOC = 1
-    ORDER_FILLING_RETURN = 2
     ORDER_FILLING_BOC = 3
-    ORDER_TIME_GTC = 0
     ORDER_TIME_DAY = 1
     ORDER_TIME_SPECIFIED = 2
     ORDER_TIME_SPECIFIED_DAY = 3
-    POSITION_TYPE_BUY = 0
-    POSITION_TYPE_SELL = 1
     DEAL_TYPE_BUY = 0
     DEAL_TYPE_SELL = 1
     DEAL_TYPE_BUY_CANCELED = 13
     DEAL_TYPE_SELL_CANCELED = 14
-    DEAL_ENTRY_IN = 0
-    DEAL_ENTRY_OUT = 1
-    DEAL_ENTRY_INOUT = 2
-    DEAL_ENTRY_OUT_BY = 3
-    DEAL_REASON_CLIENT = 0
-    DEAL_REASON_MOBILE = 1
-    DEAL_REASON_WEB = 2
-    DEAL_REASON_EXPERT = 3
-    DEAL_REASON_SL = 4
-    DEAL_REASON_TP = 5
-    DEAL_REASON_SO = 6
     DEAL_REASON_ROLLOVER = 7
     DEAL_REASON_VMARGIN = 8
     DEAL_REASON_SPLIT = 9
@@ -58,7 +39,6 @@ class Constants:
     ACCOUNT_TRADE_MODE_REAL = 2
     ACCOUNT_MARGIN_MODE_RETAIL_NETTING = 0
     ACCOUNT_MARGIN_MODE_EXCHANGE = 1
-    ACCOUNT_MARGIN_MODE_RETAIL_HEDGING = 2
     TRADE_RETCODE_REQUOTE = 10004
     TRADE_RETCODE_REJECT = 10006
     TRADE_RETCODE_CANCEL = 10007
@@ -114,3 +94,16 @@ class Constants:
     RES_E_INTERNAL_FAIL_INIT = -10003
     RES_E_INTERNAL_FAIL_CONNECT = -10004
     RES_E_INTERNAL_FAIL_TIMEOUT = -10005
+
+    # the package's constants that the bridge reads too, by family
+    # fmt: off
+    # isort: off
+    from hedgebridge.mt5bridge.translate.package import (
+        TRADE_ACTION_DEAL, TRADE_ACTION_SLTP, ORDER_TYPE_BUY, ORDER_TYPE_SELL, ORDER_TIME_GTC,
+        ORDER_FILLING_FOK, ORDER_FILLING_IOC, ORDER_FILLING_RETURN, POSITION_TYPE_BUY, POSITION_TYPE_SELL,
+        DEAL_ENTRY_IN, DEAL_ENTRY_OUT, DEAL_ENTRY_INOUT, DEAL_ENTRY_OUT_BY, ACCOUNT_MARGIN_MODE_RETAIL_HEDGING,
+        DEAL_REASON_CLIENT, DEAL_REASON_MOBILE, DEAL_REASON_WEB, DEAL_REASON_EXPERT, DEAL_REASON_SL, DEAL_REASON_TP,
+        DEAL_REASON_SO,
+    )
+    # isort: on
+    # fmt: on

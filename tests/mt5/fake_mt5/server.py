@@ -6,12 +6,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hedgebridge.sim import stops
+from hedgebridge.sim import checks, stops
 from hedgebridge.sim.feed import instrument
 
 from ..fake_records import OrderSendResult, TradeDeal
 from .constants import STOPS_LEVEL_POINTS
 from .state import FakeFault, OpenPosition, State, deal_ticket
+
+TRADE_MODES = {0: "DISABLED", 1: "LONG_ONLY", 2: "SHORT_ONLY", 3: "CLOSE_ONLY", 4: "FULL"}  # SYMBOL_TRADE_MODE_*
 
 
 class TradeServer(State):
@@ -28,10 +30,10 @@ class TradeServer(State):
         if not self.trade_allowed:
             return self._answer(request, self.TRADE_RETCODE_CLIENT_DISABLES_AT)
         volume = float(request.get("volume", 0.0))
-        step, low, high = (self._rule(symbol, n) for n in ("volume_step", "volume_min", "volume_max"))
-        steps = volume / step
-        if volume < low - 1e-9 or volume > high + 1e-9 or abs(steps - round(steps)) > 1e-6:
-            return self._answer(request, self.TRADE_RETCODE_INVALID_VOLUME)
+        low, high, step = (self._rule(symbol, n) for n in ("volume_min", "volume_max", "volume_step"))
+        refused = checks.volume(volume, low, high, step)
+        if refused:
+            return self._answer(request, refused)
         filling = int(request.get("type_filling", self.ORDER_FILLING_FOK))
         allowed = {self.ORDER_FILLING_FOK: 1, self.ORDER_FILLING_IOC: 2}
         if filling in allowed and not self._filling_mode & allowed[filling]:
@@ -89,8 +91,9 @@ class TradeServer(State):
         symbol = str(request.get("symbol", position.symbol))
         if symbol != position.symbol:
             return self._answer(request, self.TRADE_RETCODE_INVALID)
-        if int(self._rule(symbol, "trade_mode")) == 0:
-            return self._answer(request, self.TRADE_RETCODE_TRADE_DISABLED)
+        refused = self._trade_mode(symbol, self.ORDER_TYPE_BUY, opening=False)
+        if refused:
+            return self._answer(request, refused)
         sl, tp = float(request.get("sl", 0.0)), float(request.get("tp", 0.0))
         if (sl, tp) == (position.sl, position.tp):
             return self._answer(request, self.TRADE_RETCODE_NO_CHANGES)
@@ -121,17 +124,11 @@ class TradeServer(State):
                 self._next_order += 1
 
     def _trade_mode(self, symbol: str, side: int, *, opening: bool) -> int:
-        """The retcode a symbol's trade mode refuses the order with, 0 when it allows it."""
-        mode = int(self._rule(symbol, "trade_mode"))
-        if mode == 0:
-            return self.TRADE_RETCODE_TRADE_DISABLED
-        if opening and mode == 3:
-            return self.TRADE_RETCODE_CLOSE_ONLY
-        if opening and mode == 1 and side == self.ORDER_TYPE_SELL:
-            return self.TRADE_RETCODE_LONG_ONLY
-        if opening and mode == 2 and side == self.ORDER_TYPE_BUY:
-            return self.TRADE_RETCODE_SHORT_ONLY
-        return 0
+        """The retcode a symbol's trade mode (SYMBOL_TRADE_MODE_*: 0 disabled, 1 long only, 2 short only, 3 close
+        only, 4 full) refuses the order with, 0 when it allows it."""
+        mode = TRADE_MODES[int(self._rule(symbol, "trade_mode"))]
+        name = "BUY" if side == self.ORDER_TYPE_BUY else "SELL"
+        return checks.trade_mode(mode, name if opening else None) or 0
 
     def _fill_close(
         self, position: OpenPosition, volume: float, price: float, magic: int, comment: str, reason: int, order: int

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from hedgebridge.sim import checks
 from hedgebridge.sim.feed import PriceFeed, instrument
 
-from ..fake_records import RETCODE_TEXT, OrderSendResult, TradeDeal, TradePosition, TradeRequest
+from ..fake_records import OrderSendResult, TradeDeal, TradePosition, TradeRequest
 from .constants import DEFAULT_DEAL_DELAY_S, DEFAULT_SERVER_OFFSET_S, Constants
 
 
@@ -151,7 +152,7 @@ class State(Constants):
         symbol = str(request.get("symbol", ""))
         bid, ask = self._feed.quote(symbol) if symbol in self._symbols else (0.0, 0.0)
         self._error = (self.RES_S_OK, "Success")
-        return OrderSendResult(retcode, deal, order, volume, price, bid, ask, RETCODE_TEXT.get(retcode, ""), 1,
+        return OrderSendResult(retcode, deal, order, volume, price, bid, ask, checks.TEXT.get(retcode, ""), 1,
                                0, self._request_tuple(request))  # fmt: skip
 
     def _profit(self, position: OpenPosition, volume: float, price: float) -> float:

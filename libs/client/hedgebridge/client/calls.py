@@ -9,7 +9,7 @@ import asyncio
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 from hedgebridge.protocol import (
     FINAL_ACTION_STATES,
@@ -39,6 +39,18 @@ from .subscription import Subscription
 Result = OrderResult | BatchResult | ActionState | SymbolMaps
 R = TypeVar("R", OrderResult, BatchResult, ActionState, SymbolMaps)
 Body = OpenOrder | CloseOrder | ModifyOrder | CloseBatch | ActionRequest | SymbolMapRequest
+
+
+class Ids(TypedDict):
+    """Who asks for an order or an action, and its idempotency key."""
+
+    action_id: str
+    user_id: str
+
+
+def ids(action_id: str | None, user_id: str) -> Ids:
+    """``action_id``, generated when the caller gives none, and ``user_id``."""
+    return {"action_id": action_id or uuid.uuid4().hex, "user_id": user_id}
 
 
 class Calls(ABC):
@@ -82,18 +94,9 @@ class Calls(ABC):
         """Open a market position; returns the executor's definite OrderResult (FILLED, REJECTED, EXPIRED…).
         ``round_volume``: a volume off the symbol's step is rounded down to it (``rounded_from`` says from what)
         instead of being INVALID. ``stop_loss`` / ``take_profit``: prices set on the position as it opens."""
-        body = OpenOrder(
-            account_id=account,
-            symbol=symbol,
-            side=side,
-            volume=volume,
-            action_id=action_id or uuid.uuid4().hex,
-            user_id=user_id,
-            timeout_ms=timeout_ms,
-            round_volume=round_volume,
-            stop_loss=stop_loss,
-            take_profit=take_profit,
-        )
+        body = OpenOrder(account_id=account, symbol=symbol, side=side, volume=volume, **ids(action_id, user_id),
+                         timeout_ms=timeout_ms, round_volume=round_volume, stop_loss=stop_loss,
+                         take_profit=take_profit)  # fmt: skip
         return await self._typed(body, OrderResult)
 
     async def modify(
@@ -116,16 +119,8 @@ class Calls(ABC):
             raise ValueError("modify needs position_id or mt_ticket")
         if stop_loss is None and take_profit is None:
             raise ValueError("modify needs stop_loss or take_profit")
-        body = ModifyOrder(
-            account_id=account,
-            position_id=position_id,
-            mt_ticket=mt_ticket,
-            stop_loss=stop_loss,
-            take_profit=take_profit,
-            action_id=action_id or uuid.uuid4().hex,
-            user_id=user_id,
-            timeout_ms=timeout_ms,
-        )
+        body = ModifyOrder(account_id=account, position_id=position_id, mt_ticket=mt_ticket, stop_loss=stop_loss,
+                           take_profit=take_profit, **ids(action_id, user_id), timeout_ms=timeout_ms)  # fmt: skip
         return await self._typed(body, OrderResult)
 
     async def close(
@@ -145,17 +140,9 @@ class Calls(ABC):
         as for ``open``)."""
         if position_id is None and mt_ticket is None:
             raise ValueError("close needs position_id or mt_ticket")
-        body = CloseOrder(
-            account_id=account,
-            position_id=position_id,
-            mt_ticket=mt_ticket,
-            volume=volume,
-            action_id=action_id or uuid.uuid4().hex,
-            user_id=user_id,
-            exit_reason=exit_reason,
-            timeout_ms=timeout_ms,
-            round_volume=round_volume,
-        )
+        body = CloseOrder(account_id=account, position_id=position_id, mt_ticket=mt_ticket, volume=volume,
+                          **ids(action_id, user_id), exit_reason=exit_reason, timeout_ms=timeout_ms,
+                          round_volume=round_volume)  # fmt: skip
         return await self._typed(body, OrderResult)
 
     async def close_batch(
@@ -200,32 +187,23 @@ class Calls(ABC):
         follow: bool = False,
     ) -> ActionState:
         """Open every leg concurrently (a hedge entry); ``policy`` says what happens when some legs fail."""
-        body = ActionRequest(
-            kind="HEDGE_ENTRY",
-            legs=[leg.to_message() if isinstance(leg, Leg) else leg for leg in legs],
-            policy=policy,
-            action_id=action_id or uuid.uuid4().hex,
-            user_id=user_id,
-            timeout_ms=timeout_ms,
-        )
+        messages = [leg.to_message() if isinstance(leg, Leg) else leg for leg in legs]
+        body = ActionRequest(kind="HEDGE_ENTRY", legs=messages, policy=policy, **ids(action_id, user_id),
+                             timeout_ms=timeout_ms)  # fmt: skip
         return await self.action(body, follow=follow)
 
     async def exit(
         self, target_action_id: str, *, action_id: str | None = None, user_id: str = "", follow: bool = False
     ) -> ActionState:
         """Close every open leg of the earlier action ``target_action_id``."""
-        body = ActionRequest(
-            kind="EXIT", target_action_id=target_action_id, action_id=action_id or uuid.uuid4().hex, user_id=user_id
-        )
+        body = ActionRequest(kind="EXIT", target_action_id=target_action_id, **ids(action_id, user_id))
         return await self.action(body, follow=follow)
 
     async def close_all(
         self, accounts: Sequence[str], *, action_id: str | None = None, user_id: str = "", follow: bool = False
     ) -> ActionState:
         """Close every open position on ``accounts``."""
-        body = ActionRequest(
-            kind="CLOSE_ALL", account_ids=list(accounts), action_id=action_id or uuid.uuid4().hex, user_id=user_id
-        )
+        body = ActionRequest(kind="CLOSE_ALL", account_ids=list(accounts), **ids(action_id, user_id))
         return await self.action(body, follow=follow)
 
     # --- symbol maps (admin tokens only: others get ClientError FORBIDDEN) ----------------------------------

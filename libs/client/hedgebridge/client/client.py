@@ -27,7 +27,6 @@ import contextlib
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
 from types import TracebackType
 
 from websockets.asyncio.client import ClientConnection
@@ -42,17 +41,14 @@ from hedgebridge.protocol import (
     utcnow,
 )
 from hedgebridge.protocol.client import (
-    HISTORY_LIMIT_DEFAULT,
     TOPIC_DELIVERY,
     CaughtUp,
     ClientReply,
     ClientRequest,
     ClientWelcome,
     Cursor,
-    HistoryEntry,
     HistoryPage,
     HistoryRequest,
-    HistoryType,
     Push,
     Resync,
     SlowConsumerWarning,
@@ -74,10 +70,11 @@ from .connection import (
     worth_reconnecting,
 )
 from .errors import ClientError, ConnectionLost
+from .history import HistoryCalls
 from .subscription import Reconnected, Subscription
 
 
-class HedgebridgeClient(Calls):
+class HedgebridgeClient(Calls, HistoryCalls):
     """A connection to ``/client``. Use ``await HedgebridgeClient.connect(url, token)``, as an async context
     manager or closed with ``aclose()``. (``close()`` closes a *position*.)"""
 
@@ -181,55 +178,6 @@ class HedgebridgeClient(Calls):
             self._pending.pop(request_id, None)
         assert isinstance(reply, ClientReply)
         return reply.result
-
-    # --- history -----------------------------------------------------------------------------------------
-
-    async def history(
-        self,
-        *,
-        accounts: Sequence[str] | None = None,
-        types: Sequence[HistoryType] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = HISTORY_LIMIT_DEFAULT,
-        cursor: str | None = None,
-    ) -> HistoryPage:
-        """One page of the persisted events (``types`` of ``accounts`` stored from ``since`` to ``until``,
-        both aware datetimes), oldest first; ``cursor`` is the previous page's ``next_cursor``. Raises
-        ClientError (FORBIDDEN ``accounts[i]``, INVALID_FIELD ``cursor``…) when the gateway refuses."""
-        frame = HistoryRequest(
-            request_id=uuid.uuid4().hex,
-            accounts=None if accounts is None else list(accounts),
-            types=None if types is None else list(types),
-            since=since,
-            until=until,
-            cursor=cursor,
-            limit=limit,
-        )
-        reply = await self._exchange(frame)
-        assert isinstance(reply, HistoryPage)
-        return reply
-
-    async def history_entries(
-        self,
-        *,
-        accounts: Sequence[str] | None = None,
-        types: Sequence[HistoryType] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        page_size: int = HISTORY_LIMIT_DEFAULT,
-    ) -> AsyncIterator[HistoryEntry]:
-        """Every persisted event of the query stored until now, page after page, oldest first."""
-        cursor: str | None = None
-        while True:
-            page = await self.history(
-                accounts=accounts, types=types, since=since, until=until, limit=page_size, cursor=cursor
-            )
-            for entry in page.entries:
-                yield entry
-            if not page.more:
-                return
-            cursor = page.next_cursor
 
     # --- subscriptions -----------------------------------------------------------------------------------
 

@@ -8,21 +8,22 @@ Faults are injected per command through ``faults`` (a queue of ``SimFault``): a 
 partial fill, an execution whose report is lost, or a command that is never answered.
 
 Each symbol has its trading rules (``SymbolSpec``: volume min/max/step, contract size, digits, trade mode,
-filling modes; by default 0.01 to ``max_volume`` in steps of 0.01, trading allowed). The account reports them
-(``symbol_specs``) and its trade server keeps to them as MT5's does: a volume off them is 10014, a trade mode
-that forbids the order 10017 (disabled), 10042 (long only), 10043 (short only) or 10044 (close only).
-
-Stop loss and take profit (an OPEN's, a MODIFY's) are checked and triggered as MT5 does (``stops``): a stop on
-the wrong side of the price or nearer than ``stops_level_points`` is 10016, a MODIFY that changes nothing 10025,
-a MODIFY of a position that is gone 10036; a stop the price reaches closes the position (``triggered``).
+filling modes; by default 0.01 to ``max_volume`` in steps of 0.01, trading allowed), which the account reports
+(``symbol_specs``). Its trade server checks every command as MT5's does, with MT5's retcodes (``checks``: the
+market's session, trade mode, volume, stops and freeze levels, margin); by default every market is open
+(``set_market``), the freeze level is 0 and the margin is not checked (``SimConfig.freeze_level_points``,
+``check_margin``). A stop the price reaches closes the position (``triggered``, ``stops``). What the account
+reports (profit, margin, ACCOUNT_UPDATE, POSITION_UPDATE, PRICE) is ``book``.
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import msgspec
 
@@ -34,7 +35,6 @@ from hedgebridge.protocol import (
     ModifyCommand,
     OpenCommand,
     OpenedEvent,
-    Position,
     PositionUpdate,
     PriceTick,
     SymbolSpec,
@@ -42,29 +42,13 @@ from hedgebridge.protocol import (
     retcodes,
 )
 
-from . import stops
+from . import book, checks, stops
+from .book import SimPosition
 from .feed import PriceFeed, instrument
 
-_RETCODE_TEXT = {
-    retcodes.REQUOTE: "Requote",
-    retcodes.REJECT: "Request rejected",
-    retcodes.TIMEOUT: "Request canceled by timeout",
-    retcodes.ERROR: "Request processing error",
-    retcodes.INVALID_VOLUME: "Invalid volume in the request",
-    retcodes.MARKET_CLOSED: "Market is closed",
-    retcodes.NO_MONEY: "There is not enough money to complete the request",
-    retcodes.PRICE_CHANGED: "Prices changed",
-    retcodes.PRICE_OFF: "There are no quotes to process the request",
-    retcodes.TOO_MANY_REQUESTS: "Too frequent requests",
-    retcodes.CONNECTION: "No connection with the trade server",
-    retcodes.POSITION_CLOSED: "Position with the specified identifier has already been closed",
-    retcodes.TRADE_DISABLED: "Trade is disabled",
-    retcodes.LONG_ONLY: "The request is rejected, because only long positions are allowed",
-    retcodes.SHORT_ONLY: "The request is rejected, because only short positions are allowed",
-    retcodes.CLOSE_ONLY: "The request is rejected, because only position closing is allowed",
-    retcodes.INVALID_STOPS: "Invalid stops in the request",
-    retcodes.NO_CHANGES: "No changes in request",
-}
+__all__ = ["SimAccount", "SimConfig", "SimFault", "SimPosition"]
+
+_Report = TypeVar("_Report", OpenedEvent, ClosedEvent, ModifiedEvent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,21 +81,9 @@ class SimConfig:
     first_ticket: int = 50_000_000
     disconnect_rate: float = 0.0  # chance per second that the terminal drops its connection (then reconnects)
     stops_level_points: int = 20  # SYMBOL_TRADE_STOPS_LEVEL: the nearest a stop may be to the price, in points
+    freeze_level_points: int = 0  # SYMBOL_TRADE_FREEZE_LEVEL: stops this near the price may not change (10029)
+    check_margin: bool = False  # True: an OPEN needing more margin than is free is refused (10019 NO_MONEY)
     modify: bool = True  # False: an older EA that does not know MODIFY (answers it with ERROR UNKNOWN_TYPE)
-
-
-@dataclass(slots=True)
-class SimPosition:
-    ticket: int
-    position_id: str
-    action_id: str | None
-    symbol: str
-    side: str
-    volume: float
-    open_price: float
-    open_time: datetime
-    sl: float = 0.0  # 0: none
-    tp: float = 0.0
 
 
 @dataclass
@@ -127,6 +99,7 @@ class SimAccount:
     faults: deque[SimFault] = field(default_factory=deque)
     received: list[str] = field(default_factory=list)  # actionIds of every command received, repeats included
     specs: dict[str, SymbolSpec] = field(default_factory=dict)  # rules changed from the defaults, or traded
+    closed_markets: set[str] = field(default_factory=set)  # symbols whose trading session is closed now
 
     def __post_init__(self) -> None:
         self.balance = self.balance or self.config.balance
@@ -137,17 +110,21 @@ class SimAccount:
     def next_fault(self) -> SimFault | None:
         return self.faults.popleft() if self.faults else None
 
-    def open(self, cmd: OpenCommand, now: datetime, fault: SimFault | None = None) -> OpenedEvent:
-        self.received.append(cmd.action_id or "")
-        self.specs.setdefault(cmd.symbol, self.spec(cmd.symbol))  # a symbol traded is one the account reports
-        if cmd.action_id is not None and cmd.action_id in self.executed:
-            previous = self.executed[cmd.action_id]
-            if isinstance(previous, OpenedEvent):  # already executed: the first result, never a second fill
-                return msgspec.structs.replace(previous, already_executed=True)
-        event = self._open(cmd, now, fault)
-        if cmd.action_id is not None and event.status == "SUCCESS":
-            self.executed[cmd.action_id] = event
+    def _once(self, action_id: str | None, kind: type[_Report], run: Callable[[], _Report]) -> _Report:
+        """A command whose actionId was already executed is answered with the first result again (never a
+        second execution); a refused one may be sent again."""
+        self.received.append(action_id or "")
+        previous = self.executed.get(action_id or "")
+        if isinstance(previous, kind):
+            return msgspec.structs.replace(previous, already_executed=True)
+        event = run()
+        if action_id is not None and event.status == "SUCCESS":
+            self.executed[action_id] = event
         return event
+
+    def open(self, cmd: OpenCommand, now: datetime, fault: SimFault | None = None) -> OpenedEvent:
+        self.specs.setdefault(cmd.symbol, self.spec(cmd.symbol))  # a symbol traded is one the account reports
+        return self._once(cmd.action_id, OpenedEvent, lambda: self._open(cmd, now, fault))
 
     def _open(self, cmd: OpenCommand, now: datetime, fault: SimFault | None) -> OpenedEvent:
         def failed(code: int, message: str) -> OpenedEvent:
@@ -162,22 +139,19 @@ class SimAccount:
             )
 
         if fault is not None and fault.retcode is not None:
-            return failed(fault.retcode, _RETCODE_TEXT.get(fault.retcode, "Request failed"))
-        refusal = self._refusal(cmd.symbol, cmd.volume, cmd.side)
+            return failed(fault.retcode, checks.text(fault.retcode))
+        refusal = self._open_refusal(cmd)
         if refusal is not None:
-            return failed(refusal, _RETCODE_TEXT[refusal])
+            return failed(refusal, checks.text(refusal))
         if self.rng.random() < self.config.reject_rate:
-            return failed(retcodes.REJECT, _RETCODE_TEXT[retcodes.REJECT])
+            return failed(retcodes.REJECT, checks.text(retcodes.REJECT))
         sl, tp = cmd.stop_loss or 0.0, cmd.take_profit or 0.0
-        if stops.refusal(cmd.side, sl, tp, *self.feed.quote(cmd.symbol), self._stops_level(cmd.symbol)):
-            return failed(retcodes.INVALID_STOPS, _RETCODE_TEXT[retcodes.INVALID_STOPS])
         volume = cmd.volume
         partial = fault is not None and fault.fill_ratio is not None
         if fault is not None and fault.fill_ratio is not None:
             volume = round(cmd.volume * fault.fill_ratio, 2)
         bid, ask = self.feed.quote(cmd.symbol)
-        inst = instrument(cmd.symbol)
-        slip = self.rng.randint(0, self.config.slippage_points) * inst.point if self.config.slippage_points else 0.0
+        slip = self._slip(cmd.symbol)
         price = ask + slip if cmd.side == "BUY" else bid - slip
         ticket = self.next_ticket
         self.next_ticket += 1
@@ -210,15 +184,7 @@ class SimAccount:
         return ticket
 
     def close(self, cmd: CloseCommand, now: datetime, fault: SimFault | None = None) -> ClosedEvent:
-        self.received.append(cmd.action_id or "")
-        if cmd.action_id is not None and cmd.action_id in self.executed:
-            previous = self.executed[cmd.action_id]
-            if isinstance(previous, ClosedEvent):
-                return msgspec.structs.replace(previous, already_executed=True)
-        event = self._close(cmd, now, fault)
-        if cmd.action_id is not None and event.status == "SUCCESS":
-            self.executed[cmd.action_id] = event
-        return event
+        return self._once(cmd.action_id, ClosedEvent, lambda: self._close(cmd, now, fault))
 
     def _find(self, cmd: CloseCommand | ModifyCommand) -> SimPosition | None:
         if cmd.mt_ticket is not None:
@@ -235,7 +201,7 @@ class SimAccount:
                 mt_ticket=cmd.mt_ticket,
                 status="FAILED",
                 error_code=code,
-                error_message=_RETCODE_TEXT.get(code, "Request failed"),
+                error_message=checks.text(code),
             )
 
         if fault is not None and fault.retcode is not None:
@@ -243,14 +209,12 @@ class SimAccount:
         position = self._find(cmd)
         if position is None:
             return failed(retcodes.POSITION_CLOSED)
-        refusal = self._refusal(position.symbol, cmd.volume, None)
+        open_now = position.symbol not in self.closed_markets
+        refusal = checks.close_refusal(self.spec(position.symbol), cmd.volume, position.volume, market_open=open_now)
         if refusal is not None:
             return failed(refusal)
-        if cmd.volume is not None and cmd.volume > position.volume + 1e-9:
-            return failed(retcodes.INVALID_CLOSE_VOLUME)
         bid, ask = self.feed.quote(position.symbol)
-        inst = instrument(position.symbol)
-        slip = self.rng.randint(0, self.config.slippage_points) * inst.point if self.config.slippage_points else 0.0
+        slip = self._slip(position.symbol)
         price = bid - slip if position.side == "BUY" else ask + slip
         volume = position.volume if cmd.volume is None else cmd.volume
         remaining = round(position.volume - volume, 8)
@@ -264,7 +228,7 @@ class SimAccount:
             position.open_price,
             position.open_time,
         )
-        profit = self._profit(closed, price)
+        profit = book.profit(closed, price)
         self.balance = round(self.balance + profit, 2)
         if remaining > 1e-9:
             position.volume = remaining
@@ -285,10 +249,9 @@ class SimAccount:
 
     def modify(self, cmd: ModifyCommand, now: datetime, fault: SimFault | None = None) -> ModifiedEvent:
         """TRADE_ACTION_SLTP: set the position's stops (absent: kept, 0: removed)."""
-        self.received.append(cmd.action_id or "")
-        previous = self.executed.get(cmd.action_id or "")
-        if isinstance(previous, ModifiedEvent):
-            return msgspec.structs.replace(previous, already_executed=True)
+        return self._once(cmd.action_id, ModifiedEvent, lambda: self._modify(cmd, now, fault))
+
+    def _modify(self, cmd: ModifyCommand, now: datetime, fault: SimFault | None) -> ModifiedEvent:
         position = self._find(cmd)
 
         def answer(code: int | None) -> ModifiedEvent:
@@ -302,26 +265,29 @@ class SimAccount:
                 take_profit=position.tp if position is not None else None,
                 status="SUCCESS" if code is None else "FAILED",
                 error_code=code,
-                error_message=None if code is None else _RETCODE_TEXT.get(code, "Request failed"),
+                error_message=None if code is None else checks.text(code),
             )
 
         if fault is not None and fault.retcode is not None:
             return answer(fault.retcode)
         if position is None:
             return answer(retcodes.POSITION_CLOSED)
-        if self.spec(position.symbol).trade_mode == "DISABLED":
-            return answer(retcodes.TRADE_DISABLED)
         sl = position.sl if cmd.stop_loss is None else cmd.stop_loss
         tp = position.tp if cmd.take_profit is None else cmd.take_profit
-        if (sl, tp) == (position.sl, position.tp):
-            return answer(retcodes.NO_CHANGES)
-        if stops.refusal(position.side, sl, tp, *self.feed.quote(position.symbol), self._stops_level(position.symbol)):
-            return answer(retcodes.INVALID_STOPS)
+        refusal = checks.modify_refusal(
+            self.spec(position.symbol),
+            position.side,
+            (sl, tp),
+            (position.sl, position.tp),
+            market_open=position.symbol not in self.closed_markets,
+            quote=self.feed.quote(position.symbol),
+            stops_level=self._points(position.symbol, self.config.stops_level_points),
+            freeze_level=self._points(position.symbol, self.config.freeze_level_points),
+        )
+        if refusal is not None:
+            return answer(refusal)
         position.sl, position.tp = sl, tp
-        event = answer(None)
-        if cmd.action_id is not None:
-            self.executed[cmd.action_id] = event
-        return event
+        return answer(None)
 
     def triggered(self, now: datetime) -> list[ClosedEvent]:
         """Close the positions whose stop the price has reached, as the trade server does (CLOSED with the
@@ -332,7 +298,7 @@ class SimAccount:
             if reason is None:
                 continue
             price = stops.closing_price(position.side, *self.feed.quote(position.symbol))
-            profit = self._profit(position, price)
+            profit = book.profit(position, price)
             self.balance = round(self.balance + profit, 2)
             del self.positions[position.ticket]
             events.append(
@@ -352,8 +318,37 @@ class SimAccount:
             )
         return events
 
-    def _stops_level(self, symbol: str) -> float:
-        return self.config.stops_level_points * instrument(symbol).point
+    def _slip(self, symbol: str) -> float:
+        """How far a fill moves against the trader: up to ``slippage_points``."""
+        slippage = self.config.slippage_points
+        return self.rng.randint(0, slippage) * instrument(symbol).point if slippage else 0.0
+
+    def _points(self, symbol: str, points: int) -> float:
+        return points * instrument(symbol).point
+
+    def _open_refusal(self, cmd: OpenCommand) -> int | None:
+        """The retcode the trade server's checks refuse ``cmd`` with (None: it may go)."""
+        quote = self.feed.quote(cmd.symbol)
+        free = None
+        if self.config.check_margin:
+            free = book.equity(self.balance, self.positions.values(), self.feed) - self.margin()
+        price = quote[1] if cmd.side == "BUY" else quote[0]
+        return checks.open_refusal(
+            self.spec(cmd.symbol),
+            cmd.side,
+            cmd.volume,
+            market_open=cmd.symbol not in self.closed_markets,
+            quote=quote,
+            sl=cmd.stop_loss or 0.0,
+            tp=cmd.take_profit or 0.0,
+            stops_level=self._points(cmd.symbol, self.config.stops_level_points),
+            required_margin=book.margin_of(cmd.symbol, cmd.volume, price, self.config.leverage),
+            free_margin=free,
+        )
+
+    def set_market(self, symbol: str, is_open: bool) -> None:
+        """Open or close the trading session of ``symbol``: while it is closed every request on it is 10018."""
+        (self.closed_markets.discard if is_open else self.closed_markets.add)(symbol)
 
     # --- symbols' rules ----------------------------------------------------------------------------------------
 
@@ -389,87 +384,17 @@ class SimAccount:
         names = self.symbols() if symbols is None else symbols
         return SymbolSpecs(timestamp=now, account_id=self.account_id, symbols=[self.spec(s) for s in names])
 
-    def _refusal(self, symbol: str, volume: float | None, opening: str | None) -> int | None:
-        """The retcode the trade server refuses an order with under the symbol's rules (None: it may go)."""
-        rules = self.spec(symbol)
-        mode = rules.trade_mode
-        if mode == "DISABLED":
-            return retcodes.TRADE_DISABLED
-        if opening is not None and mode == "CLOSE_ONLY":
-            return retcodes.CLOSE_ONLY
-        if (opening, mode) in (("SELL", "LONG_ONLY"), ("BUY", "SHORT_ONLY")):
-            return retcodes.LONG_ONLY if mode == "LONG_ONLY" else retcodes.SHORT_ONLY
-        if volume is None:
-            return None
-        steps = volume / rules.volume_step
-        if volume < rules.volume_min - 1e-9 or volume > rules.volume_max + 1e-9 or abs(steps - round(steps)) > 1e-7:
-            return retcodes.INVALID_VOLUME
-        return None
-
     # --- reports ----------------------------------------------------------------------------------------------
 
-    def _profit(self, position: SimPosition, price: float) -> float:
-        inst = instrument(position.symbol)
-        direction = 1 if position.side == "BUY" else -1
-        raw = (price - position.open_price) * direction * position.volume * inst.contract_size
-        if not inst.quote_in_account_currency:
-            raw /= price
-        return round(raw, 2)
-
-    def _mark(self, position: SimPosition) -> float:
-        bid, ask = self.feed.quote(position.symbol)
-        return bid if position.side == "BUY" else ask
-
     def margin(self) -> float:
-        total = 0.0
-        for p in self.positions.values():
-            inst = instrument(p.symbol)
-            notional = p.volume * inst.contract_size * (p.open_price if inst.quote_in_account_currency else 1.0)
-            total += notional / self.config.leverage
-        return round(total, 2)
+        return book.margin(self.positions.values(), self.config.leverage)
 
     def account_update(self, now: datetime) -> AccountUpdate:
-        floating = sum(self._profit(p, self._mark(p)) for p in self.positions.values())
-        equity = round(self.balance + floating, 2)
-        margin = self.margin()
-        return AccountUpdate(
-            timestamp=now,
-            account_id=self.account_id,
-            balance=self.balance,
-            equity=equity,
-            margin=margin,
-            free_margin=round(equity - margin, 2),
-            margin_level=round(equity / margin * 100, 2) if margin > 0 else None,
-            currency="USD",
-        )
+        positions = list(self.positions.values())
+        return book.account_update(self.account_id, self.balance, positions, self.feed, self.config.leverage, now)
 
     def position_update(self, now: datetime, sync_id: str | None = None) -> PositionUpdate:
-        return PositionUpdate(
-            timestamp=now,
-            account_id=self.account_id,
-            sync_id=sync_id,
-            positions=[
-                Position(
-                    mt_ticket=str(p.ticket),
-                    position_id=p.position_id,
-                    action_id=p.action_id,
-                    symbol=p.symbol,
-                    side="BUY" if p.side == "BUY" else "SELL",
-                    volume=p.volume,
-                    open_price=p.open_price,
-                    current_price=self._mark(p),
-                    profit=self._profit(p, self._mark(p)),
-                    open_time=p.open_time,
-                    stop_loss=p.sl or None,
-                    take_profit=p.tp or None,
-                )
-                for p in sorted(self.positions.values(), key=lambda p: p.ticket)
-            ],
-        )
+        return book.position_update(self.account_id, self.positions.values(), self.feed, now, sync_id)
 
     def ticks(self, now: datetime) -> list[PriceTick]:
-        ticks = []
-        for symbol in self.config.symbols:
-            bid, ask = self.feed.quote(symbol)
-            ticks.append(PriceTick(account_id=self.account_id, symbol=symbol, bid=bid, ask=ask, time=now))
-        return ticks
+        return book.ticks(self.account_id, self.config.symbols, self.feed, now)
