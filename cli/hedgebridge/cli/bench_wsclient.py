@@ -87,6 +87,11 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 async def _report_progress(opening: Opening) -> None:
     while True:
         print("progress " + json.dumps(opening.as_json()), flush=True)
@@ -166,6 +171,7 @@ class RawClient(asyncio.Protocol):
         self._buffer = bytearray()
         self._upgraded = False
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.opened.add_done_callback(_retrieved)  # a handshake given up on may still fail later
         self.closed = False
         self.transport: asyncio.Transport | None = None
         self._can_write = asyncio.Event()
