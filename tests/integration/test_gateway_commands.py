@@ -47,10 +47,12 @@ async def test_each_command_reaches_its_own_terminal_among_many(
     accounts = [f"M{i}" for i in range(TERMINALS)]
     terminals = [await RawEa.connect(ea_url, ea_token(secret, a)) for a in accounts]
     welcomes = [await ea.recv_type(Welcome) for ea in terminals]
+    sessions = [w.session_id for w in welcomes if isinstance(w, Welcome)]
     assert gateway.terminals.bus.commands.held == TERMINALS  # one interest per terminal, one router for all
     for i in [*range(1, TERMINALS, 2), *range(0, TERMINALS, 2)]:  # in an order unlike the connections'
         ack = await deliver(nc, accounts[i], _open(accounts[i], f"p-{i}"))
-        assert ack.delivered and ack.session_id == welcomes[i].session_id  # type: ignore[attr-defined]
+        assert ack.delivered
+        assert ack.session_id == sessions[i]
     for i, ea in enumerate(terminals):  # the first command each terminal got is its own: none went astray
         command = await ea.recv_type(OpenCommand)
         assert isinstance(command, OpenCommand)
@@ -97,13 +99,16 @@ async def test_a_terminal_moved_to_another_gateway_gets_no_more_commands_here(
         await stays.recv_type(Welcome)
         moved = await RawEa.connect(f"ws://127.0.0.1:{other.port}/ea", ea_token(secret, "MOV"))
         welcome = await moved.recv_type(Welcome)
+        assert isinstance(welcome, Welcome)
         assert await here.closed() == CloseCode.SESSION_REPLACED
         await wait_for(lambda: gateway.terminals.bus.commands.held == 1, "the first gateway to drop MOV's interest")
         for n in range(5):  # each answered once, by the gateway holding it now
             ack = await deliver(nc, "MOV", _open("MOV", f"p-{n}"))
-            assert ack.delivered and ack.session_id == welcome.session_id  # type: ignore[attr-defined]
+            assert ack.delivered
+            assert ack.session_id == welcome.session_id
             command = await moved.recv_type(OpenCommand)
-            assert isinstance(command, OpenCommand) and command.position_id == f"p-{n}"
+            assert isinstance(command, OpenCommand)
+            assert command.position_id == f"p-{n}"
         ack = await deliver(nc, "STAY", _open("STAY", "p-s"))  # the terminal that stayed still gets its own
         assert ack.delivered
         assert isinstance(await stays.recv_type(OpenCommand), OpenCommand)
