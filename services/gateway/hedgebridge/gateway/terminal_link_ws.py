@@ -118,11 +118,20 @@ class TerminalSession:
         self._reports = reports
 
     async def send(self, message: Message) -> None:
-        """Write one frame; a terminal that does not take it within the send timeout is closed (1008)."""
+        """Write one frame; a terminal that does not take it within the send timeout is closed (1008).
+
+        A frame the socket takes at once (the connection open, its write buffer below the limit, no other
+        message being written) is written without the timeout: it cannot wait, and an ``asyncio.timeout``
+        per heartbeat reply is a timer handle per terminal and second that stays in the loop's heap until
+        its deadline."""
         telemetry.frame_out("ea", type_name(message))
+        connection = self.connection
+        if connection.state is State.OPEN and not connection.paused and connection.send_in_progress is None:
+            await connection.send(encode_frame(message), text=True)  # JSON is UTF-8 already
+            return
         try:
             async with asyncio.timeout(self._send_timeout_s):
-                await self.connection.send(encode_frame(message), text=True)  # JSON is UTF-8 already
+                await connection.send(encode_frame(message), text=True)
         except TimeoutError:
             if not self.close_reason:
                 log.warning("slow consumer closed", account=self.account_id, session=self.session_id)
