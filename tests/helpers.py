@@ -24,6 +24,8 @@ from hedgebridge.protocol import (
     Frame,
     Heartbeat,
     Message,
+    OpenCommand,
+    OpenMetadata,
     OrderRequest,
     OrderResult,
     decode_frame,
@@ -175,3 +177,17 @@ async def http_get(port: int, path: str) -> tuple[int, bytes]:
         (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), None
     )
     return status, body if length is None else body[:length]
+
+
+def open_command(account: str, position: str = "p-1") -> OpenCommand:
+    """An OPEN for ``account`` (its action id follows the position's)."""
+    return OpenCommand(
+        timestamp=utcnow(),
+        account_id=account,
+        position_id=position,
+        action_id=f"a-{position}",
+        symbol="EURUSD",
+        side="BUY",
+        volume=0.1,
+        metadata=OpenMetadata(execution_type="ENTRY", user_id="u1"),
+    )

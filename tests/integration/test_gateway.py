@@ -22,7 +22,6 @@ from hedgebridge.protocol import (
     ErrorMessage,
     Heartbeat,
     OpenCommand,
-    OpenMetadata,
     PriceTick,
     TerminalStatus,
     Welcome,
@@ -38,21 +37,9 @@ from hedgebridge.protocol.messages import CloseCommand
 
 from ..conftest import gateway_config
 from ..helpers import RawEa, collect, deliver, ea_token, wait_for
+from ..helpers import open_command as _open
 
 pytestmark = pytest.mark.integration
-
-
-def _open(account: str, position: str = "p-1") -> OpenCommand:
-    return OpenCommand(
-        timestamp=utcnow(),
-        account_id=account,
-        position_id=position,
-        action_id=f"a-{position}",
-        symbol="EURUSD",
-        side="BUY",
-        volume=0.1,
-        metadata=OpenMetadata(execution_type="ENTRY", user_id="u1"),
-    )
 
 
 def _account_update(account: str) -> AccountUpdate:

@@ -26,6 +26,7 @@ import nats
 from websockets.asyncio.client import ClientConnection, connect
 
 from hedgebridge.cli import bench_dll, bench_ea, bench_figures, bench_gateway, bench_obs, bench_orders, bench_storm
+from hedgebridge.cli.bench_gateway_stack import ECHO_SERVER
 from hedgebridge.cli.bench_rows import NATS_RESPONDER, Processes, Row
 from hedgebridge.cli.bench_sync import measure_action_sync, measure_client_sync
 from hedgebridge.common import auth, loop
@@ -46,18 +47,6 @@ from hedgebridge.sim.ea.launch import Transport
 
 BENCH_ACCOUNT = "BENCH-1"
 LOAD_ACCOUNTS = tuple(f"LOAD-{i}" for i in range(1, 5))
-
-_ECHO_SERVER = """
-import asyncio, sys
-from websockets.asyncio.server import serve
-async def echo(ws):
-    async for message in ws:
-        await ws.send(message)
-async def main():
-    async with serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None, ping_interval=None):
-        await asyncio.Future()
-asyncio.run(main())
-"""
 
 
 async def _paced(count: int, rate: float, call: Callable[[], Awaitable[float]]) -> list[float]:
@@ -160,7 +149,7 @@ async def _measure(
         HEDGEBRIDGE_LOG_LEVEL="WARNING",
     )
     echo_port = free_port()
-    procs.start([sys.executable, "-c", _ECHO_SERVER, str(echo_port)])
+    procs.start([sys.executable, "-c", ECHO_SERVER, str(echo_port)])
     procs.start([sys.executable, "-m", "hedgebridge.gateway"], env)
     procs.start([sys.executable, "-m", "hedgebridge.executor"], env)
     procs.start([sys.executable, "-m", "hedgebridge.coordinator"], env)

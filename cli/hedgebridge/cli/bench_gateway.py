@@ -4,7 +4,8 @@
   ``--idle-terminals 1000,10000``) held by one gateway process, each sending a HEARTBEAT a second, against a
   plain ``websockets`` echo server holding as many connections with the same traffic. Memory per connection
   is the growth of the server's RSS from a warm start (20 connections) to all of them; CPU is the server's
-  utime+stime (``/proc/<pid>/stat``) over ``--idle-window-s``, per 1,000 connections.
+  utime+stime (``/proc/<pid>/stat``) over ``--idle-window-s``, per 1,000 connections. Connections that
+  could not be opened (with the reasons: HTTP refusals, connect errors) are each row's errors and note.
 - Fan-out: action and order states (JetStream, as the coordinator and the executor publish them) to
   ``--fanout-subscribers`` client API connections subscribed to ``actions`` and ``orders``, against a plain
   ``websockets`` server that broadcasts the same frames from a core NATS subject (``websockets.broadcast``)
@@ -15,22 +16,17 @@
   the last event of every terminal (gateway → NATS → executor → cache), against a raw nats-py publish of the
   same events. CPU per event of the gateway and of the executor comes from ``/proc``.
 
-The connections are raw asyncio protocols in load processes (``bench_wsload``), cheap enough that one process
-holds thousands; the server's RLIMIT_NOFILE soft limit is raised to the hard limit first (children inherit).
+The load processes, the plain servers and the gateway processes are ``bench_gateway_stack``'s; the server's
+RLIMIT_NOFILE soft limit is raised to the hard limit first (children inherit).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
-import os
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +35,21 @@ import nats
 import redis.asyncio as aioredis
 
 from hedgebridge.cli.bench_figures import Figure, Section, cpu_seconds, rss_bytes
+from hedgebridge.cli.bench_gateway_stack import (
+    BROADCAST_SERVER,
+    ECHO_SERVER,
+    Stack,
+    describe_opening,
+    loads,
+    plain_server,
+    split,
+    stop_pid,
+)
 from hedgebridge.cli.bench_rows import Processes, Row
-from hedgebridge.cli.bench_wsload import end_symbol, raise_fd_limit
-from hedgebridge.common import auth, loop
-from hedgebridge.common.servers import NatsServer, ValkeyServer, free_port, terminate, wait_for_port
+from hedgebridge.cli.bench_wsclient import raise_fd_limit
+from hedgebridge.cli.bench_wsload import end_symbol
+from hedgebridge.common import auth
+from hedgebridge.common.servers import NatsServer, ValkeyServer
 from hedgebridge.protocol import (
     ActionState,
     Heartbeat,
@@ -54,165 +61,12 @@ from hedgebridge.protocol import (
     utcnow,
 )
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 WARM = 20  # connections opened before the memory baseline is read
 PER_LOAD_PROCESS = 2500
 FANOUT_RECEIVERS = 4
 FANOUT_MARKER = "fanout-"
 PLAIN_OFFSET = 1_000_000  # the baseline's message numbers, so one marker serves both
 INGEST_DB = 3
-
-_ECHO_SERVER = """
-import asyncio, resource, sys
-from websockets.asyncio.server import serve
-resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
-async def echo(ws):
-    async for message in ws:
-        await ws.send(message)
-async def main():
-    async with serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None, ping_interval=None):
-        await asyncio.Future()
-asyncio.run(main())
-"""
-
-_BROADCAST_SERVER = """
-import asyncio, sys, nats
-from websockets.asyncio.server import broadcast, serve
-async def main():
-    async def hold(ws):
-        async for _ in ws:
-            pass
-    async with serve(hold, "127.0.0.1", int(sys.argv[2]), compression=None, ping_interval=None) as server:
-        nc = await nats.connect(sys.argv[1])
-        async def forward(msg):
-            broadcast(server.connections, msg.data.decode())
-        await nc.subscribe(sys.argv[3], cb=forward)
-        await nc.flush()
-        await asyncio.Future()
-asyncio.run(main())
-"""
-
-
-class Load:
-    """One ``bench_wsload`` process: started with its spec, ready once it says so, its JSON result at the end."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    @classmethod
-    async def start(cls, mode: str, spec: dict[str, Any], timeout_s: float = 120) -> Load:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hedgebridge.cli.bench_wsload", mode,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        load = cls(process)
-        assert process.stdin is not None
-        assert process.stdout is not None
-        process.stdin.write(json.dumps(spec).encode() + b"\n")
-        await process.stdin.drain()
-        line = await asyncio.wait_for(process.stdout.readline(), timeout_s)
-        if line.strip() != b"ready":
-            await load.kill()
-            raise RuntimeError(f"a {mode} load process did not start")
-        return load
-
-    async def say(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line.encode() + b"\n")
-        await self.process.stdin.drain()
-
-    async def line(self, timeout_s: float = 300) -> str:
-        assert self.process.stdout is not None
-        return (await asyncio.wait_for(self.process.stdout.readline(), timeout_s)).decode().strip()
-
-    async def finish(self, timeout_s: float = 120) -> Any:
-        out, _ = await asyncio.wait_for(self.process.communicate(b""), timeout_s)
-        return json.loads(out.decode().strip().splitlines()[-1])
-
-    async def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
-
-
-@contextlib.asynccontextmanager
-async def loads(mode: str, specs: list[dict[str, Any]]) -> AsyncIterator[list[Load]]:
-    started: list[Load] = []
-    try:
-        for spec in specs:
-            started.append(await Load.start(mode, spec))
-        yield started
-    finally:
-        for load in started:
-            await load.kill()
-
-
-def _split(items: list[Any], parts: int) -> list[list[Any]]:
-    return [items[i::parts] for i in range(parts) if items[i::parts]]
-
-
-class Stack:
-    """The processes of one measurement: a gateway (and an executor when asked) on the run's servers."""
-
-    def __init__(self, nats_server: NatsServer, cache: ValkeyServer, procs: Processes, db: int, **extra: str) -> None:
-        self.secret = auth.new_secret()
-        self.port = free_port()
-        self.nats_url = nats_server.url
-        self.procs = procs
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEBRIDGE_") or k == loop.ENV}
-        env.update(
-            HEDGEBRIDGE_NATS_URL=nats_server.url,
-            HEDGEBRIDGE_REDIS_URL=f"{cache.url}/{db}",
-            HEDGEBRIDGE_JWT_SECRET=self.secret,
-            HEDGEBRIDGE_GATEWAY_PORT=str(self.port),
-            HEDGEBRIDGE_GATEWAY_HEARTBEAT_TIMEOUT_MS="60000",
-            HEDGEBRIDGE_GATEWAY_MESSAGE_RATE="0",
-            HEDGEBRIDGE_GATEWAY_IP_CONNECT_RATE="0",
-            HEDGEBRIDGE_LOG_LEVEL="WARNING",
-            **extra,
-        )
-        self.env = env
-
-    def _start(self, module: str) -> int:
-        """A service process whose output is dropped (a pipe nobody reads would stall it once full)."""
-        process = subprocess.Popen(
-            [sys.executable, "-m", module], env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.procs.children.append(process)
-        return process.pid
-
-    async def gateway(self) -> int:
-        pid = self._start("hedgebridge.gateway")
-        if not await asyncio.to_thread(wait_for_port, "127.0.0.1", self.port, 30):
-            raise RuntimeError("the gateway did not listen")
-        return pid
-
-    def executor(self) -> int:
-        return self._start("hedgebridge.executor")
-
-    def ea_headers(self, account: str) -> dict[str, str]:
-        token = auth.mint_token(self.secret, role="ea", subject=account)
-        return {"Authorization": f"Bearer {token}", "Sec-WebSocket-Protocol": subprotocol()}
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-
-async def _plain(procs: Processes, script: str, *argv: str) -> tuple[int, int]:
-    port = free_port()
-    pid = procs.start([sys.executable, "-c", script, *argv[:1], str(port), *argv[1:]]).pid
-    if not await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 30):
-        raise RuntimeError("a plain websockets server did not listen")
-    return pid, port
-
-
-def _stop(procs: Processes, pid: int) -> None:
-    for child in procs.children:
-        if child.pid == pid:
-            terminate(child)
-
 
 # --- idle terminals ----------------------------------------------------------------------------------------------
 
@@ -224,6 +78,9 @@ class Held:
     sent: int
     received: int
     closed: int
+    opened: int  # connections held (the rest failed to open: ``opening`` says why)
+    opening: str  # what opening them came to (``describe_opening``)
+    failed: int
 
 
 async def _hold(pid: int, url: str, headers: list[dict[str, str]], window_s: float) -> Held:
@@ -236,21 +93,26 @@ async def _hold(pid: int, url: str, headers: list[dict[str, str]], window_s: flo
         await asyncio.sleep(1.0)
         before = rss_bytes(pid)
         rest = headers[WARM:]
-        async with loads("idle", [spec(p) for p in _split(rest, math.ceil(len(rest) / PER_LOAD_PROCESS))]) as held:
+        async with loads("idle", [spec(p) for p in split(rest, math.ceil(len(rest) / PER_LOAD_PROCESS))]) as held:
             await asyncio.sleep(2.0)  # every connection beat at least once: its buffers exist
             cpu, started = cpu_seconds(pid), time.monotonic()
             await asyncio.sleep(window_s)
             used = (cpu_seconds(pid) - cpu) / (time.monotonic() - started)
             after = rss_bytes(pid)
             results = [await load.finish() for load in held]
+        grown = sum(r["opening"]["opened"] for r in results)  # the connections the growth is spread over
         results += [await load.finish() for load in warm]
-    n = len(headers)
+    openings = [r["opening"] for r in results]
+    opened = sum(o["opened"] for o in openings)
     return Held(
-        per_connection=(after - before) / len(rest),
-        cpu_per_1000=used / (n / 1000),
+        per_connection=(after - before) / max(grown, 1),
+        cpu_per_1000=used / (max(opened, 1) / 1000),
         sent=sum(r["sent"] for r in results),
         received=sum(r["received"] for r in results),
         closed=sum(r["closed"] for r in results),
+        opened=opened,
+        opening=describe_opening(openings),
+        failed=sum(o["failed"] for o in openings),
     )
 
 
@@ -259,32 +121,40 @@ async def measure_idle(
 ) -> list[Figure]:
     stack = Stack(nats_server, cache, procs, 1)
     headers = [stack.ea_headers(f"IDLE-{i}") for i in range(n)]
-    pid, port = await _plain(procs, _ECHO_SERVER)
+    pid, port = await plain_server(procs, ECHO_SERVER)
     try:  # the same handshake (a token, the subprotocol offered) as the terminals': the same headers are kept
         plain = await _hold(pid, f"ws://127.0.0.1:{port}/", headers, window_s)
     finally:
-        _stop(procs, pid)
+        stop_pid(procs, pid)
     pid = await stack.gateway()
     try:
         gateway = await _hold(pid, f"{stack.url}/ea", headers, window_s)
     finally:
-        _stop(procs, pid)
+        stop_pid(procs, pid)
     mem_base = Figure(
-        f"plain websockets, {n:,} connections: memory per connection (baseline)", plain.per_connection / 1024, "KB"
+        f"plain websockets, {n:,} connections: memory per connection (baseline)",
+        plain.per_connection / 1024,
+        "KB",
+        errors=plain.failed,
+        note=f"connections: {plain.opening}",
     )
+    errors = gateway.closed + gateway.failed  # a connection closed while held, or never opened
     mem = Figure(
         f"gateway, {n:,} idle terminals: memory per connection",
         gateway.per_connection / 1024,
         "KB",
         mem_base,
         "<= 1.3x plain websockets",
-        errors=gateway.closed,
+        errors=errors,
+        note=f"connections: {gateway.opening}",
     )
-    mem.met = gateway.per_connection <= 1.3 * plain.per_connection and gateway.closed == 0
+    complete = errors == 0 and plain.failed == 0
+    mem.met = gateway.per_connection <= 1.3 * plain.per_connection and complete
     cpu_base = Figure(
         f"plain websockets, {n:,} connections, heartbeat 1 s: CPU per 1,000 (baseline)",
         plain.cpu_per_1000 * 100,
         "% core",
+        errors=plain.failed,
     )
     unanswered = max(gateway.sent - gateway.received, 0)
     cpu = Figure(
@@ -293,10 +163,10 @@ async def measure_idle(
         "% core",
         cpu_base,
         "10,000 within one core (<= 10 % per 1,000)",
-        errors=gateway.closed,
-        note=f"{gateway.sent:,} heartbeats, {unanswered:,} unanswered at the end",
+        errors=errors,
+        note=f"{gateway.sent:,} heartbeats, {unanswered:,} unanswered at the end; {gateway.closed:,} closed while held",
     )
-    cpu.met = gateway.cpu_per_1000 <= 0.10 and gateway.closed == 0
+    cpu.met = gateway.cpu_per_1000 <= 0.10 and complete
     return [mem_base, mem, cpu_base, cpu]
 
 
@@ -319,7 +189,7 @@ async def measure_fanout(
     stack = Stack(nats_server, cache, procs, 1)
     gateway_pid = await stack.gateway()
     plain_subject = f"{subjects.PREFIX}.bench.fanout"
-    plain_pid, plain_port = await _plain(procs, _BROADCAST_SERVER, nats_server.url, plain_subject)
+    plain_pid, plain_port = await plain_server(procs, BROADCAST_SERVER, nats_server.url, plain_subject)
     admin = auth.mint_token(stack.secret, role="admin", subject="bench-fanout")
     client_headers = {"Authorization": f"Bearer {admin}", "Sec-WebSocket-Protocol": subprotocol()}
     subscribe = json.dumps({"type": "SUBSCRIBE", "requestId": "s", "topics": ["actions", "orders"]})
@@ -344,7 +214,7 @@ async def measure_fanout(
                         {"url": f"ws://127.0.0.1:{plain_port}/", "headers": [{}] * len(part)},
                     ],
                 }
-                for part in _split(list(range(n)), FANOUT_RECEIVERS)
+                for part in split(list(range(n)), FANOUT_RECEIVERS)
             ]
             interval_s = 0.05 if n <= 100 else 0.15
             sent: dict[int, float] = {}
@@ -395,8 +265,8 @@ async def measure_fanout(
             ]
     finally:
         await nc.close()
-        _stop(procs, plain_pid)
-        _stop(procs, gateway_pid)
+        stop_pid(procs, plain_pid)
+        stop_pid(procs, gateway_pid)
     return rows, figures
 
 
@@ -448,8 +318,8 @@ async def measure_ingest(
             closed = (await blaster[0].finish())["closed"]
     finally:
         await r.aclose()
-        _stop(procs, executor_pid)
-        _stop(procs, gateway_pid)
+        stop_pid(procs, executor_pid)
+        stop_pid(procs, gateway_pid)
     base = Figure(
         f"raw nats-py publish of the same {raw['events']:,} events (baseline)",
         raw["events"] / raw["seconds"],

@@ -1,13 +1,15 @@
 """Load for the gateway bench (``bench_gateway``): many WebSocket client connections from one process.
 
-The connections are raw asyncio protocols (the handshake, masked text frames with a zero mask key, a
-minimal frame parser that answers Pings), so one load process can hold thousands of them with little CPU:
-what is measured is the server's cost, not the load's. Run as ``python -m hedgebridge.cli.bench_wsload MODE
-JSON``; the process prints ``ready`` once every connection is open, then works until stdin closes, then
-prints one JSON line of what it saw.
+The connections are raw asyncio protocols (``bench_wsclient``), so one load process can hold thousands of
+them with little CPU: what is measured is the server's cost, not the load's. Run as ``python -m
+hedgebridge.cli.bench_wsload MODE`` with the JSON spec on stdin; while it opens its connections the process
+prints ``progress <json>`` lines (opened, failed, refusals by reason), then ``ready`` once every connection
+is open or given up, then works until stdin closes, then prints one JSON line of what it saw.
 
 - ``idle``: every connection sends one HEARTBEAT a second (spread evenly over the second by one timer for
-  all of them) and counts the frames it receives.
+  all of them) and counts the frames it receives; its result carries the opening's tally (``opening``), so
+  connections the server refused are reported with their reasons. The other modes need all of their
+  connections: one that could not be opened ends the process (before ``ready``) with the reasons.
 - ``receive``: every connection (a client API subscriber when ``subscribe`` is given) records the receipt
   time (``time.monotonic``, one clock for every process of the machine) of each frame carrying a marker
   ``<marker><number>``; the result is ``[[number, time], ...]``.
@@ -18,19 +20,16 @@ prints one JSON line of what it saw.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import json
-import os
-import resource
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import nats
 
+from hedgebridge.cli.bench_wsclient import Opening, RawClient, frame, open_clients, raise_fd_limit
 from hedgebridge.protocol import (
     AccountUpdate,
     Message,
@@ -42,150 +41,11 @@ from hedgebridge.protocol import (
     utcnow,
 )
 
-_OP_TEXT, _OP_CLOSE, _OP_PING, _OP_PONG = 0x1, 0x8, 0x9, 0xA
 
-
-def raise_fd_limit() -> int:
-    """Raise this process's RLIMIT_NOFILE soft limit to the hard limit (children inherit it); returns it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def frame(payload: bytes, opcode: int = _OP_TEXT) -> bytes:
-    """One final client frame, masked with the zero key (RFC 6455 allows any key; zero leaves the payload)."""
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-    return head + b"\x00\x00\x00\x00" + payload
-
-
-class RawClient(asyncio.Protocol):
-    """One WebSocket client connection; ``on_frame`` gets every text or binary payload."""
-
-    def __init__(self, host: str, path: str, headers: dict[str, str], on_frame: Callable[[bytes], None]) -> None:
-        self._request = self._handshake(host, path, headers)
-        self._on_frame = on_frame
-        self._buffer = bytearray()
-        self._upgraded = False
-        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.closed = False
-        self.transport: asyncio.Transport | None = None
-        self._can_write = asyncio.Event()
-        self._can_write.set()
-
-    @staticmethod
-    def _handshake(host: str, path: str, headers: dict[str, str]) -> bytes:
-        key = base64.b64encode(os.urandom(16)).decode()
-        lines = [
-            f"GET {path} HTTP/1.1",
-            f"Host: {host}",
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            f"Sec-WebSocket-Key: {key}",
-            "Sec-WebSocket-Version: 13",
-            *(f"{k}: {v}" for k, v in headers.items()),
-        ]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self._request)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._can_write.set()
-        if not self.opened.done():
-            self.opened.set_exception(ConnectionError("closed before the handshake"))
-
-    def pause_writing(self) -> None:
-        self._can_write.clear()
-
-    def resume_writing(self) -> None:
-        self._can_write.set()
-
-    async def drained(self) -> None:
-        await self._can_write.wait()
-
-    def send(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        if not self._upgraded:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            status = bytes(buffer[:end]).split(b"\r\n", 1)[0]
-            del buffer[: end + 4]
-            if b" 101 " not in status:
-                if not self.opened.done():
-                    self.opened.set_exception(ConnectionError(status.decode(errors="replace")))
-                assert self.transport is not None
-                self.transport.close()
-                return
-            self._upgraded = True
-            if not self.opened.done():
-                self.opened.set_result(None)
-        while len(buffer) >= 2:
-            opcode, n, offset = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
-            if n == 126:
-                if len(buffer) < 4:
-                    return
-                n, offset = int.from_bytes(buffer[2:4], "big"), 4
-            elif n == 127:
-                if len(buffer) < 10:
-                    return
-                n, offset = int.from_bytes(buffer[2:10], "big"), 10
-            if len(buffer) < offset + n:
-                return
-            payload = bytes(buffer[offset : offset + n])
-            del buffer[: offset + n]
-            if opcode == _OP_PING:
-                self.send(frame(payload, _OP_PONG))
-            elif opcode == _OP_CLOSE:
-                self.send(frame(payload[:2], _OP_CLOSE))
-                assert self.transport is not None
-                self.transport.close()
-            elif opcode != _OP_PONG:
-                self._on_frame(payload)
-
-
-async def open_clients(
-    url: str, headers: list[dict[str, str]], on_frame: Callable[[int, bytes], None], concurrency: int = 16
-) -> list[RawClient]:
-    """One connection per entry of ``headers``, ``concurrency`` handshakes at a time."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    loop = asyncio.get_running_loop()
-    clients: list[RawClient | None] = [None] * len(headers)
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(i: int) -> None:
-        async with gate:
-            for attempt in range(5):
-                client = RawClient(f"{host}:{port}", parts.path or "/", headers[i], lambda data: on_frame(i, data))
-                try:
-                    await loop.create_connection(lambda c=client: c, host, port)  # type: ignore[misc]
-                    await asyncio.wait_for(asyncio.shield(client.opened), 60)
-                except (OSError, TimeoutError) as exc:
-                    if attempt == 4:
-                        raise ConnectionError(f"connection {i}: {exc}") from None
-                    await asyncio.sleep(0.2 * (attempt + 1))
-                    continue
-                clients[i] = client
-                return
-
-    await asyncio.gather(*(one(i) for i in range(len(headers))))
-    return [c for c in clients if c is not None]
+def _all_open(opening: Opening) -> None:
+    """This mode needs every connection: end the process with the reasons when one could not be opened."""
+    if opening.failed:
+        raise SystemExit(f"{opening.failed} of {opening.total} connections not opened: {opening.as_json()}")
 
 
 async def _until_stdin_closes() -> None:
@@ -203,7 +63,7 @@ async def _idle(spec: dict[str, Any]) -> Any:
         nonlocal received
         received += b"HEARTBEAT" in _data
 
-    clients = await open_clients(spec["url"], spec["headers"], count)
+    clients, opening = await open_clients(spec["url"], spec["headers"], count)
     beat = frame(spec["frame"].encode())
     print("ready", flush=True)
     stop = asyncio.create_task(_until_stdin_closes())
@@ -219,7 +79,7 @@ async def _idle(spec: dict[str, Any]) -> Any:
         if delay > 0:
             await asyncio.wait([stop], timeout=delay)
     closed = sum(c.closed for c in clients)
-    return {"sent": sent, "received": received, "closed": closed}
+    return {"sent": sent, "received": received, "closed": closed, "opening": opening.as_json()}
 
 
 def _drop_index(on_frame: Callable[[bytes, bytes], None], answer: bytes, _index: int, data: bytes) -> None:
@@ -246,7 +106,10 @@ async def _receive(spec: dict[str, Any]) -> Any:
     clients: list[RawClient] = []
     for group in spec["groups"]:
         answer: bytes = group.get("answer", "").encode()
-        opened = await open_clients(group["url"], group["headers"], functools.partial(_drop_index, on_frame, answer))
+        opened, opening = await open_clients(
+            group["url"], group["headers"], functools.partial(_drop_index, on_frame, answer)
+        )
+        _all_open(opening)
         if group.get("subscribe"):
             for client in opened:
                 client.send(frame(group["subscribe"].encode()))
@@ -308,7 +171,8 @@ def ingest_messages(account: str, count: int, symbols: int = 20) -> list[Message
 
 
 async def _blast(spec: dict[str, Any]) -> Any:
-    clients = await open_clients(spec["url"], spec["headers"], lambda _i, _data: None)
+    clients, opening = await open_clients(spec["url"], spec["headers"], lambda _i, _data: None)
+    _all_open(opening)
     frames = [[frame(encode_frame(m)) for m in ingest_messages(a, spec["count"])] for a in spec["accounts"]]
     print("ready", flush=True)
     await _readline()  # "go"

@@ -59,6 +59,7 @@ SLOW_CONSUMER = "slow consumer"
 COMMAND_NAMES = frozenset(type_name(c) for c in COMMAND_TYPES)
 CLOSE_TIMEOUT_S = 5.0
 CONNECTION_CLOSED = "terminal connection closed"
+FRAME_HEADER_MAX = 10  # bytes of a server frame's header (no mask)
 
 log = logs.get("gateway")
 
@@ -118,11 +119,20 @@ class TerminalSession:
         self._reports = reports
 
     async def send(self, message: Message) -> None:
-        """Write one frame; a terminal that does not take it within the send timeout is closed (1008)."""
+        """Write one frame; a terminal that does not take it within the send timeout is closed (1008).
+
+        A frame the socket takes at once (the connection open, no other message being written, and the write
+        buffer still under its high-water mark with the frame in it, so websockets does not wait for a drain)
+        is written without the timeout: it cannot wait, and an ``asyncio.timeout`` per heartbeat reply is a
+        timer handle per terminal and second that stays in the loop's heap until its deadline."""
         telemetry.frame_out("ea", type_name(message))
+        connection, data = self.connection, encode_frame(message)
+        if _taken_at_once(connection, len(data)):
+            await connection.send(data, text=True)  # JSON is UTF-8 already
+            return
         try:
             async with asyncio.timeout(self._send_timeout_s):
-                await self.connection.send(encode_frame(message), text=True)  # JSON is UTF-8 already
+                await connection.send(data, text=True)
         except TimeoutError:
             if not self.close_reason:
                 log.warning("slow consumer closed", account=self.account_id, session=self.session_id)
@@ -252,3 +262,13 @@ class TerminalSession:
             ref_type=kind,
             ref_id=report.action_id or report.position_id,
         )
+
+
+def _taken_at_once(connection: ServerConnection, size: int) -> bool:
+    """Whether writing a frame of ``size`` bytes returns without waiting: websockets waits only while a
+    fragmented message is being sent, when the connection is not open, or for a drain once the write buffer
+    passes its high-water mark."""
+    if connection.state is not State.OPEN or connection.paused or connection.send_in_progress is not None:
+        return False
+    transport = connection.transport
+    return transport.get_write_buffer_size() + size + FRAME_HEADER_MAX <= transport.get_write_buffer_limits()[1]

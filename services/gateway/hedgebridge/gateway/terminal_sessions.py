@@ -3,7 +3,8 @@ the end of the read loop.
 
 - one live session per account: a newer connection on this replica replaces the older one (4002); the bus
   side (``hedgebridge.common.terminal_link``) hands an account over to a newer connection on another replica;
-- subscribe to the account's commands -> TERMINAL_STATUS CONNECTED -> flush -> WELCOME, then the read loop
+- subscribe to the account's commands (one router for every session's subscription, ``terminal_link/commands.py``
+  in ``hedgebridge.common``) -> TERMINAL_STATUS CONNECTED -> flush -> WELCOME, then the read loop
   (frames over the rate are closed with 1008 "rate limit"), and DISCONNECTED with the reason when it ends;
 - the sweep closes sessions silent past the heartbeat timeout (4001) or whose token ended (1008), a revoked
   token closes its sessions at once, and ``stop`` closes every session with 1001.
@@ -62,6 +63,7 @@ class TerminalSessions:
             *(s.retire(CloseCode.GOING_AWAY, "gateway shutting down") for s in list(self.sessions.values())),
             return_exceptions=True,
         )
+        await self.bus.stop()
 
     async def serve(self, connection: ServerConnection, accept: Accept) -> None:
         """One terminal connection, from the accepted handshake until it ends."""

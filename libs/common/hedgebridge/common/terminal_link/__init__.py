@@ -3,7 +3,9 @@
 - ``link.py``: the interface, ``TerminalLink`` (what the bus side needs from a link to one terminal);
 - ``rules.py``: the pure decisions (what a delivery came to, the ack of a command, the hand-over,
   TERMINAL_STATUS, the report id);
-- ``bus_side.py``: ``TerminalBus``, which drives NATS for the links a process holds.
+- ``bus_side.py``: ``TerminalBus``, which drives NATS for the links a process holds;
+- ``commands.py``: ``CommandRouter``, the command subscriptions of those links through one router (a link's
+  interest at the server, no nats-py queue or task of its own).
 
 The adapters live with their holders: the gateway's WebSocket sessions (``gateway/terminal_link_ws.py``) and
 the MT5 bridge's attachment to its terminal (``mt5bridge/terminal_link_mt5.py``). A new kind of terminal is a

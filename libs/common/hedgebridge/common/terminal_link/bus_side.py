@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
@@ -38,6 +37,7 @@ from hedgebridge.protocol import (
 from .. import logs, symbol_map
 from ..symbol_maps import MapMirror
 from . import rules
+from .commands import CommandRouter
 from .link import TerminalLink
 
 SNAPSHOTS_REQUESTED = "snapshots requested"
@@ -69,6 +69,7 @@ class TerminalBus(Generic[L]):
         self._sync_sub: Subscription | None = None
         self._successors: dict[str, str] = {}  # account -> the session that took it from here
         self._released: dict[str, asyncio.Event] = {}
+        self.commands: CommandRouter[L] = CommandRouter(self._on_command, log)  # every link's command subscription
 
     @property
     def nats(self) -> NatsClient:
@@ -85,6 +86,7 @@ class TerminalBus(Generic[L]):
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
         self.status_sub = self._sync_sub = None
+        await self.commands.stop()
 
     # --- the links held -------------------------------------------------------------------------------------
 
@@ -100,8 +102,9 @@ class TerminalBus(Generic[L]):
             del self.links[link.account_id]
 
     async def subscribe_commands(self, link: L) -> Subscription:
-        handler = functools.partial(self._on_command, link)
-        return await self.nats.subscribe(subjects.command(link.account_id), cb=handler)
+        """The account's commands for ``link`` (``commands.py``: its own interest at the server, one router
+        in this process for all links)."""
+        return await self.commands.subscribe(self.nats, subjects.command(link.account_id), link)
 
     async def announce(self, link: L) -> None:
         """TERMINAL_STATUS CONNECTED, flushed: once it returns, commands for the account reach ``link``."""
