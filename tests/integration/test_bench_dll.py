@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from hedgebridge.cli import bench_dll
-from hedgebridge.cli.bench import table
 from hedgebridge.cli.bench_rows import Row
+from hedgebridge.cli.bench_table import table
 from hedgebridge.gateway.server import Gateway
 
 from ..helpers import ea_token, wait_for

@@ -15,8 +15,8 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from hedgebridge.cli import bench_ea
-from hedgebridge.cli.bench import table
 from hedgebridge.cli.bench_rows import Processes, Row
+from hedgebridge.cli.bench_table import table
 from hedgebridge.gateway.server import Gateway
 from hedgebridge.sim.ea import launch
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hedgebridge.cli.bench import table
 from hedgebridge.cli.bench_orders import KNEE_RATIO, Step, rates
 from hedgebridge.cli.bench_rows import Row, percentile
+from hedgebridge.cli.bench_table import table
 
 
 def test_nearest_rank_percentile() -> None:

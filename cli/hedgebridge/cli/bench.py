@@ -13,23 +13,30 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from importlib.metadata import version
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import nats
 from websockets.asyncio.client import ClientConnection, connect
 
-from hedgebridge.cli import bench_dll, bench_ea, bench_figures, bench_gateway, bench_obs, bench_orders, bench_storm
+from hedgebridge.cli import (
+    bench_dll,
+    bench_ea,
+    bench_figures,
+    bench_gateway,
+    bench_obs,
+    bench_orders,
+    bench_storm,
+    bench_table,
+)
 from hedgebridge.cli.bench_gateway_stack import ECHO_SERVER
 from hedgebridge.cli.bench_rows import NATS_RESPONDER, Processes, Row
 from hedgebridge.cli.bench_sync import measure_action_sync, measure_client_sync
-from hedgebridge.common import auth, loop
+from hedgebridge.common import auth
 from hedgebridge.common.servers import NatsServer, ServerError, ValkeyServer, free_port, wait_for_port
 from hedgebridge.protocol import (
     ActionLeg,
@@ -326,49 +333,6 @@ async def _dll_rows(port: int, secret: str, library: Path | str, samples: int, w
     return [baseline, row]
 
 
-def _fmt(value: float | None, suffix: str = "") -> str:
-    return "" if value is None else f"{value:.2f}{suffix}"
-
-
-def header(args: argparse.Namespace) -> str:
-    machine = (
-        f"hedgebridge bench — {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
-        f"python {platform.python_version()}, websockets {version('websockets')}, nats-py {version('nats-py')}, "
-        f"event loop {loop.choice()}; "
-    )
-    orders = (
-        f"{args.client_orders} client API orders at {args.client_rate:g}/s, sustained steps at {args.knee_rates}/s "
-        f"of {args.knee_seconds:g}s over {args.knee_terminals} terminals"
-    )
-    storm = f"a reconnect storm of {args.storm_terminals} terminals"
-    if args.only == "orders":
-        return machine + orders
-    if args.only == "storm":
-        return machine + storm
-    return (
-        machine + f"{args.samples} heartbeats, {args.orders} orders at {args.rate:g}/s, "
-        f"{args.load_orders} orders at {args.load_rate:g}/s open loop, "
-        f"{args.actions} hedge entries and exits watched by {args.subscribers} clients, {storm}; " + orders
-    )
-
-
-def table(rows: list[Row]) -> Iterator[str]:
-    yield "| measurement | samples | p50 ms | p99 ms | p999 ms | p50 ratio | p99 ratio | p999 ratio | target | met |"
-    yield "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
-    for row in rows:
-        if row.skipped:
-            yield f"| {row.name} | 0 | skipped: {row.skipped} |  |  |  |  |  |  |  |"
-            continue
-        met = "" if row.met is None else ("yes" if row.met else "NO")
-        yield (
-            f"| {row.name} | {len(row.samples)} | {row.p50:.3f} | {row.p99:.3f} | {row.p999:.3f} | "
-            f"{_fmt(row.ratio(50), 'x')} | {_fmt(row.ratio(99), 'x')} | {_fmt(row.ratio(99.9), 'x')} | "
-            f"{row.target} | {met} |"
-        )
-    errors = sum(r.errors for r in rows)
-    yield f"\norders not FILLED, action states not delivered, terminals not back after the restart: {errors}"
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=2000, help="heartbeat round trips (default 2000)")
     parser.add_argument("--orders", type=int, default=2000, help="order round trips (default 2000)")
@@ -423,8 +387,8 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([row.as_json() for row in section.rows] + [f.as_json() for f in section.figures]))
     else:
-        print(header(args))
-        print("\n".join(table(section.rows)))
+        print(bench_table.header(args))
+        print("\n".join(bench_table.table(section.rows)))
         if section.figures:
             print()
             print("\n".join(bench_figures.table(section.figures)))
