@@ -91,8 +91,9 @@ async def test_a_never_reading_subscriber_is_closed_while_the_others_get_every_s
             await wait_for(lambda: len(gw.clients.sessions) == FAST, "the never-reading session to be freed")
             for collector in collectors:
                 assert _ids(collector.pushes) == sent  # every state, once, in the order it was stored
-                seqs = [p.seq for p in collector.pushes]
+                seqs = [p.seq or 0 for p in collector.pushes]
                 assert seqs == sorted(seqs)
+                assert 0 not in seqs  # every one numbered by its stream sequence
                 assert len(set(seqs)) == len(seqs)
         finally:
             for collector in collectors:
