@@ -209,25 +209,22 @@ async def test_readiness_names_every_failed_check() -> None:
 # --- the client queue of the profiles ----------------------------------------------------------------------
 
 
-async def test_priority_queue_writes_results_before_market_data() -> None:
+def test_priority_queue_writes_results_before_market_data() -> None:
     queue = OutgoingQueue(5, priority=True)
-    for text, urgent in (("tick1", False), ("tick2", False), ("result", True), ("tick3", False)):
-        queue.put_nowait(text, urgent)
-    assert await queue.get_batch(1) == ["result"]
-    assert await queue.get_batch(50) == ["tick1", "tick2", "tick3"]
+    for frame, urgent in ((b"tick1", False), (b"tick2", False), (b"result", True), (b"tick3", False)):
+        queue.put_nowait(frame, urgent)
+    assert queue.take(1) == [b"result"]
+    assert queue.take(50) == [b"tick1", b"tick2", b"tick3"]
+    assert queue.take(50) == []
     fifo = OutgoingQueue(5, priority=False)
-    for text, urgent in (("tick1", False), ("result", True), ("tick2", False)):
-        fifo.put_nowait(text, urgent)
-    assert await fifo.get_batch(2) == ["tick1", "result"]
+    for frame, urgent in ((b"tick1", False), (b"result", True), (b"tick2", False)):
+        fifo.put_nowait(frame, urgent)
+    assert fifo.take(2) == [b"tick1", b"result"]
     assert fifo.qsize() == 1
     for i in range(4):
-        fifo.put_nowait(f"t{i}", False)
+        fifo.put_nowait(b"t%d" % i, False)
     with pytest.raises(asyncio.QueueFull):
-        fifo.put_nowait("one too many", True)
-    waiting = asyncio.create_task(OutgoingQueue(1, priority=True).get_batch(1))
-    await asyncio.sleep(0)
-    assert not waiting.done()
-    waiting.cancel()
+        fifo.put_nowait(b"one too many", True)
 
 
 def test_profiles_give_defaults_that_explicit_variables_override() -> None:

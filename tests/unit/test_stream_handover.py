@@ -8,10 +8,12 @@ import asyncio
 import random
 
 import pytest
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
 
 from hedgebridge.common import auth
 from hedgebridge.gateway.handover import BufferFull, CaughtUpMark, Handover
-from hedgebridge.gateway.outgoing import OutgoingQueue
+from hedgebridge.gateway.outgoing import OutgoingQueue, payload, wire
 from hedgebridge.gateway.stream_rules import (
     SNAPSHOT_SOURCES,
     STREAM_SOURCES,
@@ -241,20 +243,35 @@ def test_principals_scope_is_still_checked_on_every_event() -> None:
 
 async def test_the_high_water_mark_is_reported_once_per_crossing() -> None:
     queue = OutgoingQueue(10, priority=True, high_water=4)
-    assert [queue.put_nowait(str(i)) for i in range(6)] == [False, False, False, True, False, False]
-    queue.put_front("warning")
-    assert (await queue.get_batch(1)) == ["warning"]
-    assert len(await queue.get_batch(4)) == 4  # 2 left: half the mark, so the next crossing warns again
-    assert [queue.put_nowait("x") for _ in range(3)] == [False, True, False]
+    assert [queue.put_nowait(b"%d" % i) for i in range(6)] == [False, False, False, True, False, False]
+    queue.put_front(b"warning")
+    assert queue.take(1) == [b"warning"]
+    assert len(queue.take(4)) == 4  # 2 left: half the mark, so the next crossing warns again
+    assert [queue.put_nowait(b"x") for _ in range(3)] == [False, True, False]
     waiting = asyncio.ensure_future(queue.wait_below(1))
     await asyncio.sleep(0)
     assert not waiting.done()
-    await queue.get_batch(4)
+    queue.take(4)
     await asyncio.wait_for(waiting, 1)
     for _ in range(9):
-        queue.put_nowait("y")
+        queue.put_nowait(b"y")
     with pytest.raises(asyncio.QueueFull):
-        queue.put_nowait("z")
+        queue.put_nowait(b"z")
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65_535, 65_536, 200_000])
+def test_a_frame_encoded_once_is_the_text_frame_websockets_reads(size: int) -> None:
+    text = ("é" * (size // 2)).encode() + b"a" * (size % 2)  # ``size`` bytes of UTF-8
+    frame = wire(text)
+    reader = StreamReader()
+    reader.feed_data(frame)
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        parsed = done.value
+    assert (parsed.opcode, parsed.fin, bytes(parsed.data)) == (Opcode.TEXT, True, text)
+    assert bytes(payload(frame)) == text
 
 
 # --- the protocol's frames ------------------------------------------------------------------------------------

@@ -260,7 +260,7 @@ async def measure_fanout(
                     cpu_gw / len(gateway_ms) * 1e6,
                     "µs",
                     plain_cpu,
-                    note="JetStream consumer, decode, one encode, per-subscriber rules, one broadcast",
+                    note="JetStream consumer, decode, one encode, per-subscriber rules, one write per subscriber",
                 ),
             ]
     finally:

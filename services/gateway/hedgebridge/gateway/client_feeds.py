@@ -2,7 +2,8 @@
 
 A feed (a topic for one account, or for every account) is shared by every member of this gateway and
 reference-counted: its subscriptions open with the first member and close with the last. Each event is
-decoded and encoded once, then offered to every member (a member keeps what its client may see).
+decoded and encoded once, to the WebSocket frame's bytes (``outgoing.wire``), then offered to every member (a
+member keeps what its client may see, by queueing those bytes).
 
 - Latest-wins and snapshot topics (prices, positions, balances, terminals, monitor, the CONSISTENCY status)
   are core NATS subscriptions, one per subject of the feed.
@@ -42,7 +43,7 @@ class FeedMember(Hashable, Protocol):
     """What a feed needs of a subscriber: to be offered each event (it keeps what its client may see)."""
 
     def offer(
-        self, topic: str, account: str | None, data: EventData, seq: int | None, text: str, urgent: bool
+        self, topic: str, account: str | None, data: EventData, seq: int | None, frame: bytes, urgent: bool
     ) -> None: ...
 
 
@@ -151,12 +152,12 @@ class FeedRegistry:
                 log.warning("undecodable event", subject=msg.subject, error=exc.message)
                 return
             epoch = feed.epoch if seq is not None else None
-            text = encode_frame(Push(topic=topic, data=data, epoch=epoch, seq=seq)).decode()  # once for all
+            frame = outgoing.wire(encode_frame(Push(topic=topic, data=data, epoch=epoch, seq=seq)))  # once for all
             account = key_account if key_account != ANY else subject_account(topic, msg.subject)
             feed.delivered += 1
             telemetry.frame_out("client", "PUSH", len(feed.members))
             for member in list(feed.members):
-                member.offer(topic, account, data, seq, text, urgent)
+                member.offer(topic, account, data, seq, frame, urgent)
 
         return deliver
 

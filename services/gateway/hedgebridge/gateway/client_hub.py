@@ -9,7 +9,8 @@
   requests (admin tokens only) are applied to ``hb_symbol_map`` here and answered with SYMBOL_MAPS.
 - ``SUBSCRIBE``: live events, fanned out in-process from ONE NATS subscription per (topic, account) — or
   per topic for an admin's "everything" — shared by every client of this gateway and reference-counted.
-- Every frame to a client goes through a queue of at most ``client_queue_max`` frames; a client whose queue
+- Every frame to a client goes through a queue of at most ``client_queue_max`` frames, written right after it
+  was queued while the client's socket takes it (one write per client for all it got); a client whose queue
   reaches the high-water mark gets SLOW_CONSUMER first, one that lets it fill up is closed with 1008 "slow
   consumer" (the other clients are not slowed down).
 - ``resume`` / ``recent`` in a SUBSCRIBE: the topics start from JetStream (history, snapshots) and hand over
@@ -54,6 +55,7 @@ from hedgebridge.protocol import (
 from hedgebridge.protocol.client import Auth, decode_client_frame
 from hedgebridge.protocol.errors import CloseCode
 
+from . import outgoing
 from .client_feeds import FeedRegistry
 from .client_rules import (
     MapBody,
@@ -82,6 +84,7 @@ class ClientHub:
         self.config = config
         self._nats = nats
         self.feeds = FeedRegistry(nats)
+        self.flusher = outgoing.Flusher()  # writes the queues that got frames, once per turn of the loop
         self.sessions: set[ClientSession] = set()
         self.slow_consumers = 0
         self.slow_warnings = 0  # clients told their queue passed the high-water mark

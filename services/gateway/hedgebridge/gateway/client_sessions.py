@@ -2,9 +2,11 @@
 
 A session reads a frame, checks it with the pure rules (``client_rules``), and either answers at once (an
 ERROR, a heartbeat, SUBSCRIBED) or hands a request to its hub (``SessionHub.forward``), at most
-``client_max_in_flight`` at a time. Everything it sends goes through one bounded queue, written by one task;
-a client that lets the queue fill up is closed as a slow consumer. Its subscriptions are memberships of the
-hub's shared feeds (``client_feeds``).
+``client_max_in_flight`` at a time. Everything it sends goes through one bounded queue; a client that lets
+the queue fill up is closed as a slow consumer. The hub's ``Flusher`` writes the queue right after frames were
+queued, while the socket takes them (``flush``); once the socket's buffer is full, the session's writer task
+writes and waits for the socket to drain, and the frames queued meanwhile wait in the queue. Its
+subscriptions are memberships of the hub's shared feeds (``client_feeds``).
 
 When the queue reaches its high-water mark (``client_queue_high_water_pct`` of the limit) the client gets a
 SLOW_CONSUMER frame, in front of the queue, and the warning is counted; only a full queue closes it. A
@@ -88,6 +90,7 @@ class SessionHub(Protocol):
 
     config: GatewayConfig
     feeds: FeedRegistry
+    flusher: outgoing.Flusher
     slow_consumers: int
     slow_warnings: int
 
@@ -125,6 +128,7 @@ class ClientSession:
         self.waiting = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._writer: asyncio.Task[None] | None = None
+        self._stalled = asyncio.Event()  # the socket's buffer was full: the writer task writes until it drains
         self._subscribe_lock = asyncio.Lock()
 
     # outgoing
@@ -132,10 +136,29 @@ class ClientSession:
     def start_writer(self) -> None:
         self._writer = asyncio.create_task(self._write())
 
+    def flush(self) -> None:
+        """Write the frames waiting while the socket takes them (``outgoing.writable``); when it does not, the
+        writer task takes over until it drains."""
+        if self._stalled.is_set():
+            return
+        batch_max = self.config.client_batch_max
+        while self.queue.qsize():
+            if not outgoing.writable(self.connection):
+                self._stalled.set()
+                return
+            outgoing.write_now(self.connection, self.queue.take(batch_max))
+
     async def _write(self) -> None:
+        """Once ``flush`` found the socket full: the next batch written by ``send``, which returns when the
+        socket's buffer is low again (never, for a client that does not read: its queue fills up)."""
         with contextlib.suppress(ConnectionClosed):
             while True:
-                await outgoing.write(self.connection, await self.queue.get_batch(self.hub.config.client_batch_max))
+                await self._stalled.wait()
+                batch = self.queue.take(self.config.client_batch_max)
+                if batch:
+                    await outgoing.send(self.connection, batch)
+                self._stalled.clear()
+                self.flush()
 
     @property
     def nats(self) -> NatsClient:
@@ -143,16 +166,21 @@ class ClientSession:
 
     def enqueue(self, message: Message, urgent: bool = True) -> None:
         telemetry.frame_out("client", type_name(message))
-        self.enqueue_text(encode_frame(message).decode(), urgent)
+        self.enqueue_frame(outgoing.wire(encode_frame(message)), urgent)
 
     def enqueue_text(self, text: str, urgent: bool = True) -> None:
+        self.enqueue_frame(outgoing.wire(text.encode()), urgent)
+
+    def enqueue_frame(self, frame: bytes, urgent: bool = True) -> None:
+        """Queue a frame's wire bytes (``outgoing.wire``) and have the hub's flusher write it."""
         if self.close_code is not None:
             return
         try:
-            crossed = self.queue.put_nowait(text, urgent)
+            crossed = self.queue.put_nowait(frame, urgent)
         except asyncio.QueueFull:
             self._slow()
             return
+        self.hub.flusher.mark(self)
         if crossed:
             self.hub.slow_warnings += 1
             queued, limit = self.queue.qsize(), self.queue.maxsize
@@ -161,7 +189,7 @@ class ClientSession:
                 timestamp=utcnow(), queued=queued, high_water=self.queue.high_water, limit=limit
             )
             telemetry.frame_out("client", type_name(warning))
-            self.queue.put_front(encode_frame(warning).decode())
+            self.queue.put_front(outgoing.wire(encode_frame(warning)))
 
     def _slow(self) -> None:
         self.hub.slow_consumers += 1
@@ -189,17 +217,19 @@ class ClientSession:
         self.close_code, self.close_reason = code, reason
         self.hub.spawn(self.connection.close(code, close_reason(reason)))
 
-    def offer(self, topic: str, account: str | None, data: EventData, seq: int | None, text: str, urgent: bool) -> None:
-        """A live event of a feed this session joined: queued when the client may see it (through the topic's
-        hand-over while its start is being sent)."""
+    def offer(
+        self, topic: str, account: str | None, data: EventData, seq: int | None, frame: bytes, urgent: bool
+    ) -> None:
+        """A live event of a feed this session joined (``frame``: its wire bytes, the same for every member):
+        queued when the client may see it (through the topic's hand-over while its start is being sent)."""
         if topic not in self.selections or not sees(self.principal, self.selections[topic], topic, account, data):
             return
         handover = self.handovers.get(topic)
         if handover is None:
-            self.enqueue_text(text, urgent)
+            self.enqueue_frame(frame, urgent)
             return
         try:
-            texts = handover.live(seq, text)
+            texts = handover.live(seq, bytes(outgoing.payload(frame)).decode())
         except BufferFull:
             self._slow()
             return
