@@ -246,6 +246,7 @@ class Executor:
         task = asyncio.create_task(run() if guarded else work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: work.close())  # cancelled before it began: ``work`` was never awaited
 
     # --- order requests -------------------------------------------------------------------------------------
 
