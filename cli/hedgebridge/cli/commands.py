@@ -107,19 +107,19 @@ def build_request(args: argparse.Namespace) -> OrderRequest:
             "timeout_ms": int(args.timeout * 1000),
             "ttl_ms": None if args.ttl is None else int(args.ttl * 1000),
         }
-        stops = {"stop_loss": args.sl, "take_profit": args.tp}
         if args.order_command == "open":
             return OpenOrder(
                 symbol=args.symbol,
                 side=args.side,
                 volume=args.volume,
                 round_volume=args.round_volume,
-                **stops,
+                stop_loss=args.sl,
+                take_profit=args.tp,
                 **common,
             )
         position = {"position_id": args.position_id, "mt_ticket": args.ticket}
         if args.order_command == "modify":
-            return ModifyOrder(**position, **stops, **common)
+            return ModifyOrder(**position, stop_loss=args.sl, take_profit=args.tp, **common)
         return CloseOrder(
             **position, volume=args.volume, exit_reason=args.reason, round_volume=args.round_volume, **common
         )
