@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from hedgebridge.cli.bench_orders import KNEE_RATIO, Step, rates
+from hedgebridge.cli.bench_orders import KNEE_RATIO, Alternating, Step, rates
 from hedgebridge.cli.bench_rows import Row, percentile
 from hedgebridge.cli.bench_table import table
+from hedgebridge.protocol import OrderResult
 
 
 def test_nearest_rank_percentile() -> None:
@@ -63,3 +64,22 @@ def test_a_step_holds_only_with_none_lost_the_rate_reached_and_a_bounded_p99() -
     assert not Step(100.0, 99.0, plain, [KNEE_RATIO + 0.1] * 100, 0).held()  # p99 over the bound
     assert not Step(100.0, 99.0, plain, [1.0] * 100, 1).held()  # one lost
     assert not Step(100.0, 90.0, plain, [1.0] * 100, 0).held()  # the rate asked not reached
+
+
+async def test_a_step_names_why_its_lost_orders_were_lost() -> None:
+    orders = Alternating(["A1"])
+    expired = OrderResult(status="EXPIRED", account_id="A1")
+
+    async def answer(result: OrderResult) -> OrderResult:
+        return result
+
+    async def no_answer() -> OrderResult:
+        raise TimeoutError
+
+    await orders.timed(orders.next(0), answer(expired))
+    await orders.timed(orders.next(1), answer(expired))
+    await orders.timed(orders.next(2), no_answer())
+    assert (orders.lost, dict(orders.why)) == (3, {"EXPIRED": 2, "TimeoutError": 1})
+    step = Step(100.0, 99.0, [1.0] * 10, [1.0] * 10, orders.lost, dict(orders.why))
+    assert step.row(10, 1).name.endswith("; lost: 2 EXPIRED, 1 TimeoutError)")
+    assert "lost" not in Step(100.0, 99.0, [1.0] * 10, [1.0] * 10, 0).row(10, 1).name

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -126,6 +127,7 @@ class Alternating:
         self.accounts = accounts
         self.held: dict[str, list[str]] = {a: [] for a in accounts}
         self.lost = 0
+        self.why: collections.Counter[str] = collections.Counter()  # the lost ones: their status, or the error
 
     def next(self, i: int) -> OpenOrder | CloseOrder:
         account = self.accounts[i % len(self.accounts)]
@@ -138,12 +140,14 @@ class Alternating:
         started = time.perf_counter_ns()
         try:
             result = await answer
-        except Exception:
+        except Exception as exc:
             self.lost += 1
+            self.why[type(exc).__name__] += 1
             return (time.perf_counter_ns() - started) / 1e6
         elapsed = (time.perf_counter_ns() - started) / 1e6
         if not isinstance(result, OrderResult) or result.status != "FILLED":
             self.lost += 1
+            self.why[result.status if isinstance(result, OrderResult) else type(result).__name__] += 1
         elif isinstance(order, OpenOrder) and result.position_id:
             self.held[order.account_id].append(result.position_id)
         return elapsed
@@ -192,12 +196,15 @@ class Step:
     plain: list[float]
     orders: list[float]
     lost: int
+    why: dict[str, int] = field(default_factory=dict)  # the lost orders by status (or error)
 
     def row(self, terminals: int, executors: int) -> Row:
         baseline = Row(f"plain NATS request/reply at {self.rate:g}/s (baseline)", self.plain)
+        lost = ", ".join(f"{n} {what}" for what, n in sorted(self.why.items()))
         name = (
             f"orders at {self.rate:g}/s over {terminals} terminals, {executors} executor(s) "
-            f"(achieved {self.achieved:.0f}/s; NATS p50/p99 {baseline.p50:.2f}/{baseline.p99:.2f} ms)"
+            f"(achieved {self.achieved:.0f}/s; NATS p50/p99 {baseline.p50:.2f}/{baseline.p99:.2f} ms"
+            f"{'; lost: ' + lost if lost else ''})"
         )
         return Row(name, self.orders, baseline, f"p99 <= {KNEE_RATIO:g}x NATS, none lost", errors=self.lost)
 
@@ -208,7 +215,7 @@ class Step:
 
 async def _step(nc: NatsClient, orders: Alternating, rate: float, count: int) -> Step:
     """An open loop of ``count`` starts at ``rate``: each start sends an order and a plain request together."""
-    lost_before = orders.lost
+    lost_before, why_before = orders.lost, orders.why.copy()
     started = time.perf_counter()
     plain_tasks: list[asyncio.Task[float]] = []
     order_tasks: list[asyncio.Task[float]] = []
@@ -219,7 +226,8 @@ async def _step(nc: NatsClient, orders: Alternating, rate: float, count: int) ->
         plain_tasks.append(asyncio.create_task(_plain(nc)))
     measured = await asyncio.gather(*order_tasks)
     achieved = count / (time.perf_counter() - started)
-    return Step(rate, achieved, list(await asyncio.gather(*plain_tasks)), list(measured), orders.lost - lost_before)
+    plain = list(await asyncio.gather(*plain_tasks))
+    return Step(rate, achieved, plain, list(measured), orders.lost - lost_before, dict(orders.why - why_before))
 
 
 async def _knee(
