@@ -21,21 +21,18 @@ propagate unchanged: the caller decides whether the request may have left.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import time
-import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar, overload
 
 import msgspec
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
+from hedgebridge.common.jetstream import LeanJetStream
 from hedgebridge.protocol import (
     FINAL_STATUSES,
     BatchResult,
@@ -56,7 +53,6 @@ from hedgebridge.protocol.messages import OrderStatus
 R = TypeVar("R", OrderResult, BatchResult)
 
 RESEND_CHECK_S = 1.0  # an order not answered this long is looked up (and again at each such interval)
-NO_RESPONDERS = "503"  # the server's status when no executor listens
 
 NOT_SENT_MESSAGE = "no executor answered; the request was not sent (safe to retry with the same actionId)"
 UNKNOWN_MESSAGE = (
@@ -136,31 +132,30 @@ async def ask(
     payload = pack(body)
     deadline = time.monotonic() + timeout_s
     resendable = None if isinstance(body, CloseBatch) else body.action_id
-    replies = await _replies(nc)
-    with replies.expect() as (inbox, answer):
-        await nc.publish(subject, payload, reply=inbox, headers=headers)
-        while not answer.done():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                message = (
-                    f"no answer from the executor within {timeout_s:g}s: the outcome is unknown; the reconciled"
-                    f" result follows{' on ' + follow_on if follow_on else ''}, and a request with the same"
-                    " actionId returns it"
-                )
-                return _silent(body, Silence.NO_REPLY, errors.OUTCOME_UNKNOWN, message, "OUTCOME_UNKNOWN")
-            await asyncio.wait((answer,), timeout=left if resendable is None else min(left, RESEND_CHECK_S))
-            if answer.done() or resendable is None or time.monotonic() >= deadline:
-                continue
-            if not await _is_recorded(nc, resendable):
-                await nc.publish(subject, payload, reply=inbox, headers=headers)
+    inbox, answer = await _lean(nc).reply_subject(timeout_s)
+    await nc.publish(subject, payload, reply=inbox, headers=headers)
+    while not answer.done():
+        await asyncio.wait((answer,), timeout=None if resendable is None else RESEND_CHECK_S)
+        if answer.done() or resendable is None or time.monotonic() >= deadline:
+            continue
+        if not await _is_recorded(nc, resendable):
+            await nc.publish(subject, payload, reply=inbox, headers=headers)
+    try:
         reply = answer.result()
-    if reply.headers and reply.headers.get("Status") == NO_RESPONDERS:
+    except NoRespondersError:
         recorded = await _recorded(nc, body)
         if isinstance(recorded, BatchResult):
             return ExecutorAnswer(recorded, Silence.NO_EXECUTOR)
         if recorded is not None:
             return ExecutorAnswer(recorded, Silence.NO_EXECUTOR)
         return _silent(body, Silence.NO_EXECUTOR, errors.EXECUTOR_UNAVAILABLE, NOT_SENT_MESSAGE, "EXPIRED")
+    except NatsTimeoutError:
+        message = (
+            f"no answer from the executor within {timeout_s:g}s: the outcome is unknown; the reconciled"
+            f" result follows{' on ' + follow_on if follow_on else ''}, and a request with the same"
+            " actionId returns it"
+        )
+        return _silent(body, Silence.NO_REPLY, errors.OUTCOME_UNKNOWN, message, "OUTCOME_UNKNOWN")
     try:
         if isinstance(body, CloseBatch):
             return ExecutorAnswer(unpack(reply.data, BatchResult))
@@ -169,45 +164,14 @@ async def ask(
         raise UnreadableAnswer(exc.message) from None
 
 
-class _Replies:
-    """The answers of one connection's requests: one wildcard inbox subscription, one future per request."""
-
-    def __init__(self, nc: NatsClient) -> None:
-        self.nc = nc
-        self.prefix = nc.new_inbox()
-        self.waiting: dict[str, asyncio.Future[Msg]] = {}
-        self.subscription: Subscription | None = None
-
-    async def start(self) -> None:
-        self.subscription = await self.nc.subscribe(f"{self.prefix}.*", cb=self._on_reply)
-
-    async def _on_reply(self, msg: Msg) -> None:
-        future = self.waiting.pop(msg.subject, None)
-        if future is not None and not future.done():
-            future.set_result(msg)
-
-    @contextlib.contextmanager
-    def expect(self) -> Iterator[tuple[str, asyncio.Future[Msg]]]:
-        inbox = f"{self.prefix}.{next(_tokens)}"
-        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
-        self.waiting[inbox] = future
-        try:
-            yield inbox, future
-        finally:
-            self.waiting.pop(inbox, None)
-            future.cancel()
-
-
-_all_replies: weakref.WeakKeyDictionary[NatsClient, _Replies] = weakref.WeakKeyDictionary()
-_tokens = itertools.count(1)
-
-
-async def _replies(nc: NatsClient) -> _Replies:
-    replies = _all_replies.get(nc)
-    if replies is None or replies.subscription is None or replies.nc.is_closed:
-        replies = _all_replies[nc] = _Replies(nc)
-        await replies.start()
-    return replies
+def _lean(nc: NatsClient) -> LeanJetStream:
+    """The connection's lean context (kept on the connection, so it goes with it): one reply inbox for all of
+    its requests."""
+    lean: LeanJetStream | None = getattr(nc, "_hedgebridge_lean", None)
+    if lean is None:
+        lean = LeanJetStream(nc)
+        setattr(nc, "_hedgebridge_lean", lean)  # noqa: B010 (an attribute of nats-py's class, not declared)
+    return lean
 
 
 async def _record_says(nc: NatsClient, action_id: str) -> OrderResult | bool:

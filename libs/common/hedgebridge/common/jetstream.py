@@ -118,6 +118,14 @@ class LeanJetStream(JetStreamContext):
         reply: Msg = await (await self._ask(subject, payload, timeout, headers, _reply))
         return reply
 
+    async def reply_subject(self, timeout: float) -> tuple[str, asyncio.Future[Msg]]:  # noqa: ASYNC109
+        """A reply subject on this context's inbox and the future of the first answer to it (NoRespondersError,
+        or nats' TimeoutError after ``timeout``): ``request`` without its publish, for a caller that publishes
+        a request (once or again) itself."""
+        token, waiter = await self._expect(timeout, _reply)
+        assert self._inbox is not None
+        return self._inbox + token, waiter
+
     async def _ask(
         self,
         subject: str,
@@ -126,17 +134,27 @@ class LeanJetStream(JetStreamContext):
         headers: dict[str, Any] | None,
         answer: Callable[[Msg], Any],
     ) -> asyncio.Future[Any]:
-        inbox = self._inbox or await self._subscribe()
-        token = str(next(self._tokens))
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Any] = loop.create_future()
-        self._waiting[token] = (waiter, loop.call_later(timeout, self._expire, token), answer)
+        token, waiter = await self._expect(timeout, answer)
+        assert self._inbox is not None
         try:
-            await self._nc.publish(subject, payload, reply=inbox + token, headers=headers)
+            await self._nc.publish(subject, payload, reply=self._inbox + token, headers=headers)
         except BaseException:
             self._waiting.pop(token)[1].cancel()
             raise
         return waiter
+
+    async def _expect(
+        self,
+        timeout: float,  # noqa: ASYNC109
+        answer: Callable[[Msg], Any],
+    ) -> tuple[str, asyncio.Future[Any]]:
+        if self._inbox is None:
+            await self._subscribe()
+        token = str(next(self._tokens))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        self._waiting[token] = (waiter, loop.call_later(timeout, self._expire, token), answer)
+        return token, waiter
 
     async def _subscribe(self) -> str:
         async with self._subscribing:
