@@ -1,11 +1,11 @@
-"""Stopping a service's background tasks; taking a lock by a deadline."""
+"""Stopping a service's background tasks; a periodic one; taking a lock by a deadline."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from . import logs
@@ -40,3 +40,16 @@ async def acquire_by(lock: asyncio.Lock, deadline: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def every(interval_s: float, work: Callable[[], Awaitable[object]], log: logs.Logger, failed: str) -> None:
+    """Run ``work`` now and then every ``interval_s`` until cancelled; a failed run is logged as ``failed``
+    (with its error) and the next one runs on time."""
+    while True:
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(failed, error=f"{type(exc).__name__}: {exc}")
+        await asyncio.sleep(interval_s)

@@ -36,7 +36,7 @@ from nats.aio.subscription import Subscription
 
 from hedgebridge.common import bus, logs, streams
 from hedgebridge.common.cache import RealtimeCache, RedisCache
-from hedgebridge.common.tasks import cancel_all
+from hedgebridge.common.tasks import cancel_all, every
 from hedgebridge.protocol import (
     ActionRequest,
     ActionState,
@@ -340,14 +340,7 @@ class Coordinator:
     # --- takeover -------------------------------------------------------------------------------------------
 
     async def _takeover_loop(self) -> None:
-        while True:
-            try:
-                await self.take_over_lapsed()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("takeover scan failed", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(self.lease_s / 2)
+        await every(self.lease_s / 2, self.take_over_lapsed, log, "takeover scan failed")
 
     async def take_over_lapsed(self) -> list[str]:
         """Take over every action that is not final and whose owner's lease ran out; returns their ids."""

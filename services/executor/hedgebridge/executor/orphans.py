@@ -16,7 +16,6 @@ again at the next search. The first search of a replica looks back ``orphan_look
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from datetime import UTC, datetime
 from nats.js.client import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
-from hedgebridge.common import logs, stream_reads
+from hedgebridge.common import logs, stream_reads, tasks
 from hedgebridge.protocol import FINAL_STATUSES, OrderRecord, ProtocolError, subjects, unpack, utcnow
 
 from .leases import Leases
@@ -75,14 +74,7 @@ class OrphanSearch:
 
     async def keep(self) -> None:
         """Search every ``lease_ms`` (the first search at once)."""
-        while True:
-            try:
-                await self.search()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("search for orders nobody owns failed", error=repr(exc))
-            await asyncio.sleep(self.interval_s)
+        await tasks.every(self.interval_s, self.search, log, "search for orders nobody owns failed")
 
     async def search(self, now: float | None = None) -> int:
         """One search: the orders taken over."""
