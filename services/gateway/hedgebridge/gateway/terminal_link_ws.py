@@ -30,6 +30,7 @@ from hedgebridge.common.terminal_link import REPLACED, Delivery, TerminalBus, ru
 from hedgebridge.protocol import (
     COMMAND_TYPES,
     FROM_TERMINAL,
+    REPORT_TYPES,
     ClosedEvent,
     Command,
     ErrorMessage,
@@ -60,6 +61,8 @@ COMMAND_NAMES = frozenset(type_name(c) for c in COMMAND_TYPES)
 CLOSE_TIMEOUT_S = 5.0
 CONNECTION_CLOSED = "terminal connection closed"
 FRAME_HEADER_MAX = 10  # bytes of a server frame's header (no mask)
+# the events a terminal sends that need no command to explain them: published once their account is checked
+PLAIN_EVENTS = frozenset(c for c in FROM_TERMINAL if c not in REPORT_TYPES and c not in (Heartbeat, ErrorMessage))
 
 log = logs.get("gateway")
 
@@ -86,6 +89,7 @@ class TerminalSession:
         "remote",
         "session_id",
         "subscription",
+        "telemetry",
         "version",
         "welcome_sent",
     )
@@ -117,6 +121,7 @@ class TerminalSession:
         self._bus = bus
         self._spawn = spawn
         self._reports = reports
+        self.telemetry = telemetry.state_of(self)  # its metrics state, without a lookup per frame
 
     async def send(self, message: Message) -> None:
         """Write one frame; a terminal that does not take it within the send timeout is closed (1008).
@@ -215,8 +220,12 @@ class TerminalSession:
         except ProtocolError as exc:
             await self.send_error(exc.code, exc.message, field=exc.field, ref_type=exc.ref_type, ref_id=exc.ref_id)
             return
-        telemetry.frame_in("ea", message, self)
-        if isinstance(message, Heartbeat):
+        telemetry.terminal_frame_in(self, self.telemetry, message)
+        if type(message) in PLAIN_EVENTS:  # the bulk (prices, account and position updates): straight to NATS
+            if getattr(message, "account_id", None) == self.account_id:
+                await self._bus.publish_event(self.account_id, message)
+                return
+        elif isinstance(message, Heartbeat):
             if not message.reply:
                 await self.send(Heartbeat(timestamp=utcnow(), seq=message.seq, reply=True))
             return
