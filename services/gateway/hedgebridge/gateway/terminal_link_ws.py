@@ -223,7 +223,8 @@ class TerminalSession:
         telemetry.terminal_frame_in(self, self.telemetry, message)
         if type(message) in PLAIN_EVENTS:  # the bulk (prices, account and position updates): straight to NATS
             if getattr(message, "account_id", None) == self.account_id:
-                await self._bus.publish_event(self.account_id, message)
+                subject, payload = self._bus.event_payload(self.account_id, message)
+                await self._bus.nats.publish(subject, payload)
                 return
         elif isinstance(message, Heartbeat):
             if not message.reply:

@@ -128,12 +128,16 @@ class TerminalBus(Generic[L]):
 
     async def publish_event(self, account_id: str, message: Message, headers: Mapping[str, str] | None = None) -> None:
         """An event of the terminal on ``hb.ea.<account>.evt.<type>``, in canonical symbols."""
+        subject, payload = self.event_payload(account_id, message)
+        await self._nats().publish(subject, payload, headers=dict(headers) if headers else None)
+
+    def event_payload(self, account_id: str, message: Message) -> tuple[str, bytes]:
+        """The subject and msgpack of an event as ``publish_event`` publishes it (a holder's read loop may
+        publish it itself: one coroutine less per event)."""
         if self.maps is not None and isinstance(message, EVENT_TYPES):
             event: Event = message  # type: ignore[assignment]
             message = symbol_map.inbound(event, self.maps.mapping(account_id))
-        await self._nats().publish(
-            _event_subject(account_id, type(message)), pack(message), headers=dict(headers) if headers else None
-        )
+        return _event_subject(account_id, type(message)), pack(message)
 
     async def publish_refusal(self, account_id: str, error: Message) -> None:
         """A terminal's ERROR about a command it did not execute, on ``hb.ea.<account>.refused``."""
