@@ -135,8 +135,10 @@ class TerminalBus(Generic[L]):
         """The subject and msgpack of an event as ``publish_event`` publishes it (a holder's read loop may
         publish it itself: one coroutine less per event)."""
         if self.maps is not None and isinstance(message, EVENT_TYPES):
-            event: Event = message  # type: ignore[assignment]
-            message = symbol_map.inbound(event, self.maps.mapping(account_id))
+            mapping = self.maps.mapping(account_id)
+            if mapping is not None:  # None: the account's names are the broker's
+                event: Event = message  # type: ignore[assignment]
+                message = symbol_map.inbound(event, mapping)
         return _event_subject(account_id, type(message)), pack(message)
 
     async def publish_refusal(self, account_id: str, error: Message) -> None:
