@@ -75,7 +75,7 @@ class TerminalSession:
     __slots__ = (
         "__weakref__",
         "_bus",
-        "_publish",
+        "_nats",
         "_reports",
         "_send_timeout_s",
         "_spawn",
@@ -120,7 +120,7 @@ class TerminalSession:
         self.remote = accept.client or (f"{remote[0]}:{remote[1]}" if remote else "")  # behind a proxy: the client
         self._send_timeout_s = config.send_timeout_ms / 1000
         self._bus = bus
-        self._publish = bus.nats.publish  # the gateway's NATS client, connected before any session and kept
+        self._nats = bus.nats  # the gateway's NATS client: connected before any session, drained after the last
         self._spawn = spawn
         self._reports = reports
         self.telemetry = telemetry.state_of(self)  # its metrics state, without a lookup per frame
@@ -226,7 +226,7 @@ class TerminalSession:
         if type(message) in PLAIN_EVENTS:  # the bulk (prices, account and position updates): straight to NATS
             if getattr(message, "account_id", None) == self.account_id:
                 subject, payload = self._bus.event_payload(self.account_id, message)
-                await self._publish(subject, payload)
+                await self._nats.publish(subject, payload)
                 return
         elif isinstance(message, Heartbeat):
             if not message.reply:
