@@ -386,6 +386,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def measure(args: argparse.Namespace, nats_server: NatsServer, cache: ValkeyServer, procs: Processes) -> Section:
+    if args.only == "ingest":  # ``bench --only ingest``: the ingest rows by themselves
+        return Section([], await measure_ingest(nats_server, cache, procs, args.ingest_terminals, args.ingest_events))
     limit = raise_fd_limit()
     needed = max(max(args.idle_terminals) + 200, max(args.fanout_subscribers) * 2 + 200)
     if limit < needed:
@@ -400,7 +402,7 @@ async def measure(args: argparse.Namespace, nats_server: NatsServer, cache: Valk
 
 
 async def run_alone(args: argparse.Namespace, workdir: Path, procs: Processes) -> Section:
-    """Only the gateway rows, on servers of their own."""
+    """Only the gateway rows (``--only ingest``: only the ingest rows), on servers of their own."""
     nats_server = NatsServer(workdir / "nats")
     cache = ValkeyServer(workdir / "cache")
     nats_server.start()

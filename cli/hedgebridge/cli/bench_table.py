@@ -33,6 +33,8 @@ def header(args: argparse.Namespace) -> str:
         return machine + orders
     if args.only == "storm":
         return machine + storm
+    if args.only == "ingest":
+        return machine + f"event ingest of {args.ingest_events} events from {args.ingest_terminals} terminals"
     return (
         machine + f"{args.samples} heartbeats, {args.orders} orders at {args.rate:g}/s, "
         f"{args.load_orders} orders at {args.load_rate:g}/s open loop, "

@@ -105,7 +105,9 @@ class _Pending:
         self.span = span
 
 
-class _SessionState:
+class SessionState:
+    """What telemetry keeps of one terminal session (the session holds it too: ``state_of``)."""
+
     __slots__ = ("last_event", "latency", "margin_level", "pending")
 
     def __init__(self) -> None:
@@ -115,15 +117,21 @@ class _SessionState:
         self.latency = 0.0  # the last WebSocket round trip observed
 
 
-_sessions: weakref.WeakKeyDictionary[Terminal, _SessionState] = weakref.WeakKeyDictionary()
+_sessions: weakref.WeakKeyDictionary[Terminal, SessionState] = weakref.WeakKeyDictionary()
 _seen_accounts: weakref.WeakKeyDictionary[Observed, set[str]] = weakref.WeakKeyDictionary()
 
 
-def _state(session: Terminal) -> _SessionState:
+def _state(session: Terminal) -> SessionState:
     state = _sessions.get(session)
     if state is None:
-        state = _sessions[session] = _SessionState()
+        state = _sessions[session] = SessionState()
     return state
+
+
+def state_of(session: Terminal) -> SessionState:
+    """The session's telemetry state, for the session to keep: ``terminal_frame_in`` then takes it without a
+    lookup per frame (the table here still holds it weakly, for the scrape-time readings)."""
+    return _state(session)
 
 
 def register(gateway: Observed) -> None:
@@ -210,11 +218,21 @@ def _frames(direction: str, endpoint: str, kind: str) -> Any:
     return counter
 
 
-def frame_in(endpoint: str, message: Message, session: Terminal | None = None) -> None:
-    _frames("in", endpoint, type_name(message)).inc()
-    if session is None:
-        return
-    state = _state(session)
+_in_counters: dict[tuple[str, type[Message]], Any] = {}  # frames in, by endpoint and message class
+
+
+def frame_in(endpoint: str, message: Message) -> None:
+    key = (endpoint, type(message))
+    counter = _in_counters.get(key)
+    if counter is None:
+        counter = _in_counters[key] = _frames("in", endpoint, type_name(message))
+    counter.inc()
+
+
+def terminal_frame_in(session: Terminal, state: SessionState, message: Message) -> None:
+    """A frame from a terminal: counted, its time and margin level kept, the last Pong's round trip observed
+    (``state``: the session's, from ``state_of``)."""
+    frame_in("ea", message)
     if not isinstance(message, Heartbeat):
         state.last_event = time.monotonic()
     if isinstance(message, AccountUpdate):

@@ -30,6 +30,7 @@ from hedgebridge.common.terminal_link import REPLACED, Delivery, TerminalBus, ru
 from hedgebridge.protocol import (
     COMMAND_TYPES,
     FROM_TERMINAL,
+    REPORT_TYPES,
     ClosedEvent,
     Command,
     ErrorMessage,
@@ -60,6 +61,8 @@ COMMAND_NAMES = frozenset(type_name(c) for c in COMMAND_TYPES)
 CLOSE_TIMEOUT_S = 5.0
 CONNECTION_CLOSED = "terminal connection closed"
 FRAME_HEADER_MAX = 10  # bytes of a server frame's header (no mask)
+# the events a terminal sends that need no command to explain them: published once their account is checked
+PLAIN_EVENTS = frozenset(c for c in FROM_TERMINAL if c not in REPORT_TYPES and c not in (Heartbeat, ErrorMessage))
 
 log = logs.get("gateway")
 
@@ -72,6 +75,7 @@ class TerminalSession:
     __slots__ = (
         "__weakref__",
         "_bus",
+        "_nats",
         "_reports",
         "_send_timeout_s",
         "_spawn",
@@ -86,6 +90,7 @@ class TerminalSession:
         "remote",
         "session_id",
         "subscription",
+        "telemetry",
         "version",
         "welcome_sent",
     )
@@ -115,8 +120,10 @@ class TerminalSession:
         self.remote = accept.client or (f"{remote[0]}:{remote[1]}" if remote else "")  # behind a proxy: the client
         self._send_timeout_s = config.send_timeout_ms / 1000
         self._bus = bus
+        self._nats = bus.nats  # the gateway's NATS client: connected before any session, drained after the last
         self._spawn = spawn
         self._reports = reports
+        self.telemetry = telemetry.state_of(self)  # its metrics state, without a lookup per frame
 
     async def send(self, message: Message) -> None:
         """Write one frame; a terminal that does not take it within the send timeout is closed (1008).
@@ -215,8 +222,13 @@ class TerminalSession:
         except ProtocolError as exc:
             await self.send_error(exc.code, exc.message, field=exc.field, ref_type=exc.ref_type, ref_id=exc.ref_id)
             return
-        telemetry.frame_in("ea", message, self)
-        if isinstance(message, Heartbeat):
+        telemetry.terminal_frame_in(self, self.telemetry, message)
+        if type(message) in PLAIN_EVENTS:  # the bulk (prices, account and position updates): straight to NATS
+            if getattr(message, "account_id", None) == self.account_id:
+                subject, payload = self._bus.event_payload(self.account_id, message)
+                await self._nats.publish(subject, payload)
+                return
+        elif isinstance(message, Heartbeat):
             if not message.reply:
                 await self.send(Heartbeat(timestamp=utcnow(), seq=message.seq, reply=True))
             return
