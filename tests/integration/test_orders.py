@@ -15,7 +15,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from hedgebridge.common import executor_client
+from hedgebridge.common import executor_client, streams
 from hedgebridge.common.cache import RedisCache
 from hedgebridge.common.servers import NatsServer, ValkeyServer
 from hedgebridge.executor.service import Executor
@@ -376,6 +376,34 @@ async def test_an_order_whose_executor_died_before_its_lease_is_settled(
         await ea.close()
         if second is not None:
             await second.stop()
+
+
+async def test_an_order_whose_reconciliation_failed_inside_is_taken_over(
+    executor: Executor, ea_url: str, secret: str, nc: NatsClient, results: list[OrderResult]
+) -> None:
+    """The leases' bucket gone as an order whose outcome is unknown begins to reconcile: its lease cannot be
+    written and the run fails inside. It keeps no lease then (nothing drives it any more), so the search for
+    orders nobody owns takes it over (here on the same replica) and reconciles it."""
+    ea = await ScriptedEa.connect(ea_url, secret, "A1")
+    try:
+        pending = asyncio.create_task(order(nc, buy(action_id="lease-down", timeout_ms=1000), timeout_s=20))
+        await wait_for(lambda: len(ea.opens()) == 1, "the OPEN")
+        ea.fill(ea.opens()[0], "9004")  # executed; the report never comes
+        await nc.jetstream().delete_stream(f"KV_{subjects.INFLIGHT_BUCKET}")
+        first = await pending
+        assert (first.status, first.code) == ("OUTCOME_UNKNOWN", errors.OUTCOME_UNKNOWN)
+        await streams.ensure(nc)  # the bucket back (empty)
+
+        def reconciled() -> list[OrderResult]:
+            return [r for r in results if r.action_id == "lease-down" and r.reconciled]
+
+        await wait_for(lambda: bool(reconciled()), "the reconciled result", timeout_s=15)
+        assert [(r.status, r.mt_ticket) for r in reconciled()] == [("FILLED", "9004")]
+        assert executor.orphans is not None
+        assert executor.orphans.found == 1
+        assert len(ea.opens()) == 1
+    finally:
+        await ea.close()
 
 
 async def _orders_ended_after(nc: NatsClient, action_id: str, n: int) -> None:
