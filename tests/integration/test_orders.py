@@ -15,7 +15,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from hedgebridge.common import executor_client
+from hedgebridge.common import executor_client, streams
 from hedgebridge.common.cache import RedisCache
 from hedgebridge.common.servers import NatsServer, ValkeyServer
 from hedgebridge.executor.service import Executor
@@ -26,6 +26,7 @@ from hedgebridge.protocol import (
     OpenCommand,
     OpenedEvent,
     OpenOrder,
+    OrderRecord,
     OrderResult,
     Position,
     PositionUpdate,
@@ -337,7 +338,7 @@ async def test_an_order_running_on_a_dead_executor_is_taken_over(
             await second.stop()
 
 
-@pytest.mark.parametrize("asked_again", [True, False], ids=["asked-again", "found-by-the-search"])
+@pytest.mark.parametrize("how", ["asked-again", "found-by-the-search", "found-after-later-orders"])
 async def test_an_order_whose_executor_died_before_its_lease_is_settled(
     nats_server: NatsServer,
     cache_server: ValkeyServer,
@@ -345,9 +346,10 @@ async def test_an_order_whose_executor_died_before_its_lease_is_settled(
     ea_url: str,
     secret: str,
     nc: NatsClient,
-    asked_again: bool,
+    how: str,
 ) -> None:
-    """Taken over when its actionId is asked again, or else by another replica's search for orders nobody owns."""
+    """Taken over when its actionId is asked again, or else by another replica's search for orders nobody owns,
+    also when orders that ended after it left gaps in the records' stream (their first writes removed)."""
     redis_url = f"{cache_server.url}/0"
     first = Executor(executor_config(nats_server.url, redis_url, id="ex-first", lease_after_ms=60_000))
     await first.start()
@@ -358,20 +360,62 @@ async def test_an_order_whose_executor_died_before_its_lease_is_settled(
         await wait_for(lambda: len(ea.opens()) == 1, "the OPEN")
         await first.kill()  # dies before the order had a lease: no replica knows it is running
         ea.fill(ea.opens()[0], "9002")  # the terminal executed it; the report is lost with the executor
+        if how == "found-after-later-orders":
+            await _orders_ended_after(nc, "no-lease", 5)
         second = Executor(executor_config(nats_server.url, redis_url, id="ex-second"))
         await second.start()
-        if asked_again:
+        if how == "asked-again":
             again = await order(nc, buy(action_id="no-lease", timeout_ms=30_000), timeout_s=20)
             assert (again.status, again.mt_ticket, again.reconciled, again.duplicate) == ("FILLED", "9002", True, True)
         first_answer = await pending  # the first caller is answered by the replica that took the order over
         assert (first_answer.status, first_answer.mt_ticket, first_answer.reconciled) == ("FILLED", "9002", True)
         assert len(ea.opens()) == 1
         assert second.orphans is not None
-        assert asked_again or second.orphans.found == 1
+        assert how == "asked-again" or second.orphans.found == 1
     finally:
         await ea.close()
         if second is not None:
             await second.stop()
+
+
+async def test_an_order_whose_reconciliation_failed_inside_is_taken_over(
+    executor: Executor, ea_url: str, secret: str, nc: NatsClient, results: list[OrderResult]
+) -> None:
+    """The leases' bucket gone as an order whose outcome is unknown begins to reconcile: its lease cannot be
+    written and the run fails inside. It keeps no lease then (nothing drives it any more), so the search for
+    orders nobody owns takes it over (here on the same replica) and reconciles it."""
+    ea = await ScriptedEa.connect(ea_url, secret, "A1")
+    try:
+        pending = asyncio.create_task(order(nc, buy(action_id="lease-down", timeout_ms=1000), timeout_s=20))
+        await wait_for(lambda: len(ea.opens()) == 1, "the OPEN")
+        ea.fill(ea.opens()[0], "9004")  # executed; the report never comes
+        await nc.jetstream().delete_stream(f"KV_{subjects.INFLIGHT_BUCKET}")
+        first = await pending
+        assert (first.status, first.code) == ("OUTCOME_UNKNOWN", errors.OUTCOME_UNKNOWN)
+        await streams.ensure(nc)  # the bucket back (empty)
+
+        def reconciled() -> list[OrderResult]:
+            return [r for r in results if r.action_id == "lease-down" and r.reconciled]
+
+        await wait_for(lambda: bool(reconciled()), "the reconciled result", timeout_s=15)
+        assert [(r.status, r.mt_ticket) for r in reconciled()] == [("FILLED", "9004")]
+        assert executor.orphans is not None
+        assert executor.orphans.found == 1
+        assert len(ea.opens()) == 1
+    finally:
+        await ea.close()
+
+
+async def _orders_ended_after(nc: NatsClient, action_id: str, n: int) -> None:
+    """``n`` orders recorded after ``action_id`` and ended (each record created, then written with its result)."""
+    kv = await nc.jetstream().key_value(subjects.ORDERS_BUCKET)
+    entry = await kv.get(action_id)
+    record = unpack(entry.value or b"", OrderRecord)
+    for i in range(n):
+        later = msgspec.structs.replace(record, action_id=f"{action_id}-later-{i}", updated_at=utcnow())
+        await kv.create(later.action_id, pack(later))
+        result = OrderResult(status="REJECTED", code=errors.INVALID_VOLUME, kind="OPEN", account_id="A1")
+        await kv.put(later.action_id, pack(msgspec.structs.replace(later, state="REJECTED", result=result)))
 
 
 # --- one terminal at a time -----------------------------------------------------------------------------------

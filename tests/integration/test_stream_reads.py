@@ -35,6 +35,23 @@ async def test_a_read_by_time_with_several_filters_starts_at_the_first_message_o
         assert set(range(first + 1, len(SUBJECTS) + 1)) <= set(seqs)
 
 
+async def test_a_read_by_time_starts_at_the_first_message_of_that_time_across_removed_ones(nc: NatsClient) -> None:
+    """A bucket keeping one revision per key: each key written twice leaves a gap where its first write was."""
+    js = nc.jetstream()
+    kv = await js.create_key_value(bucket="GAPS", history=1)
+    await kv.put("before", b"0")
+    await kv.create("kept", b"1")  # written once: its first write stays
+    for i in range(5):  # each written again: the first write is removed, after "kept"
+        await kv.create(f"later-{i}", b"2")
+        await kv.put(f"later-{i}", b"3")
+    every = stream_reads.messages(js, "KV_GAPS", stream_reads.ephemeral([">"]))
+    stored = [(m.metadata.sequence.stream, m.metadata.timestamp) async for m in every]
+    assert [seq for seq, _ in stored] == [1, 2, 4, 6, 8, 10, 12]
+    for seq, stamp in stored:
+        assert await stream_reads.first_seq_at(js, "KV_GAPS", stamp - timedelta(microseconds=1)) == seq
+    assert await stream_reads.first_seq_at(js, "KV_GAPS", stored[-1][1] + timedelta(seconds=1)) == 13
+
+
 async def test_a_read_takes_what_was_stored_when_it_began_in_the_batches_asked(nc: NatsClient) -> None:
     js = nc.jetstream()
     await js.add_stream(name="BATCHES", subjects=["b.>"])

@@ -53,9 +53,14 @@ def ephemeral(
 async def first_seq_at(js: JetStreamContext, stream: str, when: datetime) -> int:
     """The sequence of the stream's first message stored at ``when`` or later (the last sequence plus one when
     none is), found by an unfiltered consumer: a consumer with several subject filters that starts by time may
-    skip its first messages (nats-server 2.15), so filtered reads by time start by this sequence instead. It is
-    never later than the true first: a message stored meanwhile makes it one earlier at worst."""
-    info = await js.stream_info(stream)
+    skip its first messages (nats-server 2.15), so filtered reads by time start by this sequence instead.
+
+    JetStream places a consumer started by time on that message, and its info reports the sequence before it as
+    delivered. Counting back from the last sequence by the consumer's pending count would not do: messages
+    removed after ``when`` (a key's older revision in a bucket that keeps one, a subject's in a stream that
+    keeps its last) leave gaps that count in the sequences but not in the pending messages, so that count
+    would start past the first message by as many gaps (and an order's first record, followed by other
+    orders' final ones, would never be read)."""
     config = ConsumerConfig(
         ack_policy=AckPolicy.NONE,
         inactive_threshold=INACTIVE_S,
@@ -64,7 +69,11 @@ async def first_seq_at(js: JetStreamContext, stream: str, when: datetime) -> int
         deliver_policy=DeliverPolicy.BY_START_TIME,
         opt_start_time=when,
     )
-    return int(info.state.last_seq) - await pending(js, stream, config) + 1
+    info = await js.add_consumer(stream, config)
+    with contextlib.suppress(Exception):
+        await js.delete_consumer(stream, info.name)
+    delivered = info.delivered.stream_seq if info.delivered is not None else None
+    return int(delivered or 0) + 1
 
 
 async def pending(js: JetStreamContext, stream: str, config: ConsumerConfig) -> int:

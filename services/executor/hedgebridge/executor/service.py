@@ -339,12 +339,20 @@ class Executor:
 
     async def _settle(self, order: RunningOrder, actions: list[Action], timers: list[asyncio.TimerHandle]) -> None:
         try:
-            await self.driver.drive(order, actions)
+            await self._drive_to_end(order, actions)
         finally:
             for timer in timers:
                 timer.cancel()
-            if not order.run.outcome_unknown:
-                self.driver.forget(order)
+
+    async def _drive_to_end(self, order: RunningOrder, actions: list[Action]) -> None:
+        """Drive a run after its answer (its record, its reconciliation) to its end. A run that fails inside (a
+        JetStream request that did not answer) is forgotten all the same: nothing drives it any more, so its
+        lease must not be renewed; once it lapses (at once when it had none: the search for orders nobody owns),
+        this replica or another takes the order over and reconciles it."""
+        try:
+            await self.driver.drive(order, actions)
+        finally:
+            self.driver.forget(order)
 
     def _awaited(self, action_id: str) -> OrderCommand | None:
         return self.driver.awaited(action_id)
@@ -390,7 +398,7 @@ class Executor:
         self._running[run.action_id] = order
 
         async def reconcile() -> None:
-            await self.driver.drive(order, run.begin_reconcile(time.perf_counter()))
+            await self._drive_to_end(order, run.begin_reconcile(time.perf_counter()))
 
         self._spawn(reconcile())
 
