@@ -421,6 +421,23 @@ async def _orders_ended_after(nc: NatsClient, action_id: str, n: int) -> None:
 # --- one terminal at a time -----------------------------------------------------------------------------------
 
 
+async def test_an_ended_order_leaves_no_lease_behind(sims: StartSims, nc: NatsClient) -> None:
+    """An order slow enough to be leased ends: its mark is purged, so the lease upkeep's listing of the bucket
+    (every third of a lease) holds the orders running now, not a marker for each order of the day."""
+    await sims(["A1"], fill_latency_ms=300)
+    leased: list[int] = []
+    js = nc.jetstream()
+    result = await order(nc, buy(action_id="leased-1"))
+    assert result.status == "FILLED"
+
+    async def nothing_left() -> bool:
+        state = (await js.stream_info(f"KV_{subjects.INFLIGHT_BUCKET}")).state
+        leased[:] = [state.last_seq, state.messages]
+        return state.last_seq > 0 and state.messages == 0
+
+    await wait_for(nothing_left, lambda: f"the lease written and then purged (last seq, messages): {leased}")
+
+
 async def test_orders_to_one_terminal_are_serialised(
     executor: Executor, ea_url: str, secret: str, nc: NatsClient
 ) -> None:

@@ -6,7 +6,9 @@ moment gets a mark in ``hb_inflight`` carrying its owner's lease: the owner rene
 replica takes the order over (compare-and-set, so one replica wins) and reconciles it. An order whose owner
 died before writing the mark is taken over the same way when its actionId is asked again. Every lease write is
 compare-and-set on the revision its owner last wrote (a create for the first): a write that fails means another
-replica holds the order now.
+replica holds the order now. A mark is purged from its stream when the order ends (``unmark``), not deleted:
+a delete leaves a marker that every listing of the bucket streams until the bucket's day is over, so the
+upkeep's listing would grow with the day's orders instead of the orders running now.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import time
 from dataclasses import dataclass
 
 import msgspec
+from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from hedgebridge.protocol import InflightMark, OrderRecord, ProtocolError, pack, unpack
+from hedgebridge.protocol import InflightMark, OrderRecord, ProtocolError, pack, subjects, unpack
+
+INFLIGHT_STREAM = f"KV_{subjects.INFLIGHT_BUCKET}"
 
 
 @dataclass(slots=True)
@@ -28,9 +33,12 @@ class Stored:
 
 
 class Records:
-    def __init__(self, kv: KeyValue, inflight: KeyValue, owner: str, lease_s: float) -> None:
+    def __init__(
+        self, kv: KeyValue, inflight: KeyValue, owner: str, lease_s: float, js: JetStreamContext | None = None
+    ) -> None:
         self.kv = kv
         self.inflight = inflight
+        self.js = js  # purges ended marks (None: they are deleted, leaving a marker)
         self.owner = owner
         self.lease_s = lease_s
 
@@ -86,7 +94,11 @@ class Records:
             return None
 
     async def unmark(self, action_id: str) -> None:
-        await self.inflight.delete(action_id)
+        """The order's mark gone, nothing left of it in the bucket (a later create starts from none)."""
+        if self.js is None:
+            await self.inflight.delete(action_id)
+            return
+        await self.js.purge_stream(INFLIGHT_STREAM, subject=f"$KV.{subjects.INFLIGHT_BUCKET}.{action_id}")
 
     async def take_over(self, action_id: str, mark: InflightMark, revision: int) -> int | None:
         """Become the owner of an order whose lease lapsed: the revision of this replica's lease, None when the

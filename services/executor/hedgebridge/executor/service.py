@@ -175,7 +175,9 @@ class Executor:
         self._state = await streams.ensure(self.nats, replicas=self.config.stream_replicas, js=self._lean)
         await self.symbols.start()  # every account's rules before the first order is checked
         await self.maps.start(self.nats, self.config.stream_replicas)  # and every account's symbol map
-        self._records = Records(self.state.orders, self.state.inflight, self.id, self.config.lease_ms / 1000)
+        self._records = Records(
+            self.state.orders, self.state.inflight, self.id, self.config.lease_ms / 1000, js=self.state.js
+        )
         self._leases = Leases(
             self.records,
             self.state.inflight,
