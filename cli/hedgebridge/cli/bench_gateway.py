@@ -385,28 +385,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ingest-terminals", type=int, default=10, help="terminals of the ingest row (default 10)")
 
 
-async def measure(args: argparse.Namespace, nats_server: NatsServer, cache: ValkeyServer, procs: Processes) -> Section:
+async def measure(
+    args: argparse.Namespace, nats_server: NatsServer, cache: ValkeyServer, procs: Processes, idle_only: bool = False
+) -> Section:
     limit = raise_fd_limit()
-    needed = max(max(args.idle_terminals) + 200, max(args.fanout_subscribers) * 2 + 200)
+    needed = max(max(args.idle_terminals) + 200, 0 if idle_only else max(args.fanout_subscribers) * 2 + 200)
     if limit < needed:
         raise RuntimeError(f"RLIMIT_NOFILE is {limit}; the gateway rows need {needed} (raise the hard limit)")
     figures: list[Figure] = []
     for n in args.idle_terminals:
         figures += await measure_idle(nats_server, cache, procs, n, args.idle_window_s)
+    if idle_only:
+        return Section([], figures)
     rows, fanned = await measure_fanout(nats_server, cache, procs, args.fanout_subscribers, args.fanout_messages)
     figures += fanned
     figures += await measure_ingest(nats_server, cache, procs, args.ingest_terminals, args.ingest_events)
     return Section(rows, figures)
 
 
-async def run_alone(args: argparse.Namespace, workdir: Path, procs: Processes) -> Section:
-    """Only the gateway rows, on servers of their own."""
+async def run_alone(args: argparse.Namespace, workdir: Path, procs: Processes, idle_only: bool = False) -> Section:
+    """Only the gateway rows (``idle_only``: only the idle terminal rows), on servers of their own."""
     nats_server = NatsServer(workdir / "nats")
     cache = ValkeyServer(workdir / "cache")
     nats_server.start()
     cache.start()
     try:
-        return await measure(args, nats_server, cache, procs)
+        return await measure(args, nats_server, cache, procs, idle_only)
     finally:
         procs.stop()
         nats_server.stop()
