@@ -391,7 +391,8 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps([row.as_json() for row in section.rows] + [f.as_json() for f in section.figures]))
     else:
         print(bench_table.header(args))
-        print("\n".join(bench_table.table(section.rows)))
+        if section.rows:  # the idle rows alone are figures only
+            print("\n".join(bench_table.table(section.rows)))
         if section.figures:
             print()
             print("\n".join(bench_figures.table(section.figures)))
