@@ -4,6 +4,7 @@ answers, the client queue of the profiles, trace context, log fields and redacti
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import logging
@@ -22,7 +23,7 @@ from prometheus_client import REGISTRY
 from hedgebridge.common import logs, profiles
 from hedgebridge.common.bus import redact
 from hedgebridge.common.config import ConfigError
-from hedgebridge.common.obs import Health, Observability, metrics, tracing
+from hedgebridge.common.obs import Health, Observability, gcpause, metrics, tracing
 from hedgebridge.gateway.outgoing import OutgoingQueue
 from hedgebridge.protocol import ProtocolError, decode_frame
 
@@ -173,6 +174,26 @@ def test_order_outcomes_are_counted_by_status_and_retcode_class() -> None:
     metrics.observe_order("", "REJECTED", "FINAL", 0.0)  # no kind (an invalid request): counted, not timed
     assert counter._value.get() - before == 2
     assert metrics.retcode_class(None) == "none"
+
+
+def test_every_collection_is_timed_by_generation_and_settle_freezes_the_start_up_heap() -> None:
+    def collected(generation: int) -> float:
+        return REGISTRY.get_sample_value("hedgebridge_gc_pause_seconds_count", {"generation": str(generation)}) or 0.0
+
+    gcpause.watch()
+    gcpause.watch()  # once only: each collection is observed once
+    try:
+        before = collected(2), collected(0)
+        gc.collect(2)
+        gc.collect(0)
+        assert (collected(2), collected(0)) == (before[0] + 1, before[1] + 1)
+        frozen = gcpause.settle()
+        assert frozen == gc.get_freeze_count() > 0
+        assert collected(2) == before[0] + 2  # settle's own collection is timed too
+    finally:
+        gc.unfreeze()
+        gc.callbacks.remove(gcpause._timer)
+    assert "hedgebridge_gc_pause_seconds" in metrics.exposition().decode()
 
 
 # --- readiness answers -------------------------------------------------------------------------------------

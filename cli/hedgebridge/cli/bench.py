@@ -103,9 +103,7 @@ def _is_heartbeat_reply(data: str | bytes, seq: int) -> bool:
 async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> bench_figures.Section:
     if args.only == "storm":
         return bench_figures.Section([await bench_storm.alone(workdir, procs, args.storm_terminals)], [])
-    if args.only == "idle":
-        return await bench_gateway.run_alone(args, workdir, procs, idle_only=True)
-    if args.gateway_only:
+    if args.gateway_only or args.only in ("ingest", "idle"):
         return await bench_gateway.run_alone(args, workdir, procs)
     library = await asyncio.to_thread(bench_dll.prepare)  # before any measurement: a build loads the machine
     ea_ready = await asyncio.to_thread(bench_ea.prepare)
@@ -350,9 +348,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument(
         "--only",
-        choices=("orders", "storm", "idle"),
-        help="measure only this part: orders (the order path's rows), storm (the reconnect storm row), idle (the "
-        "idle terminal rows: --idle-terminals, --idle-window-s)",
+        choices=("orders", "storm", "ingest", "idle"),
+        help="measure only this part: orders (the order path's rows), storm (the reconnect storm row), "
+        "ingest (the gateway's event ingest rows), idle (its idle terminal rows: --idle-terminals, --idle-window-s)",
     )
     bench_obs.add_arguments(parser)
     bench_orders.add_arguments(parser)

@@ -385,9 +385,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ingest-terminals", type=int, default=10, help="terminals of the ingest row (default 10)")
 
 
-async def measure(
-    args: argparse.Namespace, nats_server: NatsServer, cache: ValkeyServer, procs: Processes, idle_only: bool = False
-) -> Section:
+async def measure(args: argparse.Namespace, nats_server: NatsServer, cache: ValkeyServer, procs: Processes) -> Section:
+    if args.only == "ingest":  # ``bench --only ingest``: the ingest rows by themselves
+        return Section([], await measure_ingest(nats_server, cache, procs, args.ingest_terminals, args.ingest_events))
+    idle_only = args.only == "idle"  # ``bench --only idle``: the idle terminal rows by themselves
     limit = raise_fd_limit()
     needed = max(max(args.idle_terminals) + 200, 0 if idle_only else max(args.fanout_subscribers) * 2 + 200)
     if limit < needed:
@@ -403,14 +404,14 @@ async def measure(
     return Section(rows, figures)
 
 
-async def run_alone(args: argparse.Namespace, workdir: Path, procs: Processes, idle_only: bool = False) -> Section:
-    """Only the gateway rows (``idle_only``: only the idle terminal rows), on servers of their own."""
+async def run_alone(args: argparse.Namespace, workdir: Path, procs: Processes) -> Section:
+    """Only the gateway rows (``--only ingest``, ``--only idle``: only those rows), on servers of their own."""
     nats_server = NatsServer(workdir / "nats")
     cache = ValkeyServer(workdir / "cache")
     nats_server.start()
     cache.start()
     try:
-        return await measure(args, nats_server, cache, procs, idle_only)
+        return await measure(args, nats_server, cache, procs)
     finally:
         procs.stop()
         nats_server.stop()

@@ -33,6 +33,8 @@ def header(args: argparse.Namespace) -> str:
         return machine + orders
     if args.only == "storm":
         return machine + storm
+    if args.only == "ingest":
+        return machine + f"event ingest of {args.ingest_events} events from {args.ingest_terminals} terminals"
     if args.only == "idle":
         return machine + f"idle terminals {','.join(map(str, args.idle_terminals))}, window {args.idle_window_s:g}s"
     return (

@@ -95,7 +95,9 @@ class _Pending:
         self.span = span
 
 
-class _SessionState:
+class SessionState:
+    """What telemetry keeps of one terminal session (the session holds it too: ``state_of``)."""
+
     __slots__ = ("last_event", "margin_level", "pending")
 
     def __init__(self) -> None:
@@ -104,15 +106,21 @@ class _SessionState:
         self.last_event = time.monotonic()  # the last frame other than a heartbeat (at first: the connection)
 
 
-_sessions: weakref.WeakKeyDictionary[Terminal, _SessionState] = weakref.WeakKeyDictionary()
+_sessions: weakref.WeakKeyDictionary[Terminal, SessionState] = weakref.WeakKeyDictionary()
 _seen_accounts: weakref.WeakKeyDictionary[Observed, set[str]] = weakref.WeakKeyDictionary()
 
 
-def _state(session: Terminal) -> _SessionState:
+def _state(session: Terminal) -> SessionState:
     state = _sessions.get(session)
     if state is None:
-        state = _sessions[session] = _SessionState()
+        state = _sessions[session] = SessionState()
     return state
+
+
+def state_of(session: Terminal) -> SessionState:
+    """The session's telemetry state, for the session to keep: ``terminal_frame_in`` then takes it without a
+    lookup per frame (the table here still holds it weakly, for the scrape-time readings)."""
+    return _state(session)
 
 
 def register(gateway: Observed) -> None:
@@ -199,16 +207,23 @@ def _frames(direction: str, endpoint: str, kind: str) -> Any:
     return counter
 
 
-def terminal_opened(session: Terminal) -> None:
-    """A terminal session begins: its silence is counted from now until its first event."""
-    _state(session)
+_in_counters: dict[tuple[str, type[Message]], Any] = {}  # frames in, by endpoint and message class
 
 
-def frame_in(endpoint: str, message: Message, session: Terminal | None = None) -> None:
-    _frames("in", endpoint, type_name(message)).inc()
-    if session is None or isinstance(message, Heartbeat):  # a heartbeat is no event (``_longest_silence``)
+def frame_in(endpoint: str, message: Message) -> None:
+    key = (endpoint, type(message))
+    counter = _in_counters.get(key)
+    if counter is None:
+        counter = _in_counters[key] = _frames("in", endpoint, type_name(message))
+    counter.inc()
+
+
+def terminal_frame_in(state: SessionState, message: Message) -> None:
+    """A frame from a terminal: counted, its time and margin level kept (``state``: the session's, from
+    ``state_of``); a heartbeat is no event (``_longest_silence``)."""
+    frame_in("ea", message)
+    if isinstance(message, Heartbeat):
         return
-    state = _state(session)
     state.last_event = time.monotonic()
     if isinstance(message, AccountUpdate):
         state.margin_level = message.margin_level

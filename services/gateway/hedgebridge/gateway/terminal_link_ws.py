@@ -33,6 +33,7 @@ from hedgebridge.common.terminal_link import REPLACED, Delivery, TerminalBus, ru
 from hedgebridge.protocol import (
     COMMAND_TYPES,
     FROM_TERMINAL,
+    REPORT_TYPES,
     ClosedEvent,
     Command,
     ErrorMessage,
@@ -66,6 +67,8 @@ CONNECTION_CLOSED = "terminal connection closed"
 FRAME_HEADER_MAX = 10  # bytes of a server frame's header (no mask)
 PING_HEAD = bytes((0x89, 4))  # FIN + opcode PING, a payload of 4 bytes (unmasked: a server's)
 PING_ID = struct.Struct("!I")
+# the events a terminal sends that need no command to explain them: published once their account is checked
+PLAIN_EVENTS = frozenset(c for c in FROM_TERMINAL if c not in REPORT_TYPES and c not in (Heartbeat, ErrorMessage))
 
 log = logs.get("gateway")
 
@@ -78,6 +81,7 @@ class TerminalSession:
     __slots__ = (
         "__weakref__",
         "_bus",
+        "_nats",
         "_reports",
         "_send_timeout_s",
         "_spawn",
@@ -94,6 +98,7 @@ class TerminalSession:
         "remote",
         "session_id",
         "subscription",
+        "telemetry",
         "version",
         "welcome_sent",
     )
@@ -123,11 +128,12 @@ class TerminalSession:
         self.remote = accept.client or (f"{remote[0]}:{remote[1]}" if remote else "")  # behind a proxy: the client
         self._send_timeout_s = config.send_timeout_ms / 1000
         self._bus = bus
+        self._nats = bus.nats  # the gateway's NATS client: connected before any session, drained after the last
         self._spawn = spawn
         self._reports = reports
+        self.telemetry = telemetry.state_of(self)  # its metrics state, without a lookup per frame
         self.ping_due = False  # the liveness report asked for a Ping: it goes with the next frame written
         self.pong: asyncio.Future[float] | None = None  # the last Ping's round trip, once its Pong came
-        telemetry.terminal_opened(self)
 
     def next_ping(self) -> float | None:
         """For the liveness report: the round trip of the last Ping once its Pong came, in seconds (None: no
@@ -258,8 +264,13 @@ class TerminalSession:
         except ProtocolError as exc:
             await self.send_error(exc.code, exc.message, field=exc.field, ref_type=exc.ref_type, ref_id=exc.ref_id)
             return
-        telemetry.frame_in("ea", message, self)
-        if isinstance(message, Heartbeat):
+        telemetry.terminal_frame_in(self.telemetry, message)
+        if type(message) in PLAIN_EVENTS:  # the bulk (prices, account and position updates): straight to NATS
+            if getattr(message, "account_id", None) == self.account_id:
+                subject, payload = self._bus.event_payload(self.account_id, message)
+                await self._nats.publish(subject, payload)
+                return
+        elif isinstance(message, Heartbeat):
             if not message.reply:
                 await self.send(Heartbeat(timestamp=utcnow(), seq=message.seq, reply=True))
             return

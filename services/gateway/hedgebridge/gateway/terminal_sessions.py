@@ -18,7 +18,7 @@ from collections.abc import Callable, Container
 
 from nats.aio.client import Client as NatsClient
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from hedgebridge.common import auth, logs
 from hedgebridge.common.symbol_maps import MapMirror
@@ -112,7 +112,12 @@ class TerminalSessions:
 
     async def _read_loop(self, session: TerminalSession) -> None:
         loop = asyncio.get_running_loop()
-        async for data in session.connection:
+        recv = session.connection.recv  # as ``async for`` over the connection, without its generator per frame
+        while True:
+            try:
+                data = await recv()
+            except ConnectionClosedOK:
+                return
             if session.close_reason:  # closing: frames still arriving are dropped, so the close handshake completes
                 continue
             session.last_seen = loop.time()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
@@ -41,6 +42,7 @@ from .commands import CommandRouter
 from .link import TerminalLink
 
 SNAPSHOTS_REQUESTED = "snapshots requested"
+SUBJECTS_CACHED = 1 << 16  # event subjects kept made (an account sends a handful of types)
 
 
 L = TypeVar("L", bound=TerminalLink)
@@ -126,12 +128,18 @@ class TerminalBus(Generic[L]):
 
     async def publish_event(self, account_id: str, message: Message, headers: Mapping[str, str] | None = None) -> None:
         """An event of the terminal on ``hb.ea.<account>.evt.<type>``, in canonical symbols."""
+        subject, payload = self.event_payload(account_id, message)
+        await self._nats().publish(subject, payload, headers=dict(headers) if headers else None)
+
+    def event_payload(self, account_id: str, message: Message) -> tuple[str, bytes]:
+        """The subject and msgpack of an event as ``publish_event`` publishes it (a holder's read loop may
+        publish it itself: one coroutine less per event)."""
         if self.maps is not None and isinstance(message, EVENT_TYPES):
-            event: Event = message  # type: ignore[assignment]
-            message = symbol_map.inbound(event, self.maps.mapping(account_id))
-        await self.nats.publish(
-            subjects.event(account_id, type_name(message)), pack(message), headers=dict(headers) if headers else None
-        )
+            mapping = self.maps.mapping(account_id)
+            if mapping is not None:  # None: the account's names are the broker's
+                event: Event = message  # type: ignore[assignment]
+                message = symbol_map.inbound(event, mapping)
+        return _event_subject(account_id, type(message)), pack(message)
 
     async def publish_refusal(self, account_id: str, error: Message) -> None:
         """A terminal's ERROR about a command it did not execute, on ``hb.ea.<account>.refused``."""
@@ -184,6 +192,12 @@ class TerminalBus(Generic[L]):
             self._successors[account] = event.session_id
             self._released[account] = asyncio.Event()
             await link.replaced(event)
+
+
+@functools.lru_cache(maxsize=SUBJECTS_CACHED)
+def _event_subject(account_id: str, kind: type[Message]) -> str:
+    """``hb.ea.<account>.evt.<type>``, made (and the account id checked) once per account and type."""
+    return subjects.event(account_id, type_name(kind))
 
 
 async def _ack(msg: Msg, ack: DeliveryAck) -> None:
