@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
@@ -25,6 +27,7 @@ from hedgebridge.monitor.config import MonitorConfig
 from hedgebridge.monitor.service import Monitor
 from hedgebridge.protocol import (
     CloseOrder,
+    GatewayLiveness,
     OpenedEvent,
     OpenOrder,
     Welcome,
@@ -42,6 +45,7 @@ from hedgebridge.sim.terminal import make_terminals
 
 from ..conftest import StartSims, executor_config, gateway_config
 from ..helpers import RawEa, ea_token, http_get, order, wait_for
+from ..mt5.terminals import EaBuild, EaTerminals
 from .conftest import coordinator_config
 
 pytestmark = pytest.mark.integration
@@ -190,6 +194,30 @@ async def test_a_terminal_reconnecting_is_counted(sims: StartSims, gateway: Gate
     )
     after = value(await scrape(gateway.port), "hedgebridge_reconnects_total", peer="terminal")
     assert after - before == 1
+
+
+@pytest.mark.parametrize("transport", ["native", "dll"])
+async def test_the_compiled_ea_answers_the_pings_that_ride_on_its_heartbeat_replies(
+    transport: str, gateway: Gateway, nc: NatsClient, secret: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The gateway writes each Ping in one write with the frame after a liveness report (a heartbeat reply):
+    the EA's own socket code (native) and the DLL read both frames and answer the Ping, and the round trip is
+    in the next report."""
+    build: EaBuild = request.getfixturevalue(f"ea_{transport}_build")
+    round_trips: list[float] = []
+
+    async def on_report(msg: Msg) -> None:
+        report = unpack(msg.data, GatewayLiveness)
+        round_trips.extend(t.rtt_ms for t in report.terminals if t.account_id == "PING1" and t.rtt_ms is not None)
+
+    sub = await nc.subscribe(subjects.GATEWAY_LIVENESS, cb=on_report)
+    try:
+        async with EaTerminals(build, gateway.port, secret, tmp_path / "ea") as eas:
+            await eas.start(["PING1"])
+            await wait_for(lambda: len(round_trips) >= 3, "three round trips of the EA in the liveness reports")
+    finally:
+        await sub.unsubscribe()
+    assert all(0 < rtt < 3000 for rtt in round_trips)
 
 
 # --- health and readiness ----------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def _is_heartbeat_reply(data: str | bytes, seq: int) -> bool:
 async def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> bench_figures.Section:
     if args.only == "storm":
         return bench_figures.Section([await bench_storm.alone(workdir, procs, args.storm_terminals)], [])
-    if args.gateway_only or args.only == "ingest":
+    if args.gateway_only or args.only in ("ingest", "idle"):
         return await bench_gateway.run_alone(args, workdir, procs)
     library = await asyncio.to_thread(bench_dll.prepare)  # before any measurement: a build loads the machine
     ea_ready = await asyncio.to_thread(bench_ea.prepare)
@@ -348,9 +348,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument(
         "--only",
-        choices=("orders", "storm", "ingest"),
+        choices=("orders", "storm", "ingest", "idle"),
         help="measure only this part: orders (the order path's rows), storm (the reconnect storm row), "
-        "ingest (the gateway's event ingest rows)",
+        "ingest (the gateway's event ingest rows), idle (its idle terminal rows: --idle-terminals, --idle-window-s)",
     )
     bench_obs.add_arguments(parser)
     bench_orders.add_arguments(parser)
@@ -389,7 +389,8 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps([row.as_json() for row in section.rows] + [f.as_json() for f in section.figures]))
     else:
         print(bench_table.header(args))
-        print("\n".join(bench_table.table(section.rows)))
+        if section.rows:  # the idle rows alone are figures only
+            print("\n".join(bench_table.table(section.rows)))
         if section.figures:
             print()
             print("\n".join(bench_figures.table(section.figures)))

@@ -388,13 +388,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def measure(args: argparse.Namespace, nats_server: NatsServer, cache: ValkeyServer, procs: Processes) -> Section:
     if args.only == "ingest":  # ``bench --only ingest``: the ingest rows by themselves
         return Section([], await measure_ingest(nats_server, cache, procs, args.ingest_terminals, args.ingest_events))
+    idle_only = args.only == "idle"  # ``bench --only idle``: the idle terminal rows by themselves
     limit = raise_fd_limit()
-    needed = max(max(args.idle_terminals) + 200, max(args.fanout_subscribers) * 2 + 200)
+    needed = max(max(args.idle_terminals) + 200, 0 if idle_only else max(args.fanout_subscribers) * 2 + 200)
     if limit < needed:
         raise RuntimeError(f"RLIMIT_NOFILE is {limit}; the gateway rows need {needed} (raise the hard limit)")
     figures: list[Figure] = []
     for n in args.idle_terminals:
         figures += await measure_idle(nats_server, cache, procs, n, args.idle_window_s)
+    if idle_only:
+        return Section([], figures)
     rows, fanned = await measure_fanout(nats_server, cache, procs, args.fanout_subscribers, args.fanout_messages)
     figures += fanned
     figures += await measure_ingest(nats_server, cache, procs, args.ingest_terminals, args.ingest_events)
@@ -402,7 +405,7 @@ async def measure(args: argparse.Namespace, nats_server: NatsServer, cache: Valk
 
 
 async def run_alone(args: argparse.Namespace, workdir: Path, procs: Processes) -> Section:
-    """Only the gateway rows (``--only ingest``: only the ingest rows), on servers of their own."""
+    """Only the gateway rows (``--only ingest``, ``--only idle``: only those rows), on servers of their own."""
     nats_server = NatsServer(workdir / "nats")
     cache = ValkeyServer(workdir / "cache")
     nats_server.start()

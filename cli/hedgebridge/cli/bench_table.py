@@ -35,6 +35,8 @@ def header(args: argparse.Namespace) -> str:
         return machine + storm
     if args.only == "ingest":
         return machine + f"event ingest of {args.ingest_events} events from {args.ingest_terminals} terminals"
+    if args.only == "idle":
+        return machine + f"idle terminals {','.join(map(str, args.idle_terminals))}, window {args.idle_window_s:g}s"
     return (
         machine + f"{args.samples} heartbeats, {args.orders} orders at {args.rate:g}/s, "
         f"{args.load_orders} orders at {args.load_rate:g}/s open loop, "

@@ -124,7 +124,7 @@ class GatewayConfig(ServiceConfig, frozen=True, kw_only=True):
         int, setting("added to a request's timeout for the transport to the backend")
     ] = 5000
     liveness_interval_ms: Annotated[
-        int, setting("GATEWAY_LIVENESS reports and WebSocket pings to terminals every interval")
+        int, setting("GATEWAY_LIVENESS reports every interval; each asks every terminal for a WebSocket Ping")
     ] = 5000
     compression: Annotated[bool, setting("permessage-deflate on /ea and /client")] = False
     client_batch_max: Annotated[int, setting("frames written to a client per write")] = 1

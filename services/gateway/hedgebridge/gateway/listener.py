@@ -68,7 +68,10 @@ class ProxiedConnection(ServerConnection):
 
 
 def connection_class(trusted: TrustedProxies, proxy_protocol: str) -> type[ProxiedConnection]:
-    """The connection class of one gateway's listener."""
-    return type(
-        "GatewayConnection", (ProxiedConnection,), {"trusted": trusted, "versions": versions_of(proxy_protocol)}
-    )
+    """The connection class of one gateway's listener (without PROXY headers: websockets' own reader, no
+    call in between for every read)."""
+    versions = versions_of(proxy_protocol)
+    namespace: dict[str, object] = {"trusted": trusted, "versions": versions}
+    if not versions:
+        namespace["data_received"] = ServerConnection.data_received
+    return type("GatewayConnection", (ProxiedConnection,), namespace)

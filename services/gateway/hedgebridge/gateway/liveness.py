@@ -1,16 +1,19 @@
 """The gateway's liveness report: every ``liveness_interval_ms`` it publishes GATEWAY_LIVENESS on
 ``hb.gw.liveness`` (the terminals it holds, how long each has been silent, and each one's last round trip),
-then sends every terminal a WebSocket Ping frame (RFC 6455). The terminal's WebSocket layer answers with a
-Pong by itself (the EA's socket code, the DLL, any WebSocket library), so the round trip is measured without
-a protocol message the terminal has to handle; it is reported at the next interval. A terminal whose Pong has
-not come is reported without ``rttMs`` and gets no second Ping until it does.
+and asks every terminal for a WebSocket Ping frame (RFC 6455). The Ping rides on the next frame the gateway
+writes to the terminal (the reply to its next heartbeat, within a heartbeat interval): one write, one system
+call, and the Pings of thousands of terminals spread over that interval instead of one burst that would hold up
+the event loop, and their round trips with it. The terminal's WebSocket layer answers with a Pong by itself
+(the EA's socket code, the DLL, any WebSocket library), so the round trip is measured without a protocol
+message the terminal has to handle; it is reported at the next interval, once. A terminal whose Pong has not
+come is reported without ``rttMs`` and gets no second Ping until it does; so is one that was sent no frame
+since the last report (it sent no heartbeat: the sweep closes it at the heartbeat timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Mapping, Sized
+from collections.abc import Mapping, Sized
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -21,15 +24,11 @@ from hedgebridge.protocol import GatewayLiveness, TerminalLiveness, pack, subjec
 from .config import GatewayConfig
 
 log = logs.get("gateway")
-PING_SEND_TIMEOUT_S = 1.0
-
-
-class Pingable(Protocol):
-    async def ping(self) -> Awaitable[float]: ...
 
 
 class Terminal(Protocol):
-    """What the report reads of a terminal session (``subscription`` None: not taking commands yet, or any more)."""
+    """What the report reads of a terminal session (``subscription`` None: not taking commands yet, or any more)
+    and how it asks for the next Ping (``next_ping``: the last one's round trip in seconds, or None)."""
 
     @property
     def account_id(self) -> str: ...
@@ -46,8 +45,7 @@ class Terminal(Protocol):
     @property
     def subscription(self) -> object | None: ...
 
-    @property
-    def connection(self) -> Pingable: ...
+    def next_ping(self) -> float | None: ...
 
 
 class Publisher(Protocol):
@@ -83,7 +81,6 @@ class Liveness:
 
     def __init__(self, gateway: Reported) -> None:
         self.gateway = gateway
-        self._pongs: dict[str, Awaitable[float]] = {}  # session id -> the pong of the last ping sent
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -92,7 +89,6 @@ class Liveness:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
-        self._pongs = {}
 
     async def _run(self) -> None:
         interval_s = self.gateway.config.liveness_interval_ms / 1000
@@ -103,17 +99,8 @@ class Liveness:
             except Exception:
                 log.exception("liveness report failed")
 
-    def _rtt_ms(self, session_id: str) -> float | None:
-        """The round trip of the last ping to the session, when its pong came."""
-        pong = self._pongs.get(session_id)
-        if not isinstance(pong, asyncio.Future) or not pong.done() or pong.cancelled() or pong.exception():
-            return None
-        latency_s: float = pong.result()
-        return round(latency_s * 1000, 3)
-
     async def publish_once(self) -> None:
         now = asyncio.get_running_loop().time()
-        sessions = [s for s in self.gateway.sessions.values() if s.subscription is not None]
         report = GatewayLiveness(
             timestamp=utcnow(),
             gateway_id=self.gateway.gateway_id,
@@ -124,20 +111,11 @@ class Liveness:
                     session_id=s.session_id,
                     connected_at=datetime.fromtimestamp(s.connected_at, UTC),
                     idle_ms=round(max(now - s.last_seen, 0.0) * 1000, 3),
-                    rtt_ms=self._rtt_ms(s.session_id),
+                    rtt_ms=None if (rtt_s := s.next_ping()) is None else round(rtt_s * 1000, 3),
                 )
-                for s in sessions
+                for s in self.gateway.sessions.values()
+                if s.subscription is not None
             ],
             clients=len(self.gateway.clients.sessions),
         )
         await self.gateway.nats.publish(subjects.GATEWAY_LIVENESS, pack(report))
-        pongs: dict[str, Awaitable[float]] = {}
-        for session in sessions:
-            waiting = self._pongs.get(session.session_id)
-            if isinstance(waiting, asyncio.Future) and not waiting.done():
-                pongs[session.session_id] = waiting  # one ping at a time: its pong, however late, is the figure
-                continue
-            with contextlib.suppress(Exception):  # a connection going away is the disconnect's business
-                async with asyncio.timeout(PING_SEND_TIMEOUT_S):
-                    pongs[session.session_id] = await session.connection.ping()
-        self._pongs = pongs

@@ -317,7 +317,7 @@ class Gateway:
         while True:
             await asyncio.sleep(min(timeout_s / 4, 0.25))
             wall = time.time()
-            self.terminals.sweep(loop.time(), wall, self.revocations)
+            self.terminals.sweep(loop.time(), wall, self.revocations.revoked)
             self.clients.end_sessions(functools.partial(self._session_end, wall))
 
     def _session_end(self, wall: float, principal: auth.Principal) -> str | None:

@@ -7,8 +7,8 @@ a few points.
 - A report (OPENED/CLOSED) from the terminal: its echoed ``traceparent`` makes span ``gateway.report`` a
   child of ``gateway.command``, so the terminal's reply joins the order's trace; the time since the command
   was written is the WebSocket command round trip; the report goes to NATS with the span's ``traceparent``.
-- The gateway's WebSocket Pings (liveness.py) give each terminal's round trip (``connection.latency`` after
-  each Pong, observed with the terminal's next frame).
+- The gateway's WebSocket Pings (liveness.py) give each terminal's round trip, observed once per Pong when the
+  liveness report takes it (``round_trip``).
 - Frames in and out are counted by type; connection counts, the longest terminal silence and the lowest
   margin level are read at scrape time.
 
@@ -46,21 +46,11 @@ C = TypeVar("C", bound=Command)
 _PENDING_MAX = 1024  # commands awaiting a report, per connection (older ones are forgotten)
 
 
-class Pinged(Protocol):
-    """A terminal's WebSocket connection: the round trip of its last Ping (0 before the first Pong)."""
-
-    @property
-    def latency(self) -> float: ...
-
-
 class Terminal(Hashable, Protocol):
     """What telemetry reads of a terminal session (held weakly, so the session's own lifetime rules)."""
 
     @property
     def account_id(self) -> str: ...
-
-    @property
-    def connection(self) -> Pinged: ...
 
 
 class Queued(Protocol):
@@ -108,13 +98,12 @@ class _Pending:
 class SessionState:
     """What telemetry keeps of one terminal session (the session holds it too: ``state_of``)."""
 
-    __slots__ = ("last_event", "latency", "margin_level", "pending")
+    __slots__ = ("last_event", "margin_level", "pending")
 
     def __init__(self) -> None:
         self.pending: OrderedDict[str, _Pending] = OrderedDict()
         self.margin_level: float | None = None
-        self.last_event = time.monotonic()  # the last frame other than a heartbeat
-        self.latency = 0.0  # the last WebSocket round trip observed
+        self.last_event = time.monotonic()  # the last frame other than a heartbeat (at first: the connection)
 
 
 _sessions: weakref.WeakKeyDictionary[Terminal, SessionState] = weakref.WeakKeyDictionary()
@@ -229,18 +218,20 @@ def frame_in(endpoint: str, message: Message) -> None:
     counter.inc()
 
 
-def terminal_frame_in(session: Terminal, state: SessionState, message: Message) -> None:
-    """A frame from a terminal: counted, its time and margin level kept, the last Pong's round trip observed
-    (``state``: the session's, from ``state_of``)."""
+def terminal_frame_in(state: SessionState, message: Message) -> None:
+    """A frame from a terminal: counted, its time and margin level kept (``state``: the session's, from
+    ``state_of``); a heartbeat is no event (``_longest_silence``)."""
     frame_in("ea", message)
-    if not isinstance(message, Heartbeat):
-        state.last_event = time.monotonic()
+    if isinstance(message, Heartbeat):
+        return
+    state.last_event = time.monotonic()
     if isinstance(message, AccountUpdate):
         state.margin_level = message.margin_level
-    latency = session.connection.latency  # of the last Pong (liveness.py pings every terminal)
-    if latency and latency != state.latency:
-        state.latency = latency
-        metrics.WS_ROUND_TRIP.observe(latency)
+
+
+def round_trip(latency_s: float) -> None:
+    """A terminal's Pong came: the round trip of the WebSocket Ping it answers (liveness.py)."""
+    metrics.WS_ROUND_TRIP.observe(latency_s)
 
 
 def frame_out(endpoint: str, kind: str, count: int = 1) -> None:

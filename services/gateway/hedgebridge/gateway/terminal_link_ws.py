@@ -3,7 +3,8 @@
 
 It owns what a terminal connection is beyond the bus side: writing frames (a terminal that does not read
 within ``send_timeout_ms`` is closed with 1008 "slow consumer"), closing (4002 when replaced, 1001 on stop…),
-the rate bucket and the last frame's time, and each frame read: a bad frame is answered with an ERROR frame,
+the rate bucket and the last frame's time, the liveness report's WebSocket Ping (it rides on the next frame
+written to the terminal: one write, one system call), and each frame read: a bad frame is answered with an ERROR frame,
 a HEARTBEAT with its reply, and the terminal's events go to the bus side to be published — a trade report
 only when a command (or its reason, for an outside close) explains it (``reports.py``), and a terminal's ERROR
 only when it is about a command (``refType``): the terminal did not execute it (``hb.ea.<account>.refused``).
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import struct
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -54,6 +57,7 @@ from . import telemetry
 from .config import GatewayConfig
 from .handshake import Accept
 from .limits import TokenBucket
+from .outgoing import wire
 from .reports import ReportCheck, Verdict, refusal
 
 SLOW_CONSUMER = "slow consumer"
@@ -61,6 +65,8 @@ COMMAND_NAMES = frozenset(type_name(c) for c in COMMAND_TYPES)
 CLOSE_TIMEOUT_S = 5.0
 CONNECTION_CLOSED = "terminal connection closed"
 FRAME_HEADER_MAX = 10  # bytes of a server frame's header (no mask)
+PING_HEAD = bytes((0x89, 4))  # FIN + opcode PING, a payload of 4 bytes (unmasked: a server's)
+PING_ID = struct.Struct("!I")
 # the events a terminal sends that need no command to explain them: published once their account is checked
 PLAIN_EVENTS = frozenset(c for c in FROM_TERMINAL if c not in REPORT_TYPES and c not in (Heartbeat, ErrorMessage))
 
@@ -86,6 +92,8 @@ class TerminalSession:
         "connected_at",
         "connection",
         "last_seen",
+        "ping_due",
+        "pong",
         "principal",
         "remote",
         "session_id",
@@ -124,6 +132,22 @@ class TerminalSession:
         self._spawn = spawn
         self._reports = reports
         self.telemetry = telemetry.state_of(self)  # its metrics state, without a lookup per frame
+        self.ping_due = False  # the liveness report asked for a Ping: it goes with the next frame written
+        self.pong: asyncio.Future[float] | None = None  # the last Ping's round trip, once its Pong came
+
+    def next_ping(self) -> float | None:
+        """For the liveness report: the round trip of the last Ping once its Pong came, in seconds (None: no
+        Ping, or no Pong before the connection ended), and a new Ping asked for, which goes out with the next
+        frame written to the terminal. A Ping still waiting for its Pong is left alone (None): one at a time."""
+        pong = self.pong
+        if pong is not None and not pong.done():
+            return None
+        self.pong, self.ping_due = None, True
+        if pong is None or pong.cancelled() or pong.exception() is not None:
+            return None
+        latency_s = pong.result()
+        telemetry.round_trip(latency_s)
+        return latency_s
 
     async def send(self, message: Message) -> None:
         """Write one frame; a terminal that does not take it within the send timeout is closed (1008).
@@ -131,20 +155,38 @@ class TerminalSession:
         A frame the socket takes at once (the connection open, no other message being written, and the write
         buffer still under its high-water mark with the frame in it, so websockets does not wait for a drain)
         is written without the timeout: it cannot wait, and an ``asyncio.timeout`` per heartbeat reply is a
-        timer handle per terminal and second that stays in the loop's heap until its deadline."""
+        timer handle per terminal and second that stays in the loop's heap until its deadline. Without
+        compression it goes to the socket as its wire bytes in one ``write`` (``outgoing.wire``, as the
+        client fan-out writes), with the Ping the liveness report asked for, if any."""
         telemetry.frame_out("ea", type_name(message))
         connection, data = self.connection, encode_frame(message)
         if _taken_at_once(connection, len(data)):
-            await connection.send(data, text=True)  # JSON is UTF-8 already
+            if connection.protocol.extensions:
+                await connection.send(data, text=True)  # JSON is UTF-8 already
+                await self._ping_alone()
+            elif self.ping_due:
+                self.ping_due = False
+                ping, self.pong = _ping(connection)
+                connection.transport.write(wire(data) + ping)
+            else:
+                connection.transport.write(wire(data))
             return
         try:
             async with asyncio.timeout(self._send_timeout_s):
                 await connection.send(data, text=True)
+                await self._ping_alone()
         except TimeoutError:
             if not self.close_reason:
                 log.warning("slow consumer closed", account=self.account_id, session=self.session_id)
                 self._spawn(self.retire(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER))
             raise
+
+    async def _ping_alone(self) -> None:
+        """The Ping asked for, through websockets, where the frame did not go as wire bytes."""
+        if self.ping_due:
+            self.ping_due = False
+            pong = await self.connection.ping()
+            self.pong = pong if isinstance(pong, asyncio.Future) else None  # websockets' is one
 
     async def send_error(self, code: str, message: str, **fields: str | None) -> None:
         await self.send(ErrorMessage(code=code, message=message, timestamp=utcnow(), **fields))
@@ -222,7 +264,7 @@ class TerminalSession:
         except ProtocolError as exc:
             await self.send_error(exc.code, exc.message, field=exc.field, ref_type=exc.ref_type, ref_id=exc.ref_id)
             return
-        telemetry.terminal_frame_in(self, self.telemetry, message)
+        telemetry.terminal_frame_in(self.telemetry, message)
         if type(message) in PLAIN_EVENTS:  # the bulk (prices, account and position updates): straight to NATS
             if getattr(message, "account_id", None) == self.account_id:
                 subject, payload = self._bus.event_payload(self.account_id, message)
@@ -284,3 +326,15 @@ def _taken_at_once(connection: ServerConnection, size: int) -> bool:
         return False
     transport = connection.transport
     return transport.get_write_buffer_size() + size + FRAME_HEADER_MAX <= transport.get_write_buffer_limits()[1]
+
+
+def _ping(connection: ServerConnection) -> tuple[bytes, asyncio.Future[float]]:
+    """A Ping frame to write now, and the future its Pong resolves with the round trip: registered with the
+    connection as its own ``ping()`` does, so websockets matches the Pong and sets ``connection.latency``."""
+    pending = connection.pending_pings
+    data = PING_ID.pack(random.getrandbits(32))
+    while data in pending:
+        data = PING_ID.pack(random.getrandbits(32))
+    pong: asyncio.Future[float] = connection.loop.create_future()
+    pending[data] = (pong, connection.loop.time())
+    return PING_HEAD + data, pong

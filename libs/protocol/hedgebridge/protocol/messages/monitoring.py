@@ -17,7 +17,9 @@ class TerminalLiveness(_Body, frozen=True, kw_only=True):
     session_id: str
     connected_at: datetime
     idle_ms: float  # since the last frame the terminal sent (heartbeats included)
-    rtt_ms: float | None = None  # the gateway's last WebSocket Ping to the terminal and its Pong; None: no Pong
+    # the round trip of the gateway's last WebSocket Ping to the terminal, in the first report after its Pong
+    # only; None: no Pong came since the last report
+    rtt_ms: float | None = None
 
 
 class GatewayLiveness(Message, frozen=True, kw_only=True, tag="GATEWAY_LIVENESS"):
