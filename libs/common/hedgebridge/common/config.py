@@ -79,7 +79,8 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     nats_url: Annotated[str, setting("NATS server(s), comma-separated")] = "nats://127.0.0.1:4222"
     nats_startup_timeout_s: Annotated[
-        float, setting("give up (exit 69) when NATS is unreachable at start for this long")
+        float,
+        setting("give up (exit 69) when NATS is unreachable, or JetStream does not answer, at start for this long"),
     ] = 30.0
     tracing: Annotated[bool, setting("OpenTelemetry spans (no export)")] = False
     otlp_endpoint: Annotated[str, setting("export spans over OTLP/HTTP to this URL (tracing on)")] = ""

@@ -1,7 +1,9 @@
 """The JetStream state every service shares: the HB_EVENTS stream and the KV buckets.
 
-Each service calls ``ensure`` at start; creating what exists already is a no-op, so any service may come
-up first. ``replicas`` is 1 on a single server and 3 on a three-node cluster (HEDGEBRIDGE_STREAM_REPLICAS).
+Each service calls ``ensure`` at start (``ensure_within``: asked again while JetStream does not answer yet, a
+cluster still electing its leaders or a node restarting, until the start-up deadline); creating what exists
+already is a no-op, so any service may come up first. ``replicas`` is 1 on a single server and 3 on a
+three-node cluster (HEDGEBRIDGE_STREAM_REPLICAS).
 The gateway, which reads the streams' history for resuming clients, calls ``ensure_present``: it creates a
 stream that does not exist yet, with these defaults, and never changes one that does (its owner configures
 it).
@@ -19,16 +21,24 @@ what it names (``hedgebridge token revoke JTI`` writes it).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import NoRespondersError
 from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig, StreamInfo
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from hedgebridge.protocol import subjects
+
+from . import logs
+from .faults import Fatal
+
+log = logs.get("streams")
 
 DAY_S = 86_400.0
 REVOKED_BUCKET = "hb_revoked"
@@ -45,6 +55,8 @@ class State:
     symbols: KeyValue
 
 
+NOT_READY = (TimeoutError, NoRespondersError, ServiceUnavailableError, ServerError)  # JetStream not answering yet
+RETRY_FIRST_S, RETRY_LONGEST_S = 0.1, 2.0
 ALERTS_PER_KEY = 100  # transitions HB_ALERTS keeps per alert key (the last one is the alert's state)
 
 
@@ -133,6 +145,33 @@ async def ensure(
     return State(
         js=js, orders=orders, inflight=inflight, actions=actions, running_actions=running, book=book, symbols=symbols
     )
+
+
+class JetStreamUnavailable(Fatal):
+    """JetStream did not answer the streams' and buckets' set-up within the start-up deadline."""
+
+    code = "JETSTREAM_UNAVAILABLE"
+
+
+async def ensure_within(
+    nc: NatsClient, timeout_s: float, *, replicas: int = 1, js: JetStreamContext | None = None
+) -> State:
+    """``ensure(nc, replicas=replicas, js=js)``, asked again with a doubling pause (0.1 s to 2 s) while
+    JetStream does not answer (a request timed out, no responders, 503 while a cluster elects its meta leader
+    or a stream's) until ``timeout_s`` has passed: then JetStreamUnavailable, so the service exits 69 with the
+    reason."""
+    deadline = time.monotonic() + timeout_s
+    pause = RETRY_FIRST_S
+    while True:
+        try:
+            return await ensure(nc, replicas=replicas, js=js)
+        except NOT_READY as exc:
+            reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            if time.monotonic() + pause > deadline:
+                raise JetStreamUnavailable(f"JetStream did not answer within {timeout_s:g}s ({reason})") from exc
+            log.warning("jetstream not ready; asking again", error=reason, pause_s=pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RETRY_LONGEST_S)
 
 
 async def _bucket(js: JetStreamContext, name: str, replicas: int, ttl: float | None, what: str) -> KeyValue:

@@ -124,7 +124,10 @@ class Coordinator:
         self._nats = await bus.connect(
             self.config.nats_url, name=self.id, startup_timeout_s=self.config.nats_startup_timeout_s
         )
-        self._store = ActionStore(await streams.ensure(self.nats, replicas=self.config.stream_replicas))
+        state = await streams.ensure_within(
+            self.nats, self.config.nats_startup_timeout_s, replicas=self.config.stream_replicas
+        )
+        self._store = ActionStore(state)
         await self.nats.subscribe(subjects.ALL_RESULTS, cb=self._on_result)
         await self.nats.subscribe(subjects.event_any_account("POSITION_UPDATE"), cb=self.reconciler.on_snapshot)
         self._requests = await self.nats.subscribe(

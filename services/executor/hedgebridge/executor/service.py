@@ -172,7 +172,9 @@ class Executor:
         )
         # the records', leases', results' and book's writes, and the commands' requests: see ``jetstream``
         self._lean = LeanJetStream(self.nats)
-        self._state = await streams.ensure(self.nats, replicas=self.config.stream_replicas, js=self._lean)
+        self._state = await streams.ensure_within(
+            self.nats, self.config.nats_startup_timeout_s, replicas=self.config.stream_replicas, js=self._lean
+        )
         await self.symbols.start()  # every account's rules before the first order is checked
         await self.maps.start(self.nats, self.config.stream_replicas)  # and every account's symbol map
         self._records = Records(
