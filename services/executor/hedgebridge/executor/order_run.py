@@ -21,6 +21,8 @@ looked silent: paused longer than the lease), so every (re)send from then on (a 
 queued_grace_s``, or once a lease was put on it) is preceded by ``HoldLease`` and made after ``on_lease_held``.
 ``on_lease_lost`` (the check failed, or a renewal did) stops the run: it never sends again and records nothing (the
 new owner reconciles, records and answers ``reply_to``: ``Answer.handed_over``); a batch item is answered IN_FLIGHT.
+A check and the send after it are not one step, so every send carries its fence (``notAfter``, ``fence``); one the
+terminal link refused past it is a send that did not happen: it is asked again, under the lease held again.
 """
 
 from __future__ import annotations
