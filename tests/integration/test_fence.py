@@ -1,22 +1,27 @@
 """The fence of an order command (``notAfter``) with the real gateway, nats-server, valkey-server and the
 simulated terminal: a command whose notAfter passed is refused unsent (the terminal never gets it); an executor
 whose send went out past its fence (paused between its lease check and the send) holds its lease again and
-sends again, and the order is executed once."""
+sends again, and the order is executed once; one whose order another replica took over and reconciled meanwhile
+never reaches the terminal."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from datetime import timedelta
 
 import pytest
 from nats.aio.client import Client as NatsClient
 
 from hedgebridge.common.obs import metrics
+from hedgebridge.common.servers import NatsServer, ValkeyServer
 from hedgebridge.executor import run_actions as act
 from hedgebridge.executor.driver import RunningOrder
 from hedgebridge.executor.service import Executor
 from hedgebridge.protocol import FENCED, DeliveryAck, OpenCommand, OpenMetadata, pack, subjects, unpack, utcnow
 
-from ..conftest import StartSims
+from ..conftest import StartSims, executor_config
 from ..helpers import order, wait_for
 from .test_orders import buy
 
@@ -84,3 +89,57 @@ async def test_an_executor_whose_send_went_out_past_its_fence_holds_its_lease_ag
     assert fenced_count() == before + 1  # the late send was refused unsent
     assert terminal.account.received.count("fence-resent") == 1  # the held resend alone reached it
     assert [p.action_id for p in terminal.account.positions.values()] == ["fence-resent"]
+
+
+async def test_a_send_paused_until_another_replica_took_the_order_over_never_reaches_the_terminal(
+    sims: StartSims,
+    executor: Executor,
+    nats_server: NatsServer,
+    cache_server: ValkeyServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The defect the fence closes: A passed its checks, then paused before its command left (a SIGSTOP); its
+    lease lapsed, B took the order over and reconciled it from a snapshot (not executed); A's command, sent when
+    A woke, must not be executed."""
+    [terminal] = await sims(["A1"])
+    upkeep = executor._background[0]  # A pauses: its lease is not renewed
+    upkeep.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await upkeep
+    second = Executor(executor_config(nats_server.url, f"{cache_server.url}/0", id="ex-b"))
+    await second.start()
+    before = fenced_count()
+    send = executor.driver._send
+    woken = asyncio.Event()
+    held: list[RunningOrder] = []
+
+    async def paused_before_the_send(order: RunningOrder, action: act.Send | act.SendSync) -> list[act.Action]:
+        if isinstance(action, act.Send) and not held:
+            held.append(order)
+            await wait_for(woken.is_set, "A to wake", timeout_s=20)
+        return await send(order, action)
+
+    monkeypatch.setattr(executor.driver, "_send", paused_before_the_send)
+    try:
+        request = pack(buy(action_id="fence-taken", ttl_ms=30_000, timeout_ms=20_000))
+        pending = asyncio.create_task(executor.submit(request, time.perf_counter()))
+
+        async def reconciled_by_b() -> bool:
+            stored = await second.records.get("fence-taken")
+            return stored is not None and stored.record.state == "RECONCILED"
+
+        await wait_for(reconciled_by_b, "B to take the order over and reconcile it", timeout_s=20)
+        stored = await second.records.get("fence-taken")
+        assert stored is not None
+        assert stored.record.result is not None
+        assert (stored.record.owner, stored.record.result.status) == ("ex-b", "REJECTED")
+        woken.set()  # A's command leaves now, past its fence
+        result = await pending
+        assert result.status == "IN_FLIGHT"  # A lost the order: its new owner's result stands
+        assert held[0].run.lease_lost
+        assert fenced_count() == before + 1  # refused unsent by the gateway
+        assert "fence-taken" not in terminal.account.received  # the terminal never got it: not executed
+        assert terminal.account.positions == {}
+    finally:
+        woken.set()
+        await second.kill()
