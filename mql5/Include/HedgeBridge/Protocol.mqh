@@ -30,13 +30,13 @@
 
 // --- fields of each message (? = optional, {..} = nested object or list of objects)
 // ACCOUNT_UPDATE: timestamp, accountId, balance, equity, margin, freeMargin, marginLevel?, currency?
-// CLOSE: timestamp, accountId, positionId, actionId?, mtTicket?, volume?, metadata{exitReason, userId}, attempt?, traceparent?
+// CLOSE: timestamp, accountId, positionId, actionId?, mtTicket?, volume?, metadata{exitReason, userId}, attempt?, traceparent?, notAfter?
 // CLOSED: timestamp, accountId, positionId, actionId?, mtTicket?, price?, profit?, volume?, remainingVolume?, status, errorMessage?, errorCode?, alreadyExecuted?, reason?, traceparent?
 // ERROR: code, message, field?, refType?, refId?, accountId?, timestamp?
 // HEARTBEAT: timestamp, seq?, reply?, accountId?
 // MODIFIED: timestamp, accountId, positionId, actionId?, mtTicket?, stopLoss?, takeProfit?, status, errorMessage?, errorCode?, alreadyExecuted?, traceparent?
-// MODIFY: timestamp, accountId, positionId, actionId?, mtTicket?, stopLoss?, takeProfit?, metadata{userId}, attempt?, traceparent?
-// OPEN: timestamp, accountId, positionId, actionId?, symbol, side, volume, metadata{executionType, userId}, attempt?, traceparent?, stopLoss?, takeProfit?
+// MODIFY: timestamp, accountId, positionId, actionId?, mtTicket?, stopLoss?, takeProfit?, metadata{userId}, attempt?, traceparent?, notAfter?
+// OPEN: timestamp, accountId, positionId, actionId?, symbol, side, volume, metadata{executionType, userId}, attempt?, traceparent?, notAfter?, stopLoss?, takeProfit?
 // OPENED: timestamp, accountId, positionId, actionId?, mtTicket?, price?, volume?, status, errorMessage?, errorCode?, alreadyExecuted?, symbol?, brokerSymbol?, side?, traceparent?, stopLoss?, takeProfit?
 // POSITION_UPDATE: timestamp, accountId, positions{mtTicket, positionId?, actionId?, symbol, brokerSymbol?, side, volume, openPrice, currentPrice, profit, openTime?, stopLoss?, takeProfit?}, syncId?
 // PRICE: accountId, symbol, brokerSymbol?, bid, ask, time
@@ -74,6 +74,7 @@
 #define HB_FIELD_MESSAGE               "message"
 #define HB_FIELD_METADATA              "metadata"
 #define HB_FIELD_MT_TICKET             "mtTicket"
+#define HB_FIELD_NOT_AFTER             "notAfter"
 #define HB_FIELD_OPEN_PRICE            "openPrice"
 #define HB_FIELD_OPEN_TIME             "openTime"
 #define HB_FIELD_POSITIONS             "positions"

@@ -14,6 +14,7 @@ from .codec import (
 from .messages import (
     COMMAND_TYPES,
     EVENT_TYPES,
+    FENCED,
     FINAL_ACTION_STATES,
     FINAL_STATUSES,
     FROM_TERMINAL,
@@ -95,6 +96,7 @@ from .version import (
 __all__ = [
     "COMMAND_TYPES",
     "EVENT_TYPES",
+    "FENCED",
     "FINAL_ACTION_STATES",
     "FINAL_STATUSES",
     "FROM_TERMINAL",

@@ -38,6 +38,15 @@ class ExecutorConfig(BackendConfig, frozen=True, kw_only=True):
             " search for orders nobody owns, or when its actionId is asked again)"
         ),
     ] = 20
+    fence_margin_ms: Annotated[
+        int,
+        setting(
+            "a command's notAfter (after which gateways refuse it unsent) is this long before the earliest moment"
+            " another replica may take its order over: the clock skew allowed between executors and gateways"
+            " (below half of LEASE_MS)",
+            default="a third of LEASE_MS",
+        ),
+    ] = 0
     orphan_lookback_ms: Annotated[
         int, setting("at start, look this far back for orders whose executor died before writing their lease")
     ] = 3_600_000
@@ -47,6 +56,10 @@ class ExecutorConfig(BackendConfig, frozen=True, kw_only=True):
     sync_timeout_ms: Annotated[int, setting("wait for a terminal's answer to SYNC")] = 2_000
     cache_check_ms: Annotated[int, setting("how often the cache is checked for a flush (then rebuilt)")] = 1_000
     id: Annotated[str, setting("this replica's name in logs", default="ex-<host>-<pid>")] = ""
+
+    @property
+    def fence_margin_s(self) -> float:
+        return (self.fence_margin_ms or self.lease_ms / 3) / 1000
 
     @property
     def executor_id(self) -> str:
@@ -63,6 +76,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> ExecutorConfig:
         raise ConfigError("HEDGEBRIDGE_EXECUTOR_LEASE_AFTER_MS and ORPHAN_LOOKBACK_MS must not be negative")
     if min(cfg.lease_ms, cfg.reconcile_timeout_ms, cfg.sync_timeout_ms, cfg.cache_check_ms) <= 0:
         raise ConfigError("HEDGEBRIDGE_EXECUTOR_{LEASE,RECONCILE_TIMEOUT,SYNC_TIMEOUT,CACHE_CHECK}_MS must be positive")
+    if not 0 <= cfg.fence_margin_ms * 2 < cfg.lease_ms:
+        raise ConfigError("HEDGEBRIDGE_EXECUTOR_FENCE_MARGIN_MS must not be negative, and below half of LEASE_MS")
     if cfg.order_timeout_ms <= 0 or cfg.delivery_timeout_ms <= 0:
         raise ConfigError("HEDGEBRIDGE_EXECUTOR_*_TIMEOUT_MS must be positive")
     if cfg.delivery_timeout_ms >= cfg.order_timeout_ms:

@@ -177,9 +177,10 @@ class Driver:
         if isinstance(action, act.Record):
             await self._record(order, action)
             return run.on_recorded(time.perf_counter())
-        if isinstance(action, act.HoldLease):
+        if isinstance(action, act.HoldLease):  # the lease written runs until no earlier than ``until`` (the fence)
+            until = self._records().lease()
             held = await self._leases().hold_before_send(order)
-            return run.on_lease_held(time.perf_counter()) if held else []  # else lost: the drive loop stops it
+            return run.on_lease_held(time.perf_counter(), until) if held else []  # else lost: the loop stops it
         if isinstance(action, act.PutLease):
             await self._leases().hold(order)
         elif isinstance(action, act.ApplyToBook):

@@ -15,7 +15,9 @@
   create for its first, the take-over's revision for a taken-over run), and a run past ``lease_after_ms``
   holds its lease (``hold``, which also finds the order's record unchanged) before each send. A write that
   fails means another replica owns the order: the order is told (``lose_lease``: it is woken, and its driver
-  feeds ``OrderRun.on_lease_lost``), never sends again and records nothing.
+  feeds ``OrderRun.on_lease_lost``), never sends again and records nothing. A command already on its way when
+  the replica paused carries its fence (``fence``: ``notAfter``, a margin before the lease could lapse): the
+  terminal link refuses it unsent once that moment passed.
 
 ``may_be_orphaned`` is the pure rule; the rest is the thin I/O around ``Records``.
 """

@@ -21,6 +21,8 @@ looked silent: paused longer than the lease), so every (re)send from then on (a 
 queued_grace_s``, or once a lease was put on it) is preceded by ``HoldLease`` and made after ``on_lease_held``.
 ``on_lease_lost`` (the check failed, or a renewal did) stops the run: it never sends again and records nothing (the
 new owner reconciles, records and answers ``reply_to``: ``Answer.handed_over``); a batch item is answered IN_FLIGHT.
+A check and the send after it are not one step, so every send carries its fence (``notAfter``, ``fence``); one the
+terminal link refused past it is a send that did not happen: it is asked again, under the lease held again.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from hedgebridge.protocol import (
     type_name,
 )
 
-from . import lifecycle, orders
+from . import fence, lifecycle, orders
 from . import run_actions as act
 from .lifecycle import OrderState, Trigger
 from .run_phases import Limits, Phase
@@ -66,6 +68,7 @@ class OrderRun:
     new_id: Callable[[], str] = orders.new_id
     reply_to: str = ""  # the caller's inbox (a taken-over order answers its first caller here)
     rounded_from: float | None = None  # the request's volume, when the command's was rounded down to the step
+    recorded_at: datetime | None = None  # the record's time: the fence of a send with no lease held (``fence``)
     state: OrderState = OrderState.ACCEPTED
     phase: Phase = Phase.IDLE
     attempt: int = 0
@@ -170,7 +173,7 @@ class OrderRun:
                 return self.expire(now, f"account {self.command.account_id} unreachable for {self.ttl_s:g}s")
             self.phase = Phase.DELIVERY_PAUSE
             pause, self._pause = self._pause, min(self._pause * 2, 0.2)
-            return [act.Pause(pause)]
+            return [*fence.refused(ack, self.fields), act.Pause(pause)]
         observed = act.Observe("delivery", now - self._send_started)
         if ack.uncertain:
             self.state = lifecycle.advance(self.state, Trigger.DELIVERY_UNCERTAIN)
@@ -240,10 +243,10 @@ class OrderRun:
         self._pause = 0.1
         return [act.PutLease(self.command.account_id), *self._reconcile_step(now)]
 
-    def on_lease_held(self, now: float) -> list[act.Action]:
-        """The lease still holds (renewed by compare-and-set): send now."""
+    def on_lease_held(self, now: float, lease_until: float | None = None) -> list[act.Action]:
+        """The lease still holds (renewed by compare-and-set, until ``lease_until`` at least): send now, fenced."""
         assert self.phase is Phase.HOLDING_LEASE
-        return self._resend(now, fresh=self._fresh_send)
+        return self._resend(now, fresh=self._fresh_send, until=fence.under_lease(self.limits, lease_until))
 
     def on_lease_lost(self, now: float) -> list[act.Action]:
         """Another replica took the order over: stop at once, never send again, record nothing (it records)."""
@@ -283,21 +286,18 @@ class OrderRun:
 
     def _send_held(self, now: float, *, fresh: bool, grace_s: float = 0.0) -> list[act.Action]:
         if now - self.started < self.limits.lease_after_s + grace_s:
-            return self._resend(now, fresh=fresh)
+            return self._resend(now, fresh=fresh, until=fence.unleased(self.limits, self.recorded_at))
         self.phase, self._fresh_send, self.leased = Phase.HOLDING_LEASE, fresh, True
         return [act.HoldLease(self.command.account_id)]
 
-    def _resend(self, now: float, *, fresh: bool) -> list[act.Action]:
+    def _resend(self, now: float, *, fresh: bool, until: datetime | None) -> list[act.Action]:
+        """Send, fenced ``until`` (the command's notAfter; None: none)."""
         if fresh:  # a new attempt: its own delivery clock and report slot
-            return self._send(now)
-        self.phase = Phase.DELIVERING  # asking again for the same delivery
-        return [act.Send(self.command, self._delivery_s(self.timeout_s))]
-
-    def _send(self, now: float) -> list[act.Action]:
-        self.phase = Phase.DELIVERING
-        self.listening, self.report, self.refusal = True, None, None
-        self._send_started, self._pause = now, 0.01
-        return [act.Send(self.command, self._delivery_s(self.timeout_s))]
+            self.listening, self.report, self.refusal = True, None, None
+            self._send_started, self._pause = now, 0.01
+        self.phase = Phase.DELIVERING  # (else asking again for the same delivery)
+        command = self.command if until is None else msgspec.structs.replace(self.command, not_after=until)
+        return [act.Send(command, self._delivery_s(self.timeout_s))]
 
     def _delivery_s(self, timeout_s: float) -> float:
         return min(self.limits.delivery_timeout_s, timeout_s)

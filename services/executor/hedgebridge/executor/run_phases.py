@@ -17,6 +17,8 @@ class Limits:
     sync_timeout_s: float
     lease_after_s: float  # an order older than this may have been taken over: hold its lease before a send
     queued_grace_s: float = 0.0  # a first send with no lease put yet holds none until lease_after_s plus this
+    lease_s: float = 0.0  # another replica takes an order over once its lease lapsed this long (0: no fence)
+    fence_margin_s: float = 0.0  # a command's notAfter is this long before the earliest take-over (clock skew)
 
 
 class Phase(Enum):

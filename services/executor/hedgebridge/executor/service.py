@@ -83,6 +83,8 @@ class Executor:
             sync_timeout_s=config.sync_timeout_ms / 1000,
             lease_after_s=config.lease_after_ms / 1000,
             queued_grace_s=config.lease_ms / 2000,  # half a lease: see ``leases``
+            lease_s=config.lease_ms / 1000,
+            fence_margin_s=config.fence_margin_s,
         )
         self._nats: NatsClient | None = None
         self._lean: LeanJetStream | None = None
@@ -304,6 +306,7 @@ class Executor:
         ttl_s = (request.ttl_ms if request.ttl_ms is not None else self.config.command_ttl_ms) / 1000
         rounded = orders.rounded_from(request, command)
         run = OrderRun(command, started, timeout_s, ttl_s, self.limits, reply_to=reply_to, rounded_from=rounded)
+        run.recorded_at = stored.record.updated_at  # the fence of its sends with no lease held
         order = RunningOrder(run, stored)
         self._running[action_id] = order
         # a lease for an order still waiting for its terminal's previous order, then for one still running

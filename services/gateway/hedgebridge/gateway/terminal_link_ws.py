@@ -29,7 +29,7 @@ from websockets.protocol import State
 
 from hedgebridge.common import logs
 from hedgebridge.common.obs import metrics
-from hedgebridge.common.terminal_link import REPLACED, Delivery, TerminalBus, rules
+from hedgebridge.common.terminal_link import REPLACED, Delivery, TerminalBus, refuse_late, rules
 from hedgebridge.protocol import (
     COMMAND_TYPES,
     FROM_TERMINAL,
@@ -236,6 +236,8 @@ class TerminalSession:
     async def deliver(self, command: Command, msg: Msg) -> Delivery:
         """Write a command from NATS to the terminal."""
         command = telemetry.command_received(self, msg, command)  # its trace context and timing
+        if rules.fenced(command, utcnow()):  # checked last: nothing awaited from here to the socket's write
+            return refuse_late(log, self.account_id, command)
         self._reports.sent(command)  # its report is explained, whenever and wherever it comes
         try:
             async with asyncio.timeout(self._send_timeout_s):

@@ -2,9 +2,10 @@
 ``TerminalLink`` (``hedgebridge.common.terminal_link``), whose bus side answers its commands, publishes its
 status and hands it over to a newer connection.
 
-A command it takes is queued for the bridge's one worker (OPEN and CLOSE run one at a time, in arrival order,
-as the EA runs them), and so is a SYNC asked by ``hb.gw.sync``, behind the commands before it. Once lost
-(the terminal went away, or a newer connection took the account), it takes no more commands.
+A command it takes (unless its ``notAfter`` passed: refused unsent) is queued for the bridge's one worker
+(OPEN and CLOSE run one at a time, in arrival order, as the EA runs them), and so is a SYNC asked by
+``hb.gw.sync``, behind the commands before it. Once lost (the terminal went away, or a newer connection took
+the account), it takes no more commands.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from hedgebridge.common import logs
-from hedgebridge.common.terminal_link import REPLACED, Delivery
+from hedgebridge.common.terminal_link import REPLACED, Delivery, refuse_late, rules
 from hedgebridge.protocol import PROTOCOL_VERSION, Command, SyncCommand, TerminalStatus, type_name, utcnow
 
 NOT_ATTACHED = "terminal not attached"
@@ -51,7 +52,11 @@ class Mt5Link:
         return True  # subscribed once attached: a command waits in the queue behind the first snapshot
 
     async def deliver(self, command: Command, msg: Msg) -> Delivery:
+        """Queue ``command`` for the worker, unless its ``notAfter`` passed (``rules.fenced``: refused unsent).
+        The queue orders it: a SYNC queued after it runs after it, so the check is made as it is queued."""
         assert self.queue is not None
+        if rules.fenced(command, utcnow()):
+            return refuse_late(log, self.account_id, command)
         self.queue.put_nowait(command)
         log.debug("command taken", account=self.account_id, type=type_name(command))
         return Delivery.DELIVERED

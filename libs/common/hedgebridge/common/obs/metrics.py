@@ -58,6 +58,12 @@ CLIENT_RESYNCS = Counter(
     "TOO_FAR_BEHIND)",
     ["reason"],
 )
+COMMANDS_FENCED = Counter(
+    "hedgebridge_commands_fenced",
+    "Gateway, MT5 bridge: order commands refused unsent because their notAfter had passed (the sender's lease "
+    "on the order may have lapsed), by command type",
+    ["type"],
+)
 CLIENT_REPLAYED = Counter(
     "hedgebridge_client_replayed_events", "Gateway: events sent to clients from a stream's history (resume, recent)"
 )

@@ -12,8 +12,8 @@ the MT5 bridge's attachment to its terminal (``mt5bridge/terminal_link_mt5.py``)
 new adapter that implements ``TerminalLink`` and is held by a ``TerminalBus``.
 """
 
-from .bus_side import TerminalBus
+from .bus_side import TerminalBus, refuse_late
 from .link import TerminalLink
-from .rules import REPLACED, Delivery, report_id
+from .rules import REPLACED, Delivery, fenced, report_id
 
-__all__ = ["REPLACED", "Delivery", "TerminalBus", "TerminalLink", "report_id"]
+__all__ = ["REPLACED", "Delivery", "TerminalBus", "TerminalLink", "fenced", "refuse_late", "report_id"]

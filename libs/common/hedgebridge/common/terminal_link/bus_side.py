@@ -23,6 +23,7 @@ from nats.aio.subscription import Subscription
 
 from hedgebridge.protocol import (
     EVENT_TYPES,
+    Command,
     DeliveryAck,
     Event,
     Message,
@@ -36,6 +37,7 @@ from hedgebridge.protocol import (
 )
 
 from .. import logs, symbol_map
+from ..obs import metrics
 from ..symbol_maps import MapMirror
 from . import rules
 from .commands import CommandRouter
@@ -198,6 +200,16 @@ class TerminalBus(Generic[L]):
 def _event_subject(account_id: str, kind: type[Message]) -> str:
     """``hb.ea.<account>.evt.<type>``, made (and the account id checked) once per account and type."""
     return subjects.event(account_id, type_name(kind))
+
+
+def refuse_late(log: logs.Logger, account_id: str, command: Command) -> rules.Delivery:
+    """A command ``rules.fenced`` at the write: counted, logged, not sent (``Delivery.FENCED``)."""
+    kind = type_name(command)
+    metrics.COMMANDS_FENCED.labels(kind).inc()
+    not_after = getattr(command, "not_after", None)
+    fields = {"account": account_id, "type": kind, "action": getattr(command, "action_id", None)}
+    log.warning("command refused unsent: its notAfter passed", not_after=str(not_after), **fields)
+    return rules.Delivery.FENCED
 
 
 async def _ack(msg: Msg, ack: DeliveryAck) -> None:

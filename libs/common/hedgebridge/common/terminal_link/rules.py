@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Literal
 
 from hedgebridge.protocol import (
+    FENCED,
     REPORT_TYPES,
     Command,
     DeliveryAck,
@@ -27,6 +28,7 @@ class Delivery(enum.Enum):
 
     DELIVERED = "delivered"  # the terminal has it (written to its socket, or queued for its one worker)
     UNCERTAIN = "uncertain"  # the write may have happened: the caller reconciles, never resends
+    FENCED = "fenced"  # refused unsent: its ``notAfter`` had passed (``fenced``)
 
 
 REPLACED = "replaced by a newer connection for this account"
@@ -62,10 +64,28 @@ def not_ready() -> DeliveryAck:
     return DeliveryAck(delivered=False, reason=NOT_READY)
 
 
+def fenced(command: Command, now: datetime) -> bool:
+    """Whether ``command`` may no longer be written to the terminal: its ``notAfter`` (the moment until which
+    its sender held the order, less a margin for clock skew) is not later than ``now``. Checked with nothing
+    awaited between the check and the write: a command written in time is ahead, on the terminal's one
+    connection, of any SYNC of an executor that took the order over since (it took it over after that
+    moment), so that SYNC's snapshot shows it; a later one is refused unsent."""
+    not_after = getattr(command, "not_after", None)
+    return not_after is not None and now >= not_after
+
+
+def refused_late() -> DeliveryAck:
+    """The ack of a command ``fenced`` at the write: not delivered (nothing was sent; the sender holds its
+    lease again and sends again, or stops when the order is no longer its own)."""
+    return DeliveryAck(delivered=False, reason=FENCED)
+
+
 def delivery_ack(delivery: Delivery, session_id: str) -> DeliveryAck:
     """The ack of a command handed to the link."""
     if delivery is Delivery.UNCERTAIN:
         return DeliveryAck(delivered=False, uncertain=True, reason=UNCERTAIN)
+    if delivery is Delivery.FENCED:
+        return refused_late()
     return DeliveryAck(delivered=True, session_id=session_id)
 
 

@@ -67,6 +67,7 @@ from .monitoring import (
     TerminalView,
 )
 from .orders import (
+    FENCED,
     FINAL_STATUSES,
     AccountSymbols,
     BatchItem,
@@ -133,6 +134,7 @@ from .wire import (
 __all__ = [
     "COMMAND_TYPES",
     "EVENT_TYPES",
+    "FENCED",
     "FINAL_ACTION_STATES",
     "FINAL_STATUSES",
     "FROM_TERMINAL",

@@ -58,6 +58,11 @@ class DeliveryAck(_Body, frozen=True, kw_only=True):
     reason: str = ""
 
 
+# DeliveryAck.reason of a command refused unsent because its ``notAfter`` had passed (the sender asks again under
+# its lease, or stops when the order is no longer its own)
+FENCED = "the command's notAfter passed before it could be written to the terminal; not sent"
+
+
 class OpenOrder(Message, frozen=True, kw_only=True, tag="OPEN_ORDER"):
     """Open a market position. ``actionId`` is the idempotency key end to end: a second request with the
     same actionId never sends a second command. ``ttlMs`` bounds how long the order may wait for its

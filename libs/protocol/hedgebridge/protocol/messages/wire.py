@@ -45,6 +45,11 @@ class ModifyMetadata(_Body, frozen=True, kw_only=True):
 # A stop loss or take profit price: absent keeps what the position has, 0 means none (removes it).
 StopPrice = PriceValue
 
+# An order command's fence: the terminal link (gateway or MT5 bridge) writes the command to the terminal only
+# until then, else refuses it unsent (its sender's lease on the order may have lapsed: another executor may own
+# it). Absent: no fence. The EA ignores it (the link has checked it before writing the frame).
+NotAfter = datetime
+
 
 class OpenCommand(Message, frozen=True, kw_only=True, tag="OPEN"):
     """Open a market position. ``actionId`` is the idempotency key: a terminal that already executed it
@@ -61,6 +66,7 @@ class OpenCommand(Message, frozen=True, kw_only=True, tag="OPEN"):
     metadata: OpenMetadata
     attempt: Annotated[int, Meta(ge=0, le=100)] = 0
     traceparent: TraceParent | None = None
+    not_after: NotAfter | None = None
     stop_loss: StopPrice | None = None  # set on the position as it opens (absent or 0: none)
     take_profit: StopPrice | None = None
 
@@ -79,6 +85,7 @@ class CloseCommand(Message, frozen=True, kw_only=True, tag="CLOSE"):
     metadata: CloseMetadata
     attempt: Annotated[int, Meta(ge=0, le=100)] = 0
     traceparent: TraceParent | None = None
+    not_after: NotAfter | None = None
 
 
 class ModifyCommand(Message, frozen=True, kw_only=True, tag="MODIFY"):
@@ -96,6 +103,7 @@ class ModifyCommand(Message, frozen=True, kw_only=True, tag="MODIFY"):
     metadata: ModifyMetadata
     attempt: Annotated[int, Meta(ge=0, le=100)] = 0
     traceparent: TraceParent | None = None
+    not_after: NotAfter | None = None
 
     def __post_init__(self) -> None:
         if self.stop_loss is None and self.take_profit is None:
