@@ -16,6 +16,8 @@ from typing import Annotated
 from hedgebridge.common.config import BackendConfig, ConfigError, load, setting
 from hedgebridge.common.config_docs import with_table
 
+from .run_phases import Limits
+
 PREFIX = "HEDGEBRIDGE_EXECUTOR_"
 
 
@@ -60,6 +62,21 @@ class ExecutorConfig(BackendConfig, frozen=True, kw_only=True):
     @property
     def fence_margin_s(self) -> float:
         return (self.fence_margin_ms or self.lease_ms / 3) / 1000
+
+    @property
+    def limits(self) -> Limits:
+        """The limits of the order runs, from these settings."""
+        return Limits(
+            delivery_timeout_s=self.delivery_timeout_ms / 1000,
+            max_attempts=self.max_attempts,
+            retry_base_ms=self.retry_base_ms,
+            reconcile_timeout_s=self.reconcile_timeout_ms / 1000,
+            sync_timeout_s=self.sync_timeout_ms / 1000,
+            lease_after_s=self.lease_after_ms / 1000,
+            queued_grace_s=self.lease_ms / 2000,  # half a lease: see ``leases``
+            lease_s=self.lease_ms / 1000,
+            fence_margin_s=self.fence_margin_s,
+        )
 
     @property
     def executor_id(self) -> str:

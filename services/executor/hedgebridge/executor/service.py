@@ -52,7 +52,7 @@ from .config import ExecutorConfig
 from .driver import Driver, RunningOrder
 from .errors import InvalidOrder
 from .leases import Leases
-from .order_run import Limits, OrderRun
+from .order_run import OrderRun
 from .orphans import OrphanSearch
 from .projection import Projection
 from .records import Records, Stored
@@ -75,17 +75,7 @@ class Executor:
         self.config = config
         self.cache: RealtimeCache = cache if cache is not None else RedisCache(config.redis_url)
         self.id = config.executor_id
-        self.limits = Limits(
-            delivery_timeout_s=config.delivery_timeout_ms / 1000,
-            max_attempts=config.max_attempts,
-            retry_base_ms=config.retry_base_ms,
-            reconcile_timeout_s=config.reconcile_timeout_ms / 1000,
-            sync_timeout_s=config.sync_timeout_ms / 1000,
-            lease_after_s=config.lease_after_ms / 1000,
-            queued_grace_s=config.lease_ms / 2000,  # half a lease: see ``leases``
-            lease_s=config.lease_ms / 1000,
-            fence_margin_s=config.fence_margin_s,
-        )
+        self.limits = config.limits
         self._nats: NatsClient | None = None
         self._lean: LeanJetStream | None = None
         self._state: streams.State | None = None
