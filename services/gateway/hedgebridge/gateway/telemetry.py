@@ -110,17 +110,13 @@ _sessions: weakref.WeakKeyDictionary[Terminal, SessionState] = weakref.WeakKeyDi
 _seen_accounts: weakref.WeakKeyDictionary[Observed, set[str]] = weakref.WeakKeyDictionary()
 
 
-def _state(session: Terminal) -> SessionState:
+def state_of(session: Terminal) -> SessionState:
+    """The session's telemetry state, made at its first use; the session keeps it, so that ``terminal_frame_in``
+    takes it without a lookup per frame (the table here holds it weakly, for the scrape-time readings)."""
     state = _sessions.get(session)
     if state is None:
         state = _sessions[session] = SessionState()
     return state
-
-
-def state_of(session: Terminal) -> SessionState:
-    """The session's telemetry state, for the session to keep: ``terminal_frame_in`` then takes it without a
-    lookup per frame (the table here still holds it weakly, for the scrape-time readings)."""
-    return _state(session)
 
 
 def register(gateway: Observed) -> None:
@@ -172,7 +168,7 @@ def _longest_silence(gateway: Observed) -> float | None:
     if not gateway.sessions:
         return None
     now = time.monotonic()
-    return max(now - _state(s).last_event for s in gateway.sessions.values())
+    return max(now - state_of(s).last_event for s in gateway.sessions.values())
 
 
 def _lowest_margin_level(gateway: Observed) -> float | None:
@@ -251,7 +247,7 @@ def command_received(session: Terminal, msg: Msg, command: C) -> C:
     )
     if span is not None:
         command = msgspec.structs.replace(command, traceparent=tracing.traceparent_of(span))
-    pending = _state(session).pending
+    pending = state_of(session).pending
     pending[action_id] = _Pending(time.perf_counter(), span)
     while len(pending) > _PENDING_MAX:
         tracing.end(pending.popitem(last=False)[1].span)
@@ -259,7 +255,7 @@ def command_received(session: Terminal, msg: Msg, command: C) -> C:
 
 
 def command_written(session: Terminal, command: Command) -> None:
-    entry = _state(session).pending.get(getattr(command, "action_id", None) or "")
+    entry = state_of(session).pending.get(getattr(command, "action_id", None) or "")
     if entry is not None:
         entry.written = time.perf_counter()
         metrics.HOP_LATENCY.labels(metrics.HOP_GATEWAY_COMMAND).observe(entry.written - entry.received)
@@ -271,7 +267,7 @@ def command_written(session: Terminal, command: Command) -> None:
 def report(session: Terminal, event: Report, headers: Mapping[str, str] | None) -> Iterator[dict[str, str] | None]:
     """Around the publish of a trade report: round trip, hop time, and the report's span and headers."""
     received = time.perf_counter()
-    entry = _state(session).pending.pop(event.action_id or "", None)
+    entry = state_of(session).pending.pop(event.action_id or "", None)
     if entry is not None:
         tracing.end(entry.span)  # a write that failed: its span ends here
         if entry.written:
