@@ -134,16 +134,13 @@ class TerminalSessions:
         """Close the terminals that sent nothing within the heartbeat timeout (``now``: the loop's clock), or
         whose token ended (``wall``: the epoch)."""
         silent_since = now - self.config.heartbeat_timeout_ms / 1000
-        for session in list(self.sessions.values()):  # every session, 4 times a second: the plain tests first
-            principal = session.principal
-            if session.last_seen >= silent_since and wall < principal.expires_at and principal.token_id not in revoked:
-                continue
+        for session in list(self.sessions.values()):
             if session.close_reason:
                 continue
-            ended = auth.session_end_reason(principal, wall, revoked)
+            ended = auth.session_end_reason(session.principal, wall, revoked)
             if ended is not None:
                 self._spawn(session.retire(CloseCode.POLICY_VIOLATION, ended))
-            else:
+            elif session.last_seen < silent_since:
                 self._spawn(session.retire(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"))
 
     def revoked(self, jti: str) -> None:
