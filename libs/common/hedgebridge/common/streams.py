@@ -35,7 +35,7 @@ from nats.js.kv import KeyValue
 
 from hedgebridge.protocol import subjects
 
-from . import logs
+from . import backoff, logs
 from .faults import Fatal
 
 log = logs.get("streams")
@@ -160,18 +160,18 @@ async def ensure_within(
     JetStream does not answer (a request timed out, no responders, 503 while a cluster elects its meta leader
     or a stream's) until ``timeout_s`` has passed: then JetStreamUnavailable, so the service exits 69 with the
     reason."""
-    deadline = time.monotonic() + timeout_s
-    pause = RETRY_FIRST_S
+    deadline, attempt = time.monotonic() + timeout_s, 0
     while True:
+        attempt += 1
         try:
             return await ensure(nc, replicas=replicas, js=js)
         except NOT_READY as exc:
             reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            pause = backoff.ceiling_s(attempt, RETRY_FIRST_S, RETRY_LONGEST_S)
             if time.monotonic() + pause > deadline:
                 raise JetStreamUnavailable(f"JetStream did not answer within {timeout_s:g}s ({reason})") from exc
             log.warning("jetstream not ready; asking again", error=reason, pause_s=pause)
             await asyncio.sleep(pause)
-            pause = min(pause * 2, RETRY_LONGEST_S)
 
 
 async def _bucket(js: JetStreamContext, name: str, replicas: int, ttl: float | None, what: str) -> KeyValue:
