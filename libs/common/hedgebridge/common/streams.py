@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
@@ -39,6 +41,7 @@ from . import backoff, logs
 from .faults import Fatal
 
 log = logs.get("streams")
+T = TypeVar("T")
 
 DAY_S = 86_400.0
 REVOKED_BUCKET = "hb_revoked"
@@ -156,15 +159,20 @@ class JetStreamUnavailable(Fatal):
 async def ensure_within(
     nc: NatsClient, timeout_s: float, *, replicas: int = 1, js: JetStreamContext | None = None
 ) -> State:
-    """``ensure(nc, replicas=replicas, js=js)``, asked again with a doubling pause (0.1 s to 2 s) while
-    JetStream does not answer (a request timed out, no responders, 503 while a cluster elects its meta leader
-    or a stream's) until ``timeout_s`` has passed: then JetStreamUnavailable, so the service exits 69 with the
-    reason."""
+    """``ensure(nc, replicas=replicas, js=js)``, asked again while JetStream does not answer (``when_ready``)."""
+    return await when_ready(timeout_s, lambda: ensure(nc, replicas=replicas, js=js))
+
+
+async def when_ready(timeout_s: float, set_up: Callable[[], Awaitable[T]]) -> T:
+    """``set_up()`` (a service's JetStream set-up at start), asked again with a doubling pause (0.1 s to 2 s)
+    while JetStream does not answer (a request timed out, no responders, 503 while a cluster elects its meta
+    leader or a stream's) until ``timeout_s`` has passed: then JetStreamUnavailable, so the service exits 69
+    with the reason."""
     deadline, attempt = time.monotonic() + timeout_s, 0
     while True:
         attempt += 1
         try:
-            return await ensure(nc, replicas=replicas, js=js)
+            return await set_up()
         except NOT_READY as exc:
             reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
             pause = backoff.ceiling_s(attempt, RETRY_FIRST_S, RETRY_LONGEST_S)

@@ -149,7 +149,7 @@ class Gateway:
         try:
             await self.revocations.start(self.nats, self.config.stream_replicas)
             await self.symbol_maps.start(self.nats, self.config.stream_replicas)
-            await self._ensure_streams()
+            await streams.when_ready(self.config.nats_startup_timeout_s, self._ensure_streams)
         except BaseException:
             await self.revocations.stop()
             await self.symbol_maps.stop()
